@@ -1,0 +1,204 @@
+//! Configuration: the TOML file, `KVS_*` environment and flags, resolved into one value.
+//!
+//! Precedence: flags > `KVS_*` environment > config file > defaults. clap applies the
+//! first two (each flag has an `env`), [`RawConfig`] is the file, and [`Config::resolve`]
+//! merges them. Relative paths are relative to the working directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::store::Limits;
+
+/// The config file as written. Unknown keys are errors (`deny_unknown_fields`), so a typo
+/// is reported rather than silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where plug-in files are found.
+    pub plugins_dir: Option<PathBuf>,
+    /// The logger's declared name.
+    pub logger: Option<String>,
+    /// The frontends' declared names.
+    pub frontends: Option<Vec<String>>,
+    /// Size limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Write path tuning.
+    #[serde(default)]
+    pub writer: RawWriter,
+    /// How long frontends get to drain on shutdown.
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Each plug-in's own table, keyed by its declared name, passed to it verbatim.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, toml::Table>,
+}
+
+/// `[limits]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Longest key in bytes (default 4096).
+    pub max_key_bytes: Option<u64>,
+    /// Longest value in bytes (default 1 MiB).
+    pub max_value_bytes: Option<u64>,
+}
+
+/// `[writer]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWriter {
+    /// Most writes gathered into one logger call (default 4096).
+    pub max_batch: Option<usize>,
+    /// Writes that may wait for the writer before new ones get `unavailable` (default 65536).
+    pub queue_capacity: Option<usize>,
+}
+
+impl RawConfig {
+    /// Reads and parses a config file; errors name the file and, from toml, the line.
+    pub fn load(path: &Path) -> Result<RawConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<RawConfig> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+/// What the command line and environment say (already merged by clap).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--plugins-dir` / `KVS_PLUGINS_DIR`.
+    pub plugins_dir: Option<PathBuf>,
+    /// `--logger` / `KVS_LOGGER`.
+    pub logger: Option<String>,
+    /// `--frontend` (repeatable) / `KVS_FRONTENDS` (comma-separated).
+    pub frontends: Vec<String>,
+}
+
+/// The resolved configuration the host runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory scanned for `.so` / `.wasm` plug-ins.
+    pub plugins_dir: PathBuf,
+    /// Name of the logger to open.
+    pub logger: String,
+    /// Names of the frontends to start, in order.
+    pub frontends: Vec<String>,
+    /// Key and value size limits.
+    pub limits: Limits,
+    /// Most writes per logger call.
+    pub max_batch: usize,
+    /// Capacity of the writer's queue.
+    pub queue_capacity: usize,
+    /// Frontend drain deadline on shutdown.
+    pub shutdown_timeout: std::time::Duration,
+    /// Plug-in tables by plug-in name.
+    pub plugin_tables: BTreeMap<String, toml::Table>,
+}
+
+/// The default plug-ins directory: `plugins/` beside the `kvs` executable, where
+/// `cargo xtask build` stages them.
+pub fn default_plugins_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("plugins")))
+        .unwrap_or_else(|| PathBuf::from("plugins"))
+}
+
+impl Config {
+    /// Merges overrides over the file over defaults, and checks the result.
+    pub fn resolve(file: RawConfig, over: Overrides) -> Result<Config> {
+        let frontends = if !over.frontends.is_empty() {
+            over.frontends
+        } else {
+            file.frontends.unwrap_or_else(|| vec!["rest".to_string()])
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &frontends {
+            if !seen.insert(name) {
+                bail!("frontend {name:?} is named twice; name each frontend once");
+            }
+        }
+        let limits = Limits {
+            max_key_bytes: file.limits.max_key_bytes.unwrap_or(4096),
+            max_value_bytes: file.limits.max_value_bytes.unwrap_or(1 << 20),
+        };
+        if limits.max_key_bytes == 0 {
+            bail!("limits.max_key_bytes must be at least 1");
+        }
+        let max_batch = file.writer.max_batch.unwrap_or(4096);
+        let queue_capacity = file.writer.queue_capacity.unwrap_or(65536);
+        if max_batch == 0 || queue_capacity == 0 {
+            bail!("writer.max_batch and writer.queue_capacity must be at least 1");
+        }
+        Ok(Config {
+            plugins_dir: over
+                .plugins_dir
+                .or(file.plugins_dir)
+                .unwrap_or_else(default_plugins_dir),
+            logger: over
+                .logger
+                .or(file.logger)
+                .unwrap_or_else(|| "file".to_string()),
+            frontends,
+            limits,
+            max_batch,
+            queue_capacity,
+            shutdown_timeout: std::time::Duration::from_millis(
+                file.shutdown_timeout_ms.unwrap_or(10_000),
+            ),
+            plugin_tables: file.plugins,
+        })
+    }
+
+    /// The plug-in's own table serialized as TOML (empty if it has none).
+    pub fn plugin_config(&self, name: &str) -> String {
+        self.plugin_tables
+            .get(name)
+            .map(|t| toml::to_string(t).expect("a parsed TOML table serializes"))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = RawConfig::parse("loggr = \"file\"").unwrap_err();
+        assert!(format!("{err:#}").contains("loggr"), "{err:#}");
+        let err = RawConfig::parse("[limits]\nmax_keys = 3").unwrap_err();
+        assert!(format!("{err:#}").contains("max_keys"), "{err:#}");
+    }
+
+    #[test]
+    fn precedence() {
+        let file =
+            RawConfig::parse("logger = \"a\"\nfrontends = [\"x\"]\n[plugins.a]\nk = 1").unwrap();
+        let c = Config::resolve(
+            file,
+            Overrides {
+                logger: Some("b".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.logger, "b");
+        assert_eq!(c.frontends, ["x"]);
+        assert_eq!(c.plugin_config("a").trim(), "k = 1");
+        assert_eq!(c.plugin_config("b"), "");
+        let d = Config::resolve(RawConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(
+            (d.logger.as_str(), d.frontends.as_slice()),
+            ("file", &["rest".to_string()][..])
+        );
+        assert_eq!(d.limits.max_key_bytes, 4096);
+    }
+}

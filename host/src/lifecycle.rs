@@ -1,0 +1,218 @@
+//! Start and stop: the order that keeps every acknowledged write and serves nothing early.
+//!
+//! Start: find every named plug-in (fail before opening anything) -> open the logger ->
+//! replay it into the map -> start the writer -> ready -> start the frontends.
+//! Stop: not ready -> stop the frontends (they drain; their writes still land) -> refuse
+//! new writes -> the writer logs what is queued and closes the logger.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice, RStr, RVec},
+};
+use anyhow::{Context, Result, anyhow};
+use kvs_plugin_api::{
+    Limits, PluginError, PluginKind,
+    native::{FrontendBox, StoreApi, StoreApi_TO, StoreBox, WriteCallbackBox},
+};
+
+use crate::config::Config;
+use crate::plugins::{Catalog, Plugin};
+use crate::store::{Map, Phase, Store};
+use crate::writer::{self, Completion, ReplayStats, Writer, WriterStats};
+
+/// A running kvs: the store, its writer, its frontends.
+pub struct Running {
+    /// The store, shared with every frontend.
+    pub store: Arc<Store>,
+    /// What replay found at start.
+    pub replayed: ReplayStats,
+    writer: Writer,
+    frontends: Vec<RunningFrontend>,
+    shutdown_timeout: Duration,
+}
+
+struct RunningFrontend {
+    name: String,
+    endpoints: Vec<String>,
+    handle: FrontendBox,
+}
+
+/// The host's store as a plug-in sees it.
+struct StoreHandle(Arc<Store>);
+
+impl StoreApi for StoreHandle {
+    fn get(&self, key: RSlice<'_, u8>) -> RResult<ROption<RVec<u8>>, PluginError> {
+        self.0
+            .get(key.as_slice())
+            .map(|v| v.map(RVec::from).into())
+            .into()
+    }
+
+    fn put(&self, key: RVec<u8>, value: RVec<u8>, mut done: WriteCallbackBox) {
+        let done = Completion::new(move |r| done.complete(r.into()));
+        self.0.put(key.into_vec(), value.into_vec(), done);
+    }
+
+    fn delete(&self, key: RVec<u8>, mut done: WriteCallbackBox) {
+        let done = Completion::new(move |r| done.complete(r.into()));
+        self.0.delete(key.into_vec(), done);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+
+    fn limits(&self) -> Limits {
+        self.0.limits()
+    }
+}
+
+/// A store object to hand to a frontend plug-in.
+pub fn store_box(store: &Arc<Store>) -> StoreBox {
+    StoreApi_TO::from_value(StoreHandle(store.clone()), TD_Opaque)
+}
+
+/// Opens the named logger plug-in with its config table.
+pub fn open_logger(plugin: &Plugin, config: &str) -> Result<kvs_plugin_api::native::LoggerBox> {
+    let open = plugin.module.open_logger();
+    let result: Result<_, PluginError> = open(RStr::from_str(config)).into();
+    result.map_err(|e| {
+        anyhow!(
+            "cannot open the {} logger ({}): {e}",
+            plugin.name,
+            plugin.path.display()
+        )
+    })
+}
+
+/// Starts kvs with the plug-ins `config` names, found in `catalog`.
+pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
+    let logger_plugin = catalog.find(PluginKind::LOGGER, &config.logger)?;
+    let frontend_plugins = config
+        .frontends
+        .iter()
+        .map(|name| catalog.find(PluginKind::FRONTEND, name))
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut logger = open_logger(logger_plugin, &config.plugin_config(&config.logger))?;
+    let map = Arc::new(Map::default());
+    let started = Instant::now();
+    let replayed = match writer::replay(&mut logger, &map) {
+        Ok(stats) => stats,
+        Err(e) => {
+            let _ = logger.close();
+            return Err(anyhow!("replay of the {} log failed: {e}", config.logger));
+        }
+    };
+    tracing::info!(
+        events = replayed.events,
+        keys = map.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "replayed the {} log",
+        config.logger
+    );
+
+    let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+    let store = Arc::new(Store::new(map.clone(), tx.clone(), config.limits));
+    let writer = Writer::spawn(
+        logger,
+        map,
+        tx,
+        rx,
+        replayed.last_sequence + 1,
+        config.max_batch,
+    )
+    .context("cannot start the writer thread")?;
+    store.set_phase(Phase::Serving);
+
+    let mut running = Running {
+        store,
+        replayed,
+        writer,
+        frontends: Vec::new(),
+        shutdown_timeout: config.shutdown_timeout,
+    };
+    for plugin in frontend_plugins {
+        let start = plugin.module.start_frontend();
+        let table = config.plugin_config(&plugin.name);
+        let result: Result<FrontendBox, PluginError> =
+            start(store_box(&running.store), RStr::from_str(&table)).into();
+        match result {
+            Ok(handle) => {
+                let endpoints: Vec<String> = handle
+                    .endpoints()
+                    .into_iter()
+                    .map(|e| e.into_string())
+                    .collect();
+                tracing::info!(
+                    "frontend {} serving on {}",
+                    plugin.name,
+                    if endpoints.is_empty() {
+                        "-".to_string()
+                    } else {
+                        endpoints.join(", ")
+                    }
+                );
+                running.frontends.push(RunningFrontend {
+                    name: plugin.name.clone(),
+                    endpoints,
+                    handle,
+                });
+            }
+            Err(e) => {
+                let err = anyhow!(
+                    "cannot start the {} frontend ({}): {e}",
+                    plugin.name,
+                    plugin.path.display()
+                );
+                let _ = running.stop();
+                return Err(err);
+            }
+        }
+    }
+    Ok(running)
+}
+
+impl Running {
+    /// Each frontend's name and the endpoints it reported.
+    pub fn endpoints(&self) -> Vec<(String, Vec<String>)> {
+        self.frontends
+            .iter()
+            .map(|f| (f.name.clone(), f.endpoints.clone()))
+            .collect()
+    }
+
+    /// Stops gracefully. Every write acknowledged before this returns is logged.
+    /// Errors from frontends or the logger's `close` are reported after everything
+    /// has been given its chance to stop.
+    pub fn stop(self) -> Result<WriterStats> {
+        self.store.set_phase(Phase::Draining);
+        let mut problems = Vec::new();
+        let deadline_ms = self.shutdown_timeout.as_millis() as u64;
+        for mut f in self.frontends.into_iter().rev() {
+            tracing::info!("stopping frontend {}", f.name);
+            if let RResult::RErr(e) = f.handle.stop(deadline_ms) {
+                problems.push(format!("frontend {} did not stop cleanly: {e}", f.name));
+            }
+        }
+        self.store.set_phase(Phase::Stopped);
+        let (stats, closed) = self.writer.stop();
+        if let Err(e) = closed {
+            problems.push(format!("closing the logger failed: {e}"));
+        }
+        tracing::info!(
+            batches = stats.batches,
+            writes = stats.writes,
+            failed = stats.failed,
+            "stopped"
+        );
+        if problems.is_empty() {
+            Ok(stats)
+        } else {
+            Err(anyhow!(problems.join("; ")))
+        }
+    }
+}

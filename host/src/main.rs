@@ -1,0 +1,203 @@
+//! `kvs`: the command line around the host library (see `lib.rs` for the layout).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kvs_host::config::{Config, Overrides, RawConfig};
+use kvs_host::plugins::Catalog;
+use kvs_plugin_api::{API_MAJOR, API_MINOR};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// A durable key-value store whose frontends and transaction loggers are plug-ins.
+///
+/// kvs loads the logger and frontends you name from its plugins directory, replays the
+/// logger's transaction log into memory, then serves clients through the frontends until
+/// SIGTERM or SIGINT, when it drains them, flushes the log and exits 0.
+#[derive(Parser, Debug)]
+#[command(name = "kvs", version, long_about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Config file (TOML). Without it, ./config.toml is used if present, else built-in
+    /// defaults (logger "file", frontend "rest").
+    #[arg(
+        long,
+        short = 'c',
+        env = "KVS_CONFIG",
+        value_name = "PATH",
+        global = true
+    )]
+    config: Option<PathBuf>,
+
+    /// Directory holding plug-in files (.so, .wasm). Default: `plugins/` beside the kvs
+    /// executable, where `cargo xtask build` puts them.
+    #[arg(long, env = "KVS_PLUGINS_DIR", value_name = "DIR", global = true)]
+    plugins_dir: Option<PathBuf>,
+
+    /// Transaction logger to use, by the name it declares (see `kvs plugins list`).
+    #[arg(long, env = "KVS_LOGGER", value_name = "NAME")]
+    logger: Option<String>,
+
+    /// Frontend to start, by the name it declares. Repeat for several; replaces the
+    /// config file's `frontends`. KVS_FRONTENDS takes a comma-separated list.
+    #[arg(
+        long = "frontend",
+        env = "KVS_FRONTENDS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    frontends: Vec<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Inspect the plug-ins kvs can load.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginsCommand {
+    /// List the plug-ins found in the plugins directory, and the files refused and why.
+    List,
+}
+
+const AFTER_HELP: &str = "\
+Precedence: flags > KVS_* environment > config file > defaults.
+Logs go to stderr; filter them with RUST_LOG (e.g. RUST_LOG=debug).
+
+Examples:
+  kvs --logger file --frontend rest
+  kvs --config /etc/kvs/config.toml
+  kvs plugins list";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kvs: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let raw = match &cli.config {
+        Some(path) => RawConfig::load(path)?,
+        None if Path::new("config.toml").is_file() => RawConfig::load(Path::new("config.toml"))?,
+        None => RawConfig::default(),
+    };
+    Config::resolve(
+        raw,
+        Overrides {
+            plugins_dir: cli.plugins_dir.clone(),
+            logger: cli.logger.clone(),
+            frontends: cli.frontends.clone(),
+        },
+    )
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Some(Command::Plugins {
+            command: PluginsCommand::List,
+        }) => list_plugins(&config),
+        None => serve(&config),
+    }
+}
+
+fn serve(config: &Config) -> Result<()> {
+    // Register before starting so a signal during replay is not lost; it is acted on
+    // once start-up completes.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("cannot install signal handlers")?;
+    let catalog = Catalog::scan(&config.plugins_dir)?;
+    for refused in &catalog.refused {
+        tracing::warn!("refused {}: {}", refused.path.display(), refused.reason);
+    }
+    let running = kvs_host::lifecycle::start(config, &catalog)?;
+    tracing::info!(
+        keys = running.store.len(),
+        "kvs ready (logger {}, frontends {})",
+        config.logger,
+        config.frontends.join(", ")
+    );
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!("received signal {signal}; shutting down");
+    }
+    running.stop()?;
+    Ok(())
+}
+
+fn list_plugins(config: &Config) -> Result<()> {
+    let catalog = Catalog::scan(&config.plugins_dir)?;
+    println!(
+        "plugins in {} (this kvs speaks plugin-api {API_MAJOR}.{API_MINOR})",
+        catalog.dir.display()
+    );
+    if catalog.plugins.is_empty() {
+        println!("  (no usable plug-ins)");
+    } else {
+        let rows: Vec<[String; 6]> = catalog
+            .plugins
+            .iter()
+            .map(|p| {
+                [
+                    p.kind.to_string(),
+                    p.name.clone(),
+                    p.format.to_string(),
+                    p.version.clone(),
+                    format!("{}.{}", p.api.0, p.api.1),
+                    p.path.display().to_string(),
+                ]
+            })
+            .collect();
+        let header = ["KIND", "NAME", "FORMAT", "VERSION", "API", "PATH"].map(String::from);
+        let mut widths = [0usize; 6];
+        for row in std::iter::once(&header).chain(&rows) {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        for row in std::iter::once(&header).chain(&rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            println!("  {}", cells.join("  ").trim_end());
+        }
+        for p in &catalog.plugins {
+            println!("  {} {}: {}", p.kind, p.name, p.description);
+        }
+    }
+    for ((kind, name), paths) in catalog.duplicates() {
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        println!(
+            "duplicate: {} files declare the {kind} plug-in {name:?}: {}",
+            paths.len(),
+            paths.join(" and ")
+        );
+    }
+    if !catalog.refused.is_empty() {
+        println!("refused:");
+        for r in &catalog.refused {
+            println!("  {}: {}", r.path.display(), r.reason);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Plug-in discovery: scan the plugins directory, handshake every file, index by name.
+//!
+//! A native plug-in is loaded in three steps, each of which can refuse it:
+//! 1. `dlopen` the file (not a shared library -> refused);
+//! 2. read its [`Handshake`] static (no `KVS_PLUGIN_HANDSHAKE` symbol -> not a kvs
+//!    plug-in; bad magic, another major or a newer minor -> refused with both versions);
+//! 3. abi_stable's header and layout checks on its root module.
+//!
+//! Every library is loaded with `RawLibrary::load_at` + `init_root_module`, never
+//! `RootModule::load_from_*`, which caches one library per root-module type and would
+//! hand back the first plug-in for every later one. Libraries are never unloaded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{RawLibrary, lib_header_from_raw_library};
+use anyhow::{Context, Result, bail};
+use kvs_plugin_api::{
+    API_MAJOR, API_MINOR, Handshake, PluginKind, handshake::HANDSHAKE_SYMBOL, handshake::MAGIC,
+    native::PluginModRef, version::check_compatible,
+};
+
+/// How a plug-in is packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A native shared object (`.so`), loaded with abi_stable.
+    Native,
+    /// A WebAssembly module (`.wasm`).
+    Wasm,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Native => "native",
+            Format::Wasm => "wasm",
+        })
+    }
+}
+
+/// A plug-in that passed its handshake and the load-time checks.
+#[derive(Clone)]
+pub struct Plugin {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Native or WASM.
+    pub format: Format,
+    /// Logger or frontend.
+    pub kind: PluginKind,
+    /// Its declared name.
+    pub name: String,
+    /// Its own version.
+    pub version: String,
+    /// Its one-line description.
+    pub description: String,
+    /// The contract version it was built against.
+    pub api: (u16, u16),
+    /// Capabilities it asked for.
+    pub capabilities: Vec<String>,
+    /// Its root module, for opening loggers / starting frontends.
+    pub module: PluginModRef,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file in the plugins directory that was not accepted, and why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The file.
+    pub path: PathBuf,
+    /// What was wrong and what to do about it.
+    pub reason: String,
+}
+
+/// Everything a scan of the plugins directory found.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// The directory scanned.
+    pub dir: PathBuf,
+    /// Accepted plug-ins, sorted by kind, name, path.
+    pub plugins: Vec<Plugin>,
+    /// Refused files, sorted by path.
+    pub refused: Vec<Refused>,
+}
+
+impl Catalog {
+    /// Scans `dir`: every `*.so` and `*.wasm` file is handshaked; other files are ignored.
+    /// A file that fails is recorded in `refused`, never fatal. A missing directory is.
+    pub fn scan(dir: &Path) -> Result<Catalog> {
+        let entries = std::fs::read_dir(dir).with_context(|| {
+            format!(
+                "cannot read the plugins directory {}: build and stage the plug-ins with \
+                 `cargo xtask build`, or point --plugins-dir / KVS_PLUGINS_DIR / plugins_dir \
+                 at the directory that holds them",
+                dir.display()
+            )
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                matches!(p.extension().and_then(|e| e.to_str()), Some("so" | "wasm")) && p.is_file()
+            })
+            .collect();
+        paths.sort();
+        let mut catalog = Catalog {
+            dir: dir.to_path_buf(),
+            ..Catalog::default()
+        };
+        for path in paths {
+            match load(&path) {
+                Ok(plugin) => catalog.plugins.push(plugin),
+                Err(reason) => catalog.refused.push(Refused { path, reason }),
+            }
+        }
+        catalog
+            .plugins
+            .sort_by(|a, b| (a.kind, &a.name, &a.path).cmp(&(b.kind, &b.name, &b.path)));
+        Ok(catalog)
+    }
+
+    /// Every accepted plug-in with this kind and name.
+    pub fn matching(&self, kind: PluginKind, name: &str) -> Vec<&Plugin> {
+        self.plugins
+            .iter()
+            .filter(|p| p.kind == kind && p.name == name)
+            .collect()
+    }
+
+    /// Names that more than one file claims, with their files.
+    pub fn duplicates(&self) -> BTreeMap<(PluginKind, String), Vec<PathBuf>> {
+        let mut by_name: BTreeMap<(PluginKind, String), Vec<PathBuf>> = BTreeMap::new();
+        for p in &self.plugins {
+            by_name
+                .entry((p.kind, p.name.clone()))
+                .or_default()
+                .push(p.path.clone());
+        }
+        by_name.retain(|_, paths| paths.len() > 1);
+        by_name
+    }
+
+    /// The one plug-in of this kind and name, or an error that says what is available
+    /// (unknown name) or which files collide (duplicate name).
+    pub fn find(&self, kind: PluginKind, name: &str) -> Result<&Plugin> {
+        match self.matching(kind, name).as_slice() {
+            [one] => Ok(one),
+            [] => {
+                let available: Vec<&str> = self
+                    .plugins
+                    .iter()
+                    .filter(|p| p.kind == kind)
+                    .map(|p| p.name.as_str())
+                    .collect();
+                let mut msg = format!(
+                    "no {kind} plug-in named {name:?} in {}; available {kind}s: {}",
+                    self.dir.display(),
+                    if available.is_empty() {
+                        "none".to_string()
+                    } else {
+                        available.join(", ")
+                    }
+                );
+                let refused = self.refused.len();
+                if refused > 0 {
+                    msg.push_str(&format!(
+                        " ({refused} file(s) refused; `kvs plugins list` says why)"
+                    ));
+                }
+                bail!(msg)
+            }
+            many => {
+                let paths: Vec<String> =
+                    many.iter().map(|p| p.path.display().to_string()).collect();
+                bail!(
+                    "{} files declare the {kind} plug-in {name:?}: {}; remove all but one",
+                    many.len(),
+                    paths.join(" and ")
+                )
+            }
+        }
+    }
+}
+
+/// Loads one plug-in file, or says why not.
+pub fn load(path: &Path) -> Result<Plugin, String> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("so") => load_native(path),
+        Some("wasm") => {
+            Err("WASM plug-ins are not supported by this build of kvs yet; use a native .so".into())
+        }
+        _ => Err("not a plug-in file (expected .so or .wasm)".into()),
+    }
+}
+
+fn load_native(path: &Path) -> Result<Plugin, String> {
+    let raw = RawLibrary::load_at(path).map_err(|e| {
+        format!(
+            "not a loadable shared library: {}",
+            one_line(&e.to_string())
+        )
+    })?;
+    // SAFETY: the symbol, if present, is a `Handshake` static: every kvs plug-in exports
+    // it with that type (see kvs_plugin_api::export_plugin). We read only the frozen
+    // magic/version prefix before checking the version.
+    let handshake: &'static Handshake = unsafe {
+        let sym = raw.get::<*const Handshake>(HANDSHAKE_SYMBOL).map_err(|_| {
+            "not a kvs plug-in: it has no KVS_PLUGIN_HANDSHAKE symbol \
+             (plug-ins declare one with kvs_plugin_api::export_plugin!)"
+                .to_string()
+        })?;
+        &**sym
+    };
+    if handshake.magic != MAGIC {
+        return Err("not a kvs plug-in: its KVS_PLUGIN_HANDSHAKE has the wrong magic tag".into());
+    }
+    let api = (handshake.api_major, handshake.api_minor);
+    check_compatible(api, (API_MAJOR, API_MINOR)).map_err(|e| e.to_string())?;
+    handshake.validate()?;
+    // SAFETY: the library stays loaded for the life of the process (leaked below), so the
+    // 'static references abi_stable hands out stay valid.
+    let module = unsafe { lib_header_from_raw_library(&raw) }
+        .and_then(|header| header.init_root_module::<PluginModRef>())
+        .map_err(|e| {
+            format!(
+                "its handshake says plugin-api {}.{}, but its exported module does not match \
+                 this kvs's plugin-api {API_MAJOR}.{API_MINOR}: rebuild the plug-in against \
+                 plugin-api {API_MAJOR}.x ({})",
+                api.0,
+                api.1,
+                one_line(&e.to_string())
+            )
+        })?;
+    // Never unload: the module, the handshake and every object the plug-in hands out
+    // point into the library.
+    std::mem::forget(raw);
+    Ok(Plugin {
+        path: path.to_path_buf(),
+        format: Format::Native,
+        kind: handshake.kind,
+        name: handshake.name.as_str().to_string(),
+        version: handshake.version.as_str().to_string(),
+        description: handshake.description.as_str().to_string(),
+        api,
+        capabilities: handshake
+            .capabilities
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
+        module,
+    })
+}
+
+fn one_line(s: &str) -> String {
+    let joined: Vec<&str> = s.split_whitespace().collect();
+    let mut line = joined.join(" ");
+    if line.len() > 400 {
+        line.truncate(line.floor_char_boundary(400));
+        line.push_str(" ...");
+    }
+    line
+}

@@ -1,0 +1,165 @@
+//! The core store: a sharded in-memory map fed by the write path.
+//!
+//! Reads go straight to the map. Writes are validated here, then queued for the single
+//! writer ([`crate::writer`]), which logs them and only then applies them to the map.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crossbeam_channel::{Sender, TrySendError};
+use dashmap::DashMap;
+pub use kvs_plugin_api::Limits;
+use kvs_plugin_api::PluginError;
+
+use crate::writer::{Completion, Msg, Op, WriteRequest};
+
+/// The map type: any bytes to any bytes, sharded so readers and the writer rarely meet.
+pub type Map = DashMap<Box<[u8]>, Box<[u8]>>;
+
+/// The store shared by the host and every frontend. Cheap to share via `Arc`.
+pub struct Store {
+    /// Applied state. Written only by the writer thread, in log order.
+    map: Arc<Map>,
+    /// Queue to the writer. Bounded, so an overloaded host answers `unavailable` rather
+    /// than growing without limit.
+    writes: Sender<Msg>,
+    /// Size limits enforced before a write is queued.
+    limits: Limits,
+    /// Where the host is in its life: see [`Phase`].
+    phase: AtomicU8,
+}
+
+/// The host's life, as the store sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Replaying the log: not ready, no writes.
+    Starting = 0,
+    /// Ready; reads and writes served.
+    Serving = 1,
+    /// Shutdown began: not ready (probes say so), but writes still accepted so that
+    /// in-flight requests finish while frontends drain.
+    Draining = 2,
+    /// Frontends are stopped; writes refused, the writer is flushing.
+    Stopped = 3,
+}
+
+impl Store {
+    pub(crate) fn new(map: Arc<Map>, writes: Sender<Msg>, limits: Limits) -> Self {
+        Store {
+            map,
+            writes,
+            limits,
+            phase: AtomicU8::new(Phase::Starting as u8),
+        }
+    }
+
+    /// The value under `key`, if any. Never touches the logger.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+        self.check_key(key)?;
+        Ok(self.map.get(key).map(|v| v.value().to_vec()))
+    }
+
+    /// Queues a PUT; `done` runs once it is durable and applied, or has failed.
+    pub fn put(&self, key: Vec<u8>, value: Vec<u8>, done: Completion) {
+        let checked = self.check_key(&key).and_then(|()| self.check_value(&value));
+        match checked {
+            Ok(()) => self.submit(Op::Put(key.into(), value.into()), done),
+            Err(e) => done.complete(Err(e)),
+        }
+    }
+
+    /// Queues a DELETE; `done` as for [`Store::put`]. Deleting a missing key succeeds.
+    pub fn delete(&self, key: Vec<u8>, done: Completion) {
+        match self.check_key(&key) {
+            Ok(()) => self.submit(Op::Delete(key.into()), done),
+            Err(e) => done.complete(Err(e)),
+        }
+    }
+
+    fn submit(&self, op: Op, done: Completion) {
+        if !matches!(self.phase(), Phase::Serving | Phase::Draining) {
+            return done.complete(Err(PluginError::unavailable(
+                "kvs is not serving writes (starting up or shut down); retry later",
+            )));
+        }
+        let refused = match self.writes.try_send(Msg::Write(WriteRequest { op, done })) {
+            Ok(()) => return,
+            Err(TrySendError::Full(msg)) => (msg, "write queue is full; retry later"),
+            Err(TrySendError::Disconnected(msg)) => (msg, "kvs is shutting down; retry later"),
+        };
+        if let (Msg::Write(req), why) = refused {
+            req.done.complete(Err(PluginError::unavailable(why)));
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), PluginError> {
+        if key.is_empty() {
+            return Err(PluginError::invalid_input("key is empty"));
+        }
+        if key.len() as u64 > self.limits.max_key_bytes {
+            return Err(PluginError::too_large(format!(
+                "key is {} bytes; the limit is {} (limits.max_key_bytes)",
+                key.len(),
+                self.limits.max_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), PluginError> {
+        if value.len() as u64 > self.limits.max_value_bytes {
+            return Err(PluginError::too_large(format!(
+                "value is {} bytes; the limit is {} (limits.max_value_bytes)",
+                value.len(),
+                self.limits.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether kvs is ready: replay is done and shutdown has not begun.
+    pub fn is_ready(&self) -> bool {
+        self.phase() == Phase::Serving
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Serving,
+            2 => Phase::Draining,
+            _ => Phase::Stopped,
+        }
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// The configured size limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// A copy of every entry, sorted by key. For tests and tools, not the hot path.
+    pub fn snapshot(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut all: Vec<_> = self
+            .map
+            .iter()
+            .map(|e| (e.key().to_vec(), e.value().to_vec()))
+            .collect();
+        all.sort();
+        all
+    }
+}

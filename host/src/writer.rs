@@ -1,0 +1,296 @@
+//! The write path: one writer thread, group commit, log-then-apply.
+//!
+//! Every write goes through one thread, which
+//! 1. takes the first queued write, plus every write queued meanwhile (group commit),
+//! 2. numbers them with consecutive sequence numbers,
+//! 3. hands the whole batch to the logger in one `append` call,
+//! 4. on success applies the batch to the map in sequence order, then completes each
+//!    caller; on failure completes each caller with the logger's error and applies
+//!    nothing.
+//!
+//! One thread is what makes map order equal log order without a lock across the logger
+//! call, and the batching is what lets many durable writes share one fsync.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RSlice},
+};
+use crossbeam_channel::{Receiver, Sender};
+use kvs_plugin_api::{
+    Event, EventKind, PluginError,
+    native::{LoggerBox, ReplaySink, ReplaySink_TO},
+};
+
+use crate::store::Map;
+
+/// A write waiting for the writer.
+pub enum Op {
+    /// Set a key.
+    Put(Box<[u8]>, Box<[u8]>),
+    /// Remove a key.
+    Delete(Box<[u8]>),
+}
+
+/// A write and whom to tell when it is done.
+pub struct WriteRequest {
+    /// What to write.
+    pub op: Op,
+    /// Called once with the outcome.
+    pub done: Completion,
+}
+
+/// What the writer's queue carries.
+pub enum Msg {
+    /// A write to log and apply.
+    Write(WriteRequest),
+    /// Log what is queued, close the logger, exit.
+    Stop,
+}
+
+type Callback = Box<dyn FnOnce(Result<(), PluginError>) + Send>;
+
+/// Tells a writer's caller the outcome, exactly once. If dropped uncompleted (a write
+/// still queued when the writer exited), it completes with `unavailable`, so no caller
+/// waits forever and none is told "ok" for a write that was not logged.
+pub struct Completion(Option<Callback>);
+
+impl Completion {
+    /// Wraps the function to call with the outcome.
+    pub fn new(f: impl FnOnce(Result<(), PluginError>) + Send + 'static) -> Self {
+        Completion(Some(Box::new(f)))
+    }
+
+    /// Delivers the outcome.
+    pub fn complete(mut self, result: Result<(), PluginError>) {
+        if let Some(f) = self.0.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(PluginError::unavailable(
+                "kvs shut down before this write was logged; it was not applied",
+            )));
+        }
+    }
+}
+
+/// What the writer did, returned when it stops.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriterStats {
+    /// `append` calls made.
+    pub batches: u64,
+    /// Writes logged and applied.
+    pub writes: u64,
+    /// Writes the logger refused.
+    pub failed: u64,
+}
+
+/// The running writer thread.
+pub struct Writer {
+    thread: JoinHandle<(WriterStats, Result<(), PluginError>)>,
+    queue: Sender<Msg>,
+}
+
+impl Writer {
+    /// Starts the writer. `next_sequence` is one past the last replayed event.
+    pub fn spawn(
+        logger: LoggerBox,
+        map: Arc<Map>,
+        queue: Sender<Msg>,
+        rx: Receiver<Msg>,
+        next_sequence: u64,
+        max_batch: usize,
+    ) -> std::io::Result<Writer> {
+        let state = WriterLoop {
+            logger,
+            map,
+            rx,
+            next_sequence,
+            max_batch,
+            stats: WriterStats::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("kvs-writer".into())
+            .spawn(move || state.run())?;
+        Ok(Writer { thread, queue })
+    }
+
+    /// Logs everything queued so far, closes the logger and waits for the thread.
+    /// Returns the writer's statistics and the logger's `close` outcome.
+    pub fn stop(self) -> (WriterStats, Result<(), PluginError>) {
+        // A blocking send: Stop must not be lost to a full queue.
+        let _ = self.queue.send(Msg::Stop);
+        drop(self.queue);
+        self.thread.join().unwrap_or_else(|_| {
+            (
+                WriterStats::default(),
+                Err(PluginError::internal("the writer thread panicked")),
+            )
+        })
+    }
+}
+
+struct WriterLoop {
+    logger: LoggerBox,
+    map: Arc<Map>,
+    rx: Receiver<Msg>,
+    next_sequence: u64,
+    max_batch: usize,
+    stats: WriterStats,
+}
+
+impl WriterLoop {
+    fn run(mut self) -> (WriterStats, Result<(), PluginError>) {
+        let mut stopping = false;
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            if !stopping {
+                match self.rx.recv() {
+                    Ok(Msg::Write(req)) => batch.push(req),
+                    Ok(Msg::Stop) | Err(_) => stopping = true,
+                }
+            }
+            // Group commit: everything that queued up while the last append ran.
+            while batch.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(Msg::Write(req)) => batch.push(req),
+                    Ok(Msg::Stop) => stopping = true,
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                if stopping {
+                    break;
+                }
+                continue;
+            }
+            self.commit(&mut batch);
+        }
+        tracing::debug!(?self.stats, "writer stopping; closing logger");
+        let closed = self.logger.close().into();
+        (self.stats, closed)
+    }
+
+    fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
+        let first = self.next_sequence;
+        // Never reuse a number, even if this append fails: a partly written batch must
+        // not be mistaken for a later one on replay.
+        self.next_sequence += batch.len() as u64;
+        let events: Vec<Event<'_>> = batch
+            .iter()
+            .zip(first..)
+            .map(|(req, seq)| match &req.op {
+                Op::Put(k, v) => Event::put(seq, k, v),
+                Op::Delete(k) => Event::delete(seq, k),
+            })
+            .collect();
+        let result = self.logger.append(RSlice::from_slice(&events));
+        drop(events);
+        self.stats.batches += 1;
+        match result {
+            RResult::ROk(()) => {
+                self.stats.writes += batch.len() as u64;
+                // Apply everything first so that a caller who is told "done" and then
+                // reads sees its own write and every write logged before it.
+                let dones: Vec<Completion> = batch
+                    .drain(..)
+                    .map(|req| {
+                        match req.op {
+                            Op::Put(k, v) => {
+                                self.map.insert(k, v);
+                            }
+                            Op::Delete(k) => {
+                                self.map.remove(&k);
+                            }
+                        }
+                        req.done
+                    })
+                    .collect();
+                for done in dones {
+                    done.complete(Ok(()));
+                }
+            }
+            RResult::RErr(err) => {
+                self.stats.failed += batch.len() as u64;
+                tracing::warn!(code = %err.code(), "logger refused a batch of {}: {err}", batch.len());
+                for req in batch.drain(..) {
+                    req.done.complete(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Events replayed.
+    pub events: u64,
+    /// The last sequence number seen (0 for an empty log).
+    pub last_sequence: u64,
+}
+
+struct MapSink<'m> {
+    map: &'m Map,
+    stats: ReplayStats,
+    started: Instant,
+}
+
+impl ReplaySink for MapSink<'_> {
+    fn accept(&mut self, events: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
+        for e in events.iter() {
+            if self.stats.events > 0 && e.sequence <= self.stats.last_sequence {
+                return RResult::RErr(PluginError::internal(format!(
+                    "log out of order: sequence {} follows {}; the log is damaged",
+                    e.sequence, self.stats.last_sequence
+                )));
+            }
+            match e.kind {
+                EventKind::PUT => {
+                    self.map
+                        .insert(e.key.as_slice().into(), e.value.as_slice().into());
+                }
+                EventKind::DELETE => {
+                    self.map.remove(e.key.as_slice());
+                }
+                other => {
+                    return RResult::RErr(PluginError::internal(format!(
+                        "unknown event kind {} at sequence {}; this log was written by a newer kvs",
+                        other.0, e.sequence
+                    )));
+                }
+            }
+            self.stats.last_sequence = e.sequence;
+            self.stats.events += 1;
+            if self.stats.events % 1_000_000 == 0 {
+                tracing::info!(
+                    events = self.stats.events,
+                    elapsed_ms = self.started.elapsed().as_millis() as u64,
+                    "replaying"
+                );
+            }
+        }
+        RResult::ROk(())
+    }
+}
+
+/// Replays the logger's events into `map`, checking that sequence numbers increase.
+pub fn replay(logger: &mut LoggerBox, map: &Map) -> Result<ReplayStats, PluginError> {
+    let mut sink = MapSink {
+        map,
+        stats: ReplayStats::default(),
+        started: Instant::now(),
+    };
+    let result: Result<(), PluginError> = logger
+        .replay(ReplaySink_TO::from_ptr(&mut sink, TD_Opaque))
+        .into();
+    result.map(|()| sink.stats)
+}
