@@ -1,0 +1,439 @@
+//! The `file` transaction logger: an append-only, checksummed log file, fsynced per batch.
+//!
+//! * [`format`]: the byte layout of the file and its records.
+//! * [`FileLogger`]: open (creating the file and directory), replay (with torn-tail
+//!   recovery and corruption detection), append (one write and at most one sync per
+//!   batch), close.
+//!
+//! Durability follows the `sync` setting, like Redis's `appendfsync`: `always` (default)
+//! acknowledges a batch only after `fdatasync`; `interval` syncs every
+//! `sync_interval_ms` from a background thread; `never` leaves it to the OS.
+
+pub mod format;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kvs_plugin_api::{Event, EventKind, PluginError, TransactionLogger, export_plugin};
+use serde::Deserialize;
+
+use format::{HEADER_LEN, RECORD_HEADER_LEN, RecordHeader};
+
+/// When appended data is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// `fdatasync` before acknowledging each batch.
+    Always,
+    /// `fdatasync` every `sync_interval_ms` in the background.
+    Interval,
+    /// Never sync explicitly (the OS writes back eventually; `close` syncs).
+    Never,
+}
+
+/// The `[plugins.file]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The log file. Its directory is created if missing. Default `data/kvs.log`.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// Sync policy. Default `always`.
+    #[serde(default = "default_sync")]
+    pub sync: SyncPolicy,
+    /// Period of `interval` syncs. Default 1000.
+    #[serde(default = "default_interval")]
+    pub sync_interval_ms: u64,
+    /// Truncate at the first corrupt record instead of refusing to start.
+    #[serde(default)]
+    pub repair: bool,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from("data/kvs.log")
+}
+fn default_sync() -> SyncPolicy {
+    SyncPolicy::Always
+}
+fn default_interval() -> u64 {
+    1000
+}
+
+impl Config {
+    /// Parses the plug-in's TOML table; errors name the bad key.
+    pub fn parse(text: &str) -> Result<Config, PluginError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| PluginError::invalid_input(format!("[plugins.file]: {e}")))?;
+        if config.sync == SyncPolicy::Interval && config.sync_interval_ms == 0 {
+            return Err(PluginError::invalid_input(
+                "[plugins.file]: sync_interval_ms must be at least 1",
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Events handed to the host per `replay` chunk, and bytes buffered per chunk.
+const REPLAY_CHUNK_EVENTS: usize = 4096;
+const REPLAY_CHUNK_BYTES: usize = 8 << 20;
+
+/// The logger. See the crate docs.
+pub struct FileLogger {
+    config: Config,
+    file: Arc<File>,
+    /// Length of the valid log: appends go here.
+    len: u64,
+    /// Set once the file has been scanned (torn tail truncated), i.e. replay ran.
+    scanned: bool,
+    /// Set when a write or sync failed: the file's state is uncertain, refuse writes.
+    broken: Arc<AtomicBool>,
+    /// Reused encoding buffer: one allocation serves every batch.
+    buf: Vec<u8>,
+    syncer: Option<Syncer>,
+}
+
+/// The background thread of the `interval` policy.
+struct Syncer {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> PluginError {
+    PluginError::unavailable(format!("{what} {}: {e}", path.display()))
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+impl FileLogger {
+    /// Opens (creating if needed) the log described by `config`.
+    pub fn open(config: Config) -> Result<FileLogger, PluginError> {
+        let path = config.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                PluginError::invalid_input(format!(
+                    "cannot create the log directory {}: {e}; set [plugins.file] path to a writable place",
+                    dir.display()
+                ))
+            })?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| {
+                PluginError::invalid_input(format!(
+                    "cannot open the log file {}: {e}; set [plugins.file] path to a writable file",
+                    path.display()
+                ))
+            })?;
+        let len = file
+            .metadata()
+            .map_err(|e| io_err(&path, "cannot stat", e))?
+            .len();
+        if len < HEADER_LEN {
+            // New (or created but never given its header before a crash): start it.
+            let mut partial = vec![0u8; len as usize];
+            file.read_exact_at(&mut partial, 0)
+                .map_err(|e| io_err(&path, "cannot read", e))?;
+            if !format::header().starts_with(&partial) {
+                return Err(PluginError::internal(format!(
+                    "{} is not a kvs log file (bad header); move it away or point [plugins.file] path elsewhere",
+                    path.display()
+                )));
+            }
+            file.write_all_at(&format::header(), 0)
+                .and_then(|()| file.set_len(HEADER_LEN))
+                .and_then(|()| file.sync_all())
+                .and_then(|()| sync_dir(&path))
+                .map_err(|e| io_err(&path, "cannot initialise", e))?;
+        } else {
+            let mut h = [0u8; HEADER_LEN as usize];
+            file.read_exact_at(&mut h, 0)
+                .map_err(|e| io_err(&path, "cannot read", e))?;
+            format::check_header(&h)
+                .map_err(|why| PluginError::internal(format!("{}: {why}", path.display())))?;
+        }
+        let file = Arc::new(file);
+        let broken = Arc::new(AtomicBool::new(false));
+        let syncer = (config.sync == SyncPolicy::Interval).then(|| {
+            let (stop, rx) = mpsc::channel::<()>();
+            let file = file.clone();
+            let broken = broken.clone();
+            let period = Duration::from_millis(config.sync_interval_ms);
+            let path = path.clone();
+            let thread = std::thread::spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(period) {
+                    if let Err(e) = file.sync_data() {
+                        eprintln!(
+                            "kvs file logger: fdatasync of {} failed: {e}",
+                            path.display()
+                        );
+                        broken.store(true, Ordering::Release);
+                        return;
+                    }
+                }
+            });
+            Syncer { stop, thread }
+        });
+        Ok(FileLogger {
+            config,
+            file,
+            len: HEADER_LEN,
+            scanned: false,
+            broken,
+            buf: Vec::new(),
+            syncer,
+        })
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    /// Reads every record from the start, handing events to `sink` in chunks; truncates a
+    /// torn tail; refuses (or, with `repair`, truncates at) corruption.
+    fn scan(
+        &mut self,
+        sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        let path = self.config.path.clone();
+        let file_len = self
+            .file
+            .metadata()
+            .map_err(|e| io_err(&path, "cannot stat", e))?
+            .len();
+        let mut reader = BufReader::with_capacity(1 << 20, &*self.file);
+        reader
+            .seek(SeekFrom::Start(HEADER_LEN))
+            .map_err(|e| io_err(&path, "cannot read", e))?;
+        let mut offset = HEADER_LEN;
+        let mut records: u64 = 0;
+        let mut last_sequence: Option<u64> = None;
+        let mut arena: Vec<u8> = Vec::with_capacity(REPLAY_CHUNK_BYTES);
+        let mut bodies: Vec<(usize, usize)> = Vec::with_capacity(REPLAY_CHUNK_EVENTS);
+        let mut flush = |arena: &mut Vec<u8>,
+                         bodies: &mut Vec<(usize, usize)>|
+         -> Result<(), PluginError> {
+            // Bodies were verified when read; decoding again only borrows. One Vec per
+            // chunk, not per record.
+            let chunk: Vec<Event<'_>> = bodies
+                .iter()
+                .map(|&(start, len)| format::decode(&arena[start..start + len]).expect("verified"))
+                .collect();
+            let result = sink(&chunk);
+            drop(chunk);
+            arena.clear();
+            bodies.clear();
+            result
+        };
+        let problem: Option<(u64, String, bool)> = loop {
+            if offset == file_len {
+                break None;
+            }
+            let remaining = file_len - offset;
+            if remaining < RECORD_HEADER_LEN as u64 {
+                break Some((offset, "incomplete record header".into(), true));
+            }
+            let mut h = [0u8; RECORD_HEADER_LEN];
+            reader
+                .read_exact(&mut h)
+                .map_err(|e| io_err(&path, "cannot read", e))?;
+            let (len, body_crc) = match format::parse_header(&h) {
+                RecordHeader::Valid { len, body_crc } => (len, body_crc),
+                RecordHeader::Damaged => {
+                    let torn =
+                        rest_is_zero(&mut reader).map_err(|e| io_err(&path, "cannot read", e))?;
+                    break Some((offset, "damaged record length".into(), torn));
+                }
+            };
+            if len as u64 > remaining - RECORD_HEADER_LEN as u64 {
+                break Some((offset, "record cut short".into(), true));
+            }
+            let start = arena.len();
+            arena.resize(start + len, 0);
+            reader
+                .read_exact(&mut arena[start..])
+                .map_err(|e| io_err(&path, "cannot read", e))?;
+            let body = &arena[start..];
+            let at_end = offset + (RECORD_HEADER_LEN + len) as u64 == file_len;
+            if crc32c::crc32c(body) != body_crc {
+                arena.truncate(start);
+                break Some((offset, "checksum mismatch".into(), at_end));
+            }
+            let sequence = match format::decode(body) {
+                Ok(e) => e.sequence,
+                Err(why) => {
+                    arena.truncate(start);
+                    break Some((offset, why, false));
+                }
+            };
+            if last_sequence.is_some_and(|last| sequence <= last) {
+                arena.truncate(start);
+                break Some((
+                    offset,
+                    format!(
+                        "sequence {sequence} does not follow {}",
+                        last_sequence.unwrap()
+                    ),
+                    false,
+                ));
+            }
+            last_sequence = Some(sequence);
+            bodies.push((start, len));
+            records += 1;
+            offset += (RECORD_HEADER_LEN + len) as u64;
+            if bodies.len() >= REPLAY_CHUNK_EVENTS || arena.len() >= REPLAY_CHUNK_BYTES {
+                flush(&mut arena, &mut bodies)?;
+            }
+        };
+        if !bodies.is_empty() {
+            flush(&mut arena, &mut bodies)?;
+        }
+        drop(reader);
+        if let Some((bad_at, why, torn)) = problem {
+            let dropped = file_len - bad_at;
+            if torn {
+                tracing_warn(&format!(
+                    "{}: torn record at the end (offset {bad_at}, {why}): truncated {dropped} \
+                     byte(s) of a write that was never acknowledged; {records} record(s) kept",
+                    path.display()
+                ));
+            } else if self.config.repair {
+                tracing_warn(&format!(
+                    "{}: repair: corrupt record at offset {bad_at} ({why}); truncated there, \
+                     dropping it and everything after it ({dropped} bytes); {records} record(s) kept",
+                    path.display()
+                ));
+            } else {
+                return Err(PluginError::internal(format!(
+                    "{}: corrupt record at byte offset {bad_at} ({why}), {dropped} bytes before \
+                     the end; {records} record(s) before it are intact. Refusing to start; the \
+                     file was not changed. Back it up, then restart with `repair = true` in \
+                     [plugins.file] (or `kvs --repair-log`) to drop the bad record and \
+                     everything after it",
+                    path.display()
+                )));
+            }
+            self.file
+                .set_len(bad_at)
+                .and_then(|()| self.file.sync_all())
+                .map_err(|e| io_err(&path, "cannot truncate", e))?;
+        }
+        // On a problem the loop stopped with `offset` at the bad record, now the end.
+        self.len = offset;
+        self.scanned = true;
+        Ok(())
+    }
+
+    fn fail_if_broken(&self) -> Result<(), PluginError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(PluginError::unavailable(format!(
+                "{}: an earlier write or sync failed, so the file's state is uncertain; \
+                 refusing writes until kvs is restarted",
+                self.config.path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn rest_is_zero(reader: &mut impl Read) -> std::io::Result<bool> {
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Plug-ins have no logging channel into the host yet; stderr is where the host logs too.
+fn tracing_warn(msg: &str) {
+    eprintln!("kvs file logger: warning: {msg}");
+}
+
+impl TransactionLogger for FileLogger {
+    fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
+        self.fail_if_broken()?;
+        if !self.scanned {
+            self.scan(&mut |_| Ok(()))?;
+        }
+        self.buf.clear();
+        for event in batch {
+            if event.kind != EventKind::PUT && event.kind != EventKind::DELETE {
+                return Err(PluginError::invalid_input(format!(
+                    "unknown event kind {}",
+                    event.kind.0
+                )));
+            }
+            format::encode(event, &mut self.buf);
+        }
+        if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
+            // Cut off whatever part of the batch reached the file; if even that fails
+            // the tail is uncertain, so stop taking writes.
+            if self.file.set_len(self.len).is_err() {
+                self.broken.store(true, Ordering::Release);
+            }
+            return Err(io_err(&self.config.path, "cannot write", e));
+        }
+        if self.config.sync == SyncPolicy::Always
+            && let Err(e) = self.file.sync_data()
+        {
+            // After a failed fsync the kernel may have dropped the dirty pages: the
+            // file's content is unknown. Never retry; refuse writes from now on.
+            self.broken.store(true, Ordering::Release);
+            return Err(io_err(&self.config.path, "cannot fdatasync", e));
+        }
+        self.len += self.buf.len() as u64;
+        if self.buf.capacity() > 16 << 20 {
+            self.buf = Vec::new(); // don't keep a huge buffer after a burst of big values
+        }
+        Ok(())
+    }
+
+    fn replay(
+        &mut self,
+        sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        self.scan(sink)
+    }
+
+    fn close(&mut self) -> Result<(), PluginError> {
+        if let Some(syncer) = self.syncer.take() {
+            drop(syncer.stop);
+            let _ = syncer.thread.join();
+        }
+        self.fail_if_broken()?;
+        self.file
+            .sync_data()
+            .map_err(|e| io_err(&self.config.path, "cannot fdatasync", e))
+    }
+}
+
+fn open(config: &str) -> Result<FileLogger, PluginError> {
+    FileLogger::open(Config::parse(config)?)
+}
+
+export_plugin!(
+    logger: open,
+    name: "file",
+    description: "append-only checksummed log file; fsync per batch (sync = always|interval|never)"
+);

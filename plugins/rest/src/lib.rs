@@ -1,0 +1,329 @@
+//! The `rest` frontend: the book's HTTP API, served by axum on the plug-in's own runtime.
+//!
+//! | request                         | answer                                         |
+//! |---------------------------------|------------------------------------------------|
+//! | `PUT /v1/key/{key}` body=value  | 201 once durable                               |
+//! | `GET /v1/key/{key}`             | 200 with the raw value, or 404                 |
+//! | `DELETE /v1/key/{key}`          | 200, also for a missing key                    |
+//! | other methods on those paths    | 405 with `Allow`                               |
+//! | `/v1/{key}`                     | the same three (the book uses both forms)      |
+//! | `GET /healthz`                  | 200 while the process answers                  |
+//! | `GET /readyz`                   | 200 when serving, 503 starting or stopping     |
+//!
+//! The key is the rest of the path, percent-decoded to bytes, so `%2F`, `%00`, `%0A` and
+//! UTF-8 all work. Errors are one line of text; [`status_of`] maps store errors to
+//! statuses in one place.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
+    http::{StatusCode, Uri, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use kvs_plugin_api::{ErrorCode, Frontend, PluginError, Store, export_plugin};
+use serde::Deserialize;
+use tokio::sync::{Semaphore, oneshot};
+
+/// The `[plugins.rest]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Threads of the plug-in's tokio runtime. Default 2.
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
+    /// Longest a request may take before it is answered 504. Default 30000.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more wait their turn. Default 1024.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_timeout() -> u64 {
+    30_000
+}
+fn default_concurrency() -> usize {
+    1024
+}
+
+impl Config {
+    /// Parses the plug-in's TOML table; errors name the bad key.
+    pub fn parse(text: &str) -> Result<Config, PluginError> {
+        let c: Config = toml::from_str(text)
+            .map_err(|e| PluginError::invalid_input(format!("[plugins.rest]: {e}")))?;
+        if c.worker_threads == 0 || c.max_concurrent_requests == 0 || c.request_timeout_ms == 0 {
+            return Err(PluginError::invalid_input(
+                "[plugins.rest]: worker_threads, max_concurrent_requests and request_timeout_ms must be at least 1",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Store,
+    /// Set when `stop` begins: readiness answers 503 from then on.
+    stopping: Arc<AtomicBool>,
+    limiter: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// The store's error codes as HTTP statuses: the one place they are decided.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::NOT_FOUND => StatusCode::NOT_FOUND,
+        ErrorCode::INVALID_INPUT => StatusCode::BAD_REQUEST,
+        ErrorCode::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+fn store_error(e: PluginError) -> Response {
+    error_response(status_of(e.code()), e.message())
+}
+
+/// The key: everything after the route prefix, percent-decoded to raw bytes.
+fn key_of(uri: &Uri, state: &AppState) -> Result<Vec<u8>, Response> {
+    let path = uri.path();
+    let raw = path
+        .strip_prefix("/v1/key/")
+        .or_else(|| path.strip_prefix("/v1/"))
+        .unwrap_or("");
+    let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    if key.is_empty() {
+        return Err(error_response(StatusCode::BAD_REQUEST, "empty key"));
+    }
+    let max = state.store.limits().max_key_bytes;
+    if key.len() as u64 > max {
+        return Err(error_response(
+            StatusCode::URI_TOO_LONG,
+            &format!("key is {} bytes; the limit is {max}", key.len()),
+        ));
+    }
+    Ok(key)
+}
+
+async fn get_key(State(state): State<AppState>, uri: Uri) -> Response {
+    let key = match key_of(&uri, &state) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    match state.store.get(&key) {
+        Ok(Some(value)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            value,
+        )
+            .into_response(),
+        Ok(None) => error_response(StatusCode::NOT_FOUND, "no such key"),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn put_key(
+    State(state): State<AppState>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let key = match key_of(&uri, &state) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let max = state.store.limits().max_value_bytes;
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("value is larger than the limit of {max} bytes"),
+            );
+        }
+        Err(rejection) => return error_response(rejection.status(), &rejection.body_text()),
+    };
+    match state.store.put(key, body.to_vec()).await {
+        Ok(()) => StatusCode::CREATED.into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn delete_key(State(state): State<AppState>, uri: Uri) -> Response {
+    let key = match key_of(&uri, &state) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    match state.store.delete(key).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn empty_key() -> Response {
+    error_response(StatusCode::BAD_REQUEST, "empty key")
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.store.is_ready() && !state.stopping.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Caps concurrent requests (excess ones wait) and answers 504 past the deadline.
+async fn limit_and_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = state.limiter.clone().acquire_owned().await else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
+    match tokio::time::timeout(state.timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request timed out (request_timeout_ms); a write may still complete",
+        ),
+    }
+}
+
+/// The HTTP application, without a listener (tests and the plug-in both use it).
+fn app(state: AppState) -> Router {
+    let max_body = usize::try_from(state.store.limits().max_value_bytes).unwrap_or(usize::MAX);
+    let key_routes = get(get_key).put(put_key).delete(delete_key);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/key/{*key}", key_routes.clone())
+        .route("/v1/{*key}", key_routes)
+        .route("/v1/key/", get(empty_key).put(empty_key).delete(empty_key))
+        .route("/v1/", get(empty_key).put(empty_key).delete(empty_key))
+        // A body over the value limit is refused with 413 as soon as its length is
+        // known, without buffering it.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_and_time,
+        ))
+        .with_state(state)
+}
+
+/// A running REST frontend.
+pub struct RestFrontend {
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    stopping: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl RestFrontend {
+    /// Binds the listener and starts serving `store`.
+    pub fn start(store: Store, config: Config) -> Result<RestFrontend, PluginError> {
+        let listener = std::net::TcpListener::bind(&config.listen).map_err(|e| {
+            PluginError::invalid_input(format!(
+                "cannot listen on {}: {e}; set [plugins.rest] listen to a free address",
+                config.listen
+            ))
+        })?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .thread_name("kvs-rest")
+            .enable_all()
+            .build()?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let state = AppState {
+            store,
+            stopping: stopping.clone(),
+            limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            timeout: Duration::from_millis(config.request_timeout_ms),
+        };
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let server = runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app(state))
+                .with_graceful_shutdown(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await
+        });
+        Ok(RestFrontend {
+            runtime: Some(runtime),
+            server: Some(server),
+            shutdown: Some(shutdown),
+            stopping,
+            addr,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Frontend for RestFrontend {
+    fn endpoints(&self) -> Vec<String> {
+        vec![format!("http://{}", self.addr)]
+    }
+
+    fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
+            return Ok(());
+        };
+        // Graceful shutdown stops accepting at once and waits for open connections'
+        // in-flight requests; give it until the deadline.
+        let finished = runtime.block_on(async { tokio::time::timeout(deadline, server).await });
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        match finished {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(PluginError::internal(format!("HTTP server failed: {e}"))),
+            Ok(Err(e)) => Err(PluginError::internal(format!(
+                "HTTP server task failed: {e}"
+            ))),
+            Err(_) => Err(PluginError::unavailable(format!(
+                "requests still in flight after the {} ms deadline were cut off",
+                deadline.as_millis()
+            ))),
+        }
+    }
+}
+
+fn start(store: Store, config: &str) -> Result<RestFrontend, PluginError> {
+    RestFrontend::start(store, Config::parse(config)?)
+}
+
+export_plugin!(
+    frontend: start,
+    name: "rest",
+    description: "the book's REST API (PUT/GET/DELETE /v1/key/{key}) with /healthz and /readyz"
+);

@@ -1,0 +1,136 @@
+//! `cargo xtask`: the build steps plain `cargo` cannot express.
+//!
+//! Plug-ins are cdylibs that the host loads at run time, so building the workspace is not
+//! enough: their `.so` files must be staged into the plugins directory the host scans
+//! (`<target>/<profile>/plugins/`, beside the `kvs` binary, its default).
+//!
+//! * `cargo xtask build [--release]`: build everything, stage the plug-ins.
+//! * `cargo xtask run [ARGS...]`: release build, then `kvs --config config.toml ARGS...`.
+//! * `cargo xtask test [ARGS...]`: debug build, then `cargo test --workspace ARGS...`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "build" => {
+            let release = rest.iter().any(|a| a == "--release");
+            build(release)?;
+            Ok(())
+        }
+        "run" => {
+            let dir = build(true)?;
+            let status = Command::new(dir.join("kvs"))
+                .arg("--config")
+                .arg(workspace_root().join("config.toml"))
+                .args(&rest)
+                .status()
+                .context("cannot start kvs")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        "test" => {
+            build(false)?;
+            cargo(
+                &[
+                    &["test", "--workspace"],
+                    &rest.iter().map(String::as_str).collect::<Vec<_>>()[..],
+                ]
+                .concat(),
+            )
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 build [--release]  build the workspace and stage plug-ins beside kvs\n  \
+                 run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
+                 test [ARGS...]     build, stage, then cargo test --workspace ARGS"
+            );
+            if task.is_empty() || task == "help" || task == "--help" {
+                Ok(())
+            } else {
+                bail!("unknown task {task:?}")
+            }
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds the workspace and stages the shipped plug-ins (not the test fixtures) into
+/// `<target>/<profile>/plugins/`. Returns `<target>/<profile>`.
+fn build(release: bool) -> Result<PathBuf> {
+    let mut args = vec!["build", "--workspace"];
+    if release {
+        args.push("--release");
+    }
+    cargo(&args)?;
+    let profile_dir = target_dir().join(if release { "release" } else { "debug" });
+    let plugins = profile_dir.join("plugins");
+    std::fs::create_dir_all(&plugins)
+        .with_context(|| format!("cannot create {}", plugins.display()))?;
+    let mut staged = Vec::new();
+    for entry in std::fs::read_dir(&profile_dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("libkvs_plugin_") && name.ends_with(".so") {
+            let dest = plugins.join(name);
+            // Copy to a temporary name and rename, so a running kvs never sees half a file.
+            let tmp = plugins.join(format!(".{name}.tmp"));
+            std::fs::copy(&path, &tmp)
+                .and_then(|_| std::fs::rename(&tmp, &dest))
+                .with_context(|| format!("cannot stage {}", path.display()))?;
+            staged.push(name.to_string());
+        }
+    }
+    staged.sort();
+    eprintln!(
+        "xtask: staged {} into {}",
+        staged.join(", "),
+        plugins.display()
+    );
+    Ok(profile_dir)
+}
