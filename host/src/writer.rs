@@ -270,7 +270,7 @@ impl ReplaySink for MapSink<'_> {
             }
             self.stats.last_sequence = e.sequence;
             self.stats.events += 1;
-            if self.stats.events % 1_000_000 == 0 {
+            if self.stats.events.is_multiple_of(1_000_000) {
                 tracing::info!(
                     events = self.stats.events,
                     elapsed_ms = self.started.elapsed().as_millis() as u64,

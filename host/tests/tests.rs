@@ -1,1 +1,15 @@
-//! Integration tests: see the topic modules.
+//! Integration tests of the kvs host, on real compiled plug-ins.
+//!
+//! They need the plug-ins built and staged: run them with `cargo xtask test`, which
+//! builds the workspace first (plain `cargo test` does not build cdylibs).
+//!
+//! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
+//! * `write_path`: the store and writer through the host library with fixture loggers.
+//! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
+//!   by a real HTTP client.
+
+mod util;
+
+mod loading;
+mod process;
+mod write_path;

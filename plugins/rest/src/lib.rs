@@ -106,7 +106,7 @@ fn store_error(e: PluginError) -> Response {
 }
 
 /// The key: everything after the route prefix, percent-decoded to raw bytes.
-fn key_of(uri: &Uri, state: &AppState) -> Result<Vec<u8>, Response> {
+fn key_of(uri: &Uri, state: &AppState) -> Result<Vec<u8>, (StatusCode, String)> {
     let path = uri.path();
     let raw = path
         .strip_prefix("/v1/key/")
@@ -114,13 +114,13 @@ fn key_of(uri: &Uri, state: &AppState) -> Result<Vec<u8>, Response> {
         .unwrap_or("");
     let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
     if key.is_empty() {
-        return Err(error_response(StatusCode::BAD_REQUEST, "empty key"));
+        return Err((StatusCode::BAD_REQUEST, "empty key".into()));
     }
     let max = state.store.limits().max_key_bytes;
     if key.len() as u64 > max {
-        return Err(error_response(
+        return Err((
             StatusCode::URI_TOO_LONG,
-            &format!("key is {} bytes; the limit is {max}", key.len()),
+            format!("key is {} bytes; the limit is {max}", key.len()),
         ));
     }
     Ok(key)
@@ -129,7 +129,7 @@ fn key_of(uri: &Uri, state: &AppState) -> Result<Vec<u8>, Response> {
 async fn get_key(State(state): State<AppState>, uri: Uri) -> Response {
     let key = match key_of(&uri, &state) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err((status, message)) => return error_response(status, &message),
     };
     match state.store.get(&key) {
         Ok(Some(value)) => (
@@ -150,7 +150,7 @@ async fn put_key(
 ) -> Response {
     let key = match key_of(&uri, &state) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err((status, message)) => return error_response(status, &message),
     };
     let body = match body {
         Ok(body) => body,
@@ -172,7 +172,7 @@ async fn put_key(
 async fn delete_key(State(state): State<AppState>, uri: Uri) -> Response {
     let key = match key_of(&uri, &state) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err((status, message)) => return error_response(status, &message),
     };
     match state.store.delete(key).await {
         Ok(()) => StatusCode::OK.into_response(),

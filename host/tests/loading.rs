@@ -1,0 +1,211 @@
+//! Discovery and loading of real compiled plug-ins.
+
+use abi_stable::std_types::{RResult, RSlice};
+use kvs_host::lifecycle::open_logger;
+use kvs_host::plugins::Catalog;
+use kvs_plugin_api::{Event, PluginKind};
+
+use crate::util::{kvs_command, lib, plugin_dir};
+
+/// A shared library on every Debian machine that is certainly not a kvs plug-in.
+fn system_library() -> Option<std::path::PathBuf> {
+    [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+#[test]
+fn refuses_bad_files_with_reasons_and_keeps_the_good_ones() {
+    let dir = plugin_dir(&[
+        "kvs_fixture_memory_logger",
+        "kvs_fixture_wrong_major",
+        "kvs_fixture_newer_minor",
+        "kvs_plugin_file",
+    ]);
+    std::fs::write(dir.path().join("junk.so"), b"this is not an ELF file").unwrap();
+    if let Some(libz) = system_library() {
+        std::fs::copy(libz, dir.path().join("libz.so")).unwrap();
+    }
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let names: Vec<&str> = catalog.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["file", "memory"]);
+
+    let reason = |file: &str| {
+        catalog
+            .refused
+            .iter()
+            .find(|r| r.path.file_name().unwrap() == file)
+            .unwrap_or_else(|| panic!("{file} not refused: {:?}", catalog.refused))
+            .reason
+            .clone()
+    };
+    let wrong_major = reason("libkvs_fixture_wrong_major.so");
+    assert!(
+        wrong_major.contains("plugin-api 2.0")
+            && wrong_major.contains("plugin-api 1.0")
+            && wrong_major.contains("rebuild the plug-in against plugin-api 1.x"),
+        "{wrong_major}"
+    );
+    let newer = reason("libkvs_fixture_newer_minor.so");
+    assert!(
+        newer.contains("plugin-api 1.1") && newer.contains("upgrade kvs"),
+        "{newer}"
+    );
+    assert!(reason("junk.so").contains("not a loadable shared library"));
+    if system_library().is_some() {
+        assert!(reason("libz.so").contains("not a kvs plug-in"));
+    }
+}
+
+#[test]
+fn two_loggers_loaded_side_by_side_stay_distinct() {
+    // abi_stable's RootModule::load_from_* would hand back the first library for the
+    // second; each plug-in must keep its own code.
+    let dir = plugin_dir(&[
+        "kvs_fixture_memory_logger",
+        "kvs_plugin_file",
+        "kvs_fixture_panicky",
+    ]);
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    assert_eq!(catalog.plugins.len(), 3, "{:?}", catalog.refused);
+    let memory = catalog.find(PluginKind::LOGGER, "memory").unwrap();
+    let file = catalog.find(PluginKind::LOGGER, "file").unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let log_path = data.path().join("side.log");
+    let mut file_logger = open_logger(file, &format!("path = {log_path:?}\n")).unwrap();
+    let mut memory_logger = open_logger(
+        memory,
+        &format!("namespace = {:?}\n", crate::util::namespace("side")),
+    )
+    .unwrap();
+
+    let events = [Event::put(1, b"k", b"from-file")];
+    assert!(matches!(
+        file_logger.append(RSlice::from_slice(&events)),
+        RResult::ROk(())
+    ));
+    let events = [
+        Event::put(1, b"k", b"from-memory"),
+        Event::put(2, b"j", b""),
+    ];
+    assert!(matches!(
+        memory_logger.append(RSlice::from_slice(&events)),
+        RResult::ROk(())
+    ));
+    file_logger.close().unwrap();
+    memory_logger.close().unwrap();
+
+    // The file logger wrote a file; the memory logger did not, and each replays its own.
+    assert!(std::fs::metadata(&log_path).unwrap().len() > 16);
+    let replayed = |logger: &mut kvs_plugin_api::native::LoggerBox| {
+        let map = kvs_host::store::Map::default();
+        kvs_host::writer::replay(logger, &map).unwrap();
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = map
+            .iter()
+            .map(|e| (e.key().to_vec(), e.value().to_vec()))
+            .collect();
+        all.sort();
+        all
+    };
+    let mut file_again = open_logger(file, &format!("path = {log_path:?}\n")).unwrap();
+    assert_eq!(
+        replayed(&mut file_again),
+        [(b"k".to_vec(), b"from-file".to_vec())]
+    );
+    // A config only the file logger accepts is refused by the memory logger's own code.
+    let err = match open_logger(memory, &format!("path = {log_path:?}\n")) {
+        Ok(_) => panic!("memory logger accepted the file logger's config"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("unknown field") && err.contains("path"),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_names_are_an_error_naming_both_paths() {
+    let dir = plugin_dir(&["kvs_fixture_memory_logger"]);
+    let copy = dir.path().join("libanother_copy.so");
+    std::fs::copy(lib("kvs_fixture_memory_logger"), &copy).unwrap();
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let err = catalog
+        .find(PluginKind::LOGGER, "memory")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("libanother_copy.so") && err.contains("libkvs_fixture_memory_logger.so"),
+        "{err}"
+    );
+    assert_eq!(catalog.duplicates().len(), 1);
+
+    let (code, stdout, _) = kvs_command(&[
+        "plugins",
+        "list",
+        "--plugins-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("duplicate") && stdout.contains("libanother_copy.so"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unknown_name_lists_what_is_available() {
+    let dir = plugin_dir(&["kvs_fixture_memory_logger", "kvs_fixture_panicky"]);
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let err = catalog
+        .find(PluginKind::LOGGER, "nope")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"nope\"") && err.contains("memory, panicky"),
+        "{err}"
+    );
+    let err = catalog
+        .find(PluginKind::FRONTEND, "memory")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("available frontends: none"), "{err}");
+}
+
+#[test]
+fn plugins_list_shows_versions_and_refusals() {
+    let dir = plugin_dir(&["kvs_fixture_memory_logger", "kvs_fixture_wrong_major"]);
+    let (code, stdout, stderr) = kvs_command(&[
+        "plugins",
+        "list",
+        "--plugins-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.contains("memory") && l.contains("native"))
+        .unwrap_or_else(|| panic!("no memory row:\n{stdout}"));
+    assert!(
+        row.contains("logger") && row.contains("0.1.0") && row.contains("1.0"),
+        "{row}"
+    );
+    assert!(
+        stdout.contains("refused:") && stdout.contains("plugin-api 2.0"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn missing_plugins_dir_says_how_to_fix_it() {
+    let (code, _, stderr) = kvs_command(&["plugins", "list", "--plugins-dir", "/nonexistent/kvs"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("/nonexistent/kvs") && stderr.contains("cargo xtask build"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,238 @@
+//! A real `kvs` process (file logger + rest frontend) driven by a real HTTP client.
+
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+
+use crate::util::{Kvs, encode_key, lib, staged_plugins, write_config};
+
+fn client() -> Client {
+    Client::builder().no_proxy().build().unwrap()
+}
+
+#[test]
+fn the_books_curl_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = client();
+    let url = kvs.at("/v1/key/key-a");
+
+    let r = http
+        .put(&url)
+        .body("Hello, key-value store!")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = http.get(&url).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().unwrap(), "Hello, key-value store!");
+    assert_eq!(
+        http.put(&url).body("overwritten").send().unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        http.get(&url).send().unwrap().text().unwrap(),
+        "overwritten"
+    );
+    assert_eq!(http.delete(&url).send().unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        http.get(&url).send().unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // Deleting again is fine (idempotent); the short form /v1/{key} works too.
+    assert_eq!(http.delete(&url).send().unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        http.put(kvs.at("/v1/short"))
+            .body("s")
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        http.get(kvs.at("/v1/short"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "s"
+    );
+    let r = http.post(&url).body("x").send().unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = r.headers()["allow"].to_str().unwrap().to_string();
+    assert!(
+        allow.contains("GET") && allow.contains("PUT") && allow.contains("DELETE"),
+        "{allow}"
+    );
+    assert_eq!(
+        http.get(kvs.at("/v1/key/")).send().unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        http.get(kvs.at("/healthz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        http.get(kvs.at("/readyz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    kvs.stop();
+}
+
+#[test]
+fn odd_keys_and_values_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"a/b".to_vec(), b"slash".to_vec()),
+        (b"with space".to_vec(), b"tab\there\nnewline".to_vec()),
+        (b"line\nbreak".to_vec(), b"".to_vec()),
+        (b"nul\0byte".to_vec(), b"\0\0\0".to_vec()),
+        (
+            "ключ-🔑".as_bytes().to_vec(),
+            "значение".as_bytes().to_vec(),
+        ),
+        (b"\xff\xfe not utf-8".to_vec(), vec![0xff, 0x00, 0x80]),
+        (b"big".to_vec(), big),
+    ];
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = client();
+    for (k, v) in &cases {
+        let r = http
+            .put(kvs.at(&format!("/v1/key/{}", encode_key(k))))
+            .body(v.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{k:?}");
+    }
+    kvs.stop();
+
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    for (k, v) in &cases {
+        let r = http
+            .get(kvs.at(&format!("/v1/key/{}", encode_key(k))))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{k:?}");
+        assert_eq!(&r.bytes().unwrap()[..], &v[..], "{k:?}");
+    }
+    // `%2F` and a literal `/` name the same key.
+    let r = http.get(kvs.at("/v1/key/a/b")).send().unwrap();
+    assert_eq!(r.text().unwrap(), "slash");
+    kvs.stop();
+}
+
+#[test]
+fn oversized_requests_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[limits]\nmax_value_bytes = 1000\nmax_key_bytes = 10\n",
+    );
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = client();
+    let r = http
+        .put(kvs.at("/v1/key/big"))
+        .body(vec![1u8; 1001])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.text().unwrap().contains("1000"));
+    assert_eq!(
+        http.get(kvs.at("/v1/key/big")).send().unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = http
+        .put(kvs.at("/v1/key/12345678901"))
+        .body("v")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::URI_TOO_LONG);
+    assert_eq!(
+        http.put(kvs.at("/v1/key/ok"))
+            .body(vec![2u8; 1000])
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    kvs.stop();
+}
+
+#[test]
+fn a_stray_library_is_refused_and_kvs_still_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for entry in std::fs::read_dir(staged_plugins()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, plugins.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(lib("kvs_fixture_wrong_major"), plugins.join("libold.so")).unwrap();
+    std::fs::write(plugins.join("garbage.so"), b"\x7fELF but not really").unwrap();
+    let config = write_config(dir.path(), "");
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    let log = kvs.log();
+    assert!(
+        log.contains("garbage.so") && log.contains("libold.so"),
+        "{log}"
+    );
+    let http = client();
+    assert_eq!(
+        http.put(kvs.at("/v1/key/k"))
+            .body("v")
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    kvs.stop();
+}
+
+#[test]
+fn a_duplicate_plugin_stops_startup_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for entry in std::fs::read_dir(staged_plugins()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, plugins.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(
+        plugins.join("libkvs_plugin_rest.so"),
+        plugins.join("librest_copy.so"),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), "");
+    let out = match Kvs::try_start(&config, &plugins, &[]) {
+        Ok(_) => panic!("kvs started with two rest plug-ins"),
+        Err(out) => out,
+    };
+    assert!(
+        out.contains("librest_copy.so") && out.contains("libkvs_plugin_rest.so"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_config_keys_and_names_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "max_batch = 3\n");
+    let out = Kvs::try_start(&config, &staged_plugins(), &[])
+        .err()
+        .unwrap();
+    assert!(
+        out.contains("max_batch") && out.contains("config.toml"),
+        "{out}"
+    );
+
+    let config = write_config(dir.path(), "");
+    let out = Kvs::try_start(&config, &staged_plugins(), &["--logger", "nope"])
+        .err()
+        .unwrap();
+    assert!(
+        out.contains("\"nope\"") && out.contains("available loggers: file"),
+        "{out}"
+    );
+}

@@ -1,0 +1,233 @@
+//! Shared helpers: where the built plug-ins are, temporary plug-in dirs, running kvs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvs_host::config::{Config, Overrides, RawConfig};
+
+/// `<target>/<profile>`: the directory holding this test binary's `deps/`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// A built cdylib in the profile dir, e.g. `lib("kvs_fixture_memory_logger")`.
+pub fn lib(name: &str) -> PathBuf {
+    let path = profile_dir().join(format!("lib{name}.so"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds the plug-ins first",
+        path.display()
+    );
+    path
+}
+
+/// A fresh plugins directory holding copies of the named cdylibs.
+pub fn plugin_dir(libs: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in libs {
+        let src = lib(name);
+        std::fs::copy(&src, dir.path().join(src.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// A config for the host library (no frontends unless named).
+pub fn config(plugins_dir: &Path, logger: &str, toml: &str) -> Config {
+    Config::resolve(
+        RawConfig::parse(toml).unwrap(),
+        Overrides {
+            plugins_dir: Some(plugins_dir.to_path_buf()),
+            logger: Some(logger.to_string()),
+            frontends: Vec::new(),
+        },
+    )
+    .map(|mut c| {
+        if !toml.contains("frontends") {
+            c.frontends.clear();
+        }
+        c
+    })
+    .unwrap()
+}
+
+/// A unique namespace for the memory logger, so tests in one process don't share logs.
+pub fn namespace(test: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{test}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A running `kvs` process, with its stderr collected.
+pub struct Kvs {
+    child: Child,
+    /// The REST frontend's base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    log: Arc<Mutex<String>>,
+}
+
+/// The real plug-ins dir, as staged by `cargo xtask build`.
+pub fn staged_plugins() -> PathBuf {
+    let dir = profile_dir().join("plugins");
+    assert!(
+        dir.join("libkvs_plugin_file.so").is_file() && dir.join("libkvs_plugin_rest.so").is_file(),
+        "{} lacks the staged plug-ins: run the tests with `cargo xtask test`",
+        dir.display()
+    );
+    dir
+}
+
+/// Writes a config for the file logger at `data/kvs.log` under `dir` and REST on a free
+/// port, plus `extra` TOML appended.
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    let log = dir.join("data").join("kvs.log");
+    std::fs::write(
+        &path,
+        format!(
+            "logger = \"file\"\nfrontends = [\"rest\"]\nshutdown_timeout_ms = 5000\n{extra}\n\
+             [plugins.file]\npath = {log:?}\n\n[plugins.rest]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+impl Kvs {
+    /// Starts `kvs --config CONFIG --plugins-dir PLUGINS ARGS` and waits until REST serves.
+    pub fn start(config: &Path, plugins: &Path, args: &[&str]) -> Kvs {
+        match Self::try_start(config, plugins, args) {
+            Ok(kvs) => kvs,
+            Err(log) => panic!("kvs did not start:\n{log}"),
+        }
+    }
+
+    /// Like `start`, but returns kvs's output if it exits or never serves.
+    pub fn try_start(config: &Path, plugins: &Path, args: &[&str]) -> Result<Kvs, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+            .arg("--config")
+            .arg(config)
+            .arg("--plugins-dir")
+            .arg(plugins)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("KVS_LOGGER")
+            .env_remove("KVS_FRONTENDS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kvs");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("serving on http://") {
+                    let url = line[at + "serving on ".len()..].trim().to_string();
+                    let _ = tx.send(url);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(url) = rx.recv_timeout(Duration::from_millis(50)) {
+                return Ok(Kvs { child, url, log });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100)); // let the reader drain
+                return Err(format!("exited with {status}:\n{}", log.lock().unwrap()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!(
+                    "no `serving on` line in 60 s:\n{}",
+                    log.lock().unwrap()
+                ));
+            }
+        }
+    }
+
+    /// `base url + path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// What kvs has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits; asserts a clean exit 0.
+    pub fn stop(mut self) -> String {
+        send_signal(&self.child, "TERM");
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+        let log = self.log();
+        assert_eq!(status, Some(0), "kvs did not exit 0 on SIGTERM:\n{log}");
+        log
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    #[allow(dead_code)] // used by the crash tests
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Kvs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send_signal(child: &Child, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} failed");
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Runs `kvs ARGS` to completion; returns (exit code, stdout, stderr).
+pub fn kvs_command(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        .args(args)
+        .env_remove("KVS_LOGGER")
+        .env_remove("KVS_FRONTENDS")
+        .env_remove("KVS_PLUGINS_DIR")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Percent-encodes every byte of a key for a URL path.
+pub fn encode_key(key: &[u8]) -> String {
+    key.iter().map(|b| format!("%{b:02X}")).collect()
+}
