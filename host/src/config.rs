@@ -79,6 +79,8 @@ pub struct Overrides {
     pub logger: Option<String>,
     /// `--frontend` (repeatable) / `KVS_FRONTENDS` (comma-separated).
     pub frontends: Vec<String>,
+    /// `--repair-log`: sets `repair = true` in the chosen logger's table.
+    pub repair_log: bool,
 }
 
 /// The resolved configuration the host runs with.
@@ -137,15 +139,23 @@ impl Config {
         if max_batch == 0 || queue_capacity == 0 {
             bail!("writer.max_batch and writer.queue_capacity must be at least 1");
         }
+        let logger = over
+            .logger
+            .or(file.logger)
+            .unwrap_or_else(|| "file".to_string());
+        let mut plugin_tables = file.plugins;
+        if over.repair_log {
+            plugin_tables
+                .entry(logger.clone())
+                .or_default()
+                .insert("repair".into(), toml::Value::Boolean(true));
+        }
         Ok(Config {
             plugins_dir: over
                 .plugins_dir
                 .or(file.plugins_dir)
                 .unwrap_or_else(default_plugins_dir),
-            logger: over
-                .logger
-                .or(file.logger)
-                .unwrap_or_else(|| "file".to_string()),
+            logger,
             frontends,
             limits,
             max_batch,
@@ -153,7 +163,7 @@ impl Config {
             shutdown_timeout: std::time::Duration::from_millis(
                 file.shutdown_timeout_ms.unwrap_or(10_000),
             ),
-            plugin_tables: file.plugins,
+            plugin_tables,
         })
     }
 

@@ -49,6 +49,12 @@ struct Cli {
     )]
     frontends: Vec<String>,
 
+    /// Let the logger repair a damaged log: passes `repair = true` to its config table.
+    /// The file logger then truncates at the first corrupt record (reporting what it
+    /// dropped) instead of refusing to start. Back the log up first.
+    #[arg(long)]
+    repair_log: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -108,6 +114,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
             plugins_dir: cli.plugins_dir.clone(),
             logger: cli.logger.clone(),
             frontends: cli.frontends.clone(),
+            repair_log: cli.repair_log,
         },
     )
 }

@@ -236,3 +236,112 @@ fn unknown_config_keys_and_names_are_clear_errors() {
         "{out}"
     );
 }
+
+#[test]
+fn kill_9_during_concurrent_durable_writes_loses_no_acknowledged_write() {
+    use std::sync::Mutex;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let acked: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (acked, kvs) = (&acked, &kvs);
+            s.spawn(move || {
+                let http = client();
+                for i in 0.. {
+                    let (key, value) = (format!("t{t}-{i}"), format!("value {t} {i}"));
+                    match http
+                        .put(kvs.at(&format!("/v1/key/{key}")))
+                        .body(value.clone())
+                        .send()
+                    {
+                        Ok(r) if r.status() == StatusCode::CREATED => {
+                            acked.lock().unwrap().push((key, value))
+                        }
+                        _ => break, // kvs is gone
+                    }
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // Writers stop at their first failed request, which ends the scope.
+        kvs.kill9();
+    });
+    let acked = acked.into_inner().unwrap();
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged: test proves nothing",
+        acked.len()
+    );
+
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = client();
+    for (key, value) in &acked {
+        let r = http.get(kvs.at(&format!("/v1/key/{key}"))).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "acknowledged write {key} lost");
+        assert_eq!(&r.text().unwrap(), value);
+    }
+    kvs.stop();
+}
+
+#[test]
+fn a_corrupt_log_refuses_to_start_then_repair_log_recovers_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = client();
+    for i in 0..20 {
+        let r = http
+            .put(kvs.at(&format!("/v1/key/k{i:02}")))
+            .body(format!("v{i}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    kvs.stop();
+    let log = dir.path().join("data/kvs.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&log, &bytes).unwrap();
+
+    let out = Kvs::try_start(&config, &staged_plugins(), &[])
+        .err()
+        .unwrap();
+    assert!(
+        out.contains("corrupt record at byte offset") && out.contains("--repair-log"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        bytes,
+        "a refused start changed the log"
+    );
+
+    let kvs = Kvs::start(&config, &staged_plugins(), &["--repair-log"]);
+    assert!(kvs.log().contains("repair"), "{}", kvs.log());
+    let survivors = (0..20)
+        .take_while(|i| {
+            http.get(kvs.at(&format!("/v1/key/k{i:02}")))
+                .send()
+                .unwrap()
+                .status()
+                == StatusCode::OK
+        })
+        .count();
+    assert!(
+        (5..20).contains(&survivors),
+        "{survivors} records survived the repair"
+    );
+    // Nothing after the damage is served half-way: every later key is gone.
+    for i in survivors..20 {
+        let r = http
+            .get(kvs.at(&format!("/v1/key/k{i:02}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    kvs.stop();
+}

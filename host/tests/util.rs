@@ -44,6 +44,7 @@ pub fn config(plugins_dir: &Path, logger: &str, toml: &str) -> Config {
             plugins_dir: Some(plugins_dir.to_path_buf()),
             logger: Some(logger.to_string()),
             frontends: Vec::new(),
+            repair_log: false,
         },
     )
     .map(|mut c| {
@@ -175,11 +176,10 @@ impl Kvs {
         log
     }
 
-    /// SIGKILL: no chance to flush anything.
-    #[allow(dead_code)] // used by the crash tests
-    pub fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    /// SIGKILL: no chance to flush anything. Takes `&self` so it can be sent while
+    /// client threads still use this `Kvs`.
+    pub fn kill9(&self) {
+        send_signal(&self.child, "KILL");
     }
 }
 

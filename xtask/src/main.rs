@@ -7,8 +7,10 @@
 //! * `cargo xtask build [--release]`: build everything, stage the plug-ins.
 //! * `cargo xtask run [ARGS...]`: release build, then `kvs --config config.toml ARGS...`.
 //! * `cargo xtask test [ARGS...]`: debug build, then `cargo test --workspace ARGS...`.
+//! * `cargo xtask bench [writes|rest]`: release build, then `kvs-bench`, which prints
+//!   numbers side by side with Redis.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -40,6 +42,27 @@ fn run() -> Result<()> {
                 .context("cannot start kvs")?;
             std::process::exit(status.code().unwrap_or(1));
         }
+        "bench" => {
+            let dir = build(true)?;
+            let which = rest.first().map(String::as_str).unwrap_or("all");
+            let modes: &[&str] = match which {
+                "all" => &["writes", "rest"],
+                "writes" => &["writes"],
+                "rest" => &["rest"],
+                other => bail!("unknown benchmark {other:?}: writes, rest or all"),
+            };
+            for mode in modes {
+                let status = Command::new(dir.join("kvs-bench"))
+                    .arg(mode)
+                    .env("RUST_LIB_BACKTRACE", "0")
+                    .status()
+                    .context("cannot start kvs-bench")?;
+                if !status.success() {
+                    bail!("kvs-bench {mode} failed");
+                }
+            }
+            Ok(())
+        }
         "test" => {
             build(false)?;
             cargo(
@@ -56,7 +79,8 @@ fn run() -> Result<()> {
                  tasks:\n  \
                  build [--release]  build the workspace and stage plug-ins beside kvs\n  \
                  run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
-                 test [ARGS...]     build, stage, then cargo test --workspace ARGS"
+                 test [ARGS...]     build, stage, then cargo test --workspace ARGS\n  \
+                 bench [writes|rest]  release build, then the benchmarks (need redis, wrk)"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())
@@ -68,7 +92,13 @@ fn run() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo run` sets CARGO_MANIFEST_DIR at run time too. Prefer that to the value
+    // baked in at compile time: with a target directory shared between clones, the
+    // binary may have been built from another checkout.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()

@@ -308,13 +308,13 @@ impl FileLogger {
         if let Some((bad_at, why, torn)) = problem {
             let dropped = file_len - bad_at;
             if torn {
-                tracing_warn(&format!(
+                warn(&format!(
                     "{}: torn record at the end (offset {bad_at}, {why}): truncated {dropped} \
                      byte(s) of a write that was never acknowledged; {records} record(s) kept",
                     path.display()
                 ));
             } else if self.config.repair {
-                tracing_warn(&format!(
+                warn(&format!(
                     "{}: repair: corrupt record at offset {bad_at} ({why}); truncated there, \
                      dropping it and everything after it ({dropped} bytes); {records} record(s) kept",
                     path.display()
@@ -366,7 +366,7 @@ fn rest_is_zero(reader: &mut impl Read) -> std::io::Result<bool> {
 }
 
 /// Plug-ins have no logging channel into the host yet; stderr is where the host logs too.
-fn tracing_warn(msg: &str) {
+fn warn(msg: &str) {
     eprintln!("kvs file logger: warning: {msg}");
 }
 
@@ -437,3 +437,6 @@ export_plugin!(
     name: "file",
     description: "append-only checksummed log file; fsync per batch (sync = always|interval|never)"
 );
+
+#[cfg(test)]
+mod tests;

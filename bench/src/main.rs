@@ -1,0 +1,392 @@
+//! `kvs-bench`: measures kvs and prints numbers, side by side with Redis where it can.
+//!
+//! * `kvs-bench writes`: durable (`sync = "always"`) write throughput of the `file`
+//!   logger through the host's store and writer, at 1, 8 and 32 concurrent writers, and
+//!   replay time for 1M records; then Redis `SET` with `appendfsync always` via
+//!   `redis-benchmark` at the same concurrency.
+//! * `kvs-bench rest`: GET and durable PUT through the `rest` frontend with `wrk`
+//!   (32 connections), and Redis GET/SET with `redis-benchmark -c 32`.
+//!
+//! Run it through `cargo xtask bench [writes|rest]`, which builds in release mode and
+//! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kvs_host::config::{Config, Overrides, RawConfig};
+use kvs_host::lifecycle;
+use kvs_host::plugins::Catalog;
+use kvs_host::writer::Completion;
+
+const VALUE_BYTES: usize = 100;
+
+fn main() -> Result<()> {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "writes".into());
+    let plugins = plugins_dir()?;
+    match mode.as_str() {
+        "writes" => writes(&plugins),
+        "rest" => rest(&plugins),
+        other => bail!("unknown benchmark {other:?}: use `writes` or `rest`"),
+    }
+}
+
+/// `plugins/` beside this executable, where `cargo xtask build --release` stages them.
+fn plugins_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().unwrap().join("plugins");
+    if !dir.join("libkvs_plugin_file.so").is_file() {
+        bail!(
+            "{} has no staged plug-ins: run `cargo xtask bench`",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn host_config(plugins: &Path, data: &Path, sync: &str) -> Result<Config> {
+    let toml = format!(
+        "logger = \"file\"\nfrontends = []\n[plugins.file]\npath = {:?}\nsync = {sync:?}\n",
+        data.join("kvs.log")
+    );
+    Config::resolve(
+        RawConfig::parse(&toml)?,
+        Overrides {
+            plugins_dir: Some(plugins.to_path_buf()),
+            ..Overrides::default()
+        },
+    )
+}
+
+/// Durable writes from `writers` threads for `duration`; returns (writes/s, mean batch).
+fn durable_writes(
+    catalog: &Catalog,
+    config: &Config,
+    writers: usize,
+    duration: Duration,
+) -> Result<(f64, f64)> {
+    let running = lifecycle::start(config, catalog)?;
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..writers {
+            let (store, stop, done) = (&running.store, &stop, &done);
+            s.spawn(move || {
+                let value = vec![b'v'; VALUE_BYTES];
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (tx, rx) = mpsc::sync_channel(1);
+                    let key = format!("bench-{t}-{}", i % 10_000).into_bytes();
+                    store.put(
+                        key,
+                        value.clone(),
+                        Completion::new(move |r| tx.send(r).unwrap()),
+                    );
+                    rx.recv().unwrap().expect("durable write failed");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            });
+        }
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = running.stop()?;
+    let writes = done.load(Ordering::Relaxed) as f64;
+    Ok((
+        writes / elapsed,
+        stats.writes as f64 / stats.batches.max(1) as f64,
+    ))
+}
+
+fn writes(plugins: &Path) -> Result<()> {
+    let catalog = Catalog::scan(plugins)?;
+    let secs = Duration::from_secs(5);
+    println!(
+        "== durable writes: file logger, sync = always, {VALUE_BYTES}-byte values, 10k keys per writer, {}s each",
+        secs.as_secs()
+    );
+    println!(
+        "   (kvs measured in-process through Store + writer + logger; Redis over loopback TCP)"
+    );
+    let redis = Redis::start().ok();
+    if redis.is_none() {
+        println!(
+            "   redis-server/redis-benchmark not found: `apt-get install redis-server redis-tools` for the side-by-side"
+        );
+    }
+    println!(
+        "{:>8}  {:>14}  {:>10}  {:>16}  {:>8}",
+        "writers", "kvs writes/s", "mean batch", "redis SET/s", "ratio"
+    );
+    for writers in [1usize, 8, 32] {
+        let data = tempfile::tempdir()?;
+        let config = host_config(plugins, data.path(), "always")?;
+        let (rate, batch) = durable_writes(&catalog, &config, writers, secs)?;
+        let redis_rate = match &redis {
+            Some(r) => Some(r.benchmark("set", writers, 20_000 * writers.min(8))?),
+            None => None,
+        };
+        println!(
+            "{writers:>8}  {rate:>14.0}  {batch:>10.1}  {:>16}  {:>8}",
+            redis_rate.map_or("-".into(), |r| format!("{r:.0}")),
+            redis_rate.map_or("-".into(), |r| format!("{:.2}x", rate / r)),
+        );
+    }
+    drop(redis);
+
+    println!("\n== replay: 1,000,000 records of {VALUE_BYTES} bytes into the map");
+    let data = tempfile::tempdir()?;
+    let config = host_config(plugins, data.path(), "never")?;
+    let running = lifecycle::start(&config, &catalog)?;
+    let n = 1_000_000u64;
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let store = &running.store;
+            s.spawn(move || {
+                let mut pending = Vec::new();
+                for i in (t..n).step_by(8) {
+                    let (tx, rx) = mpsc::sync_channel(1);
+                    store.put(
+                        format!("replay-{i:08}").into_bytes(),
+                        vec![b'r'; VALUE_BYTES],
+                        Completion::new(move |r| tx.send(r).unwrap()),
+                    );
+                    pending.push(rx);
+                    if pending.len() == 256 {
+                        pending.drain(..).for_each(|rx| rx.recv().unwrap().unwrap());
+                    }
+                }
+                pending.drain(..).for_each(|rx| rx.recv().unwrap().unwrap());
+            });
+        }
+    });
+    running.stop()?;
+    let size = std::fs::metadata(data.path().join("kvs.log"))?.len();
+    let started = Instant::now();
+    let again = lifecycle::start(&config, &catalog)?;
+    let elapsed = started.elapsed();
+    println!(
+        "   {} events, {} keys, {:.1} MiB log: replay {:.0} ms ({:.2} M events/s)",
+        again.replayed.events,
+        again.store.len(),
+        size as f64 / (1 << 20) as f64,
+        elapsed.as_secs_f64() * 1000.0,
+        again.replayed.events as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    again.stop()?;
+    Ok(())
+}
+
+fn rest(plugins: &Path) -> Result<()> {
+    which("wrk").context("wrk is needed: apt-get install wrk")?;
+    let data = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = data.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "logger = \"file\"\nfrontends = [\"rest\"]\n[plugins.file]\npath = {:?}\nsync = \"always\"\n\
+             [plugins.rest]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = 2\n",
+            data.path().join("kvs.log")
+        ),
+    )?;
+    let kvs_bin = std::env::current_exe()?.parent().unwrap().join("kvs");
+    let mut kvs = KillOnDrop(
+        Command::new(&kvs_bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("--plugins-dir")
+            .arg(plugins)
+            .env("RUST_LOG", "warn")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", kvs_bin.display()))?,
+    );
+    wait_for_port(port, &mut kvs.0)?;
+    let url = format!("http://127.0.0.1:{port}");
+    // A value to read back.
+    let put = data.path().join("put.lua");
+    std::fs::write(
+        &put,
+        format!(
+            "local n = 0\nlocal body = string.rep('x', {VALUE_BYTES})\n\
+             request = function()\n  n = n + 1\n  return wrk.format('PUT', '/v1/key/k' .. (n % 10000), nil, body)\nend\n"
+        ),
+    )?;
+    Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "PUT",
+            "--data-binary",
+            &"x".repeat(VALUE_BYTES),
+            &format!("{url}/v1/key/hot"),
+        ])
+        .status()?;
+    let secs = 10;
+    println!(
+        "== REST frontend vs Redis: 32 connections, {VALUE_BYTES}-byte values, {secs}s per run, loopback"
+    );
+    let get = wrk(&format!("{url}/v1/key/hot"), None, secs)?;
+    let put = wrk(&format!("{url}/v1/key/k"), Some(&put), secs)?;
+    drop(kvs);
+    let (redis_get, redis_set) = match Redis::start() {
+        Ok(r) => (
+            Some(r.benchmark("get", 32, 400_000)?),
+            Some(r.benchmark("set", 32, 100_000)?),
+        ),
+        Err(e) => {
+            println!("   no Redis side by side: {e:#}");
+            (None, None)
+        }
+    };
+    println!(
+        "{:>12}  {:>12}  {:>12}  {:>8}",
+        "operation", "kvs req/s", "redis req/s", "ratio"
+    );
+    for (op, ours, theirs) in [("GET", get, redis_get), ("durable PUT", put, redis_set)] {
+        println!(
+            "{op:>12}  {ours:>12.0}  {:>12}  {:>8}",
+            theirs.map_or("-".into(), |r| format!("{r:.0}")),
+            theirs.map_or("-".into(), |r| format!("{:.2}x", ours / r))
+        );
+    }
+    Ok(())
+}
+
+fn wrk(url: &str, script: Option<&Path>, secs: u64) -> Result<f64> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t", "2", "-c", "32", "-d", &format!("{secs}s")]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd.arg(url).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") {
+        bail!("wrk saw errors:\n{text}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
+}
+
+fn which(tool: &str) -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(tool))
+                .find(|p| p.is_file())
+        })
+        .with_context(|| format!("{tool} not found on PATH"))
+}
+
+fn wait_for_port(port: u16, child: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("server exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listening on port {port} after 30 s")
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A throwaway redis-server with `appendfsync always`, the durable setting comparable to
+/// kvs's `sync = "always"`.
+struct Redis {
+    _server: KillOnDrop,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Result<Redis> {
+        which("redis-server")?;
+        which("redis-benchmark")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut server = KillOnDrop(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+        wait_for_port(port, &mut server.0)?;
+        Ok(Redis {
+            _server: server,
+            _dir: dir,
+            port,
+        })
+    }
+
+    /// `redis-benchmark -t OP -c CLIENTS`; requests per second.
+    fn benchmark(&self, op: &str, clients: usize, requests: usize) -> Result<f64> {
+        let out = Command::new("redis-benchmark")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-t",
+                op,
+                "-c",
+                &clients.to_string(),
+            ])
+            .args([
+                "-n",
+                &requests.to_string(),
+                "-d",
+                &VALUE_BYTES.to_string(),
+                "-r",
+                "10000",
+                "-q",
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+        text.lines()
+            .rev()
+            .find(|l| l.contains("requests per second"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no rate in redis-benchmark output:\n{text}"))
+    }
+}

@@ -1,0 +1,206 @@
+//! The logger against real files: round trips, torn tails, corruption, repair.
+
+use std::path::Path;
+
+use kvs_plugin_api::{ErrorCode, Event, EventKind, TransactionLogger};
+
+use super::{Config, FileLogger, SyncPolicy};
+
+type Owned = (u64, EventKind, Vec<u8>, Vec<u8>);
+
+fn config(path: &Path) -> Config {
+    Config::parse(&format!("path = {path:?}")).unwrap()
+}
+
+fn replay_all(logger: &mut FileLogger) -> Result<Vec<Owned>, kvs_plugin_api::PluginError> {
+    let mut out = Vec::new();
+    logger.replay(&mut |events: &[Event<'_>]| {
+        out.extend(
+            events
+                .iter()
+                .map(|e| (e.sequence, e.kind, e.key.to_vec(), e.value.to_vec())),
+        );
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn write_records(path: &Path, n: u64) -> Vec<Owned> {
+    let mut logger = FileLogger::open(config(path)).unwrap();
+    assert!(replay_all(&mut logger).unwrap().is_empty());
+    let mut all = Vec::new();
+    for seq in 1..=n {
+        let key = format!("key\t{seq}\n").into_bytes();
+        let value = vec![seq as u8; (seq * 3) as usize];
+        logger.append(&[Event::put(seq, &key, &value)]).unwrap();
+        all.push((seq, EventKind::PUT, key, value));
+    }
+    logger.close().unwrap();
+    all
+}
+
+#[test]
+fn odd_bytes_round_trip_across_reopen_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/kvs.log");
+    let big = vec![0x5A; 1 << 20];
+    let batch = [
+        Event::put(1, b"tab\tkey", b"new\nline"),
+        Event::put(2, b"nul\0 space /", b""),
+        Event::put(3, "ключ".as_bytes(), &big),
+        Event::delete(4, b"tab\tkey"),
+    ];
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    replay_all(&mut logger).unwrap();
+    logger.append(&batch).unwrap();
+    logger.close().unwrap();
+    let mut again = FileLogger::open(config(&path)).unwrap();
+    let got = replay_all(&mut again).unwrap();
+    let want: Vec<Owned> = batch
+        .iter()
+        .map(|e| (e.sequence, e.kind, e.key.to_vec(), e.value.to_vec()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_torn_tail_is_truncated_at_every_cut_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let all = write_records(&path, 5);
+    let full = std::fs::read(&path).unwrap();
+    let last_len = super::format::RECORD_HEADER_LEN
+        + super::format::MIN_BODY_LEN
+        + all[4].2.len()
+        + all[4].3.len();
+    let last_start = full.len() - last_len;
+    for cut in last_start + 1..full.len() {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let mut logger = FileLogger::open(config(&path)).unwrap();
+        let got = replay_all(&mut logger).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(got, all[..4], "cut at {cut}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() as usize,
+            last_start,
+            "cut at {cut}"
+        );
+        // Appending after recovery continues a clean log.
+        logger.append(&[Event::put(6, b"after", b"cut")]).unwrap();
+        logger.close().unwrap();
+        let mut again = FileLogger::open(config(&path)).unwrap();
+        assert_eq!(replay_all(&mut again).unwrap().len(), 5, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_zero_filled_tail_is_torn_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let all = write_records(&path, 3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0; 100]); // file size grew, data never landed
+    std::fs::write(&path, &bytes).unwrap();
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut logger).unwrap(), all);
+}
+
+#[test]
+fn a_flipped_byte_mid_file_is_refused_then_repaired_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let all = write_records(&path, 10);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let size = bytes.len();
+    // A byte inside the 4th record's value (records are 12 + 13 + key + value bytes).
+    let offset_of = |n: usize| -> usize {
+        16 + all[..n]
+            .iter()
+            .map(|r| 12 + 13 + r.2.len() + r.3.len())
+            .sum::<usize>()
+    };
+    let flip_at = offset_of(3) + 12 + 13 + all[3].2.len() + 2;
+    bytes[flip_at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    let err = replay_all(&mut logger).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::INTERNAL);
+    let msg = err.message();
+    assert!(
+        msg.contains(&path.display().to_string())
+            && msg.contains(&format!("offset {}", offset_of(3)))
+            && msg.contains("repair"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap().len(),
+        size,
+        "refusal must not change the file"
+    );
+
+    let mut repair = config(&path);
+    repair.repair = true;
+    let mut logger = FileLogger::open(repair).unwrap();
+    assert_eq!(replay_all(&mut logger).unwrap(), all[..3]);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len() as usize,
+        offset_of(3)
+    );
+}
+
+#[test]
+fn a_damaged_length_mid_file_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    write_records(&path, 10);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[16 + 1] ^= 0x80; // first record's length: would point past the end
+    std::fs::write(&path, &bytes).unwrap();
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    let err = replay_all(&mut logger).unwrap_err();
+    assert!(err.message().contains("damaged record length"), "{err}");
+}
+
+#[test]
+fn sync_policies_and_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for sync in ["always", "interval", "never"] {
+        let path = dir.path().join(format!("{sync}.log"));
+        let cfg = Config::parse(&format!(
+            "path = {path:?}\nsync = {sync:?}\nsync_interval_ms = 5"
+        ))
+        .unwrap();
+        let mut logger = FileLogger::open(cfg).unwrap();
+        replay_all(&mut logger).unwrap();
+        logger
+            .append(&[Event::put(1, b"k", sync.as_bytes())])
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        logger.close().unwrap();
+        let mut again = FileLogger::open(config(&path)).unwrap();
+        assert_eq!(replay_all(&mut again).unwrap()[0].3, sync.as_bytes());
+    }
+    assert_eq!(
+        Config::parse("sync = \"sometimes\"").unwrap_err().code(),
+        ErrorCode::INVALID_INPUT
+    );
+    let err = Config::parse("paht = \"x\"").unwrap_err();
+    assert!(err.message().contains("paht"), "{err}");
+    assert_eq!(Config::parse("").unwrap().sync, SyncPolicy::Always);
+
+    // A path under a regular file cannot be created: a clear startup error.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let err = FileLogger::open(config(&blocker.join("kvs.log")))
+        .err()
+        .unwrap();
+    assert!(
+        err.message().contains("cannot create the log directory"),
+        "{err}"
+    );
+    // A file that is not a kvs log is refused, not overwritten.
+    let other = dir.path().join("not-a-log");
+    std::fs::write(&other, b"some other file's contents, longer than a header").unwrap();
+    let err = FileLogger::open(config(&other)).err().unwrap();
+    assert!(err.message().contains("bad magic"), "{err}");
+}
