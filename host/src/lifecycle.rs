@@ -1,7 +1,8 @@
 //! Start and stop: the order that keeps every acknowledged write and serves nothing early.
 //!
 //! Start: find every named plug-in (fail before opening anything) -> open the logger ->
-//! replay it into the map -> start the writer -> ready -> start the frontends.
+//! start the frontends (listening, but the store answers `unavailable`) -> replay the log
+//! into the map -> start the writer -> ready.
 //! Stop: not ready -> stop the frontends (they drain; their writes still land) -> refuse
 //! new writes -> the writer logs what is queued and closes the logger.
 
@@ -89,6 +90,10 @@ pub fn open_logger(plugin: &Plugin, config: &str) -> Result<kvs_plugin_api::nati
 }
 
 /// Starts kvs with the plug-ins `config` names, found in `catalog`.
+///
+/// Frontends start listening before replay so that probes can see "not ready" while a
+/// large log replays; until replay completes the store answers every request, reads
+/// included, with `unavailable`, so nothing is served from a half-replayed map.
 pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
     let logger_plugin = catalog.find(PluginKind::LOGGER, &config.logger)?;
     let frontend_plugins = config
@@ -97,14 +102,36 @@ pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
         .map(|name| catalog.find(PluginKind::FRONTEND, name))
         .collect::<Result<Vec<_>>>()?;
 
+    // The logger opens first: a bad logger config fails before any port is bound.
     let mut logger = open_logger(logger_plugin, &config.plugin_config(&config.logger))?;
     let map = Arc::new(Map::default());
+    let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+    let store = Arc::new(Store::new(map.clone(), tx.clone(), config.limits));
+
+    let mut frontends = Vec::new();
+    let mut failure = None;
+    for plugin in frontend_plugins {
+        match start_frontend(plugin, &store, config) {
+            Ok(f) => frontends.push(f),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
     let started = Instant::now();
-    let replayed = match writer::replay(&mut logger, &map) {
+    let replayed = match failure {
+        Some(e) => Err(e),
+        None => writer::replay(&mut logger, &map)
+            .map_err(|e| anyhow!("replay of the {} log failed: {e}", config.logger)),
+    };
+    let replayed = match replayed {
         Ok(stats) => stats,
         Err(e) => {
+            store.set_phase(Phase::Stopped);
+            let _ = stop_frontends(frontends, config.shutdown_timeout);
             let _ = logger.close();
-            return Err(anyhow!("replay of the {} log failed: {e}", config.logger));
+            return Err(e);
         }
     };
     tracing::info!(
@@ -115,8 +142,6 @@ pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
         config.logger
     );
 
-    let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
-    let store = Arc::new(Store::new(map.clone(), tx.clone(), config.limits));
     let writer = Writer::spawn(
         logger,
         map,
@@ -127,53 +152,59 @@ pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
     )
     .context("cannot start the writer thread")?;
     store.set_phase(Phase::Serving);
-
-    let mut running = Running {
+    Ok(Running {
         store,
         replayed,
         writer,
-        frontends: Vec::new(),
+        frontends,
         shutdown_timeout: config.shutdown_timeout,
-    };
-    for plugin in frontend_plugins {
-        let start = plugin.module.start_frontend();
-        let table = config.plugin_config(&plugin.name);
-        let result: Result<FrontendBox, PluginError> =
-            start(store_box(&running.store), RStr::from_str(&table)).into();
-        match result {
-            Ok(handle) => {
-                let endpoints: Vec<String> = handle
-                    .endpoints()
-                    .into_iter()
-                    .map(|e| e.into_string())
-                    .collect();
-                tracing::info!(
-                    "frontend {} serving on {}",
-                    plugin.name,
-                    if endpoints.is_empty() {
-                        "-".to_string()
-                    } else {
-                        endpoints.join(", ")
-                    }
-                );
-                running.frontends.push(RunningFrontend {
-                    name: plugin.name.clone(),
-                    endpoints,
-                    handle,
-                });
-            }
-            Err(e) => {
-                let err = anyhow!(
-                    "cannot start the {} frontend ({}): {e}",
-                    plugin.name,
-                    plugin.path.display()
-                );
-                let _ = running.stop();
-                return Err(err);
-            }
+    })
+}
+
+fn start_frontend(plugin: &Plugin, store: &Arc<Store>, config: &Config) -> Result<RunningFrontend> {
+    let start = plugin.module.start_frontend();
+    let table = config.plugin_config(&plugin.name);
+    let result: Result<FrontendBox, PluginError> =
+        start(store_box(store), RStr::from_str(&table)).into();
+    let handle = result.map_err(|e| {
+        anyhow!(
+            "cannot start the {} frontend ({}): {e}",
+            plugin.name,
+            plugin.path.display()
+        )
+    })?;
+    let endpoints: Vec<String> = handle
+        .endpoints()
+        .into_iter()
+        .map(|e| e.into_string())
+        .collect();
+    tracing::info!(
+        "frontend {} serving on {}",
+        plugin.name,
+        if endpoints.is_empty() {
+            "-".to_string()
+        } else {
+            endpoints.join(", ")
+        }
+    );
+    Ok(RunningFrontend {
+        name: plugin.name.clone(),
+        endpoints,
+        handle,
+    })
+}
+
+/// Stops frontends in reverse start order; returns what went wrong.
+fn stop_frontends(frontends: Vec<RunningFrontend>, deadline: Duration) -> Vec<String> {
+    let deadline_ms = deadline.as_millis() as u64;
+    let mut problems = Vec::new();
+    for mut f in frontends.into_iter().rev() {
+        tracing::info!("stopping frontend {}", f.name);
+        if let RResult::RErr(e) = f.handle.stop(deadline_ms) {
+            problems.push(format!("frontend {} did not stop cleanly: {e}", f.name));
         }
     }
-    Ok(running)
+    problems
 }
 
 impl Running {
@@ -190,14 +221,7 @@ impl Running {
     /// has been given its chance to stop.
     pub fn stop(self) -> Result<WriterStats> {
         self.store.set_phase(Phase::Draining);
-        let mut problems = Vec::new();
-        let deadline_ms = self.shutdown_timeout.as_millis() as u64;
-        for mut f in self.frontends.into_iter().rev() {
-            tracing::info!("stopping frontend {}", f.name);
-            if let RResult::RErr(e) = f.handle.stop(deadline_ms) {
-                problems.push(format!("frontend {} did not stop cleanly: {e}", f.name));
-            }
-        }
+        let mut problems = stop_frontends(self.frontends, self.shutdown_timeout);
         self.store.set_phase(Phase::Stopped);
         let (stats, closed) = self.writer.stop();
         if let Err(e) = closed {

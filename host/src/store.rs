@@ -33,7 +33,7 @@ pub struct Store {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
-    /// Replaying the log: not ready, no writes.
+    /// Replaying the log: not ready; reads and writes answer `unavailable`.
     Starting = 0,
     /// Ready; reads and writes served.
     Serving = 1,
@@ -57,6 +57,12 @@ impl Store {
     /// The value under `key`, if any. Never touches the logger.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
         self.check_key(key)?;
+        if self.phase() == Phase::Starting {
+            // The map is half-replayed: an answer now could be stale or missing.
+            return Err(PluginError::unavailable(
+                "kvs is starting: replaying the transaction log; retry shortly",
+            ));
+        }
         Ok(self.map.get(key).map(|v| v.value().to_vec()))
     }
 

@@ -345,3 +345,95 @@ fn a_corrupt_log_refuses_to_start_then_repair_log_recovers_the_prefix() {
     }
     kvs.stop();
 }
+
+#[test]
+fn readyz_is_503_while_a_large_log_replays_then_200() {
+    use kvs_plugin_api::{Event, TransactionLogger};
+    use kvs_plugin_file::{Config, FileLogger};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    // Write a large log directly with the file logger's library.
+    let log_path = dir.path().join("data/kvs.log");
+    let cfg = Config::parse(&format!("path = {log_path:?}\nsync = \"never\"")).unwrap();
+    let mut logger = FileLogger::open(cfg).unwrap();
+    logger.replay(&mut |_| Ok(())).unwrap();
+    let keys: Vec<Vec<u8>> = (0..10_000u32)
+        .map(|i| format!("k{i}").into_bytes())
+        .collect();
+    let value = [b'v'; 32];
+    for round in 0..100u64 {
+        let batch: Vec<Event<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Event::put(round * 10_000 + i as u64 + 1, k, &value))
+            .collect();
+        logger.append(&batch).unwrap();
+    }
+    logger.close().unwrap();
+
+    let kvs = Kvs::start_listening(&config, &staged_plugins());
+    let http = client();
+    let started = std::time::Instant::now();
+    let first = http.get(kvs.at("/readyz")).send().unwrap().status();
+    let read = http.get(kvs.at("/v1/key/k1")).send().unwrap().status();
+    assert_eq!(
+        first,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ready before replaying 1M records"
+    );
+    assert_eq!(
+        read,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "served a read from a half-replayed map"
+    );
+    let live = http.get(kvs.at("/healthz")).send().unwrap().status();
+    assert_eq!(live, StatusCode::OK, "liveness must not wait for replay");
+    while http.get(kvs.at("/readyz")).send().unwrap().status() != StatusCode::OK {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "never became ready:\n{}",
+            kvs.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        http.get(kvs.at("/v1/key/k9999"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "v".repeat(32)
+    );
+    kvs.stop();
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish_and_keeps_its_write() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let addr = kvs.url.trim_start_matches("http://").to_string();
+    // A PUT whose body is only half sent when shutdown begins.
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(
+        b"PUT /v1/key/in-flight HTTP/1.1\r\nHost: kvs\r\nContent-Length: 10\r\n\r\nhello",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let stopper = std::thread::spawn(move || kvs.stop());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    conn.write_all(b"world").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let log = stopper.join().unwrap();
+    assert!(log.contains("stopping frontend rest"), "{log}");
+
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let r = client().get(kvs.at("/v1/key/in-flight")).send().unwrap();
+    assert_eq!(r.text().unwrap(), "helloworld");
+    kvs.stop();
+}

@@ -99,7 +99,8 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
 }
 
 impl Kvs {
-    /// Starts `kvs --config CONFIG --plugins-dir PLUGINS ARGS` and waits until REST serves.
+    /// Starts `kvs --config CONFIG --plugins-dir PLUGINS ARGS` and waits until it is
+    /// ready (replay done, REST serving).
     pub fn start(config: &Path, plugins: &Path, args: &[&str]) -> Kvs {
         match Self::try_start(config, plugins, args) {
             Ok(kvs) => kvs,
@@ -107,8 +108,23 @@ impl Kvs {
         }
     }
 
-    /// Like `start`, but returns kvs's output if it exits or never serves.
+    /// Like `start`, but returns kvs's output if it exits or never gets ready.
     pub fn try_start(config: &Path, plugins: &Path, args: &[&str]) -> Result<Kvs, String> {
+        Self::spawn(config, plugins, args, true)
+    }
+
+    /// Starts kvs and returns as soon as REST listens, possibly before replay is done.
+    pub fn start_listening(config: &Path, plugins: &Path) -> Kvs {
+        Self::spawn(config, plugins, &[], false)
+            .unwrap_or_else(|log| panic!("kvs did not listen:\n{log}"))
+    }
+
+    fn spawn(
+        config: &Path,
+        plugins: &Path,
+        args: &[&str],
+        wait_ready: bool,
+    ) -> Result<Kvs, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kvs"))
             .arg("--config")
             .arg(config)
@@ -130,7 +146,10 @@ impl Kvs {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(at) = line.find("serving on http://") {
                     let url = line[at + "serving on ".len()..].trim().to_string();
-                    let _ = tx.send(url);
+                    let _ = tx.send(Some(url));
+                }
+                if line.contains("kvs ready") {
+                    let _ = tx.send(None);
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -138,8 +157,20 @@ impl Kvs {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut url = None;
         loop {
-            if let Ok(url) = rx.recv_timeout(Duration::from_millis(50)) {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(Some(u)) => url = Some(u),
+                Ok(None) if url.is_some() => {
+                    return Ok(Kvs {
+                        child,
+                        url: url.unwrap(),
+                        log,
+                    });
+                }
+                _ => {}
+            }
+            if !wait_ready && let Some(url) = url.take() {
                 return Ok(Kvs { child, url, log });
             }
             if let Ok(Some(status)) = child.try_wait() {
