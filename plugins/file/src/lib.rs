@@ -9,6 +9,7 @@
 //! acknowledges a batch only after `fdatasync`; `interval` syncs every
 //! `sync_interval_ms` from a background thread; `never` leaves it to the OS.
 
+pub mod compact;
 pub mod format;
 
 use std::fs::{File, OpenOptions};
@@ -16,7 +17,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -53,6 +54,14 @@ pub struct Config {
     /// Truncate at the first corrupt record instead of refusing to start.
     #[serde(default)]
     pub repair: bool,
+    /// Compact only once the log is at least this big. Default 64 MiB.
+    #[serde(default = "default_compact_min")]
+    pub compact_min_bytes: u64,
+    /// Compact when the log has grown by this percentage since the last compaction (or
+    /// start-up); 0 disables compaction. Default 100 (doubled), like Redis's
+    /// `auto-aof-rewrite-percentage`.
+    #[serde(default = "default_compact_growth")]
+    pub compact_growth_percent: u64,
 }
 
 fn default_path() -> PathBuf {
@@ -63,6 +72,12 @@ fn default_sync() -> SyncPolicy {
 }
 fn default_interval() -> u64 {
     1000
+}
+fn default_compact_min() -> u64 {
+    64 << 20
+}
+fn default_compact_growth() -> u64 {
+    100
 }
 
 impl Config {
@@ -86,7 +101,13 @@ const REPLAY_CHUNK_BYTES: usize = 8 << 20;
 /// The logger. See the crate docs.
 pub struct FileLogger {
     config: Config,
+    /// The log. Replaced when a compaction switches files; the `interval` syncer reads
+    /// it through `current`.
     file: Arc<File>,
+    current: Arc<Mutex<Arc<File>>>,
+    /// Log length after the last compaction (or at start-up): the growth baseline.
+    compacted_len: u64,
+    compaction: Option<compact::Compaction>,
     /// Length of the valid log: appends go here.
     len: u64,
     /// Set once the file has been scanned (torn tail truncated), i.e. replay ran.
@@ -167,16 +188,21 @@ impl FileLogger {
             format::check_header(&h)
                 .map_err(|why| PluginError::internal(format!("{}: {why}", path.display())))?;
         }
+        // A compaction interrupted by a crash leaves its temporary file; the log itself
+        // is intact (the rename never happened), so the leftover is just removed.
+        let _ = std::fs::remove_file(compact::temp_path(&path));
         let file = Arc::new(file);
+        let current = Arc::new(Mutex::new(file.clone()));
         let broken = Arc::new(AtomicBool::new(false));
         let syncer = (config.sync == SyncPolicy::Interval).then(|| {
             let (stop, rx) = mpsc::channel::<()>();
-            let file = file.clone();
+            let current = current.clone();
             let broken = broken.clone();
             let period = Duration::from_millis(config.sync_interval_ms);
             let path = path.clone();
             let thread = std::thread::spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(period) {
+                    let file = current.lock().unwrap().clone();
                     if let Err(e) = file.sync_data() {
                         eprintln!(
                             "kvs file logger: fdatasync of {} failed: {e}",
@@ -192,6 +218,9 @@ impl FileLogger {
         Ok(FileLogger {
             config,
             file,
+            current,
+            compacted_len: HEADER_LEN,
+            compaction: None,
             len: HEADER_LEN,
             scanned: false,
             broken,
@@ -314,9 +343,11 @@ impl FileLogger {
                     path.display()
                 ));
             } else if self.config.repair {
+                let lost = count_records(&self.file, bad_at, file_len);
                 warn(&format!(
                     "{}: repair: corrupt record at offset {bad_at} ({why}); truncated there, \
-                     dropping it and everything after it ({dropped} bytes); {records} record(s) kept",
+                     dropping {lost} record(s) ({dropped} bytes): the bad one and everything \
+                     after it; {records} record(s) kept",
                     path.display()
                 ));
             } else {
@@ -336,6 +367,7 @@ impl FileLogger {
         }
         // On a problem the loop stopped with `offset` at the bad record, now the end.
         self.len = offset;
+        self.compacted_len = offset;
         self.scanned = true;
         Ok(())
     }
@@ -350,6 +382,108 @@ impl FileLogger {
         }
         Ok(())
     }
+}
+
+impl FileLogger {
+    /// Starts a background compaction if the log has grown enough and none is running.
+    fn maybe_compact(&mut self) {
+        let pct = self.config.compact_growth_percent;
+        let grown_enough = self.len >= self.config.compact_min_bytes
+            && self.len >= self.compacted_len.saturating_mul(100 + pct) / 100;
+        if pct == 0 || self.compaction.is_some() || !grown_enough {
+            return;
+        }
+        match compact::start(&self.config.path, self.len) {
+            Ok(c) => self.compaction = Some(c),
+            Err(e) => {
+                warn(&format!(
+                    "{}: cannot start compaction: {e}",
+                    self.config.path.display()
+                ));
+                self.compacted_len = self.len; // wait for more growth before retrying
+            }
+        }
+    }
+
+    /// If a background rewrite has finished, switches to it: copy the records appended
+    /// since it started, fsync, rename over the log, fsync the directory. Any failure
+    /// before the rename keeps the old log and drops the rewrite.
+    fn finish_compaction(&mut self) {
+        let outcome = match self.compaction.as_ref().map(|c| c.done.try_recv()) {
+            None | Some(Err(mpsc::TryRecvError::Empty)) => return,
+            Some(Ok(outcome)) => outcome,
+            Some(Err(mpsc::TryRecvError::Disconnected)) => Err("compaction thread died".into()),
+        };
+        if let Some(c) = self.compaction.take() {
+            let _ = c.thread.join();
+        }
+        let path = self.config.path.clone();
+        let switched = outcome.and_then(|new| {
+            let tail = self.len - new.covered;
+            let mut chunk = vec![0u8; tail.min(1 << 20) as usize];
+            let mut copied = 0;
+            while copied < tail {
+                let n = chunk.len().min((tail - copied) as usize);
+                self.file
+                    .read_exact_at(&mut chunk[..n], new.covered + copied)
+                    .and_then(|()| new.file.write_all_at(&chunk[..n], new.len + copied))
+                    .map_err(|e| format!("copying the tail: {e}"))?;
+                copied += n as u64;
+            }
+            new.file.sync_data().map_err(|e| format!("fsync: {e}"))?;
+            std::fs::rename(&new.temp, &path).map_err(|e| format!("rename: {e}"))?;
+            if let Err(e) = sync_dir(&path) {
+                warn(&format!(
+                    "{}: compaction: directory fsync failed: {e}",
+                    path.display()
+                ));
+            }
+            Ok((new, tail))
+        });
+        match switched {
+            Ok((new, tail)) => {
+                let before = self.len;
+                self.file = Arc::new(new.file);
+                *self.current.lock().unwrap() = self.file.clone();
+                self.len = new.len + tail;
+                self.compacted_len = self.len;
+                eprintln!(
+                    "kvs file logger: compacted {}: {before} -> {} bytes ({} live records kept, {} superseded dropped)",
+                    path.display(),
+                    self.len,
+                    new.kept,
+                    new.dropped
+                );
+            }
+            Err(why) => {
+                let _ = std::fs::remove_file(compact::temp_path(&path));
+                self.compacted_len = self.len;
+                warn(&format!(
+                    "{}: compaction abandoned, log unchanged: {why}",
+                    path.display()
+                ));
+            }
+        }
+    }
+}
+
+/// How many records lie in `[from, end)`, counting by their length headers: the bad
+/// record counts as one, and a damaged header ends the count (so it is a lower bound).
+fn count_records(file: &File, from: u64, end: u64) -> u64 {
+    let mut offset = from;
+    let mut count = 0;
+    while offset < end {
+        count += 1;
+        let mut h = [0u8; RECORD_HEADER_LEN];
+        if end - offset < RECORD_HEADER_LEN as u64 || file.read_exact_at(&mut h, offset).is_err() {
+            break;
+        }
+        match format::parse_header(&h) {
+            RecordHeader::Valid { len, .. } => offset += (RECORD_HEADER_LEN + len) as u64,
+            RecordHeader::Damaged => break,
+        }
+    }
+    count
 }
 
 fn rest_is_zero(reader: &mut impl Read) -> std::io::Result<bool> {
@@ -376,6 +510,7 @@ impl TransactionLogger for FileLogger {
         if !self.scanned {
             self.scan(&mut |_| Ok(()))?;
         }
+        self.finish_compaction();
         self.buf.clear();
         for event in batch {
             if event.kind != EventKind::PUT && event.kind != EventKind::DELETE {
@@ -403,6 +538,7 @@ impl TransactionLogger for FileLogger {
             return Err(io_err(&self.config.path, "cannot fdatasync", e));
         }
         self.len += self.buf.len() as u64;
+        self.maybe_compact();
         if self.buf.capacity() > 16 << 20 {
             self.buf = Vec::new(); // don't keep a huge buffer after a burst of big values
         }
@@ -417,6 +553,11 @@ impl TransactionLogger for FileLogger {
     }
 
     fn close(&mut self) -> Result<(), PluginError> {
+        if let Some(c) = self.compaction.take() {
+            // Not worth delaying shutdown for: the old log is complete. Drop the rewrite.
+            let _ = c.thread.join();
+            let _ = std::fs::remove_file(compact::temp_path(&self.config.path));
+        }
         if let Some(syncer) = self.syncer.take() {
             drop(syncer.stop);
             let _ = syncer.thread.join();

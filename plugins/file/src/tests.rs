@@ -140,6 +140,14 @@ fn a_flipped_byte_mid_file_is_refused_then_repaired_on_request() {
 
     let mut repair = config(&path);
     repair.repair = true;
+    assert_eq!(
+        super::count_records(
+            &std::fs::File::open(&path).unwrap(),
+            offset_of(3) as u64,
+            size as u64
+        ),
+        7
+    );
     let mut logger = FileLogger::open(repair).unwrap();
     assert_eq!(replay_all(&mut logger).unwrap(), all[..3]);
     assert_eq!(
@@ -203,4 +211,85 @@ fn sync_policies_and_config_errors() {
     std::fs::write(&other, b"some other file's contents, longer than a header").unwrap();
     let err = FileLogger::open(config(&other)).err().unwrap();
     assert!(err.message().contains("bad magic"), "{err}");
+}
+
+#[test]
+fn compaction_runs_while_writing_keeps_the_state_and_shrinks_the_file() {
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let cfg = Config::parse(&format!(
+        "path = {path:?}\nsync = \"never\"\ncompact_min_bytes = 20000\ncompact_growth_percent = 100"
+    ))
+    .unwrap();
+    let mut logger = FileLogger::open(cfg.clone()).unwrap();
+    replay_all(&mut logger).unwrap();
+    let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let (mut max_size, mut shrank) = (0u64, false);
+    let value = [b'x'; 50];
+    let mut seq = 0u64;
+    let started = std::time::Instant::now();
+    while seq < 3000 || !shrank {
+        assert!(started.elapsed().as_secs() < 30, "no compaction happened");
+        seq += 1;
+        let key = format!("key-{}", seq % 10).into_bytes();
+        if seq.is_multiple_of(7) {
+            logger.append(&[Event::delete(seq, &key)]).unwrap();
+            expected.remove(&key);
+        } else {
+            logger
+                .append(&[Event::put(seq, &key, &value[..(seq % 50) as usize])])
+                .unwrap();
+            expected.insert(key, value[..(seq % 50) as usize].to_vec());
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        shrank |= size < max_size;
+        max_size = max_size.max(size);
+    }
+    logger.close().unwrap();
+    assert!(!compact_tmp_exists(&path));
+    // Without compaction the log would hold every record ever written.
+    let uncompacted: u64 = 16
+        + (1..=seq)
+            .map(|s| {
+                12 + 13
+                    + format!("key-{}", s % 10).len() as u64
+                    + if s.is_multiple_of(7) { 0 } else { s % 50 }
+            })
+            .sum::<u64>();
+    let final_size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        final_size * 2 < uncompacted,
+        "{final_size} vs {uncompacted} uncompacted"
+    );
+
+    let mut again = FileLogger::open(cfg).unwrap();
+    let mut state = BTreeMap::new();
+    let mut last = 0;
+    for (s, kind, k, v) in replay_all(&mut again).unwrap() {
+        assert!(s > last, "sequence {s} after {last}");
+        last = s;
+        if kind == EventKind::PUT {
+            state.insert(k, v);
+        } else {
+            state.remove(&k);
+        }
+    }
+    assert_eq!(state, expected);
+}
+
+fn compact_tmp_exists(log: &Path) -> bool {
+    super::compact::temp_path(log).exists()
+}
+
+#[test]
+fn a_leftover_compaction_file_is_removed_and_the_log_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let all = write_records(&path, 4);
+    std::fs::write(super::compact::temp_path(&path), b"half-written rewrite").unwrap();
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut logger).unwrap(), all);
+    assert!(!compact_tmp_exists(&path));
 }
