@@ -5,7 +5,8 @@
 //!   replay time for 1M records; then Redis `SET` with `appendfsync always` via
 //!   `redis-benchmark` at the same concurrency.
 //! * `kvs-bench rest`: GET and durable PUT through the `rest` frontend with `wrk`
-//!   (32 connections), and Redis GET/SET with `redis-benchmark -c 32`.
+//!   (32 connections) and through the `grpc` frontend (32 concurrent tonic calls), and
+//!   Redis GET/SET with `redis-benchmark -c 32`.
 //!
 //! Run it through `cargo xtask bench [writes|rest]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
@@ -192,12 +193,14 @@ fn rest(plugins: &Path) -> Result<()> {
     which("wrk").context("wrk is needed: apt-get install wrk")?;
     let data = tempfile::tempdir()?;
     let port = free_port()?;
+    let grpc_port = free_port()?;
     let config = data.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "logger = \"file\"\nfrontends = [\"rest\"]\n[plugins.file]\npath = {:?}\nsync = \"always\"\n\
-             [plugins.rest]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = 2\n",
+            "logger = \"file\"\nfrontends = [\"rest\", \"grpc\"]\n[plugins.file]\npath = {:?}\nsync = \"always\"\n\
+             [plugins.rest]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = 2\n\
+             [plugins.grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nworker_threads = 2\n",
             data.path().join("kvs.log")
         ),
     )?;
@@ -237,10 +240,13 @@ fn rest(plugins: &Path) -> Result<()> {
         .status()?;
     let secs = 10;
     println!(
-        "== REST frontend vs Redis: 32 connections, {VALUE_BYTES}-byte values, {secs}s per run, loopback"
+        "== frontends vs Redis: 32 concurrent clients, {VALUE_BYTES}-byte values, {secs}s per run, loopback\n   \
+         (REST: wrk; gRPC: tonic clients in this process, unary kvs.v1 calls; Redis: redis-benchmark)"
     );
     let get = wrk(&format!("{url}/v1/key/hot"), None, secs)?;
     let put = wrk(&format!("{url}/v1/key/k"), Some(&put), secs)?;
+    let grpc_get = grpc_load(grpc_port, false, secs)?;
+    let grpc_put = grpc_load(grpc_port, true, secs)?;
     drop(kvs);
     let (redis_get, redis_set) = match Redis::start() {
         Ok(r) => (
@@ -253,17 +259,78 @@ fn rest(plugins: &Path) -> Result<()> {
         }
     };
     println!(
-        "{:>12}  {:>12}  {:>12}  {:>8}",
-        "operation", "kvs req/s", "redis req/s", "ratio"
+        "{:>12}  {:>12}  {:>12}  {:>12}  {:>11}",
+        "operation", "REST req/s", "gRPC req/s", "Redis req/s", "REST/Redis"
     );
-    for (op, ours, theirs) in [("GET", get, redis_get), ("durable PUT", put, redis_set)] {
+    for (op, rest, grpc, theirs) in [
+        ("GET", get, grpc_get, redis_get),
+        ("durable PUT", put, grpc_put, redis_set),
+    ] {
         println!(
-            "{op:>12}  {ours:>12.0}  {:>12}  {:>8}",
+            "{op:>12}  {rest:>12.0}  {grpc:>12.0}  {:>12}  {:>11}",
             theirs.map_or("-".into(), |r| format!("{r:.0}")),
-            theirs.map_or("-".into(), |r| format!("{:.2}x", ours / r))
+            theirs.map_or("-".into(), |r| format!("{:.2}x", rest / r))
         );
     }
     Ok(())
+}
+
+/// 32 concurrent unary calls (over 4 HTTP/2 connections) for `secs`; calls per second.
+fn grpc_load(port: u16, put: bool, secs: u64) -> Result<f64> {
+    use kvs_proto::v1::{GetRequest, PutRequest, key_value_client::KeyValueClient};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut channels = Vec::new();
+        for _ in 0..4 {
+            channels.push(
+                tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+                    .connect()
+                    .await?,
+            );
+        }
+        let mut seed = KeyValueClient::new(channels[0].clone());
+        seed.put(PutRequest {
+            key: b"hot".to_vec(),
+            value: vec![b'x'; VALUE_BYTES],
+        })
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..32usize {
+            let mut client = KeyValueClient::new(channels[t % 4].clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    if put {
+                        let key = format!("g{t}-{}", n % 10_000).into_bytes();
+                        client
+                            .put(PutRequest {
+                                key,
+                                value: vec![b'x'; VALUE_BYTES],
+                            })
+                            .await?;
+                    } else {
+                        client
+                            .get(GetRequest {
+                                key: b"hot".to_vec(),
+                            })
+                            .await?;
+                    }
+                    n += 1;
+                }
+                Ok::<u64, tonic::Status>(n)
+            }));
+        }
+        let mut total = 0;
+        for task in tasks {
+            total += task.await??;
+        }
+        Ok(total as f64 / started.elapsed().as_secs_f64())
+    })
 }
 
 fn wrk(url: &str, script: Option<&Path>, secs: u64) -> Result<f64> {

@@ -5,11 +5,13 @@
 //!
 //! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
 //! * `write_path`: the store and writer through the host library with fixture loggers.
+//! * `grpc`: the grpc frontend called by tonic clients.
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
 //!   by a real HTTP client.
 
 mod util;
 
+mod grpc;
 mod loading;
 mod process;
 mod write_path;

@@ -1,5 +1,6 @@
 //! Shared helpers: where the built plug-ins are, temporary plug-in dirs, running kvs.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,6 +69,8 @@ pub struct Kvs {
     child: Child,
     /// The REST frontend's base URL, e.g. `http://127.0.0.1:40123`.
     pub url: String,
+    /// Every frontend's endpoint, by frontend name.
+    endpoints: BTreeMap<String, String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -144,9 +147,11 @@ impl Kvs {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("serving on http://") {
-                    let url = line[at + "serving on ".len()..].trim().to_string();
-                    let _ = tx.send(Some(url));
+                // "frontend NAME serving on URL"
+                if let Some(rest) = line.split("frontend ").nth(1)
+                    && let Some((name, url)) = rest.split_once(" serving on ")
+                {
+                    let _ = tx.send(Some((name.to_string(), url.trim().to_string())));
                 }
                 if line.contains("kvs ready") {
                     let _ = tx.send(None);
@@ -157,21 +162,17 @@ impl Kvs {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut url = None;
+        let mut endpoints = BTreeMap::new();
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(Some(u)) => url = Some(u),
-                Ok(None) if url.is_some() => {
-                    return Ok(Kvs {
-                        child,
-                        url: url.unwrap(),
-                        log,
-                    });
+                Ok(Some((name, url))) => {
+                    endpoints.insert(name, url);
+                    if !wait_ready {
+                        return Ok(Kvs::new(child, endpoints, log));
+                    }
                 }
-                _ => {}
-            }
-            if !wait_ready && let Some(url) = url.take() {
-                return Ok(Kvs { child, url, log });
+                Ok(None) => return Ok(Kvs::new(child, endpoints, log)),
+                Err(_) => {}
             }
             if let Ok(Some(status)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100)); // let the reader drain
@@ -179,12 +180,31 @@ impl Kvs {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(format!(
-                    "no `serving on` line in 60 s:\n{}",
-                    log.lock().unwrap()
-                ));
+                return Err(format!("not ready in 60 s:\n{}", log.lock().unwrap()));
             }
         }
+    }
+
+    fn new(child: Child, endpoints: BTreeMap<String, String>, log: Arc<Mutex<String>>) -> Kvs {
+        let url = endpoints
+            .get("rest")
+            .or_else(|| endpoints.values().next())
+            .cloned()
+            .unwrap_or_default();
+        Kvs {
+            child,
+            url,
+            endpoints,
+            log,
+        }
+    }
+
+    /// The endpoint a frontend reported, e.g. `endpoint("grpc")`.
+    pub fn endpoint(&self, frontend: &str) -> String {
+        self.endpoints
+            .get(frontend)
+            .unwrap_or_else(|| panic!("no {frontend} endpoint in {:?}", self.endpoints))
+            .clone()
     }
 
     /// `base url + path`.

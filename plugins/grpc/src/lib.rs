@@ -1,0 +1,398 @@
+//! The `grpc` frontend: the book's `KeyValue` service, and `kvs.v1.KeyValue` with bytes,
+//! served by tonic on the plug-in's own runtime, with the standard health service and
+//! server reflection (so grpcurl and other generic tools work).
+//!
+//! * `KeyValue` (the book's `keyvalue.proto`, no package): `string` keys and values. A
+//!   key must be non-empty; a stored value that is not UTF-8 cannot be returned as a
+//!   proto3 `string`, so `Get` answers FAILED_PRECONDITION naming `kvs.v1.KeyValue`.
+//! * `kvs.v1.KeyValue`: the same calls with `bytes`, for any key and value.
+//!
+//! Store errors become statuses in one place, [`status_of`]. Client deadlines
+//! (`grpc-timeout`) are honoured: a call past its deadline ends with DEADLINE_EXCEEDED.
+//! `grpc.health.v1.Health` reports SERVING only while kvs is ready.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kvs_plugin_api::{ErrorCode, Frontend, PluginError, Store, export_plugin};
+use serde::Deserialize;
+use tokio::sync::{oneshot, watch};
+use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
+use tonic::{Request, Response, Status};
+use tonic_health::pb::{
+    HealthCheckRequest, HealthCheckResponse,
+    health_check_response::ServingStatus,
+    health_server::{Health, HealthServer},
+};
+
+use kvs_proto::{FILE_DESCRIPTOR_SET, book, v1};
+
+/// The `[plugins.grpc]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:50051`; port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Threads of the plug-in's tokio runtime. Default 2.
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+fn default_workers() -> usize {
+    2
+}
+
+impl Config {
+    /// Parses the plug-in's TOML table; errors name the bad key.
+    pub fn parse(text: &str) -> Result<Config, PluginError> {
+        let c: Config = toml::from_str(text)
+            .map_err(|e| PluginError::invalid_input(format!("[plugins.grpc]: {e}")))?;
+        if c.worker_threads == 0 {
+            return Err(PluginError::invalid_input(
+                "[plugins.grpc]: worker_threads must be at least 1",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// Store errors as gRPC statuses: the one place they are decided.
+pub fn status_of(e: PluginError) -> Status {
+    let message = e.message().to_string();
+    match e.code() {
+        ErrorCode::NOT_FOUND => Status::not_found(message),
+        ErrorCode::INVALID_INPUT | ErrorCode::TOO_LARGE => Status::invalid_argument(message),
+        ErrorCode::UNAVAILABLE => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
+}
+
+/// The client's deadline from the `grpc-timeout` header, if it sent one.
+fn deadline_of<T>(request: &Request<T>) -> Option<Duration> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Runs a call within the client's deadline, answering DEADLINE_EXCEEDED past it. A
+/// write already handed to the store still completes: it cannot be taken back.
+async fn within<T>(
+    deadline: Option<Duration>,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match deadline {
+        None => call.await,
+        Some(d) => tokio::time::timeout(d, call).await.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(
+                "the client's deadline passed before the call completed; a write may still be applied",
+            ))
+        }),
+    }
+}
+
+#[derive(Clone)]
+struct Service {
+    store: Store,
+}
+
+impl Service {
+    fn get(&self, key: &[u8]) -> Result<Vec<u8>, Status> {
+        match self.store.get(key).map_err(status_of)? {
+            Some(value) => Ok(value),
+            None => Err(Status::not_found("no such key")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl book::key_value_server::KeyValue for Service {
+    async fn get(
+        &self,
+        request: Request<book::GetRequest>,
+    ) -> Result<Response<book::GetResponse>, Status> {
+        let value = Service::get(self, request.get_ref().key.as_bytes())?;
+        let value = String::from_utf8(value).map_err(|_| {
+            Status::failed_precondition(
+                "the value is not UTF-8, so it cannot be a proto3 string; read it with kvs.v1.KeyValue/Get",
+            )
+        })?;
+        Ok(Response::new(book::GetResponse { value }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<book::PutRequest>,
+    ) -> Result<Response<book::PutResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let book::PutRequest { key, value } = request.into_inner();
+        let write = self.store.put(key.into_bytes(), value.into_bytes());
+        within(deadline, async { write.await.map_err(status_of) }).await?;
+        Ok(Response::new(book::PutResponse {}))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<book::DeleteRequest>,
+    ) -> Result<Response<book::DeleteResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let write = self.store.delete(request.into_inner().key.into_bytes());
+        within(deadline, async { write.await.map_err(status_of) }).await?;
+        Ok(Response::new(book::DeleteResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::key_value_server::KeyValue for Service {
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::GetResponse>, Status> {
+        let value = Service::get(self, &request.get_ref().key)?;
+        Ok(Response::new(v1::GetResponse { value }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<v1::PutRequest>,
+    ) -> Result<Response<v1::PutResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let v1::PutRequest { key, value } = request.into_inner();
+        within(deadline, async {
+            self.store.put(key, value).await.map_err(status_of)
+        })
+        .await?;
+        Ok(Response::new(v1::PutResponse {}))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let key = request.into_inner().key;
+        within(deadline, async {
+            self.store.delete(key).await.map_err(status_of)
+        })
+        .await?;
+        Ok(Response::new(v1::DeleteResponse {}))
+    }
+}
+
+/// The standard `grpc.health.v1.Health` service, answering for the whole server ("")
+/// and for each KeyValue service. Written here rather than taken from tonic-health's
+/// reporter because its `Watch` streams never end, which would hold graceful shutdown
+/// until the deadline: ours send NOT_SERVING, then end.
+struct HealthService {
+    store: Store,
+    stopping: Arc<AtomicBool>,
+    /// Status changes for `Watch`, published by a task that follows the store.
+    changes: watch::Receiver<Option<ServingStatus>>,
+}
+
+fn serving_status(store: &Store, stopping: &AtomicBool) -> ServingStatus {
+    if store.is_ready() && !stopping.load(Ordering::Acquire) {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+const HEALTH_NAMES: [&str; 3] = ["", "KeyValue", "kvs.v1.KeyValue"];
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        if !HEALTH_NAMES.contains(&request.get_ref().service.as_str()) {
+            return Err(Status::not_found("unknown service"));
+        }
+        let status = serving_status(&self.store, &self.stopping);
+        Ok(Response::new(HealthCheckResponse {
+            status: status as i32,
+        }))
+    }
+
+    type WatchStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        if !HEALTH_NAMES.contains(&request.get_ref().service.as_str()) {
+            return Err(Status::not_found("unknown service"));
+        }
+        let stream = WatchStream::new(self.changes.clone())
+            .take_while(Option::is_some)
+            .map(|status| {
+                Ok(HealthCheckResponse {
+                    status: status.unwrap_or(ServingStatus::NotServing) as i32,
+                })
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// A running gRPC frontend.
+pub struct GrpcFrontend {
+    /// Health status; `None` ends every `Watch` stream (set on stop).
+    health: watch::Sender<Option<ServingStatus>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    stopping: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl GrpcFrontend {
+    /// Binds the listener and starts serving `store`.
+    pub fn start(store: Store, config: Config) -> Result<GrpcFrontend, PluginError> {
+        let listener = std::net::TcpListener::bind(&config.listen).map_err(|e| {
+            PluginError::invalid_input(format!(
+                "cannot listen on {}: {e}; set [plugins.grpc] listen to a free address",
+                config.listen
+            ))
+        })?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .thread_name("kvs-grpc")
+            .enable_all()
+            .build()?;
+        // A message may carry a maximal key and value plus framing.
+        let limits = store.limits();
+        let max_message = usize::try_from(limits.max_key_bytes + limits.max_value_bytes + 1024)
+            .unwrap_or(usize::MAX);
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| PluginError::internal(format!("reflection: {e}")))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let service = Service {
+            store: store.clone(),
+        };
+        let stopping_flag = stopping.clone();
+        let (health, health_rx) = watch::channel(Some(ServingStatus::NotServing));
+        let status = health.clone();
+        let health_service = HealthService {
+            store: store.clone(),
+            stopping: stopping.clone(),
+            changes: health_rx,
+        };
+        let server = runtime.spawn(async move {
+            // Readiness follows the store: NOT_SERVING while replaying or stopping.
+            tokio::spawn(async move {
+                loop {
+                    let now = serving_status(&store, &stopping_flag);
+                    status.send_if_modified(|s| match s {
+                        Some(old) if *old != now => {
+                            *old = now;
+                            true
+                        }
+                        _ => false,
+                    });
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+            let health_service = HealthServer::new(health_service);
+            let routes = tonic::service::Routes::new(health_service)
+                .add_service(reflection)
+                .add_service(
+                    book::key_value_server::KeyValueServer::new(service.clone())
+                        .max_decoding_message_size(max_message)
+                        .max_encoding_message_size(max_message),
+                )
+                .add_service(
+                    v1::key_value_server::KeyValueServer::new(service)
+                        .max_decoding_message_size(max_message)
+                        .max_encoding_message_size(max_message),
+                );
+            // Served by axum (hyper, HTTP/2 with prior knowledge) rather than
+            // tonic::transport::Server: tonic's server wraps every call in a timeout
+            // layer that answers an expired `grpc-timeout` with CANCELLED, while gRPC
+            // says DEADLINE_EXCEEDED, which the handlers answer themselves.
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, routes.prepare().into_axum_router())
+                .with_graceful_shutdown(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await
+        });
+        Ok(GrpcFrontend {
+            health,
+            runtime: Some(runtime),
+            server: Some(server),
+            shutdown: Some(shutdown),
+            stopping,
+            addr,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Frontend for GrpcFrontend {
+    fn endpoints(&self) -> Vec<String> {
+        vec![format!("grpc://{}", self.addr)]
+    }
+
+    fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        self.stopping.store(true, Ordering::Release);
+        // Watchers see NOT_SERVING, then their streams end so the drain can finish.
+        self.health.send_replace(Some(ServingStatus::NotServing));
+        std::thread::sleep(Duration::from_millis(50));
+        self.health.send_replace(None);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
+            return Ok(());
+        };
+        let finished = runtime.block_on(async { tokio::time::timeout(deadline, server).await });
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        match finished {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(PluginError::internal(format!("gRPC server failed: {e}"))),
+            Ok(Err(e)) => Err(PluginError::internal(format!(
+                "gRPC server task failed: {e}"
+            ))),
+            Err(_) => Err(PluginError::unavailable(format!(
+                "calls still in flight after the {} ms deadline were cut off",
+                deadline.as_millis()
+            ))),
+        }
+    }
+}
+
+fn start(store: Store, config: &str) -> Result<GrpcFrontend, PluginError> {
+    GrpcFrontend::start(store, Config::parse(config)?)
+}
+
+export_plugin!(
+    frontend: start,
+    name: "grpc",
+    description: "the book's KeyValue gRPC service plus kvs.v1.KeyValue (bytes), with health and reflection"
+);
