@@ -23,10 +23,15 @@ use kvs_host::config::{Config, Overrides, RawConfig};
 use kvs_host::lifecycle;
 use kvs_host::plugins::Catalog;
 use kvs_host::writer::Completion;
+use kvs_testkit::pg::PgServer;
 
 const VALUE_BYTES: usize = 100;
 
 fn main() -> Result<()> {
+    // The postgres logger reads its password from the environment; set it before any
+    // thread exists.
+    // SAFETY: single-threaded at this point.
+    unsafe { std::env::set_var("KVS_POSTGRES_PASSWORD", kvs_testkit::pg::PASSWORD) };
     let mode = std::env::args().nth(1).unwrap_or_else(|| "writes".into());
     let plugins = plugins_dir()?;
     match mode.as_str() {
@@ -53,13 +58,25 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn host_config(plugins: &Path, data: &Path, sync: &str) -> Result<Config> {
+fn file_config(plugins: &Path, data: &Path, sync: &str) -> Result<Config> {
     let toml = format!(
         "logger = \"file\"\nfrontends = []\n[plugins.file]\npath = {:?}\nsync = {sync:?}\n",
         data.join("kvs.log")
     );
+    resolve(plugins, &toml)
+}
+
+fn postgres_config(plugins: &Path, pg: &PgServer, table: &str) -> Result<Config> {
+    let toml = format!(
+        "logger = \"postgres\"\nfrontends = []\n[plugins.postgres]\nurl = {:?}\ntable = {table:?}\n",
+        pg.url()
+    );
+    resolve(plugins, &toml)
+}
+
+fn resolve(plugins: &Path, toml: &str) -> Result<Config> {
     Config::resolve(
-        RawConfig::parse(&toml)?,
+        RawConfig::parse(toml)?,
         Overrides {
             plugins_dir: Some(plugins.to_path_buf()),
             ..Overrides::default()
@@ -114,11 +131,10 @@ fn writes(plugins: &Path) -> Result<()> {
     let catalog = Catalog::scan(plugins)?;
     let secs = Duration::from_secs(5);
     println!(
-        "== durable writes: file logger, sync = always, {VALUE_BYTES}-byte values, 10k keys per writer, {}s each",
+        "== durable writes: {VALUE_BYTES}-byte values, 10k keys per writer, {}s each\n   \
+         file: sync = always; postgres: local server with fsync = on; Redis: appendfsync always\n   \
+         (kvs measured in-process through Store + writer + logger; Redis over loopback TCP)",
         secs.as_secs()
-    );
-    println!(
-        "   (kvs measured in-process through Store + writer + logger; Redis over loopback TCP)"
     );
     let redis = Redis::start().ok();
     if redis.is_none() {
@@ -126,31 +142,65 @@ fn writes(plugins: &Path) -> Result<()> {
             "   redis-server/redis-benchmark not found: `apt-get install redis-server redis-tools` for the side-by-side"
         );
     }
+    let pg = postgres_server();
     println!(
-        "{:>8}  {:>14}  {:>10}  {:>16}  {:>8}",
-        "writers", "kvs writes/s", "mean batch", "redis SET/s", "ratio"
+        "{:>8}  {:>12}  {:>10}  {:>15}  {:>12}  {:>11}",
+        "writers", "file/s", "mean batch", "postgres/s", "redis SET/s", "file/redis"
     );
     for writers in [1usize, 8, 32] {
         let data = tempfile::tempdir()?;
-        let config = host_config(plugins, data.path(), "always")?;
+        let config = file_config(plugins, data.path(), "always")?;
         let (rate, batch) = durable_writes(&catalog, &config, writers, secs)?;
+        let pg_rate = match &pg {
+            Some(pg) => {
+                let table = format!("bench_{writers}");
+                Some(
+                    durable_writes(
+                        &catalog,
+                        &postgres_config(plugins, pg, &table)?,
+                        writers,
+                        secs,
+                    )?
+                    .0,
+                )
+            }
+            None => None,
+        };
         let redis_rate = match &redis {
             Some(r) => Some(r.benchmark("set", writers, 20_000 * writers.min(8))?),
             None => None,
         };
         println!(
-            "{writers:>8}  {rate:>14.0}  {batch:>10.1}  {:>16}  {:>8}",
+            "{writers:>8}  {rate:>12.0}  {batch:>10.1}  {:>15}  {:>12}  {:>11}",
+            pg_rate.map_or("-".into(), |r| format!("{r:.0}")),
             redis_rate.map_or("-".into(), |r| format!("{r:.0}")),
             redis_rate.map_or("-".into(), |r| format!("{:.2}x", rate / r)),
         );
     }
     drop(redis);
 
-    println!("\n== replay: 1,000,000 records of {VALUE_BYTES} bytes into the map");
+    println!("\n== replay of {VALUE_BYTES}-byte records into the map");
     let data = tempfile::tempdir()?;
-    let config = host_config(plugins, data.path(), "never")?;
-    let running = lifecycle::start(&config, &catalog)?;
-    let n = 1_000_000u64;
+    replay(
+        &catalog,
+        &file_config(plugins, data.path(), "never")?,
+        "file",
+        1_000_000,
+    )?;
+    if let Some(pg) = &pg {
+        replay(
+            &catalog,
+            &postgres_config(plugins, pg, "bench_replay")?,
+            "postgres",
+            200_000,
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `n` records, restarts, and prints how long replay took.
+fn replay(catalog: &Catalog, config: &Config, name: &str, n: u64) -> Result<()> {
+    let running = lifecycle::start(config, catalog)?;
     std::thread::scope(|s| {
         for t in 0..8u64 {
             let store = &running.store;
@@ -173,20 +223,31 @@ fn writes(plugins: &Path) -> Result<()> {
         }
     });
     running.stop()?;
-    let size = std::fs::metadata(data.path().join("kvs.log"))?.len();
     let started = Instant::now();
-    let again = lifecycle::start(&config, &catalog)?;
+    let again = lifecycle::start(config, catalog)?;
     let elapsed = started.elapsed();
     println!(
-        "   {} events, {} keys, {:.1} MiB log: replay {:.0} ms ({:.2} M events/s)",
+        "{name:>10}: {} events, {} keys: replay {:.0} ms ({:.2} M events/s)",
         again.replayed.events,
         again.store.len(),
-        size as f64 / (1 << 20) as f64,
         elapsed.as_secs_f64() * 1000.0,
         again.replayed.events as f64 / elapsed.as_secs_f64() / 1e6
     );
     again.stop()?;
     Ok(())
+}
+
+/// A throwaway durable PostgreSQL server, if its binaries are installed.
+fn postgres_server() -> Option<PgServer> {
+    match std::panic::catch_unwind(PgServer::start_durable) {
+        Ok(pg) => Some(pg),
+        Err(_) => {
+            println!(
+                "   no PostgreSQL server binaries: `apt-get install postgresql` for the postgres column"
+            );
+            None
+        }
+    }
 }
 
 fn rest(plugins: &Path) -> Result<()> {

@@ -106,7 +106,8 @@ pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
     let mut logger = open_logger(logger_plugin, &config.plugin_config(&config.logger))?;
     let map = Arc::new(Map::default());
     let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
-    let store = Arc::new(Store::new(map.clone(), tx.clone(), config.limits));
+    let health = logger.health_probe().into_option();
+    let store = Arc::new(Store::new(map.clone(), tx.clone(), config.limits, health));
 
     let mut frontends = Vec::new();
     let mut failure = None;

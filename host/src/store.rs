@@ -10,6 +10,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use dashmap::DashMap;
 pub use kvs_plugin_api::Limits;
 use kvs_plugin_api::PluginError;
+use kvs_plugin_api::native::HealthProbeBox;
 
 use crate::writer::{Completion, Msg, Op, WriteRequest};
 
@@ -27,6 +28,8 @@ pub struct Store {
     limits: Limits,
     /// Where the host is in its life: see [`Phase`].
     phase: AtomicU8,
+    /// The logger's own health, if it reports one: part of readiness.
+    logger_health: Option<HealthProbeBox>,
 }
 
 /// The host's life, as the store sees it.
@@ -45,12 +48,18 @@ pub enum Phase {
 }
 
 impl Store {
-    pub(crate) fn new(map: Arc<Map>, writes: Sender<Msg>, limits: Limits) -> Self {
+    pub(crate) fn new(
+        map: Arc<Map>,
+        writes: Sender<Msg>,
+        limits: Limits,
+        logger_health: Option<HealthProbeBox>,
+    ) -> Self {
         Store {
             map,
             writes,
             limits,
             phase: AtomicU8::new(Phase::Starting as u8),
+            logger_health,
         }
     }
 
@@ -124,9 +133,10 @@ impl Store {
         Ok(())
     }
 
-    /// Whether kvs is ready: replay is done and shutdown has not begun.
+    /// Whether kvs is ready: replay is done, shutdown has not begun, and the logger (if
+    /// it reports its health) expects writes to succeed.
     pub fn is_ready(&self) -> bool {
-        self.phase() == Phase::Serving
+        self.phase() == Phase::Serving && self.logger_health.as_ref().is_none_or(|h| h.is_healthy())
     }
 
     /// The current phase.

@@ -6,6 +6,8 @@
 //! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
 //! * `write_path`: the store and writer through the host library with fixture loggers.
 //! * `grpc`: the grpc frontend called by tonic clients.
+//! * `postgres`: the postgres logger against a throwaway PostgreSQL server
+//!   (`kvs_testkit::pg`).
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
 //!   by a real HTTP client.
 
@@ -13,5 +15,6 @@ mod util;
 
 mod grpc;
 mod loading;
+mod postgres;
 mod process;
 mod write_path;

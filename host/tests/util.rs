@@ -113,12 +113,22 @@ impl Kvs {
 
     /// Like `start`, but returns kvs's output if it exits or never gets ready.
     pub fn try_start(config: &Path, plugins: &Path, args: &[&str]) -> Result<Kvs, String> {
-        Self::spawn(config, plugins, args, true)
+        Self::spawn(config, plugins, args, true, &[])
+    }
+
+    /// Like `try_start`, with extra environment variables for kvs.
+    pub fn try_start_env(
+        config: &Path,
+        plugins: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Kvs, String> {
+        Self::spawn(config, plugins, args, true, env)
     }
 
     /// Starts kvs and returns as soon as REST listens, possibly before replay is done.
     pub fn start_listening(config: &Path, plugins: &Path) -> Kvs {
-        Self::spawn(config, plugins, &[], false)
+        Self::spawn(config, plugins, &[], false, &[])
             .unwrap_or_else(|log| panic!("kvs did not listen:\n{log}"))
     }
 
@@ -127,6 +137,7 @@ impl Kvs {
         plugins: &Path,
         args: &[&str],
         wait_ready: bool,
+        env: &[(&str, &str)],
     ) -> Result<Kvs, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kvs"))
             .arg("--config")
@@ -137,6 +148,9 @@ impl Kvs {
             .env("RUST_LOG", "info")
             .env_remove("KVS_LOGGER")
             .env_remove("KVS_FRONTENDS")
+            .env_remove("KVS_POSTGRES_PASSWORD")
+            .env_remove("PGPASSWORD")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -82,7 +82,7 @@ pub use error::{ErrorCode, PluginError};
 pub use event::{Event, EventKind};
 pub use handshake::{Handshake, PluginKind};
 pub use native::Limits;
-pub use ports::{Frontend, TransactionLogger};
+pub use ports::{Frontend, Health, TransactionLogger};
 pub use store::Store;
 pub use version::{API_MAJOR, API_MINOR};
 

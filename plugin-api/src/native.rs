@@ -23,7 +23,7 @@ use abi_stable::{
 
 use crate::error::PluginError;
 use crate::event::Event;
-use crate::ports::{Frontend, TransactionLogger};
+use crate::ports::{Frontend, Health, TransactionLogger};
 use crate::store::Store;
 
 /// The host's size limits, so a frontend can refuse oversized input before reading it all.
@@ -82,9 +82,30 @@ pub trait ReplaySink {
 /// A borrowed [`ReplaySink`] trait object.
 pub type ReplaySinkMut<'a> = ReplaySink_TO<'a, RMut<'a, ()>>;
 
+/// Tells the host, from any thread, whether a logger can currently make writes durable.
+#[sabi_trait]
+pub trait HealthProbe: Send + Sync {
+    /// True while the logger expects appends to succeed.
+    #[sabi(last_prefix_field)]
+    fn is_healthy(&self) -> bool;
+}
+
+/// An owned [`HealthProbe`] trait object.
+pub type HealthProbeBox = HealthProbe_TO<'static, RBox<()>>;
+
+struct HealthAdapter(Health);
+
+impl HealthProbe for HealthAdapter {
+    fn is_healthy(&self) -> bool {
+        self.0.get()
+    }
+}
+
 /// A transaction logger as the host sees it (the *driven* port). See [`TransactionLogger`].
 #[sabi_trait]
 pub trait LoggerApi: Send {
+    /// The logger's health flag, if it keeps one; see [`TransactionLogger::health`].
+    fn health_probe(&self) -> ROption<HealthProbeBox>;
     /// Makes a batch durable; see [`TransactionLogger::append`].
     fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError>;
     /// Replays every logged event; see [`TransactionLogger::replay`].
@@ -189,6 +210,18 @@ impl<L: TransactionLogger> LoggerAdapter<L> {
 }
 
 impl<L: TransactionLogger> LoggerApi for LoggerAdapter<L> {
+    fn health_probe(&self) -> ROption<HealthProbeBox> {
+        let health = self
+            .logger
+            .as_ref()
+            .and_then(|l| guard("health", || Ok(l.health())).ok().flatten());
+        health
+            .map(|h| {
+                HealthProbe_TO::from_value(HealthAdapter(h), abi_stable::sabi_trait::TD_Opaque)
+            })
+            .into()
+    }
+
     fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
         self.with("append", |l| l.append(batch.as_slice()))
     }

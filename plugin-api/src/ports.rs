@@ -3,6 +3,8 @@
 //! [`export_plugin!`](crate::export_plugin) wraps them in the FFI-safe objects of
 //! [`native`](crate::native), catching panics on the way.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::PluginError;
@@ -40,6 +42,35 @@ pub trait TransactionLogger: Send + 'static {
 
     /// Flushes anything buffered and releases resources. No call follows.
     fn close(&mut self) -> Result<(), PluginError>;
+
+    /// A flag this logger keeps current, saying whether appends are expected to succeed
+    /// (e.g. false while its database is unreachable). The host folds it into readiness,
+    /// so probes see "not ready" while writes would fail. Asked once, after opening;
+    /// `None` (the default) means "always healthy".
+    fn health(&self) -> Option<Health> {
+        None
+    }
+}
+
+/// A shared health flag a logger flips and the host reads from any thread.
+#[derive(Clone, Debug)]
+pub struct Health(Arc<AtomicBool>);
+
+impl Health {
+    /// A flag starting out healthy or not.
+    pub fn new(healthy: bool) -> Self {
+        Health(Arc::new(AtomicBool::new(healthy)))
+    }
+
+    /// Sets the flag.
+    pub fn set(&self, healthy: bool) {
+        self.0.store(healthy, Ordering::Release);
+    }
+
+    /// Reads the flag.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// A running frontend: it serves clients by calling the [`Store`](crate::Store) it was
