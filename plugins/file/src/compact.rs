@@ -2,7 +2,8 @@
 //!
 //! Like Redis's AOF rewrite, it is triggered by growth: when the log has reached
 //! `compact_min_bytes` and grown by `compact_growth_percent` since the last compaction
-//! (or since start-up). A background thread reads the log up to a fixed offset, keeps the
+//! (or since start-up), and at least a tenth of its records are superseded. A
+//! background thread reads the log up to a fixed offset, keeps the
 //! last record of each key, and copies the live PUT records — raw, checksums and
 //! sequence numbers intact, in log order — into a temporary file, which it fsyncs.
 //! The writer thread then finishes the switch between two appends: it copies the
@@ -48,7 +49,8 @@ pub struct Rewritten {
 /// A compaction in progress.
 pub struct Compaction {
     /// Delivers the outcome once.
-    pub done: mpsc::Receiver<Result<Rewritten, String>>,
+    /// `Ok(None)`: too little is superseded to be worth a rewrite.
+    pub done: mpsc::Receiver<Result<Option<Rewritten>, String>>,
     /// The background thread.
     pub thread: JoinHandle<()>,
 }
@@ -70,7 +72,7 @@ pub fn start(log: &Path, covered: u64) -> std::io::Result<Compaction> {
     Ok(Compaction { done, thread })
 }
 
-fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Rewritten, String> {
+fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>, String> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     // Pass 1: the last record of every key, as (offset, total length, is a PUT).
     let mut last: HashMap<Vec<u8>, (u64, usize, bool)> = HashMap::new();
@@ -110,6 +112,10 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Rewritten, String
         .filter(|&(_, _, is_put)| is_put)
         .map(|(at, total, _)| (at, total))
         .collect();
+    // Rewriting a log that is nearly all live would cost a full copy to save little.
+    if (records - live.len() as u64) * 10 < records {
+        return Ok(None);
+    }
     live.sort_unstable();
     let out = OpenOptions::new()
         .create(true)
@@ -135,12 +141,12 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Rewritten, String
     writer.flush().map_err(|e| io("write", e))?;
     drop(writer);
     out.sync_all().map_err(|e| io("fsync", e))?;
-    Ok(Rewritten {
+    Ok(Some(Rewritten {
         file: out,
         temp: temp.to_path_buf(),
         len,
         covered,
         kept: live.len() as u64,
         dropped: records - live.len() as u64,
-    })
+    }))
 }

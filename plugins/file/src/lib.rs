@@ -418,6 +418,15 @@ impl FileLogger {
             let _ = c.thread.join();
         }
         let path = self.config.path.clone();
+        let outcome = match outcome {
+            Ok(None) => {
+                // Mostly live data: wait for the log to grow again before rescanning.
+                self.compacted_len = self.len;
+                return;
+            }
+            Ok(Some(new)) => Ok(new),
+            Err(e) => Err(e),
+        };
         let switched = outcome.and_then(|new| {
             let tail = self.len - new.covered;
             let mut chunk = vec![0u8; tail.min(1 << 20) as usize];
