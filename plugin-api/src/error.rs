@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use abi_stable::{StableAbi, std_types::RString};
+#[cfg(feature = "native")]
+use abi_stable::std_types::RString;
 
 /// What went wrong, as a code every frontend can map to its protocol's status.
 ///
@@ -10,7 +11,8 @@ use abi_stable::{StableAbi, std_types::RString};
 /// an older host or plug-in that meets a code it does not know treats it as
 /// [`ErrorCode::INTERNAL`] (see [`ErrorCode::known`]).
 #[repr(transparent)]
-#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "native", derive(abi_stable::StableAbi))]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub u8);
 
 impl ErrorCode {
@@ -65,8 +67,9 @@ impl fmt::Display for ErrorCode {
 /// An error that crosses the boundary: a code callers branch on and a message people read.
 ///
 /// The message should say what went wrong and, where there is one, what to do about it.
+#[cfg(feature = "native")]
 #[repr(C)]
-#[derive(StableAbi, Clone, PartialEq, Eq)]
+#[derive(abi_stable::StableAbi, Clone, PartialEq, Eq)]
 pub struct PluginError {
     /// What kind of failure this is.
     pub code: ErrorCode,
@@ -74,6 +77,7 @@ pub struct PluginError {
     pub message: RString,
 }
 
+#[cfg(feature = "native")]
 impl PluginError {
     /// An error with the given code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -119,20 +123,24 @@ impl PluginError {
     }
 }
 
+#[cfg(feature = "native")]
 impl fmt::Debug for PluginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PluginError({:?}: {})", self.code, self.message)
     }
 }
 
+#[cfg(feature = "native")]
 impl fmt::Display for PluginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
 }
 
+#[cfg(feature = "native")]
 impl std::error::Error for PluginError {}
 
+#[cfg(feature = "native")]
 impl From<std::io::Error> for PluginError {
     fn from(err: std::io::Error) -> Self {
         PluginError::internal(err.to_string())

@@ -2,14 +2,16 @@
 
 use std::fmt;
 
-use abi_stable::{StableAbi, std_types::RSlice};
+#[cfg(feature = "native")]
+use abi_stable::std_types::RSlice;
 
 /// Whether an event stores a value or removes a key.
 ///
 /// A transparent `u8` (not an enum) so the set can grow in a minor version without
 /// making an old plug-in's layout check fail.
 #[repr(transparent)]
-#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "native", derive(abi_stable::StableAbi))]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventKind(pub u8);
 
 impl EventKind {
@@ -33,8 +35,9 @@ impl fmt::Debug for EventKind {
 ///
 /// Sequence numbers strictly increase in log order. They may have gaps: a batch the
 /// logger refused is never retried under the same numbers.
+#[cfg(feature = "native")]
 #[repr(C)]
-#[derive(StableAbi, Clone, Copy, PartialEq, Eq)]
+#[derive(abi_stable::StableAbi, Clone, Copy, PartialEq, Eq)]
 pub struct Event<'a> {
     /// Position in the log, assigned by the host's writer.
     pub sequence: u64,
@@ -46,6 +49,7 @@ pub struct Event<'a> {
     pub value: RSlice<'a, u8>,
 }
 
+#[cfg(feature = "native")]
 impl<'a> Event<'a> {
     /// A PUT event.
     pub fn put(sequence: u64, key: &'a [u8], value: &'a [u8]) -> Self {
@@ -68,6 +72,7 @@ impl<'a> Event<'a> {
     }
 }
 
+#[cfg(feature = "native")]
 impl fmt::Debug for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")

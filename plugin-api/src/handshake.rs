@@ -7,11 +7,10 @@
 
 use std::fmt;
 
-use abi_stable::{
-    StableAbi,
-    std_types::{RSlice, RStr},
-};
+#[cfg(feature = "native")]
+use abi_stable::std_types::{RSlice, RStr};
 
+#[cfg(feature = "native")]
 use crate::version::{API_MAJOR, API_MINOR};
 
 /// The first eight bytes of every [`Handshake`]: marks a library as a kvs plug-in.
@@ -22,7 +21,8 @@ pub const HANDSHAKE_SYMBOL: &[u8] = b"KVS_PLUGIN_HANDSHAKE\0";
 
 /// The role a plug-in plays: the port it implements.
 #[repr(transparent)]
-#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "native", derive(abi_stable::StableAbi))]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PluginKind(pub u8);
 
 impl PluginKind {
@@ -60,8 +60,9 @@ impl fmt::Display for PluginKind {
 /// "wrong version". The remaining fields are frozen for major 1; a minor version may only
 /// append fields at the end, and the host reads them only from plug-ins whose
 /// `api_minor` says they exist.
+#[cfg(feature = "native")]
 #[repr(C)]
-#[derive(StableAbi, Clone, Copy)]
+#[derive(abi_stable::StableAbi, Clone, Copy)]
 pub struct Handshake {
     /// Always [`MAGIC`].
     pub magic: [u8; 8],
@@ -83,8 +84,10 @@ pub struct Handshake {
 }
 
 // SAFETY: every field is plain data or a pointer into the plug-in's read-only statics.
+#[cfg(feature = "native")]
 unsafe impl Sync for Handshake {}
 
+#[cfg(feature = "native")]
 impl Handshake {
     /// A handshake for this version of the contract. Used by [`export_plugin!`](crate::export_plugin).
     pub const fn new(
@@ -136,6 +139,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
+#[cfg(feature = "native")]
 impl fmt::Debug for Handshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handshake")

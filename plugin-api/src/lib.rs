@@ -68,25 +68,41 @@
 
 pub mod error;
 pub mod event;
+#[cfg(feature = "guest")]
+pub mod guest;
 pub mod handshake;
+#[cfg(feature = "native")]
 pub mod native;
+#[cfg(feature = "native")]
 pub mod ports;
+#[cfg(feature = "native")]
 pub mod store;
 pub mod version;
 pub mod versioning;
+pub mod wire;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "native"))]
 mod tests;
 
-pub use error::{ErrorCode, PluginError};
-pub use event::{Event, EventKind};
-pub use handshake::{Handshake, PluginKind};
+pub use error::ErrorCode;
+#[cfg(feature = "native")]
+pub use error::PluginError;
+pub use event::EventKind;
+#[cfg(feature = "native")]
+pub use event::Event;
+pub use handshake::PluginKind;
+#[cfg(feature = "native")]
+pub use handshake::Handshake;
+#[cfg(feature = "native")]
 pub use native::Limits;
+#[cfg(feature = "native")]
 pub use ports::{Frontend, Health, TransactionLogger};
+#[cfg(feature = "native")]
 pub use store::Store;
 pub use version::{API_MAJOR, API_MINOR};
 
 /// Re-exported so generated code and hosts use the same version as this crate.
+#[cfg(feature = "native")]
 pub use abi_stable;
 
 /// Exports a native plug-in: its [`Handshake`] static and its abi_stable root module.
@@ -102,6 +118,7 @@ pub use abi_stable;
 /// export_plugin!(frontend: start, name: "rest", description: "HTTP API",
 ///                capabilities: ["net:listen"]);
 /// ```
+#[cfg(feature = "native")]
 #[macro_export]
 macro_rules! export_plugin {
     (logger: $open:path, name: $name:literal, description: $desc:literal
