@@ -7,6 +7,7 @@
 //! * [`store`]: the sharded in-memory map, with limits and readiness.
 //! * [`writer`]: the single writer thread: group commit, log-then-apply; and replay.
 //! * [`lifecycle`]: start (logger, replay, writer, frontends) and graceful stop.
+//! * [`wasm`]: `.wasm` plug-ins (Extism): handshake, sandbox, logger and HTTP frontend adapters.
 //!
 //! `main.rs` is the CLI around these: parse flags, start, wait for SIGTERM/SIGINT, stop.
 
@@ -14,4 +15,5 @@ pub mod config;
 pub mod lifecycle;
 pub mod plugins;
 pub mod store;
+pub mod wasm;
 pub mod writer;

@@ -20,7 +20,7 @@ use kvs_plugin_api::{
 };
 
 use crate::config::Config;
-use crate::plugins::{Catalog, Plugin};
+use crate::plugins::{Catalog, Module, Plugin};
 use crate::store::{Map, Phase, Store};
 use crate::writer::{self, Completion, ReplayStats, Writer, WriterStats};
 
@@ -78,8 +78,10 @@ pub fn store_box(store: &Arc<Store>) -> StoreBox {
 
 /// Opens the named logger plug-in with its config table.
 pub fn open_logger(plugin: &Plugin, config: &str) -> Result<kvs_plugin_api::native::LoggerBox> {
-    let open = plugin.module.open_logger();
-    let result: Result<_, PluginError> = open(RStr::from_str(config)).into();
+    let result: Result<_, PluginError> = match &plugin.module {
+        Module::Native(module) => module.open_logger()(RStr::from_str(config)).into(),
+        Module::Wasm => crate::wasm::open_logger(&plugin.path, &plugin.name, config),
+    };
     result.map_err(|e| {
         anyhow!(
             "cannot open the {} logger ({}): {e}",
@@ -163,10 +165,13 @@ pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
 }
 
 fn start_frontend(plugin: &Plugin, store: &Arc<Store>, config: &Config) -> Result<RunningFrontend> {
-    let start = plugin.module.start_frontend();
     let table = config.plugin_config(&plugin.name);
-    let result: Result<FrontendBox, PluginError> =
-        start(store_box(store), RStr::from_str(&table)).into();
+    let result: Result<FrontendBox, PluginError> = match &plugin.module {
+        Module::Native(module) => {
+            module.start_frontend()(store_box(store), RStr::from_str(&table)).into()
+        }
+        Module::Wasm => crate::wasm::start_frontend(&plugin.path, store, &table),
+    };
     let handle = result.map_err(|e| {
         anyhow!(
             "cannot start the {} frontend ({}): {e}",

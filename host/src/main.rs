@@ -84,13 +84,21 @@ Examples:
   kvs plugins list";
 
 fn main() -> ExitCode {
+    // Backtrace capture makes every WASM call ~2.5x slower (RUST_BACKTRACE=1 is common on
+    // developer machines); kvs reports errors, not library backtraces.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // extism logs each failed guest call with a full wasm backtrace; kvs
+                // logs one line per failure itself.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,extism=off")),
         )
         .init();
     match run(cli) {

@@ -58,8 +58,17 @@ pub struct Plugin {
     pub api: (u16, u16),
     /// Capabilities it asked for.
     pub capabilities: Vec<String>,
-    /// Its root module, for opening loggers / starting frontends.
-    pub module: PluginModRef,
+    /// How to reach its code.
+    pub module: Module,
+}
+
+/// A loaded plug-in's code.
+#[derive(Clone)]
+pub enum Module {
+    /// A native library's root module.
+    Native(PluginModRef),
+    /// A `.wasm` file, compiled when it is opened with its sandbox settings.
+    Wasm,
 }
 
 impl fmt::Debug for Plugin {
@@ -196,9 +205,7 @@ impl Catalog {
 pub fn load(path: &Path) -> Result<Plugin, String> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("so") => load_native(path),
-        Some("wasm") => {
-            Err("WASM plug-ins are not supported by this build of kvs yet; use a native .so".into())
-        }
+        Some("wasm") => load_wasm(path),
         _ => Err("not a plug-in file (expected .so or .wasm)".into()),
     }
 }
@@ -257,7 +264,22 @@ fn load_native(path: &Path) -> Result<Plugin, String> {
             .iter()
             .map(|c| c.as_str().to_string())
             .collect(),
-        module,
+        module: Module::Native(module),
+    })
+}
+
+fn load_wasm(path: &Path) -> Result<Plugin, String> {
+    let h = crate::wasm::handshake(path)?;
+    Ok(Plugin {
+        path: path.to_path_buf(),
+        format: Format::Wasm,
+        kind: h.kind,
+        name: h.name,
+        version: h.version,
+        description: h.description,
+        api: (h.api_major, h.api_minor),
+        capabilities: h.capabilities,
+        module: Module::Wasm,
     })
 }
 

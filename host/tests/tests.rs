@@ -8,10 +8,13 @@
 //! * `grpc`: the grpc frontend called by tonic clients.
 //! * `postgres`: the postgres logger against a throwaway PostgreSQL server
 //!   (`kvs_testkit::pg`).
+//! * `wasm`: `.wasm` plug-ins: end to end, mixed with native ones, hostile guests.
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
 //!   by a real HTTP client.
 
 mod util;
+
+mod wasm;
 
 mod grpc;
 mod loading;

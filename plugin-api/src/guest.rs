@@ -18,8 +18,8 @@
 //! a per-call timeout always set by the host. A trap or a timeout fails that call only;
 //! the host replaces the instance.
 
-pub use crate::wire::{Event, HttpRequest, HttpResponse};
 use crate::wire::{self, Reader, Writer};
+pub use crate::wire::{Event, HttpRequest, HttpResponse};
 use crate::{ErrorCode, EventKind};
 
 /// Re-exported for the generated code.
@@ -41,7 +41,10 @@ pub struct GuestError {
 impl GuestError {
     /// An error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        GuestError { code, message: message.into() }
+        GuestError {
+            code,
+            message: message.into(),
+        }
     }
     /// Shorthand for [`ErrorCode::INVALID_INPUT`].
     pub fn invalid_input(message: impl Into<String>) -> Self {
@@ -93,7 +96,13 @@ pub trait Logger: Sized + Send + 'static {
 
 /// The handshake a guest exports, for the generated `kvs_handshake`.
 #[doc(hidden)]
-pub fn handshake(kind: crate::PluginKind, name: &str, version: &str, description: &str, capabilities: &[&str]) -> Vec<u8> {
+pub fn handshake(
+    kind: crate::PluginKind,
+    name: &str,
+    version: &str,
+    description: &str,
+    capabilities: &[&str],
+) -> Vec<u8> {
     wire::Handshake {
         api_major: crate::API_MAJOR,
         api_minor: crate::API_MINOR,
@@ -123,12 +132,15 @@ pub fn logger_call<L: Logger>(
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     frame((|| match op {
         "open" => {
-            let config = std::str::from_utf8(input).map_err(|_| GuestError::invalid_input("config is not UTF-8"))?;
+            let config = std::str::from_utf8(input)
+                .map_err(|_| GuestError::invalid_input("config is not UTF-8"))?;
             *state = Some(L::open(config)?);
             Ok(Vec::new())
         }
         _ => {
-            let logger = state.as_mut().ok_or_else(|| GuestError::internal("logger used before open"))?;
+            let logger = state
+                .as_mut()
+                .ok_or_else(|| GuestError::internal("logger used before open"))?;
             match op {
                 "append" => {
                     let events = wire::decode_events(&mut Reader::new(input))
@@ -137,13 +149,20 @@ pub fn logger_call<L: Logger>(
                     Ok(Vec::new())
                 }
                 "replay" => {
-                    let cursor = Reader::new(input).u64().map_err(|e| GuestError::invalid_input(e.to_string()))?;
+                    let cursor = Reader::new(input)
+                        .u64()
+                        .map_err(|e| GuestError::invalid_input(e.to_string()))?;
                     let (events, next) = logger.replay(cursor)?;
                     let mut w = Writer::default();
                     w.u64(next.unwrap_or(0)).u8(next.is_none() as u8);
                     wire::encode_events(
                         &mut w,
-                        events.iter().map(|e| Event { sequence: e.sequence, kind: e.kind, key: &e.key, value: &e.value }),
+                        events.iter().map(|e| Event {
+                            sequence: e.sequence,
+                            kind: e.kind,
+                            key: &e.key,
+                            value: &e.value,
+                        }),
                     );
                     Ok(w.0)
                 }
@@ -186,7 +205,8 @@ unsafe extern "C" {
 }
 
 fn call_host(f: unsafe extern "C" fn(u64) -> u64, input: &[u8]) -> Result<Vec<u8>, GuestError> {
-    let mem = extism_pdk::Memory::from_bytes(input).map_err(|e| GuestError::internal(e.to_string()))?;
+    let mem =
+        extism_pdk::Memory::from_bytes(input).map_err(|e| GuestError::internal(e.to_string()))?;
     // SAFETY: the host function takes and returns an Extism memory offset.
     let out = unsafe { f(mem.offset()) };
     mem.free();
@@ -210,7 +230,11 @@ pub fn get(key: &[u8]) -> Result<Option<Vec<u8>>, GuestError> {
     if found == 0 {
         return Ok(None);
     }
-    Ok(Some(r.bytes().map_err(|e| GuestError::internal(e.to_string()))?.to_vec()))
+    Ok(Some(
+        r.bytes()
+            .map_err(|e| GuestError::internal(e.to_string()))?
+            .to_vec(),
+    ))
 }
 
 /// Stores `value` under `key`; returns once durable.
@@ -270,7 +294,11 @@ macro_rules! export_wasm_http_frontend {
         #[unsafe(no_mangle)]
         pub extern "C" fn kvs_handshake() -> i32 {
             $crate::guest::respond($crate::guest::handshake(
-                $crate::PluginKind::FRONTEND, $name, env!("CARGO_PKG_VERSION"), $desc, &["frontend:http"],
+                $crate::PluginKind::FRONTEND,
+                $name,
+                env!("CARGO_PKG_VERSION"),
+                $desc,
+                &["frontend:http"],
             ))
         }
         #[unsafe(no_mangle)]

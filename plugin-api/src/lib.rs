@@ -87,12 +87,12 @@ mod tests;
 pub use error::ErrorCode;
 #[cfg(feature = "native")]
 pub use error::PluginError;
-pub use event::EventKind;
 #[cfg(feature = "native")]
 pub use event::Event;
-pub use handshake::PluginKind;
+pub use event::EventKind;
 #[cfg(feature = "native")]
 pub use handshake::Handshake;
+pub use handshake::PluginKind;
 #[cfg(feature = "native")]
 pub use native::Limits;
 #[cfg(feature = "native")]

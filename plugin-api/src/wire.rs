@@ -88,7 +88,10 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.buf.len() < n {
-            return Err(WireError(format!("needed {n} more bytes, {} left", self.buf.len())));
+            return Err(WireError(format!(
+                "needed {n} more bytes, {} left",
+                self.buf.len()
+            )));
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
@@ -162,7 +165,9 @@ impl Handshake {
     pub fn decode_version(buf: &[u8]) -> Result<(u16, u16), WireError> {
         let mut r = Reader::new(buf);
         if r.take(8)? != MAGIC {
-            return Err(WireError("bad magic tag: not a kvs plug-in handshake".into()));
+            return Err(WireError(
+                "bad magic tag: not a kvs plug-in handshake".into(),
+            ));
         }
         Ok((r.u16()?, r.u16()?))
     }
@@ -176,8 +181,18 @@ impl Handshake {
         let version = r.str()?.to_string();
         let description = r.str()?.to_string();
         let n = r.u32()?;
-        let capabilities = (0..n).map(|_| r.str().map(str::to_string)).collect::<Result<_, _>>()?;
-        Ok(Handshake { api_major, api_minor, kind, name, version, description, capabilities })
+        let capabilities = (0..n)
+            .map(|_| r.str().map(str::to_string))
+            .collect::<Result<_, _>>()?;
+        Ok(Handshake {
+            api_major,
+            api_minor,
+            kind,
+            name,
+            version,
+            description,
+            capabilities,
+        })
     }
 }
 
@@ -228,7 +243,12 @@ pub fn ok(payload: &[u8]) -> Vec<u8> {
 /// An error frame.
 pub fn err(code: ErrorCode, message: &str) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u8(if code.0 == 0 { ErrorCode::INTERNAL.0 } else { code.0 }).str(message);
+    w.u8(if code.0 == 0 {
+        ErrorCode::INTERNAL.0
+    } else {
+        code.0
+    })
+    .str(message);
     w.0
 }
 
@@ -274,7 +294,9 @@ fn encode_headers(w: &mut Writer, headers: &[(String, Vec<u8>)]) {
 
 fn decode_headers(r: &mut Reader<'_>) -> Result<Vec<(String, Vec<u8>)>, WireError> {
     let n = r.u32()?;
-    (0..n).map(|_| Ok((r.str()?.to_string(), r.bytes()?.to_vec()))).collect()
+    (0..n)
+        .map(|_| Ok((r.str()?.to_string(), r.bytes()?.to_vec())))
+        .collect()
 }
 
 impl HttpRequest {
@@ -310,7 +332,11 @@ impl HttpResponse {
     /// Decodes it.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(buf);
-        Ok(HttpResponse { status: r.u16()?, headers: decode_headers(&mut r)?, body: r.bytes()?.to_vec() })
+        Ok(HttpResponse {
+            status: r.u16()?,
+            headers: decode_headers(&mut r)?,
+            body: r.bytes()?.to_vec(),
+        })
     }
 }
 
@@ -332,16 +358,34 @@ mod tests {
         assert_eq!(Handshake::decode(&h.encode()).unwrap(), h);
         assert_eq!(Handshake::decode_version(&h.encode()).unwrap(), (1, 0));
         let events = [
-            Event { sequence: 1, kind: EventKind::PUT, key: b"k\0", value: b"" },
-            Event { sequence: 9, kind: EventKind::DELETE, key: b"\xff", value: b"" },
+            Event {
+                sequence: 1,
+                kind: EventKind::PUT,
+                key: b"k\0",
+                value: b"",
+            },
+            Event {
+                sequence: 9,
+                kind: EventKind::DELETE,
+                key: b"\xff",
+                value: b"",
+            },
         ];
         let mut w = Writer::default();
         encode_events(&mut w, events.iter().copied());
         assert_eq!(decode_events(&mut Reader::new(&w.0)).unwrap(), events);
-        let req = HttpRequest { method: "PUT".into(), path: "/v1/key/a%2Fb".into(), headers: vec![("x".into(), b"y".to_vec())], body: b"v".to_vec() };
+        let req = HttpRequest {
+            method: "PUT".into(),
+            path: "/v1/key/a%2Fb".into(),
+            headers: vec![("x".into(), b"y".to_vec())],
+            body: b"v".to_vec(),
+        };
         assert_eq!(HttpRequest::decode(&req.encode()).unwrap(), req);
         let frame = err(ErrorCode::TOO_LARGE, "big");
-        assert_eq!(result(&frame).unwrap(), Err((ErrorCode::TOO_LARGE, "big".to_string())));
+        assert_eq!(
+            result(&frame).unwrap(),
+            Err((ErrorCode::TOO_LARGE, "big".to_string()))
+        );
         assert_eq!(result(&ok(b"p")).unwrap(), Ok(&b"p"[..]));
         assert!(decode_events(&mut Reader::new(&[5, 0, 0, 0])).is_err());
     }

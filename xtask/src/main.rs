@@ -156,6 +156,18 @@ fn build(release: bool) -> Result<PathBuf> {
             staged.push(name.to_string());
         }
     }
+    for wasm in build_wasm()? {
+        let name = wasm.file_name().unwrap().to_string_lossy().to_string();
+        // Shipped WASM plug-ins only; fixtures stay where the tests find them.
+        if name.contains("fixture") {
+            continue;
+        }
+        let tmp = plugins.join(format!(".{name}.tmp"));
+        std::fs::copy(&wasm, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, plugins.join(&name)))
+            .with_context(|| format!("cannot stage {}", wasm.display()))?;
+        staged.push(name);
+    }
     staged.sort();
     eprintln!(
         "xtask: staged {} into {}",
@@ -163,4 +175,50 @@ fn build(release: bool) -> Result<PathBuf> {
         plugins.display()
     );
     Ok(profile_dir)
+}
+
+/// The WASM target the guests build for (WASI, so a logger can use its granted dir).
+const WASM_TARGET: &str = "wasm32-wasip1";
+
+/// Builds the `wasm-plugins/` workspace (adding the target with rustup if missing) and
+/// returns the `.wasm` files, fixtures included, in `<target>/wasm32-wasip1/release/`.
+fn build_wasm() -> Result<Vec<PathBuf>> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == WASM_TARGET)
+        })
+        .unwrap_or(false);
+    if !installed {
+        eprintln!("xtask: adding the {WASM_TARGET} target with rustup");
+        let ok = Command::new("rustup")
+            .args(["target", "add", WASM_TARGET])
+            .status()?
+            .success();
+        if !ok {
+            bail!("`rustup target add {WASM_TARGET}` failed");
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "--target", WASM_TARGET])
+        .current_dir(workspace_root().join("wasm-plugins"))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .context("cannot run cargo for wasm-plugins")?;
+    if !status.success() {
+        bail!("building wasm-plugins failed");
+    }
+    let dir = target_dir().join(WASM_TARGET).join("release");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            out.push(path);
+        }
+    }
+    Ok(out)
 }

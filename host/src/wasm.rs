@@ -1,0 +1,668 @@
+//! WASM plug-ins: `.wasm` Extism guests behind the same ports as native plug-ins.
+//!
+//! * [`handshake`]: instantiate with default limits, call `kvs_handshake`, check the
+//!   version with the same rule and messages as native plug-ins.
+//! * [`open_logger`]: a [`WasmLogger`] — one instance, reopened after a trap — wrapped as
+//!   a `LoggerBox`, so the writer cannot tell it from a native logger.
+//! * [`start_frontend`]: the host owns the listener (the sandbox has no sockets): an
+//!   axum server that answers `/healthz` and `/readyz` itself and hands every other
+//!   request to `kvs_http_handle` on an instance from a pool. An instance serves one
+//!   call at a time; one that traps or times out is dropped, never reused.
+//!
+//! Every instance gets a memory cap and a per-call timeout; WASI without network, and
+//! no file system unless the operator grants `data_dir`, mounted at `/data`. Those
+//! sandbox settings are keys of the plug-in's own table that the host takes out before
+//! handing the rest to the guest.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice, RString, RVec},
+};
+use extism::{CurrentPlugin, Function, Manifest, PTR, Plugin, PluginBuilder, UserData, Val, Wasm};
+use kvs_plugin_api::native::{
+    FrontendApi, FrontendApi_TO, FrontendBox, HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox,
+    ReplaySinkMut,
+};
+use kvs_plugin_api::version::check_compatible;
+use kvs_plugin_api::wire::{self, Reader, Writer};
+use kvs_plugin_api::{API_MAJOR, API_MINOR, ErrorCode, Event, PluginError, PluginKind};
+use serde::Deserialize;
+
+use crate::store::Store;
+use crate::writer::Completion;
+
+/// The store the host functions reach; empty until a frontend starts.
+type StoreSlot = Arc<RwLock<Option<Arc<Store>>>>;
+
+/// Sandbox settings: the host's keys in a WASM plug-in's table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sandbox {
+    /// A directory the guest may use, mounted at `/data`. None: no file system at all.
+    pub data_dir: Option<PathBuf>,
+    /// Memory cap per instance, MiB. Default 64.
+    #[serde(default = "default_memory")]
+    pub memory_max_mb: u32,
+    /// Longest a single call may run. Default 5000.
+    #[serde(default = "default_timeout")]
+    pub call_timeout_ms: u64,
+    /// Instances serving a frontend concurrently. Default 4.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// Where the host listens for a WASM HTTP frontend. Default `127.0.0.1:8081`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_memory() -> u32 {
+    64
+}
+fn default_timeout() -> u64 {
+    5000
+}
+fn default_pool() -> usize {
+    4
+}
+fn default_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+
+const SANDBOX_KEYS: [&str; 5] = [
+    "data_dir",
+    "memory_max_mb",
+    "call_timeout_ms",
+    "pool_size",
+    "listen",
+];
+
+impl Sandbox {
+    /// Splits a plug-in table into the host's sandbox settings and the guest's config.
+    pub fn split(table: &str) -> Result<(Sandbox, String), PluginError> {
+        let mut all: toml::Table =
+            toml::from_str(table).map_err(|e| PluginError::invalid_input(e.to_string()))?;
+        let mut ours = toml::Table::new();
+        for key in SANDBOX_KEYS {
+            if let Some(v) = all.remove(key) {
+                ours.insert(key.into(), v);
+            }
+        }
+        let sandbox: Sandbox = ours.try_into().map_err(|e: toml::de::Error| {
+            PluginError::invalid_input(format!("sandbox settings: {e}"))
+        })?;
+        if sandbox.pool_size == 0 || sandbox.memory_max_mb == 0 || sandbox.call_timeout_ms == 0 {
+            return Err(PluginError::invalid_input(
+                "pool_size, memory_max_mb and call_timeout_ms must be at least 1",
+            ));
+        }
+        let guest = toml::to_string(&all).map_err(|e| PluginError::internal(e.to_string()))?;
+        Ok((sandbox, guest))
+    }
+
+    fn default_for_handshake() -> Sandbox {
+        Sandbox {
+            data_dir: None,
+            memory_max_mb: 64,
+            call_timeout_ms: 5000,
+            pool_size: 1,
+            listen: default_listen(),
+        }
+    }
+}
+
+/// A module compiled once with its sandbox and host functions; instances come from it.
+struct Compiled {
+    compiled: extism::CompiledPlugin,
+    slot: StoreSlot,
+}
+
+fn compile(path: &Path, sandbox: &Sandbox) -> Result<Compiled, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut manifest = Manifest::new([Wasm::data(bytes)])
+        .with_memory_max(sandbox.memory_max_mb.saturating_mul(16)) // 64 KiB pages
+        .with_timeout(Duration::from_millis(sandbox.call_timeout_ms));
+    if let Some(dir) = &sandbox.data_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data_dir {}: {e}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| format!("data_dir {}: {e}", dir.display()))?;
+        manifest = manifest.with_allowed_path(dir.display().to_string(), "/data");
+    }
+    let slot: StoreSlot = Arc::default();
+    let functions = [
+        Function::new(
+            "kvs_get",
+            [PTR],
+            [PTR],
+            UserData::new(slot.clone()),
+            host_get,
+        ),
+        Function::new(
+            "kvs_put",
+            [PTR],
+            [PTR],
+            UserData::new(slot.clone()),
+            host_put,
+        ),
+        Function::new(
+            "kvs_delete",
+            [PTR],
+            [PTR],
+            UserData::new(slot.clone()),
+            host_delete,
+        ),
+    ];
+    let builder = PluginBuilder::new(manifest)
+        .with_wasi(true)
+        .with_functions(functions);
+    let compiled = extism::CompiledPlugin::new(builder).map_err(|e| {
+        format!(
+            "not a loadable WebAssembly module: {}",
+            first_line(&e.to_string())
+        )
+    })?;
+    Ok(Compiled { compiled, slot })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+fn instance(c: &Compiled) -> Result<Plugin, PluginError> {
+    Plugin::new_from_compiled(&c.compiled).map_err(|e| {
+        PluginError::internal(format!(
+            "cannot instantiate: {}",
+            first_line(&e.to_string())
+        ))
+    })
+}
+
+/// Calls an export and unwraps its result frame. A trap, a timeout or a memory-cap
+/// violation comes back as `Err(Trapped)`: the instance must not be used again.
+enum CallError {
+    Guest(PluginError),
+    Trapped(PluginError),
+}
+
+fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
+    let out = plugin.call::<&[u8], Vec<u8>>(func, input).map_err(|e| {
+        // The root cause says what happened ("wasm trap: ...", "timeout", "oom").
+        let why = first_line(&e.root_cause().to_string());
+        let code = if why.contains("timeout") {
+            ErrorCode::UNAVAILABLE
+        } else {
+            ErrorCode::INTERNAL
+        };
+        tracing::warn!("WASM call {func} failed ({why}); the instance is discarded");
+        CallError::Trapped(PluginError::new(
+            code,
+            format!("WASM call {func} failed: {why}"),
+        ))
+    })?;
+    match wire::result(&out) {
+        Ok(Ok(payload)) => Ok(payload.to_vec()),
+        Ok(Err((code, message))) => Err(CallError::Guest(PluginError::new(code, message))),
+        Err(e) => Err(CallError::Guest(PluginError::internal(format!(
+            "{func}: {e}"
+        )))),
+    }
+}
+
+/// The handshake of a `.wasm` file, or why it is refused.
+pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
+    let compiled = compile(path, &Sandbox::default_for_handshake())?;
+    let mut plugin = Plugin::new_from_compiled(&compiled.compiled)
+        .map_err(|e| format!("cannot instantiate: {}", first_line(&e.to_string())))?;
+    if !plugin.function_exists("kvs_handshake") {
+        return Err(
+            "not a kvs plug-in: it has no kvs_handshake export (WASM plug-ins declare one \
+                    with kvs_plugin_api's export_wasm_logger! or export_wasm_http_frontend!)"
+                .into(),
+        );
+    }
+    let out = plugin
+        .call::<&[u8], Vec<u8>>("kvs_handshake", &[])
+        .map_err(|e| format!("kvs_handshake failed: {}", first_line(&e.to_string())))?;
+    let api =
+        wire::Handshake::decode_version(&out).map_err(|e| format!("not a kvs plug-in: {e}"))?;
+    check_compatible(api, (API_MAJOR, API_MINOR)).map_err(|e| e.to_string())?;
+    let h = wire::Handshake::decode(&out).map_err(|e| format!("bad handshake: {e}"))?;
+    if h.kind != PluginKind::LOGGER && h.kind != PluginKind::FRONTEND {
+        return Err(format!("unknown plug-in kind {}", h.kind.0));
+    }
+    if h.kind == PluginKind::FRONTEND && !h.capabilities.iter().any(|c| c == "frontend:http") {
+        return Err("a WASM frontend must declare the frontend:http capability (the only mode this kvs serves)".into());
+    }
+    kvs_plugin_api::handshake::validate_name(&h.name)?;
+    Ok(h)
+}
+
+// ---------------------------------------------------------------- host functions
+
+fn with_store(
+    plugin: &mut CurrentPlugin,
+    inputs: &[Val],
+    outputs: &mut [Val],
+    slot: &UserData<StoreSlot>,
+    op: impl FnOnce(&Store, &mut Reader<'_>) -> Result<Vec<u8>, PluginError>,
+) -> Result<(), extism::Error> {
+    let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
+    let slot = slot.get()?;
+    let store = slot.lock().unwrap().read().unwrap().clone();
+    let reply = match store {
+        None => wire::err(
+            ErrorCode::UNAVAILABLE,
+            "no store: this plug-in is not a running frontend",
+        ),
+        Some(store) => match op(&store, &mut Reader::new(&input)) {
+            Ok(payload) => wire::ok(&payload),
+            Err(e) => wire::err(e.code(), e.message()),
+        },
+    };
+    plugin.memory_set_val(&mut outputs[0], reply)
+}
+
+fn bad(e: wire::WireError) -> PluginError {
+    PluginError::invalid_input(e.to_string())
+}
+
+/// Blocks the calling (blocking-pool) thread until the write is durable.
+fn wait_write(submit: impl FnOnce(Completion)) -> Result<Vec<u8>, PluginError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    submit(Completion::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    rx.recv()
+        .unwrap_or_else(|_| Err(PluginError::unavailable("write dropped")))
+        .map(|()| Vec::new())
+}
+
+fn host_get(
+    p: &mut CurrentPlugin,
+    i: &[Val],
+    o: &mut [Val],
+    slot: UserData<StoreSlot>,
+) -> Result<(), extism::Error> {
+    with_store(p, i, o, &slot, |store, r| {
+        let key = r.bytes().map_err(bad)?;
+        let mut w = Writer::default();
+        match store.get(key)? {
+            Some(v) => w.u8(1).bytes(&v),
+            None => w.u8(0),
+        };
+        Ok(w.0)
+    })
+}
+
+fn host_put(
+    p: &mut CurrentPlugin,
+    i: &[Val],
+    o: &mut [Val],
+    slot: UserData<StoreSlot>,
+) -> Result<(), extism::Error> {
+    with_store(p, i, o, &slot, |store, r| {
+        let key = r.bytes().map_err(bad)?.to_vec();
+        let value = r.bytes().map_err(bad)?.to_vec();
+        wait_write(|done| store.put(key, value, done))
+    })
+}
+
+fn host_delete(
+    p: &mut CurrentPlugin,
+    i: &[Val],
+    o: &mut [Val],
+    slot: UserData<StoreSlot>,
+) -> Result<(), extism::Error> {
+    with_store(p, i, o, &slot, |store, r| {
+        let key = r.bytes().map_err(bad)?.to_vec();
+        wait_write(|done| store.delete(key, done))
+    })
+}
+
+// ---------------------------------------------------------------- logger
+
+/// A `.wasm` logger behind the native logger port.
+struct WasmLogger {
+    name: String,
+    compiled: Compiled,
+    guest_config: String,
+    /// The one instance holding the logger's state; `None` after a trap, reopened on
+    /// the next call.
+    instance: Option<Plugin>,
+}
+
+impl WasmLogger {
+    fn call(&mut self, func: &str, input: &[u8]) -> Result<Vec<u8>, PluginError> {
+        if self.instance.is_none() {
+            let mut fresh = instance(&self.compiled)?;
+            match call(&mut fresh, "kvs_logger_open", self.guest_config.as_bytes()) {
+                Ok(_) => self.instance = Some(fresh),
+                Err(CallError::Guest(e) | CallError::Trapped(e)) => return Err(e),
+            }
+        }
+        let plugin = self.instance.as_mut().expect("just ensured");
+        match call(plugin, func, input) {
+            Ok(out) => Ok(out),
+            Err(CallError::Guest(e)) => Err(e),
+            Err(CallError::Trapped(e)) => {
+                self.instance = None;
+                Err(PluginError::new(
+                    e.code(),
+                    format!(
+                        "WASM logger {}: {}; instance discarded",
+                        self.name,
+                        e.message()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+impl LoggerApi for WasmLogger {
+    fn health_probe(&self) -> ROption<HealthProbeBox> {
+        ROption::RNone
+    }
+
+    fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
+        let mut w = Writer::default();
+        wire::encode_events(
+            &mut w,
+            batch.iter().map(|e| wire::Event {
+                sequence: e.sequence,
+                kind: e.kind,
+                key: e.key.as_slice(),
+                value: e.value.as_slice(),
+            }),
+        );
+        self.call("kvs_logger_append", &w.0).map(drop).into()
+    }
+
+    fn replay(&mut self, mut sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
+        let mut cursor = 0u64;
+        loop {
+            let out = match self.call("kvs_logger_replay", &cursor.to_le_bytes()) {
+                Ok(out) => out,
+                Err(e) => return RResult::RErr(e),
+            };
+            let mut r = Reader::new(&out);
+            let parsed = (|| {
+                Ok::<_, wire::WireError>((r.u64()?, r.u8()? != 0, wire::decode_events(&mut r)?))
+            })();
+            let (next, done, events) = match parsed {
+                Ok(p) => p,
+                Err(e) => return RResult::RErr(PluginError::internal(format!("replay: {e}"))),
+            };
+            let native: Vec<Event<'_>> = events
+                .iter()
+                .map(|e| Event {
+                    sequence: e.sequence,
+                    kind: e.kind,
+                    key: e.key.into(),
+                    value: e.value.into(),
+                })
+                .collect();
+            if let RResult::RErr(e) = sink.accept(RSlice::from_slice(&native)) {
+                return RResult::RErr(e);
+            }
+            if done {
+                return RResult::ROk(());
+            }
+            cursor = next;
+        }
+    }
+
+    fn close(&mut self) -> RResult<(), PluginError> {
+        if self.instance.is_none() {
+            return RResult::ROk(());
+        }
+        self.call("kvs_logger_close", &[]).map(drop).into()
+    }
+}
+
+/// Opens a `.wasm` logger with its table.
+pub fn open_logger(path: &Path, name: &str, table: &str) -> Result<LoggerBox, PluginError> {
+    let (sandbox, guest_config) = Sandbox::split(table)?;
+    let compiled = compile(path, &sandbox).map_err(PluginError::internal)?;
+    let mut logger = WasmLogger {
+        name: name.to_string(),
+        compiled,
+        guest_config,
+        instance: None,
+    };
+    // Open now, so a bad config or a missing grant fails start-up, not the first write.
+    let mut fresh = instance(&logger.compiled)?;
+    match call(
+        &mut fresh,
+        "kvs_logger_open",
+        logger.guest_config.as_bytes(),
+    ) {
+        Ok(_) => logger.instance = Some(fresh),
+        Err(CallError::Guest(e) | CallError::Trapped(e)) => {
+            return Err(PluginError::new(
+                e.code(),
+                format!("WASM logger {name}: {}", e.message()),
+            ));
+        }
+    }
+    Ok(LoggerApi_TO::from_value(logger, TD_Opaque))
+}
+
+// ---------------------------------------------------------------- frontend
+
+/// Instances for a frontend: each serves one call at a time; a failed one is dropped.
+struct Pool {
+    compiled: Compiled,
+    idle: Mutex<Vec<Plugin>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Pool {
+    fn handle(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let popped = self.idle.lock().unwrap().pop();
+        let mut plugin = match popped {
+            Some(p) => p,
+            None => instance(&self.compiled)?,
+        };
+        match call(&mut plugin, "kvs_http_handle", request) {
+            Ok(out) => {
+                self.idle.lock().unwrap().push(plugin);
+                Ok(out)
+            }
+            Err(CallError::Guest(e)) => {
+                self.idle.lock().unwrap().push(plugin);
+                Err(e)
+            }
+            // A trapped instance is dropped here; the next call gets a fresh one.
+            Err(CallError::Trapped(e)) => Err(e),
+        }
+    }
+}
+
+struct WasmHttpFrontend {
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    stopping: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+#[derive(Clone)]
+struct Edge {
+    store: Arc<Store>,
+    pool: Arc<Pool>,
+    stopping: Arc<AtomicBool>,
+}
+
+async fn edge(
+    axum::extract::State(edge): axum::extract::State<Edge>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let text = |status: u16, msg: String| {
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            format!("{msg}\n"),
+        )
+            .into_response()
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    match path.as_str() {
+        "/healthz" => return text(200, "ok".into()),
+        "/readyz" => {
+            return if edge.store.is_ready() && !edge.stopping.load(Ordering::Acquire) {
+                text(200, "ready".into())
+            } else {
+                text(503, "not ready".into())
+            };
+        }
+        _ => {}
+    }
+    let method = request.method().as_str().to_string();
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let limit = usize::try_from(edge.store.limits().max_value_bytes).unwrap_or(usize::MAX);
+    let body = match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => {
+            return text(
+                413,
+                format!("value is larger than the limit of {limit} bytes"),
+            );
+        }
+    };
+    let encoded = wire::HttpRequest {
+        method,
+        path,
+        headers,
+        body,
+    }
+    .encode();
+    let Ok(_permit) = edge.pool.permits.acquire().await else {
+        return text(503, "shutting down".into());
+    };
+    let pool = edge.pool.clone();
+    let outcome = tokio::task::spawn_blocking(move || pool.handle(&encoded)).await;
+    let response = match outcome {
+        Ok(Ok(bytes)) => {
+            wire::HttpResponse::decode(&bytes).map_err(|e| PluginError::internal(e.to_string()))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(PluginError::internal(e.to_string())),
+    };
+    match response {
+        Ok(r) => {
+            let mut builder = axum::http::Response::builder().status(r.status);
+            for (k, v) in r.headers {
+                builder = builder.header(k, v);
+            }
+            builder
+                .body(axum::body::Body::from(r.body))
+                .unwrap_or_else(|e| text(500, e.to_string()))
+        }
+        Err(e) => {
+            let status = match e.code() {
+                _ if e.message().ends_with("timeout") => 504,
+                ErrorCode::UNAVAILABLE => 503,
+                _ => 500,
+            };
+            text(status, e.message().to_string())
+        }
+    }
+}
+
+impl FrontendApi for WasmHttpFrontend {
+    fn endpoints(&self) -> RVec<RString> {
+        RVec::from(vec![RString::from(format!("http://{}", self.addr))])
+    }
+
+    fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
+            return RResult::ROk(());
+        };
+        let finished = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(deadline_ms), server).await
+        });
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        match finished {
+            Ok(Ok(Ok(()))) => RResult::ROk(()),
+            Ok(Ok(Err(e))) => RResult::RErr(PluginError::internal(e.to_string())),
+            Ok(Err(e)) => RResult::RErr(PluginError::internal(e.to_string())),
+            Err(_) => RResult::RErr(PluginError::unavailable(
+                "requests still in flight at the deadline were cut off",
+            )),
+        }
+    }
+}
+
+/// Starts a `.wasm` HTTP frontend: the host listens and calls the guest per request.
+pub fn start_frontend(
+    path: &Path,
+    store: &Arc<Store>,
+    table: &str,
+) -> Result<FrontendBox, PluginError> {
+    let (sandbox, _guest_config) = Sandbox::split(table)?;
+    let compiled = compile(path, &sandbox).map_err(PluginError::internal)?;
+    *compiled.slot.write().unwrap() = Some(store.clone());
+    let listener = std::net::TcpListener::bind(&sandbox.listen).map_err(|e| {
+        PluginError::invalid_input(format!(
+            "cannot listen on {}: {e}; set listen in the plug-in's table",
+            sandbox.listen
+        ))
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(sandbox.pool_size.max(1) * 2)
+        .thread_name("kvs-wasm-http")
+        .enable_all()
+        .build()?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let state = Edge {
+        store: store.clone(),
+        pool: Arc::new(Pool {
+            permits: tokio::sync::Semaphore::new(sandbox.pool_size),
+            idle: Mutex::new(Vec::new()),
+            compiled,
+        }),
+        stopping: stopping.clone(),
+    };
+    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let app = axum::Router::new().fallback(edge).with_state(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = shutdown_rx.await;
+            })
+            .await
+    });
+    Ok(FrontendApi_TO::from_value(
+        WasmHttpFrontend {
+            runtime: Some(runtime),
+            server: Some(server),
+            shutdown: Some(shutdown),
+            stopping,
+            addr,
+        },
+        TD_Opaque,
+    ))
+}

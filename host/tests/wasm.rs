@@ -1,0 +1,243 @@
+//! `.wasm` plug-ins in a real kvs: the shipped logger and REST frontend, mixed with
+//! native ones, and hostile guests that must not take the host down.
+
+use std::path::{Path, PathBuf};
+
+use kvs_host::plugins::Catalog;
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+
+use crate::util::{Kvs, encode_key, profile_dir, staged_plugins};
+
+fn client() -> Client {
+    Client::builder().no_proxy().build().unwrap()
+}
+
+/// A WASM fixture built by `cargo xtask build` (not staged).
+fn wasm_fixture(name: &str) -> PathBuf {
+    let path = profile_dir()
+        .parent()
+        .unwrap()
+        .join("wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+fn config(dir: &Path, logger: &str, frontend: &str, extra: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    let data = dir.join("data");
+    std::fs::write(
+        &path,
+        format!(
+            "logger = {logger:?}\nfrontends = [{frontend:?}]\nshutdown_timeout_ms = 5000\n\
+             [plugins.wasm-log]\ndata_dir = {data:?}\n\
+             [plugins.file]\npath = {:?}\n\
+             [plugins.wasm-rest]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.rest]\nlisten = \"127.0.0.1:0\"\n{extra}",
+            data.join("kvs.log")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_wasm_logger_and_a_wasm_frontend_keep_data_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "wasm-log", "wasm-rest", "");
+    let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"a/b c".to_vec(), b"tab\there".to_vec()),
+        (b"nul\0\n".to_vec(), b"".to_vec()),
+        ("ключ".as_bytes().to_vec(), vec![0xff; 70_000]),
+    ];
+    let http = client();
+    let kvs = Kvs::start(&cfg, &staged_plugins(), &[]);
+    for (k, v) in &cases {
+        let r = http
+            .put(kvs.at(&format!("/v1/key/{}", encode_key(k))))
+            .body(v.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", kvs.log());
+    }
+    assert_eq!(
+        http.get(kvs.at("/v1/key/missing")).send().unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = http.post(kvs.at("/v1/key/x")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers()["allow"].to_str().unwrap().contains("PUT"));
+    assert_eq!(
+        http.delete(kvs.at("/v1/key/missing"))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        http.get(kvs.at("/v1/key/")).send().unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        http.get(kvs.at("/readyz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    kvs.stop();
+
+    let kvs = Kvs::start(&cfg, &staged_plugins(), &[]);
+    for (k, v) in &cases {
+        let r = http
+            .get(kvs.at(&format!("/v1/key/{}", encode_key(k))))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(&r.bytes().unwrap()[..], &v[..]);
+    }
+    kvs.stop();
+}
+
+#[test]
+fn native_and_wasm_plug_ins_mix_both_ways() {
+    for (logger, frontend) in [("file", "wasm-rest"), ("wasm-log", "rest")] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), logger, frontend, "");
+        let http = client();
+        let kvs = Kvs::start(&cfg, &staged_plugins(), &[]);
+        let r = http
+            .put(kvs.at("/v1/key/mixed"))
+            .body(logger)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{logger}+{frontend}");
+        kvs.stop();
+        let kvs = Kvs::start(&cfg, &staged_plugins(), &[]);
+        assert_eq!(
+            http.get(kvs.at("/v1/key/mixed"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+            logger
+        );
+        kvs.stop();
+    }
+}
+
+#[test]
+fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for entry in std::fs::read_dir(staged_plugins()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, plugins.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(
+        wasm_fixture("kvs_wasm_fixture_hostile"),
+        plugins.join("hostile.wasm"),
+    )
+    .unwrap();
+    let cfg = config(
+        dir.path(),
+        "file",
+        "hostile",
+        "[plugins.hostile]\nlisten = \"127.0.0.1:0\"\ncall_timeout_ms = 300\nmemory_max_mb = 32\npool_size = 2\n",
+    );
+    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    let http = client();
+    let cases = [
+        ("/trap", StatusCode::INTERNAL_SERVER_ERROR, "wasm trap"),
+        ("/spin", StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        ("/hog", StatusCode::INTERNAL_SERVER_ERROR, "oom"),
+        ("/escape", StatusCode::OK, "denied"),
+    ];
+    for (path, status, says) in cases {
+        let started = std::time::Instant::now();
+        let r = http.get(kvs.at(path)).send().unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let body = r.text().unwrap();
+        assert!(body.contains(says), "{path}: {body}");
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "{path} took {:?}",
+            started.elapsed()
+        );
+        // The host is still there, and the next call gets a working instance.
+        for _ in 0..3 {
+            let r = http.get(kvs.at("/ok")).send().unwrap();
+            assert_eq!(
+                (r.status(), r.text().unwrap()),
+                (StatusCode::OK, "ok".to_string()),
+                "after {path}"
+            );
+        }
+    }
+    assert_eq!(
+        http.get(kvs.at("/healthz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    kvs.stop();
+}
+
+#[test]
+fn bad_wasm_modules_are_refused_with_the_documented_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        wasm_fixture("kvs_wasm_fixture_no_handshake"),
+        dir.path().join("none.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        wasm_fixture("kvs_wasm_fixture_wrong_major"),
+        dir.path().join("future.wasm"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("junk.wasm"), b"not wasm at all").unwrap();
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    assert!(catalog.plugins.is_empty());
+    let reason = |f: &str| {
+        catalog
+            .refused
+            .iter()
+            .find(|r| r.path.ends_with(f))
+            .unwrap()
+            .reason
+            .clone()
+    };
+    assert!(
+        reason("none.wasm").contains("no kvs_handshake export"),
+        "{}",
+        reason("none.wasm")
+    );
+    let future = reason("future.wasm");
+    assert!(
+        future.contains("plugin-api 2.0")
+            && future.contains("rebuild the plug-in against plugin-api 1.x"),
+        "{future}"
+    );
+    assert!(
+        reason("junk.wasm").contains("not a loadable WebAssembly module"),
+        "{}",
+        reason("junk.wasm")
+    );
+}
+
+#[test]
+fn a_wasm_logger_without_a_granted_directory_fails_start_up_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "logger = \"wasm-log\"\nfrontends = [\"rest\"]\n[plugins.rest]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = Kvs::try_start(&path, &staged_plugins(), &[])
+        .err()
+        .expect("started without a grant");
+    assert!(out.contains("data_dir"), "{out}");
+}
