@@ -255,13 +255,15 @@ fn rest(plugins: &Path) -> Result<()> {
     let data = tempfile::tempdir()?;
     let port = free_port()?;
     let grpc_port = free_port()?;
+    let wasm_port = free_port()?;
     let config = data.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "logger = \"file\"\nfrontends = [\"rest\", \"grpc\"]\n[plugins.file]\npath = {:?}\nsync = \"always\"\n\
+            "logger = \"file\"\nfrontends = [\"rest\", \"grpc\", \"wasm-rest\"]\n[plugins.file]\npath = {:?}\nsync = \"always\"\n\
              [plugins.rest]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = 2\n\
-             [plugins.grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nworker_threads = 2\n",
+             [plugins.grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nworker_threads = 2\n\
+             [plugins.wasm-rest]\nlisten = \"127.0.0.1:{wasm_port}\"\npool_size = 8\n",
             data.path().join("kvs.log")
         ),
     )?;
@@ -281,9 +283,9 @@ fn rest(plugins: &Path) -> Result<()> {
     wait_for_port(port, &mut kvs.0)?;
     let url = format!("http://127.0.0.1:{port}");
     // A value to read back.
-    let put = data.path().join("put.lua");
+    let put_script = data.path().join("put.lua");
     std::fs::write(
-        &put,
+        &put_script,
         format!(
             "local n = 0\nlocal body = string.rep('x', {VALUE_BYTES})\n\
              request = function()\n  n = n + 1\n  return wrk.format('PUT', '/v1/key/k' .. (n % 10000), nil, body)\nend\n"
@@ -302,12 +304,16 @@ fn rest(plugins: &Path) -> Result<()> {
     let secs = 10;
     println!(
         "== frontends vs Redis: 32 concurrent clients, {VALUE_BYTES}-byte values, {secs}s per run, loopback\n   \
-         (REST: wrk; gRPC: tonic clients in this process, unary kvs.v1 calls; Redis: redis-benchmark)"
+         (REST and WASM REST: wrk; gRPC: tonic clients in this process, unary kvs.v1 calls;\n   \
+         Redis: redis-benchmark)"
     );
     let get = wrk(&format!("{url}/v1/key/hot"), None, secs)?;
-    let put = wrk(&format!("{url}/v1/key/k"), Some(&put), secs)?;
+    let put = wrk(&format!("{url}/v1/key/k"), Some(&put_script), secs)?;
     let grpc_get = grpc_load(grpc_port, false, secs)?;
     let grpc_put = grpc_load(grpc_port, true, secs)?;
+    let wasm_url = format!("http://127.0.0.1:{wasm_port}");
+    let wasm_get = wrk(&format!("{wasm_url}/v1/key/hot"), None, secs)?;
+    let wasm_put = wrk(&format!("{wasm_url}/v1/key/k"), Some(&put_script), secs)?;
     drop(kvs);
     let (redis_get, redis_set) = match Redis::start() {
         Ok(r) => (
@@ -331,6 +337,16 @@ fn rest(plugins: &Path) -> Result<()> {
             "{op:>12}  {rest:>12.0}  {grpc:>12.0}  {:>12}  {:>11}",
             theirs.map_or("-".into(), |r| format!("{r:.0}")),
             theirs.map_or("-".into(), |r| format!("{:.2}x", rest / r))
+        );
+    }
+    println!(
+        "\n{:>12}  {:>12}  {:>15}  {:>12}",
+        "operation", "REST req/s", "WASM REST req/s", "WASM/native"
+    );
+    for (op, native, wasm) in [("GET", get, wasm_get), ("durable PUT", put, wasm_put)] {
+        println!(
+            "{op:>12}  {native:>12.0}  {wasm:>15.0}  {:>11.2}x",
+            wasm / native
         );
     }
     Ok(())

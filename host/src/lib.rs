@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! * [`check`]: `kvs plugins check`, the contract's behavioural checks on one file.
 //! * [`config`]: the config file, `KVS_*` environment and flags, resolved into [`config::Config`].
 //! * [`plugins`]: scans the plugins directory, handshakes each file, finds plug-ins by name.
 //! * [`store`]: the sharded in-memory map, with limits and readiness.
@@ -11,6 +12,7 @@
 //!
 //! `main.rs` is the CLI around these: parse flags, start, wait for SIGTERM/SIGINT, stop.
 
+pub mod check;
 pub mod config;
 pub mod lifecycle;
 pub mod plugins;

@@ -200,6 +200,20 @@ fn start_frontend(plugin: &Plugin, store: &Arc<Store>, config: &Config) -> Resul
     })
 }
 
+/// Starts a frontend plug-in of either format with its config table.
+pub fn launch_frontend(
+    plugin: &Plugin,
+    store: &Arc<Store>,
+    table: &str,
+) -> Result<FrontendBox, PluginError> {
+    match &plugin.module {
+        Module::Native(module) => {
+            module.start_frontend()(store_box(store), RStr::from_str(table)).into()
+        }
+        Module::Wasm => crate::wasm::start_frontend(&plugin.path, store, table),
+    }
+}
+
 /// Stops frontends in reverse start order; returns what went wrong.
 fn stop_frontends(frontends: Vec<RunningFrontend>, deadline: Duration) -> Vec<String> {
     let deadline_ms = deadline.as_millis() as u64;

@@ -20,14 +20,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 #[command(name = "kvs", version, long_about, after_help = AFTER_HELP)]
 struct Cli {
     /// Config file (TOML). Without it, ./config.toml is used if present, else built-in
-    /// defaults (logger "file", frontend "rest").
-    #[arg(
-        long,
-        short = 'c',
-        env = "KVS_CONFIG",
-        value_name = "PATH",
-        global = true
-    )]
+    /// defaults (logger "file", frontend "rest"). Give it before a subcommand:
+    /// `kvs --config FILE plugins list`.
+    #[arg(long, short = 'c', env = "KVS_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
 
     /// Directory holding plug-in files (.so, .wasm). Default: `plugins/` beside the kvs
@@ -72,6 +67,21 @@ enum Command {
 enum PluginsCommand {
     /// List the plug-ins found in the plugins directory, and the files refused and why.
     List,
+    /// Load one .so or .wasm on its own and run the contract's behavioural checks on it,
+    /// printing PASS or FAIL per check. Exits 1 if any check fails.
+    Check {
+        /// The plug-in file.
+        file: PathBuf,
+        /// Its config table as TOML, e.g. 'path = "{tmp}/log"'; `{tmp}` becomes a fresh
+        /// temporary directory.
+        #[arg(
+            long = "config",
+            id = "table",
+            value_name = "TABLE",
+            default_value = ""
+        )]
+        table: String,
+    },
 }
 
 const AFTER_HELP: &str = "\
@@ -81,7 +91,8 @@ Logs go to stderr; filter them with RUST_LOG (e.g. RUST_LOG=debug).
 Examples:
   kvs --logger file --frontend rest
   kvs --config /etc/kvs/config.toml
-  kvs plugins list";
+  kvs plugins list
+  kvs plugins check target/debug/plugins/libkvs_plugin_file.so --config 'path = \"{tmp}/log\"'";
 
 fn main() -> ExitCode {
     // Backtrace capture makes every WASM call ~2.5x slower (RUST_BACKTRACE=1 is common on
@@ -128,13 +139,40 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(Command::Plugins {
+        command: PluginsCommand::Check { file, table },
+    }) = &cli.command
+    {
+        return check_plugin(file, table);
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Some(Command::Plugins {
             command: PluginsCommand::List,
         }) => list_plugins(&config),
+        Some(Command::Plugins {
+            command: PluginsCommand::Check { .. },
+        }) => unreachable!("handled above"),
         None => serve(&config),
     }
+}
+
+fn check_plugin(file: &Path, table: &str) -> Result<()> {
+    println!("checking {}", file.display());
+    let outcomes = kvs_host::check::run(file, table);
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    for o in &outcomes {
+        match &o.result {
+            Ok(()) if o.name.contains(": skipped") => println!("  SKIP  {}", o.name),
+            Ok(()) => println!("  PASS  {}", o.name),
+            Err(why) => println!("  FAIL  {}: {why}", o.name),
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} checks failed", outcomes.len());
+    }
+    println!("all {} checks passed", outcomes.len());
+    Ok(())
 }
 
 fn serve(config: &Config) -> Result<()> {

@@ -5,6 +5,7 @@
 //!
 //! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
 //! * `write_path`: the store and writer through the host library with fixture loggers.
+//! * `conformance`: `kvs plugins check` on shipped, template and broken plug-ins.
 //! * `grpc`: the grpc frontend called by tonic clients.
 //! * `postgres`: the postgres logger against a throwaway PostgreSQL server
 //!   (`kvs_testkit::pg`).
@@ -16,6 +17,7 @@ mod util;
 
 mod wasm;
 
+mod conformance;
 mod grpc;
 mod loading;
 mod postgres;

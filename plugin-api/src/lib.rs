@@ -52,7 +52,9 @@
 //! ```
 //!
 //! Build it as a `cdylib` (`[lib] crate-type = ["cdylib"]`) depending on this crate alone,
-//! and drop the `.so` into the host's plugins directory.
+//! and drop the `.so` into the host's plugins directory. The repository's
+//! `docs/writing-plugins.md` walks through native and WASM plug-ins, templates and
+//! `kvs plugins check`.
 //!
 //! # Rules for native plug-ins
 //!

@@ -158,8 +158,8 @@ fn build(release: bool) -> Result<PathBuf> {
     }
     for wasm in build_wasm()? {
         let name = wasm.file_name().unwrap().to_string_lossy().to_string();
-        // Shipped WASM plug-ins only; fixtures stay where the tests find them.
-        if name.contains("fixture") {
+        // Shipped WASM plug-ins only; fixtures and templates stay where the tests find them.
+        if name.contains("fixture") || name.contains("template") {
             continue;
         }
         let tmp = plugins.join(format!(".{name}.tmp"));

@@ -1,0 +1,394 @@
+//! `kvs plugins check`: the contract's behavioural checks, run against one plug-in file.
+//!
+//! For a logger: replay of an empty log; a batch with binary keys and empty values; a
+//! batch of many events in one append; close, reopen, and replay returns every event in
+//! order, unchanged. For a frontend: it starts, reports an endpoint, serves a request
+//! through the store (HTTP endpoints: the book's `GET /v1/key/{key}`), and stops within
+//! its deadline. Every check reports pass or fail with a reason.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice},
+};
+use kvs_plugin_api::native::{
+    HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox, ReplaySink, ReplaySink_TO, ReplaySinkMut,
+};
+use kvs_plugin_api::{Event, EventKind, PluginError, PluginKind};
+
+use crate::plugins::{self, Plugin};
+use crate::store::{Limits, Map, Phase, Store};
+use crate::writer::Writer;
+
+/// One check's outcome.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// What was checked.
+    pub name: String,
+    /// `Ok` or why it failed.
+    pub result: Result<(), String>,
+}
+
+type Owned = (u64, EventKind, Vec<u8>, Vec<u8>);
+
+/// Runs every check that applies to the plug-in at `path`. `table` is its config table
+/// (TOML); `{tmp}` in it is replaced by a fresh temporary directory.
+pub fn run(path: &Path, table: &str) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(e) => return vec![fail("temporary directory", e.to_string())],
+    };
+    let mut table = table.replace("{tmp}", &tmp.path().display().to_string());
+    let plugin = match plugins::load(path) {
+        Ok(p) => {
+            out.push(pass(format!(
+                "handshake: {} {} {} (plugin-api {}.{})",
+                p.format, p.kind, p.name, p.api.0, p.api.1
+            )));
+            p
+        }
+        Err(why) => {
+            out.push(fail("handshake", why));
+            return out;
+        }
+    };
+    // A WASM logger gets a granted directory unless the table names one.
+    if plugin.format == plugins::Format::Wasm
+        && plugin.kind == PluginKind::LOGGER
+        && !table.contains("data_dir")
+    {
+        table.push_str(&format!("\ndata_dir = {:?}\n", tmp.path().join("data")));
+    }
+    if plugin.kind == PluginKind::LOGGER {
+        check_logger(&plugin, &table, &mut out);
+    } else {
+        check_frontend(&plugin, &table, &mut out);
+    }
+    out
+}
+
+fn pass(name: impl Into<String>) -> Outcome {
+    Outcome {
+        name: name.into(),
+        result: Ok(()),
+    }
+}
+
+fn fail(name: impl Into<String>, why: impl Into<String>) -> Outcome {
+    Outcome {
+        name: name.into(),
+        result: Err(why.into()),
+    }
+}
+
+fn check(out: &mut Vec<Outcome>, name: &str, result: Result<(), String>) -> bool {
+    let ok = result.is_ok();
+    out.push(Outcome {
+        name: name.into(),
+        result,
+    });
+    ok
+}
+
+struct Collect(Vec<Owned>);
+
+impl ReplaySink for Collect {
+    fn accept(&mut self, events: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
+        self.0.extend(
+            events
+                .iter()
+                .map(|e| (e.sequence, e.kind, e.key.to_vec(), e.value.to_vec())),
+        );
+        RResult::ROk(())
+    }
+}
+
+fn replay(logger: &mut LoggerBox) -> Result<Vec<Owned>, String> {
+    let mut sink = Collect(Vec::new());
+    let r: Result<(), PluginError> = logger
+        .replay(ReplaySink_TO::from_ptr(&mut sink, TD_Opaque))
+        .into();
+    r.map_err(|e| format!("replay failed: {e}"))?;
+    Ok(sink.0)
+}
+
+fn append(logger: &mut LoggerBox, batch: &[Owned]) -> Result<(), String> {
+    let events: Vec<Event<'_>> = batch
+        .iter()
+        .map(|(s, k, key, v)| Event {
+            sequence: *s,
+            kind: *k,
+            key: key.as_slice().into(),
+            value: v.as_slice().into(),
+        })
+        .collect();
+    let r: Result<(), PluginError> = logger.append(RSlice::from_slice(&events)).into();
+    r.map_err(|e| format!("append failed: {e}"))
+}
+
+fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
+    let open = || crate::lifecycle::open_logger(plugin, table).map_err(|e| format!("{e:#}"));
+    let mut logger = match open() {
+        Ok(l) => {
+            out.push(pass("open"));
+            l
+        }
+        Err(why) => {
+            out.push(fail(
+                "open",
+                format!("{why} (pass its config with --config, e.g. 'path = \"{{tmp}}/log\"')"),
+            ));
+            return;
+        }
+    };
+    let ok = check(
+        out,
+        "replay of an empty log returns nothing",
+        match replay(&mut logger) {
+            Ok(events) if events.is_empty() => Ok(()),
+            Ok(events) => Err(format!(
+                "{} events in a new log: point --config at an empty location",
+                events.len()
+            )),
+            Err(e) => Err(e),
+        },
+    );
+    if !ok {
+        return;
+    }
+    let odd: Vec<Owned> = vec![
+        (
+            1,
+            EventKind::PUT,
+            b"\0\xff binary\tkey\n".to_vec(),
+            Vec::new(),
+        ),
+        (
+            2,
+            EventKind::PUT,
+            "ключ/🔑".as_bytes().to_vec(),
+            b"v".to_vec(),
+        ),
+        (
+            3,
+            EventKind::DELETE,
+            b"\0\xff binary\tkey\n".to_vec(),
+            Vec::new(),
+        ),
+        (4, EventKind::PUT, b"empty".to_vec(), Vec::new()),
+    ];
+    check(
+        out,
+        "append: binary keys and empty values",
+        append(&mut logger, &odd),
+    );
+    let many: Vec<Owned> = (5..10_005u64)
+        .map(|s| {
+            (
+                s,
+                EventKind::PUT,
+                format!("k{}", s % 100).into_bytes(),
+                s.to_le_bytes().to_vec(),
+            )
+        })
+        .collect();
+    check(
+        out,
+        "append: a batch of 10000 events in one call",
+        append(&mut logger, &many),
+    );
+    let mut all = odd;
+    all.extend(many);
+    match replay_after_reopen(&mut logger, open) {
+        Ok(got) => {
+            check(
+                out,
+                "close, reopen: replay returns every event in order, unchanged",
+                compare(&all, &got),
+            );
+        }
+        Err(why) => {
+            out.push(fail(
+                "close, reopen: replay returns every event in order, unchanged",
+                why,
+            ));
+        }
+    }
+}
+
+fn replay_after_reopen(
+    logger: &mut LoggerBox,
+    open: impl Fn() -> Result<LoggerBox, String>,
+) -> Result<Vec<Owned>, String> {
+    let r: Result<(), PluginError> = logger.close().into();
+    r.map_err(|e| format!("close failed: {e}"))?;
+    let mut again = open()?;
+    let got = replay(&mut again)?;
+    let _ = again.close();
+    Ok(got)
+}
+
+fn compare(want: &[Owned], got: &[Owned]) -> Result<(), String> {
+    if let Some(i) = want.iter().zip(got).position(|(w, g)| w != g) {
+        return Err(format!(
+            "event {i} differs: wrote sequence {} {:?} key {:?} ({} value bytes), replayed sequence {} {:?} key {:?} ({} value bytes)",
+            want[i].0,
+            want[i].1,
+            String::from_utf8_lossy(&want[i].2),
+            want[i].3.len(),
+            got[i].0,
+            got[i].1,
+            String::from_utf8_lossy(&got[i].2),
+            got[i].3.len()
+        ));
+    }
+    if want.len() != got.len() {
+        return Err(format!(
+            "wrote {} events, replayed {}",
+            want.len(),
+            got.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A logger that keeps nothing, so a frontend can be checked without any storage.
+struct NullLogger;
+
+impl LoggerApi for NullLogger {
+    fn health_probe(&self) -> ROption<HealthProbeBox> {
+        ROption::RNone
+    }
+    fn append(&mut self, _batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
+        RResult::ROk(())
+    }
+    fn replay(&mut self, _sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
+        RResult::ROk(())
+    }
+    fn close(&mut self) -> RResult<(), PluginError> {
+        RResult::ROk(())
+    }
+}
+
+fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
+    let map = Arc::new(Map::default());
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let limits = Limits {
+        max_key_bytes: 4096,
+        max_value_bytes: 1 << 20,
+    };
+    let store = Arc::new(Store::new(map.clone(), tx.clone(), limits, None));
+    let writer = match Writer::spawn(
+        LoggerApi_TO::from_value(NullLogger, TD_Opaque),
+        map,
+        tx,
+        rx,
+        1,
+        64,
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            out.push(fail("start", e.to_string()));
+            return;
+        }
+    };
+    store.set_phase(Phase::Serving);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    store.put(
+        b"kvs-check".to_vec(),
+        b"checked".to_vec(),
+        crate::writer::Completion::new(move |r| {
+            let _ = done_tx.send(r);
+        }),
+    );
+    let _ = done_rx.recv();
+    let mut frontend = match crate::lifecycle::launch_frontend(plugin, &store, table) {
+        Ok(f) => {
+            out.push(pass("start"));
+            f
+        }
+        Err(e) => {
+            out.push(fail(
+                "start",
+                format!("{e} (pass its config with --config, e.g. 'listen = \"127.0.0.1:0\"')"),
+            ));
+            let _ = writer.stop();
+            return;
+        }
+    };
+    let endpoints: Vec<String> = frontend
+        .endpoints()
+        .into_iter()
+        .map(|e| e.into_string())
+        .collect();
+    check(
+        out,
+        "reports an endpoint",
+        if endpoints.is_empty() {
+            Err("endpoints() is empty".into())
+        } else {
+            Ok(())
+        },
+    );
+    match endpoints.iter().find(|e| e.starts_with("http://")) {
+        Some(url) => {
+            check(
+                out,
+                "serves a request through the store (GET /v1/key/kvs-check)",
+                http_get(url),
+            );
+        }
+        None => out.push(Outcome {
+            name: format!(
+                "serves a request through the store: skipped, no generic client for {endpoints:?}"
+            ),
+            result: Ok(()),
+        }),
+    }
+    let started = Instant::now();
+    let deadline = Duration::from_secs(5);
+    let stopped: Result<(), PluginError> = frontend.stop(deadline.as_millis() as u64).into();
+    check(
+        out,
+        "stops within its deadline (5 s)",
+        match stopped {
+            Err(e) => Err(format!("stop failed: {e}")),
+            Ok(()) if started.elapsed() > deadline + Duration::from_secs(1) => {
+                Err(format!("took {:?}", started.elapsed()))
+            }
+            Ok(()) => Ok(()),
+        },
+    );
+    store.set_phase(Phase::Stopped);
+    let _ = writer.stop();
+}
+
+/// A minimal HTTP/1.1 GET: the checker must not depend on the frontend under test.
+fn http_get(base: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        conn,
+        "GET /v1/key/kvs-check HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split(' ').nth(1);
+    if text.starts_with("HTTP/1.") && status == Some("200") && text.ends_with("checked") {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected 200 with body \"checked\", got: {}",
+            text.lines().next().unwrap_or("nothing")
+        ))
+    }
+}

@@ -1,0 +1,102 @@
+//! `kvs plugins check` on every shipped plug-in, every template, and plug-ins that
+//! break the contract on purpose.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::{lib, profile_dir, staged_plugins};
+
+fn check(file: &Path, table: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvs"))
+        .args(["plugins", "check"])
+        .arg(file)
+        .args(["--config", table])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn wasm(name: &str) -> PathBuf {
+    profile_dir()
+        .parent()
+        .unwrap()
+        .join("wasm32-wasip1/release")
+        .join(format!("{name}.wasm"))
+}
+
+#[test]
+fn shipped_plug_ins_and_templates_pass() {
+    let staged = staged_plugins();
+    let listen = "listen = \"127.0.0.1:0\"";
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (
+            staged.join("libkvs_plugin_file.so"),
+            "path = \"{tmp}/kvs.log\"",
+        ),
+        (staged.join("libkvs_plugin_rest.so"), listen),
+        (staged.join("libkvs_plugin_grpc.so"), listen),
+        (staged.join("kvs_wasm_logger.wasm"), ""),
+        (staged.join("kvs_wasm_rest.wasm"), listen),
+        (
+            lib("kvs_template_native_logger"),
+            "path = \"{tmp}/template.log\"",
+        ),
+        (lib("kvs_template_native_frontend"), listen),
+        (wasm("kvs_wasm_template_logger"), ""),
+        (wasm("kvs_wasm_template_frontend"), listen),
+    ];
+    for (file, table) in cases {
+        let (code, out) = check(&file, table, &[]);
+        assert_eq!(code, 0, "{}:\n{out}", file.display());
+        assert!(out.contains("all ") && !out.contains("FAIL"), "{out}");
+    }
+}
+
+#[test]
+fn the_postgres_logger_passes_against_a_real_server() {
+    let pg = kvs_testkit::pg::PgServer::start();
+    let table = format!("url = {:?}\ntable = \"conformance\"", pg.url());
+    let (code, out) = check(
+        &staged_plugins().join("libkvs_plugin_postgres.so"),
+        &table,
+        &[("KVS_POSTGRES_PASSWORD", kvs_testkit::pg::PASSWORD)],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn broken_plug_ins_fail_the_check_that_catches_them() {
+    let memory = lib("kvs_fixture_memory_logger");
+    let cases = [
+        (
+            "namespace = \"reorder\"\nreorder_replay = true",
+            "FAIL  close, reopen: replay returns every event in order",
+        ),
+        (
+            "namespace = \"drop\"\ndrop_empty_values = true",
+            "FAIL  close, reopen: replay returns every event in order",
+        ),
+    ];
+    for (table, says) in cases {
+        let (code, out) = check(&memory, table, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(says) && out.contains("event 0 differs"),
+            "{out}"
+        );
+    }
+    let (code, out) = check(&lib("kvs_fixture_wrong_major"), "", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("FAIL  handshake") && out.contains("plugin-api 2.0"),
+        "{out}"
+    );
+    let (code, out) = check(&lib("kvs_fixture_newer_minor"), "", &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("upgrade kvs"), "{out}");
+}
