@@ -58,6 +58,17 @@ fn shipped_plug_ins_and_templates_pass() {
 }
 
 #[test]
+fn a_plug_in_built_against_the_frozen_1_0_contract_still_loads_and_passes() {
+    let (code, out) = check(
+        &lib("kvs_compat_fixture_1_0"),
+        "path = \"{tmp}/compat.log\"",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("compat-1-0 (plugin-api 1.0)"), "{out}");
+}
+
+#[test]
 fn the_postgres_logger_passes_against_a_real_server() {
     let pg = kvs_testkit::pg::PgServer::start();
     let table = format!("url = {:?}\ntable = \"conformance\"", pg.url());

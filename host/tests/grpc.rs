@@ -316,3 +316,60 @@ async fn raw_put_with_deadline(endpoint: &str, timeout: &str) -> (i32, Duration)
         .unwrap();
     (code, started.elapsed())
 }
+
+#[test]
+fn health_is_not_serving_while_a_large_log_replays() {
+    use kvs_plugin_api::{Event, TransactionLogger};
+    use kvs_plugin_file::{Config, FileLogger};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("data/kvs.log");
+    let cfg = Config::parse(&format!("path = {log_path:?}\nsync = \"never\"")).unwrap();
+    let mut logger = FileLogger::open(cfg).unwrap();
+    logger.replay(&mut |_| Ok(())).unwrap();
+    let keys: Vec<Vec<u8>> = (0..10_000u32)
+        .map(|i| format!("k{i}").into_bytes())
+        .collect();
+    for round in 0..100u64 {
+        let batch: Vec<Event<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Event::put(round * 10_000 + i as u64 + 1, k, b"v"))
+            .collect();
+        logger.append(&batch).unwrap();
+    }
+    logger.close().unwrap();
+    let config = write_config(dir.path(), GRPC_TABLE);
+    let kvs = Kvs::start_listening_args(&config, &staged_plugins(), &["--frontend", "grpc"]);
+    let endpoint = kvs.endpoint("grpc");
+    let statuses = runtime().block_on(async {
+        let mut health = HealthClient::new(channel(&endpoint).await);
+        let req = || HealthCheckRequest {
+            service: String::new(),
+        };
+        let first = health.check(req()).await.unwrap().into_inner().status;
+        let started = std::time::Instant::now();
+        loop {
+            let now = health.check(req()).await.unwrap().into_inner().status;
+            if now == ServingStatus::Serving as i32 || started.elapsed().as_secs() > 120 {
+                return (first, now);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert_eq!(
+        statuses.0,
+        ServingStatus::NotServing as i32,
+        "serving before replay finished"
+    );
+    assert_eq!(
+        statuses.1,
+        ServingStatus::Serving as i32,
+        "never serving:\n{}",
+        kvs.log()
+    );
+    kvs.stop();
+}

@@ -126,9 +126,15 @@ impl Kvs {
         Self::spawn(config, plugins, args, true, env)
     }
 
-    /// Starts kvs and returns as soon as REST listens, possibly before replay is done.
+    /// Starts kvs and returns as soon as a frontend listens, possibly before replay is
+    /// done.
     pub fn start_listening(config: &Path, plugins: &Path) -> Kvs {
-        Self::spawn(config, plugins, &[], false, &[])
+        Self::start_listening_args(config, plugins, &[])
+    }
+
+    /// Like `start_listening`, with extra command-line arguments.
+    pub fn start_listening_args(config: &Path, plugins: &Path, args: &[&str]) -> Kvs {
+        Self::spawn(config, plugins, args, false, &[])
             .unwrap_or_else(|log| panic!("kvs did not listen:\n{log}"))
     }
 

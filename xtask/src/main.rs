@@ -138,6 +138,17 @@ fn build(release: bool) -> Result<PathBuf> {
         args.push("--release");
     }
     cargo(&args)?;
+    // The plug-in built against the frozen plugin-api 1.0 (compat/): a test fixture.
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .arg("build")
+        .args(release.then_some("--release"))
+        .current_dir(workspace_root().join("compat"))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .context("cannot run cargo for compat")?;
+    if !status.success() {
+        bail!("building compat/ failed");
+    }
     let profile_dir = target_dir().join(if release { "release" } else { "debug" });
     let plugins = profile_dir.join("plugins");
     std::fs::create_dir_all(&plugins)

@@ -1,0 +1,81 @@
+//! Fixture: a logger built against the frozen plugin-api 1.0 (the native template). One line per event, `sequence kind key value`
+//! with key and value in hex, fsynced once per batch. Its config table has one key,
+//! `path`. Simple, not fast: see `plugins/file` for a production logger.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+
+use kvs_plugin_api::{Event, EventKind, PluginError, TransactionLogger, export_plugin};
+
+struct HexLog {
+    file: File,
+    path: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl TransactionLogger for HexLog {
+    fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
+        let mut lines = String::new();
+        for e in batch {
+            let (key, value) = (hex(e.key.as_slice()), hex(e.value.as_slice()));
+            lines.push_str(&format!("{} {} {key} {value}\n", e.sequence, e.kind.0));
+        }
+        self.file.write_all(lines.as_bytes())?;
+        self.file.sync_data()?; // durable before we return Ok
+        Ok(())
+    }
+
+    fn replay(
+        &mut self,
+        sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        for line in BufReader::new(File::open(&self.path)?).lines() {
+            let line = line?;
+            let f: Vec<&str> = line.split(' ').collect();
+            let bad = || PluginError::internal(format!("{}: bad line {line:?}", self.path));
+            let (seq, kind) = (
+                f[0].parse().map_err(|_| bad())?,
+                f[1].parse().map_err(|_| bad())?,
+            );
+            let (key, value) = (
+                unhex(f[2]).ok_or_else(bad)?,
+                unhex(f.get(3).unwrap_or(&"")).ok_or_else(bad)?,
+            );
+            sink(&[Event {
+                sequence: seq,
+                kind: EventKind(kind),
+                key: key.as_slice().into(),
+                value: value.as_slice().into(),
+            }])?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), PluginError> {
+        Ok(self.file.sync_all()?)
+    }
+}
+
+fn open(config: &str) -> Result<HexLog, PluginError> {
+    let path = config
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("path = ")
+                .map(|p| p.trim_matches('"').to_string())
+        })
+        .ok_or_else(|| PluginError::invalid_input("set path = \"...\" in this logger's table"))?;
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    Ok(HexLog { file, path })
+}
+
+export_plugin!(logger: open, name: "compat-1-0", description: "fixture: built against the frozen plugin-api 1.0");
