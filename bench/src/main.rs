@@ -260,7 +260,7 @@ fn rest(plugins: &Path) -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "logger = \"file\"\nfrontends = [\"rest\", \"grpc\", \"wasm-rest\"]\n[plugins.file]\npath = {:?}\nsync = \"always\"\n\
+            "logger = \"file\"\nfrontends = [\"rest\", \"grpc\", \"wasm-rest\"]\n[plugins.file]\npath = {:?}\nsync = \"always\"\ncompact_min_bytes = 1073741824\n\
              [plugins.rest]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = 2\n\
              [plugins.grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nworker_threads = 2\n\
              [plugins.wasm-rest]\nlisten = \"127.0.0.1:{wasm_port}\"\npool_size = 8\n",

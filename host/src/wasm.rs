@@ -554,15 +554,12 @@ async fn edge(
     let Ok(_permit) = edge.pool.permits.acquire().await else {
         return text(503, "shutting down".into());
     };
-    let pool = edge.pool.clone();
-    let outcome = tokio::task::spawn_blocking(move || pool.handle(&encoded)).await;
-    let response = match outcome {
-        Ok(Ok(bytes)) => {
-            wire::HttpResponse::decode(&bytes).map_err(|e| PluginError::internal(e.to_string()))
-        }
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(PluginError::internal(e.to_string())),
-    };
+    // The guest call is synchronous and may block on a durable write: block this worker
+    // in place (tokio moves its other tasks elsewhere) rather than paying a hand-off to
+    // the blocking pool on every request.
+    let response = tokio::task::block_in_place(|| edge.pool.handle(&encoded)).and_then(|bytes| {
+        wire::HttpResponse::decode(&bytes).map_err(|e| PluginError::internal(e.to_string()))
+    });
     match response {
         Ok(r) => {
             let mut builder = axum::http::Response::builder().status(r.status);
