@@ -253,36 +253,6 @@ fn postgres_server() -> Option<PgServer> {
 fn rest(plugins: &Path) -> Result<()> {
     which("wrk").context("wrk is needed: apt-get install wrk")?;
     let data = tempfile::tempdir()?;
-    let port = free_port()?;
-    let grpc_port = free_port()?;
-    let wasm_port = free_port()?;
-    let config = data.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "logger = \"file\"\nfrontends = [\"rest\", \"grpc\", \"wasm-rest\"]\n[plugins.file]\npath = {:?}\nsync = \"always\"\ncompact_min_bytes = 1073741824\n\
-             [plugins.rest]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = 2\n\
-             [plugins.grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nworker_threads = 2\n\
-             [plugins.wasm-rest]\nlisten = \"127.0.0.1:{wasm_port}\"\npool_size = 8\n",
-            data.path().join("kvs.log")
-        ),
-    )?;
-    let kvs_bin = std::env::current_exe()?.parent().unwrap().join("kvs");
-    let mut kvs = KillOnDrop(
-        Command::new(&kvs_bin)
-            .arg("--config")
-            .arg(&config)
-            .arg("--plugins-dir")
-            .arg(plugins)
-            .env("RUST_LOG", "warn")
-            .env("RUST_LIB_BACKTRACE", "0")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", kvs_bin.display()))?,
-    );
-    wait_for_port(port, &mut kvs.0)?;
-    let url = format!("http://127.0.0.1:{port}");
-    // A value to read back.
     let put_script = data.path().join("put.lua");
     std::fs::write(
         &put_script,
@@ -291,30 +261,36 @@ fn rest(plugins: &Path) -> Result<()> {
              request = function()\n  n = n + 1\n  return wrk.format('PUT', '/v1/key/k' .. (n % 10000), nil, body)\nend\n"
         ),
     )?;
-    Command::new("curl")
-        .args([
-            "-s",
-            "-X",
-            "PUT",
-            "--data-binary",
-            &"x".repeat(VALUE_BYTES),
-            &format!("{url}/v1/key/hot"),
-        ])
-        .status()?;
     let secs = 10;
     println!(
         "== frontends vs Redis: 32 concurrent clients, {VALUE_BYTES}-byte values, {secs}s per run, loopback\n   \
-         (REST and WASM REST: wrk; gRPC: tonic clients in this process, unary kvs.v1 calls;\n   \
-         Redis: redis-benchmark)"
+         (each frontend alone in a fresh kvs, file logger with sync = always; REST and WASM\n   \
+         REST: wrk; gRPC: tonic clients in this process, unary kvs.v1 calls; Redis:\n   \
+         redis-benchmark with appendfsync always)"
     );
-    let get = wrk(&format!("{url}/v1/key/hot"), None, secs)?;
-    let put = wrk(&format!("{url}/v1/key/k"), Some(&put_script), secs)?;
-    let grpc_get = grpc_load(grpc_port, false, secs)?;
-    let grpc_put = grpc_load(grpc_port, true, secs)?;
-    let wasm_url = format!("http://127.0.0.1:{wasm_port}");
-    let wasm_get = wrk(&format!("{wasm_url}/v1/key/hot"), None, secs)?;
-    let wasm_put = wrk(&format!("{wasm_url}/v1/key/k"), Some(&put_script), secs)?;
-    drop(kvs);
+    // Each frontend alone in a fresh kvs, as an operator would run it.
+    let (get, put) = {
+        let (_kvs, port, _dir) = start_kvs(plugins, "rest", "worker_threads = 2")?;
+        let url = format!("http://127.0.0.1:{port}");
+        seed_hot(&url)?;
+        (
+            wrk(&format!("{url}/v1/key/hot"), None, secs)?,
+            wrk(&format!("{url}/v1/key/k"), Some(&put_script), secs)?,
+        )
+    };
+    let (grpc_get, grpc_put) = {
+        let (_kvs, port, _dir) = start_kvs(plugins, "grpc", "worker_threads = 2")?;
+        (grpc_load(port, false, secs)?, grpc_load(port, true, secs)?)
+    };
+    let (wasm_get, wasm_put) = {
+        let (_kvs, port, _dir) = start_kvs(plugins, "wasm-rest", "pool_size = 8")?;
+        let url = format!("http://127.0.0.1:{port}");
+        seed_hot(&url)?;
+        (
+            wrk(&format!("{url}/v1/key/hot"), None, secs)?,
+            wrk(&format!("{url}/v1/key/k"), Some(&put_script), secs)?,
+        )
+    };
     let (redis_get, redis_set) = match Redis::start() {
         Ok(r) => (
             Some(r.benchmark("get", 32, 400_000)?),
@@ -348,6 +324,62 @@ fn rest(plugins: &Path) -> Result<()> {
             "{op:>12}  {native:>12.0}  {wasm:>15.0}  {:>11.2}x",
             wasm / native
         );
+    }
+    Ok(())
+}
+
+/// Starts a release `kvs` with the file logger (`sync = always`) and one frontend on a
+/// free port; killed when the guard drops, then its directory removed.
+fn start_kvs(
+    plugins: &Path,
+    frontend: &str,
+    extra: &str,
+) -> Result<(KillOnDrop, u16, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_path_buf();
+    let port = free_port()?;
+    let config = data.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "logger = \"file\"\nfrontends = [{frontend:?}]\n\
+             [plugins.file]\npath = {:?}\nsync = \"always\"\ncompact_min_bytes = 1073741824\n\
+             [plugins.{frontend}]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
+            data.join("kvs.log")
+        ),
+    )?;
+    let kvs_bin = std::env::current_exe()?.parent().unwrap().join("kvs");
+    let mut kvs = KillOnDrop(
+        Command::new(&kvs_bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("--plugins-dir")
+            .arg(plugins)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", kvs_bin.display()))?,
+    );
+    wait_for_port(port, &mut kvs.0)?;
+    // kvs is killed (first field) before its directory is removed.
+    Ok((kvs, port, dir))
+}
+
+/// Stores the value the GET runs read.
+fn seed_hot(url: &str) -> Result<()> {
+    let ok = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            "--data-binary",
+            &"x".repeat(VALUE_BYTES),
+            &format!("{url}/v1/key/hot"),
+        ])
+        .status()?
+        .success();
+    if !ok {
+        bail!("seeding {url}/v1/key/hot failed");
     }
     Ok(())
 }
