@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 
-use crate::util::{Kvs, encode_key, lib, staged_plugins, write_config};
+use crate::util::{Kvs, copy_of_staged_plugins, encode_key, lib, staged_plugins, write_config};
 
 fn client() -> Client {
     Client::builder().no_proxy().build().unwrap()
@@ -163,12 +163,7 @@ fn oversized_requests_are_refused_and_nothing_is_stored() {
 #[test]
 fn a_stray_library_is_refused_and_kvs_still_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    for entry in std::fs::read_dir(staged_plugins()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, plugins.join(path.file_name().unwrap())).unwrap();
-    }
+    let plugins = copy_of_staged_plugins(dir.path());
     std::fs::copy(lib("kvs_fixture_wrong_major"), plugins.join("libold.so")).unwrap();
     std::fs::write(plugins.join("garbage.so"), b"\x7fELF but not really").unwrap();
     let config = write_config(dir.path(), "");
@@ -193,12 +188,7 @@ fn a_stray_library_is_refused_and_kvs_still_starts() {
 #[test]
 fn a_duplicate_plugin_stops_startup_naming_both_files() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    for entry in std::fs::read_dir(staged_plugins()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, plugins.join(path.file_name().unwrap())).unwrap();
-    }
+    let plugins = copy_of_staged_plugins(dir.path());
     std::fs::copy(
         plugins.join("libkvs_plugin_rest.so"),
         plugins.join("librest_copy.so"),

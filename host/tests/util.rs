@@ -85,6 +85,17 @@ pub fn staged_plugins() -> PathBuf {
     dir
 }
 
+/// `dir/plugins`, holding a copy of every staged plug-in, for tests that add files.
+pub fn copy_of_staged_plugins(dir: &Path) -> PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for entry in std::fs::read_dir(staged_plugins()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, plugins.join(path.file_name().unwrap())).unwrap();
+    }
+    plugins
+}
+
 /// Writes a config for the file logger at `data/kvs.log` under `dir` and REST on a free
 /// port, plus `extra` TOML appended.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {

@@ -7,7 +7,7 @@ use kvs_host::plugins::Catalog;
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 
-use crate::util::{Kvs, encode_key, profile_dir, staged_plugins};
+use crate::util::{Kvs, copy_of_staged_plugins, encode_key, profile_dir, staged_plugins};
 
 fn client() -> Client {
     Client::builder().no_proxy().build().unwrap()
@@ -131,12 +131,7 @@ fn native_and_wasm_plug_ins_mix_both_ways() {
 #[test]
 fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    for entry in std::fs::read_dir(staged_plugins()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, plugins.join(path.file_name().unwrap())).unwrap();
-    }
+    let plugins = copy_of_staged_plugins(dir.path());
     std::fs::copy(
         wasm_fixture("kvs_wasm_fixture_hostile"),
         plugins.join("hostile.wasm"),
