@@ -131,6 +131,15 @@ fn append(logger: &mut LoggerBox, batch: &[Owned]) -> Result<(), String> {
 }
 
 fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
+    // The check writes test events: never let a default config aim them at real data.
+    if plugin.format == plugins::Format::Native && table.trim().is_empty() {
+        out.push(fail(
+            "open",
+            "no --config: point the logger at scratch storage, e.g. --config 'path = \"{tmp}/log\"' \
+             ({tmp} is a fresh temporary directory); the check writes test events there",
+        ));
+        return;
+    }
     let open = || crate::lifecycle::open_logger(plugin, table).map_err(|e| format!("{e:#}"));
     let mut logger = match open() {
         Ok(l) => {

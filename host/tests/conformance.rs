@@ -101,6 +101,11 @@ fn broken_plug_ins_fail_the_check_that_catches_them() {
             "{out}"
         );
     }
+    // Without a config a native logger is not opened: the check must not write test
+    // events wherever the logger's defaults point (e.g. a real data/kvs.log).
+    let (code, out) = check(&staged_plugins().join("libkvs_plugin_file.so"), "", &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("FAIL  open: no --config"), "{out}");
     let (code, out) = check(&lib("kvs_fixture_wrong_major"), "", &[]);
     assert_eq!(code, 1);
     assert!(
