@@ -212,3 +212,43 @@ fn a_panicking_plugin_becomes_an_error_and_the_host_survives() {
         "close of a panicked logger must report it"
     );
 }
+
+#[test]
+fn a_rest_request_past_its_timeout_is_answered_504() {
+    use crate::util::staged_plugins;
+    let dir = plugin_dir(&["kvs_fixture_memory_logger"]);
+    std::fs::copy(
+        staged_plugins().join("libkvs_plugin_rest.so"),
+        dir.path().join("librest.so"),
+    )
+    .unwrap();
+    let toml = format!(
+        "frontends = [\"rest\"]\n{}\n[plugins.rest]\nlisten = \"127.0.0.1:0\"\nrequest_timeout_ms = 100\n",
+        memory_config(&namespace("timeout"), "append_delay_ms = 400")
+    );
+    let cfg = config(dir.path(), "memory", &toml);
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let running = lifecycle::start(&cfg, &catalog).unwrap();
+    let url = running.endpoints()[0].1[0].clone();
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = http
+        .put(format!("{url}/v1/key/slow"))
+        .body("v")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(r.text().unwrap().contains("timed out"));
+    // Reads are fast and unaffected.
+    let r = http.get(format!("{url}/v1/key/other")).send().unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
+    running.stop().unwrap();
+}
