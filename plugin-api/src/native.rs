@@ -6,9 +6,8 @@
 //! call into a loaded library.
 //!
 //! Everything here is `#[repr(C)]` and checked by abi_stable when a library is loaded.
-//! Root module and trait objects are *prefix types*: a minor version of the contract may
-//! append fields and methods after the ones marked `last_prefix_field`, and a plug-in
-//! built against an older minor keeps loading.
+//! The root module and the trait objects are frozen for all of major 1 (see
+//! [`versioning`](crate::versioning) for why, and how a minor version adds instead).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
@@ -134,9 +133,11 @@ pub type FrontendBox = FrontendApi_TO<'static, RBox<()>>;
 /// The root module every native plug-in library exports (via
 /// [`export_plugin!`](crate::export_plugin)).
 ///
-/// **Evolution rule (1.x):** fields are only ever appended after `start_frontend`, the
-/// `last_prefix_field`; a host reads an appended field only after checking the plug-in's
-/// `api_minor` says it exists. Nothing before it changes within major 1.
+/// **Evolution rule (1.x):** frozen. abi_stable refuses a library whose prefix type has
+/// fewer fields than the loader's, so a field appended here would lock out every older
+/// plug-in; a minor version adds a new exported symbol instead (see
+/// [`versioning`](crate::versioning)), which the host looks up only after checking the
+/// plug-in's `api_minor` says it exists.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]

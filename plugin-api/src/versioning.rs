@@ -9,9 +9,11 @@
 //! 1.2 host with a message saying to upgrade kvs.
 //!
 //! **A minor version may only add:**
-//! * fields appended to [`native::PluginMod`](crate::native::PluginMod) after its
-//!   `last_prefix_field`, and to [`Handshake`](crate::Handshake) at its end;
-//! * methods appended to the `#[sabi_trait]` traits after their `last_prefix_field`;
+//! * new exported symbols beside `KVS_PLUGIN_HANDSHAKE` and the root module (e.g. a
+//!   `KVS_PLUGIN_V1_1` entry point), which the host looks up only when the plug-in's
+//!   `api_minor` says they exist;
+//! * fields at the end of [`Handshake`](crate::Handshake), read likewise;
+//! * new optional WASM exports and new wire-message fields at the end;
 //! * new [`ErrorCode`](crate::ErrorCode), [`EventKind`](crate::EventKind) and
 //!   [`PluginKind`](crate::PluginKind) values (they are transparent integers, and
 //!   unknown error codes read as `internal`);
@@ -20,6 +22,17 @@
 //! * new capability strings.
 //!
 //! The host checks the plug-in's `api_minor` before it uses anything a minor added.
+//!
+//! **Frozen for all of major 1: every type reachable from the root module.** That is
+//! [`native::PluginMod`](crate::native::PluginMod) and the `#[sabi_trait]` objects
+//! (`StoreApi`, `LoggerApi`, `FrontendApi`, `ReplaySink`, `WriteCallback`,
+//! `HealthProbe`), whatever their `last_prefix_field` markers suggest. abi_stable checks
+//! a library against the loader's layout and accepts a library with *more* prefix
+//! fields than the loader, never fewer: it is built for a newer library under an older
+//! user. kvs is the other way round — a newer host must load older plug-ins — so
+//! appending a field or method there would make every older plug-in fail to load. The
+//! `compat/` test (a plug-in built against the frozen 1.0) caught exactly that when a
+//! field was appended to `PluginMod`; new capabilities therefore arrive as new symbols.
 //!
 //! **Never within a major:** removing or reordering fields or methods, changing a type or
 //! a signature, changing what a method means (e.g. what "durable" means for `append`),
