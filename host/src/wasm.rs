@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use abi_stable::{
@@ -37,8 +37,8 @@ use serde::Deserialize;
 use crate::store::Store;
 use crate::writer::Completion;
 
-/// The store the host functions reach; empty until a frontend starts.
-type StoreSlot = Arc<RwLock<Option<Arc<Store>>>>;
+/// The store the host functions reach: a frontend's store, or none (handshake, loggers).
+type StoreRef = Option<Arc<Store>>;
 
 /// Sandbox settings: the host's keys in a WASM plug-in's table.
 #[derive(Debug, Clone, Deserialize)]
@@ -117,10 +117,9 @@ impl Sandbox {
 /// A module compiled once with its sandbox and host functions; instances come from it.
 struct Compiled {
     compiled: extism::CompiledPlugin,
-    slot: StoreSlot,
 }
 
-fn compile(path: &Path, sandbox: &Sandbox) -> Result<Compiled, String> {
+fn compile(path: &Path, sandbox: &Sandbox, store: StoreRef) -> Result<Compiled, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut manifest = Manifest::new([Wasm::data(bytes)])
         .with_memory_max(sandbox.memory_max_mb.saturating_mul(16)) // 64 KiB pages
@@ -133,27 +132,26 @@ fn compile(path: &Path, sandbox: &Sandbox) -> Result<Compiled, String> {
             .map_err(|e| format!("data_dir {}: {e}", dir.display()))?;
         manifest = manifest.with_allowed_path(dir.display().to_string(), "/data");
     }
-    let slot: StoreSlot = Arc::default();
     let functions = [
         Function::new(
             "kvs_get",
             [PTR],
             [PTR],
-            UserData::new(slot.clone()),
+            UserData::new(store.clone()),
             host_get,
         ),
         Function::new(
             "kvs_put",
             [PTR],
             [PTR],
-            UserData::new(slot.clone()),
+            UserData::new(store.clone()),
             host_put,
         ),
         Function::new(
             "kvs_delete",
             [PTR],
             [PTR],
-            UserData::new(slot.clone()),
+            UserData::new(store.clone()),
             host_delete,
         ),
     ];
@@ -166,7 +164,7 @@ fn compile(path: &Path, sandbox: &Sandbox) -> Result<Compiled, String> {
             first_line(&e.to_string())
         )
     })?;
-    Ok(Compiled { compiled, slot })
+    Ok(Compiled { compiled })
 }
 
 fn first_line(s: &str) -> String {
@@ -185,24 +183,34 @@ fn instance(c: &Compiled) -> Result<Plugin, PluginError> {
 /// Calls an export and unwraps its result frame. A trap, a timeout or a memory-cap
 /// violation comes back as `Err(Trapped)`: the instance must not be used again.
 enum CallError {
+    /// The guest answered with an error frame; the instance is fine.
     Guest(PluginError),
+    /// The call trapped or ran out of memory; the instance must be dropped.
     Trapped(PluginError),
+    /// The call ran past `call_timeout_ms`; the instance must be dropped.
+    TimedOut(PluginError),
+}
+
+impl CallError {
+    fn into_error(self) -> PluginError {
+        match self {
+            CallError::Guest(e) | CallError::Trapped(e) | CallError::TimedOut(e) => e,
+        }
+    }
 }
 
 fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
     let out = plugin.call::<&[u8], Vec<u8>>(func, input).map_err(|e| {
         // The root cause says what happened ("wasm trap: ...", "timeout", "oom").
         let why = first_line(&e.root_cause().to_string());
-        let code = if why.contains("timeout") {
-            ErrorCode::UNAVAILABLE
-        } else {
-            ErrorCode::INTERNAL
-        };
         tracing::warn!("WASM call {func} failed ({why}); the instance is discarded");
-        CallError::Trapped(PluginError::new(
-            code,
-            format!("WASM call {func} failed: {why}"),
-        ))
+        let message = format!("WASM call {func} failed: {why}");
+        // extism reports an expired call timeout as a root cause of exactly "timeout".
+        if why == "timeout" {
+            CallError::TimedOut(PluginError::unavailable(message))
+        } else {
+            CallError::Trapped(PluginError::internal(message))
+        }
     })?;
     match wire::result(&out) {
         Ok(Ok(payload)) => Ok(payload.to_vec()),
@@ -215,7 +223,7 @@ fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<u8>, CallEr
 
 /// The handshake of a `.wasm` file, or why it is refused.
 pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
-    let compiled = compile(path, &Sandbox::default_for_handshake())?;
+    let compiled = compile(path, &Sandbox::default_for_handshake(), None)?;
     let mut plugin = Plugin::new_from_compiled(&compiled.compiled)
         .map_err(|e| format!("cannot instantiate: {}", first_line(&e.to_string())))?;
     if !plugin.function_exists("kvs_handshake") {
@@ -248,12 +256,11 @@ fn with_store(
     plugin: &mut CurrentPlugin,
     inputs: &[Val],
     outputs: &mut [Val],
-    slot: &UserData<StoreSlot>,
+    store: &UserData<StoreRef>,
     op: impl FnOnce(&Store, &mut Reader<'_>) -> Result<Vec<u8>, PluginError>,
 ) -> Result<(), extism::Error> {
     let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
-    let slot = slot.get()?;
-    let store = slot.lock().unwrap().read().unwrap().clone();
+    let store = store.get()?.lock().unwrap().clone();
     let reply = match store {
         None => wire::err(
             ErrorCode::UNAVAILABLE,
@@ -286,9 +293,9 @@ fn host_get(
     p: &mut CurrentPlugin,
     i: &[Val],
     o: &mut [Val],
-    slot: UserData<StoreSlot>,
+    store: UserData<StoreRef>,
 ) -> Result<(), extism::Error> {
-    with_store(p, i, o, &slot, |store, r| {
+    with_store(p, i, o, &store, |store, r| {
         let key = r.bytes().map_err(bad)?;
         let mut w = Writer::default();
         match store.get(key)? {
@@ -303,9 +310,9 @@ fn host_put(
     p: &mut CurrentPlugin,
     i: &[Val],
     o: &mut [Val],
-    slot: UserData<StoreSlot>,
+    store: UserData<StoreRef>,
 ) -> Result<(), extism::Error> {
-    with_store(p, i, o, &slot, |store, r| {
+    with_store(p, i, o, &store, |store, r| {
         let key = r.bytes().map_err(bad)?.to_vec();
         let value = r.bytes().map_err(bad)?.to_vec();
         wait_write(|done| store.put(key, value, done))
@@ -316,9 +323,9 @@ fn host_delete(
     p: &mut CurrentPlugin,
     i: &[Val],
     o: &mut [Val],
-    slot: UserData<StoreSlot>,
+    store: UserData<StoreRef>,
 ) -> Result<(), extism::Error> {
-    with_store(p, i, o, &slot, |store, r| {
+    with_store(p, i, o, &store, |store, r| {
         let key = r.bytes().map_err(bad)?.to_vec();
         wait_write(|done| store.delete(key, done))
     })
@@ -337,20 +344,32 @@ struct WasmLogger {
 }
 
 impl WasmLogger {
+    /// A fresh instance with the guest's `open` run on it: at start-up, and after a
+    /// trap discarded the previous one.
+    fn reopen(&mut self) -> Result<(), PluginError> {
+        let mut fresh = instance(&self.compiled)?;
+        call(&mut fresh, "kvs_logger_open", self.guest_config.as_bytes()).map_err(|e| {
+            let e = e.into_error();
+            PluginError::new(
+                e.code(),
+                format!("WASM logger {}: {}", self.name, e.message()),
+            )
+        })?;
+        self.instance = Some(fresh);
+        Ok(())
+    }
+
     fn call(&mut self, func: &str, input: &[u8]) -> Result<Vec<u8>, PluginError> {
         if self.instance.is_none() {
-            let mut fresh = instance(&self.compiled)?;
-            match call(&mut fresh, "kvs_logger_open", self.guest_config.as_bytes()) {
-                Ok(_) => self.instance = Some(fresh),
-                Err(CallError::Guest(e) | CallError::Trapped(e)) => return Err(e),
-            }
+            self.reopen()?;
         }
         let plugin = self.instance.as_mut().expect("just ensured");
         match call(plugin, func, input) {
             Ok(out) => Ok(out),
             Err(CallError::Guest(e)) => Err(e),
-            Err(CallError::Trapped(e)) => {
+            Err(failed) => {
                 self.instance = None;
+                let e = failed.into_error();
                 Err(PluginError::new(
                     e.code(),
                     format!(
@@ -428,7 +447,7 @@ impl LoggerApi for WasmLogger {
 /// Opens a `.wasm` logger with its table.
 pub fn open_logger(path: &Path, name: &str, table: &str) -> Result<LoggerBox, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
-    let compiled = compile(path, &sandbox).map_err(PluginError::internal)?;
+    let compiled = compile(path, &sandbox, None).map_err(PluginError::internal)?;
     let mut logger = WasmLogger {
         name: name.to_string(),
         compiled,
@@ -436,20 +455,7 @@ pub fn open_logger(path: &Path, name: &str, table: &str) -> Result<LoggerBox, Pl
         instance: None,
     };
     // Open now, so a bad config or a missing grant fails start-up, not the first write.
-    let mut fresh = instance(&logger.compiled)?;
-    match call(
-        &mut fresh,
-        "kvs_logger_open",
-        logger.guest_config.as_bytes(),
-    ) {
-        Ok(_) => logger.instance = Some(fresh),
-        Err(CallError::Guest(e) | CallError::Trapped(e)) => {
-            return Err(PluginError::new(
-                e.code(),
-                format!("WASM logger {name}: {}", e.message()),
-            ));
-        }
-    }
+    logger.reopen()?;
     Ok(LoggerApi_TO::from_value(logger, TD_Opaque))
 }
 
@@ -463,11 +469,11 @@ struct Pool {
 }
 
 impl Pool {
-    fn handle(&self, request: &[u8]) -> Result<Vec<u8>, PluginError> {
+    fn handle(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
         let popped = self.idle.lock().unwrap().pop();
         let mut plugin = match popped {
             Some(p) => p,
-            None => instance(&self.compiled)?,
+            None => instance(&self.compiled).map_err(CallError::Trapped)?,
         };
         match call(&mut plugin, "kvs_http_handle", request) {
             Ok(out) => {
@@ -476,10 +482,11 @@ impl Pool {
             }
             Err(CallError::Guest(e)) => {
                 self.idle.lock().unwrap().push(plugin);
-                Err(e)
+                Err(CallError::Guest(e))
             }
-            // A trapped instance is dropped here; the next call gets a fresh one.
-            Err(CallError::Trapped(e)) => Err(e),
+            // A trapped or timed-out instance is dropped here; the next call gets a
+            // fresh one.
+            Err(failed) => Err(failed),
         }
     }
 }
@@ -558,7 +565,8 @@ async fn edge(
     // in place (tokio moves its other tasks elsewhere) rather than paying a hand-off to
     // the blocking pool on every request.
     let response = tokio::task::block_in_place(|| edge.pool.handle(&encoded)).and_then(|bytes| {
-        wire::HttpResponse::decode(&bytes).map_err(|e| PluginError::internal(e.to_string()))
+        wire::HttpResponse::decode(&bytes)
+            .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))
     });
     match response {
         Ok(r) => {
@@ -570,13 +578,13 @@ async fn edge(
                 .body(axum::body::Body::from(r.body))
                 .unwrap_or_else(|e| text(500, e.to_string()))
         }
-        Err(e) => {
-            let status = match e.code() {
-                _ if e.message().ends_with("timeout") => 504,
-                ErrorCode::UNAVAILABLE => 503,
+        Err(failed) => {
+            let status = match &failed {
+                CallError::TimedOut(_) => 504,
+                CallError::Guest(e) if e.code() == ErrorCode::UNAVAILABLE => 503,
                 _ => 500,
             };
-            text(status, e.message().to_string())
+            text(status, failed.into_error().message().to_string())
         }
     }
 }
@@ -616,8 +624,7 @@ pub fn start_frontend(
     table: &str,
 ) -> Result<FrontendBox, PluginError> {
     let (sandbox, _guest_config) = Sandbox::split(table)?;
-    let compiled = compile(path, &sandbox).map_err(PluginError::internal)?;
-    *compiled.slot.write().unwrap() = Some(store.clone());
+    let compiled = compile(path, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     let listener = std::net::TcpListener::bind(&sandbox.listen).map_err(|e| {
         PluginError::invalid_input(format!(
             "cannot listen on {}: {e}; set listen in the plug-in's table",

@@ -39,21 +39,17 @@ pub fn plugin_dir(libs: &[&str]) -> tempfile::TempDir {
 
 /// A config for the host library (no frontends unless named).
 pub fn config(plugins_dir: &Path, logger: &str, toml: &str) -> Config {
+    let mut raw = RawConfig::parse(toml).unwrap();
+    // No frontends unless the test names some (the host's default is `rest`).
+    raw.frontends.get_or_insert_with(Vec::new);
     Config::resolve(
-        RawConfig::parse(toml).unwrap(),
+        raw,
         Overrides {
             plugins_dir: Some(plugins_dir.to_path_buf()),
             logger: Some(logger.to_string()),
-            frontends: Vec::new(),
-            repair_log: false,
+            ..Overrides::default()
         },
     )
-    .map(|mut c| {
-        if !toml.contains("frontends") {
-            c.frontends.clear();
-        }
-        c
-    })
     .unwrap()
 }
 
