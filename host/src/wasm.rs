@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +57,10 @@ pub struct Sandbox {
     /// Where the host listens for a WASM HTTP frontend. Default `127.0.0.1:8081`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Async worker threads of a WASM HTTP frontend's server. Default 3: guest calls run
+    /// inline on all but one of them, which stays free for connections and probes.
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
 }
 
 fn default_memory() -> u32 {
@@ -71,13 +75,17 @@ fn default_pool() -> usize {
 fn default_listen() -> String {
     "127.0.0.1:8081".into()
 }
+fn default_workers() -> usize {
+    3
+}
 
-const SANDBOX_KEYS: [&str; 5] = [
+const SANDBOX_KEYS: [&str; 6] = [
     "data_dir",
     "memory_max_mb",
     "call_timeout_ms",
     "pool_size",
     "listen",
+    "worker_threads",
 ];
 
 impl Sandbox {
@@ -94,9 +102,13 @@ impl Sandbox {
         let sandbox: Sandbox = ours.try_into().map_err(|e: toml::de::Error| {
             PluginError::invalid_input(format!("sandbox settings: {e}"))
         })?;
-        if sandbox.pool_size == 0 || sandbox.memory_max_mb == 0 || sandbox.call_timeout_ms == 0 {
+        if sandbox.pool_size == 0
+            || sandbox.memory_max_mb == 0
+            || sandbox.call_timeout_ms == 0
+            || sandbox.worker_threads == 0
+        {
             return Err(PluginError::invalid_input(
-                "pool_size, memory_max_mb and call_timeout_ms must be at least 1",
+                "pool_size, memory_max_mb, call_timeout_ms and worker_threads must be at least 1",
             ));
         }
         let guest = toml::to_string(&all).map_err(|e| PluginError::internal(e.to_string()))?;
@@ -110,6 +122,7 @@ impl Sandbox {
             call_timeout_ms: 5000,
             pool_size: 1,
             listen: default_listen(),
+            worker_threads: 1,
         }
     }
 }
@@ -278,13 +291,22 @@ fn bad(e: wire::WireError) -> PluginError {
     PluginError::invalid_input(e.to_string())
 }
 
-/// Blocks the calling (blocking-pool) thread until the write is durable.
+/// Blocks until the write is durable. Guest calls run on the frontend's async workers,
+/// so the wait is announced with `block_in_place` (tokio moves the worker's other tasks
+/// elsewhere); reads never pay for that hand-off.
 fn wait_write(submit: impl FnOnce(Completion)) -> Result<Vec<u8>, PluginError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     submit(Completion::new(move |r| {
         let _ = tx.send(r);
     }));
-    rx.recv()
+    let on_async_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let outcome = if on_async_worker {
+        tokio::task::block_in_place(|| rx.recv())
+    } else {
+        rx.recv()
+    };
+    outcome
         .unwrap_or_else(|_| Err(PluginError::unavailable("write dropped")))
         .map(|()| Vec::new())
 }
@@ -466,9 +488,28 @@ struct Pool {
     compiled: Compiled,
     idle: Mutex<Vec<Plugin>>,
     permits: tokio::sync::Semaphore,
+    /// Guest calls running right now on an async worker itself.
+    inline_calls: AtomicUsize,
+    /// At most this many run inline: one worker fewer than the runtime has, so a guest
+    /// that spins until its timeout can never leave no worker to accept connections.
+    inline_limit: usize,
 }
 
 impl Pool {
+    /// Runs a guest call from an async worker. Inline is cheapest (a few microseconds
+    /// per call); past `inline_limit` concurrent calls the worker hands its other tasks
+    /// to a fresh thread first (`block_in_place`), which costs a thread wake-up.
+    fn handle_on_worker(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
+        let running = self.inline_calls.fetch_add(1, Ordering::AcqRel);
+        let result = if running < self.inline_limit {
+            self.handle(request)
+        } else {
+            tokio::task::block_in_place(|| self.handle(request))
+        };
+        self.inline_calls.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
     fn handle(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
         let popped = self.idle.lock().unwrap().pop();
         let mut plugin = match popped {
@@ -561,10 +602,10 @@ async fn edge(
     let Ok(_permit) = edge.pool.permits.acquire().await else {
         return text(503, "shutting down".into());
     };
-    // The guest call is synchronous and may block on a durable write: block this worker
-    // in place (tokio moves its other tasks elsewhere) rather than paying a hand-off to
-    // the blocking pool on every request.
-    let response = tokio::task::block_in_place(|| edge.pool.handle(&encoded)).and_then(|bytes| {
+    // The guest call is CPU-bound and capped by call_timeout_ms, so it runs on this async
+    // worker (see `handle_on_worker`); a durable write inside it hands the worker off
+    // itself (`wait_write`), so a GET pays no thread hand-off at all.
+    let response = edge.pool.handle_on_worker(&encoded).and_then(|bytes| {
         wire::HttpResponse::decode(&bytes)
             .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))
     });
@@ -634,7 +675,7 @@ pub fn start_frontend(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(sandbox.worker_threads)
         .max_blocking_threads(sandbox.pool_size.max(1) * 2)
         .thread_name("kvs-wasm-http")
         .enable_all()
@@ -646,6 +687,8 @@ pub fn start_frontend(
             permits: tokio::sync::Semaphore::new(sandbox.pool_size),
             idle: Mutex::new(Vec::new()),
             compiled,
+            inline_calls: AtomicUsize::new(0),
+            inline_limit: sandbox.worker_threads - 1,
         }),
         stopping: stopping.clone(),
     };

@@ -180,6 +180,79 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
 }
 
 #[test]
+fn spinning_guests_leave_a_worker_free_for_other_requests() {
+    // Guest calls run on the frontend's async workers, all but one of them. Three calls
+    // spinning to their timeout on a two-worker server must not stall anything else.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    std::fs::copy(
+        wasm_fixture("kvs_wasm_fixture_hostile"),
+        plugins.join("hostile.wasm"),
+    )
+    .unwrap();
+    let cfg = config(
+        dir.path(),
+        "file",
+        "hostile",
+        "[plugins.hostile]\nlisten = \"127.0.0.1:0\"\ncall_timeout_ms = 3000\npool_size = 4\nworker_threads = 2\n",
+    );
+    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    let spinners: Vec<_> = (0..3)
+        .map(|_| {
+            let url = kvs.at("/spin");
+            std::thread::spawn(move || client().get(url).send().unwrap().status())
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let http = client();
+    for path in ["/healthz", "/ok"] {
+        let started = std::time::Instant::now();
+        let r = http.get(kvs.at(path)).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1500),
+            "{path} waited {:?} behind spinning guests",
+            started.elapsed()
+        );
+    }
+    for spinner in spinners {
+        assert_eq!(spinner.join().unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    kvs.stop();
+}
+
+#[test]
+fn one_guest_timing_out_does_not_cut_short_another_guests_call() {
+    // Timeouts are per call: a call that outlives its deadline is stopped, while a call
+    // on another instance of the same module, still within its own, runs to the end.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    std::fs::copy(
+        wasm_fixture("kvs_wasm_fixture_hostile"),
+        plugins.join("hostile.wasm"),
+    )
+    .unwrap();
+    let cfg = config(
+        dir.path(),
+        "file",
+        "hostile",
+        "[plugins.hostile]\nlisten = \"127.0.0.1:0\"\ncall_timeout_ms = 1000\npool_size = 2\n",
+    );
+    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    let spin = kvs.at("/spin");
+    let spinner = std::thread::spawn(move || client().get(spin).send().unwrap().status());
+    // Busy from 0.5 s to 1.3 s after the spinner started: across its timeout at 1 s.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = client().get(kvs.at("/busy/800")).send().unwrap();
+    assert_eq!(
+        (r.status(), r.text().unwrap()),
+        (StatusCode::OK, "done".to_string())
+    );
+    assert_eq!(spinner.join().unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    kvs.stop();
+}
+
+#[test]
 fn bad_wasm_modules_are_refused_with_the_documented_messages() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(

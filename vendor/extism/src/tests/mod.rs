@@ -1,0 +1,4 @@
+mod issues;
+mod kernel;
+mod pool;
+mod runtime;
