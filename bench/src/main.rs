@@ -261,45 +261,45 @@ fn rest(plugins: &Path) -> Result<()> {
              request = function()\n  n = n + 1\n  return wrk.format('PUT', '/v1/key/k' .. (n % 10000), nil, body)\nend\n"
         ),
     )?;
-    let secs = 10;
+    let secs = 5;
+    let rounds = 3;
     println!(
-        "== frontends vs Redis: 32 concurrent clients, {VALUE_BYTES}-byte values, {secs}s per run, loopback\n   \
+        "== frontends vs Redis: 32 concurrent clients, {VALUE_BYTES}-byte values, loopback\n   \
          (each frontend alone in a fresh kvs, file logger with sync = always; REST and WASM\n   \
          REST: wrk; gRPC: tonic clients in this process, unary kvs.v1 calls; Redis:\n   \
-         redis-benchmark with appendfsync always)"
+         redis-benchmark with appendfsync always)\n   \
+         {rounds} rounds of {secs}s runs, the contenders taking turns within each round;\n   \
+         each figure is the median of its rounds (this machine's load varies by ~15%)"
     );
-    // Each frontend alone in a fresh kvs, as an operator would run it.
-    let (get, put) = {
-        let (_kvs, port, _dir) = start_kvs(plugins, "rest", "worker_threads = 2")?;
-        let url = format!("http://127.0.0.1:{port}");
-        seed_hot(&url)?;
-        (
-            wrk(&format!("{url}/v1/key/hot"), None, secs)?,
-            wrk(&format!("{url}/v1/key/k"), Some(&put_script), secs)?,
-        )
-    };
-    let (grpc_get, grpc_put) = {
+    let mut rest_runs = (Vec::new(), Vec::new());
+    let mut wasm_runs = (Vec::new(), Vec::new());
+    let mut grpc_runs = (Vec::new(), Vec::new());
+    let mut redis_runs = (Vec::new(), Vec::new());
+    let redis = Redis::start()
+        .inspect_err(|e| println!("   no Redis side by side: {e:#}"))
+        .ok();
+    for _ in 0..rounds {
+        // Each frontend alone in a fresh kvs, as an operator would run it.
+        let (get, put) = http_load(plugins, "rest", "worker_threads = 2", &put_script, secs)?;
+        rest_runs.0.push(get);
+        rest_runs.1.push(put);
+        let (get, put) = http_load(plugins, "wasm-rest", "pool_size = 8", &put_script, secs)?;
+        wasm_runs.0.push(get);
+        wasm_runs.1.push(put);
         let (_kvs, port, _dir) = start_kvs(plugins, "grpc", "worker_threads = 2")?;
-        (grpc_load(port, false, secs)?, grpc_load(port, true, secs)?)
-    };
-    let (wasm_get, wasm_put) = {
-        let (_kvs, port, _dir) = start_kvs(plugins, "wasm-rest", "pool_size = 8")?;
-        let url = format!("http://127.0.0.1:{port}");
-        seed_hot(&url)?;
-        (
-            wrk(&format!("{url}/v1/key/hot"), None, secs)?,
-            wrk(&format!("{url}/v1/key/k"), Some(&put_script), secs)?,
-        )
-    };
-    let (redis_get, redis_set) = match Redis::start() {
-        Ok(r) => (
-            Some(r.benchmark("get", 32, 400_000)?),
-            Some(r.benchmark("set", 32, 100_000)?),
-        ),
-        Err(e) => {
-            println!("   no Redis side by side: {e:#}");
-            (None, None)
+        grpc_runs.0.push(grpc_load(port, false, secs)?);
+        grpc_runs.1.push(grpc_load(port, true, secs)?);
+        if let Some(r) = &redis {
+            redis_runs.0.push(r.benchmark("get", 32, 300_000)?);
+            redis_runs.1.push(r.benchmark("set", 32, 100_000)?);
         }
+    }
+    let (get, put) = (median(&rest_runs.0), median(&rest_runs.1));
+    let (wasm_get, wasm_put) = (median(&wasm_runs.0), median(&wasm_runs.1));
+    let (grpc_get, grpc_put) = (median(&grpc_runs.0), median(&grpc_runs.1));
+    let (redis_get, redis_set) = match redis {
+        Some(_) => (Some(median(&redis_runs.0)), Some(median(&redis_runs.1))),
+        None => (None, None),
     };
     println!(
         "{:>12}  {:>12}  {:>12}  {:>12}  {:>11}",
@@ -325,7 +325,51 @@ fn rest(plugins: &Path) -> Result<()> {
             wasm / native
         );
     }
+    println!("\n   every round, req/s:");
+    let all = [
+        ("REST GET", &rest_runs.0),
+        ("REST PUT", &rest_runs.1),
+        ("WASM REST GET", &wasm_runs.0),
+        ("WASM REST PUT", &wasm_runs.1),
+        ("gRPC Get", &grpc_runs.0),
+        ("gRPC Put", &grpc_runs.1),
+        ("Redis GET", &redis_runs.0),
+        ("Redis SET", &redis_runs.1),
+    ];
+    for (what, runs) in all.into_iter().filter(|(_, r)| !r.is_empty()) {
+        let runs: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        println!("   {what:>14}: {}", runs.join("  "));
+    }
     Ok(())
+}
+
+/// GET and durable PUT rates through an HTTP frontend in a fresh kvs, with wrk.
+fn http_load(
+    plugins: &Path,
+    frontend: &str,
+    extra: &str,
+    put_script: &Path,
+    secs: u64,
+) -> Result<(f64, f64)> {
+    let (_kvs, port, _dir) = start_kvs(plugins, frontend, extra)?;
+    let url = format!("http://127.0.0.1:{port}");
+    seed_hot(&url)?;
+    Ok((
+        wrk(&format!("{url}/v1/key/hot"), None, secs)?,
+        wrk(&format!("{url}/v1/key/k"), Some(put_script), secs)?,
+    ))
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(runs: &[f64]) -> f64 {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
 }
 
 /// Starts a release `kvs` with the file logger (`sync = always`) and one frontend on a

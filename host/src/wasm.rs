@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,8 +57,7 @@ pub struct Sandbox {
     /// Where the host listens for a WASM HTTP frontend. Default `127.0.0.1:8081`.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Async worker threads of a WASM HTTP frontend's server. Default 3: guest calls run
-    /// inline on all but one of them, which stays free for connections and probes.
+    /// Async worker threads of a WASM HTTP frontend's server. Default 2.
     #[serde(default = "default_workers")]
     pub worker_threads: usize,
 }
@@ -76,7 +75,7 @@ fn default_listen() -> String {
     "127.0.0.1:8081".into()
 }
 fn default_workers() -> usize {
-    3
+    2
 }
 
 const SANDBOX_KEYS: [&str; 6] = [
@@ -127,6 +126,29 @@ impl Sandbox {
     }
 }
 
+/// A guest call running this long is no longer treated as quick: if it runs on an async
+/// worker, the worker's other tasks move to another thread (extism checks on its 10 ms
+/// ticks, so that happens within about 12 ms). Typical calls take microseconds.
+const LONG_CALL: Duration = Duration::from_millis(2);
+
+/// Called (by extism, on the calling thread) once a guest call has run for `LONG_CALL`.
+/// If that thread is an async worker, its other tasks move to a new worker thread for
+/// the rest of the call. `block_in_place` alone would not do: it takes its worker back
+/// when its closure returns if the new thread has not yet started, so the closure waits
+/// until a task spawned from here (queued on this worker) has run elsewhere.
+fn hand_off_worker() {
+    if !in_multi_thread_runtime() {
+        return;
+    }
+    let (moved, has_moved) = std::sync::mpsc::sync_channel(1);
+    tokio::runtime::Handle::current().spawn(async move {
+        let _ = moved.send(());
+    });
+    tokio::task::block_in_place(|| {
+        let _ = has_moved.recv_timeout(Duration::from_millis(100));
+    });
+}
+
 /// A module compiled once with its sandbox and host functions; instances come from it.
 struct Compiled {
     compiled: extism::CompiledPlugin,
@@ -170,7 +192,8 @@ fn compile(path: &Path, sandbox: &Sandbox, store: StoreRef) -> Result<Compiled, 
     ];
     let builder = PluginBuilder::new(manifest)
         .with_wasi(true)
-        .with_functions(functions);
+        .with_functions(functions)
+        .with_long_call_hook(LONG_CALL, hand_off_worker);
     let compiled = extism::CompiledPlugin::new(builder).map_err(|e| {
         format!(
             "not a loadable WebAssembly module: {}",
@@ -291,6 +314,14 @@ fn bad(e: wire::WireError) -> PluginError {
     PluginError::invalid_input(e.to_string())
 }
 
+/// Whether `block_in_place` may be called here: inside a multi-threaded tokio runtime
+/// (where it hands the worker's other tasks to another thread, or does nothing on a
+/// thread that is not a worker). Outside one, or in a current-thread runtime, it must not.
+fn in_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// Blocks until the write is durable. Guest calls run on the frontend's async workers,
 /// so the wait is announced with `block_in_place` (tokio moves the worker's other tasks
 /// elsewhere); reads never pay for that hand-off.
@@ -299,9 +330,7 @@ fn wait_write(submit: impl FnOnce(Completion)) -> Result<Vec<u8>, PluginError> {
     submit(Completion::new(move |r| {
         let _ = tx.send(r);
     }));
-    let on_async_worker = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let outcome = if on_async_worker {
+    let outcome = if in_multi_thread_runtime() {
         tokio::task::block_in_place(|| rx.recv())
     } else {
         rx.recv()
@@ -488,28 +517,9 @@ struct Pool {
     compiled: Compiled,
     idle: Mutex<Vec<Plugin>>,
     permits: tokio::sync::Semaphore,
-    /// Guest calls running right now on an async worker itself.
-    inline_calls: AtomicUsize,
-    /// At most this many run inline: one worker fewer than the runtime has, so a guest
-    /// that spins until its timeout can never leave no worker to accept connections.
-    inline_limit: usize,
 }
 
 impl Pool {
-    /// Runs a guest call from an async worker. Inline is cheapest (a few microseconds
-    /// per call); past `inline_limit` concurrent calls the worker hands its other tasks
-    /// to a fresh thread first (`block_in_place`), which costs a thread wake-up.
-    fn handle_on_worker(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
-        let running = self.inline_calls.fetch_add(1, Ordering::AcqRel);
-        let result = if running < self.inline_limit {
-            self.handle(request)
-        } else {
-            tokio::task::block_in_place(|| self.handle(request))
-        };
-        self.inline_calls.fetch_sub(1, Ordering::AcqRel);
-        result
-    }
-
     fn handle(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
         let popped = self.idle.lock().unwrap().pop();
         let mut plugin = match popped {
@@ -602,10 +612,11 @@ async fn edge(
     let Ok(_permit) = edge.pool.permits.acquire().await else {
         return text(503, "shutting down".into());
     };
-    // The guest call is CPU-bound and capped by call_timeout_ms, so it runs on this async
-    // worker (see `handle_on_worker`); a durable write inside it hands the worker off
-    // itself (`wait_write`), so a GET pays no thread hand-off at all.
-    let response = edge.pool.handle_on_worker(&encoded).and_then(|bytes| {
+    // The guest call runs right here on the async worker: a typical call takes a few
+    // microseconds, far less than handing it to another thread would cost. A call that
+    // turns out long (`LONG_CALL`) or waits for a durable write (`wait_write`) hands the
+    // worker's other tasks to another thread first, so nothing else waits behind it.
+    let response = edge.pool.handle(&encoded).and_then(|bytes| {
         wire::HttpResponse::decode(&bytes)
             .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))
     });
@@ -687,8 +698,6 @@ pub fn start_frontend(
             permits: tokio::sync::Semaphore::new(sandbox.pool_size),
             idle: Mutex::new(Vec::new()),
             compiled,
-            inline_calls: AtomicUsize::new(0),
-            inline_limit: sandbox.worker_threads - 1,
         }),
         stopping: stopping.clone(),
     };

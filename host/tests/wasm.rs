@@ -181,8 +181,9 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
 
 #[test]
 fn spinning_guests_leave_a_worker_free_for_other_requests() {
-    // Guest calls run on the frontend's async workers, all but one of them. Three calls
-    // spinning to their timeout on a two-worker server must not stall anything else.
+    // Guest calls run on the frontend's async workers; one that runs long hands its
+    // worker's other tasks to a new thread. Three calls spinning to their timeout on a
+    // two-worker server must not stall anything else.
     let dir = tempfile::tempdir().unwrap();
     let plugins = copy_of_staged_plugins(dir.path());
     std::fs::copy(

@@ -176,6 +176,10 @@ pub struct Plugin {
 
     pub(crate) error_msg: Option<Vec<u8>>,
 
+    /// kvs patch: run once per call when the call turns out to be long. An `Arc` of this
+    /// plugin's own, so cloning it per call touches no count shared with other threads.
+    pub(crate) long_call_hook: Option<std::sync::Arc<crate::plugin_builder::LongCallHook>>,
+
     pub(crate) fuel: Option<u64>,
 
     pub(crate) host_context: Rooted<ExternRef>,
@@ -508,6 +512,11 @@ impl Plugin {
             debug_options: compiled.options.debug_options.clone(),
             _functions: imports,
             error_msg: None,
+            long_call_hook: compiled
+                .options
+                .long_call_hook
+                .clone()
+                .map(std::sync::Arc::new),
             fuel: compiled.options.fuel,
             host_context,
         };
@@ -939,13 +948,23 @@ impl Plugin {
             .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
         let cancelled = self.cancel_handle.cancelled.clone();
         cancelled.store(false, std::sync::atomic::Ordering::Release);
+        let started = std::time::Instant::now();
+        let mut long_call_hook = self.long_call_hook.clone();
         self.store.epoch_deadline_callback(move |_| {
-            let expired = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            let now = std::time::Instant::now();
+            let expired = deadline.is_some_and(|d| now >= d);
             if expired || cancelled.load(std::sync::atomic::Ordering::Acquire) {
-                Err(wasmtime::Error::from(wasmtime::Trap::Interrupt))
-            } else {
-                Ok(UpdateDeadline::Continue(1))
+                return Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
             }
+            if long_call_hook
+                .as_ref()
+                .is_some_and(|h| now.duration_since(started) >= h.after)
+            {
+                if let Some(h) = long_call_hook.take() {
+                    (h.hook)();
+                }
+            }
+            Ok(UpdateDeadline::Continue(1))
         });
         self.store.set_epoch_deadline(1);
         self.current_plugin_mut().start_time = std::time::Instant::now();

@@ -48,6 +48,15 @@ pub(crate) struct PluginBuilderOptions {
     pub(crate) cache_config: Option<Option<PathBuf>>,
     pub(crate) fuel: Option<u64>,
     pub(crate) http_response_headers: bool,
+    /// kvs patch: see `PluginBuilder::with_long_call_hook`.
+    pub(crate) long_call_hook: Option<LongCallHook>,
+}
+
+/// kvs patch: what to run, once per call, when a call has been running for a while.
+#[derive(Clone)]
+pub(crate) struct LongCallHook {
+    pub(crate) after: std::time::Duration,
+    pub(crate) hook: std::sync::Arc<dyn Fn() + Send + Sync>,
 }
 
 impl<'a> PluginBuilder<'a> {
@@ -63,6 +72,7 @@ impl<'a> PluginBuilder<'a> {
                 cache_config: None,
                 fuel: None,
                 http_response_headers: false,
+                long_call_hook: None,
             },
         }
     }
@@ -161,6 +171,23 @@ impl<'a> PluginBuilder<'a> {
     /// Turn wasmtime compilation caching off
     pub fn with_cache_disabled(mut self) -> Self {
         self.options.cache_config = Some(None);
+        self
+    }
+
+    /// kvs patch: run `hook` on the calling thread, at most once per call, when a call has
+    /// been running for `after` (checked on the timer's ticks, so a little later). A host
+    /// that runs calls on an async executor's worker can use it to hand the worker's
+    /// other work to another thread (e.g. `tokio::task::block_in_place(|| {})`) only for
+    /// the rare call that turns out to be long.
+    pub fn with_long_call_hook(
+        mut self,
+        after: std::time::Duration,
+        hook: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
+        self.options.long_call_hook = Some(LongCallHook {
+            after,
+            hook: std::sync::Arc::new(hook),
+        });
         self
     }
 
