@@ -110,6 +110,9 @@ pub struct FileLogger {
     compaction: Option<compact::Compaction>,
     /// Length of the valid log: appends go here.
     len: u64,
+    /// Length of the file: `len` plus zeros written ahead of the appends (`sync =
+    /// "always"`), so that an fdatasync after an append need not commit a new file size.
+    allocated: u64,
     /// Set once the file has been scanned (torn tail truncated), i.e. replay ran.
     scanned: bool,
     /// Set when a write or sync failed: the file's state is uncertain, refuse writes.
@@ -222,6 +225,7 @@ impl FileLogger {
             compacted_len: HEADER_LEN,
             compaction: None,
             len: HEADER_LEN,
+            allocated: HEADER_LEN,
             scanned: false,
             broken,
             buf: Vec::new(),
@@ -270,6 +274,8 @@ impl FileLogger {
             bodies.clear();
             result
         };
+        // Zeros after the last record are space written ahead by `append`: the end.
+        let mut zero_tail = false;
         let problem: Option<(u64, String, bool)> = loop {
             if offset == file_len {
                 break None;
@@ -287,6 +293,10 @@ impl FileLogger {
                 RecordHeader::Damaged => {
                     let torn =
                         rest_is_zero(&mut reader).map_err(|e| io_err(&path, "cannot read", e))?;
+                    if torn && h.iter().all(|&b| b == 0) {
+                        zero_tail = true;
+                        break None;
+                    }
                     break Some((offset, "damaged record length".into(), torn));
                 }
             };
@@ -299,10 +309,12 @@ impl FileLogger {
                 .read_exact(&mut arena[start..])
                 .map_err(|e| io_err(&path, "cannot read", e))?;
             let body = &arena[start..];
-            let at_end = offset + (RECORD_HEADER_LEN + len) as u64 == file_len;
             if crc32c::crc32c(body) != body_crc {
                 arena.truncate(start);
-                break Some((offset, "checksum mismatch".into(), at_end));
+                // The last record written, if only zeros (or nothing) follow it.
+                let torn =
+                    rest_is_zero(&mut reader).map_err(|e| io_err(&path, "cannot read", e))?;
+                break Some((offset, "checksum mismatch".into(), torn));
             }
             let sequence = match format::decode(body) {
                 Ok(e) => e.sequence,
@@ -367,6 +379,7 @@ impl FileLogger {
         }
         // On a problem the loop stopped with `offset` at the bad record, now the end.
         self.len = offset;
+        self.allocated = if zero_tail { file_len } else { offset };
         self.compacted_len = offset;
         self.scanned = true;
         Ok(())
@@ -384,7 +397,36 @@ impl FileLogger {
     }
 }
 
+/// How far ahead of the appends the file is zero-filled (`sync = "always"`). ext4 and
+/// most file systems must commit a new file size to their journal on fdatasync; a write
+/// into blocks that already hold zeros needs only the data flushed, roughly halving the
+/// cost of each durable batch. Real zeros, not `fallocate`: an unwritten extent turned
+/// written is a metadata change too.
+const WRITE_AHEAD_BYTES: u64 = 4 << 20;
+
 impl FileLogger {
+    /// Makes sure the file holds at least `end` bytes, zero-filling a chunk past it.
+    fn write_ahead(&mut self, end: u64) -> Result<(), PluginError> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let target = end.div_ceil(WRITE_AHEAD_BYTES) * WRITE_AHEAD_BYTES;
+        let zeros = vec![0u8; (target - self.allocated).min(1 << 20) as usize];
+        let mut at = self.allocated;
+        while at < target {
+            let n = zeros.len().min((target - at) as usize);
+            if let Err(e) = self.file.write_all_at(&zeros[..n], at) {
+                // Out of space, most likely: give the partial zeros back. The log itself
+                // is untouched, so the batch just fails.
+                let _ = self.file.set_len(self.allocated);
+                return Err(io_err(&self.config.path, "cannot extend", e));
+            }
+            at += n as u64;
+        }
+        self.allocated = target;
+        Ok(())
+    }
+
     /// Starts a background compaction if the log has grown enough and none is running.
     fn maybe_compact(&mut self) {
         let pct = self.config.compact_growth_percent;
@@ -455,6 +497,7 @@ impl FileLogger {
                 self.file = Arc::new(new.file);
                 *self.current.lock().unwrap() = self.file.clone();
                 self.len = new.len + tail;
+                self.allocated = self.len;
                 self.compacted_len = self.len;
                 eprintln!(
                     "kvs file logger: compacted {}: {before} -> {} bytes ({} live records kept, {} superseded dropped)",
@@ -530,9 +573,13 @@ impl TransactionLogger for FileLogger {
             }
             format::encode(event, &mut self.buf);
         }
+        if self.config.sync == SyncPolicy::Always {
+            self.write_ahead(self.len + self.buf.len() as u64)?;
+        }
         if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
             // Cut off whatever part of the batch reached the file; if even that fails
             // the tail is uncertain, so stop taking writes.
+            self.allocated = self.len;
             if self.file.set_len(self.len).is_err() {
                 self.broken.store(true, Ordering::Release);
             }
@@ -547,6 +594,7 @@ impl TransactionLogger for FileLogger {
             return Err(io_err(&self.config.path, "cannot fdatasync", e));
         }
         self.len += self.buf.len() as u64;
+        self.allocated = self.allocated.max(self.len);
         self.maybe_compact();
         if self.buf.capacity() > 16 << 20 {
             self.buf = Vec::new(); // don't keep a huge buffer after a burst of big values
@@ -574,7 +622,22 @@ impl TransactionLogger for FileLogger {
         self.fail_if_broken()?;
         self.file
             .sync_data()
-            .map_err(|e| io_err(&self.config.path, "cannot fdatasync", e))
+            .map_err(|e| io_err(&self.config.path, "cannot fdatasync", e))?;
+        if self.allocated > self.len {
+            // Leave the file as long as its records; the zeros would be skipped anyway.
+            match self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_all())
+            {
+                Ok(()) => self.allocated = self.len,
+                Err(e) => warn(&format!(
+                    "{}: cannot trim the space written ahead: {e}",
+                    self.config.path.display()
+                )),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -105,6 +105,57 @@ fn a_zero_filled_tail_is_torn_not_corrupt() {
 }
 
 #[test]
+fn space_written_ahead_is_skipped_on_replay_and_trimmed_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    replay_all(&mut logger).unwrap();
+    let mut all = Vec::new();
+    for seq in 1..=3u64 {
+        logger
+            .append(&[Event::put(seq, b"key", &[seq as u8; 10])])
+            .unwrap();
+        all.push((seq, EventKind::PUT, b"key".to_vec(), vec![seq as u8; 10]));
+    }
+    let records_end = logger.len;
+    // While open the file runs ahead of its records, in zeros.
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, super::WRITE_AHEAD_BYTES);
+    assert!(bytes[records_end as usize..].iter().all(|&b| b == 0));
+    // A crash now (no close): the zeros are the end of the log, not damage.
+    drop(logger);
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut logger).unwrap(), all);
+    assert_eq!(logger.len, records_end);
+    logger.append(&[Event::put(4, b"key", b"four")]).unwrap();
+    all.push((4, EventKind::PUT, b"key".to_vec(), b"four".to_vec()));
+    logger.close().unwrap();
+    let closed_len = std::fs::metadata(&path).unwrap().len();
+    let mut again = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut again).unwrap(), all);
+    assert_eq!(closed_len, again.len, "close trims the file to its records");
+}
+
+#[test]
+fn a_torn_record_inside_space_written_ahead_is_cut_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let all = write_records(&path, 3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let end = bytes.len();
+    // A fourth record's first bytes reached the disk, the rest of it (and the space
+    // after it) is still the zeros written ahead.
+    let mut record = Vec::new();
+    super::format::encode(&Event::put(4, b"key", b"value"), &mut record);
+    bytes.extend_from_slice(&record[..record.len() - 3]);
+    bytes.resize(end + 4096, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut logger).unwrap(), all);
+    assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, end);
+}
+
+#[test]
 fn a_flipped_byte_mid_file_is_refused_then_repaired_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kvs.log");
