@@ -7,7 +7,9 @@
 //! * [`start_frontend`]: the host owns the listener (the sandbox has no sockets): an
 //!   axum server that answers `/healthz` and `/readyz` itself and hands every other
 //!   request to `kvs_http_handle` on an instance from a pool. An instance serves one
-//!   call at a time; one that traps or times out is dropped, never reused.
+//!   call at a time; one that traps or times out is dropped, never reused. Calls run on
+//!   the server's async workers; a long one, or a durable write, hands its worker's
+//!   other tasks to another thread (`hand_off_worker`, `wait_write`).
 //!
 //! Every instance gets a memory cap and a per-call timeout; WASI without network, and
 //! no file system unless the operator grants `data_dir`, mounted at `/data`. Those
