@@ -2,7 +2,7 @@
 //!
 //! * [`handshake`]: instantiate with default limits, call `kvs_handshake`, check the
 //!   version with the same rule and messages as native plug-ins.
-//! * [`open_logger`]: a [`WasmLogger`] — one instance, reopened after a trap — wrapped as
+//! * [`open_logger`]: a `WasmLogger` — one instance, reopened after a trap — wrapped as
 //!   a `LoggerBox`, so the writer cannot tell it from a native logger.
 //! * [`start_frontend`]: the host owns the listener (the sandbox has no sockets): an
 //!   axum server that answers `/healthz` and `/readyz` itself and hands every other
