@@ -128,22 +128,31 @@ fn native_and_wasm_plug_ins_mix_both_ways() {
     }
 }
 
-#[test]
-fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = copy_of_staged_plugins(dir.path());
+/// kvs with the file logger and the `hostile` fixture frontend, whose table gets
+/// `sandbox` (TOML lines) besides a free port.
+fn start_hostile(dir: &Path, sandbox: &str) -> Kvs {
+    let plugins = copy_of_staged_plugins(dir);
     std::fs::copy(
         wasm_fixture("kvs_wasm_fixture_hostile"),
         plugins.join("hostile.wasm"),
     )
     .unwrap();
     let cfg = config(
-        dir.path(),
+        dir,
         "file",
         "hostile",
-        "[plugins.hostile]\nlisten = \"127.0.0.1:0\"\ncall_timeout_ms = 300\nmemory_max_mb = 32\npool_size = 2\n",
+        &format!("[plugins.hostile]\nlisten = \"127.0.0.1:0\"\n{sandbox}"),
     );
-    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    Kvs::start(&cfg, &plugins, &[])
+}
+
+#[test]
+fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let kvs = start_hostile(
+        dir.path(),
+        "call_timeout_ms = 300\nmemory_max_mb = 32\npool_size = 2\n",
+    );
     let http = client();
     let cases = [
         ("/trap", StatusCode::INTERNAL_SERVER_ERROR, "wasm trap"),
@@ -185,19 +194,10 @@ fn spinning_guests_leave_a_worker_free_for_other_requests() {
     // worker's other tasks to a new thread. Three calls spinning to their timeout on a
     // two-worker server must not stall anything else.
     let dir = tempfile::tempdir().unwrap();
-    let plugins = copy_of_staged_plugins(dir.path());
-    std::fs::copy(
-        wasm_fixture("kvs_wasm_fixture_hostile"),
-        plugins.join("hostile.wasm"),
-    )
-    .unwrap();
-    let cfg = config(
+    let kvs = start_hostile(
         dir.path(),
-        "file",
-        "hostile",
-        "[plugins.hostile]\nlisten = \"127.0.0.1:0\"\ncall_timeout_ms = 3000\npool_size = 4\nworker_threads = 2\n",
+        "call_timeout_ms = 3000\npool_size = 4\nworker_threads = 2\n",
     );
-    let kvs = Kvs::start(&cfg, &plugins, &[]);
     let spinners: Vec<_> = (0..3)
         .map(|_| {
             let url = kvs.at("/spin");
@@ -227,19 +227,7 @@ fn one_guest_timing_out_does_not_cut_short_another_guests_call() {
     // Timeouts are per call: a call that outlives its deadline is stopped, while a call
     // on another instance of the same module, still within its own, runs to the end.
     let dir = tempfile::tempdir().unwrap();
-    let plugins = copy_of_staged_plugins(dir.path());
-    std::fs::copy(
-        wasm_fixture("kvs_wasm_fixture_hostile"),
-        plugins.join("hostile.wasm"),
-    )
-    .unwrap();
-    let cfg = config(
-        dir.path(),
-        "file",
-        "hostile",
-        "[plugins.hostile]\nlisten = \"127.0.0.1:0\"\ncall_timeout_ms = 1000\npool_size = 2\n",
-    );
-    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    let kvs = start_hostile(dir.path(), "call_timeout_ms = 1000\npool_size = 2\n");
     let spin = kvs.at("/spin");
     let spinner = std::thread::spawn(move || client().get(spin).send().unwrap().status());
     // Busy from 0.5 s to 1.3 s after the spinner started: across its timeout at 1 s.

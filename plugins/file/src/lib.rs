@@ -282,6 +282,10 @@ impl FileLogger {
             }
             let remaining = file_len - offset;
             if remaining < RECORD_HEADER_LEN as u64 {
+                if rest_is_zero(&mut reader).map_err(|e| io_err(&path, "cannot read", e))? {
+                    zero_tail = true;
+                    break None;
+                }
                 break Some((offset, "incomplete record header".into(), true));
             }
             let mut h = [0u8; RECORD_HEADER_LEN];

@@ -137,6 +137,24 @@ fn space_written_ahead_is_skipped_on_replay_and_trimmed_on_close() {
 }
 
 #[test]
+fn a_few_zeros_after_the_last_record_are_the_end_not_a_torn_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let all = write_records(&path, 3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0; 5]); // shorter than a record header
+    std::fs::write(&path, &bytes).unwrap();
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut logger).unwrap(), all);
+    // Nothing was torn: the zeros are left for the next append to overwrite.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+    logger.append(&[Event::put(4, b"key", b"four")]).unwrap();
+    logger.close().unwrap();
+    let mut again = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut again).unwrap().len(), 4);
+}
+
+#[test]
 fn a_torn_record_inside_space_written_ahead_is_cut_not_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kvs.log");
