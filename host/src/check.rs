@@ -295,7 +295,7 @@ fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
         max_key_bytes: 4096,
         max_value_bytes: 1 << 20,
     };
-    let store = Arc::new(Store::new(map.clone(), tx.clone(), limits, None));
+    let store = Arc::new(Store::new(map.clone(), tx.clone(), limits, None, None));
     let writer = match Writer::spawn(
         LoggerApi_TO::from_value(NullLogger, TD_Opaque),
         map,

@@ -6,14 +6,20 @@
 //! * [`config`]: the config file, `KVS_*` environment and flags, resolved into [`config::Config`].
 //! * [`plugins`]: scans the plugins directory, handshakes each file, finds plug-ins by name.
 //! * [`store`]: the sharded in-memory map, with limits and readiness.
+//! * [`caller`]: who is calling (the request context frontends carry) and the
+//!   [`caller::RequestHook`] that sees every frontend request first.
+//! * [`handles`]: what native plug-ins are handed: the store (1.0 and 1.1 views) and
+//!   the host's services (logging).
 //! * [`writer`]: the single writer thread: group commit, log-then-apply; and replay.
 //! * [`lifecycle`]: start (logger, replay, writer, frontends) and graceful stop.
 //! * [`wasm`]: `.wasm` plug-ins (Extism): handshake, sandbox, logger and HTTP frontend adapters.
 //!
 //! `main.rs` is the CLI around these: parse flags, start, wait for SIGTERM/SIGINT, stop.
 
+pub mod caller;
 pub mod check;
 pub mod config;
+pub mod handles;
 pub mod lifecycle;
 pub mod plugins;
 pub mod store;

@@ -9,20 +9,23 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{ROption, RResult, RSlice, RStr, RVec},
-};
+use abi_stable::std_types::{RResult, RStr};
 use anyhow::{Context, Result, anyhow};
-use kvs_plugin_api::{
-    Limits, PluginError, PluginKind,
-    native::{FrontendBox, StoreApi, StoreApi_TO, StoreBox, WriteCallbackBox},
-};
+use kvs_plugin_api::{PluginError, PluginKind, native::FrontendBox};
 
+use crate::caller::RequestHook;
 use crate::config::Config;
+use crate::handles::{host_box, store_box, store_box_v1_1};
 use crate::plugins::{Catalog, Module, Plugin};
 use crate::store::{Map, Phase, Store};
-use crate::writer::{self, Completion, ReplayStats, Writer, WriterStats};
+use crate::writer::{self, ReplayStats, Writer, WriterStats};
+
+/// Host-side choices that are not configuration: what embedders and tests may add.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// Sees every frontend request first and may refuse it (see [`crate::caller`]).
+    pub request_hook: Option<Arc<dyn RequestHook>>,
+}
 
 /// A running kvs: the store, its writer, its frontends.
 pub struct Running {
@@ -41,45 +44,13 @@ struct RunningFrontend {
     handle: FrontendBox,
 }
 
-/// The host's store as a plug-in sees it.
-struct StoreHandle(Arc<Store>);
-
-impl StoreApi for StoreHandle {
-    fn get(&self, key: RSlice<'_, u8>) -> RResult<ROption<RVec<u8>>, PluginError> {
-        self.0
-            .get(key.as_slice())
-            .map(|v| v.map(RVec::from).into())
-            .into()
-    }
-
-    fn put(&self, key: RVec<u8>, value: RVec<u8>, mut done: WriteCallbackBox) {
-        let done = Completion::new(move |r| done.complete(r.into()));
-        self.0.put(key.into_vec(), value.into_vec(), done);
-    }
-
-    fn delete(&self, key: RVec<u8>, mut done: WriteCallbackBox) {
-        let done = Completion::new(move |r| done.complete(r.into()));
-        self.0.delete(key.into_vec(), done);
-    }
-
-    fn is_ready(&self) -> bool {
-        self.0.is_ready()
-    }
-
-    fn limits(&self) -> Limits {
-        self.0.limits()
-    }
-}
-
-/// A store object to hand to a frontend plug-in.
-pub fn store_box(store: &Arc<Store>) -> StoreBox {
-    StoreApi_TO::from_value(StoreHandle(store.clone()), TD_Opaque)
-}
-
 /// Opens the named logger plug-in with its config table.
 pub fn open_logger(plugin: &Plugin, config: &str) -> Result<kvs_plugin_api::native::LoggerBox> {
     let result: Result<_, PluginError> = match &plugin.module {
-        Module::Native(module) => module.open_logger()(RStr::from_str(config)).into(),
+        Module::Native(native) => match native.v1_1 {
+            Some(v1_1) => (v1_1.open_logger)(RStr::from_str(config), host_box(&plugin.name)).into(),
+            None => native.v1_0.open_logger()(RStr::from_str(config)).into(),
+        },
         Module::Wasm => crate::wasm::open_logger(&plugin.path, &plugin.name, config),
     };
     result.map_err(|e| {
@@ -97,6 +68,11 @@ pub fn open_logger(plugin: &Plugin, config: &str) -> Result<kvs_plugin_api::nati
 /// large log replays; until replay completes the store answers every request, reads
 /// included, with `unavailable`, so nothing is served from a half-replayed map.
 pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
+    start_with(config, catalog, StartOptions::default())
+}
+
+/// [`start`] with host-side options.
+pub fn start_with(config: &Config, catalog: &Catalog, options: StartOptions) -> Result<Running> {
     let logger_plugin = catalog.find(PluginKind::LOGGER, &config.logger)?;
     let frontend_plugins = config
         .frontends
@@ -109,7 +85,13 @@ pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
     let map = Arc::new(Map::default());
     let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
     let health = logger.health_probe().into_option();
-    let store = Arc::new(Store::new(map.clone(), tx.clone(), config.limits, health));
+    let store = Arc::new(Store::new(
+        map.clone(),
+        tx.clone(),
+        config.limits,
+        health,
+        options.request_hook,
+    ));
 
     let mut frontends = Vec::new();
     let mut failure = None;
@@ -166,13 +148,7 @@ pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
 
 fn start_frontend(plugin: &Plugin, store: &Arc<Store>, config: &Config) -> Result<RunningFrontend> {
     let table = config.plugin_config(&plugin.name);
-    let result: Result<FrontendBox, PluginError> = match &plugin.module {
-        Module::Native(module) => {
-            module.start_frontend()(store_box(store), RStr::from_str(&table)).into()
-        }
-        Module::Wasm => crate::wasm::start_frontend(&plugin.path, store, &table),
-    };
-    let handle = result.map_err(|e| {
+    let handle = launch_frontend(plugin, store, &table).map_err(|e| {
         anyhow!(
             "cannot start the {} frontend ({}): {e}",
             plugin.name,
@@ -206,11 +182,20 @@ pub fn launch_frontend(
     store: &Arc<Store>,
     table: &str,
 ) -> Result<FrontendBox, PluginError> {
+    let name = &plugin.name;
     match &plugin.module {
-        Module::Native(module) => {
-            module.start_frontend()(store_box(store), RStr::from_str(table)).into()
-        }
-        Module::Wasm => crate::wasm::start_frontend(&plugin.path, store, table),
+        Module::Native(native) => match native.v1_1 {
+            Some(v1_1) => (v1_1.start_frontend)(
+                store_box_v1_1(store, name),
+                RStr::from_str(table),
+                host_box(name),
+            )
+            .into(),
+            None => {
+                native.v1_0.start_frontend()(store_box(store, name), RStr::from_str(table)).into()
+            }
+        },
+        Module::Wasm => crate::wasm::start_frontend(&plugin.path, name, store, table),
     }
 }
 

@@ -1,24 +1,32 @@
 //! Plug-in discovery: scan the plugins directory, handshake every file, index by name.
 //!
-//! A native plug-in is loaded in three steps, each of which can refuse it:
-//! 1. `dlopen` the file (not a shared library -> refused);
-//! 2. read its [`Handshake`] static (no `KVS_PLUGIN_HANDSHAKE` symbol -> not a kvs
-//!    plug-in; bad magic, another major or a newer minor -> refused with both versions);
-//! 3. abi_stable's header and layout checks on its root module.
+//! A native plug-in is loaded in four steps, each of which can refuse it:
+//! 1. `dlopen` the file (not a shared library -> refused). The library is leaked at
+//!    once: its initialisers have run, so it is never unloaded, refused or not
+//!    (abi_stable's own order);
+//! 2. copy the frozen prefix of its `KVS_PLUGIN_HANDSHAKE` static ([`HandshakePrefix`]:
+//!    magic and contract version) — bad magic, another major or a newer minor is
+//!    refused with both versions before anything else of the library is read;
+//! 3. abi_stable's header and layout checks on its root module (the 1.0 entry points);
+//! 4. for a plug-in of 1.1 or later, the `KVS_PLUGIN_V1_1` entry points, layout-checked
+//!    against this host's (see `kvs_plugin_api::versioning`).
 //!
 //! Every library is loaded with `RawLibrary::load_at` + `init_root_module`, never
 //! `RootModule::load_from_*`, which caches one library per root-module type and would
-//! hand back the first plug-in for every later one. Libraries are never unloaded.
+//! hand back the first plug-in for every later one.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use abi_stable::StableAbi;
 use abi_stable::library::{RawLibrary, lib_header_from_raw_library};
 use anyhow::{Context, Result, bail};
 use kvs_plugin_api::{
-    API_MAJOR, API_MINOR, Handshake, PluginKind, handshake::HANDSHAKE_SYMBOL, handshake::MAGIC,
-    native::PluginModRef, version::check_compatible,
+    API_MAJOR, API_MINOR, Handshake, PluginKind,
+    handshake::{HANDSHAKE_SYMBOL, HandshakePrefix, MAGIC},
+    native::{PluginModRef, v1_1},
+    version::check_compatible,
 };
 
 /// How a plug-in is packaged.
@@ -65,10 +73,20 @@ pub struct Plugin {
 /// A loaded plug-in's code.
 #[derive(Clone)]
 pub enum Module {
-    /// A native library's root module.
-    Native(PluginModRef),
+    /// A native library's entry points.
+    Native(NativeModule),
     /// A `.wasm` file, compiled when it is opened with its sandbox settings.
     Wasm,
+}
+
+/// A native library's entry points, per contract version.
+#[derive(Clone, Copy)]
+pub struct NativeModule {
+    /// The 1.0 root module: every native plug-in has it.
+    pub v1_0: PluginModRef,
+    /// The 1.1 entry points, if the plug-in was built against 1.1 or later. The host
+    /// uses these when present: they hand over the host's services and carry contexts.
+    pub v1_1: Option<&'static v1_1::Module>,
 }
 
 impl fmt::Debug for Plugin {
@@ -217,26 +235,34 @@ fn load_native(path: &Path) -> Result<Plugin, String> {
             one_line(&e.to_string())
         )
     })?;
-    // SAFETY: the symbol, if present, is a `Handshake` static: every kvs plug-in exports
-    // it with that type (see kvs_plugin_api::export_plugin). We read only the frozen
-    // magic/version prefix before checking the version.
-    let handshake: &'static Handshake = unsafe {
-        let sym = raw.get::<*const Handshake>(HANDSHAKE_SYMBOL).map_err(|_| {
-            "not a kvs plug-in: it has no KVS_PLUGIN_HANDSHAKE symbol \
-             (plug-ins declare one with kvs_plugin_api::export_plugin!)"
-                .to_string()
-        })?;
-        &**sym
+    // Never unload: its initialisers have run, and the module, the handshake and every
+    // object the plug-in hands out point into the library.
+    let raw: &'static RawLibrary = Box::leak(Box::new(raw));
+    // SAFETY: dlsym's address of a symbol of this name. Whatever it is, we copy only the
+    // frozen 12-byte prefix (`read_unaligned`: no alignment or validity is assumed of
+    // the bytes, and no reference into the library is formed) and check its magic
+    // before reading anything more.
+    let symbol: *const HandshakePrefix = unsafe {
+        *raw.get::<*const HandshakePrefix>(HANDSHAKE_SYMBOL)
+            .map_err(|_| {
+                "not a kvs plug-in: it has no KVS_PLUGIN_HANDSHAKE symbol \
+                 (plug-ins declare one with kvs_plugin_api::export_plugin!)"
+                    .to_string()
+            })?
     };
-    if handshake.magic != MAGIC {
+    let prefix = unsafe { std::ptr::read_unaligned(symbol) };
+    if prefix.magic != MAGIC {
         return Err("not a kvs plug-in: its KVS_PLUGIN_HANDSHAKE has the wrong magic tag".into());
     }
-    let api = (handshake.api_major, handshake.api_minor);
+    let api = (prefix.api_major, prefix.api_minor);
     check_compatible(api, (API_MAJOR, API_MINOR)).map_err(|e| e.to_string())?;
+    // SAFETY: magic and version say this is a 1.x handshake with a minor this host knows,
+    // so the symbol is a `Handshake` of the frozen 1.x layout. Copied, not borrowed.
+    let handshake: Handshake = unsafe { std::ptr::read_unaligned(symbol.cast::<Handshake>()) };
     handshake.validate()?;
-    // SAFETY: the library stays loaded for the life of the process (leaked below), so the
-    // 'static references abi_stable hands out stay valid.
-    let module = unsafe { lib_header_from_raw_library(&raw) }
+    // SAFETY: the library is leaked above, so the 'static references abi_stable hands
+    // out stay valid.
+    let v1_0 = unsafe { lib_header_from_raw_library(raw) }
         .and_then(|header| header.init_root_module::<PluginModRef>())
         .map_err(|e| {
             format!(
@@ -248,9 +274,11 @@ fn load_native(path: &Path) -> Result<Plugin, String> {
                 one_line(&e.to_string())
             )
         })?;
-    // Never unload: the module, the handshake and every object the plug-in hands out
-    // point into the library.
-    std::mem::forget(raw);
+    let v1_1 = if api.1 >= 1 {
+        Some(load_v1_1(raw, api)?)
+    } else {
+        None
+    };
     Ok(Plugin {
         path: path.to_path_buf(),
         format: Format::Native,
@@ -264,8 +292,37 @@ fn load_native(path: &Path) -> Result<Plugin, String> {
             .iter()
             .map(|c| c.as_str().to_string())
             .collect(),
-        module: Module::Native(module),
+        module: Module::Native(NativeModule { v1_0, v1_1 }),
     })
+}
+
+/// The 1.1 entry points of a plug-in whose handshake says 1.1 or later.
+fn load_v1_1(raw: &'static RawLibrary, api: (u16, u16)) -> Result<&'static v1_1::Module, String> {
+    // SAFETY: a plug-in declaring 1.1+ exports this symbol as a `v1_1::Exports` (see
+    // export_plugin!). Its first field, the layout, is read and checked by abi_stable
+    // before the module is used.
+    let exports: &'static v1_1::Exports = unsafe {
+        let sym = raw.get::<*const v1_1::Exports>(v1_1::SYMBOL).map_err(|_| {
+            format!(
+                "its handshake says plugin-api {}.{} but it has no KVS_PLUGIN_V1_1 symbol: \
+                 declare it with kvs_plugin_api::export_plugin! (plugin-api 1.1 or later)",
+                api.0, api.1
+            )
+        })?;
+        &**sym
+    };
+    abi_stable::abi_stability::abi_checking::check_layout_compatibility(
+        <v1_1::Module as StableAbi>::LAYOUT,
+        exports.layout,
+    )
+    .map_err(|e| {
+        format!(
+            "its plugin-api 1.1 entry points do not match this kvs's: rebuild the plug-in \
+             against plugin-api {API_MAJOR}.x ({})",
+            one_line(&e.to_string())
+        )
+    })?;
+    Ok(&exports.module)
 }
 
 fn load_wasm(path: &Path) -> Result<Plugin, String> {

@@ -12,6 +12,7 @@ pub use kvs_plugin_api::Limits;
 use kvs_plugin_api::PluginError;
 use kvs_plugin_api::native::HealthProbeBox;
 
+use crate::caller::{self, Caller, RequestHook};
 use crate::writer::{Completion, Msg, Op, WriteRequest};
 
 /// The map type: any bytes to any bytes, sharded so readers and the writer rarely meet.
@@ -30,6 +31,8 @@ pub struct Store {
     phase: AtomicU8,
     /// The logger's own health, if it reports one: part of readiness.
     logger_health: Option<HealthProbeBox>,
+    /// Sees every frontend request first (see [`crate::caller`]).
+    hook: Option<Arc<dyn RequestHook>>,
 }
 
 /// The host's life, as the store sees it.
@@ -53,6 +56,7 @@ impl Store {
         writes: Sender<Msg>,
         limits: Limits,
         logger_health: Option<HealthProbeBox>,
+        hook: Option<Arc<dyn RequestHook>>,
     ) -> Self {
         Store {
             map,
@@ -60,10 +64,41 @@ impl Store {
             limits,
             phase: AtomicU8::new(Phase::Starting as u8),
             logger_health,
+            hook,
         }
     }
 
-    /// The value under `key`, if any. Never touches the logger.
+    fn admit(&self, op: caller::Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
+        match &self.hook {
+            Some(hook) => hook.check(op, key, caller),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Store::get`] on behalf of a frontend's caller: the request hook decides first.
+    pub fn get_as(&self, caller: &Caller<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+        self.admit(caller::Op::Get, key, caller)?;
+        self.get(key)
+    }
+
+    /// [`Store::put`] on behalf of a frontend's caller: the request hook decides first.
+    pub fn put_as(&self, caller: &Caller<'_>, key: Vec<u8>, value: Vec<u8>, done: Completion) {
+        match self.admit(caller::Op::Put, &key, caller) {
+            Ok(()) => self.put(key, value, done),
+            Err(e) => done.complete(Err(e)),
+        }
+    }
+
+    /// [`Store::delete`] on behalf of a frontend's caller: the request hook decides first.
+    pub fn delete_as(&self, caller: &Caller<'_>, key: Vec<u8>, done: Completion) {
+        match self.admit(caller::Op::Delete, &key, caller) {
+            Ok(()) => self.delete(key, done),
+            Err(e) => done.complete(Err(e)),
+        }
+    }
+
+    /// The value under `key`, if any. Never touches the logger. The host's own calls
+    /// (tools, tests) use this directly; a frontend's go through [`Store::get_as`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
         self.check_key(key)?;
         if self.phase() == Phase::Starting {

@@ -16,11 +16,12 @@
 //! sandbox settings are keys of the plug-in's own table that the host takes out before
 //! handing the rest to the guest.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -33,11 +34,29 @@ use kvs_plugin_api::native::{
 };
 use kvs_plugin_api::version::check_compatible;
 use kvs_plugin_api::wire::{self, Reader, Writer};
-use kvs_plugin_api::{API_MAJOR, API_MINOR, ErrorCode, Event, PluginError, PluginKind};
+use kvs_plugin_api::{
+    API_MAJOR, API_MINOR, ErrorCode, Event, PluginError, PluginKind, RequestContext,
+};
 use serde::Deserialize;
 
+use crate::caller::Caller;
 use crate::store::Store;
 use crate::writer::Completion;
+
+/// The request a guest call on this thread is serving: the frontend's name, what the
+/// client presented, when it arrived. Set around each `kvs_http_handle` call (a call
+/// runs start to end on one thread), read by the store host functions, so a guest's
+/// store calls carry its client's context without the guest having to (or being able
+/// to) supply it.
+struct CallContext {
+    frontend: Arc<str>,
+    context: RequestContext,
+    received: Instant,
+}
+
+thread_local! {
+    static CALL_CONTEXT: RefCell<Option<CallContext>> = const { RefCell::new(None) };
+}
 
 /// The store the host functions reach: a frontend's store, or none (handshake, loggers).
 type StoreRef = Option<Arc<Store>>;
@@ -156,7 +175,12 @@ struct Compiled {
     compiled: extism::CompiledPlugin,
 }
 
-fn compile(path: &Path, sandbox: &Sandbox, store: StoreRef) -> Result<Compiled, String> {
+fn compile(
+    path: &Path,
+    name: &str,
+    sandbox: &Sandbox,
+    store: StoreRef,
+) -> Result<Compiled, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut manifest = Manifest::new([Wasm::data(bytes)])
         .with_memory_max(sandbox.memory_max_mb.saturating_mul(16)) // 64 KiB pages
@@ -190,6 +214,13 @@ fn compile(path: &Path, sandbox: &Sandbox, store: StoreRef) -> Result<Compiled, 
             [PTR],
             UserData::new(store.clone()),
             host_delete,
+        ),
+        Function::new(
+            "kvs_log",
+            [PTR],
+            [],
+            UserData::new(name.to_string()),
+            host_log,
         ),
     ];
     let builder = PluginBuilder::new(manifest)
@@ -261,9 +292,20 @@ fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<u8>, CallEr
 
 /// The handshake of a `.wasm` file, or why it is refused.
 pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
-    let compiled = compile(path, &Sandbox::default_for_handshake(), None)?;
-    let mut plugin = Plugin::new_from_compiled(&compiled.compiled)
-        .map_err(|e| format!("cannot instantiate: {}", first_line(&e.to_string())))?;
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+    let compiled = compile(path, name, &Sandbox::default_for_handshake(), None)?;
+    let mut plugin = Plugin::new_from_compiled(&compiled.compiled).map_err(|e| {
+        let why = first_line(&e.to_string());
+        if why.contains("unknown import") && why.contains("extism:host/user") {
+            format!(
+                "cannot instantiate: {why}: it needs a host function this kvs (plugin-api \
+                 {API_MAJOR}.{API_MINOR}) does not have; it was probably built against a newer \
+                 plugin-api: upgrade kvs, or rebuild it against plugin-api {API_MAJOR}.{API_MINOR}"
+            )
+        } else {
+            format!("cannot instantiate: {why}")
+        }
+    })?;
     if !plugin.function_exists("kvs_handshake") {
         return Err(
             "not a kvs plug-in: it has no kvs_handshake export (WASM plug-ins declare one \
@@ -295,21 +337,43 @@ fn with_store(
     inputs: &[Val],
     outputs: &mut [Val],
     store: &UserData<StoreRef>,
-    op: impl FnOnce(&Store, &mut Reader<'_>) -> Result<Vec<u8>, PluginError>,
+    op: impl FnOnce(&Store, &Caller<'_>, &mut Reader<'_>) -> Result<Vec<u8>, PluginError>,
 ) -> Result<(), extism::Error> {
     let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
     let store = store.get()?.lock().unwrap().clone();
-    let reply = match store {
-        None => wire::err(
+    let reply = CALL_CONTEXT.with_borrow(|call| match (store, call) {
+        (Some(store), Some(call)) => {
+            let caller = Caller::from_context(&call.frontend, &call.context, call.received);
+            match op(&store, &caller, &mut Reader::new(&input)) {
+                Ok(payload) => wire::ok(&payload),
+                Err(e) => wire::err(e.code(), e.message()),
+            }
+        }
+        _ => wire::err(
             ErrorCode::UNAVAILABLE,
-            "no store: this plug-in is not a running frontend",
+            "no store: the store is reached only while a frontend serves a request",
         ),
-        Some(store) => match op(&store, &mut Reader::new(&input)) {
-            Ok(payload) => wire::ok(&payload),
-            Err(e) => wire::err(e.code(), e.message()),
-        },
-    };
+    });
     plugin.memory_set_val(&mut outputs[0], reply)
+}
+
+/// `kvs_log`: a guest's log message, emitted like a native plug-in's.
+fn host_log(
+    plugin: &mut CurrentPlugin,
+    inputs: &[Val],
+    _outputs: &mut [Val],
+    name: UserData<String>,
+) -> Result<(), extism::Error> {
+    let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
+    let name = name.get()?.lock().unwrap().clone();
+    match wire::LogRecord::decode(&input) {
+        Ok(r) => {
+            let fields: Vec<String> = r.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            crate::handles::plugin_event(&name, r.level, &r.target, &r.message, &fields.join(" "));
+        }
+        Err(e) => tracing::warn!(plugin = name, "malformed kvs_log message: {e}"),
+    }
+    Ok(())
 }
 
 fn bad(e: wire::WireError) -> PluginError {
@@ -348,10 +412,10 @@ fn host_get(
     o: &mut [Val],
     store: UserData<StoreRef>,
 ) -> Result<(), extism::Error> {
-    with_store(p, i, o, &store, |store, r| {
+    with_store(p, i, o, &store, |store, caller, r| {
         let key = r.bytes().map_err(bad)?;
         let mut w = Writer::default();
-        match store.get(key)? {
+        match store.get_as(caller, key)? {
             Some(v) => w.u8(1).bytes(&v),
             None => w.u8(0),
         };
@@ -365,10 +429,10 @@ fn host_put(
     o: &mut [Val],
     store: UserData<StoreRef>,
 ) -> Result<(), extism::Error> {
-    with_store(p, i, o, &store, |store, r| {
+    with_store(p, i, o, &store, |store, caller, r| {
         let key = r.bytes().map_err(bad)?.to_vec();
         let value = r.bytes().map_err(bad)?.to_vec();
-        wait_write(|done| store.put(key, value, done))
+        wait_write(|done| store.put_as(caller, key, value, done))
     })
 }
 
@@ -378,9 +442,9 @@ fn host_delete(
     o: &mut [Val],
     store: UserData<StoreRef>,
 ) -> Result<(), extism::Error> {
-    with_store(p, i, o, &store, |store, r| {
+    with_store(p, i, o, &store, |store, caller, r| {
         let key = r.bytes().map_err(bad)?.to_vec();
-        wait_write(|done| store.delete(key, done))
+        wait_write(|done| store.delete_as(caller, key, done))
     })
 }
 
@@ -500,7 +564,7 @@ impl LoggerApi for WasmLogger {
 /// Opens a `.wasm` logger with its table.
 pub fn open_logger(path: &Path, name: &str, table: &str) -> Result<LoggerBox, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
-    let compiled = compile(path, &sandbox, None).map_err(PluginError::internal)?;
+    let compiled = compile(path, name, &sandbox, None).map_err(PluginError::internal)?;
     let mut logger = WasmLogger {
         name: name.to_string(),
         compiled,
@@ -522,13 +586,16 @@ struct Pool {
 }
 
 impl Pool {
-    fn handle(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
+    fn handle(&self, request: &[u8], context: CallContext) -> Result<Vec<u8>, CallError> {
         let popped = self.idle.lock().unwrap().pop();
         let mut plugin = match popped {
             Some(p) => p,
             None => instance(&self.compiled).map_err(CallError::Trapped)?,
         };
-        match call(&mut plugin, "kvs_http_handle", request) {
+        CALL_CONTEXT.set(Some(context));
+        let result = call(&mut plugin, "kvs_http_handle", request);
+        CALL_CONTEXT.set(None);
+        match result {
             Ok(out) => {
                 self.idle.lock().unwrap().push(plugin);
                 Ok(out)
@@ -554,6 +621,8 @@ struct WasmHttpFrontend {
 
 #[derive(Clone)]
 struct Edge {
+    /// The frontend's declared name.
+    name: Arc<str>,
     store: Arc<Store>,
     pool: Arc<Pool>,
     stopping: Arc<AtomicBool>,
@@ -561,6 +630,7 @@ struct Edge {
 
 async fn edge(
     axum::extract::State(edge): axum::extract::State<Edge>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -588,6 +658,16 @@ async fn edge(
         }
         _ => {}
     }
+    let received = Instant::now();
+    // What the client presented, as the native `rest` frontend reads it: the host
+    // carries it to the store for the guest (see `CallContext`).
+    let context = RequestContext::from_headers(
+        request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    )
+    .with_peer(peer);
     let method = request.method().as_str().to_string();
     let headers = request
         .headers()
@@ -610,7 +690,12 @@ async fn edge(
         headers,
         body,
     }
-    .encode();
+    .encode_with_context(&context);
+    let call_context = CallContext {
+        frontend: edge.name.clone(),
+        context,
+        received,
+    };
     let Ok(_permit) = edge.pool.permits.acquire().await else {
         return text(503, "shutting down".into());
     };
@@ -618,7 +703,7 @@ async fn edge(
     // microseconds, far less than handing it to another thread would cost. A call that
     // turns out long (`LONG_CALL`) or waits for a durable write (`wait_write`) hands the
     // worker's other tasks to another thread first, so nothing else waits behind it.
-    let response = edge.pool.handle(&encoded).and_then(|bytes| {
+    let response = edge.pool.handle(&encoded, call_context).and_then(|bytes| {
         wire::HttpResponse::decode(&bytes)
             .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))
     });
@@ -674,11 +759,13 @@ impl FrontendApi for WasmHttpFrontend {
 /// Starts a `.wasm` HTTP frontend: the host listens and calls the guest per request.
 pub fn start_frontend(
     path: &Path,
+    name: &str,
     store: &Arc<Store>,
     table: &str,
 ) -> Result<FrontendBox, PluginError> {
     let (sandbox, _guest_config) = Sandbox::split(table)?;
-    let compiled = compile(path, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
+    let compiled =
+        compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     let listener = std::net::TcpListener::bind(&sandbox.listen).map_err(|e| {
         PluginError::invalid_input(format!(
             "cannot listen on {}: {e}; set listen in the plug-in's table",
@@ -695,6 +782,7 @@ pub fn start_frontend(
         .build()?;
     let stopping = Arc::new(AtomicBool::new(false));
     let state = Edge {
+        name: name.into(),
         store: store.clone(),
         pool: Arc::new(Pool {
             permits: tokio::sync::Semaphore::new(sandbox.pool_size),
@@ -707,11 +795,14 @@ pub fn start_frontend(
     let server = runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let app = axum::Router::new().fallback(edge).with_state(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = shutdown_rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = shutdown_rx.await;
+        })
+        .await
     });
     Ok(FrontendApi_TO::from_value(
         WasmHttpFrontend {

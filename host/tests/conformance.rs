@@ -65,14 +65,21 @@ fn shipped_plug_ins_and_templates_pass() {
 }
 
 #[test]
-fn a_plug_in_built_against_the_frozen_1_0_contract_still_loads_and_passes() {
-    let (code, out) = check(
-        &lib("kvs_compat_fixture_1_0"),
-        "path = \"{tmp}/compat.log\"",
-        &[],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("compat-1-0 (plugin-api 1.0)"), "{out}");
+fn loggers_built_against_every_1x_contract_load_and_pass() {
+    for (lib_name, declared) in [
+        (
+            "kvs_compat_native_logger_1_0",
+            "compat-logger-1-0 (plugin-api 1.0)",
+        ),
+        (
+            "kvs_compat_native_logger_1_1",
+            "compat-logger-1-1 (plugin-api 1.1)",
+        ),
+    ] {
+        let (code, out) = check(&lib(lib_name), "path = \"{tmp}/compat.log\"", &[]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(declared), "{out}");
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use abi_stable::std_types::{RResult, RSlice};
 use kvs_host::lifecycle::open_logger;
 use kvs_host::plugins::Catalog;
+use kvs_plugin_api::{API_MAJOR, API_MINOR};
 use kvs_plugin_api::{Event, PluginKind};
 
 use crate::util::{kvs_command, lib, plugin_dir};
@@ -46,13 +47,16 @@ fn refuses_bad_files_with_reasons_and_keeps_the_good_ones() {
     let wrong_major = reason("libkvs_fixture_wrong_major.so");
     assert!(
         wrong_major.contains("plugin-api 2.0")
-            && wrong_major.contains("plugin-api 1.0")
+            && wrong_major.contains(&format!("plugin-api {API_MAJOR}.{API_MINOR}"))
             && wrong_major.contains("rebuild the plug-in against plugin-api 1.x"),
         "{wrong_major}"
     );
     let newer = reason("libkvs_fixture_newer_minor.so");
+    // A plug-in of the next minor (1.2 against this 1.1 host) names both versions.
     assert!(
-        newer.contains("plugin-api 1.1") && newer.contains("upgrade kvs"),
+        newer.contains(&format!("plugin-api {API_MAJOR}.{}", API_MINOR + 1))
+            && newer.contains(&format!("this kvs's plugin-api {API_MAJOR}.{API_MINOR}"))
+            && newer.contains("upgrade kvs"),
         "{newer}"
     );
     assert!(reason("junk.so").contains("not a loadable shared library"));

@@ -4,6 +4,10 @@
 //! builds the workspace first (plain `cargo test` does not build cdylibs).
 //!
 //! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
+//! * `compat`: plug-ins built against every plugin-api 1.x (the `compat/` fixtures,
+//!   native and WASM) working end to end in a real `kvs`; 1.1 ones logging through it.
+//! * `context`: request contexts from rest, grpc, wasm-rest and a third party's
+//!   frontend arriving at the host's request hook, whose refusal is the answer.
 //! * `write_path`: the store and writer through the host library with fixture loggers.
 //! * `conformance`: `kvs plugins check` on shipped, template and broken plug-ins.
 //! * `grpc`: the grpc frontend called by tonic clients.
@@ -17,7 +21,9 @@ mod util;
 
 mod wasm;
 
+mod compat;
 mod conformance;
+mod context;
 mod grpc;
 mod loading;
 mod postgres;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kvs_host::plugins::Catalog;
+use kvs_plugin_api::{API_MAJOR, API_MINOR};
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 
@@ -254,6 +255,11 @@ fn bad_wasm_modules_are_refused_with_the_documented_messages() {
         dir.path().join("future.wasm"),
     )
     .unwrap();
+    std::fs::copy(
+        wasm_fixture("kvs_wasm_fixture_newer_minor"),
+        dir.path().join("newer.wasm"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("junk.wasm"), b"not wasm at all").unwrap();
     let catalog = Catalog::scan(dir.path()).unwrap();
     assert!(catalog.plugins.is_empty());
@@ -276,6 +282,15 @@ fn bad_wasm_modules_are_refused_with_the_documented_messages() {
         future.contains("plugin-api 2.0")
             && future.contains("rebuild the plug-in against plugin-api 1.x"),
         "{future}"
+    );
+    let newer = reason("newer.wasm");
+    let (host, next) = (
+        format!("plugin-api {API_MAJOR}.{API_MINOR}"),
+        format!("plugin-api {API_MAJOR}.{}", API_MINOR + 1),
+    );
+    assert!(
+        newer.contains(&next) && newer.contains(&host) && newer.contains("upgrade kvs"),
+        "{newer}"
     );
     assert!(
         reason("junk.wasm").contains("not a loadable WebAssembly module"),

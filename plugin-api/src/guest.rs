@@ -1,4 +1,4 @@
-//! Writing a `.wasm` plug-in (feature `guest`, target `wasm32-unknown-unknown`).
+//! Writing a `.wasm` plug-in (feature `guest`, target `wasm32-wasip1`).
 //!
 //! A WASM plug-in is an Extism guest. It implements the same concepts as a native one —
 //! a handshake, then a logger or a frontend — through the exports the macros here
@@ -12,7 +12,12 @@
 //! * Frontend (HTTP mode): write `fn(HttpRequest) -> HttpResponse` and call
 //!   [`export_wasm_http_frontend!`]. The host owns the listener (the sandbox has no
 //!   sockets) and calls `kvs_http_handle` for each request, on any instance of its pool;
-//!   the handler reaches the store with [`get`], [`put`] and [`delete`].
+//!   the handler reaches the store with [`get`], [`put`] and [`delete`]. Those calls
+//!   carry the context the host read from the client's request (credentials, trace,
+//!   deadline, peer): the host decides what the caller may do. The handler can read
+//!   that context with [`request_context`] (1.1).
+//! * Logging: [`crate::log`] sends messages to the host's log, tagged with the
+//!   plug-in's name (1.1; the host function `kvs_log`).
 //!
 //! The sandbox: no network, no file system beyond a granted directory, a memory cap and
 //! a per-call timeout always set by the host. A trap or a timeout fails that call only;
@@ -176,11 +181,26 @@ pub fn logger_call<L: Logger>(
     })())
 }
 
+std::thread_local! {
+    static CONTEXT: std::cell::RefCell<crate::RequestContext> = Default::default();
+}
+
+/// The context of the request being handled: what the client presented, as the host
+/// read it (1.1). Anonymous outside a request.
+pub fn request_context() -> crate::RequestContext {
+    CONTEXT.with(|c| c.borrow().clone())
+}
+
 /// Runs an HTTP frontend export.
 #[doc(hidden)]
 pub fn http_call(handler: fn(HttpRequest) -> HttpResponse, input: &[u8]) -> Vec<u8> {
-    match HttpRequest::decode(input) {
-        Ok(req) => wire::ok(&handler(req).encode()),
+    match HttpRequest::decode_with_context(input) {
+        Ok((req, ctx)) => {
+            CONTEXT.with(|c| *c.borrow_mut() = ctx);
+            let response = handler(req);
+            CONTEXT.with(|c| *c.borrow_mut() = Default::default());
+            wire::ok(&response.encode())
+        }
         Err(e) => wire::err(ErrorCode::INVALID_INPUT, &e.to_string()),
     }
 }
@@ -202,6 +222,32 @@ unsafe extern "C" {
     fn host_kvs_put(input: u64) -> u64;
     #[link_name = "kvs_delete"]
     fn host_kvs_delete(input: u64) -> u64;
+    #[link_name = "kvs_log"]
+    fn host_kvs_log(input: u64);
+}
+
+/// Sends a log message to the host (`kvs_log`); used by [`crate::log`].
+pub(crate) fn host_log(
+    level: crate::log::Level,
+    target: &str,
+    message: &str,
+    fields: &[(&str, String)],
+) {
+    let record = wire::LogRecord {
+        level,
+        target: target.into(),
+        message: message.into(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    };
+    let Ok(mem) = extism_pdk::Memory::from_bytes(record.encode()) else {
+        return;
+    };
+    // SAFETY: the host function takes an Extism memory offset and returns nothing.
+    unsafe { host_kvs_log(mem.offset()) };
+    mem.free();
 }
 
 fn call_host(f: unsafe extern "C" fn(u64) -> u64, input: &[u8]) -> Result<Vec<u8>, GuestError> {

@@ -83,9 +83,20 @@ pub struct Handshake {
     pub capabilities: RSlice<'static, RStr<'static>>,
 }
 
-// SAFETY: every field is plain data or a pointer into the plug-in's read-only statics.
-#[cfg(feature = "native")]
-unsafe impl Sync for Handshake {}
+/// The part of every [`Handshake`] that is frozen across all majors: the magic tag and
+/// the contract version. A host reads a library's handshake symbol through this first
+/// (a plain copy, no reference into the library), and the rest only once the version
+/// says the layout is one it knows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakePrefix {
+    /// Must be [`MAGIC`].
+    pub magic: [u8; 8],
+    /// The contract major version the plug-in was built against.
+    pub api_major: u16,
+    /// The contract minor version the plug-in was built against.
+    pub api_minor: u16,
+}
 
 #[cfg(feature = "native")]
 impl Handshake {

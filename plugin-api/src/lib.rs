@@ -13,10 +13,14 @@
 //!   [`Event`]s durably, replay them in order, close.
 //! * A **frontend** implements [`Frontend`] and serves clients through the [`Store`] the
 //!   host gives it: `get` from memory, `put`/`delete` resolving once durable.
+//! * Frontends pass each call's [`RequestContext`] (credentials as presented, trace
+//!   context, deadline, peer) so the host can decide for every frontend alike (1.1).
+//! * Plug-ins log through the host with [`log`]: one `RUST_LOG`, one format, the
+//!   plug-in's name on every line (1.1).
 //! * Failures cross as [`PluginError`]: an [`ErrorCode`] to branch on, plus a message.
-//! * [`export_plugin!`] generates the native (`.so`) exports: the handshake static and
-//!   the abi_stable root module ([`native::PluginMod`]), with panics caught at the
-//!   boundary.
+//! * [`export_plugin!`] generates the native (`.so`) exports: the handshake static, the
+//!   abi_stable root module ([`native::PluginMod`], 1.0) and the 1.1 entry points
+//!   ([`native::v1_1::Exports`]), with panics caught at the boundary.
 //!
 //! # A logger in full
 //!
@@ -68,11 +72,13 @@
 //!   unloaded.
 #![deny(missing_docs)]
 
+pub mod context;
 pub mod error;
 pub mod event;
 #[cfg(feature = "guest")]
 pub mod guest;
 pub mod handshake;
+pub mod log;
 #[cfg(feature = "native")]
 pub mod native;
 #[cfg(feature = "native")]
@@ -86,6 +92,7 @@ pub mod wire;
 #[cfg(all(test, feature = "native"))]
 mod tests;
 
+pub use context::RequestContext;
 pub use error::ErrorCode;
 #[cfg(feature = "native")]
 pub use error::PluginError;
@@ -107,7 +114,9 @@ pub use version::{API_MAJOR, API_MINOR};
 #[cfg(feature = "native")]
 pub use abi_stable;
 
-/// Exports a native plug-in: its [`Handshake`] static and its abi_stable root module.
+/// Exports a native plug-in: its [`Handshake`] static, its abi_stable root module (the
+/// 1.0 entry points) and its `KVS_PLUGIN_V1_1` static (the 1.1 entry points, which a
+/// 1.1 host uses: they hand the plug-in its host services).
 ///
 /// One per library. For a logger, pass a function `fn(&str) -> Result<L, PluginError>`
 /// where `L: TransactionLogger`; for a frontend, a function
@@ -133,7 +142,15 @@ macro_rules! export_plugin {
             $crate::native::open_logger_with(config, $open)
         }
 
+        extern "C" fn __kvs_open_logger_v1_1(
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            host: $crate::native::v1_1::HostBox,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
+            $crate::native::v1_1::open_logger_with(config, host, $open)
+        }
+
         $crate::export_plugin!(@root __kvs_open_logger, $crate::native::not_a_frontend);
+        $crate::export_plugin!(@v1_1 __kvs_open_logger_v1_1, $crate::native::v1_1::not_a_frontend);
     };
     (frontend: $start:path, name: $name:literal, description: $desc:literal
      $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
@@ -146,7 +163,25 @@ macro_rules! export_plugin {
             $crate::native::start_frontend_with(store, config, $start)
         }
 
+        extern "C" fn __kvs_start_frontend_v1_1(
+            store: $crate::native::v1_1::StoreBox,
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            host: $crate::native::v1_1::HostBox,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::native::FrontendBox, $crate::PluginError> {
+            $crate::native::v1_1::start_frontend_with(store, config, host, $start)
+        }
+
         $crate::export_plugin!(@root $crate::native::not_a_logger, __kvs_start_frontend);
+        $crate::export_plugin!(@v1_1 $crate::native::v1_1::not_a_logger, __kvs_start_frontend_v1_1);
+    };
+    (@v1_1 $open_logger:path, $start_frontend:path) => {
+        /// The plugin-api 1.1 entry points, read by hosts of 1.1 and later.
+        #[unsafe(no_mangle)]
+        pub static KVS_PLUGIN_V1_1: $crate::native::v1_1::Exports =
+            $crate::native::v1_1::Exports::new($crate::native::v1_1::Module {
+                open_logger: $open_logger,
+                start_frontend: $start_frontend,
+            });
     };
     (@root $open_logger:path, $start_frontend:path) => {
         fn __kvs_root_module() -> $crate::native::PluginModRef {

@@ -6,8 +6,9 @@
 //! call into a loaded library.
 //!
 //! Everything here is `#[repr(C)]` and checked by abi_stable when a library is loaded.
-//! The root module and the trait objects are frozen for all of major 1 (see
-//! [`versioning`](crate::versioning) for why, and how a minor version adds instead).
+//! This module is the 1.0 interface: its root module and trait objects are frozen for
+//! all of major 1. What a minor version adds lives in a module of its own beside it
+//! ([`v1_1`]); see [`versioning`](crate::versioning) for why, and how the host picks.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::error::PluginError;
 use crate::event::Event;
 use crate::ports::{Frontend, Health, TransactionLogger};
 use crate::store::Store;
+
+pub mod v1_1;
 
 /// The host's size limits, so a frontend can refuse oversized input before reading it all.
 #[repr(C)]
@@ -133,11 +136,11 @@ pub type FrontendBox = FrontendApi_TO<'static, RBox<()>>;
 /// The root module every native plug-in library exports (via
 /// [`export_plugin!`](crate::export_plugin)).
 ///
-/// **Evolution rule (1.x):** frozen. abi_stable refuses a library whose prefix type has
-/// fewer fields than the loader's, so a field appended here would lock out every older
-/// plug-in; a minor version adds a new exported symbol instead (see
-/// [`versioning`](crate::versioning)), which the host looks up only after checking the
-/// plug-in's `api_minor` says it exists.
+/// **Evolution rule (1.x):** frozen: these are the 1.0 entry points. abi_stable refuses
+/// a library whose prefix type has fewer fields than the loader's, so a field appended
+/// here would lock out every older plug-in; a minor version adds its own entry points
+/// beside this ([`v1_1::Module`], see [`versioning`](crate::versioning)), which the host
+/// looks up only after checking the plug-in's `api_minor` says they exist.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -157,9 +160,9 @@ impl RootModule for PluginModRef {
     abi_stable::declare_root_module_statics! {PluginModRef}
     const BASE_NAME: &'static str = "kvs_plugin";
     const NAME: &'static str = "kvs_plugin";
-    // abi_stable refuses a library whose minor is *lower* than the loader's, the
-    // opposite of our rule (an older plug-in must keep loading). The handshake does the
-    // version check, so this string only ever carries the major.
+    // Pinned for all of major 1: abi_stable compares these minors only for major 0, and
+    // the root module must stay exactly 1.0's. The handshake does the version check
+    // (see `versioning`).
     const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
 }
 

@@ -20,6 +20,10 @@ fn handshake_prefix_offsets_are_frozen() {
     assert_eq!(std::mem::offset_of!(Handshake, api_major), 8);
     assert_eq!(std::mem::offset_of!(Handshake, api_minor), 10);
     assert_eq!(API_MAJOR, 1);
+    use crate::handshake::HandshakePrefix;
+    assert_eq!(std::mem::offset_of!(HandshakePrefix, magic), 0);
+    assert_eq!(std::mem::offset_of!(HandshakePrefix, api_major), 8);
+    assert_eq!(std::mem::offset_of!(HandshakePrefix, api_minor), 10);
 }
 
 #[test]

@@ -12,6 +12,12 @@
 //! events    = count:u32 (sequence:u64 kind:u8 key:bytes value:bytes)*
 //! replay    = (request) cursor:u64  (response payload) next_cursor:u64 done:u8 events
 //! http_req  = method:str path:str headers:(u32 count, (name:str value:bytes)*) body:bytes
+//!             context                                    (context: 1.1)
+//! context   = bearer_token:opt_str client_identity:opt_str traceparent:opt_str
+//!             tracestate:opt_str deadline_ms:opt_u64 peer:opt_str
+//! opt_str   = 0:u8 | 1:u8 str;  opt_u64 = 0:u8 | 1:u8 u64
+//! kvs_log   = level:u8 target:str message:str fields:(u32 count, (key:str value:str)*)
+//!             -> nothing                                 (1.1)
 //! http_resp = status:u16 headers:(u32 count, (name:str value:bytes)*) body:bytes
 //! kvs_get   = key:bytes -> result(found:u8 value:bytes)
 //! kvs_put   = key:bytes value:bytes -> result()
@@ -22,9 +28,11 @@
 //! every major version. A minor version may append fields to the end of any message;
 //! readers ignore bytes they do not know.
 
+use crate::context::RequestContext;
 use crate::error::ErrorCode;
 use crate::event::EventKind;
 use crate::handshake::{MAGIC, PluginKind};
+use crate::log::Level;
 
 /// A malformed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +133,94 @@ impl<'a> Reader<'a> {
     /// What is left unread.
     pub fn rest(&self) -> &'a [u8] {
         self.buf
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, WireError> {
+        Ok(match self.u8()? {
+            0 => None,
+            _ => Some(self.str()?.to_string()),
+        })
+    }
+}
+
+impl Writer {
+    fn opt_str(&mut self, v: &Option<String>) -> &mut Self {
+        match v {
+            None => self.u8(0),
+            Some(s) => self.u8(1).str(s),
+        }
+    }
+}
+
+/// Appends a [`RequestContext`] (1.1).
+pub fn encode_context(w: &mut Writer, ctx: &RequestContext) {
+    w.opt_str(&ctx.bearer_token)
+        .opt_str(&ctx.client_identity)
+        .opt_str(&ctx.traceparent)
+        .opt_str(&ctx.tracestate);
+    match ctx.deadline {
+        None => w.u8(0),
+        Some(d) => w
+            .u8(1)
+            .u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    };
+    w.opt_str(&ctx.peer);
+}
+
+/// Reads a [`RequestContext`] (1.1).
+pub fn decode_context(r: &mut Reader<'_>) -> Result<RequestContext, WireError> {
+    Ok(RequestContext {
+        bearer_token: r.opt_str()?,
+        client_identity: r.opt_str()?,
+        traceparent: r.opt_str()?,
+        tracestate: r.opt_str()?,
+        deadline: match r.u8()? {
+            0 => None,
+            _ => Some(std::time::Duration::from_millis(r.u64()?)),
+        },
+        peer: r.opt_str()?,
+    })
+}
+
+/// A plug-in's log message, as a guest hands it to the host's `kvs_log` (1.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Importance.
+    pub level: Level,
+    /// The part of the plug-in it comes from; may be empty.
+    pub target: String,
+    /// The message.
+    pub message: String,
+    /// Key/value pairs.
+    pub fields: Vec<(String, String)>,
+}
+
+impl LogRecord {
+    /// Encodes it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(self.level.0).str(&self.target).str(&self.message);
+        w.u32(self.fields.len() as u32);
+        for (k, v) in &self.fields {
+            w.str(k).str(v);
+        }
+        w.0
+    }
+    /// Decodes it.
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf);
+        let level = Level(r.u8()?);
+        let target = r.str()?.to_string();
+        let message = r.str()?.to_string();
+        let n = r.u32()?;
+        let fields = (0..n)
+            .map(|_| Ok((r.str()?.to_string(), r.str()?.to_string())))
+            .collect::<Result<_, WireError>>()?;
+        Ok(LogRecord {
+            level,
+            target,
+            message,
+            fields,
+        })
     }
 }
 
@@ -308,15 +404,35 @@ impl HttpRequest {
         w.bytes(&self.body);
         w.0
     }
-    /// Decodes it.
+    /// Decodes it (ignoring a context after it; see [`HttpRequest::decode_with_context`]).
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(buf);
+        Self::read(&mut Reader::new(buf))
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         Ok(HttpRequest {
             method: r.str()?.to_string(),
             path: r.str()?.to_string(),
-            headers: decode_headers(&mut r)?,
+            headers: decode_headers(r)?,
             body: r.bytes()?.to_vec(),
         })
+    }
+    /// Encodes it followed by the caller's context, as a 1.1 host sends it.
+    pub fn encode_with_context(&self, ctx: &RequestContext) -> Vec<u8> {
+        let mut w = Writer(self.encode());
+        encode_context(&mut w, ctx);
+        w.0
+    }
+    /// Decodes a request and the context after it; a message without one (from a 1.0
+    /// encoder) gives an anonymous context.
+    pub fn decode_with_context(buf: &[u8]) -> Result<(Self, RequestContext), WireError> {
+        let mut r = Reader::new(buf);
+        let req = Self::read(&mut r)?;
+        let ctx = if r.rest().is_empty() {
+            RequestContext::default()
+        } else {
+            decode_context(&mut r)?
+        };
+        Ok((req, ctx))
     }
 }
 
@@ -381,6 +497,31 @@ mod tests {
             body: b"v".to_vec(),
         };
         assert_eq!(HttpRequest::decode(&req.encode()).unwrap(), req);
+        let ctx = RequestContext {
+            bearer_token: Some("t".into()),
+            traceparent: Some("00-x-y-01".into()),
+            deadline: Some(std::time::Duration::from_millis(1500)),
+            peer: Some("127.0.0.1:9".into()),
+            ..RequestContext::default()
+        };
+        let both = req.encode_with_context(&ctx);
+        // A 1.0 reader ignores the context; a 1.1 reader gets it back.
+        assert_eq!(HttpRequest::decode(&both).unwrap(), req);
+        assert_eq!(
+            HttpRequest::decode_with_context(&both).unwrap(),
+            (req.clone(), ctx)
+        );
+        assert_eq!(
+            HttpRequest::decode_with_context(&req.encode()).unwrap().1,
+            RequestContext::default()
+        );
+        let log = LogRecord {
+            level: Level::WARN,
+            target: "t".into(),
+            message: "m".into(),
+            fields: vec![("k".into(), "v".into())],
+        };
+        assert_eq!(LogRecord::decode(&log.encode()).unwrap(), log);
         let frame = err(ErrorCode::TOO_LARGE, "big");
         assert_eq!(
             result(&frame).unwrap(),

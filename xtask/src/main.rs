@@ -130,6 +130,22 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs cargo in another workspace of the repository (`compat`, `wasm-plugins`), with
+/// the shared target directory.
+fn cargo_in(workspace: &str, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root().join(workspace))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .with_context(|| format!("cannot run cargo for {workspace}/"))?;
+    if !status.success() {
+        bail!("building {workspace}/ failed: `cargo {}`", args.join(" "));
+    }
+    Ok(())
+}
+
 /// Builds the workspace and stages the shipped plug-ins (not the test fixtures) into
 /// `<target>/<profile>/plugins/`. Returns `<target>/<profile>`.
 fn build(release: bool) -> Result<PathBuf> {
@@ -138,17 +154,16 @@ fn build(release: bool) -> Result<PathBuf> {
         args.push("--release");
     }
     cargo(&args)?;
-    // The plug-in built against the frozen plugin-api 1.0 (compat/): a test fixture.
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .arg("build")
-        .args(release.then_some("--release"))
-        .current_dir(workspace_root().join("compat"))
-        .env("CARGO_TARGET_DIR", target_dir())
-        .status()
-        .context("cannot run cargo for compat")?;
-    if !status.success() {
-        bail!("building compat/ failed");
-    }
+    // The compatibility fixtures (compat/): plug-ins built against each released
+    // plugin-api 1.x, native ones here and WASM ones in build_wasm.
+    cargo_in(
+        "compat",
+        &[
+            &["build"][..],
+            if release { &["--release"][..] } else { &[][..] },
+        ]
+        .concat(),
+    )?;
     let profile_dir = target_dir().join(if release { "release" } else { "debug" });
     let plugins = profile_dir.join("plugins");
     std::fs::create_dir_all(&plugins)
@@ -170,7 +185,7 @@ fn build(release: bool) -> Result<PathBuf> {
     for wasm in build_wasm()? {
         let name = wasm.file_name().unwrap().to_string_lossy().to_string();
         // Shipped WASM plug-ins only; fixtures and templates stay where the tests find them.
-        if name.contains("fixture") || name.contains("template") {
+        if name.contains("fixture") || name.contains("template") || name.contains("compat") {
             continue;
         }
         let tmp = plugins.join(format!(".{name}.tmp"));
@@ -213,16 +228,21 @@ fn build_wasm() -> Result<Vec<PathBuf>> {
             bail!("`rustup target add {WASM_TARGET}` failed");
         }
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "--target", WASM_TARGET])
-        .current_dir(workspace_root().join("wasm-plugins"))
-        .env("CARGO_TARGET_DIR", target_dir())
-        .status()
-        .context("cannot run cargo for wasm-plugins")?;
-    if !status.success() {
-        bail!("building wasm-plugins failed");
+    cargo_in(
+        "wasm-plugins",
+        &["build", "--release", "--target", WASM_TARGET],
+    )?;
+    let compat_wasm = [
+        "kvs-compat-wasm-logger-1-0",
+        "kvs-compat-wasm-logger-1-1",
+        "kvs-compat-wasm-frontend-1-0",
+        "kvs-compat-wasm-frontend-1-1",
+    ];
+    let mut args = vec!["build", "--release", "--target", WASM_TARGET];
+    for p in compat_wasm {
+        args.extend(["-p", p]);
     }
+    cargo_in("compat", &args)?;
     let dir = target_dir().join(WASM_TARGET).join("release");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir)? {

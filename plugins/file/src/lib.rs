@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kvs_plugin_api::{Event, EventKind, PluginError, TransactionLogger, export_plugin};
+use kvs_plugin_api::{Event, EventKind, PluginError, TransactionLogger, export_plugin, log};
 use serde::Deserialize;
 
 use format::{HEADER_LEN, RECORD_HEADER_LEN, RecordHeader};
@@ -207,9 +207,11 @@ impl FileLogger {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(period) {
                     let file = current.lock().unwrap().clone();
                     if let Err(e) = file.sync_data() {
-                        eprintln!(
-                            "kvs file logger: fdatasync of {} failed: {e}",
-                            path.display()
+                        log::log(
+                            log::Level::ERROR,
+                            "sync",
+                            "fdatasync failed; the logger refuses further writes",
+                            &[("path", &path.display()), ("error", &e)],
                         );
                         broken.store(true, Ordering::Release);
                         return;
@@ -503,12 +505,17 @@ impl FileLogger {
                 self.len = new.len + tail;
                 self.allocated = self.len;
                 self.compacted_len = self.len;
-                eprintln!(
-                    "kvs file logger: compacted {}: {before} -> {} bytes ({} live records kept, {} superseded dropped)",
-                    path.display(),
-                    self.len,
-                    new.kept,
-                    new.dropped
+                log::log(
+                    log::Level::INFO,
+                    "compaction",
+                    "compacted the log",
+                    &[
+                        ("path", &path.display()),
+                        ("bytes_before", &before),
+                        ("bytes_after", &self.len),
+                        ("kept", &new.kept),
+                        ("dropped", &new.dropped),
+                    ],
                 );
             }
             Err(why) => {
@@ -555,9 +562,9 @@ fn rest_is_zero(reader: &mut impl Read) -> std::io::Result<bool> {
     }
 }
 
-/// Plug-ins have no logging channel into the host yet; stderr is where the host logs too.
+/// A warning in the host's log (plugin-api 1.1), tagged `plugin=file` by the host.
 fn warn(msg: &str) {
-    eprintln!("kvs file logger: warning: {msg}");
+    log::warn(msg);
 }
 
 impl TransactionLogger for FileLogger {

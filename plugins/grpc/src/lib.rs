@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kvs_plugin_api::{ErrorCode, Frontend, PluginError, Store, export_plugin};
+use axum::extract::ConnectInfo;
+use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
 use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
@@ -89,6 +90,20 @@ fn deadline_of<T>(request: &Request<T>) -> Option<Duration> {
     })
 }
 
+/// What the client presented: `authorization` (Bearer), `traceparent` and `tracestate`
+/// metadata, its `grpc-timeout` and its address. Carried to the host, which decides.
+fn context_of<T>(request: &Request<T>) -> RequestContext {
+    let ascii = request.metadata().iter().filter_map(|entry| match entry {
+        tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str(), v.as_bytes())),
+        tonic::metadata::KeyAndValueRef::Binary(..) => None,
+    });
+    let mut ctx = RequestContext::from_headers(ascii).with_deadline(deadline_of(request));
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        ctx = ctx.with_peer(peer);
+    }
+    ctx
+}
+
 /// Runs a call within the client's deadline, answering DEADLINE_EXCEEDED past it. A
 /// write already handed to the store still completes: it cannot be taken back.
 async fn within<T>(
@@ -111,8 +126,8 @@ struct Service {
 }
 
 impl Service {
-    fn get(&self, key: &[u8]) -> Result<Vec<u8>, Status> {
-        match self.store.get(key).map_err(status_of)? {
+    fn get(&self, ctx: &RequestContext, key: &[u8]) -> Result<Vec<u8>, Status> {
+        match self.store.get_with(ctx, key).map_err(status_of)? {
             Some(value) => Ok(value),
             None => Err(Status::not_found("no such key")),
         }
@@ -125,7 +140,11 @@ impl book::key_value_server::KeyValue for Service {
         &self,
         request: Request<book::GetRequest>,
     ) -> Result<Response<book::GetResponse>, Status> {
-        let value = Service::get(self, request.get_ref().key.as_bytes())?;
+        let value = Service::get(
+            self,
+            &context_of(&request),
+            request.get_ref().key.as_bytes(),
+        )?;
         let value = String::from_utf8(value).map_err(|_| {
             Status::failed_precondition(
                 "the value is not UTF-8, so it cannot be a proto3 string; read it with kvs.v1.KeyValue/Get",
@@ -138,9 +157,12 @@ impl book::key_value_server::KeyValue for Service {
         &self,
         request: Request<book::PutRequest>,
     ) -> Result<Response<book::PutResponse>, Status> {
-        let deadline = deadline_of(&request);
+        let ctx = context_of(&request);
         let book::PutRequest { key, value } = request.into_inner();
-        let write = self.store.put(key.into_bytes(), value.into_bytes());
+        let write = self
+            .store
+            .put_with(&ctx, key.into_bytes(), value.into_bytes());
+        let deadline = ctx.deadline;
         within(deadline, async { write.await.map_err(status_of) }).await?;
         Ok(Response::new(book::PutResponse {}))
     }
@@ -149,8 +171,11 @@ impl book::key_value_server::KeyValue for Service {
         &self,
         request: Request<book::DeleteRequest>,
     ) -> Result<Response<book::DeleteResponse>, Status> {
-        let deadline = deadline_of(&request);
-        let write = self.store.delete(request.into_inner().key.into_bytes());
+        let ctx = context_of(&request);
+        let write = self
+            .store
+            .delete_with(&ctx, request.into_inner().key.into_bytes());
+        let deadline = ctx.deadline;
         within(deadline, async { write.await.map_err(status_of) }).await?;
         Ok(Response::new(book::DeleteResponse {}))
     }
@@ -162,7 +187,7 @@ impl v1::key_value_server::KeyValue for Service {
         &self,
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::GetResponse>, Status> {
-        let value = Service::get(self, &request.get_ref().key)?;
+        let value = Service::get(self, &context_of(&request), &request.get_ref().key)?;
         Ok(Response::new(v1::GetResponse { value }))
     }
 
@@ -170,12 +195,10 @@ impl v1::key_value_server::KeyValue for Service {
         &self,
         request: Request<v1::PutRequest>,
     ) -> Result<Response<v1::PutResponse>, Status> {
-        let deadline = deadline_of(&request);
+        let ctx = context_of(&request);
         let v1::PutRequest { key, value } = request.into_inner();
-        within(deadline, async {
-            self.store.put(key, value).await.map_err(status_of)
-        })
-        .await?;
+        let write = self.store.put_with(&ctx, key, value);
+        within(ctx.deadline, async { write.await.map_err(status_of) }).await?;
         Ok(Response::new(v1::PutResponse {}))
     }
 
@@ -183,12 +206,9 @@ impl v1::key_value_server::KeyValue for Service {
         &self,
         request: Request<v1::DeleteRequest>,
     ) -> Result<Response<v1::DeleteResponse>, Status> {
-        let deadline = deadline_of(&request);
-        let key = request.into_inner().key;
-        within(deadline, async {
-            self.store.delete(key).await.map_err(status_of)
-        })
-        .await?;
+        let ctx = context_of(&request);
+        let write = self.store.delete_with(&ctx, request.into_inner().key);
+        within(ctx.deadline, async { write.await.map_err(status_of) }).await?;
         Ok(Response::new(v1::DeleteResponse {}))
     }
 }
@@ -332,11 +352,17 @@ impl GrpcFrontend {
             // layer that answers an expired `grpc-timeout` with CANCELLED, while gRPC
             // says DEADLINE_EXCEEDED, which the handlers answer themselves.
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, routes.prepare().into_axum_router())
-                .with_graceful_shutdown(async {
-                    let _ = shutdown_rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                routes
+                    .prepare()
+                    .into_axum_router()
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = shutdown_rx.await;
+            })
+            .await
         });
         Ok(GrpcFrontend {
             health,

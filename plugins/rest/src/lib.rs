@@ -13,6 +13,10 @@
 //! The key is the rest of the path, percent-decoded to bytes, so `%2F`, `%00`, `%0A` and
 //! UTF-8 all work. Errors are one line of text; [`status_of`] maps store errors to
 //! statuses in one place.
+//!
+//! Each store call carries what the client presented ([`ClientContext`]): an
+//! `Authorization: Bearer` token, `traceparent`/`tracestate`, and the peer address. The
+//! host decides what to make of them; this frontend does not judge.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +26,15 @@ use std::time::Duration;
 use axum::{
     Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
-    http::{StatusCode, Uri, header},
+    extract::{
+        ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State, rejection::BytesRejection,
+    },
+    http::{StatusCode, Uri, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
-use kvs_plugin_api::{ErrorCode, Frontend, PluginError, Store, export_plugin};
+use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
 use serde::Deserialize;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -126,12 +132,36 @@ fn key_of(uri: &Uri, state: &AppState) -> Result<Vec<u8>, (StatusCode, String)> 
     Ok(key)
 }
 
-async fn get_key(State(state): State<AppState>, uri: Uri) -> Response {
+/// What the client presented with a request, read from its headers and connection.
+pub struct ClientContext(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut ctx = RequestContext::from_headers(
+            parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        );
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            ctx = ctx.with_peer(peer);
+        }
+        Ok(ClientContext(ctx))
+    }
+}
+
+async fn get_key(
+    State(state): State<AppState>,
+    uri: Uri,
+    ClientContext(ctx): ClientContext,
+) -> Response {
     let key = match key_of(&uri, &state) {
         Ok(k) => k,
         Err((status, message)) => return error_response(status, &message),
     };
-    match state.store.get(&key) {
+    match state.store.get_with(&ctx, &key) {
         Ok(Some(value)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -146,6 +176,7 @@ async fn get_key(State(state): State<AppState>, uri: Uri) -> Response {
 async fn put_key(
     State(state): State<AppState>,
     uri: Uri,
+    ClientContext(ctx): ClientContext,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let key = match key_of(&uri, &state) {
@@ -163,18 +194,22 @@ async fn put_key(
         }
         Err(rejection) => return error_response(rejection.status(), &rejection.body_text()),
     };
-    match state.store.put(key, body.to_vec()).await {
+    match state.store.put_with(&ctx, key, body.to_vec()).await {
         Ok(()) => StatusCode::CREATED.into_response(),
         Err(e) => store_error(e),
     }
 }
 
-async fn delete_key(State(state): State<AppState>, uri: Uri) -> Response {
+async fn delete_key(
+    State(state): State<AppState>,
+    uri: Uri,
+    ClientContext(ctx): ClientContext,
+) -> Response {
     let key = match key_of(&uri, &state) {
         Ok(k) => k,
         Err((status, message)) => return error_response(status, &message),
     };
-    match state.store.delete(key).await {
+    match state.store.delete_with(&ctx, key).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => store_error(e),
     }
@@ -266,11 +301,14 @@ impl RestFrontend {
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let server = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app(state))
-                .with_graceful_shutdown(async {
-                    let _ = shutdown_rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = shutdown_rx.await;
+            })
+            .await
         });
         Ok(RestFrontend {
             runtime: Some(runtime),

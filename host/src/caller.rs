@@ -1,0 +1,95 @@
+//! Who is calling: the request context a frontend carried, as the host sees it, and the
+//! hook where host-wide decisions about a request are made.
+//!
+//! Frontends (native 1.1, WASM, a third party's) only *carry* what the client presented;
+//! every read and write they make reaches [`Store`](crate::store::Store) with a
+//! [`Caller`]. The [`RequestHook`] sees each one before it is served: it is the one
+//! place where authorization (and, later, per-request spans and metrics) belongs, so
+//! every frontend gets the same treatment. A plugin-api 1.0 frontend cannot carry a
+//! context: its calls arrive as [`Caller::anonymous`] with its frontend's name.
+
+use std::time::{Duration, Instant};
+
+use kvs_plugin_api::{PluginError, RequestContext, native::v1_1::RequestContextRef};
+
+/// What a request is about to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A read.
+    Get,
+    /// A write of a value.
+    Put,
+    /// A removal.
+    Delete,
+}
+
+/// The caller of one store operation, borrowing from the frontend's request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    /// The frontend the request came through (its declared name).
+    pub frontend: &'a str,
+    /// A bearer token as presented, unverified.
+    pub bearer_token: Option<&'a str>,
+    /// The subject of a TLS client certificate the frontend verified.
+    pub client_identity: Option<&'a str>,
+    /// The client's W3C `traceparent`.
+    pub traceparent: Option<&'a str>,
+    /// The client's W3C `tracestate`.
+    pub tracestate: Option<&'a str>,
+    /// When the client stops waiting.
+    pub deadline: Option<Instant>,
+    /// The client's address.
+    pub peer: Option<&'a str>,
+}
+
+impl<'a> Caller<'a> {
+    /// A caller that presented nothing, through `frontend`.
+    pub fn anonymous(frontend: &'a str) -> Self {
+        Caller {
+            frontend,
+            ..Caller::default()
+        }
+    }
+
+    /// The caller a 1.1 native frontend described.
+    pub fn from_ffi(frontend: &'a str, ctx: &'a RequestContextRef<'a>) -> Self {
+        let s = |o: &'a abi_stable::std_types::ROption<abi_stable::std_types::RStr<'a>>| {
+            o.as_ref().map(|s| s.as_str()).into_option()
+        };
+        Caller {
+            frontend,
+            bearer_token: s(&ctx.bearer_token),
+            client_identity: s(&ctx.client_identity),
+            traceparent: s(&ctx.traceparent),
+            tracestate: s(&ctx.tracestate),
+            deadline: ctx
+                .deadline_ms
+                .into_option()
+                .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
+            peer: s(&ctx.peer),
+        }
+    }
+
+    /// The caller an owned context describes (WASM frontends: the host built it).
+    pub fn from_context(frontend: &'a str, ctx: &'a RequestContext, received: Instant) -> Self {
+        Caller {
+            frontend,
+            bearer_token: ctx.bearer_token.as_deref(),
+            client_identity: ctx.client_identity.as_deref(),
+            traceparent: ctx.traceparent.as_deref(),
+            tracestate: ctx.tracestate.as_deref(),
+            deadline: ctx.deadline.and_then(|d| received.checked_add(d)),
+            peer: ctx.peer.as_deref(),
+        }
+    }
+}
+
+/// Sees every frontend request before the store serves it, and may refuse it.
+///
+/// Runs on the frontend's thread, inline with the request: keep it cheap. An error is
+/// returned to the client as the request's outcome (a write refused here is never
+/// queued, logged or applied).
+pub trait RequestHook: Send + Sync {
+    /// Decides about `op` on `key` for `caller`.
+    fn check(&self, op: Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError>;
+}

@@ -1,0 +1,191 @@
+//! What the host hands to native plug-ins: its store, as each contract version sees it,
+//! and its services (plugin-api 1.1).
+//!
+//! * [`store_box`] / [`store_box_v1_1`]: the host's [`Store`] behind the 1.0 and 1.1
+//!   `StoreApi` objects. Both name the frontend they were made for, so every call
+//!   reaches the store as a [`Caller`] of that frontend; a 1.0 caller is anonymous.
+//! * [`host_box`]: `HostApi` for one plug-in: its log messages become `tracing` events
+//!   under the target `kvs::plugin`, with a `plugin` field naming it.
+
+use std::sync::Arc;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice, RVec},
+};
+use kvs_plugin_api::{
+    Limits, PluginError,
+    log::Level,
+    native::{
+        StoreApi, StoreApi_TO, StoreBox, WriteCallbackBox,
+        v1_1::{self, HostApi, HostApi_TO, HostBox, LogRecord, RequestContextRef},
+    },
+};
+
+use crate::caller::Caller;
+use crate::store::Store;
+use crate::writer::Completion;
+
+/// The store as one frontend reaches it.
+struct StoreHandle {
+    store: Arc<Store>,
+    frontend: Arc<str>,
+}
+
+fn completion(mut done: WriteCallbackBox) -> Completion {
+    Completion::new(move |r| done.complete(r.into()))
+}
+
+fn get_reply(r: Result<Option<Vec<u8>>, PluginError>) -> RResult<ROption<RVec<u8>>, PluginError> {
+    r.map(|v| v.map(RVec::from).into()).into()
+}
+
+impl StoreApi for StoreHandle {
+    fn get(&self, key: RSlice<'_, u8>) -> RResult<ROption<RVec<u8>>, PluginError> {
+        let caller = Caller::anonymous(&self.frontend);
+        get_reply(self.store.get_as(&caller, key.as_slice()))
+    }
+
+    fn put(&self, key: RVec<u8>, value: RVec<u8>, done: WriteCallbackBox) {
+        let caller = Caller::anonymous(&self.frontend);
+        self.store
+            .put_as(&caller, key.into_vec(), value.into_vec(), completion(done));
+    }
+
+    fn delete(&self, key: RVec<u8>, done: WriteCallbackBox) {
+        let caller = Caller::anonymous(&self.frontend);
+        self.store
+            .delete_as(&caller, key.into_vec(), completion(done));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.store.is_ready()
+    }
+
+    fn limits(&self) -> Limits {
+        self.store.limits()
+    }
+}
+
+impl v1_1::StoreApi for StoreHandle {
+    fn get(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+    ) -> RResult<ROption<RVec<u8>>, PluginError> {
+        let caller = Caller::from_ffi(&self.frontend, ctx);
+        get_reply(self.store.get_as(&caller, key.as_slice()))
+    }
+
+    fn put(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    ) {
+        let caller = Caller::from_ffi(&self.frontend, ctx);
+        self.store
+            .put_as(&caller, key.into_vec(), value.into_vec(), completion(done));
+    }
+
+    fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
+        let caller = Caller::from_ffi(&self.frontend, ctx);
+        self.store
+            .delete_as(&caller, key.into_vec(), completion(done));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.store.is_ready()
+    }
+
+    fn limits(&self) -> Limits {
+        self.store.limits()
+    }
+}
+
+/// A 1.0 store object for the frontend `frontend`.
+pub fn store_box(store: &Arc<Store>, frontend: &str) -> StoreBox {
+    StoreApi_TO::from_value(
+        StoreHandle {
+            store: store.clone(),
+            frontend: frontend.into(),
+        },
+        TD_Opaque,
+    )
+}
+
+/// A 1.1 store object for the frontend `frontend`.
+pub fn store_box_v1_1(store: &Arc<Store>, frontend: &str) -> v1_1::StoreBox {
+    v1_1::StoreApi_TO::from_value(
+        StoreHandle {
+            store: store.clone(),
+            frontend: frontend.into(),
+        },
+        TD_Opaque,
+    )
+}
+
+/// The host services of one plug-in.
+struct PluginHost {
+    name: String,
+}
+
+impl HostApi for PluginHost {
+    fn log(&self, record: &LogRecord<'_>) {
+        let fields: Vec<String> = record
+            .fields
+            .iter()
+            .map(|f| format!("{}={}", f.key.as_str(), f.value.as_str()))
+            .collect();
+        plugin_event(
+            &self.name,
+            record.level,
+            record.target.as_str(),
+            record.message.as_str(),
+            &fields.join(" "),
+        );
+    }
+}
+
+/// The services handle for the plug-in named `name`.
+pub fn host_box(name: &str) -> HostBox {
+    HostApi_TO::from_value(
+        PluginHost {
+            name: name.to_string(),
+        },
+        TD_Opaque,
+    )
+}
+
+/// Emits a plug-in's log message as a `tracing` event (native and WASM plug-ins alike).
+pub fn plugin_event(plugin: &str, level: Level, target: &str, message: &str, fields: &str) {
+    macro_rules! event {
+        ($level:expr) => {
+            match (target.is_empty(), fields.is_empty()) {
+                (true, true) => tracing::event!(target: "kvs::plugin", $level, plugin, "{message}"),
+                (false, true) => {
+                    tracing::event!(target: "kvs::plugin", $level, plugin, area = target, "{message}")
+                }
+                (true, false) => {
+                    tracing::event!(target: "kvs::plugin", $level, plugin, fields = %fields, "{message}")
+                }
+                (false, false) => tracing::event!(
+                    target: "kvs::plugin",
+                    $level,
+                    plugin,
+                    area = target,
+                    fields = %fields,
+                    "{message}"
+                ),
+            }
+        };
+    }
+    match level {
+        Level::ERROR => event!(tracing::Level::ERROR),
+        Level::WARN => event!(tracing::Level::WARN),
+        Level::DEBUG => event!(tracing::Level::DEBUG),
+        Level::TRACE => event!(tracing::Level::TRACE),
+        _ => event!(tracing::Level::INFO),
+    }
+}
