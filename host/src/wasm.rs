@@ -450,6 +450,10 @@ fn host_delete(
 
 // ---------------------------------------------------------------- logger
 
+/// Consecutive empty non-final replay chunks after which a guest's replay is declared
+/// stuck.
+const MAX_EMPTY_REPLAY_CHUNKS: u32 = 1000;
+
 /// A `.wasm` logger behind the native logger port.
 struct WasmLogger {
     name: String,
@@ -521,6 +525,7 @@ impl LoggerApi for WasmLogger {
 
     fn replay(&mut self, mut sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
         let mut cursor = 0u64;
+        let mut empty_chunks = 0u32;
         loop {
             let out = match self.call("kvs_logger_replay", &cursor.to_le_bytes()) {
                 Ok(out) => out,
@@ -548,6 +553,21 @@ impl LoggerApi for WasmLogger {
             }
             if done {
                 return RResult::ROk(());
+            }
+            // The per-call timeout bounds each chunk, not the loop: a guest whose cursor
+            // never moves on, or that returns empty chunks forever, would hang start-up.
+            empty_chunks = if native.is_empty() {
+                empty_chunks + 1
+            } else {
+                0
+            };
+            if next <= cursor || empty_chunks > MAX_EMPTY_REPLAY_CHUNKS {
+                return RResult::RErr(PluginError::internal(format!(
+                    "WASM logger {}: replay is not making progress (cursor {cursor} -> {next}, \
+                     {empty_chunks} empty chunk(s) in a row): a replay cursor must increase \
+                     and chunks must carry events; the guest's replay is broken",
+                    self.name
+                )));
             }
             cursor = next;
         }
@@ -612,6 +632,7 @@ impl Pool {
 }
 
 struct WasmHttpFrontend {
+    pool: Arc<Pool>,
     runtime: Option<tokio::runtime::Runtime>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -735,6 +756,9 @@ impl FrontendApi for WasmHttpFrontend {
 
     fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
         self.stopping.store(true, Ordering::Release);
+        // Requests still waiting for an instance are answered 503 at once instead of
+        // being served during the drain.
+        self.pool.permits.close();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -763,7 +787,20 @@ pub fn start_frontend(
     store: &Arc<Store>,
     table: &str,
 ) -> Result<FrontendBox, PluginError> {
-    let (sandbox, _guest_config) = Sandbox::split(table)?;
+    let (sandbox, guest_config) = Sandbox::split(table)?;
+    // An HTTP guest has no export that takes a config, so anything but sandbox
+    // settings would be silently ignored: refuse it, as kvs does every unknown key.
+    let unknown: Vec<String> = toml::from_str::<toml::Table>(&guest_config)
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    if !unknown.is_empty() {
+        return Err(PluginError::invalid_input(format!(
+            "[plugins.{name}]: unknown key(s) {}: a WASM HTTP frontend's table takes only \
+             the host's sandbox settings ({})",
+            unknown.join(", "),
+            SANDBOX_KEYS.join(", ")
+        )));
+    }
     let compiled =
         compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     let listener = std::net::TcpListener::bind(&sandbox.listen).map_err(|e| {
@@ -781,14 +818,15 @@ pub fn start_frontend(
         .enable_all()
         .build()?;
     let stopping = Arc::new(AtomicBool::new(false));
+    let pool = Arc::new(Pool {
+        permits: tokio::sync::Semaphore::new(sandbox.pool_size),
+        idle: Mutex::new(Vec::new()),
+        compiled,
+    });
     let state = Edge {
         name: name.into(),
         store: store.clone(),
-        pool: Arc::new(Pool {
-            permits: tokio::sync::Semaphore::new(sandbox.pool_size),
-            idle: Mutex::new(Vec::new()),
-            compiled,
-        }),
+        pool: pool.clone(),
         stopping: stopping.clone(),
     };
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -806,6 +844,7 @@ pub fn start_frontend(
     });
     Ok(FrontendApi_TO::from_value(
         WasmHttpFrontend {
+            pool,
             runtime: Some(runtime),
             server: Some(server),
             shutdown: Some(shutdown),

@@ -313,3 +313,50 @@ fn a_wasm_logger_without_a_granted_directory_fails_start_up_clearly() {
         .expect("started without a grant");
     assert!(out.contains("data_dir"), "{out}");
 }
+
+#[test]
+fn a_guest_replay_that_never_finishes_fails_start_up_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        wasm_fixture("kvs_wasm_fixture_stuck_replay"),
+        dir.path().join("stuck.wasm"),
+    )
+    .unwrap();
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let plugin = catalog
+        .find(kvs_plugin_api::PluginKind::LOGGER, "stuck-replay")
+        .unwrap();
+    for mode in ["same", "creep"] {
+        let mut logger =
+            kvs_host::lifecycle::open_logger(plugin, &format!("mode = {mode:?}")).unwrap();
+        let map = kvs_host::store::Map::default();
+        let started = std::time::Instant::now();
+        let err = kvs_host::writer::replay(&mut logger, &map).unwrap_err();
+        assert!(
+            err.message().contains("not making progress"),
+            "{mode}: {err}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_in_a_wasm_frontends_table_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "file", "wasm-rest", "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[plugins.wasm-rest]\n",
+        "[plugins.wasm-rest]\ncolour = \"blue\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Kvs::try_start(&path, &staged_plugins(), &[])
+        .err()
+        .expect("started with an unknown key");
+    assert!(
+        out.contains("unknown key(s) colour") && out.contains("sandbox settings"),
+        "{out}"
+    );
+}
