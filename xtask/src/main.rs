@@ -6,11 +6,12 @@
 //!
 //! * `cargo xtask build [--release]`: build everything, stage the plug-ins.
 //! * `cargo xtask run [ARGS...]`: release build, then `kvs --config config.toml ARGS...`.
-//! * `cargo xtask test [ARGS...]`: debug build, then `cargo test --workspace ARGS...`.
+//! * `cargo xtask test [ARGS...]`: check that `vendor/extism` is exactly extism 1.30.0
+//!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`.
 //! * `cargo xtask bench [writes|rest]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -64,6 +65,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         "test" => {
+            verify_extism_fork()?;
             build(false)?;
             cargo(
                 &[
@@ -252,4 +254,113 @@ fn build_wasm() -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
+}
+
+/// The published crate `vendor/extism` is made from, and its checksum in the crates.io
+/// index (so a tampered download is refused, not compared).
+const EXTISM_CRATE: &str = "https://static.crates.io/crates/extism/extism-1.30.0.crate";
+const EXTISM_SHA256: &str = "4b66cd9ac5c64b49c9bac69db3d1b10d8f9386e7caab73489c2f197ba43d5e05";
+/// Files of the published crate the fork leaves out (a C header and its build script,
+/// which kvs does not build; the crate's own lock file), and files the fork adds.
+const EXTISM_DROPPED: [&str; 3] = ["Cargo.lock", "build.rs", "extism.h"];
+const EXTISM_ADDED: [&str; 2] = ["KVS-PATCH.md", "kvs.patch"];
+
+/// Fails unless `vendor/extism` equals the published extism 1.30.0 with `kvs.patch`
+/// applied, so the fork cannot drift from what KVS-PATCH.md describes. Uses curl, tar,
+/// sha256sum and patch; the download is cached in the target directory.
+fn verify_extism_fork() -> Result<()> {
+    let vendor = workspace_root().join("vendor/extism");
+    let cache = target_dir().join("xtask");
+    std::fs::create_dir_all(&cache)?;
+    let crate_file = cache.join("extism-1.30.0.crate");
+    if !crate_file.is_file() {
+        run_tool(
+            Command::new("curl")
+                .args(["-sSfL", "--retry", "3", "-o"])
+                .arg(&crate_file)
+                .arg(EXTISM_CRATE),
+        )
+        .context("downloading extism 1.30.0 to check vendor/extism")?;
+    }
+    let sum = Command::new("sha256sum").arg(&crate_file).output()?;
+    if !String::from_utf8_lossy(&sum.stdout).starts_with(EXTISM_SHA256) {
+        let _ = std::fs::remove_file(&crate_file);
+        bail!(
+            "{} does not match crates.io's checksum; deleted it, try again",
+            crate_file.display()
+        );
+    }
+    let work = cache.join("extism-check");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    run_tool(
+        Command::new("tar")
+            .arg("xzf")
+            .arg(&crate_file)
+            .arg("-C")
+            .arg(&work),
+    )?;
+    let patched = work.join("extism-1.30.0");
+    run_tool(
+        Command::new("patch")
+            .args(["-p1", "-s", "-i"])
+            .arg(vendor.join("kvs.patch"))
+            .current_dir(&patched),
+    )
+    .context("kvs.patch no longer applies to extism 1.30.0")?;
+    let mut problems = Vec::new();
+    compare_trees(&patched, &vendor, Path::new(""), &mut problems)?;
+    if !problems.is_empty() {
+        bail!(
+            "vendor/extism is not extism 1.30.0 + vendor/extism/kvs.patch:\n  {}\n\
+             Change the fork only through kvs.patch (regenerate it with `diff -ru` against \
+             the published crate) and say why in KVS-PATCH.md.",
+            problems.join("\n  ")
+        );
+    }
+    eprintln!("xtask: vendor/extism is extism 1.30.0 + kvs.patch");
+    Ok(())
+}
+
+fn run_tool(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed");
+    }
+    Ok(())
+}
+
+/// Records every difference between `expected/rel` and `actual/rel`, ignoring the
+/// files the fork deliberately drops or adds (at its top level).
+fn compare_trees(
+    expected: &Path,
+    actual: &Path,
+    rel: &Path,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let names = |dir: &Path| -> Result<std::collections::BTreeSet<String>> {
+        Ok(std::fs::read_dir(dir.join(rel))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?)
+    };
+    let (want, have) = (names(expected)?, names(actual)?);
+    let top = rel.as_os_str().is_empty();
+    for name in want.union(&have) {
+        let path = rel.join(name);
+        let (e, a) = (expected.join(&path), actual.join(&path));
+        match (want.contains(name), have.contains(name)) {
+            (true, false) if top && EXTISM_DROPPED.contains(&name.as_str()) => {}
+            (false, true) if top && EXTISM_ADDED.contains(&name.as_str()) => {}
+            (true, false) => problems.push(format!("missing: {}", path.display())),
+            (false, true) => problems.push(format!("not in 1.30.0 + patch: {}", path.display())),
+            _ if e.is_dir() && a.is_dir() => compare_trees(expected, actual, &path, problems)?,
+            _ if std::fs::read(&e)? != std::fs::read(&a)? => {
+                problems.push(format!("differs: {}", path.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
