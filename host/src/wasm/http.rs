@@ -1,0 +1,280 @@
+//! A `.wasm` HTTP frontend: the host's own listener, a pool of instances, the edge that
+//! hands each request to `kvs_http_handle` with the client's context.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RString, RVec},
+};
+use extism::Plugin;
+use kvs_plugin_api::native::{FrontendApi, FrontendApi_TO, FrontendBox};
+use kvs_plugin_api::wire;
+use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
+
+use crate::store::Store;
+
+use super::host_fns::{CALL_CONTEXT, CallContext};
+use super::module::{CallError, Compiled, call, compile, instance};
+use super::sandbox::{SANDBOX_KEYS, Sandbox};
+
+/// Instances for a frontend: each serves one call at a time; a failed one is dropped.
+struct Pool {
+    compiled: Compiled,
+    idle: Mutex<Vec<Plugin>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Pool {
+    fn handle(&self, request: &[u8], context: CallContext) -> Result<Vec<u8>, CallError> {
+        let popped = self.idle.lock().unwrap().pop();
+        let mut plugin = match popped {
+            Some(p) => p,
+            None => instance(&self.compiled).map_err(CallError::Trapped)?,
+        };
+        CALL_CONTEXT.set(Some(context));
+        let result = call(&mut plugin, "kvs_http_handle", request);
+        CALL_CONTEXT.set(None);
+        match result {
+            Ok(out) => {
+                self.idle.lock().unwrap().push(plugin);
+                Ok(out)
+            }
+            Err(CallError::Guest(e)) => {
+                self.idle.lock().unwrap().push(plugin);
+                Err(CallError::Guest(e))
+            }
+            // A trapped or timed-out instance is dropped here; the next call gets a
+            // fresh one.
+            Err(failed) => Err(failed),
+        }
+    }
+}
+
+struct WasmHttpFrontend {
+    pool: Arc<Pool>,
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    stopping: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+#[derive(Clone)]
+struct Edge {
+    /// The frontend's declared name.
+    name: Arc<str>,
+    store: Arc<Store>,
+    pool: Arc<Pool>,
+    stopping: Arc<AtomicBool>,
+}
+
+async fn edge(
+    axum::extract::State(edge): axum::extract::State<Edge>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let text = |status: u16, msg: String| {
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            format!("{msg}\n"),
+        )
+            .into_response()
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    match path.as_str() {
+        "/healthz" => return text(200, "ok".into()),
+        "/readyz" => {
+            return if edge.store.is_ready() && !edge.stopping.load(Ordering::Acquire) {
+                text(200, "ready".into())
+            } else {
+                text(503, "not ready".into())
+            };
+        }
+        _ => {}
+    }
+    let received = Instant::now();
+    // What the client presented, as the native `rest` frontend reads it: the host
+    // carries it to the store for the guest (see `CallContext`).
+    let context = RequestContext::from_headers(
+        request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    )
+    .with_peer(peer);
+    let method = request.method().as_str().to_string();
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let limit = usize::try_from(edge.store.limits().max_value_bytes).unwrap_or(usize::MAX);
+    let body = match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => {
+            return text(
+                413,
+                format!("value is larger than the limit of {limit} bytes"),
+            );
+        }
+    };
+    let encoded = wire::HttpRequest {
+        method,
+        path,
+        headers,
+        body,
+    }
+    .encode_with_context(&context);
+    let call_context = CallContext {
+        frontend: edge.name.clone(),
+        context,
+        received,
+    };
+    let Ok(_permit) = edge.pool.permits.acquire().await else {
+        return text(503, "shutting down".into());
+    };
+    // The guest call runs right here on the async worker: a typical call takes a few
+    // microseconds, far less than handing it to another thread would cost. A call that
+    // turns out long (`LONG_CALL`) or waits for a durable write (`wait_write`) hands the
+    // worker's other tasks to another thread first, so nothing else waits behind it.
+    let response = edge.pool.handle(&encoded, call_context).and_then(|bytes| {
+        wire::HttpResponse::decode(&bytes)
+            .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))
+    });
+    match response {
+        Ok(r) => {
+            let mut builder = axum::http::Response::builder().status(r.status);
+            for (k, v) in r.headers {
+                builder = builder.header(k, v);
+            }
+            builder
+                .body(axum::body::Body::from(r.body))
+                .unwrap_or_else(|e| text(500, e.to_string()))
+        }
+        Err(failed) => {
+            let status = match &failed {
+                CallError::TimedOut(_) => 504,
+                CallError::Guest(e) if e.code() == ErrorCode::UNAVAILABLE => 503,
+                _ => 500,
+            };
+            text(status, failed.into_error().message().to_string())
+        }
+    }
+}
+
+impl FrontendApi for WasmHttpFrontend {
+    fn endpoints(&self) -> RVec<RString> {
+        RVec::from(vec![RString::from(format!("http://{}", self.addr))])
+    }
+
+    fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
+        self.stopping.store(true, Ordering::Release);
+        // Requests still waiting for an instance are answered 503 at once instead of
+        // being served during the drain.
+        self.pool.permits.close();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
+            return RResult::ROk(());
+        };
+        let finished = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(deadline_ms), server).await
+        });
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        match finished {
+            Ok(Ok(Ok(()))) => RResult::ROk(()),
+            Ok(Ok(Err(e))) => RResult::RErr(PluginError::internal(e.to_string())),
+            Ok(Err(e)) => RResult::RErr(PluginError::internal(e.to_string())),
+            Err(_) => RResult::RErr(PluginError::unavailable(
+                "requests still in flight at the deadline were cut off",
+            )),
+        }
+    }
+}
+
+/// Starts a `.wasm` HTTP frontend: the host listens and calls the guest per request.
+pub fn start_frontend(
+    path: &Path,
+    name: &str,
+    store: &Arc<Store>,
+    table: &str,
+) -> Result<FrontendBox, PluginError> {
+    let (sandbox, guest_config) = Sandbox::split(table)?;
+    // An HTTP guest has no export that takes a config, so anything but sandbox
+    // settings would be silently ignored: refuse it, as kvs does every unknown key.
+    let unknown: Vec<String> = toml::from_str::<toml::Table>(&guest_config)
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    if !unknown.is_empty() {
+        return Err(PluginError::invalid_input(format!(
+            "[plugins.{name}]: unknown key(s) {}: a WASM HTTP frontend's table takes only \
+             the host's sandbox settings ({})",
+            unknown.join(", "),
+            SANDBOX_KEYS.join(", ")
+        )));
+    }
+    let compiled =
+        compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
+    let listener = std::net::TcpListener::bind(&sandbox.listen).map_err(|e| {
+        PluginError::invalid_input(format!(
+            "cannot listen on {}: {e}; set listen in the plug-in's table",
+            sandbox.listen
+        ))
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(sandbox.worker_threads)
+        .max_blocking_threads(sandbox.pool_size.max(1) * 2)
+        .thread_name("kvs-wasm-http")
+        .enable_all()
+        .build()?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let pool = Arc::new(Pool {
+        permits: tokio::sync::Semaphore::new(sandbox.pool_size),
+        idle: Mutex::new(Vec::new()),
+        compiled,
+    });
+    let state = Edge {
+        name: name.into(),
+        store: store.clone(),
+        pool: pool.clone(),
+        stopping: stopping.clone(),
+    };
+    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let app = axum::Router::new().fallback(edge).with_state(state);
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = shutdown_rx.await;
+        })
+        .await
+    });
+    Ok(FrontendApi_TO::from_value(
+        WasmHttpFrontend {
+            pool,
+            runtime: Some(runtime),
+            server: Some(server),
+            shutdown: Some(shutdown),
+            stopping,
+            addr,
+        },
+        TD_Opaque,
+    ))
+}

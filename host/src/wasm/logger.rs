@@ -1,0 +1,161 @@
+//! A `.wasm` logger behind the native logger port: one instance, reopened after a trap.
+
+use std::path::Path;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice},
+};
+use extism::Plugin;
+use kvs_plugin_api::native::{HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox, ReplaySinkMut};
+use kvs_plugin_api::wire::{self, Reader, Writer};
+use kvs_plugin_api::{Event, PluginError};
+
+use super::module::{CallError, Compiled, call, compile, instance};
+use super::sandbox::Sandbox;
+
+/// Consecutive empty non-final replay chunks after which a guest's replay is declared
+/// stuck.
+const MAX_EMPTY_REPLAY_CHUNKS: u32 = 1000;
+
+/// A `.wasm` logger behind the native logger port.
+struct WasmLogger {
+    name: String,
+    compiled: Compiled,
+    guest_config: String,
+    /// The one instance holding the logger's state; `None` after a trap, reopened on
+    /// the next call.
+    instance: Option<Plugin>,
+}
+
+impl WasmLogger {
+    /// A fresh instance with the guest's `open` run on it: at start-up, and after a
+    /// trap discarded the previous one.
+    fn reopen(&mut self) -> Result<(), PluginError> {
+        let mut fresh = instance(&self.compiled)?;
+        call(&mut fresh, "kvs_logger_open", self.guest_config.as_bytes()).map_err(|e| {
+            let e = e.into_error();
+            PluginError::new(
+                e.code(),
+                format!("WASM logger {}: {}", self.name, e.message()),
+            )
+        })?;
+        self.instance = Some(fresh);
+        Ok(())
+    }
+
+    fn call(&mut self, func: &str, input: &[u8]) -> Result<Vec<u8>, PluginError> {
+        if self.instance.is_none() {
+            self.reopen()?;
+        }
+        let plugin = self.instance.as_mut().expect("just ensured");
+        match call(plugin, func, input) {
+            Ok(out) => Ok(out),
+            Err(CallError::Guest(e)) => Err(e),
+            Err(failed) => {
+                self.instance = None;
+                let e = failed.into_error();
+                Err(PluginError::new(
+                    e.code(),
+                    format!(
+                        "WASM logger {}: {}; instance discarded",
+                        self.name,
+                        e.message()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+impl LoggerApi for WasmLogger {
+    fn health_probe(&self) -> ROption<HealthProbeBox> {
+        ROption::RNone
+    }
+
+    fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
+        let mut w = Writer::default();
+        wire::encode_events(
+            &mut w,
+            batch.iter().map(|e| wire::Event {
+                sequence: e.sequence,
+                kind: e.kind,
+                key: e.key.as_slice(),
+                value: e.value.as_slice(),
+            }),
+        );
+        self.call("kvs_logger_append", &w.0).map(drop).into()
+    }
+
+    fn replay(&mut self, mut sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
+        let mut cursor = 0u64;
+        let mut empty_chunks = 0u32;
+        loop {
+            let out = match self.call("kvs_logger_replay", &cursor.to_le_bytes()) {
+                Ok(out) => out,
+                Err(e) => return RResult::RErr(e),
+            };
+            let mut r = Reader::new(&out);
+            let parsed = (|| {
+                Ok::<_, wire::WireError>((r.u64()?, r.u8()? != 0, wire::decode_events(&mut r)?))
+            })();
+            let (next, done, events) = match parsed {
+                Ok(p) => p,
+                Err(e) => return RResult::RErr(PluginError::internal(format!("replay: {e}"))),
+            };
+            let native: Vec<Event<'_>> = events
+                .iter()
+                .map(|e| Event {
+                    sequence: e.sequence,
+                    kind: e.kind,
+                    key: e.key.into(),
+                    value: e.value.into(),
+                })
+                .collect();
+            if let RResult::RErr(e) = sink.accept(RSlice::from_slice(&native)) {
+                return RResult::RErr(e);
+            }
+            if done {
+                return RResult::ROk(());
+            }
+            // The per-call timeout bounds each chunk, not the loop: a guest whose cursor
+            // never moves on, or that returns empty chunks forever, would hang start-up.
+            empty_chunks = if native.is_empty() {
+                empty_chunks + 1
+            } else {
+                0
+            };
+            if next <= cursor || empty_chunks > MAX_EMPTY_REPLAY_CHUNKS {
+                return RResult::RErr(PluginError::internal(format!(
+                    "WASM logger {}: replay is not making progress (cursor {cursor} -> {next}, \
+                     {empty_chunks} empty chunk(s) in a row): a replay cursor must increase \
+                     and chunks must carry events; the guest's replay is broken",
+                    self.name
+                )));
+            }
+            cursor = next;
+        }
+    }
+
+    fn close(&mut self) -> RResult<(), PluginError> {
+        if self.instance.is_none() {
+            return RResult::ROk(());
+        }
+        self.call("kvs_logger_close", &[]).map(drop).into()
+    }
+}
+
+/// Opens a `.wasm` logger with its table.
+pub fn open_logger(path: &Path, name: &str, table: &str) -> Result<LoggerBox, PluginError> {
+    let (sandbox, guest_config) = Sandbox::split(table)?;
+    let compiled = compile(path, name, &sandbox, None).map_err(PluginError::internal)?;
+    let mut logger = WasmLogger {
+        name: name.to_string(),
+        compiled,
+        guest_config,
+        instance: None,
+    };
+    // Open now, so a bad config or a missing grant fails start-up, not the first write.
+    logger.reopen()?;
+    Ok(LoggerApi_TO::from_value(logger, TD_Opaque))
+}

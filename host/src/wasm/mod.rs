@@ -1,0 +1,31 @@
+//! WASM plug-ins: `.wasm` Extism guests behind the same ports as native plug-ins.
+//!
+//! * [`handshake`]: instantiate with default limits, call `kvs_handshake`, check the
+//!   version with the same rule and messages as native plug-ins.
+//! * [`open_logger`]: a `WasmLogger` — one instance, reopened after a trap — wrapped as
+//!   a `LoggerBox`, so the writer cannot tell it from a native logger.
+//! * [`start_frontend`]: the host owns the listener (the sandbox has no sockets): an
+//!   axum server that answers `/healthz` and `/readyz` itself and hands every other
+//!   request to `kvs_http_handle` on an instance from a pool. An instance serves one
+//!   call at a time; one that traps or times out is dropped, never reused. Calls run on
+//!   the server's async workers; a long one, or a durable write, hands its worker's
+//!   other tasks to another thread (`hand_off_worker`, `wait_write`).
+//!
+//! Every instance gets a memory cap and a per-call timeout; WASI without network, and
+//! no file system unless the operator grants `data_dir`, mounted at `/data`. Those
+//! sandbox settings are keys of the plug-in's own table that the host takes out before
+//! handing the rest to the guest.
+//!
+//! Modules: [`sandbox`] (the settings), `module` (compile, instantiate, call,
+//! handshake), `host_fns` (what guests import), `logger`, `http`.
+
+mod host_fns;
+mod http;
+mod logger;
+mod module;
+pub mod sandbox;
+
+pub use http::start_frontend;
+pub use logger::open_logger;
+pub use module::handshake;
+pub use sandbox::Sandbox;

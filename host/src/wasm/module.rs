@@ -1,0 +1,198 @@
+//! Compiling a `.wasm` file with its sandbox and host functions, making instances,
+//! calling exports, and the handshake read at discovery.
+
+use std::path::Path;
+use std::time::Duration;
+
+use extism::{Function, Manifest, PTR, Plugin, PluginBuilder, UserData, Wasm};
+use kvs_plugin_api::version::check_compatible;
+use kvs_plugin_api::wire::{self};
+use kvs_plugin_api::{API_MAJOR, API_MINOR, PluginError, PluginKind};
+
+use super::host_fns::{
+    StoreRef, host_delete, host_get, host_log, host_put, in_multi_thread_runtime,
+};
+use super::sandbox::Sandbox;
+
+/// A guest call running this long is no longer treated as quick: if it runs on an async
+/// worker, the worker's other tasks move to another thread (extism checks on its 10 ms
+/// ticks, so that happens within about 12 ms). Typical calls take microseconds.
+const LONG_CALL: Duration = Duration::from_millis(2);
+
+/// Called (by extism, on the calling thread) once a guest call has run for `LONG_CALL`.
+/// If that thread is an async worker, its other tasks move to a new worker thread for
+/// the rest of the call. `block_in_place` alone would not do: it takes its worker back
+/// when its closure returns if the new thread has not yet started, so the closure waits
+/// until a task spawned from here (queued on this worker) has run elsewhere.
+fn hand_off_worker() {
+    if !in_multi_thread_runtime() {
+        return;
+    }
+    let (moved, has_moved) = std::sync::mpsc::sync_channel(1);
+    tokio::runtime::Handle::current().spawn(async move {
+        let _ = moved.send(());
+    });
+    tokio::task::block_in_place(|| {
+        let _ = has_moved.recv_timeout(Duration::from_millis(100));
+    });
+}
+
+/// A module compiled once with its sandbox and host functions; instances come from it.
+pub(super) struct Compiled {
+    compiled: extism::CompiledPlugin,
+}
+
+pub(super) fn compile(
+    path: &Path,
+    name: &str,
+    sandbox: &Sandbox,
+    store: StoreRef,
+) -> Result<Compiled, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut manifest = Manifest::new([Wasm::data(bytes)])
+        .with_memory_max(sandbox.memory_max_mb.saturating_mul(16)) // 64 KiB pages
+        .with_timeout(Duration::from_millis(sandbox.call_timeout_ms));
+    if let Some(dir) = &sandbox.data_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data_dir {}: {e}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| format!("data_dir {}: {e}", dir.display()))?;
+        manifest = manifest.with_allowed_path(dir.display().to_string(), "/data");
+    }
+    let functions = [
+        Function::new(
+            "kvs_get",
+            [PTR],
+            [PTR],
+            UserData::new(store.clone()),
+            host_get,
+        ),
+        Function::new(
+            "kvs_put",
+            [PTR],
+            [PTR],
+            UserData::new(store.clone()),
+            host_put,
+        ),
+        Function::new(
+            "kvs_delete",
+            [PTR],
+            [PTR],
+            UserData::new(store.clone()),
+            host_delete,
+        ),
+        Function::new(
+            "kvs_log",
+            [PTR],
+            [],
+            UserData::new(name.to_string()),
+            host_log,
+        ),
+    ];
+    let builder = PluginBuilder::new(manifest)
+        .with_wasi(true)
+        .with_functions(functions)
+        .with_long_call_hook(LONG_CALL, hand_off_worker);
+    let compiled = extism::CompiledPlugin::new(builder).map_err(|e| {
+        format!(
+            "not a loadable WebAssembly module: {}",
+            first_line(&e.to_string())
+        )
+    })?;
+    Ok(Compiled { compiled })
+}
+
+pub(super) fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+pub(super) fn instance(c: &Compiled) -> Result<Plugin, PluginError> {
+    Plugin::new_from_compiled(&c.compiled).map_err(|e| {
+        PluginError::internal(format!(
+            "cannot instantiate: {}",
+            first_line(&e.to_string())
+        ))
+    })
+}
+
+/// Calls an export and unwraps its result frame. A trap, a timeout or a memory-cap
+/// violation comes back as `Err(Trapped)`: the instance must not be used again.
+pub(super) enum CallError {
+    /// The guest answered with an error frame; the instance is fine.
+    Guest(PluginError),
+    /// The call trapped or ran out of memory; the instance must be dropped.
+    Trapped(PluginError),
+    /// The call ran past `call_timeout_ms`; the instance must be dropped.
+    TimedOut(PluginError),
+}
+
+impl CallError {
+    pub(super) fn into_error(self) -> PluginError {
+        match self {
+            CallError::Guest(e) | CallError::Trapped(e) | CallError::TimedOut(e) => e,
+        }
+    }
+}
+
+pub(super) fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
+    let out = plugin.call::<&[u8], Vec<u8>>(func, input).map_err(|e| {
+        // The root cause says what happened ("wasm trap: ...", "timeout", "oom").
+        let why = first_line(&e.root_cause().to_string());
+        tracing::warn!("WASM call {func} failed ({why}); the instance is discarded");
+        let message = format!("WASM call {func} failed: {why}");
+        // extism reports an expired call timeout as a root cause of exactly "timeout".
+        if why == "timeout" {
+            CallError::TimedOut(PluginError::unavailable(message))
+        } else {
+            CallError::Trapped(PluginError::internal(message))
+        }
+    })?;
+    match wire::result(&out) {
+        Ok(Ok(payload)) => Ok(payload.to_vec()),
+        Ok(Err((code, message))) => Err(CallError::Guest(PluginError::new(code, message))),
+        Err(e) => Err(CallError::Guest(PluginError::internal(format!(
+            "{func}: {e}"
+        )))),
+    }
+}
+
+/// The handshake of a `.wasm` file, or why it is refused.
+pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+    let compiled = compile(path, name, &Sandbox::default_for_handshake(), None)?;
+    let mut plugin = Plugin::new_from_compiled(&compiled.compiled).map_err(|e| {
+        let why = first_line(&e.to_string());
+        if why.contains("unknown import") && why.contains("extism:host/user") {
+            format!(
+                "cannot instantiate: {why}: it needs a host function this kvs (plugin-api \
+                 {API_MAJOR}.{API_MINOR}) does not have; it was probably built against a newer \
+                 plugin-api: upgrade kvs, or rebuild it against plugin-api {API_MAJOR}.{API_MINOR}"
+            )
+        } else {
+            format!("cannot instantiate: {why}")
+        }
+    })?;
+    if !plugin.function_exists("kvs_handshake") {
+        return Err(
+            "not a kvs plug-in: it has no kvs_handshake export (WASM plug-ins declare one \
+                    with kvs_plugin_api's export_wasm_logger! or export_wasm_http_frontend!)"
+                .into(),
+        );
+    }
+    let out = plugin
+        .call::<&[u8], Vec<u8>>("kvs_handshake", &[])
+        .map_err(|e| format!("kvs_handshake failed: {}", first_line(&e.to_string())))?;
+    let api =
+        wire::Handshake::decode_version(&out).map_err(|e| format!("not a kvs plug-in: {e}"))?;
+    check_compatible(api, (API_MAJOR, API_MINOR)).map_err(|e| e.to_string())?;
+    let h = wire::Handshake::decode(&out).map_err(|e| format!("bad handshake: {e}"))?;
+    if h.kind != PluginKind::LOGGER && h.kind != PluginKind::FRONTEND {
+        return Err(format!("unknown plug-in kind {}", h.kind.0));
+    }
+    if h.kind == PluginKind::FRONTEND && !h.capabilities.iter().any(|c| c == "frontend:http") {
+        return Err("a WASM frontend must declare the frontend:http capability (the only mode this kvs serves)".into());
+    }
+    kvs_plugin_api::handshake::validate_name(&h.name)?;
+    Ok(h)
+}

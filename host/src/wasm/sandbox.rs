@@ -1,0 +1,92 @@
+//! Sandbox settings: the host's keys in a WASM plug-in's table.
+
+use std::path::PathBuf;
+
+use kvs_plugin_api::PluginError;
+use serde::Deserialize;
+
+/// Sandbox settings: the host's keys in a WASM plug-in's table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sandbox {
+    /// A directory the guest may use, mounted at `/data`. None: no file system at all.
+    pub data_dir: Option<PathBuf>,
+    /// Memory cap per instance, MiB. Default 64.
+    #[serde(default = "default_memory")]
+    pub memory_max_mb: u32,
+    /// Longest a single call may run. Default 5000.
+    #[serde(default = "default_timeout")]
+    pub call_timeout_ms: u64,
+    /// Instances serving a frontend concurrently. Default 4.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// Where the host listens for a WASM HTTP frontend. Default `127.0.0.1:8081`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Async worker threads of a WASM HTTP frontend's server. Default 2.
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
+}
+
+fn default_memory() -> u32 {
+    64
+}
+fn default_timeout() -> u64 {
+    5000
+}
+fn default_pool() -> usize {
+    4
+}
+fn default_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+fn default_workers() -> usize {
+    2
+}
+
+pub(super) const SANDBOX_KEYS: [&str; 6] = [
+    "data_dir",
+    "memory_max_mb",
+    "call_timeout_ms",
+    "pool_size",
+    "listen",
+    "worker_threads",
+];
+
+impl Sandbox {
+    /// Splits a plug-in table into the host's sandbox settings and the guest's config.
+    pub fn split(table: &str) -> Result<(Sandbox, String), PluginError> {
+        let mut all: toml::Table =
+            toml::from_str(table).map_err(|e| PluginError::invalid_input(e.to_string()))?;
+        let mut ours = toml::Table::new();
+        for key in SANDBOX_KEYS {
+            if let Some(v) = all.remove(key) {
+                ours.insert(key.into(), v);
+            }
+        }
+        let sandbox: Sandbox = ours.try_into().map_err(|e: toml::de::Error| {
+            PluginError::invalid_input(format!("sandbox settings: {e}"))
+        })?;
+        if sandbox.pool_size == 0
+            || sandbox.memory_max_mb == 0
+            || sandbox.call_timeout_ms == 0
+            || sandbox.worker_threads == 0
+        {
+            return Err(PluginError::invalid_input(
+                "pool_size, memory_max_mb, call_timeout_ms and worker_threads must be at least 1",
+            ));
+        }
+        let guest = toml::to_string(&all).map_err(|e| PluginError::internal(e.to_string()))?;
+        Ok((sandbox, guest))
+    }
+
+    pub(super) fn default_for_handshake() -> Sandbox {
+        Sandbox {
+            data_dir: None,
+            memory_max_mb: 64,
+            call_timeout_ms: 5000,
+            pool_size: 1,
+            listen: default_listen(),
+            worker_threads: 1,
+        }
+    }
+}
