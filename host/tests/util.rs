@@ -239,6 +239,11 @@ impl Kvs {
         format!("{}{path}", self.url)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What kvs has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -360,3 +360,133 @@ fn unknown_keys_in_a_wasm_frontends_table_are_refused() {
         "{out}"
     );
 }
+
+/// Modules that try to stall discovery, as WebAssembly text: (file name, module, what
+/// the refusal must say).
+const STALLING_MODULES: [(&str, &str, &str); 6] = [
+    (
+        "start-loop.wasm",
+        r#"(module (func $spin (loop $l (br $l))) (start $spin)
+             (func (export "kvs_handshake") (result i32) i32.const 0))"#,
+        "timeout",
+    ),
+    (
+        "initialize-loop.wasm",
+        r#"(module (func (export "_initialize") (loop $l (br $l)))
+             (func (export "kvs_handshake") (result i32) i32.const 0))"#,
+        "timeout",
+    ),
+    (
+        "handshake-loop.wasm",
+        r#"(module (func (export "kvs_handshake") (result i32) (loop $l (br $l)) i32.const 0))"#,
+        "timeout",
+    ),
+    (
+        "memory-hog.wasm",
+        r#"(module (memory 1)
+             (func (export "kvs_handshake") (result i32)
+               (block $full (loop $more
+                 (br_if $full (i32.eq (memory.grow (i32.const 16)) (i32.const -1)))
+                 (br $more)))
+               unreachable))"#,
+        "oom",
+    ),
+    (
+        "huge-memory.wasm",
+        r#"(module (memory 60000) (func (export "kvs_handshake") (result i32) i32.const 0))"#,
+        "oom",
+    ),
+    (
+        "future-import.wasm",
+        r#"(module (import "extism:host/user" "kvs_from_the_future" (func))
+             (func (export "kvs_handshake") (result i32) i32.const 0))"#,
+        "upgrade kvs",
+    ),
+];
+
+#[test]
+fn modules_that_try_to_stall_discovery_are_refused_quickly_and_the_rest_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    for (file, text, _) in STALLING_MODULES {
+        std::fs::write(plugins.join(file), wat::parse_str(text).unwrap()).unwrap();
+    }
+    // Too big to be worth compiling: refused by its size, without being read.
+    let big = std::fs::File::create(plugins.join("oversized.wasm")).unwrap();
+    big.set_len(65 << 20).unwrap();
+
+    let started = std::time::Instant::now();
+    let (code, out, err) = crate::util::kvs_command(&[
+        "--plugins-dir",
+        plugins.to_str().unwrap(),
+        "plugins",
+        "list",
+    ]);
+    let elapsed = started.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    // Six modules, each stopped by a 1 s deadline at most, plus compiling everything.
+    assert!(
+        elapsed < std::time::Duration::from_secs(30),
+        "took {elapsed:?}"
+    );
+    for name in ["wasm-rest", "wasm-log", "rest", "file"] {
+        assert!(
+            out.contains(&format!(" {name} ")),
+            "{name} not listed:\n{out}"
+        );
+    }
+    let refusal = |file: &str| {
+        out.lines()
+            .find(|l| l.contains(file) && l.contains(": "))
+            .unwrap_or_else(|| panic!("{file} not refused:\n{out}"))
+            .to_string()
+    };
+    for (file, _, why) in STALLING_MODULES {
+        assert!(refusal(file).contains(why), "{file}: {}", refusal(file));
+    }
+    assert!(refusal("oversized.wasm").contains("larger than"), "{out}");
+}
+
+/// Context switches of kvs's extism ticker thread so far.
+fn ticker_wakeups(pid: u32) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() == "extism-ticker" {
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            return status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+                .sum();
+        }
+    }
+    panic!("no extism-ticker thread in kvs {pid}");
+}
+
+#[test]
+fn an_idle_kvs_lets_the_wasm_timeout_ticker_sleep_and_a_call_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kvs = start_hostile(dir.path(), "call_timeout_ms = 300\n");
+    let http = client();
+    assert_eq!(
+        http.get(kvs.at("/ok")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    // Idle for over a second: the ticker goes to sleep (it ticked 100 times a second).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before = ticker_wakeups(kvs.pid());
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let woke = ticker_wakeups(kvs.pid()) - before;
+    assert!(woke < 10, "the idle ticker woke {woke} times in a second");
+    // The next call wakes it: a spinning guest is still stopped at its timeout.
+    let started = std::time::Instant::now();
+    let spin = http.get(kvs.at("/spin")).send().unwrap();
+    assert_eq!(spin.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(
+        http.get(kvs.at("/ok")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    kvs.stop();
+}

@@ -48,6 +48,15 @@ pub(super) fn compile(
     sandbox: &Sandbox,
     store: StoreRef,
 ) -> Result<Compiled, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read: {e}"))?
+        .len();
+    if size > MAX_MODULE_BYTES {
+        return Err(format!(
+            "{size} bytes: larger than the {} MiB a WebAssembly plug-in may be",
+            MAX_MODULE_BYTES >> 20
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut manifest = Manifest::new([Wasm::data(bytes)])
         .with_memory_max(sandbox.memory_max_mb.saturating_mul(16)) // 64 KiB pages
@@ -141,8 +150,9 @@ pub(super) fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<
         let why = first_line(&e.root_cause().to_string());
         tracing::warn!("WASM call {func} failed ({why}); the instance is discarded");
         let message = format!("WASM call {func} failed: {why}");
-        // extism reports an expired call timeout as a root cause of exactly "timeout".
-        if why == "timeout" {
+        // The patched extism fails an expired call (or instantiation) with its typed
+        // `Timeout` (vendor/extism/KVS-PATCH.md).
+        if e.downcast_ref::<extism::Timeout>().is_some() {
             CallError::TimedOut(PluginError::unavailable(message))
         } else {
             CallError::Trapped(PluginError::internal(message))
@@ -157,10 +167,19 @@ pub(super) fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<
     }
 }
 
+/// The largest `.wasm` file kvs compiles: compiling costs time and memory in proportion
+/// to size, and a plug-in has no reason to be near this.
+const MAX_MODULE_BYTES: u64 = 64 << 20;
+
 /// The handshake of a `.wasm` file, or why it is refused.
+///
+/// Everything the file can make the host do here is bounded: its size
+/// (`MAX_MODULE_BYTES`), its memory and its running time ([`Sandbox::for_discovery`]),
+/// which covers instantiation — a start function, `_initialize` — as well as the
+/// `kvs_handshake` call itself (the patched extism runs both under the call's deadline).
 pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
-    let compiled = compile(path, name, &Sandbox::default_for_handshake(), None)?;
+    let compiled = compile(path, name, &Sandbox::for_discovery(), None)?;
     let mut plugin = Plugin::new_from_compiled(&compiled.compiled).map_err(|e| {
         let why = first_line(&e.to_string());
         if why.contains("unknown import") && why.contains("extism:host/user") {

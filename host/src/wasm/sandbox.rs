@@ -79,11 +79,14 @@ impl Sandbox {
         Ok((sandbox, guest))
     }
 
-    pub(super) fn default_for_handshake() -> Sandbox {
+    /// The sandbox a file is scanned in at discovery: tighter than any plug-in's, since
+    /// a handshake only returns a few bytes, and a file dropped into the plugins
+    /// directory must not be able to stall `kvs plugins list` or start-up.
+    pub(super) fn for_discovery() -> Sandbox {
         Sandbox {
             data_dir: None,
-            memory_max_mb: 64,
-            call_timeout_ms: 5000,
+            memory_max_mb: 32,
+            call_timeout_ms: 1000,
             pool_size: 1,
             listen: default_listen(),
             worker_threads: 1,

@@ -41,7 +41,8 @@ pub use extism_convert::{FromBytes, FromBytesOwned, ToBytes};
 pub use extism_manifest::{Manifest, Wasm, WasmMetadata};
 pub use function::{Function, UserData, Val, ValType, PTR};
 pub use plugin::{
-    CancelHandle, CompiledPlugin, Plugin, WasmInput, EXTISM_ENV_MODULE, EXTISM_USER_MODULE,
+    CancelHandle, CompiledPlugin, Plugin, Timeout, WasmInput, EXTISM_ENV_MODULE,
+    EXTISM_USER_MODULE,
 };
 pub use plugin_builder::{DebugOptions, PluginBuilder};
 pub use pool::{Pool, PoolBuilder, PoolPlugin};

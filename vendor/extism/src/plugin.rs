@@ -22,6 +22,19 @@ pub(crate) struct Output {
     pub(crate) error_length: u64,
 }
 
+/// kvs patch: the error a call that ran past its timeout (or was cancelled) fails with.
+/// Its message is `timeout`, as upstream's; callers can match the type instead of the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout;
+
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timeout")
+    }
+}
+
+impl std::error::Error for Timeout {}
+
 /// A `CancelHandle` can be used to cancel a running plugin from another thread
 #[derive(Clone)]
 pub struct CancelHandle {
@@ -480,19 +493,50 @@ impl Plugin {
         }
 
         let imports: Vec<Function> = compiled.options.functions.to_vec();
-        let (instance_pre, linker, host_context) = relink(
-            &compiled.engine,
-            &mut store,
-            &imports,
-            &compiled.modules,
-            compiled.options.wasi,
-        )?;
         let timer_tx = Timer::tx();
         // kvs patch: register once; the ticker advances this engine's epoch from now on.
         let _ = timer_tx.send(TimerAction::Register {
             id,
             engine: compiled.engine.clone(),
         });
+        // kvs patch: linking instantiates modules, so the memory cap applies from here.
+        if available_pages.is_some() {
+            store.limiter(|internal| internal.memory_limiter.as_mut().unwrap());
+        }
+        // kvs patch: linking instantiates modules (`Linker::module`), which runs their
+        // start functions and `_initialize`: bound that by the manifest's timeout too,
+        // or a `.wasm` file could hang whoever merely opens it.
+        let deadline = compiled
+            .manifest
+            .timeout_ms
+            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+        store.epoch_deadline_callback(move |_| {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        let linked = {
+            let _in_flight = crate::timer::InFlight::new();
+            relink(
+                &compiled.engine,
+                &mut store,
+                &imports,
+                &compiled.modules,
+                compiled.options.wasi,
+            )
+        };
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
+        let (instance_pre, linker, host_context) = match linked {
+            Ok(linked) => linked,
+            Err(e) => {
+                let _ = timer_tx.send(TimerAction::Unregister { id });
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Err(Error::new(Timeout));
+                }
+                return Err(e);
+            }
+        };
         let mut plugin = Plugin {
             modules: compiled.modules.clone(),
             linker,
@@ -899,7 +943,47 @@ impl Plugin {
         )
         .map_err(|x| (x.into(), -1))?;
 
-        self.instantiate(lock).map_err(|e| (e, -1))?;
+        // kvs patch: no message to the timer thread. The ticker advances the epoch every
+        // TICK; on each tick this callback ends the call if its deadline passed or it
+        // was cancelled, and otherwise lets it run to the next tick.
+        let deadline = self
+            .current_plugin()
+            .manifest
+            .timeout_ms
+            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+        let cancelled = self.cancel_handle.cancelled.clone();
+        cancelled.store(false, std::sync::atomic::Ordering::Release);
+        let started = std::time::Instant::now();
+        let mut long_call_hook = self.long_call_hook.clone();
+        let deadline_passed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let interrupted = deadline_passed.clone();
+        self.store.epoch_deadline_callback(move |_| {
+            let now = std::time::Instant::now();
+            let expired = deadline.is_some_and(|d| now >= d);
+            if expired || cancelled.load(std::sync::atomic::Ordering::Acquire) {
+                interrupted.store(true, std::sync::atomic::Ordering::Release);
+                return Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
+            }
+            if long_call_hook
+                .as_ref()
+                .is_some_and(|h| now.duration_since(started) >= h.after)
+            {
+                if let Some(h) = long_call_hook.take() {
+                    (h.hook)();
+                }
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        // kvs patch: the deadline covers instantiation too: a start function or an
+        // `_initialize` that never returns is stopped like a call that never returns.
+        self.store.set_epoch_deadline(1);
+        let _in_flight = crate::timer::InFlight::new();
+        if let Err(e) = self.instantiate(lock) {
+            self.store
+                .epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
+            let timed_out = deadline_passed.load(std::sync::atomic::Ordering::Acquire);
+            return Err((if timed_out { Error::new(Timeout) } else { e }, -1));
+        }
 
         // Set host context
         let r = if let Some(host_context) = host_context {
@@ -938,34 +1022,6 @@ impl Plugin {
             ));
         }
 
-        // kvs patch: no message to the timer thread. The ticker advances the epoch every
-        // TICK; on each tick this callback ends the call if its deadline passed or it
-        // was cancelled, and otherwise lets it run to the next tick.
-        let deadline = self
-            .current_plugin()
-            .manifest
-            .timeout_ms
-            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
-        let cancelled = self.cancel_handle.cancelled.clone();
-        cancelled.store(false, std::sync::atomic::Ordering::Release);
-        let started = std::time::Instant::now();
-        let mut long_call_hook = self.long_call_hook.clone();
-        self.store.epoch_deadline_callback(move |_| {
-            let now = std::time::Instant::now();
-            let expired = deadline.is_some_and(|d| now >= d);
-            if expired || cancelled.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
-            }
-            if long_call_hook
-                .as_ref()
-                .is_some_and(|h| now.duration_since(started) >= h.after)
-            {
-                if let Some(h) = long_call_hook.take() {
-                    (h.hook)();
-                }
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
         self.store.set_epoch_deadline(1);
         self.current_plugin_mut().start_time = std::time::Instant::now();
 
@@ -1100,7 +1156,7 @@ impl Plugin {
                 // Handle timeout interrupts
                 if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
                     debug!(plugin = self.id.to_string(), "call to {name} timed out");
-                    return Err((Error::msg("timeout"), rc));
+                    return Err((Error::new(Timeout), rc));
                 }
 
                 // Handle out-of-memory error from `MemoryLimiter`

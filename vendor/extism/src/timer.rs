@@ -2,13 +2,46 @@
 // thread on every call, waking it twice per call. Here the thread is a periodic epoch
 // ticker instead: a plugin registers its engine once, and each call installs an epoch
 // callback that checks its own wall-clock deadline and cancel flag on every tick, so no
-// message is sent per call.
+// message is sent per call. After a second without a call in flight the ticker sleeps,
+// and the next call wakes it (`InFlight`).
 
 use crate::*;
 
 /// How often the ticker advances the epoch of every registered engine: the granularity
 /// of timeouts and cancellation.
 pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Ticks without a call in flight after which the ticker sleeps until the next call.
+const IDLE_TICKS: u32 = 100;
+
+/// Calls (and instantiations) running now, in any plugin.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Set by the ticker when it goes to sleep; the first call to find it set wakes it.
+static ASLEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Counts a call in flight for as long as it lives, waking the ticker if it slept. Only
+/// a call that finds the ticker asleep (after `IDLE_TICKS` without calls) sends it a
+/// message: a busy host sends none, an idle one is not woken 100 times a second.
+pub(crate) struct InFlight;
+
+impl InFlight {
+    pub(crate) fn new() -> InFlight {
+        use std::sync::atomic::Ordering::SeqCst;
+        IN_FLIGHT.fetch_add(1, SeqCst);
+        // SeqCst on both sides: either the ticker sees this call in flight before it
+        // sleeps, or this call sees it asleep and wakes it.
+        if ASLEEP.swap(false, SeqCst) {
+            let _ = Timer::tx().send(TimerAction::Wake);
+        }
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 pub(crate) enum TimerAction {
     /// A plugin was created: tick its engine from now on.
@@ -20,6 +53,8 @@ pub(crate) enum TimerAction {
     Unregister {
         id: uuid::Uuid,
     },
+    /// A call started while the ticker slept.
+    Wake,
     Shutdown,
 }
 
@@ -61,9 +96,21 @@ impl Timer {
             .spawn(move || {
                 let mut plugins: BTreeMap<uuid::Uuid, Engine> = BTreeMap::new();
                 let mut next_tick = std::time::Instant::now() + TICK;
+                let mut idle_ticks = 0u32;
                 loop {
-                    // With no plugins there is nothing to tick: sleep until one registers.
-                    let action = if plugins.is_empty() {
+                    // With no plugins there is nothing to tick, and with no call in
+                    // flight for IDLE_TICKS nothing needs ticking: sleep until a plugin
+                    // registers or a call wakes us.
+                    let sleep = plugins.is_empty() || idle_ticks >= IDLE_TICKS && {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        ASLEEP.store(true, SeqCst);
+                        let idle = IN_FLIGHT.load(SeqCst) == 0;
+                        if !idle {
+                            ASLEEP.store(false, SeqCst);
+                        }
+                        idle
+                    };
+                    let action = if sleep {
                         match rx.recv() {
                             Ok(x) => Some(x),
                             Err(_) => return,
@@ -82,11 +129,17 @@ impl Timer {
                             if plugins.is_empty() {
                                 next_tick = std::time::Instant::now() + TICK;
                             }
+                            idle_ticks = 0;
+                            ASLEEP.store(false, std::sync::atomic::Ordering::SeqCst);
                             plugins.insert(id, engine);
                         }
                         Some(TimerAction::Unregister { id }) => {
                             trace!(plugin = id.to_string(), "ticker: unregister");
                             plugins.remove(&id);
+                        }
+                        Some(TimerAction::Wake) => {
+                            idle_ticks = 0;
+                            next_tick = std::time::Instant::now() + TICK;
                         }
                         Some(TimerAction::Shutdown) => {
                             trace!("Shutting down timer");
@@ -105,6 +158,11 @@ impl Timer {
                             engine.increment_epoch();
                         }
                         next_tick = now + TICK;
+                        if IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                            idle_ticks = idle_ticks.saturating_add(1);
+                        } else {
+                            idle_ticks = 0;
+                        }
                     }
                 }
             })
