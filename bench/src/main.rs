@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use kvs_host::config::{Config, Overrides, RawConfig};
 use kvs_host::lifecycle;
 use kvs_host::plugins::Catalog;
-use kvs_host::writer::Completion;
+use kvs_host::write_request::Completion;
 use kvs_testkit::pg::PgServer;
 
 const VALUE_BYTES: usize = 100;

@@ -24,7 +24,7 @@ use kvs_plugin_api::{
 
 use crate::caller::Caller;
 use crate::store::Store;
-use crate::writer::Completion;
+use crate::write_request::Completion;
 
 /// The store as one frontend reaches it.
 struct StoreHandle {

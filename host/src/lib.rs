@@ -10,6 +10,7 @@
 //!   [`caller::RequestHook`] that sees every frontend request first.
 //! * [`handles`]: what native plug-ins are handed: the store (1.0 and 1.1 views) and
 //!   the host's services (logging).
+//! * [`write_request`]: a queued write and its completion, shared by store and writer.
 //! * [`writer`]: the single writer thread: group commit, log-then-apply; and replay.
 //! * [`lifecycle`]: start (logger, replay, writer, frontends) and graceful stop.
 //! * [`wasm`]: `.wasm` plug-ins (Extism): handshake, sandbox, logger and HTTP frontend adapters.
@@ -24,4 +25,5 @@ pub mod lifecycle;
 pub mod plugins;
 pub mod store;
 pub mod wasm;
+pub mod write_request;
 pub mod writer;

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{RResult, RStr};
 use anyhow::{Context, Result, anyhow};
-use kvs_plugin_api::{PluginError, PluginKind, native::FrontendBox};
+use kvs_plugin_api::{
+    Limits, PluginError, PluginKind,
+    native::{FrontendBox, LoggerBox},
+};
 
 use crate::caller::RequestHook;
 use crate::config::Config;
@@ -45,7 +48,7 @@ struct RunningFrontend {
 }
 
 /// Opens the named logger plug-in with its config table.
-pub fn open_logger(plugin: &Plugin, config: &str) -> Result<kvs_plugin_api::native::LoggerBox> {
+pub fn open_logger(plugin: &Plugin, config: &str) -> Result<LoggerBox> {
     let result: Result<_, PluginError> = match &plugin.module {
         Module::Native(native) => match native.v1_1 {
             Some(v1_1) => (v1_1.open_logger)(RStr::from_str(config), host_box(&plugin.name)).into(),
@@ -62,93 +65,166 @@ pub fn open_logger(plugin: &Plugin, config: &str) -> Result<kvs_plugin_api::nati
     })
 }
 
+/// Where the logger of a [`Builder`] comes from.
+enum LoggerSource<'a> {
+    /// A plug-in, opened with its table when the builder starts.
+    Plugin(&'a Plugin, String),
+    /// An already open logger (tools that need none: `kvs plugins check`).
+    Open(LoggerBox, String),
+}
+
+/// The one way kvs is wired: logger, store, frontends, replay, writer. `kvs` itself
+/// ([`start`]), `kvs plugins check` and the benchmarks all start through it.
+pub struct Builder<'a> {
+    logger: LoggerSource<'a>,
+    frontends: Vec<(&'a Plugin, String)>,
+    limits: Limits,
+    queue_capacity: usize,
+    max_batch: usize,
+    shutdown_timeout: Duration,
+    options: StartOptions,
+}
+
+impl<'a> Builder<'a> {
+    /// What `config` names, found in `catalog`: fails (before anything is opened) if a
+    /// named plug-in is missing or ambiguous.
+    pub fn from_config(config: &Config, catalog: &'a Catalog) -> Result<Builder<'a>> {
+        let logger = catalog.find(PluginKind::LOGGER, &config.logger)?;
+        let frontends = config
+            .frontends
+            .iter()
+            .map(|name| {
+                let plugin = catalog.find(PluginKind::FRONTEND, name)?;
+                Ok((plugin, config.plugin_config(name)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Builder {
+            logger: LoggerSource::Plugin(logger, config.plugin_config(&config.logger)),
+            frontends,
+            limits: config.limits,
+            queue_capacity: config.queue_capacity,
+            max_batch: config.max_batch,
+            shutdown_timeout: config.shutdown_timeout,
+            options: StartOptions::default(),
+        })
+    }
+
+    /// A host around an already open logger, with no frontends yet and the default
+    /// writer settings; `name` is used in messages.
+    pub fn with_open_logger(logger: LoggerBox, name: &str, limits: Limits) -> Builder<'a> {
+        Builder {
+            logger: LoggerSource::Open(logger, name.to_string()),
+            frontends: Vec::new(),
+            limits,
+            queue_capacity: 1024,
+            max_batch: 64,
+            shutdown_timeout: Duration::from_secs(5),
+            options: StartOptions::default(),
+        }
+    }
+
+    /// Adds a frontend plug-in with its config table.
+    pub fn frontend(mut self, plugin: &'a Plugin, table: &str) -> Self {
+        self.frontends.push((plugin, table.to_string()));
+        self
+    }
+
+    /// Host-side options (the request hook).
+    pub fn options(mut self, options: StartOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Starts kvs. Frontends start listening before replay so that probes can see "not
+    /// ready" while a large log replays; until replay completes the store answers every
+    /// request, reads included, with `unavailable`, so nothing is served from a
+    /// half-replayed map.
+    pub fn start(self) -> Result<Running> {
+        // The logger opens first: a bad logger config fails before any port is bound.
+        let (mut logger, logger_name) = match self.logger {
+            LoggerSource::Plugin(plugin, table) => {
+                (open_logger(plugin, &table)?, plugin.name.clone())
+            }
+            LoggerSource::Open(logger, name) => (logger, name),
+        };
+        let map = Arc::new(Map::default());
+        let (tx, rx) = crossbeam_channel::bounded(self.queue_capacity);
+        let health = logger.health_probe().into_option();
+        let store = Arc::new(Store::new(
+            map.clone(),
+            tx.clone(),
+            self.limits,
+            health,
+            self.options.request_hook,
+        ));
+
+        let mut frontends = Vec::new();
+        let mut failure = None;
+        for (plugin, table) in self.frontends {
+            match start_frontend(plugin, &store, &table) {
+                Ok(f) => frontends.push(f),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let started = Instant::now();
+        let replayed = match failure {
+            Some(e) => Err(e),
+            None => writer::replay(&mut logger, &map)
+                .map_err(|e| anyhow!("replay of the {logger_name} log failed: {e}")),
+        };
+        let replayed = match replayed {
+            Ok(stats) => stats,
+            Err(e) => {
+                store.set_phase(Phase::Stopped);
+                let _ = stop_frontends(frontends, self.shutdown_timeout);
+                let _ = logger.close();
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            events = replayed.events,
+            keys = map.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "replayed the {logger_name} log"
+        );
+
+        let writer = Writer::spawn(
+            logger,
+            map,
+            tx,
+            rx,
+            replayed.last_sequence + 1,
+            self.max_batch,
+        )
+        .context("cannot start the writer thread")?;
+        store.set_phase(Phase::Serving);
+        Ok(Running {
+            store,
+            replayed,
+            writer,
+            frontends,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
 /// Starts kvs with the plug-ins `config` names, found in `catalog`.
-///
-/// Frontends start listening before replay so that probes can see "not ready" while a
-/// large log replays; until replay completes the store answers every request, reads
-/// included, with `unavailable`, so nothing is served from a half-replayed map.
 pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
-    start_with(config, catalog, StartOptions::default())
+    Builder::from_config(config, catalog)?.start()
 }
 
 /// [`start`] with host-side options.
 pub fn start_with(config: &Config, catalog: &Catalog, options: StartOptions) -> Result<Running> {
-    let logger_plugin = catalog.find(PluginKind::LOGGER, &config.logger)?;
-    let frontend_plugins = config
-        .frontends
-        .iter()
-        .map(|name| catalog.find(PluginKind::FRONTEND, name))
-        .collect::<Result<Vec<_>>>()?;
-
-    // The logger opens first: a bad logger config fails before any port is bound.
-    let mut logger = open_logger(logger_plugin, &config.plugin_config(&config.logger))?;
-    let map = Arc::new(Map::default());
-    let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
-    let health = logger.health_probe().into_option();
-    let store = Arc::new(Store::new(
-        map.clone(),
-        tx.clone(),
-        config.limits,
-        health,
-        options.request_hook,
-    ));
-
-    let mut frontends = Vec::new();
-    let mut failure = None;
-    for plugin in frontend_plugins {
-        match start_frontend(plugin, &store, config) {
-            Ok(f) => frontends.push(f),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    let started = Instant::now();
-    let replayed = match failure {
-        Some(e) => Err(e),
-        None => writer::replay(&mut logger, &map)
-            .map_err(|e| anyhow!("replay of the {} log failed: {e}", config.logger)),
-    };
-    let replayed = match replayed {
-        Ok(stats) => stats,
-        Err(e) => {
-            store.set_phase(Phase::Stopped);
-            let _ = stop_frontends(frontends, config.shutdown_timeout);
-            let _ = logger.close();
-            return Err(e);
-        }
-    };
-    tracing::info!(
-        events = replayed.events,
-        keys = map.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "replayed the {} log",
-        config.logger
-    );
-
-    let writer = Writer::spawn(
-        logger,
-        map,
-        tx,
-        rx,
-        replayed.last_sequence + 1,
-        config.max_batch,
-    )
-    .context("cannot start the writer thread")?;
-    store.set_phase(Phase::Serving);
-    Ok(Running {
-        store,
-        replayed,
-        writer,
-        frontends,
-        shutdown_timeout: config.shutdown_timeout,
-    })
+    Builder::from_config(config, catalog)?
+        .options(options)
+        .start()
 }
 
-fn start_frontend(plugin: &Plugin, store: &Arc<Store>, config: &Config) -> Result<RunningFrontend> {
-    let table = config.plugin_config(&plugin.name);
-    let handle = launch_frontend(plugin, store, &table).map_err(|e| {
+fn start_frontend(plugin: &Plugin, store: &Arc<Store>, table: &str) -> Result<RunningFrontend> {
+    let handle = launch_frontend(plugin, store, table).map_err(|e| {
         anyhow!(
             "cannot start the {} frontend ({}): {e}",
             plugin.name,
@@ -177,7 +253,7 @@ fn start_frontend(plugin: &Plugin, store: &Arc<Store>, config: &Config) -> Resul
 }
 
 /// Starts a frontend plug-in of either format with its config table.
-pub fn launch_frontend(
+fn launch_frontend(
     plugin: &Plugin,
     store: &Arc<Store>,
     table: &str,
@@ -227,10 +303,18 @@ impl Running {
     /// requests were never acknowledged, so nothing is lost. A logger that fails to close
     /// is an error: its last writes may not be durable.
     pub fn stop(self) -> Result<WriterStats> {
-        self.store.set_phase(Phase::Draining);
-        for problem in stop_frontends(self.frontends, self.shutdown_timeout) {
+        let (stats, problems) = self.stop_reporting()?;
+        for problem in problems {
             tracing::warn!("{problem}");
         }
+        Ok(stats)
+    }
+
+    /// [`Running::stop`], returning what went wrong stopping each frontend instead of
+    /// logging it (for `kvs plugins check`).
+    pub fn stop_reporting(self) -> Result<(WriterStats, Vec<String>)> {
+        self.store.set_phase(Phase::Draining);
+        let problems = stop_frontends(self.frontends, self.shutdown_timeout);
         self.store.set_phase(Phase::Stopped);
         let (stats, closed) = self.writer.stop();
         tracing::info!(
@@ -240,6 +324,6 @@ impl Running {
             "stopped"
         );
         closed.map_err(|e| anyhow!("closing the logger failed: {e}"))?;
-        Ok(stats)
+        Ok((stats, problems))
     }
 }

@@ -13,7 +13,7 @@ use kvs_plugin_api::PluginError;
 use kvs_plugin_api::native::HealthProbeBox;
 
 use crate::caller::{self, Caller, RequestHook};
-use crate::writer::{Completion, Msg, Op, WriteRequest};
+use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
 /// The map type: any bytes to any bytes, sharded so readers and the writer rarely meet.
 pub type Map = DashMap<Box<[u8]>, Box<[u8]>>;

@@ -26,61 +26,7 @@ use kvs_plugin_api::{
 };
 
 use crate::store::Map;
-
-/// A write waiting for the writer.
-pub enum Op {
-    /// Set a key.
-    Put(Box<[u8]>, Box<[u8]>),
-    /// Remove a key.
-    Delete(Box<[u8]>),
-}
-
-/// A write and whom to tell when it is done.
-pub struct WriteRequest {
-    /// What to write.
-    pub op: Op,
-    /// Called once with the outcome.
-    pub done: Completion,
-}
-
-/// What the writer's queue carries.
-pub enum Msg {
-    /// A write to log and apply.
-    Write(WriteRequest),
-    /// Log what is queued, close the logger, exit.
-    Stop,
-}
-
-type Callback = Box<dyn FnOnce(Result<(), PluginError>) + Send>;
-
-/// Tells a writer's caller the outcome, exactly once. If dropped uncompleted (a write
-/// still queued when the writer exited), it completes with `unavailable`, so no caller
-/// waits forever and none is told "ok" for a write that was not logged.
-pub struct Completion(Option<Callback>);
-
-impl Completion {
-    /// Wraps the function to call with the outcome.
-    pub fn new(f: impl FnOnce(Result<(), PluginError>) + Send + 'static) -> Self {
-        Completion(Some(Box::new(f)))
-    }
-
-    /// Delivers the outcome.
-    pub fn complete(mut self, result: Result<(), PluginError>) {
-        if let Some(f) = self.0.take() {
-            f(result);
-        }
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f(Err(PluginError::unavailable(
-                "kvs shut down before this write was logged; it was not applied",
-            )));
-        }
-    }
-}
+use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
 /// What the writer did, returned when it stops.
 #[derive(Debug, Default, Clone, Copy)]

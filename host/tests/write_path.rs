@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use kvs_host::lifecycle::{self, open_logger};
 use kvs_host::plugins::Catalog;
 use kvs_host::store::Store;
-use kvs_host::writer::Completion;
+use kvs_host::write_request::Completion;
 use kvs_plugin_api::{ErrorCode, PluginError, PluginKind};
 
 use crate::util::{config, namespace, plugin_dir};

@@ -11,7 +11,7 @@ use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 
 use crate::caller::Caller;
 use crate::store::Store;
-use crate::writer::Completion;
+use crate::write_request::Completion;
 
 /// The request a guest call on this thread is serving: the frontend's name, what the
 /// client presented, when it arrived. Set around each `kvs_http_handle` call (a call
