@@ -7,9 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
-use reqwest::blocking::Client;
-
-use crate::util::{Kvs, lib, profile_dir};
+use crate::util::{Kvs, http_client, lib, wasm_module};
 
 /// A connection to the compat native frontend's line protocol.
 struct Line {
@@ -35,20 +33,6 @@ impl Line {
     }
 }
 
-fn compat_wasm(name: &str) -> PathBuf {
-    let path = profile_dir()
-        .parent()
-        .unwrap()
-        .join("wasm32-wasip1/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run the tests with `cargo xtask test`",
-        path.display()
-    );
-    path
-}
-
 /// A plugins dir holding every compat fixture of both versions.
 fn compat_plugins(dir: &Path, native: bool) -> PathBuf {
     let plugins = dir.join("plugins");
@@ -61,8 +45,8 @@ fn compat_plugins(dir: &Path, native: bool) -> PathBuf {
             ]
         } else {
             [
-                compat_wasm(&format!("kvs_compat_wasm_logger_{v}")),
-                compat_wasm(&format!("kvs_compat_wasm_frontend_{v}")),
+                wasm_module(&format!("kvs_compat_wasm_logger_{v}")),
+                wasm_module(&format!("kvs_compat_wasm_frontend_{v}")),
             ]
         };
         for f in files {
@@ -120,7 +104,7 @@ fn native_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
 
 #[test]
 fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
-    let http = Client::new();
+    let http = http_client();
     for v in ["1-0", "1-1"] {
         let dir = tempfile::tempdir().unwrap();
         let plugins = compat_plugins(dir.path(), false);

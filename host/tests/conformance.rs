@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{lib, profile_dir, staged_plugins};
+use crate::util::{lib, staged_plugins, wasm_module};
 
 fn check(file: &Path, table: &str, env: &[(&str, &str)]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvs"))
@@ -19,14 +19,6 @@ fn check(file: &Path, table: &str, env: &[(&str, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
-}
-
-fn wasm(name: &str) -> PathBuf {
-    profile_dir()
-        .parent()
-        .unwrap()
-        .join("wasm32-wasip1/release")
-        .join(format!("{name}.wasm"))
 }
 
 #[test]
@@ -47,8 +39,8 @@ fn shipped_plug_ins_and_templates_pass() {
             "path = \"{tmp}/template.log\"",
         ),
         (lib("kvs_template_native_frontend"), listen),
-        (wasm("kvs_wasm_template_logger"), ""),
-        (wasm("kvs_wasm_template_frontend"), listen),
+        (wasm_module("kvs_wasm_template_logger"), ""),
+        (wasm_module("kvs_wasm_template_frontend"), listen),
         // A third party's frontend with its own line protocol over TCP.
         (lib("kvs_compat_native_frontend_1_1"), listen),
     ];

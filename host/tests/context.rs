@@ -11,9 +11,8 @@ use kvs_host::lifecycle::{self, StartOptions};
 use kvs_host::plugins::Catalog;
 use kvs_plugin_api::PluginError;
 use kvs_proto::v1;
-use reqwest::blocking::Client;
 
-use crate::util::{config, copy_of_staged_plugins, lib};
+use crate::util::{config, copy_of_staged_plugins, http_client, lib};
 
 /// One call as the hook saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +105,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
     };
 
     // REST and wasm-rest: Authorization: Bearer and traceparent headers.
-    let http = Client::new();
+    let http = http_client();
     for (frontend, path) in [("rest", "/v1/key/"), ("wasm-rest", "/v1/key/")] {
         let base = endpoint(frontend);
         let token = format!("token-{frontend}");

@@ -5,20 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use reqwest::blocking::Client;
 
-use crate::util::{Kvs, encode_key, staged_plugins};
+use crate::util::{Kvs, encode_key, http_client, staged_plugins};
 use kvs_testkit::pg::{PASSWORD, PgServer};
 
 const ENV: &[(&str, &str)] = &[("KVS_POSTGRES_PASSWORD", PASSWORD)];
-
-fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 fn write_pg_config(dir: &std::path::Path, url: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
@@ -54,7 +45,7 @@ fn odd_bytes_round_trip_through_a_table_it_creates() {
         (b"\xff\xfe".to_vec(), vec![0, 1, 2, 255]),
         ("ключ/🔑".as_bytes().to_vec(), vec![7; 100_000]),
     ];
-    let http = client();
+    let http = http_client();
     let kvs = start(&config);
     for (k, v) in &cases {
         let r = http
@@ -180,7 +171,7 @@ fn a_database_outage_fails_fast_then_recovers_without_restarting_kvs() {
                 &recovered,
             );
             s.spawn(move || {
-                let http = client();
+                let http = http_client();
                 let mut i = 0;
                 while !stop.load(Ordering::Acquire) {
                     let key = format!("w{t}-{i}");
@@ -210,7 +201,7 @@ fn a_database_outage_fails_fast_then_recovers_without_restarting_kvs() {
                 }
             });
         }
-        let http = client();
+        let http = http_client();
         std::thread::sleep(Duration::from_millis(700));
         pg.stop_fast();
         std::thread::sleep(Duration::from_millis(1500));
@@ -249,7 +240,7 @@ fn a_database_outage_fails_fast_then_recovers_without_restarting_kvs() {
     // Every acknowledged write is in the database and replays.
     let acked = acked.into_inner().unwrap();
     let kvs = start(&config);
-    let http = client();
+    let http = http_client();
     for key in &acked {
         let r = http.get(kvs.at(&format!("/v1/key/{key}"))).send().unwrap();
         assert_eq!(r.status(), StatusCode::OK, "acknowledged {key} lost");

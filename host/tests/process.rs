@@ -1,20 +1,17 @@
 //! A real `kvs` process (file logger + rest frontend) driven by a real HTTP client.
 
 use reqwest::StatusCode;
-use reqwest::blocking::Client;
 
-use crate::util::{Kvs, copy_of_staged_plugins, encode_key, lib, staged_plugins, write_config};
-
-fn client() -> Client {
-    Client::builder().no_proxy().build().unwrap()
-}
+use crate::util::{
+    Kvs, copy_of_staged_plugins, encode_key, http_client, lib, staged_plugins, write_config,
+};
 
 #[test]
 fn the_books_curl_session() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let kvs = Kvs::start(&config, &staged_plugins(), &[]);
-    let http = client();
+    let http = http_client();
     let url = kvs.at("/v1/key/key-a");
 
     let r = http
@@ -97,7 +94,7 @@ fn odd_keys_and_values_survive_a_restart() {
         (b"big".to_vec(), big),
     ];
     let kvs = Kvs::start(&config, &staged_plugins(), &[]);
-    let http = client();
+    let http = http_client();
     for (k, v) in &cases {
         let r = http
             .put(kvs.at(&format!("/v1/key/{}", encode_key(k))))
@@ -131,7 +128,7 @@ fn oversized_requests_are_refused_and_nothing_is_stored() {
         "[limits]\nmax_value_bytes = 1000\nmax_key_bytes = 10\n",
     );
     let kvs = Kvs::start(&config, &staged_plugins(), &[]);
-    let http = client();
+    let http = http_client();
     let r = http
         .put(kvs.at("/v1/key/big"))
         .body(vec![1u8; 1001])
@@ -173,7 +170,7 @@ fn a_stray_library_is_refused_and_kvs_still_starts() {
         log.contains("garbage.so") && log.contains("libold.so"),
         "{log}"
     );
-    let http = client();
+    let http = http_client();
     assert_eq!(
         http.put(kvs.at("/v1/key/k"))
             .body("v")
@@ -239,7 +236,7 @@ fn kill_9_during_concurrent_durable_writes_loses_no_acknowledged_write() {
         for t in 0..8 {
             let (acked, kvs) = (&acked, &kvs);
             s.spawn(move || {
-                let http = client();
+                let http = http_client();
                 for i in 0.. {
                     let (key, value) = (format!("t{t}-{i}"), format!("value {t} {i}"));
                     match http
@@ -267,7 +264,7 @@ fn kill_9_during_concurrent_durable_writes_loses_no_acknowledged_write() {
     );
 
     let kvs = Kvs::start(&config, &staged_plugins(), &[]);
-    let http = client();
+    let http = http_client();
     for (key, value) in &acked {
         let r = http.get(kvs.at(&format!("/v1/key/{key}"))).send().unwrap();
         assert_eq!(r.status(), StatusCode::OK, "acknowledged write {key} lost");
@@ -281,7 +278,7 @@ fn a_corrupt_log_refuses_to_start_then_repair_log_recovers_the_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let kvs = Kvs::start(&config, &staged_plugins(), &[]);
-    let http = client();
+    let http = http_client();
     for i in 0..20 {
         let r = http
             .put(kvs.at(&format!("/v1/key/k{i:02}")))
@@ -371,7 +368,7 @@ fn readyz_is_503_while_a_large_log_replays_then_200() {
     logger.close().unwrap();
 
     let kvs = Kvs::start_listening(&config, &staged_plugins());
-    let http = client();
+    let http = http_client();
     let started = std::time::Instant::now();
     let first = http.get(kvs.at("/readyz")).send().unwrap().status();
     let read = http.get(kvs.at("/v1/key/k1")).send().unwrap().status();
@@ -431,7 +428,10 @@ fn sigterm_lets_an_in_flight_request_finish_and_keeps_its_write() {
     assert!(log.contains("stopping frontend rest"), "{log}");
 
     let kvs = Kvs::start(&config, &staged_plugins(), &[]);
-    let r = client().get(kvs.at("/v1/key/in-flight")).send().unwrap();
+    let r = http_client()
+        .get(kvs.at("/v1/key/in-flight"))
+        .send()
+        .unwrap();
     assert_eq!(r.text().unwrap(), "helloworld");
     kvs.stop();
 }

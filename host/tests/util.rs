@@ -27,6 +27,32 @@ pub fn lib(name: &str) -> PathBuf {
     path
 }
 
+/// A `.wasm` module built by `cargo xtask build` (fixtures and templates are not staged),
+/// e.g. `wasm_module("kvs_wasm_fixture_hostile")`.
+pub fn wasm_module(name: &str) -> PathBuf {
+    let path = profile_dir()
+        .parent()
+        .unwrap()
+        .join("wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// The HTTP client every test uses: no proxy (the requests go to loopback), and a
+/// timeout so that a test fails rather than hangs.
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
 /// A fresh plugins directory holding copies of the named cdylibs.
 pub fn plugin_dir(libs: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

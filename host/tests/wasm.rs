@@ -6,28 +6,10 @@ use std::path::{Path, PathBuf};
 use kvs_host::plugins::Catalog;
 use kvs_plugin_api::{API_MAJOR, API_MINOR};
 use reqwest::StatusCode;
-use reqwest::blocking::Client;
 
-use crate::util::{Kvs, copy_of_staged_plugins, encode_key, profile_dir, staged_plugins};
-
-fn client() -> Client {
-    Client::builder().no_proxy().build().unwrap()
-}
-
-/// A WASM fixture built by `cargo xtask build` (not staged).
-fn wasm_fixture(name: &str) -> PathBuf {
-    let path = profile_dir()
-        .parent()
-        .unwrap()
-        .join("wasm32-wasip1/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo xtask test`",
-        path.display()
-    );
-    path
-}
+use crate::util::{
+    Kvs, copy_of_staged_plugins, encode_key, http_client, staged_plugins, wasm_module,
+};
 
 fn config(dir: &Path, logger: &str, frontend: &str, extra: &str) -> PathBuf {
     let path = dir.join("config.toml");
@@ -56,7 +38,7 @@ fn a_wasm_logger_and_a_wasm_frontend_keep_data_across_a_restart() {
         (b"nul\0\n".to_vec(), b"".to_vec()),
         ("ключ".as_bytes().to_vec(), vec![0xff; 70_000]),
     ];
-    let http = client();
+    let http = http_client();
     let kvs = Kvs::start(&cfg, &staged_plugins(), &[]);
     for (k, v) in &cases {
         let r = http
@@ -107,7 +89,7 @@ fn native_and_wasm_plug_ins_mix_both_ways() {
     for (logger, frontend) in [("file", "wasm-rest"), ("wasm-log", "rest")] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), logger, frontend, "");
-        let http = client();
+        let http = http_client();
         let kvs = Kvs::start(&cfg, &staged_plugins(), &[]);
         let r = http
             .put(kvs.at("/v1/key/mixed"))
@@ -134,7 +116,7 @@ fn native_and_wasm_plug_ins_mix_both_ways() {
 fn start_hostile(dir: &Path, sandbox: &str) -> Kvs {
     let plugins = copy_of_staged_plugins(dir);
     std::fs::copy(
-        wasm_fixture("kvs_wasm_fixture_hostile"),
+        wasm_module("kvs_wasm_fixture_hostile"),
         plugins.join("hostile.wasm"),
     )
     .unwrap();
@@ -154,7 +136,7 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
         dir.path(),
         "call_timeout_ms = 300\nmemory_max_mb = 32\npool_size = 2\n",
     );
-    let http = client();
+    let http = http_client();
     let cases = [
         ("/trap", StatusCode::INTERNAL_SERVER_ERROR, "wasm trap"),
         ("/spin", StatusCode::GATEWAY_TIMEOUT, "timeout"),
@@ -202,11 +184,11 @@ fn spinning_guests_leave_a_worker_free_for_other_requests() {
     let spinners: Vec<_> = (0..3)
         .map(|_| {
             let url = kvs.at("/spin");
-            std::thread::spawn(move || client().get(url).send().unwrap().status())
+            std::thread::spawn(move || http_client().get(url).send().unwrap().status())
         })
         .collect();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let http = client();
+    let http = http_client();
     for path in ["/healthz", "/ok"] {
         let started = std::time::Instant::now();
         let r = http.get(kvs.at(path)).send().unwrap();
@@ -230,10 +212,10 @@ fn one_guest_timing_out_does_not_cut_short_another_guests_call() {
     let dir = tempfile::tempdir().unwrap();
     let kvs = start_hostile(dir.path(), "call_timeout_ms = 1000\npool_size = 2\n");
     let spin = kvs.at("/spin");
-    let spinner = std::thread::spawn(move || client().get(spin).send().unwrap().status());
+    let spinner = std::thread::spawn(move || http_client().get(spin).send().unwrap().status());
     // Busy from 0.5 s to 1.3 s after the spinner started: across its timeout at 1 s.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let r = client().get(kvs.at("/busy/800")).send().unwrap();
+    let r = http_client().get(kvs.at("/busy/800")).send().unwrap();
     assert_eq!(
         (r.status(), r.text().unwrap()),
         (StatusCode::OK, "done".to_string())
@@ -246,17 +228,17 @@ fn one_guest_timing_out_does_not_cut_short_another_guests_call() {
 fn bad_wasm_modules_are_refused_with_the_documented_messages() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
-        wasm_fixture("kvs_wasm_fixture_no_handshake"),
+        wasm_module("kvs_wasm_fixture_no_handshake"),
         dir.path().join("none.wasm"),
     )
     .unwrap();
     std::fs::copy(
-        wasm_fixture("kvs_wasm_fixture_wrong_major"),
+        wasm_module("kvs_wasm_fixture_wrong_major"),
         dir.path().join("future.wasm"),
     )
     .unwrap();
     std::fs::copy(
-        wasm_fixture("kvs_wasm_fixture_newer_minor"),
+        wasm_module("kvs_wasm_fixture_newer_minor"),
         dir.path().join("newer.wasm"),
     )
     .unwrap();
@@ -318,7 +300,7 @@ fn a_wasm_logger_without_a_granted_directory_fails_start_up_clearly() {
 fn a_guest_replay_that_never_finishes_fails_start_up_instead_of_hanging() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
-        wasm_fixture("kvs_wasm_fixture_stuck_replay"),
+        wasm_module("kvs_wasm_fixture_stuck_replay"),
         dir.path().join("stuck.wasm"),
     )
     .unwrap();
@@ -468,7 +450,7 @@ fn ticker_wakeups(pid: u32) -> u64 {
 fn an_idle_kvs_lets_the_wasm_timeout_ticker_sleep_and_a_call_wakes_it() {
     let dir = tempfile::tempdir().unwrap();
     let kvs = start_hostile(dir.path(), "call_timeout_ms = 300\n");
-    let http = client();
+    let http = http_client();
     assert_eq!(
         http.get(kvs.at("/ok")).send().unwrap().status(),
         StatusCode::OK

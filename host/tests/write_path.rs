@@ -230,10 +230,7 @@ fn a_rest_request_past_its_timeout_is_answered_504() {
     let catalog = Catalog::scan(dir.path()).unwrap();
     let running = lifecycle::start(&cfg, &catalog).unwrap();
     let url = running.endpoints()[0].1[0].clone();
-    let http = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = crate::util::http_client();
     let started = std::time::Instant::now();
     let r = http
         .put(format!("{url}/v1/key/slow"))

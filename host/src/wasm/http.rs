@@ -57,11 +57,7 @@ impl Pool {
 
 struct WasmHttpFrontend {
     pool: Arc<Pool>,
-    runtime: Option<tokio::runtime::Runtime>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    stopping: Arc<AtomicBool>,
-    addr: SocketAddr,
+    server: kvs_serve::Server,
 }
 
 #[derive(Clone)]
@@ -175,32 +171,18 @@ async fn edge(
 
 impl FrontendApi for WasmHttpFrontend {
     fn endpoints(&self) -> RVec<RString> {
-        RVec::from(vec![RString::from(format!("http://{}", self.addr))])
+        RVec::from(vec![RString::from(format!(
+            "http://{}",
+            self.server.local_addr()
+        ))])
     }
 
     fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
-        self.stopping.store(true, Ordering::Release);
+        self.server.begin_stopping();
         // Requests still waiting for an instance are answered 503 at once instead of
         // being served during the drain.
         self.pool.permits.close();
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
-            return RResult::ROk(());
-        };
-        let finished = runtime.block_on(async {
-            tokio::time::timeout(Duration::from_millis(deadline_ms), server).await
-        });
-        runtime.shutdown_timeout(Duration::from_millis(100));
-        match finished {
-            Ok(Ok(Ok(()))) => RResult::ROk(()),
-            Ok(Ok(Err(e))) => RResult::RErr(PluginError::internal(e.to_string())),
-            Ok(Err(e)) => RResult::RErr(PluginError::internal(e.to_string())),
-            Err(_) => RResult::RErr(PluginError::unavailable(
-                "requests still in flight at the deadline were cut off",
-            )),
-        }
+        self.server.stop(Duration::from_millis(deadline_ms)).into()
     }
 }
 
@@ -227,54 +209,30 @@ pub fn start_frontend(
     }
     let compiled =
         compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
-    let listener = std::net::TcpListener::bind(&sandbox.listen).map_err(|e| {
-        PluginError::invalid_input(format!(
-            "cannot listen on {}: {e}; set listen in the plug-in's table",
-            sandbox.listen
-        ))
-    })?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(sandbox.worker_threads)
-        .max_blocking_threads(sandbox.pool_size.max(1) * 2)
-        .thread_name("kvs-wasm-http")
-        .enable_all()
-        .build()?;
-    let stopping = Arc::new(AtomicBool::new(false));
     let pool = Arc::new(Pool {
         permits: tokio::sync::Semaphore::new(sandbox.pool_size),
         idle: Mutex::new(Vec::new()),
         compiled,
     });
-    let state = Edge {
-        name: name.into(),
-        store: store.clone(),
-        pool: pool.clone(),
-        stopping: stopping.clone(),
+    let table_name = format!("[plugins.{name}]");
+    let settings = kvs_serve::Settings {
+        listen: &sandbox.listen,
+        table: &table_name,
+        worker_threads: sandbox.worker_threads,
+        max_blocking_threads: Some(sandbox.pool_size.max(1) * 2),
+        thread_name: "kvs-wasm-http",
+        protocol: "HTTP",
     };
-    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let app = axum::Router::new().fallback(edge).with_state(state);
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = shutdown_rx.await;
-        })
-        .await
-    });
-    Ok(FrontendApi_TO::from_value(
-        WasmHttpFrontend {
-            pool,
-            runtime: Some(runtime),
-            server: Some(server),
-            shutdown: Some(shutdown),
+    let server = kvs_serve::Server::start(&settings, |stopping| {
+        axum::Router::new().fallback(edge).with_state(Edge {
+            name: name.into(),
+            store: store.clone(),
+            pool: pool.clone(),
             stopping,
-            addr,
-        },
+        })
+    })?;
+    Ok(FrontendApi_TO::from_value(
+        WasmHttpFrontend { pool, server },
         TD_Opaque,
     ))
 }

@@ -210,7 +210,7 @@ fn a_flipped_byte_mid_file_is_refused_then_repaired_on_request() {
     let mut repair = config(&path);
     repair.repair = true;
     assert_eq!(
-        super::count_records(
+        super::scan::count_records(
             &std::fs::File::open(&path).unwrap(),
             offset_of(3) as u64,
             size as u64

@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
 use serde::Deserialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::{
@@ -274,29 +274,12 @@ impl Health for HealthService {
 pub struct GrpcFrontend {
     /// Health status; `None` ends every `Watch` stream (set on stop).
     health: watch::Sender<Option<ServingStatus>>,
-    runtime: Option<tokio::runtime::Runtime>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    stopping: Arc<AtomicBool>,
-    addr: SocketAddr,
+    server: kvs_serve::Server,
 }
 
 impl GrpcFrontend {
     /// Binds the listener and starts serving `store`.
     pub fn start(store: Store, config: Config) -> Result<GrpcFrontend, PluginError> {
-        let listener = std::net::TcpListener::bind(&config.listen).map_err(|e| {
-            PluginError::invalid_input(format!(
-                "cannot listen on {}: {e}; set [plugins.grpc] listen to a free address",
-                config.listen
-            ))
-        })?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.worker_threads)
-            .thread_name("kvs-grpc")
-            .enable_all()
-            .build()?;
         // A message may carry a maximal key and value plus framing.
         let limits = store.limits();
         let max_message = usize::try_from(limits.max_key_bytes + limits.max_value_bytes + 1024)
@@ -306,36 +289,29 @@ impl GrpcFrontend {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| PluginError::internal(format!("reflection: {e}")))?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let service = Service {
             store: store.clone(),
         };
-        let stopping_flag = stopping.clone();
         let (health, health_rx) = watch::channel(Some(ServingStatus::NotServing));
-        let status = health.clone();
-        let health_service = HealthService {
-            store: store.clone(),
-            stopping: stopping.clone(),
-            changes: health_rx,
+        let settings = kvs_serve::Settings {
+            listen: &config.listen,
+            table: "[plugins.grpc]",
+            worker_threads: config.worker_threads,
+            max_blocking_threads: None,
+            thread_name: "kvs-grpc",
+            protocol: "gRPC",
         };
-        let server = runtime.spawn(async move {
-            // Readiness follows the store: NOT_SERVING while replaying or stopping.
-            tokio::spawn(async move {
-                loop {
-                    let now = serving_status(&store, &stopping_flag);
-                    status.send_if_modified(|s| match s {
-                        Some(old) if *old != now => {
-                            *old = now;
-                            true
-                        }
-                        _ => false,
-                    });
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+        // Served by axum (hyper, HTTP/2 with prior knowledge) rather than
+        // tonic::transport::Server: tonic's server wraps every call in a timeout layer
+        // that answers an expired `grpc-timeout` with CANCELLED, while gRPC says
+        // DEADLINE_EXCEEDED, which the handlers answer themselves.
+        let server = kvs_serve::Server::start(&settings, |stopping| {
+            let health_service = HealthServer::new(HealthService {
+                store: store.clone(),
+                stopping,
+                changes: health_rx,
             });
-            let health_service = HealthServer::new(health_service);
-            let routes = tonic::service::Routes::new(health_service)
+            tonic::service::Routes::new(health_service)
                 .add_service(reflection)
                 .add_service(
                     book::key_value_server::KeyValueServer::new(service.clone())
@@ -346,70 +322,49 @@ impl GrpcFrontend {
                     v1::key_value_server::KeyValueServer::new(service)
                         .max_decoding_message_size(max_message)
                         .max_encoding_message_size(max_message),
-                );
-            // Served by axum (hyper, HTTP/2 with prior knowledge) rather than
-            // tonic::transport::Server: tonic's server wraps every call in a timeout
-            // layer that answers an expired `grpc-timeout` with CANCELLED, while gRPC
-            // says DEADLINE_EXCEEDED, which the handlers answer themselves.
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(
-                listener,
-                routes
-                    .prepare()
-                    .into_axum_router()
-                    .into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = shutdown_rx.await;
-            })
-            .await
-        });
-        Ok(GrpcFrontend {
-            health,
-            runtime: Some(runtime),
-            server: Some(server),
-            shutdown: Some(shutdown),
-            stopping,
-            addr,
-        })
+                )
+                .prepare()
+                .into_axum_router()
+        })?;
+        // Readiness follows the store: NOT_SERVING while replaying or stopping.
+        let status = health.clone();
+        let stopping = server.stopping();
+        if let Some(runtime) = server.handle() {
+            runtime.spawn(async move {
+                loop {
+                    let now = serving_status(&store, &stopping);
+                    status.send_if_modified(|s| match s {
+                        Some(old) if *old != now => {
+                            *old = now;
+                            true
+                        }
+                        _ => false,
+                    });
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+        Ok(GrpcFrontend { health, server })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
 }
 
 impl Frontend for GrpcFrontend {
     fn endpoints(&self) -> Vec<String> {
-        vec![format!("grpc://{}", self.addr)]
+        vec![format!("grpc://{}", self.local_addr())]
     }
 
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
-        self.stopping.store(true, Ordering::Release);
+        self.server.begin_stopping();
         // Watchers see NOT_SERVING, then their streams end so the drain can finish.
         self.health.send_replace(Some(ServingStatus::NotServing));
         std::thread::sleep(Duration::from_millis(50));
         self.health.send_replace(None);
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
-            return Ok(());
-        };
-        let finished = runtime.block_on(async { tokio::time::timeout(deadline, server).await });
-        runtime.shutdown_timeout(Duration::from_millis(100));
-        match finished {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(PluginError::internal(format!("gRPC server failed: {e}"))),
-            Ok(Err(e)) => Err(PluginError::internal(format!(
-                "gRPC server task failed: {e}"
-            ))),
-            Err(_) => Err(PluginError::unavailable(format!(
-                "calls still in flight after the {} ms deadline were cut off",
-                deadline.as_millis()
-            ))),
-        }
+        self.server.stop(deadline)
     }
 }
 

@@ -36,7 +36,7 @@ use axum::{
 };
 use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
 use serde::Deserialize;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
 /// The `[plugins.rest]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -268,91 +268,46 @@ fn app(state: AppState) -> Router {
 
 /// A running REST frontend.
 pub struct RestFrontend {
-    runtime: Option<tokio::runtime::Runtime>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    stopping: Arc<AtomicBool>,
-    addr: SocketAddr,
+    server: kvs_serve::Server,
 }
 
 impl RestFrontend {
     /// Binds the listener and starts serving `store`.
     pub fn start(store: Store, config: Config) -> Result<RestFrontend, PluginError> {
-        let listener = std::net::TcpListener::bind(&config.listen).map_err(|e| {
-            PluginError::invalid_input(format!(
-                "cannot listen on {}: {e}; set [plugins.rest] listen to a free address",
-                config.listen
-            ))
-        })?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.worker_threads)
-            .thread_name("kvs-rest")
-            .enable_all()
-            .build()?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let state = AppState {
-            store,
-            stopping: stopping.clone(),
-            limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-            timeout: Duration::from_millis(config.request_timeout_ms),
+        let settings = kvs_serve::Settings {
+            listen: &config.listen,
+            table: "[plugins.rest]",
+            worker_threads: config.worker_threads,
+            max_blocking_threads: None,
+            thread_name: "kvs-rest",
+            protocol: "HTTP",
         };
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let server = runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(
-                listener,
-                app(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = shutdown_rx.await;
+        let server = kvs_serve::Server::start(&settings, |stopping| {
+            app(AppState {
+                store,
+                stopping,
+                limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+                timeout: Duration::from_millis(config.request_timeout_ms),
             })
-            .await
-        });
-        Ok(RestFrontend {
-            runtime: Some(runtime),
-            server: Some(server),
-            shutdown: Some(shutdown),
-            stopping,
-            addr,
-        })
+        })?;
+        Ok(RestFrontend { server })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
 }
 
 impl Frontend for RestFrontend {
     fn endpoints(&self) -> Vec<String> {
-        vec![format!("http://{}", self.addr)]
+        vec![format!("http://{}", self.local_addr())]
     }
 
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
-        self.stopping.store(true, Ordering::Release);
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
-            return Ok(());
-        };
         // Graceful shutdown stops accepting at once and waits for open connections'
         // in-flight requests; give it until the deadline.
-        let finished = runtime.block_on(async { tokio::time::timeout(deadline, server).await });
-        runtime.shutdown_timeout(Duration::from_millis(100));
-        match finished {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(PluginError::internal(format!("HTTP server failed: {e}"))),
-            Ok(Err(e)) => Err(PluginError::internal(format!(
-                "HTTP server task failed: {e}"
-            ))),
-            Err(_) => Err(PluginError::unavailable(format!(
-                "requests still in flight after the {} ms deadline were cut off",
-                deadline.as_millis()
-            ))),
-        }
+        self.server.stop(deadline)
     }
 }
 
