@@ -60,3 +60,26 @@ impl Drop for Completion {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_still_queued_when_the_writer_is_gone_completes_with_unavailable() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let request = WriteRequest {
+            op: Op::Delete(b"k".to_vec().into()),
+            done: Completion::new(move |r| done_tx.send(r).unwrap()),
+        };
+        assert!(tx.send(Msg::Write(request)).is_ok());
+        // The writer exits with this write still in its queue: the queue is dropped.
+        drop(rx);
+        drop(tx);
+        let outcome = done_rx.recv().expect("the caller was never told");
+        let err = outcome.unwrap_err();
+        assert_eq!(err.code(), kvs_plugin_api::ErrorCode::UNAVAILABLE);
+        assert!(err.message().contains("not applied"), "{err}");
+    }
+}

@@ -152,6 +152,42 @@ fn a_refused_batch_is_reported_and_not_applied() {
 }
 
 #[test]
+fn sequence_numbers_of_a_refused_batch_are_never_reused() {
+    let dir = plugin_dir(&["kvs_fixture_memory_logger"]);
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let ns = namespace("gaps");
+    let cfg = config(
+        dir.path(),
+        "memory",
+        &memory_config(&ns, "fail_keys_with_prefix = \"refuse\""),
+    );
+    let running = lifecycle::start(&cfg, &catalog).unwrap();
+    put(&running.store, b"first", b"1").unwrap();
+    let refused = put(&running.store, b"refuse-me", b"2").unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::UNAVAILABLE);
+    put(&running.store, b"third", b"3").unwrap();
+    running.stop().unwrap();
+
+    // Two events, the last numbered 3: the refused batch's number 2 was skipped, not
+    // handed to the next write, so a partly written batch can never pass for a later one.
+    let memory = catalog.find(PluginKind::LOGGER, "memory").unwrap();
+    let mut logger = open_logger(memory, &format!("namespace = {ns:?}")).unwrap();
+    let map = kvs_host::store::Map::default();
+    let replayed = kvs_host::writer::replay(&mut logger, &map).unwrap();
+    assert_eq!((replayed.events, replayed.last_sequence), (2, 3));
+    let _ = logger.close();
+
+    // After a restart the numbering continues past the gap.
+    let again = lifecycle::start(&cfg, &catalog).unwrap();
+    assert_eq!(again.replayed.last_sequence, 3);
+    put(&again.store, b"fourth", b"4").unwrap();
+    again.stop().unwrap();
+    let third = lifecycle::start(&cfg, &catalog).unwrap();
+    assert_eq!(third.replayed.last_sequence, 4);
+    third.stop().unwrap();
+}
+
+#[test]
 fn limits_are_typed_errors() {
     let dir = plugin_dir(&["kvs_fixture_memory_logger"]);
     let catalog = Catalog::scan(dir.path()).unwrap();

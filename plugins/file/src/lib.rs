@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -117,6 +117,9 @@ pub struct FileLogger {
     /// Reused encoding buffer: one allocation serves every batch.
     buf: Vec<u8>,
     syncer: Option<Syncer>,
+    /// fdatasyncs of appended data made by the sync policy (per batch, or by the
+    /// `interval` thread): what tells the policies apart.
+    data_syncs: Arc<AtomicU64>,
 }
 
 /// The background thread of the `interval` policy.
@@ -194,10 +197,12 @@ impl FileLogger {
         let file = Arc::new(file);
         let current = Arc::new(Mutex::new(file.clone()));
         let broken = Arc::new(AtomicBool::new(false));
+        let data_syncs = Arc::new(AtomicU64::new(0));
         let syncer = (config.sync == SyncPolicy::Interval).then(|| {
             let (stop, rx) = mpsc::channel::<()>();
             let current = current.clone();
             let broken = broken.clone();
+            let data_syncs = data_syncs.clone();
             let period = Duration::from_millis(config.sync_interval_ms);
             let path = path.clone();
             let thread = std::thread::spawn(move || {
@@ -213,6 +218,7 @@ impl FileLogger {
                         broken.store(true, Ordering::Release);
                         return;
                     }
+                    data_syncs.fetch_add(1, Ordering::Relaxed);
                 }
             });
             Syncer { stop, thread }
@@ -229,12 +235,20 @@ impl FileLogger {
             broken,
             buf: Vec::new(),
             syncer,
+            data_syncs,
         })
     }
 
     /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.config.path
+    }
+
+    /// How many times the sync policy has fdatasynced appended data so far: once per
+    /// batch under `always`, once per period under `interval`, never under `never`
+    /// (`close` syncs in every case and is not counted).
+    pub fn data_syncs(&self) -> u64 {
+        self.data_syncs.load(Ordering::Relaxed)
     }
 
     fn fail_if_broken(&self) -> Result<(), PluginError> {
@@ -417,6 +431,9 @@ impl TransactionLogger for FileLogger {
             // file's content is unknown. Never retry; refuse writes from now on.
             self.broken.store(true, Ordering::Release);
             return Err(io_err(&self.config.path, "cannot fdatasync", e));
+        }
+        if self.config.sync == SyncPolicy::Always {
+            self.data_syncs.fetch_add(1, Ordering::Relaxed);
         }
         self.len += self.buf.len() as u64;
         self.allocated = self.allocated.max(self.len);

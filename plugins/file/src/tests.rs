@@ -239,7 +239,7 @@ fn a_damaged_length_mid_file_is_corruption_not_a_torn_tail() {
 }
 
 #[test]
-fn sync_policies_and_config_errors() {
+fn sync_policies_sync_when_they_say_and_config_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     for sync in ["always", "interval", "never"] {
         let path = dir.path().join(format!("{sync}.log"));
@@ -249,13 +249,29 @@ fn sync_policies_and_config_errors() {
         .unwrap();
         let mut logger = FileLogger::open(cfg).unwrap();
         replay_all(&mut logger).unwrap();
-        logger
-            .append(&[Event::put(1, b"k", sync.as_bytes())])
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        for seq in 1..=10 {
+            logger
+                .append(&[Event::put(seq, b"k", sync.as_bytes())])
+                .unwrap();
+        }
+        let after_appends = logger.data_syncs();
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let later = logger.data_syncs();
+        // What tells the policies apart: who syncs, and when.
+        match sync {
+            // One fdatasync per batch, made before append returned; none in between.
+            "always" => assert_eq!((after_appends, later), (10, 10), "{sync}"),
+            // A background thread syncing every 5 ms whether or not a batch came.
+            "interval" => assert!(
+                later >= after_appends + 3,
+                "{sync}: {after_appends} -> {later}"
+            ),
+            // Nothing until close.
+            _ => assert_eq!((after_appends, later), (0, 0), "{sync}"),
+        }
         logger.close().unwrap();
         let mut again = FileLogger::open(config(&path)).unwrap();
-        assert_eq!(replay_all(&mut again).unwrap()[0].3, sync.as_bytes());
+        assert_eq!(replay_all(&mut again).unwrap()[9].3, sync.as_bytes());
     }
     assert_eq!(
         Config::parse("sync = \"sometimes\"").unwrap_err().code(),

@@ -1,0 +1,82 @@
+//! A throwaway `redis-server` and `redis-benchmark` runs, the peer kvs is measured against.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::{KillOnDrop, VALUE_BYTES, free_port, wait_for_port, which};
+
+/// A throwaway redis-server with `appendfsync always`, the durable setting comparable to
+/// kvs's `sync = "always"`.
+pub(crate) struct Redis {
+    _server: KillOnDrop,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Redis {
+    pub(crate) fn start() -> Result<Redis> {
+        which("redis-server")?;
+        which("redis-benchmark")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut server = KillOnDrop(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+        wait_for_port(port, &mut server.0)?;
+        Ok(Redis {
+            _server: server,
+            _dir: dir,
+            port,
+        })
+    }
+
+    /// `redis-benchmark -t OP -c CLIENTS`; requests per second.
+    pub(crate) fn benchmark(&self, op: &str, clients: usize, requests: usize) -> Result<f64> {
+        let out = Command::new("redis-benchmark")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-t",
+                op,
+                "-c",
+                &clients.to_string(),
+            ])
+            .args([
+                "-n",
+                &requests.to_string(),
+                "-d",
+                &VALUE_BYTES.to_string(),
+                "-r",
+                "10000",
+                "-q",
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+        text.lines()
+            .rev()
+            .find(|l| l.contains("requests per second"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no rate in redis-benchmark output:\n{text}"))
+    }
+}
