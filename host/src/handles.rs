@@ -40,30 +40,27 @@ fn get_reply(r: Result<Option<Vec<u8>>, PluginError>) -> RResult<ROption<RVec<u8
     r.map(|v| v.map(RVec::from).into()).into()
 }
 
+/// A 1.0 frontend cannot carry a context: its calls are the 1.1 ones with an empty one,
+/// i.e. an anonymous caller of that frontend.
 impl StoreApi for StoreHandle {
     fn get(&self, key: RSlice<'_, u8>) -> RResult<ROption<RVec<u8>>, PluginError> {
-        let caller = Caller::anonymous(&self.frontend);
-        get_reply(self.store.get_as(&caller, key.as_slice()))
+        v1_1::StoreApi::get(self, &RequestContextRef::default(), key)
     }
 
     fn put(&self, key: RVec<u8>, value: RVec<u8>, done: WriteCallbackBox) {
-        let caller = Caller::anonymous(&self.frontend);
-        self.store
-            .put_as(&caller, key.into_vec(), value.into_vec(), completion(done));
+        v1_1::StoreApi::put(self, &RequestContextRef::default(), key, value, done)
     }
 
     fn delete(&self, key: RVec<u8>, done: WriteCallbackBox) {
-        let caller = Caller::anonymous(&self.frontend);
-        self.store
-            .delete_as(&caller, key.into_vec(), completion(done));
+        v1_1::StoreApi::delete(self, &RequestContextRef::default(), key, done)
     }
 
     fn is_ready(&self) -> bool {
-        self.store.is_ready()
+        v1_1::StoreApi::is_ready(self)
     }
 
     fn limits(&self) -> Limits {
-        self.store.limits()
+        v1_1::StoreApi::limits(self)
     }
 }
 

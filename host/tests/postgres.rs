@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::util::{Kvs, encode_key, http_client, staged_plugins};
+use crate::util::{Kvs, assert_reads_back, encode_key, get_status, http_client, staged_plugins};
 use kvs_testkit::pg::{PASSWORD, PgServer};
 
 const ENV: &[(&str, &str)] = &[("KVS_POSTGRES_PASSWORD", PASSWORD)];
@@ -95,14 +95,7 @@ fn odd_bytes_round_trip_through_a_table_it_creates() {
     );
 
     let kvs = start(&config);
-    for (k, v) in &cases {
-        let r = http
-            .get(kvs.at(&format!("/v1/key/{}", encode_key(k))))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(&r.bytes().unwrap()[..], &v[..]);
-    }
+    assert_reads_back(&http, &kvs, &cases);
     kvs.stop();
 }
 
@@ -206,12 +199,12 @@ fn a_database_outage_fails_fast_then_recovers_without_restarting_kvs() {
         pg.stop_fast();
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(
-            http.get(kvs.at("/readyz")).send().unwrap().status(),
+            get_status(&http, kvs.at("/readyz")),
             StatusCode::SERVICE_UNAVAILABLE
         );
         pg.start_again();
         let back = Instant::now();
-        while http.get(kvs.at("/readyz")).send().unwrap().status() != StatusCode::OK {
+        while get_status(&http, kvs.at("/readyz")) != StatusCode::OK {
             assert!(
                 back.elapsed() < Duration::from_secs(20),
                 "never ready again:\n{}",

@@ -3,7 +3,8 @@
 use reqwest::StatusCode;
 
 use crate::util::{
-    Kvs, copy_of_staged_plugins, encode_key, http_client, lib, staged_plugins, write_config,
+    Kvs, copy_of_staged_plugins, encode_key, get_status, http_client, lib, staged_plugins,
+    write_config,
 };
 
 #[test]
@@ -32,10 +33,7 @@ fn the_books_curl_session() {
         "overwritten"
     );
     assert_eq!(http.delete(&url).send().unwrap().status(), StatusCode::OK);
-    assert_eq!(
-        http.get(&url).send().unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(get_status(&http, &url), StatusCode::NOT_FOUND);
     // Deleting again is fine (idempotent); the short form /v1/{key} works too.
     assert_eq!(http.delete(&url).send().unwrap().status(), StatusCode::OK);
     assert_eq!(
@@ -62,17 +60,11 @@ fn the_books_curl_session() {
         "{allow}"
     );
     assert_eq!(
-        http.get(kvs.at("/v1/key/")).send().unwrap().status(),
+        get_status(&http, kvs.at("/v1/key/")),
         StatusCode::BAD_REQUEST
     );
-    assert_eq!(
-        http.get(kvs.at("/healthz")).send().unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        http.get(kvs.at("/readyz")).send().unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(get_status(&http, kvs.at("/healthz")), StatusCode::OK);
+    assert_eq!(get_status(&http, kvs.at("/readyz")), StatusCode::OK);
     kvs.stop();
 }
 
@@ -137,7 +129,7 @@ fn oversized_requests_are_refused_and_nothing_is_stored() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(r.text().unwrap().contains("1000"));
     assert_eq!(
-        http.get(kvs.at("/v1/key/big")).send().unwrap().status(),
+        get_status(&http, kvs.at("/v1/key/big")),
         StatusCode::NOT_FOUND
     );
     let r = http
@@ -370,8 +362,8 @@ fn readyz_is_503_while_a_large_log_replays_then_200() {
     let kvs = Kvs::start_listening(&config, &staged_plugins());
     let http = http_client();
     let started = std::time::Instant::now();
-    let first = http.get(kvs.at("/readyz")).send().unwrap().status();
-    let read = http.get(kvs.at("/v1/key/k1")).send().unwrap().status();
+    let first = get_status(&http, kvs.at("/readyz"));
+    let read = get_status(&http, kvs.at("/v1/key/k1"));
     assert_eq!(
         first,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -382,9 +374,9 @@ fn readyz_is_503_while_a_large_log_replays_then_200() {
         StatusCode::SERVICE_UNAVAILABLE,
         "served a read from a half-replayed map"
     );
-    let live = http.get(kvs.at("/healthz")).send().unwrap().status();
+    let live = get_status(&http, kvs.at("/healthz"));
     assert_eq!(live, StatusCode::OK, "liveness must not wait for replay");
-    while http.get(kvs.at("/readyz")).send().unwrap().status() != StatusCode::OK {
+    while get_status(&http, kvs.at("/readyz")) != StatusCode::OK {
         assert!(
             started.elapsed().as_secs() < 120,
             "never became ready:\n{}",

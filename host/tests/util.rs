@@ -53,6 +53,31 @@ pub fn http_client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// The status a GET of `url` is answered with.
+pub fn get_status(
+    http: &reqwest::blocking::Client,
+    url: impl reqwest::IntoUrl,
+) -> reqwest::StatusCode {
+    http.get(url).send().unwrap().status()
+}
+
+/// Asserts that every `(key, value)` reads back unchanged through `kvs`'s REST API
+/// (keys percent-encoded byte by byte).
+pub fn assert_reads_back(
+    http: &reqwest::blocking::Client,
+    kvs: &Kvs,
+    cases: &[(Vec<u8>, Vec<u8>)],
+) {
+    for (k, v) in cases {
+        let r = http
+            .get(kvs.at(&format!("/v1/key/{}", encode_key(k))))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "{k:?}");
+        assert_eq!(&r.bytes().unwrap()[..], &v[..], "{k:?}");
+    }
+}
+
 /// A fresh plugins directory holding copies of the named cdylibs.
 pub fn plugin_dir(libs: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,8 @@ use kvs_plugin_api::{API_MAJOR, API_MINOR};
 use reqwest::StatusCode;
 
 use crate::util::{
-    Kvs, copy_of_staged_plugins, encode_key, http_client, staged_plugins, wasm_module,
+    Kvs, assert_reads_back, copy_of_staged_plugins, encode_key, get_status, http_client,
+    staged_plugins, wasm_module,
 };
 
 fn config(dir: &Path, logger: &str, frontend: &str, extra: &str) -> PathBuf {
@@ -49,7 +50,7 @@ fn a_wasm_logger_and_a_wasm_frontend_keep_data_across_a_restart() {
         assert_eq!(r.status(), StatusCode::CREATED, "{}", kvs.log());
     }
     assert_eq!(
-        http.get(kvs.at("/v1/key/missing")).send().unwrap().status(),
+        get_status(&http, kvs.at("/v1/key/missing")),
         StatusCode::NOT_FOUND
     );
     let r = http.post(kvs.at("/v1/key/x")).send().unwrap();
@@ -63,24 +64,14 @@ fn a_wasm_logger_and_a_wasm_frontend_keep_data_across_a_restart() {
         StatusCode::OK
     );
     assert_eq!(
-        http.get(kvs.at("/v1/key/")).send().unwrap().status(),
+        get_status(&http, kvs.at("/v1/key/")),
         StatusCode::BAD_REQUEST
     );
-    assert_eq!(
-        http.get(kvs.at("/readyz")).send().unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(get_status(&http, kvs.at("/readyz")), StatusCode::OK);
     kvs.stop();
 
     let kvs = Kvs::start(&cfg, &staged_plugins(), &[]);
-    for (k, v) in &cases {
-        let r = http
-            .get(kvs.at(&format!("/v1/key/{}", encode_key(k))))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(&r.bytes().unwrap()[..], &v[..]);
-    }
+    assert_reads_back(&http, &kvs, &cases);
     kvs.stop();
 }
 
@@ -164,10 +155,7 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
             );
         }
     }
-    assert_eq!(
-        http.get(kvs.at("/healthz")).send().unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(get_status(&http, kvs.at("/healthz")), StatusCode::OK);
     kvs.stop();
 }
 
@@ -451,10 +439,7 @@ fn an_idle_kvs_lets_the_wasm_timeout_ticker_sleep_and_a_call_wakes_it() {
     let dir = tempfile::tempdir().unwrap();
     let kvs = start_hostile(dir.path(), "call_timeout_ms = 300\n");
     let http = http_client();
-    assert_eq!(
-        http.get(kvs.at("/ok")).send().unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(get_status(&http, kvs.at("/ok")), StatusCode::OK);
     // Idle for over a second: the ticker goes to sleep (it ticked 100 times a second).
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let before = ticker_wakeups(kvs.pid());
@@ -466,9 +451,6 @@ fn an_idle_kvs_lets_the_wasm_timeout_ticker_sleep_and_a_call_wakes_it() {
     let spin = http.get(kvs.at("/spin")).send().unwrap();
     assert_eq!(spin.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
-    assert_eq!(
-        http.get(kvs.at("/ok")).send().unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(get_status(&http, kvs.at("/ok")), StatusCode::OK);
     kvs.stop();
 }

@@ -288,16 +288,24 @@ pub fn start_frontend_with<F: Frontend>(
     config: RStr<'_>,
     start: fn(Store, &str) -> Result<F, PluginError>,
 ) -> RResult<FrontendBox, PluginError> {
-    guard("start_frontend", || {
-        start(Store::new(store), config.as_str())
-    })
-    .map(|frontend| {
-        FrontendApi_TO::from_value(
-            FrontendAdapter { frontend },
-            abi_stable::sabi_trait::TD_Opaque,
-        )
-    })
-    .into()
+    start_and_wrap(Store::new(store), config, start)
+}
+
+/// Runs the author's `start` (catching a panic) and wraps the frontend as a
+/// [`FrontendBox`]; shared by the entry points of every minor version.
+pub(crate) fn start_and_wrap<F: Frontend>(
+    store: Store,
+    config: RStr<'_>,
+    start: fn(Store, &str) -> Result<F, PluginError>,
+) -> RResult<FrontendBox, PluginError> {
+    guard("start_frontend", || start(store, config.as_str()))
+        .map(|frontend| {
+            FrontendApi_TO::from_value(
+                FrontendAdapter { frontend },
+                abi_stable::sabi_trait::TD_Opaque,
+            )
+        })
+        .into()
 }
 
 /// The `open_logger` of a frontend library.

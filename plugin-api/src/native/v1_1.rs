@@ -22,9 +22,7 @@ use abi_stable::{
 use crate::context::RequestContext;
 use crate::error::PluginError;
 use crate::log::Level;
-use crate::native::{
-    FrontendAdapter, FrontendApi_TO, FrontendBox, Limits, LoggerBox, WriteCallbackBox, guard,
-};
+use crate::native::{FrontendBox, Limits, LoggerBox, WriteCallbackBox};
 use crate::ports::{Frontend, TransactionLogger};
 use crate::store::Store;
 
@@ -196,16 +194,7 @@ pub fn start_frontend_with<F: Frontend>(
     start: fn(Store, &str) -> Result<F, PluginError>,
 ) -> RResult<FrontendBox, PluginError> {
     crate::log::install(host);
-    guard("start_frontend", || {
-        start(Store::from_v1_1(store), config.as_str())
-    })
-    .map(|frontend| {
-        FrontendApi_TO::from_value(
-            FrontendAdapter { frontend },
-            abi_stable::sabi_trait::TD_Opaque,
-        )
-    })
-    .into()
+    crate::native::start_and_wrap(Store::from_v1_1(store), config, start)
 }
 
 /// The 1.1 `open_logger` of a frontend library.
