@@ -228,7 +228,15 @@ fn a_database_outage_fails_fast_then_recovers_without_restarting_kvs() {
         acked_after_recovery.load(Ordering::Relaxed) > 0,
         "writes did not resume after recovery"
     );
-    kvs.stop();
+    // The logger said so in kvs's own log, tagged with its name (plugin-api 1.1).
+    let log = kvs.stop();
+    for said in ["circuit breaker open", "circuit breaker closed"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(said) && l.contains("plugin=\"postgres\"")),
+            "{said}:\n{log}"
+        );
+    }
 
     // Every acknowledged write is in the database and replays.
     let acked = acked.into_inner().unwrap();

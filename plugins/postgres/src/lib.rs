@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::{StreamExt, pin_mut};
-use kvs_plugin_api::{Event, EventKind, Health, PluginError, TransactionLogger, export_plugin};
+use kvs_plugin_api::{
+    Event, EventKind, Health, PluginError, TransactionLogger, export_plugin, log,
+};
 use tokio_postgres::{NoTls, error::SqlState};
 
 pub use config::Config;
@@ -170,6 +172,15 @@ impl PostgresLogger {
     fn open_breaker(&mut self) {
         self.breaker.lock().unwrap().open = true;
         self.health.set(false);
+        log::log(
+            log::Level::WARN,
+            "breaker",
+            "circuit breaker open: writes fail fast and kvs reports not ready until a probe reaches the database",
+            &[
+                ("target", &self.target),
+                ("probe_ms", &self.config.breaker_probe_ms),
+            ],
+        );
         if self.prober.as_ref().is_some_and(|p| !p.is_finished()) {
             return;
         }
@@ -186,6 +197,7 @@ impl PostgresLogger {
                 if ok {
                     *breaker.lock().unwrap() = Breaker::default();
                     health.set(true);
+                    log::info("circuit breaker closed: the database answers again, writes resume");
                     return;
                 }
             }
@@ -209,11 +221,33 @@ impl PostgresLogger {
             loop {
                 tokio::time::sleep(period).await;
                 // Bounded statements, each its own transaction, so writes never wait long.
+                let mut removed = 0u64;
                 while let Ok(client) = pool.get().await {
                     match client.execute(&sql, &[&batch]).await {
-                        Ok(n) if (n as i64) == batch => continue,
-                        _ => break,
+                        Ok(n) => {
+                            removed += n;
+                            if (n as i64) < batch {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            log::log(
+                                log::Level::WARN,
+                                "compaction",
+                                "compaction statement failed; retried next period",
+                                &[("error", &e)],
+                            );
+                            break;
+                        }
                     }
+                }
+                if removed > 0 {
+                    log::log(
+                        log::Level::DEBUG,
+                        "compaction",
+                        "removed superseded events",
+                        &[("rows", &removed)],
+                    );
                 }
             }
         }));
@@ -296,6 +330,12 @@ impl TransactionLogger for PostgresLogger {
                     if started.elapsed() + delay > budget {
                         break msg;
                     }
+                    log::log(
+                        log::Level::DEBUG,
+                        "retry",
+                        "append failed, retrying",
+                        &[("error", &msg), ("delay_ms", &delay.as_millis())],
+                    );
                     // Full jitter: spread retries of many writers over the interval.
                     let jittered = delay.mul_f64(0.5 + fastrand::f64() * 0.5);
                     std::thread::sleep(jittered);
