@@ -1,7 +1,6 @@
 //! A `.wasm` HTTP frontend: the host's own listener, a pool of instances, the edge that
 //! hands each request to `kvs_http_handle` with the client's context.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,7 +70,7 @@ struct Edge {
 
 async fn edge(
     axum::extract::State(edge): axum::extract::State<Edge>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<kvs_serve::Peer>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -102,13 +101,13 @@ async fn edge(
     let received = Instant::now();
     // What the client presented, as the native `rest` frontend reads it: the host
     // carries it to the store for the guest (see `CallContext`).
-    let context = RequestContext::from_headers(
+    let mut context = RequestContext::from_headers(
         request
             .headers()
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_bytes())),
-    )
-    .with_peer(peer);
+    );
+    context.peer = Some(String::from(&*peer.text));
     let method = request.method().as_str().to_string();
     let headers = request
         .headers()

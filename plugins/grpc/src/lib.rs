@@ -98,8 +98,8 @@ fn context_of<T>(request: &Request<T>) -> RequestContext {
         tonic::metadata::KeyAndValueRef::Binary(..) => None,
     });
     let mut ctx = RequestContext::from_headers(ascii).with_deadline(deadline_of(request));
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        ctx = ctx.with_peer(peer);
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<kvs_serve::Peer>>() {
+        ctx.peer = Some(String::from(&*peer.text));
     }
     ctx
 }

@@ -145,8 +145,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_bytes())),
         );
-        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            ctx = ctx.with_peer(peer);
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<kvs_serve::Peer>>() {
+            ctx.peer = Some(String::from(&*peer.text));
         }
         Ok(ClientContext(ctx))
     }

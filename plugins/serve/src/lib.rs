@@ -17,6 +17,30 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The client's address, formatted once per connection: frontends put it into the
+/// context of every request, and formatting a `SocketAddr` per request costs more than
+/// copying a few bytes. Handlers extract it as `axum::extract::ConnectInfo<Peer>`.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The address as text, e.g. `127.0.0.1:50432`.
+    pub text: Arc<str>,
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        let addr = *stream.remote_addr();
+        Peer {
+            addr,
+            text: addr.to_string().into(),
+        }
+    }
+}
+
 /// How a [`Server`] is set up.
 #[derive(Debug, Clone)]
 pub struct Settings<'a> {
@@ -47,7 +71,7 @@ pub struct Server {
 impl Server {
     /// Binds, builds the runtime, and serves the app `make` returns (given the flag that
     /// turns true when stopping begins: readiness should say 503 from then on). Clients'
-    /// addresses reach handlers as `ConnectInfo<SocketAddr>`.
+    /// addresses reach handlers as `ConnectInfo<Peer>`.
     pub fn start(
         settings: &Settings<'_>,
         make: impl FnOnce(Arc<AtomicBool>) -> Router,
@@ -74,14 +98,11 @@ impl Server {
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = shutdown_rx.await;
-            })
-            .await
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await
         });
         Ok(Server {
             runtime: Some(runtime),
