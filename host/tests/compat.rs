@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
-use crate::util::{Kvs, http_client, lib, wasm_module};
+use crate::util::{Kvs, http_client, lib, put_status, wasm_module};
 
 /// A connection to the compat native frontend's line protocol.
 struct Line {
@@ -139,14 +139,7 @@ fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
             .get("x-seen-traceparent")
             .map(|h| h.to_str().unwrap().to_string());
         assert_eq!(seen.as_deref(), (v == "1-1").then_some(traceparent), "{v}");
-        assert_eq!(
-            http.put(format!("{base}/k/b"))
-                .body("two")
-                .send()
-                .unwrap()
-                .status(),
-            201
-        );
+        assert_eq!(put_status(&http, format!("{base}/k/b"), "two"), 201);
         assert_eq!(
             http.delete(format!("{base}/k/b")).send().unwrap().status(),
             200

@@ -3,8 +3,8 @@
 use reqwest::StatusCode;
 
 use crate::util::{
-    Kvs, copy_of_staged_plugins, encode_key, get_status, http_client, lib, staged_plugins,
-    write_config,
+    Kvs, copy_of_staged_plugins, encode_key, get_status, http_client, lib, put_status,
+    staged_plugins, write_config,
 };
 
 #[test]
@@ -24,10 +24,7 @@ fn the_books_curl_session() {
     let r = http.get(&url).send().unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().unwrap(), "Hello, key-value store!");
-    assert_eq!(
-        http.put(&url).body("overwritten").send().unwrap().status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(put_status(&http, &url, "overwritten"), StatusCode::CREATED);
     assert_eq!(
         http.get(&url).send().unwrap().text().unwrap(),
         "overwritten"
@@ -37,11 +34,7 @@ fn the_books_curl_session() {
     // Deleting again is fine (idempotent); the short form /v1/{key} works too.
     assert_eq!(http.delete(&url).send().unwrap().status(), StatusCode::OK);
     assert_eq!(
-        http.put(kvs.at("/v1/short"))
-            .body("s")
-            .send()
-            .unwrap()
-            .status(),
+        put_status(&http, kvs.at("/v1/short"), "s"),
         StatusCode::CREATED
     );
     assert_eq!(
@@ -139,11 +132,7 @@ fn oversized_requests_are_refused_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::URI_TOO_LONG);
     assert_eq!(
-        http.put(kvs.at("/v1/key/ok"))
-            .body(vec![2u8; 1000])
-            .send()
-            .unwrap()
-            .status(),
+        put_status(&http, kvs.at("/v1/key/ok"), vec![2u8; 1000]),
         StatusCode::CREATED
     );
     kvs.stop();
@@ -164,11 +153,7 @@ fn a_stray_library_is_refused_and_kvs_still_starts() {
     );
     let http = http_client();
     assert_eq!(
-        http.put(kvs.at("/v1/key/k"))
-            .body("v")
-            .send()
-            .unwrap()
-            .status(),
+        put_status(&http, kvs.at("/v1/key/k"), "v"),
         StatusCode::CREATED
     );
     kvs.stop();

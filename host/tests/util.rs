@@ -61,6 +61,15 @@ pub fn get_status(
     http.get(url).send().unwrap().status()
 }
 
+/// The status a PUT of `body` to `url` is answered with.
+pub fn put_status(
+    http: &reqwest::blocking::Client,
+    url: impl reqwest::IntoUrl,
+    body: impl Into<reqwest::blocking::Body>,
+) -> reqwest::StatusCode {
+    http.put(url).body(body).send().unwrap().status()
+}
+
 /// Asserts that every `(key, value)` reads back unchanged through `kvs`'s REST API
 /// (keys percent-encoded byte by byte).
 pub fn assert_reads_back(

@@ -158,44 +158,31 @@ impl PgServer {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
-    /// Runs SQL as the superuser over the Unix socket; returns psql's output.
+    /// Runs SQL as the superuser over the Unix socket, in the `postgres` database;
+    /// returns psql's output.
     pub fn psql(&self, sql: &str) -> String {
-        let port = self.port.to_string();
-        let out = self.run(
-            "psql",
-            &[
-                "-h",
-                &self.socket_dir(),
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-tA",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.psql_in("postgres", sql)
     }
 
     /// Like [`PgServer::psql`], in the `kvs` database.
     pub fn psql_kvs(&self, sql: &str) -> String {
+        self.psql_in("kvs", sql)
+    }
+
+    fn psql_in(&self, database: &str, sql: &str) -> String {
         let port = self.port.to_string();
+        let socket_dir = self.socket_dir();
         let out = self.run(
             "psql",
             &[
                 "-h",
-                &self.socket_dir(),
+                &socket_dir,
                 "-p",
                 &port,
                 "-U",
                 "postgres",
                 "-d",
-                "kvs",
+                database,
                 "-tA",
                 "-v",
                 "ON_ERROR_STOP=1",

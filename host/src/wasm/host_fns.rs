@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use extism::{CurrentPlugin, UserData, Val};
+use extism::{CurrentPlugin, Function, PTR, UserData, Val};
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 
@@ -31,19 +31,52 @@ thread_local! {
 /// The store the host functions reach: a frontend's store, or none (handshake, loggers).
 pub(super) type StoreRef = Option<Arc<Store>>;
 
-fn with_store(
+/// The store calls a guest can import.
+#[derive(Debug, Clone, Copy)]
+enum StoreCall {
+    /// `kvs_get`: key -> result(found:u8 value:bytes).
+    Get,
+    /// `kvs_put`: key value -> result().
+    Put,
+    /// `kvs_delete`: key -> result().
+    Delete,
+}
+
+/// The host functions `kvs_get`, `kvs_put` and `kvs_delete`, reaching `store`.
+pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
+    [
+        ("kvs_get", StoreCall::Get),
+        ("kvs_put", StoreCall::Put),
+        ("kvs_delete", StoreCall::Delete),
+    ]
+    .into_iter()
+    .map(|(name, call)| {
+        Function::new(
+            name,
+            [PTR],
+            [PTR],
+            UserData::new((store.clone(), call)),
+            host_store,
+        )
+    })
+    .collect()
+}
+
+/// One store call from a guest: decode, run as the caller whose request this call
+/// serves (see [`CallContext`]), encode the result frame.
+fn host_store(
     plugin: &mut CurrentPlugin,
     inputs: &[Val],
     outputs: &mut [Val],
-    store: &UserData<StoreRef>,
-    op: impl FnOnce(&Store, &Caller<'_>, &mut Reader<'_>) -> Result<Vec<u8>, PluginError>,
+    data: UserData<(StoreRef, StoreCall)>,
 ) -> Result<(), extism::Error> {
     let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
-    let store = store.get()?.lock().unwrap().clone();
-    let reply = CALL_CONTEXT.with_borrow(|call| match (store, call) {
-        (Some(store), Some(call)) => {
-            let caller = Caller::from_context(&call.frontend, &call.context, call.received);
-            match op(&store, &caller, &mut Reader::new(&input)) {
+    let (store, call) = data.get()?.lock().unwrap().clone();
+    let reply = CALL_CONTEXT.with_borrow(|context| match (store, context) {
+        (Some(store), Some(context)) => {
+            let caller =
+                Caller::from_context(&context.frontend, &context.context, context.received);
+            match run(&store, &caller, call, &mut Reader::new(&input)) {
                 Ok(payload) => wire::ok(&payload),
                 Err(e) => wire::err(e.code(), e.message()),
             }
@@ -54,6 +87,33 @@ fn with_store(
         ),
     });
     plugin.memory_set_val(&mut outputs[0], reply)
+}
+
+fn run(
+    store: &Store,
+    caller: &Caller<'_>,
+    call: StoreCall,
+    r: &mut Reader<'_>,
+) -> Result<Vec<u8>, PluginError> {
+    let key = r.bytes().map_err(bad)?;
+    match call {
+        StoreCall::Get => {
+            let mut w = Writer::default();
+            match store.get_as(caller, key)? {
+                Some(v) => w.u8(1).bytes(&v),
+                None => w.u8(0),
+            };
+            Ok(w.0)
+        }
+        StoreCall::Put => {
+            let (key, value) = (key.to_vec(), r.bytes().map_err(bad)?.to_vec());
+            wait_write(|done| store.put_as(caller, key, value, done))
+        }
+        StoreCall::Delete => {
+            let key = key.to_vec();
+            wait_write(|done| store.delete_as(caller, key, done))
+        }
+    }
 }
 
 /// `kvs_log`: a guest's log message, emitted like a native plug-in's.
@@ -103,46 +163,4 @@ fn wait_write(submit: impl FnOnce(Completion)) -> Result<Vec<u8>, PluginError> {
     outcome
         .unwrap_or_else(|_| Err(PluginError::unavailable("write dropped")))
         .map(|()| Vec::new())
-}
-
-pub(super) fn host_get(
-    p: &mut CurrentPlugin,
-    i: &[Val],
-    o: &mut [Val],
-    store: UserData<StoreRef>,
-) -> Result<(), extism::Error> {
-    with_store(p, i, o, &store, |store, caller, r| {
-        let key = r.bytes().map_err(bad)?;
-        let mut w = Writer::default();
-        match store.get_as(caller, key)? {
-            Some(v) => w.u8(1).bytes(&v),
-            None => w.u8(0),
-        };
-        Ok(w.0)
-    })
-}
-
-pub(super) fn host_put(
-    p: &mut CurrentPlugin,
-    i: &[Val],
-    o: &mut [Val],
-    store: UserData<StoreRef>,
-) -> Result<(), extism::Error> {
-    with_store(p, i, o, &store, |store, caller, r| {
-        let key = r.bytes().map_err(bad)?.to_vec();
-        let value = r.bytes().map_err(bad)?.to_vec();
-        wait_write(|done| store.put_as(caller, key, value, done))
-    })
-}
-
-pub(super) fn host_delete(
-    p: &mut CurrentPlugin,
-    i: &[Val],
-    o: &mut [Val],
-    store: UserData<StoreRef>,
-) -> Result<(), extism::Error> {
-    with_store(p, i, o, &store, |store, caller, r| {
-        let key = r.bytes().map_err(bad)?.to_vec();
-        wait_write(|done| store.delete_as(caller, key, done))
-    })
 }

@@ -9,9 +9,7 @@ use kvs_plugin_api::version::check_compatible;
 use kvs_plugin_api::wire::{self};
 use kvs_plugin_api::{API_MAJOR, API_MINOR, PluginError, PluginKind};
 
-use super::host_fns::{
-    StoreRef, host_delete, host_get, host_log, host_put, in_multi_thread_runtime,
-};
+use super::host_fns::{StoreRef, host_log, in_multi_thread_runtime, store_functions};
 use super::sandbox::Sandbox;
 
 /// A guest call running this long is no longer treated as quick: if it runs on an async
@@ -69,36 +67,14 @@ pub(super) fn compile(
             .map_err(|e| format!("data_dir {}: {e}", dir.display()))?;
         manifest = manifest.with_allowed_path(dir.display().to_string(), "/data");
     }
-    let functions = [
-        Function::new(
-            "kvs_get",
-            [PTR],
-            [PTR],
-            UserData::new(store.clone()),
-            host_get,
-        ),
-        Function::new(
-            "kvs_put",
-            [PTR],
-            [PTR],
-            UserData::new(store.clone()),
-            host_put,
-        ),
-        Function::new(
-            "kvs_delete",
-            [PTR],
-            [PTR],
-            UserData::new(store.clone()),
-            host_delete,
-        ),
-        Function::new(
-            "kvs_log",
-            [PTR],
-            [],
-            UserData::new(name.to_string()),
-            host_log,
-        ),
-    ];
+    let mut functions = store_functions(store);
+    functions.push(Function::new(
+        "kvs_log",
+        [PTR],
+        [],
+        UserData::new(name.to_string()),
+        host_log,
+    ));
     let builder = PluginBuilder::new(manifest)
         .with_wasi(true)
         .with_functions(functions)

@@ -200,13 +200,13 @@ pub fn start_frontend_with<F: Frontend>(
 /// The 1.1 `open_logger` of a frontend library.
 #[doc(hidden)]
 pub extern "C" fn not_a_logger(
-    _config: RStr<'_>,
+    config: RStr<'_>,
     _host: HostBox,
 ) -> RResult<LoggerBox, PluginError> {
-    RResult::RErr(PluginError::invalid_input(
-        "this plug-in is a frontend, not a logger",
-    ))
+    crate::native::not_a_logger(config)
 }
+
+const NOT_A_FRONTEND: &str = "this plug-in is a logger, not a frontend";
 
 /// The 1.1 `start_frontend` of a logger library.
 #[doc(hidden)]
@@ -215,7 +215,5 @@ pub extern "C" fn not_a_frontend(
     _config: RStr<'_>,
     _host: HostBox,
 ) -> RResult<FrontendBox, PluginError> {
-    RResult::RErr(PluginError::invalid_input(
-        "this plug-in is a logger, not a frontend",
-    ))
+    RResult::RErr(PluginError::invalid_input(NOT_A_FRONTEND))
 }

@@ -29,7 +29,7 @@ use axum::{
     extract::{
         ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State, rejection::BytesRejection,
     },
-    http::{StatusCode, Uri, header, request::Parts},
+    http::{StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -111,25 +111,32 @@ fn store_error(e: PluginError) -> Response {
     error_response(status_of(e.code()), e.message())
 }
 
-/// The key: everything after the route prefix, percent-decoded to raw bytes.
-fn key_of(uri: &Uri, state: &AppState) -> Result<Vec<u8>, (StatusCode, String)> {
-    let path = uri.path();
-    let raw = path
-        .strip_prefix("/v1/key/")
-        .or_else(|| path.strip_prefix("/v1/"))
-        .unwrap_or("");
-    let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    if key.is_empty() {
-        return Err((StatusCode::BAD_REQUEST, "empty key".into()));
+/// The key: everything after the route prefix, percent-decoded to raw bytes. Refuses
+/// an empty key (400) and one over the host's limit (414) before any handler runs.
+pub struct Key(pub Vec<u8>);
+
+impl FromRequestParts<AppState> for Key {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let path = parts.uri.path();
+        let raw = path
+            .strip_prefix("/v1/key/")
+            .or_else(|| path.strip_prefix("/v1/"))
+            .unwrap_or("");
+        let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+        if key.is_empty() {
+            return Err(error_response(StatusCode::BAD_REQUEST, "empty key"));
+        }
+        let max = state.store.limits().max_key_bytes;
+        if key.len() as u64 > max {
+            return Err(error_response(
+                StatusCode::URI_TOO_LONG,
+                &format!("key is {} bytes; the limit is {max}", key.len()),
+            ));
+        }
+        Ok(Key(key))
     }
-    let max = state.store.limits().max_key_bytes;
-    if key.len() as u64 > max {
-        return Err((
-            StatusCode::URI_TOO_LONG,
-            format!("key is {} bytes; the limit is {max}", key.len()),
-        ));
-    }
-    Ok(key)
 }
 
 /// What the client presented with a request, read from its headers and connection.
@@ -154,13 +161,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
 
 async fn get_key(
     State(state): State<AppState>,
-    uri: Uri,
+    Key(key): Key,
     ClientContext(ctx): ClientContext,
 ) -> Response {
-    let key = match key_of(&uri, &state) {
-        Ok(k) => k,
-        Err((status, message)) => return error_response(status, &message),
-    };
     match state.store.get_with(&ctx, &key) {
         Ok(Some(value)) => (
             StatusCode::OK,
@@ -175,14 +178,10 @@ async fn get_key(
 
 async fn put_key(
     State(state): State<AppState>,
-    uri: Uri,
+    Key(key): Key,
     ClientContext(ctx): ClientContext,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let key = match key_of(&uri, &state) {
-        Ok(k) => k,
-        Err((status, message)) => return error_response(status, &message),
-    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -202,13 +201,9 @@ async fn put_key(
 
 async fn delete_key(
     State(state): State<AppState>,
-    uri: Uri,
+    Key(key): Key,
     ClientContext(ctx): ClientContext,
 ) -> Response {
-    let key = match key_of(&uri, &state) {
-        Ok(k) => k,
-        Err((status, message)) => return error_response(status, &message),
-    };
     match state.store.delete_with(&ctx, key).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => store_error(e),
