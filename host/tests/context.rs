@@ -66,8 +66,12 @@ const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-
 fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = copy_of_staged_plugins(dir.path());
-    for v in ["1_0", "1_1"] {
-        let f = lib(&format!("kvs_compat_native_frontend_{v}"));
+    for name in [
+        "kvs_compat_native_frontend_1_0",
+        "kvs_compat_native_frontend_1_1",
+        "kvs_template_native_frontend",
+    ] {
+        let f = lib(name);
         std::fs::copy(&f, plugins.join(f.file_name().unwrap())).unwrap();
     }
     let catalog = Catalog::scan(&plugins).unwrap();
@@ -75,13 +79,14 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
         &plugins,
         "file",
         &format!(
-            "frontends = [\"rest\", \"grpc\", \"wasm-rest\", \"compat-frontend-1-0\", \"compat-frontend-1-1\"]\n\
+            "frontends = [\"rest\", \"grpc\", \"wasm-rest\", \"compat-frontend-1-0\", \"compat-frontend-1-1\", \"template-frontend\"]\n\
              [plugins.file]\npath = {:?}\n\
              [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
              [plugins.grpc]\nlisten = \"127.0.0.1:0\"\n\
              [plugins.wasm-rest]\nlisten = \"127.0.0.1:0\"\n\
              [plugins.compat-frontend-1-0]\nlisten = \"127.0.0.1:0\"\n\
-             [plugins.compat-frontend-1-1]\nlisten = \"127.0.0.1:0\"\n",
+             [plugins.compat-frontend-1-1]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.template-frontend]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("kvs.log")
         ),
     );
@@ -151,6 +156,21 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
             None
         );
     }
+
+    // The template third parties copy carries the same, with std alone.
+    let template = endpoint("template-frontend");
+    let got = http
+        .get(format!("{template}/v1/key/k-rest"))
+        .bearer_auth("token-template")
+        .header("traceparent", TRACEPARENT)
+        .send()
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().unwrap(), "v");
+    let seen = hook.find("template-frontend", Op::Get, b"k-rest");
+    assert_eq!(seen.bearer.as_deref(), Some("token-template"));
+    assert_eq!(seen.traceparent.as_deref(), Some(TRACEPARENT));
+    assert!(seen.has_peer);
 
     // gRPC: authorization and traceparent metadata, and the client's deadline.
     let grpc = endpoint("grpc").replace("grpc://", "http://");

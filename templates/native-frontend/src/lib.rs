@@ -1,6 +1,10 @@
 //! Template: a minimal native frontend. Answers `GET /v1/key/{key}` over HTTP/1.0 on
 //! its own thread, using only std. Its config table has one key, `listen`. See
 //! `plugins/rest` for a production frontend (axum, writes, limits, graceful drain).
+//!
+//! Every store call carries what the client presented (`RequestContext`: here its
+//! `Authorization: Bearer` token, `traceparent` and address). Carry, don't judge: the
+//! host decides what the caller may do.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -8,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kvs_plugin_api::{Frontend, PluginError, Store, export_plugin};
+use kvs_plugin_api::{Frontend, PluginError, RequestContext, Store, export_plugin};
 
 struct ReadOnlyHttp {
     addr: String,
@@ -23,13 +27,27 @@ fn serve(listener: TcpListener, store: Store, stop: Arc<AtomicBool>) {
             continue;
         };
         let _ = conn.set_nonblocking(false);
+        let mut reader = BufReader::new(&conn);
         let mut line = String::new();
-        let _ = BufReader::new(&conn).read_line(&mut line);
+        let _ = reader.read_line(&mut line);
         let key = line
             .strip_prefix("GET /v1/key/")
             .and_then(|r| r.split(' ').next())
-            .unwrap_or("");
-        let (status, body) = match store.get(key.as_bytes()) {
+            .unwrap_or("")
+            .to_string();
+        // The header lines, up to the blank one, for what the client presented.
+        let mut headers = Vec::new();
+        let mut header = String::new();
+        while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+            if let Some((name, value)) = header.trim_end().split_once(':') {
+                headers.push((name.to_string(), value.trim().to_string()));
+            }
+            header.clear();
+        }
+        let mut ctx =
+            RequestContext::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+        ctx.peer = conn.peer_addr().ok().map(|a| a.to_string());
+        let (status, body) = match store.get_with(&ctx, key.as_bytes()) {
             Ok(Some(v)) => ("200 OK", v),
             Ok(None) => ("404 Not Found", b"no such key\n".to_vec()),
             Err(e) => ("400 Bad Request", format!("{e}\n").into_bytes()),
