@@ -3,35 +3,9 @@
 //! real `kvs` process and keeps its data across a restart; 1.1 ones log through the
 //! host and carry request contexts.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
-use crate::util::{Kvs, http_client, lib, put_status, wasm_module};
-
-/// A connection to the compat native frontend's line protocol.
-struct Line {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Line {
-    fn connect(endpoint: &str) -> Line {
-        let addr = endpoint.trim_start_matches("tcp://");
-        let writer = TcpStream::connect(addr).unwrap();
-        Line {
-            reader: BufReader::new(writer.try_clone().unwrap()),
-            writer,
-        }
-    }
-
-    fn ask(&mut self, request: &str) -> String {
-        writeln!(self.writer, "{request}").unwrap();
-        let mut reply = String::new();
-        self.reader.read_line(&mut reply).unwrap();
-        reply.trim_end().to_string()
-    }
-}
+use crate::util::{Kvs, Line, http_client, lib, put_status, wasm_module};
 
 /// A plugins dir holding every compat fixture of both versions.
 fn compat_plugins(dir: &Path, native: bool) -> PathBuf {

@@ -2,8 +2,6 @@
 //! a third party's 1.1 frontend arrives at the host's request hook, and the hook's
 //! refusal is the request's outcome. A 1.0 frontend's calls arrive anonymous.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
 use kvs_host::caller::{Caller, Op, RequestHook};
@@ -12,7 +10,7 @@ use kvs_host::plugins::Catalog;
 use kvs_plugin_api::PluginError;
 use kvs_proto::v1;
 
-use crate::util::{config, copy_of_staged_plugins, http_client, lib};
+use crate::util::{Line, config, copy_of_staged_plugins, http_client, lib};
 
 /// One call as the hook saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,20 +209,13 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
         ("compat-frontend-1-1", true),
         ("compat-frontend-1-0", false),
     ] {
-        let addr = endpoint(frontend).replace("tcp://", "");
-        let mut conn = TcpStream::connect(addr).unwrap();
-        let mut reader = BufReader::new(conn.try_clone().unwrap());
-        let mut ask = |line: &str| {
-            writeln!(conn, "{line}").unwrap();
-            let mut reply = String::new();
-            reader.read_line(&mut reply).unwrap();
-            reply
-        };
+        let mut line = Line::connect(&endpoint(frontend));
+        let mut ask = |request: &str| line.ask(request);
         if carries {
-            assert_eq!(ask("AUTH token-line"), "OK\n");
-            assert_eq!(ask(&format!("TRACE {TRACEPARENT}")), "OK\n");
+            assert_eq!(ask("AUTH token-line"), "OK");
+            assert_eq!(ask(&format!("TRACE {TRACEPARENT}")), "OK");
         }
-        assert_eq!(ask("PUT k-line v"), "OK\n");
+        assert_eq!(ask("PUT k-line v"), "OK");
         let seen = hook.find(frontend, Op::Put, b"k-line");
         assert_eq!(seen.bearer.as_deref(), carries.then_some("token-line"));
         assert_eq!(seen.traceparent.as_deref(), carries.then_some(TRACEPARENT));

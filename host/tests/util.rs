@@ -1,7 +1,8 @@
 //! Shared helpers: where the built plug-ins are, temporary plug-in dirs, running kvs.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -84,6 +85,30 @@ pub fn assert_reads_back(
             .unwrap();
         assert_eq!(r.status(), reqwest::StatusCode::OK, "{k:?}");
         assert_eq!(&r.bytes().unwrap()[..], &v[..], "{k:?}");
+    }
+}
+
+/// A connection to the compat native frontend's line protocol.
+pub struct Line {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Line {
+    pub fn connect(endpoint: &str) -> Line {
+        let addr = endpoint.trim_start_matches("tcp://");
+        let writer = TcpStream::connect(addr).unwrap();
+        Line {
+            reader: BufReader::new(writer.try_clone().unwrap()),
+            writer,
+        }
+    }
+
+    pub fn ask(&mut self, request: &str) -> String {
+        writeln!(self.writer, "{request}").unwrap();
+        let mut reply = String::new();
+        self.reader.read_line(&mut reply).unwrap();
+        reply.trim_end().to_string()
     }
 }
 

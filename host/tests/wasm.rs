@@ -455,3 +455,31 @@ fn an_idle_kvs_lets_the_wasm_timeout_ticker_sleep_and_a_call_wakes_it() {
     assert_eq!(get_status(&http, kvs.at("/ok")), StatusCode::OK);
     kvs.stop();
 }
+
+#[test]
+fn requests_still_waiting_for_an_instance_at_shutdown_are_answered_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let kvs = start_hostile(dir.path(), "pool_size = 1\ncall_timeout_ms = 10000\n");
+    let (busy_url, waiting_url) = (kvs.at("/busy/2500"), kvs.at("/ok"));
+    let http = http_client();
+    std::thread::scope(|s| {
+        // The only instance is busy for 2.5 s; a second request queues for it.
+        let busy = s.spawn(|| http.get(&busy_url).send().unwrap().status());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let waiting = s.spawn(|| {
+            let started = std::time::Instant::now();
+            let status = http.get(&waiting_url).send().unwrap().status();
+            (status, started.elapsed())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Shutdown: the queued request is answered at once, the running one finishes.
+        kvs.stop();
+        let (status, took) = waiting.join().unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            took < std::time::Duration::from_millis(1500),
+            "waited {took:?}"
+        );
+        assert_eq!(busy.join().unwrap(), StatusCode::OK);
+    });
+}

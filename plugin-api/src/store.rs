@@ -33,16 +33,6 @@ enum Backend {
     V1_1(v1_1::StoreBox),
 }
 
-/// The context of a call without one.
-const ANONYMOUS: RequestContextRef<'static> = RequestContextRef {
-    bearer_token: abi_stable::std_types::ROption::RNone,
-    client_identity: abi_stable::std_types::ROption::RNone,
-    traceparent: abi_stable::std_types::ROption::RNone,
-    tracestate: abi_stable::std_types::ROption::RNone,
-    deadline_ms: abi_stable::std_types::ROption::RNone,
-    peer: abi_stable::std_types::ROption::RNone,
-};
-
 struct OneshotCallback(Option<oneshot::Sender<Result<(), PluginError>>>);
 
 impl WriteCallback for OneshotCallback {
@@ -131,7 +121,7 @@ impl Store {
 
     /// The value under `key`, or `None`, for an anonymous caller.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
-        self.get_ref(&ANONYMOUS, key)
+        self.get_ref(&RequestContextRef::default(), key)
     }
 
     /// The value under `key`, or `None`, for the caller `ctx` describes (1.1).
@@ -145,7 +135,7 @@ impl Store {
 
     /// Stores `value` under `key` for an anonymous caller, resolving once durable.
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), PluginError> {
-        outcome(self.put_ref(&ANONYMOUS, key, value)).await
+        outcome(self.put_ref(&RequestContextRef::default(), key, value)).await
     }
 
     /// Stores `value` under `key` for the caller `ctx` describes, resolving once durable
@@ -162,7 +152,7 @@ impl Store {
     /// Removes `key` for an anonymous caller, resolving once durable. A missing key is
     /// not an error.
     pub async fn delete(&self, key: Vec<u8>) -> Result<(), PluginError> {
-        outcome(self.delete_ref(&ANONYMOUS, key)).await
+        outcome(self.delete_ref(&RequestContextRef::default(), key)).await
     }
 
     /// Removes `key` for the caller `ctx` describes, resolving once durable (1.1). The
@@ -177,12 +167,12 @@ impl Store {
 
     /// [`Store::put`] for threads that may block (not async worker threads).
     pub fn put_blocking(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), PluginError> {
-        blocking(self.put_ref(&ANONYMOUS, key, value))
+        blocking(self.put_ref(&RequestContextRef::default(), key, value))
     }
 
     /// [`Store::delete`] for threads that may block (not async worker threads).
     pub fn delete_blocking(&self, key: Vec<u8>) -> Result<(), PluginError> {
-        blocking(self.delete_ref(&ANONYMOUS, key))
+        blocking(self.delete_ref(&RequestContextRef::default(), key))
     }
 
     /// [`Store::put_with`] for threads that may block (1.1).
