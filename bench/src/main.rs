@@ -8,11 +8,15 @@
 //!   (32 connections) and through the `grpc` frontend (32 concurrent tonic calls), and
 //!   Redis GET/SET with `redis-benchmark -c 32`.
 //!
-//! Run it through `cargo xtask bench [writes|rest]`, which builds in release mode and
+//! * `kvs-bench security`: REST GET and durable PUT in plaintext, with TLS, with JWT
+//!   bearer tokens, and with both, each with the server's CPU time per request.
+//!
+//! Run it through `cargo xtask bench [writes|rest|security]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
 
 mod redis;
 mod rest;
+mod security;
 mod writes;
 
 use std::net::TcpListener;
@@ -34,7 +38,8 @@ fn main() -> Result<()> {
     match mode.as_str() {
         "writes" => writes::writes(&plugins),
         "rest" => rest::rest(&plugins),
-        other => bail!("unknown benchmark {other:?}: use `writes` or `rest`"),
+        "security" => security::security(&plugins),
+        other => bail!("unknown benchmark {other:?}: use `writes`, `rest` or `security`"),
     }
 }
 

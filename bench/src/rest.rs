@@ -121,7 +121,7 @@ fn http_load(
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
-fn median(runs: &[f64]) -> f64 {
+pub(crate) fn median(runs: &[f64]) -> f64 {
     let mut sorted = runs.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
@@ -134,7 +134,7 @@ fn median(runs: &[f64]) -> f64 {
 
 /// Starts a release `kvs` with the file logger (`sync = always`) and one frontend on a
 /// free port; killed when the guard drops, then its directory removed.
-fn start_kvs(
+pub(crate) fn start_kvs(
     plugins: &Path,
     frontend: &str,
     extra: &str,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::access::AuthConfig;
 use crate::store::Limits;
 
 /// The config file as written. Unknown keys are errors (`deny_unknown_fields`), so a typo
@@ -31,6 +32,9 @@ pub struct RawConfig {
     pub writer: RawWriter,
     /// How long frontends get to drain on shutdown.
     pub shutdown_timeout_ms: Option<u64>,
+    /// Access control (off by default).
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Each plug-in's own table, keyed by its declared name, passed to it verbatim.
     #[serde(default)]
     pub plugins: BTreeMap<String, toml::Table>,
@@ -102,6 +106,8 @@ pub struct Config {
     pub shutdown_timeout: std::time::Duration,
     /// Plug-in tables by plug-in name.
     pub plugin_tables: BTreeMap<String, toml::Table>,
+    /// `[auth]`: who may do what.
+    pub auth: AuthConfig,
 }
 
 /// The default plug-ins directory: `plugins/` beside the `kvs` executable, where
@@ -164,6 +170,7 @@ impl Config {
                 file.shutdown_timeout_ms.unwrap_or(10_000),
             ),
             plugin_tables,
+            auth: file.auth,
         })
     }
 

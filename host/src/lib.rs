@@ -8,6 +8,8 @@
 //! * [`store`]: the sharded in-memory map, with limits and readiness.
 //! * [`caller`]: who is calling (the request context frontends carry) and the
 //!   [`caller::RequestHook`] that sees every frontend request first.
+//! * [`access`]: that hook's one implementation: bearer tokens, client certificates,
+//!   roles on key prefixes (`[auth]`).
 //! * [`handles`]: what native plug-ins are handed: the store (1.0 and 1.1 views) and
 //!   the host's services (logging).
 //! * [`write_request`]: a queued write and its completion, shared by store and writer.
@@ -17,6 +19,7 @@
 //!
 //! `main.rs` is the CLI around these: parse flags, start, wait for SIGTERM/SIGINT, stop.
 
+pub mod access;
 pub mod caller;
 pub mod check;
 pub mod config;

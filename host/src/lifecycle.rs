@@ -16,6 +16,7 @@ use kvs_plugin_api::{
     native::{FrontendBox, LoggerBox},
 };
 
+use crate::access::AccessControl;
 use crate::caller::RequestHook;
 use crate::config::Config;
 use crate::handles::{host_box, store_box, store_box_v1_1};
@@ -105,7 +106,10 @@ impl<'a> Builder<'a> {
             queue_capacity: config.queue_capacity,
             max_batch: config.max_batch,
             shutdown_timeout: config.shutdown_timeout,
-            options: StartOptions::default(),
+            options: StartOptions {
+                request_hook: AccessControl::from_config(&config.auth)?
+                    .map(|a| Arc::new(a) as Arc<dyn RequestHook>),
+            },
         })
     }
 

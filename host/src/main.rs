@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use kvs_host::config::{Config, Overrides, RawConfig};
 use kvs_host::plugins::Catalog;
 use kvs_plugin_api::{API_MAJOR, API_MINOR};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// A durable key-value store whose frontends and transaction loggers are plug-ins.
 ///
@@ -178,7 +178,9 @@ fn check_plugin(file: &Path, table: &str) -> Result<()> {
 fn serve(config: &Config) -> Result<()> {
     // Register before starting so a signal during replay is not lost; it is acted on
     // once start-up completes.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    // SIGHUP is taken too, so it never kills kvs: each TLS listener reloads its
+    // certificate on it (kvs-serve registers its own handler, chained after this one).
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
     let catalog = Catalog::scan(&config.plugins_dir)?;
     for refused in &catalog.refused {
@@ -191,11 +193,45 @@ fn serve(config: &Config) -> Result<()> {
         config.logger,
         config.frontends.join(", ")
     );
-    if let Some(signal) = signals.forever().next() {
+    warn_if_open(config, &running);
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            tracing::info!("received SIGHUP: TLS listeners re-read their certificates");
+            continue;
+        }
         tracing::info!("received signal {signal}; shutting down");
+        break;
     }
     running.stop()?;
     Ok(())
+}
+
+/// Warns when a frontend listens beyond loopback while access control is off: anyone
+/// who can reach it may read and overwrite every key.
+fn warn_if_open(config: &Config, running: &kvs_host::lifecycle::Running) {
+    if config.auth.enabled {
+        return;
+    }
+    for (name, endpoints) in running.endpoints() {
+        for endpoint in endpoints {
+            let host = endpoint
+                .split_once("://")
+                .map_or(endpoint.as_str(), |(_, rest)| rest)
+                .rsplit_once(':')
+                .map_or(endpoint.as_str(), |(host, _)| host)
+                .trim_matches(['[', ']']);
+            let loopback = host
+                .parse::<std::net::IpAddr>()
+                .map_or(host == "localhost", |ip| ip.is_loopback());
+            if !loopback {
+                tracing::warn!(
+                    "frontend {name} listens on {endpoint} with access control off: anyone who \
+                     can reach it may read and write every key; set [auth] enabled = true \
+                     (see README, \"Securing kvs\")"
+                );
+            }
+        }
+    }
 }
 
 fn list_plugins(config: &Config) -> Result<()> {

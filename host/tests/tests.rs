@@ -28,4 +28,5 @@ mod grpc;
 mod loading;
 mod postgres;
 mod process;
+mod security;
 mod write_path;

@@ -27,6 +27,14 @@ impl ErrorCode {
     pub const UNAVAILABLE: ErrorCode = ErrorCode(4);
     /// A bug or an unexpected failure, including a panic caught at the boundary (REST 500).
     pub const INTERNAL: ErrorCode = ErrorCode(5);
+    /// The caller must prove who it is: no credentials where they are required, or
+    /// credentials the host could not verify (expired, badly signed, for another
+    /// audience). REST 401 with `WWW-Authenticate: Bearer`, gRPC UNAUTHENTICATED. Since 1.2;
+    /// a 1.0/1.1 plug-in reads it as [`ErrorCode::INTERNAL`].
+    pub const UNAUTHENTICATED: ErrorCode = ErrorCode(6);
+    /// The caller is known but may not do this to this key (REST 403, gRPC
+    /// PERMISSION_DENIED). Since 1.2; a 1.0/1.1 plug-in reads it as [`ErrorCode::INTERNAL`].
+    pub const PERMISSION_DENIED: ErrorCode = ErrorCode(7);
 
     /// This code if this version of the contract knows it, else [`ErrorCode::INTERNAL`].
     pub fn known(self) -> ErrorCode {
@@ -35,7 +43,9 @@ impl ErrorCode {
             | Self::INVALID_INPUT
             | Self::TOO_LARGE
             | Self::UNAVAILABLE
-            | Self::INTERNAL => self,
+            | Self::INTERNAL
+            | Self::UNAUTHENTICATED
+            | Self::PERMISSION_DENIED => self,
             _ => Self::INTERNAL,
         }
     }
@@ -47,6 +57,8 @@ impl ErrorCode {
             Self::INVALID_INPUT => "invalid input",
             Self::TOO_LARGE => "too large",
             Self::UNAVAILABLE => "unavailable",
+            Self::UNAUTHENTICATED => "unauthenticated",
+            Self::PERMISSION_DENIED => "permission denied",
             _ => "internal",
         }
     }
@@ -110,6 +122,16 @@ impl PluginError {
     /// Shorthand for [`ErrorCode::INTERNAL`].
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::INTERNAL, message)
+    }
+
+    /// Shorthand for [`ErrorCode::UNAUTHENTICATED`] (1.2).
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UNAUTHENTICATED, message)
+    }
+
+    /// Shorthand for [`ErrorCode::PERMISSION_DENIED`] (1.2).
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PERMISSION_DENIED, message)
     }
 
     /// The error's code, mapped to one this version of the contract knows.

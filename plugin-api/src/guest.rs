@@ -63,6 +63,33 @@ impl GuestError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::INTERNAL, message)
     }
+    /// Shorthand for [`ErrorCode::UNAUTHENTICATED`] (1.2).
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UNAUTHENTICATED, message)
+    }
+    /// Shorthand for [`ErrorCode::PERMISSION_DENIED`] (1.2).
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PERMISSION_DENIED, message)
+    }
+}
+
+impl GuestError {
+    /// The HTTP status kvs's own REST frontends answer for this error: 404, 400,
+    /// 414 (a key too long) / 413, 503, 401 (1.2), 403 (1.2), else 500. A 401 answered
+    /// through the host's listener gets its `WWW-Authenticate` header from the host.
+    pub fn http_status(&self) -> u16 {
+        match self.code {
+            ErrorCode::NOT_FOUND => 404,
+            ErrorCode::INVALID_INPUT => 400,
+            // The store says which limit it was: a key too long is 414, like a long URI.
+            ErrorCode::TOO_LARGE if self.message.starts_with("key") => 414,
+            ErrorCode::TOO_LARGE => 413,
+            ErrorCode::UNAVAILABLE => 503,
+            ErrorCode::UNAUTHENTICATED => 401,
+            ErrorCode::PERMISSION_DENIED => 403,
+            _ => 500,
+        }
+    }
 }
 
 impl From<std::io::Error> for GuestError {

@@ -21,7 +21,14 @@
 //! * 1.1 is [`native::v1_1`](crate::native::v1_1): host services (`HostApi`), the
 //!   request context (`RequestContextRef`), a `StoreApi` that carries it, and the entry
 //!   points (`Module`) that hand them over, exported as the static `KVS_PLUGIN_V1_1`.
-//! * 1.N will be `native::v1_N` and `KVS_PLUGIN_V1_N`, beside the others.
+//! * 1.2 added no native types, only two error codes
+//!   ([`ErrorCode::UNAUTHENTICATED`](crate::ErrorCode::UNAUTHENTICATED),
+//!   [`ErrorCode::PERMISSION_DENIED`](crate::ErrorCode::PERMISSION_DENIED)) for the
+//!   host's access control; a 1.2 plug-in exports 1.1's entry points. A 1.0/1.1
+//!   frontend reads those codes as `internal` (its clients see a 500 whose message says
+//!   why), so rebuild frontends against 1.2 when access control is on.
+//! * 1.N (when it needs new native types) will be `native::v1_N` and
+//!   `KVS_PLUGIN_V1_N`, beside the others.
 //!
 //! A plug-in exports the handshake, the 1.0 root module and the entry points of its own
 //! minor ([`export_plugin!`](crate::export_plugin) writes all of them). The host reads

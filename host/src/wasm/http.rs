@@ -57,6 +57,7 @@ impl Pool {
 struct WasmHttpFrontend {
     pool: Arc<Pool>,
     server: kvs_serve::Server,
+    tls: bool,
 }
 
 #[derive(Clone)]
@@ -108,6 +109,8 @@ async fn edge(
             .map(|(k, v)| (k.as_str(), v.as_bytes())),
     );
     context.peer = Some(String::from(&*peer.text));
+    context.client_identity = peer.identity.as_deref().map(String::from);
+    let presented_token = context.bearer_token.is_some();
     let method = request.method().as_str().to_string();
     let headers = request
         .headers()
@@ -150,8 +153,15 @@ async fn edge(
     match response {
         Ok(r) => {
             let mut builder = axum::http::Response::builder().status(r.status);
+            let mut challenged = false;
             for (k, v) in r.headers {
+                challenged |= k.eq_ignore_ascii_case("www-authenticate");
                 builder = builder.header(k, v);
+            }
+            // A 401 says how to authenticate (RFC 6750); the host adds it so a guest
+            // that maps `unauthenticated` to 401 need not know the scheme.
+            if r.status == 401 && !challenged {
+                builder = builder.header("www-authenticate", bearer_challenge(presented_token));
             }
             builder
                 .body(axum::body::Body::from(r.body))
@@ -168,10 +178,21 @@ async fn edge(
     }
 }
 
+/// The `WWW-Authenticate` value for a 401: `error="invalid_token"` when the client
+/// presented a token the host refused.
+fn bearer_challenge(presented_token: bool) -> &'static str {
+    if presented_token {
+        r#"Bearer realm="kvs", error="invalid_token""#
+    } else {
+        r#"Bearer realm="kvs""#
+    }
+}
+
 impl FrontendApi for WasmHttpFrontend {
     fn endpoints(&self) -> RVec<RString> {
+        let scheme = if self.tls { "https" } else { "http" };
         RVec::from(vec![RString::from(format!(
-            "http://{}",
+            "{scheme}://{}",
             self.server.local_addr()
         ))])
     }
@@ -182,6 +203,16 @@ impl FrontendApi for WasmHttpFrontend {
         // being served during the drain.
         self.pool.permits.close();
         self.server.stop(Duration::from_millis(deadline_ms)).into()
+    }
+}
+
+/// The listener's messages, as the host's own `tracing` events.
+fn host_log(level: kvs_plugin_api::log::Level, message: &str) {
+    use kvs_plugin_api::log::Level;
+    match level {
+        Level::ERROR => tracing::error!(target: "kvs::listener", "{message}"),
+        Level::WARN => tracing::warn!(target: "kvs::listener", "{message}"),
+        _ => tracing::info!(target: "kvs::listener", "{message}"),
     }
 }
 
@@ -221,6 +252,11 @@ pub fn start_frontend(
         max_blocking_threads: Some(sandbox.pool_size.max(1) * 2),
         thread_name: "kvs-wasm-http",
         protocol: "HTTP",
+        tls: sandbox.tls.as_ref(),
+        alpn: kvs_serve::Settings::HTTP_ALPN,
+        max_connections: sandbox.max_connections,
+        max_header_bytes: sandbox.max_header_bytes,
+        log: host_log,
     };
     let server = kvs_serve::Server::start(&settings, |stopping| {
         axum::Router::new().fallback(edge).with_state(Edge {
@@ -231,7 +267,11 @@ pub fn start_frontend(
         })
     })?;
     Ok(FrontendApi_TO::from_value(
-        WasmHttpFrontend { pool, server },
+        WasmHttpFrontend {
+            pool,
+            server,
+            tls: sandbox.tls.is_some(),
+        },
         TD_Opaque,
     ))
 }

@@ -25,6 +25,14 @@ pub struct Sandbox {
     /// Async worker threads of a WASM HTTP frontend's server. Default 2.
     #[serde(default = "default_workers")]
     pub worker_threads: usize,
+    /// TLS for a WASM HTTP frontend's listener (`tls = { cert, key, client_ca }`).
+    pub tls: Option<kvs_serve::TlsConfig>,
+    /// Most connections a WASM HTTP frontend's listener keeps open. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest request header block, bytes. Default 32768.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
 }
 
 fn default_memory() -> u32 {
@@ -42,14 +50,23 @@ fn default_listen() -> String {
 fn default_workers() -> usize {
     2
 }
+fn default_max_connections() -> usize {
+    kvs_serve::DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_header_bytes() -> usize {
+    kvs_serve::DEFAULT_MAX_HEADER_BYTES
+}
 
-pub(super) const SANDBOX_KEYS: [&str; 6] = [
+pub(super) const SANDBOX_KEYS: [&str; 9] = [
     "data_dir",
     "memory_max_mb",
     "call_timeout_ms",
     "pool_size",
     "listen",
     "worker_threads",
+    "tls",
+    "max_connections",
+    "max_header_bytes",
 ];
 
 impl Sandbox {
@@ -90,6 +107,9 @@ impl Sandbox {
             pool_size: 1,
             listen: default_listen(),
             worker_threads: 1,
+            tls: None,
+            max_connections: 1,
+            max_header_bytes: default_max_header_bytes(),
         }
     }
 }

@@ -40,6 +40,14 @@ pub struct Config {
     /// Threads of the plug-in's tokio runtime. Default 2.
     #[serde(default = "default_workers")]
     pub worker_threads: usize,
+    /// TLS (`tls = { cert = "...", key = "...", client_ca = "..." }`); plain TCP without.
+    pub tls: Option<kvs_serve::TlsConfig>,
+    /// Most connections open at once; more are closed on accept. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest request header block in bytes (431 beyond it). Default 32768.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
 }
 
 fn default_listen() -> String {
@@ -47,6 +55,12 @@ fn default_listen() -> String {
 }
 fn default_workers() -> usize {
     2
+}
+fn default_max_connections() -> usize {
+    kvs_serve::DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_header_bytes() -> usize {
+    kvs_serve::DEFAULT_MAX_HEADER_BYTES
 }
 
 impl Config {
@@ -70,6 +84,8 @@ pub fn status_of(e: PluginError) -> Status {
         ErrorCode::NOT_FOUND => Status::not_found(message),
         ErrorCode::INVALID_INPUT | ErrorCode::TOO_LARGE => Status::invalid_argument(message),
         ErrorCode::UNAVAILABLE => Status::unavailable(message),
+        ErrorCode::UNAUTHENTICATED => Status::unauthenticated(message),
+        ErrorCode::PERMISSION_DENIED => Status::permission_denied(message),
         _ => Status::internal(message),
     }
 }
@@ -100,6 +116,7 @@ fn context_of<T>(request: &Request<T>) -> RequestContext {
     let mut ctx = RequestContext::from_headers(ascii).with_deadline(deadline_of(request));
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<kvs_serve::Peer>>() {
         ctx.peer = Some(String::from(&*peer.text));
+        ctx.client_identity = peer.identity.as_deref().map(String::from);
     }
     ctx
 }
@@ -275,6 +292,7 @@ pub struct GrpcFrontend {
     /// Health status; `None` ends every `Watch` stream (set on stop).
     health: watch::Sender<Option<ServingStatus>>,
     server: kvs_serve::Server,
+    tls: bool,
 }
 
 impl GrpcFrontend {
@@ -300,8 +318,13 @@ impl GrpcFrontend {
             max_blocking_threads: None,
             thread_name: "kvs-grpc",
             protocol: "gRPC",
+            tls: config.tls.as_ref(),
+            alpn: kvs_serve::Settings::GRPC_ALPN,
+            max_connections: config.max_connections,
+            max_header_bytes: config.max_header_bytes,
+            log: kvs_serve::plugin_log,
         };
-        // Served by axum (hyper, HTTP/2 with prior knowledge) rather than
+        // Served by kvs-serve (hyper; HTTP/2 by prior knowledge or ALPN) rather than
         // tonic::transport::Server: tonic's server wraps every call in a timeout layer
         // that answers an expired `grpc-timeout` with CANCELLED, while gRPC says
         // DEADLINE_EXCEEDED, which the handlers answer themselves.
@@ -344,7 +367,11 @@ impl GrpcFrontend {
                 }
             });
         }
-        Ok(GrpcFrontend { health, server })
+        Ok(GrpcFrontend {
+            health,
+            server,
+            tls: config.tls.is_some(),
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -355,7 +382,8 @@ impl GrpcFrontend {
 
 impl Frontend for GrpcFrontend {
     fn endpoints(&self) -> Vec<String> {
-        vec![format!("grpc://{}", self.local_addr())]
+        let scheme = if self.tls { "grpcs" } else { "grpc" };
+        vec![format!("{scheme}://{}", self.local_addr())]
     }
 
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {

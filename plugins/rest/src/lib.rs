@@ -54,6 +54,14 @@ pub struct Config {
     /// Requests served at once; more wait their turn. Default 1024.
     #[serde(default = "default_concurrency")]
     pub max_concurrent_requests: usize,
+    /// TLS (`tls = { cert = "...", key = "...", client_ca = "..." }`); plain TCP without.
+    pub tls: Option<kvs_serve::TlsConfig>,
+    /// Most connections open at once; more are closed on accept. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest request header block in bytes (431 beyond it). Default 32768.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
 }
 
 fn default_listen() -> String {
@@ -67,6 +75,12 @@ fn default_timeout() -> u64 {
 }
 fn default_concurrency() -> usize {
     1024
+}
+fn default_max_connections() -> usize {
+    kvs_serve::DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_header_bytes() -> usize {
+    kvs_serve::DEFAULT_MAX_HEADER_BYTES
 }
 
 impl Config {
@@ -99,6 +113,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::INVALID_INPUT => StatusCode::BAD_REQUEST,
         ErrorCode::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
+        ErrorCode::PERMISSION_DENIED => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -107,8 +123,23 @@ fn error_response(status: StatusCode, message: &str) -> Response {
     (status, format!("{message}\n")).into_response()
 }
 
-fn store_error(e: PluginError) -> Response {
-    error_response(status_of(e.code()), e.message())
+/// A store error as a response. A 401 says how to authenticate (RFC 6750): with
+/// `error="invalid_token"` if the client presented a token the host refused. The body
+/// says why; it never repeats the token.
+fn store_error(e: PluginError, ctx: &RequestContext) -> Response {
+    let mut response = error_response(status_of(e.code()), e.message());
+    if e.code() == ErrorCode::UNAUTHENTICATED {
+        let challenge = if ctx.bearer_token.is_some() {
+            r#"Bearer realm="kvs", error="invalid_token""#
+        } else {
+            r#"Bearer realm="kvs""#
+        };
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(challenge),
+        );
+    }
+    response
 }
 
 /// The key: everything after the route prefix, percent-decoded to raw bytes. Refuses
@@ -154,6 +185,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
         );
         if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<kvs_serve::Peer>>() {
             ctx.peer = Some(String::from(&*peer.text));
+            ctx.client_identity = peer.identity.as_deref().map(String::from);
         }
         Ok(ClientContext(ctx))
     }
@@ -172,7 +204,7 @@ async fn get_key(
         )
             .into_response(),
         Ok(None) => error_response(StatusCode::NOT_FOUND, "no such key"),
-        Err(e) => store_error(e),
+        Err(e) => store_error(e, &ctx),
     }
 }
 
@@ -195,7 +227,7 @@ async fn put_key(
     };
     match state.store.put_with(&ctx, key, body.to_vec()).await {
         Ok(()) => StatusCode::CREATED.into_response(),
-        Err(e) => store_error(e),
+        Err(e) => store_error(e, &ctx),
     }
 }
 
@@ -206,7 +238,7 @@ async fn delete_key(
 ) -> Response {
     match state.store.delete_with(&ctx, key).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => store_error(e),
+        Err(e) => store_error(e, &ctx),
     }
 }
 
@@ -264,6 +296,7 @@ fn app(state: AppState) -> Router {
 /// A running REST frontend.
 pub struct RestFrontend {
     server: kvs_serve::Server,
+    tls: bool,
 }
 
 impl RestFrontend {
@@ -276,6 +309,11 @@ impl RestFrontend {
             max_blocking_threads: None,
             thread_name: "kvs-rest",
             protocol: "HTTP",
+            tls: config.tls.as_ref(),
+            alpn: kvs_serve::Settings::HTTP_ALPN,
+            max_connections: config.max_connections,
+            max_header_bytes: config.max_header_bytes,
+            log: kvs_serve::plugin_log,
         };
         let server = kvs_serve::Server::start(&settings, |stopping| {
             app(AppState {
@@ -285,7 +323,10 @@ impl RestFrontend {
                 timeout: Duration::from_millis(config.request_timeout_ms),
             })
         })?;
-        Ok(RestFrontend { server })
+        Ok(RestFrontend {
+            server,
+            tls: config.tls.is_some(),
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -296,7 +337,8 @@ impl RestFrontend {
 
 impl Frontend for RestFrontend {
     fn endpoints(&self) -> Vec<String> {
-        vec![format!("http://{}", self.local_addr())]
+        let scheme = if self.tls { "https" } else { "http" };
+        vec![format!("{scheme}://{}", self.local_addr())]
     }
 
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {

@@ -1,44 +1,64 @@
-//! A network frontend's server: bind, run an axum app on the frontend's own tokio
-//! runtime, stop gracefully within a deadline.
+//! A network frontend's server: bind, serve an axum app over plain TCP or TLS on the
+//! frontend's own tokio runtime, cap connections and header sizes, stop gracefully
+//! within a deadline.
 //!
 //! Shared by kvs's own frontends (`rest`, `grpc`, and the host's WASM HTTP frontend) so
-//! the "own runtime + serve + stop" dance lives in one place. Not part of the plug-in
-//! contract: a third party's frontend is free to serve however it likes. Runtimes do not
-//! cross the plug-in boundary, which is why each frontend owns one.
+//! the listener's duties live in one place: TLS and mTLS ([`tls`]), certificate reload
+//! on SIGHUP, per-listener connection and header limits, graceful stop. Not part of the
+//! plug-in contract: a third party's frontend is free to serve however it likes.
+//! Runtimes do not cross the plug-in boundary, which is why each frontend owns one.
+
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use kvs_plugin_api::PluginError;
+use kvs_plugin_api::log::Level;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
+use tower_service::Service;
 
-/// The client's address, formatted once per connection: frontends put it into the
-/// context of every request, and formatting a `SocketAddr` per request costs more than
-/// copying a few bytes. Handlers extract it as `axum::extract::ConnectInfo<Peer>`.
+pub use tls::TlsConfig;
+
+/// The client's address and, under mTLS, its verified identity, worked out once per
+/// connection: frontends put them into the context of every request. Handlers extract
+/// it as `axum::extract::ConnectInfo<Peer>`.
 #[derive(Debug, Clone)]
 pub struct Peer {
     /// The address.
     pub addr: SocketAddr,
     /// The address as text, e.g. `127.0.0.1:50432`.
     pub text: Arc<str>,
+    /// The common name of the client certificate the TLS handshake verified, if any.
+    pub identity: Option<Arc<str>>,
 }
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        let addr = *stream.remote_addr();
-        Peer {
-            addr,
-            text: addr.to_string().into(),
-        }
-    }
+/// Default cap on open connections per listener (like Redis's `maxclients`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on a request's header block, in bytes: larger ones get 431 (HTTP/1.1)
+/// or a stream reset (HTTP/2).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The smallest header cap hyper can enforce for HTTP/1.1.
+const MIN_HEADER_BYTES: usize = 8192;
+/// How long a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a server's messages go: the plug-in's host log, or the host's own `tracing`.
+pub type LogFn = fn(Level, &str);
+
+/// Logs through plugin-api's host log service (what a plug-in uses).
+pub fn plugin_log(level: Level, message: &str) {
+    kvs_plugin_api::log::log(level, "kvs_serve", message, &[]);
 }
 
 /// How a [`Server`] is set up.
@@ -56,6 +76,23 @@ pub struct Settings<'a> {
     pub thread_name: &'a str,
     /// What the server serves, for messages: `HTTP`, `gRPC`.
     pub protocol: &'a str,
+    /// TLS, if the listener's table has a `tls` table.
+    pub tls: Option<&'a TlsConfig>,
+    /// ALPN protocols offered under TLS, preferred first.
+    pub alpn: &'a [&'a [u8]],
+    /// Most connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Largest request header block in bytes (at least 8192).
+    pub max_header_bytes: usize,
+    /// Where messages go.
+    pub log: LogFn,
+}
+
+impl Settings<'_> {
+    /// ALPN for a server of HTTP/2 and HTTP/1.1.
+    pub const HTTP_ALPN: &'static [&'static [u8]] = &[b"h2", b"http/1.1"];
+    /// ALPN for a gRPC server (HTTP/2 only).
+    pub const GRPC_ALPN: &'static [&'static [u8]] = &[b"h2"];
 }
 
 /// A running server on its own runtime.
@@ -76,10 +113,28 @@ impl Server {
         settings: &Settings<'_>,
         make: impl FnOnce(Arc<AtomicBool>) -> Router,
     ) -> Result<Server, PluginError> {
+        let table = settings.table;
+        let tls = match settings.tls {
+            Some(config) => {
+                let tls = tls::Tls::load(config, settings.alpn)
+                    .map_err(|e| PluginError::invalid_input(format!("{table} tls: {e}")))?;
+                for warning in tls.warnings() {
+                    (settings.log)(Level::WARN, &format!("{table} tls: {warning}"));
+                }
+                Some(Arc::new(tls))
+            }
+            None => None,
+        };
+        if settings.max_connections == 0 || settings.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(PluginError::invalid_input(format!(
+                "{table}: max_connections must be at least 1 and max_header_bytes at least \
+                 {MIN_HEADER_BYTES}"
+            )));
+        }
         let listener = std::net::TcpListener::bind(settings.listen).map_err(|e| {
             PluginError::invalid_input(format!(
-                "cannot listen on {}: {e}; set {} listen to a free address",
-                settings.listen, settings.table
+                "cannot listen on {}: {e}; set {table} listen to a free address",
+                settings.listen
             ))
         })?;
         listener.set_nonblocking(true)?;
@@ -96,14 +151,26 @@ impl Server {
         let stopping = Arc::new(AtomicBool::new(false));
         let app = make(stopping.clone());
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let accept = Acceptor {
+            app,
+            tls: tls.clone(),
+            http: http_builder(settings.max_header_bytes),
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            max_connections: settings.max_connections,
+            last_full_warning: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+            log: settings.log,
+            table: table.to_string(),
+        };
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-                .with_graceful_shutdown(async {
-                    let _ = shutdown_rx.await;
-                })
-                .await
+            accept.run(listener, shutdown_rx).await;
+            Ok(())
         });
+        if let Some(tls) = tls {
+            let _guard = runtime.enter();
+            reload_on_sighup(tls, table.to_string(), settings.log)?;
+        }
         Ok(Server {
             runtime: Some(runtime),
             task: Some(task),
@@ -161,4 +228,173 @@ impl Server {
             ))),
         }
     }
+}
+
+/// hyper's server settings: HTTP/1.1 and HTTP/2 on one port, header blocks capped.
+fn http_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(max_header_bytes.max(MIN_HEADER_BYTES));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Accepts connections and serves each on its own task.
+struct Acceptor {
+    app: Router,
+    tls: Option<Arc<tls::Tls>>,
+    http: auto::Builder<TokioExecutor>,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+    /// Seconds since `started`, plus one, when "at max_connections" was last logged
+    /// (0: never). Logged at most every 10 s, however many connections are refused.
+    last_full_warning: Arc<AtomicU64>,
+    started: Instant,
+    log: LogFn,
+    table: String,
+}
+
+impl Acceptor {
+    async fn run(self, listener: tokio::net::TcpListener, mut shutdown: oneshot::Receiver<()>) {
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (tcp, addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little rather
+                        // than spin; the listener itself stays fine.
+                        (self.log)(Level::WARN, &format!("{}: accept failed: {e}", self.table));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                self.warn_full();
+                continue; // dropping `tcp` closes it
+            };
+            let _ = tcp.set_nodelay(true);
+            let connection = Connection {
+                app: self.app.clone(),
+                http: self.http.clone(),
+                watcher: graceful.watcher(),
+            };
+            let tls = self.tls.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let text: Arc<str> = addr.to_string().into();
+                match tls {
+                    None => {
+                        let peer = Peer {
+                            addr,
+                            text,
+                            identity: None,
+                        };
+                        connection.serve(tcp, peer).await;
+                    }
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                        // A failed or stalled handshake (wrong CA, no client
+                        // certificate under mTLS, plain HTTP) just closes the
+                        // connection: rustls has already sent the client its alert.
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                        else {
+                            return;
+                        };
+                        let identity = tls::client_identity(stream.get_ref().1);
+                        let peer = Peer {
+                            addr,
+                            text,
+                            identity,
+                        };
+                        connection.serve(stream, peer).await;
+                    }
+                }
+            });
+        }
+        drop(listener);
+        // Open connections finish their requests; `Server::stop` bounds the wait.
+        graceful.shutdown().await;
+    }
+
+    fn warn_full(&self) {
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.last_full_warning.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + 10)
+            && self
+                .last_full_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            (self.log)(
+                Level::WARN,
+                &format!(
+                    "{}: {} connections are open (max_connections); closing new ones until \
+                     some close",
+                    self.table, self.max_connections
+                ),
+            );
+        }
+    }
+}
+
+/// One accepted connection, about to be served.
+struct Connection {
+    app: Router,
+    http: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I, peer: Peer)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app;
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request.extensions_mut().insert(ConnectInfo(peer.clone()));
+            let mut app = app.clone();
+            async move { app.call(request.map(axum::body::Body::new)).await }
+        });
+        let served = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        // Errors here are the client's (reset, bad request line, oversized header
+        // block, which hyper has answered 431): nothing for the server to do.
+        let _ = self.watcher.watch(served).await;
+    }
+}
+
+/// Re-reads the listener's certificate and key on SIGHUP. A file that fails to load
+/// is reported and the certificate in use stays; open connections are never touched.
+fn reload_on_sighup(tls: Arc<tls::Tls>, table: String, log: LogFn) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => log(
+                    Level::INFO,
+                    &format!(
+                        "{table} tls: SIGHUP: reloaded {}",
+                        tls.cert_path().display()
+                    ),
+                ),
+                Err(e) => log(
+                    Level::ERROR,
+                    &format!("{table} tls: SIGHUP: {e}; still serving the previous certificate"),
+                ),
+            }
+        }
+    });
+    Ok(())
 }

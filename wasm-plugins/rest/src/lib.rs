@@ -2,27 +2,14 @@
 //! plug-in's statuses. The host owns the listener, enforces the body limit (413) and
 //! answers `/healthz` and `/readyz`; this handler sees every other request.
 
-use kvs_plugin_api::ErrorCode;
 use kvs_plugin_api::export_wasm_http_frontend;
-use kvs_plugin_api::guest::{self, GuestError, HttpRequest, HttpResponse};
+use kvs_plugin_api::guest::{self, HttpRequest, HttpResponse};
 
 fn text(status: u16, message: &str) -> HttpResponse {
     HttpResponse {
         status,
         headers: vec![("content-type".into(), b"text/plain; charset=utf-8".to_vec())],
         body: format!("{message}\n").into_bytes(),
-    }
-}
-
-fn status_of(e: &GuestError) -> u16 {
-    match e.code {
-        ErrorCode::NOT_FOUND => 404,
-        ErrorCode::INVALID_INPUT => 400,
-        // The store says which limit: a key too long is 414 like the native plug-in.
-        ErrorCode::TOO_LARGE if e.message.starts_with("key") => 414,
-        ErrorCode::TOO_LARGE => 413,
-        ErrorCode::UNAVAILABLE => 503,
-        _ => 500,
     }
 }
 
@@ -82,7 +69,7 @@ fn handle(req: HttpRequest) -> HttpResponse {
             None => text(404, "no such key"),
         }),
     };
-    result.unwrap_or_else(|e| text(status_of(&e), &e.message))
+    result.unwrap_or_else(|e| text(e.http_status(), &e.message))
 }
 
 export_wasm_http_frontend!(

@@ -1,0 +1,212 @@
+//! Access control: who the caller is (a verified bearer token, or the TLS client
+//! certificate its frontend verified) and whether it may read or write a key.
+//!
+//! One [`AccessControl`] is the host's [`RequestHook`]: every frontend's reads and writes
+//! pass through it — native, WASM and third parties' alike — so a frontend never decides,
+//! it only carries what the client presented ([`crate::caller`]). Off unless `[auth]`
+//! says `enabled = true`.
+//!
+//! * [`tokens`]: JWT verification (HS256 secret; RS256/ES256/EdDSA public keys, PEM or JWKS).
+//! * [`rules`]: roles with read/write key prefixes, principals mapped to roles.
+//!
+//! The decision: a presented token must verify (else `unauthenticated`), and its
+//! principal claim names the caller; without a token, a verified TLS identity names
+//! it; without either the caller is anonymous. The caller's roles (plus the anonymous
+//! ones, which everyone has) must grant the operation on the key: else
+//! `permission_denied`, or `unauthenticated` for an anonymous caller (it should log in).
+//! Each refusal is one `warn` line under the `kvs::audit` target.
+
+pub mod rules;
+pub mod tokens;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use kvs_plugin_api::PluginError;
+use serde::Deserialize;
+
+use crate::caller::{Caller, Op, RequestHook};
+use rules::Rules;
+use tokens::Verifier;
+
+/// The `[auth]` table as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Turn access control on (default off: anyone who reaches a listener may do anything).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Roles every caller has, including those that present nothing. Default none.
+    #[serde(default)]
+    pub anonymous: Vec<String>,
+    /// How bearer tokens are verified.
+    #[serde(default)]
+    pub jwt: JwtConfig,
+    /// Roles by name.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, rules::RoleConfig>,
+    /// Principals (a token's principal claim, or a client certificate's common name)
+    /// and the roles they have.
+    #[serde(default)]
+    pub principals: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The `[auth.jwt]` table as written. Secrets are never written here, only where to
+/// find them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Environment variable holding the HS256 secret (at least 32 bytes).
+    pub hs256_secret_env: Option<String>,
+    /// File holding the HS256 secret (at least 32 bytes; one trailing newline ignored).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// PEM files of public keys: RSA (RS256/384/512), P-256/P-384 (ES256/384),
+    /// Ed25519 (EdDSA), told apart by the key itself.
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS file (`{"keys": [...]}`); a token's `kid` picks the key.
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one of the token's), if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 30.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// The claim that names the caller. Default `sub`.
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            hs256_secret_env: None,
+            hs256_secret_file: None,
+            public_keys: Vec::new(),
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: default_leeway(),
+            principal_claim: default_principal_claim(),
+        }
+    }
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+fn default_principal_claim() -> String {
+    "sub".into()
+}
+
+/// The host's access control, built from `[auth]`.
+pub struct AccessControl {
+    verifier: Option<Verifier>,
+    rules: Rules,
+}
+
+/// Who a request is from, once credentials are checked.
+#[derive(Debug, PartialEq, Eq)]
+enum Principal<'a> {
+    /// A verified token's principal claim.
+    Token(String),
+    /// The common name of a client certificate the frontend verified.
+    Certificate(&'a str),
+    /// Nobody in particular.
+    Anonymous,
+}
+
+impl Principal<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Principal::Token(name) => name,
+            Principal::Certificate(name) => name,
+            Principal::Anonymous => "anonymous",
+        }
+    }
+}
+
+impl AccessControl {
+    /// Builds it from the config: reads key files and secrets now, so a mistake stops
+    /// kvs at start, not at the first request. `None` when access control is off.
+    pub fn from_config(config: &AuthConfig) -> Result<Option<AccessControl>> {
+        if !config.enabled {
+            return Ok(None);
+        }
+        let verifier = Verifier::from_config(&config.jwt).context("[auth.jwt]")?;
+        let rules = Rules::from_config(config).context("[auth]")?;
+        Ok(Some(AccessControl { verifier, rules }))
+    }
+
+    fn principal<'a>(&self, caller: &Caller<'a>) -> Result<Principal<'a>, String> {
+        if let Some(token) = caller.bearer_token {
+            let Some(verifier) = &self.verifier else {
+                return Err(
+                    "bearer tokens are not accepted here: [auth.jwt] configures no key \
+                     (use a client certificate)"
+                        .into(),
+                );
+            };
+            return verifier.principal(token).map(Principal::Token);
+        }
+        Ok(match caller.client_identity {
+            Some(identity) => Principal::Certificate(identity),
+            None => Principal::Anonymous,
+        })
+    }
+
+    fn refuse(
+        &self,
+        op: Op,
+        key: &[u8],
+        caller: &Caller<'_>,
+        principal: &str,
+        error: PluginError,
+    ) -> PluginError {
+        let shown = &key[..key.len().min(32)];
+        tracing::warn!(
+            target: "kvs::audit",
+            frontend = caller.frontend,
+            principal,
+            op = ?op,
+            key_prefix = %shown.escape_ascii(),
+            peer = caller.peer.unwrap_or("-"),
+            reason = error.message(),
+            "request refused"
+        );
+        error
+    }
+}
+
+impl RequestHook for AccessControl {
+    fn check(&self, op: Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
+        let principal = match self.principal(caller) {
+            Ok(p) => p,
+            Err(why) => {
+                let error = PluginError::unauthenticated(format!("invalid bearer token: {why}"));
+                return Err(self.refuse(op, key, caller, "-", error));
+            }
+        };
+        let known = (principal != Principal::Anonymous).then(|| principal.name());
+        if self.rules.allows(known, op, key) {
+            return Ok(());
+        }
+        let verb = match op {
+            Op::Get => "read",
+            Op::Put | Op::Delete => "write",
+        };
+        let error = if principal == Principal::Anonymous {
+            PluginError::unauthenticated(format!(
+                "anonymous callers may not {verb} this key: present a bearer token \
+                 (Authorization: Bearer ...) or a client certificate"
+            ))
+        } else {
+            PluginError::permission_denied(format!(
+                "{} may not {verb} this key: no role of theirs grants it",
+                principal.name()
+            ))
+        };
+        Err(self.refuse(op, key, caller, principal.name(), error))
+    }
+}

@@ -1,0 +1,170 @@
+//! Roles and what they grant: read or write on key prefixes, like etcd's RBAC.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+
+use super::AuthConfig;
+use crate::caller::Op;
+
+/// One `[auth.roles.NAME]` table as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// Key prefixes the role may read. `*` is every key; `%XX` escapes any byte.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Key prefixes the role may write (put and delete).
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+/// Prefixes granted for reading and for writing. An empty prefix is every key.
+#[derive(Debug, Default, Clone)]
+struct Grants {
+    read: Vec<Vec<u8>>,
+    write: Vec<Vec<u8>>,
+}
+
+impl Grants {
+    fn add(&mut self, role: &Grants) {
+        self.read.extend(role.read.iter().cloned());
+        self.write.extend(role.write.iter().cloned());
+    }
+
+    fn allows(&self, op: Op, key: &[u8]) -> bool {
+        let prefixes = match op {
+            Op::Get => &self.read,
+            Op::Put | Op::Delete => &self.write,
+        };
+        prefixes.iter().any(|p| key.starts_with(p))
+    }
+}
+
+/// Who may do what, resolved from `[auth]`: each principal's grants are the union of
+/// its roles'.
+#[derive(Debug)]
+pub struct Rules {
+    anonymous: Grants,
+    principals: HashMap<String, Grants>,
+}
+
+fn prefix(role: &str, text: &str) -> Result<Vec<u8>> {
+    match text {
+        "*" => Ok(Vec::new()),
+        "" => bail!("role {role:?} grants the empty prefix \"\"; write \"*\" for every key"),
+        _ => Ok(percent_encoding::percent_decode_str(text).collect()),
+    }
+}
+
+impl Rules {
+    /// Resolves roles and principals; an unknown role name is an error naming it.
+    pub fn from_config(config: &AuthConfig) -> Result<Rules> {
+        let mut roles = HashMap::new();
+        for (name, role) in &config.roles {
+            let grants = Grants {
+                read: role
+                    .read
+                    .iter()
+                    .map(|p| prefix(name, p))
+                    .collect::<Result<_>>()?,
+                write: role
+                    .write
+                    .iter()
+                    .map(|p| prefix(name, p))
+                    .collect::<Result<_>>()?,
+            };
+            roles.insert(name.as_str(), grants);
+        }
+        let grants_of = |who: &str, names: &[String]| -> Result<Grants> {
+            let mut grants = Grants::default();
+            for name in names {
+                match roles.get(name.as_str()) {
+                    Some(role) => grants.add(role),
+                    None => {
+                        bail!("{who} has role {name:?}, which no [auth.roles.{name}] table defines")
+                    }
+                }
+            }
+            Ok(grants)
+        };
+        let anonymous = grants_of("anonymous", &config.anonymous)?;
+        let principals = config
+            .principals
+            .iter()
+            .map(|(who, names)| {
+                Ok((
+                    who.clone(),
+                    grants_of(&format!("principal {who:?}"), names)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Rules {
+            anonymous,
+            principals,
+        })
+    }
+
+    /// Whether `principal` (`None`: anonymous) may do `op` on `key`. Everyone has the
+    /// anonymous grants; a principal not listed has only those.
+    pub fn allows(&self, principal: Option<&str>, op: Op, key: &[u8]) -> bool {
+        self.anonymous.allows(op, key)
+            || principal
+                .and_then(|p| self.principals.get(p))
+                .is_some_and(|g| g.allows(op, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> Result<Rules> {
+        let config: AuthConfig = toml::from_str(text)?;
+        Rules::from_config(&config)
+    }
+
+    #[test]
+    fn prefixes_are_bytes_and_star_is_everything() {
+        let r = rules(
+            r#"
+            anonymous = ["public"]
+            [roles.public]
+            read = ["pub/"]
+            [roles.reader]
+            read = ["app/", "%FF"]
+            [roles.admin]
+            read = ["*"]
+            write = ["*"]
+            [principals]
+            alice = ["reader"]
+            root = ["admin", "reader"]
+            "#,
+        )
+        .unwrap();
+        assert!(r.allows(Some("alice"), Op::Get, b"app/x"));
+        assert!(r.allows(Some("alice"), Op::Get, b"\xffbinary"));
+        assert!(!r.allows(Some("alice"), Op::Put, b"app/x"));
+        assert!(!r.allows(Some("alice"), Op::Get, b"other/x"));
+        assert!(!r.allows(Some("alice"), Op::Get, b"app"));
+        assert!(
+            r.allows(Some("alice"), Op::Get, b"pub/x"),
+            "anonymous grants are everyone's"
+        );
+        assert!(r.allows(None, Op::Get, b"pub/x"));
+        assert!(!r.allows(None, Op::Delete, b"pub/x"));
+        assert!(!r.allows(Some("mallory"), Op::Get, b"app/x"));
+        assert!(r.allows(Some("root"), Op::Delete, b"anything"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = rules("[principals]\nalice = [\"raeder\"]").unwrap_err();
+        assert!(e.to_string().contains("raeder"), "{e}");
+        let e = rules("[roles.r]\nread = [\"\"]").unwrap_err();
+        assert!(e.to_string().contains("\"*\""), "{e}");
+        let e = rules("[roles.r]\nreed = [\"a\"]").unwrap_err();
+        assert!(e.to_string().contains("reed"), "{e}");
+    }
+}

@@ -1,0 +1,865 @@
+//! Security end to end, with real clients: TLS on rest, grpc and wasm-rest (curl,
+//! Python's grpcio, reqwest/rustls), JWT bearer tokens, roles on key prefixes, mTLS
+//! identities, certificate rotation by SIGHUP, connection and header caps.
+//!
+//! Certificates are made with the openssl command line, as the README's "Securing kvs"
+//! does; tokens with jsonwebtoken (and by hand, for the ones no library will make).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use kvs_proto::book;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::util::{Kvs, http_client, staged_plugins, write_config};
+
+/// A test CA and the certificates it issues, made with `openssl`.
+struct Pki {
+    dir: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    fn new(dir: &Path, name: &str) -> Pki {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kvs test CA",
+            ],
+        );
+        Pki { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues `name.pem` / `name.key` (mode 600) / `name.der` with common name `cn`,
+    /// for a server on 127.0.0.1 or for a client.
+    fn issue(&self, name: &str, cn: &str, server: bool) -> (PathBuf, PathBuf) {
+        let ext = if server {
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+        } else {
+            "extendedKeyUsage=clientAuth\n"
+        };
+        std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-in",
+                &format!("{name}.pem"),
+                "-outform",
+                "der",
+                "-out",
+                &format!("{name}.der"),
+            ],
+        );
+        let key = self.dir.join(format!("{name}.key"));
+        chmod(&key, 0o600);
+        (self.dir.join(format!("{name}.pem")), key)
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Signing material for tokens, and the `[auth]` config that trusts it.
+struct Issuer {
+    secret: Vec<u8>,
+    es_private: Vec<u8>,
+    es_public: Vec<u8>,
+    auth: String,
+}
+
+const AUDIENCE: &str = "kvs";
+const ISSUER: &str = "kvs-tests";
+
+impl Issuer {
+    fn new(dir: &Path) -> Issuer {
+        let secret: Vec<u8> = (0..48).map(|i| b'a' + (i * 7 % 26) as u8).collect();
+        let secret_file = dir.join("jwt.secret");
+        std::fs::write(&secret_file, &secret).unwrap();
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "jwt-es.key",
+            ],
+        );
+        openssl(
+            dir,
+            &["pkey", "-in", "jwt-es.key", "-pubout", "-out", "jwt-es.pub"],
+        );
+        let auth = format!(
+            r#"
+[auth]
+enabled = true
+[auth.jwt]
+hs256_secret_file = {secret_file:?}
+public_keys = [{public:?}]
+audience = "{AUDIENCE}"
+issuer = "{ISSUER}"
+[auth.roles.reader]
+read = ["app/"]
+[auth.roles.writer]
+read = ["app/"]
+write = ["app/"]
+[auth.principals]
+alice = ["reader"]
+bob = ["writer"]
+client1 = ["writer"]
+"#,
+            public = dir.join("jwt-es.pub"),
+        );
+        Issuer {
+            secret,
+            es_private: std::fs::read(dir.join("jwt-es.key")).unwrap(),
+            es_public: std::fs::read(dir.join("jwt-es.pub")).unwrap(),
+            auth,
+        }
+    }
+
+    fn claims(sub: &str) -> serde_json::Value {
+        json!({"sub": sub, "aud": AUDIENCE, "iss": ISSUER, "exp": now() + 600})
+    }
+
+    /// HS256 with the configured secret.
+    fn hs256(&self, claims: &serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(&self.secret).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).unwrap()
+    }
+
+    /// ES256 with the configured key pair.
+    fn es256(&self, claims: &serde_json::Value) -> String {
+        let key = EncodingKey::from_ec_pem(&self.es_private).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &key).unwrap()
+    }
+
+    /// Every token that must be refused, with what the refusal must say.
+    fn bad_tokens(&self) -> Vec<(&'static str, String, &'static str)> {
+        let c = Self::claims("bob");
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = c.clone();
+            c[k] = v;
+            c
+        };
+        let other_secret = EncodingKey::from_secret(&[b'z'; 48]).unwrap();
+        let hs_with_public_key = EncodingKey::from_secret(&self.es_public).unwrap();
+        let unsigned = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(c.to_string())
+        );
+        vec![
+            (
+                "expired",
+                self.hs256(&with("exp", json!(now() - 3600))),
+                "expired",
+            ),
+            (
+                "not yet valid",
+                self.hs256(&with("nbf", json!(now() + 3600))),
+                "not valid yet",
+            ),
+            (
+                "wrong audience",
+                self.hs256(&with("aud", json!("someone-else"))),
+                "audience",
+            ),
+            (
+                "wrong issuer",
+                self.es256(&with("iss", json!("mallory"))),
+                "issuer",
+            ),
+            (
+                "wrong signature",
+                jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &other_secret).unwrap(),
+                "signature",
+            ),
+            ("alg=none", unsigned, "token"),
+            (
+                "HS256 signed with the public key",
+                jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &hs_with_public_key)
+                    .unwrap(),
+                "signature",
+            ),
+            ("garbage", "not.a.jwt".to_string(), "malformed"),
+        ]
+    }
+}
+
+const GRPC_TABLE: &str = "\n[plugins.grpc]\nlisten = \"127.0.0.1:0\"\n";
+const WASM_TABLE: &str = "\n[plugins.wasm-rest]\nlisten = \"127.0.0.1:0\"\n";
+
+/// `config.toml` with rest, grpc and wasm-rest on free ports, `auth` before the
+/// plug-in tables and `tls` (an inline table, or "") in each frontend's table.
+fn secured_config(dir: &Path, auth: &str, tls: &str) -> PathBuf {
+    let path = write_config(dir, auth);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replace(
+        "frontends = [\"rest\"]",
+        "frontends = [\"rest\", \"grpc\", \"wasm-rest\"]",
+    );
+    text.push_str(tls);
+    text.push_str(GRPC_TABLE);
+    text.push_str(tls);
+    text.push_str(WASM_TABLE);
+    text.push_str(tls);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tls_line(cert: &Path, key: &Path, client_ca: Option<&Path>) -> String {
+    match client_ca {
+        None => format!("tls = {{ cert = {cert:?}, key = {key:?} }}\n"),
+        Some(ca) => format!("tls = {{ cert = {cert:?}, key = {key:?}, client_ca = {ca:?} }}\n"),
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A book-service call with an optional bearer token; the gRPC status code on error.
+fn grpc_put(endpoint: &str, token: Option<&str>, key: &str) -> Result<(), tonic::Code> {
+    rt().block_on(async {
+        let url = endpoint.replace("grpc://", "http://");
+        let channel = tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = book::key_value_client::KeyValueClient::new(channel);
+        let mut request = tonic::Request::new(book::PutRequest {
+            key: key.into(),
+            value: "v".into(),
+        });
+        if let Some(t) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        client.put(request).await.map(|_| ()).map_err(|s| s.code())
+    })
+}
+
+fn grpc_get(endpoint: &str, token: &str, key: &str) -> Result<String, tonic::Code> {
+    rt().block_on(async {
+        let url = endpoint.replace("grpc://", "http://");
+        let channel = tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = book::key_value_client::KeyValueClient::new(channel);
+        let mut request = tonic::Request::new(book::GetRequest { key: key.into() });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        client
+            .get(request)
+            .await
+            .map(|r| r.into_inner().value)
+            .map_err(|s| s.code())
+    })
+}
+
+#[test]
+fn tokens_and_roles_decide_alike_for_rest_grpc_and_wasm_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(dir.path());
+    let config = secured_config(dir.path(), &issuer.auth, "");
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = http_client();
+    let bob = issuer.es256(&Issuer::claims("bob"));
+    let alice = issuer.hs256(&Issuer::claims("alice"));
+    for frontend in ["rest", "wasm-rest"] {
+        let url = |key: &str| format!("{}/v1/key/{key}", kvs.endpoint(frontend));
+        // Nothing presented: 401 saying how to authenticate, without error="...".
+        let r = http.put(url("app/x")).body("v").send().unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{frontend}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"Bearer realm="kvs""#,
+            "{frontend}"
+        );
+        for (what, token, reason) in issuer.bad_tokens() {
+            let r = http.get(url("app/x")).bearer_auth(&token).send().unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{frontend}: {what}");
+            assert_eq!(
+                r.headers()["www-authenticate"],
+                r#"Bearer realm="kvs", error="invalid_token""#,
+                "{frontend}: {what}"
+            );
+            let body = r.text().unwrap();
+            assert!(body.contains(reason), "{frontend}: {what}: {body}");
+            assert!(
+                !body.contains(&token),
+                "{frontend}: {what}: the body repeats the token"
+            );
+        }
+        // bob (writer, ES256) writes app/; alice (reader, HS256) reads it and no more.
+        let r = http
+            .put(url("app/x"))
+            .bearer_auth(&bob)
+            .body(frontend)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{frontend}");
+        let r = http.get(url("app/x")).bearer_auth(&alice).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{frontend}");
+        assert_eq!(r.text().unwrap(), frontend);
+        let r = http
+            .put(url("app/x"))
+            .bearer_auth(&alice)
+            .body("no")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{frontend}");
+        let r = http
+            .delete(url("app/x"))
+            .bearer_auth(&alice)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{frontend}");
+        let r = http.get(url("other/x")).bearer_auth(&alice).send().unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{frontend}");
+        let r = http
+            .put(url("other/x"))
+            .bearer_auth(&bob)
+            .body("no")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{frontend}");
+        // Someone with a valid token but no role.
+        let carol = issuer.hs256(&Issuer::claims("carol"));
+        let r = http.get(url("app/x")).bearer_auth(&carol).send().unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{frontend}");
+    }
+    let grpc = kvs.endpoint("grpc");
+    assert_eq!(
+        grpc_put(&grpc, None, "app/g"),
+        Err(tonic::Code::Unauthenticated)
+    );
+    for (what, token, _) in issuer.bad_tokens() {
+        assert_eq!(
+            grpc_put(&grpc, Some(&token), "app/g"),
+            Err(tonic::Code::Unauthenticated),
+            "grpc: {what}"
+        );
+    }
+    assert_eq!(
+        grpc_put(&grpc, Some(&alice), "app/g"),
+        Err(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        grpc_put(&grpc, Some(&bob), "other/g"),
+        Err(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(grpc_put(&grpc, Some(&bob), "app/g"), Ok(()));
+    assert_eq!(grpc_get(&grpc, &alice, "app/g"), Ok("v".to_string()));
+    assert_eq!(
+        grpc_get(&grpc, &alice, "other/g"),
+        Err(tonic::Code::PermissionDenied)
+    );
+
+    // One audit line per refusal, naming who, what and why, never the token.
+    let log = kvs.stop();
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("kvs::audit")).collect();
+    assert!(
+        audit.iter().any(|l| l.contains("principal=\"alice\"")
+            && l.contains("op=Put")
+            && l.contains("key_prefix=app/x")
+            && l.contains("may not write")),
+        "{log}"
+    );
+    assert!(audit.iter().any(|l| l.contains("expired")), "{log}");
+    assert!(
+        !log.contains(&alice) && !log.contains(&bob),
+        "a token was logged:\n{log}"
+    );
+}
+
+/// Runs curl; returns (exit code, HTTP status or 0, body).
+fn curl(args: &[&str]) -> (i32, u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl (`.ci/run` installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        out.status.code().unwrap_or(-1),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+/// A Python grpcio client over TLS (Debian's python3-grpcio) calling the book's
+/// service; prints one line per call: `ok <value>` or the status code's name.
+const GRPCIO_CLIENT: &str = r#"
+import sys, grpc
+ca, target, token = sys.argv[1], sys.argv[2], sys.argv[3]
+def field(n, s):
+    b = s.encode()
+    return bytes([n << 3 | 2, len(b)]) + b
+def text_of(resp):
+    return resp[2:2 + resp[1]].decode() if resp else ""
+creds = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+with grpc.secure_channel(target, creds) as ch:
+    ident = lambda b: b
+    calls = {m: ch.unary_unary("/KeyValue/" + m, request_serializer=ident, response_deserializer=ident)
+             for m in ("Put", "Get")}
+    meta = [("authorization", "Bearer " + token)] if token != "-" else []
+    for line in sys.argv[4:]:
+        method, key, *value = line.split(" ")
+        req = field(1, key) + (field(2, value[0]) if value else b"")
+        try:
+            print("ok", text_of(calls[method](req, metadata=meta, timeout=20)))
+        except grpc.RpcError as e:
+            print(e.code().name)
+"#;
+
+fn grpcio(ca: &Path, endpoint: &str, token: &str, calls: &[&str]) -> Vec<String> {
+    let target = endpoint.trim_start_matches("grpcs://");
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(GRPCIO_CLIENT)
+        .arg(ca)
+        .arg(target)
+        .arg(token)
+        .args(calls)
+        .output()
+        .expect("python3 (`.ci/run` installs python3-grpcio)");
+    assert!(
+        out.status.success(),
+        "grpcio client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn curl_and_grpcio_over_tls_with_bearer_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "pki");
+    let (cert, key) = pki.issue("server", "localhost", true);
+    let issuer = Issuer::new(dir.path());
+    // A key others can read is served, with a warning.
+    chmod(&key, 0o644);
+    let config = secured_config(dir.path(), &issuer.auth, &tls_line(&cert, &key, None));
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    assert!(kvs.log().contains("chmod 600"), "{}", kvs.log());
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    let bob = issuer.hs256(&Issuer::claims("bob"));
+    let alice = issuer.es256(&Issuer::claims("alice"));
+    for frontend in ["rest", "wasm-rest"] {
+        let base = kvs.endpoint(frontend);
+        assert!(base.starts_with("https://"), "{base}");
+        let url = format!("{base}/v1/key/app/curl");
+        let auth = format!("Authorization: Bearer {bob}");
+        let (code, status, body) = curl(&[
+            "--cacert", ca, "-X", "PUT", "-H", &auth, "-d", frontend, &url,
+        ]);
+        assert_eq!((code, status), (0, 201), "{frontend}: {body}");
+        let auth = format!("Authorization: Bearer {alice}");
+        let (code, status, body) = curl(&["--cacert", ca, "-H", &auth, &url]);
+        assert_eq!((code, status, body.as_str()), (0, 200, frontend));
+        let (_, status, _) = curl(&["--cacert", ca, "-X", "PUT", "-H", &auth, "-d", "x", &url]);
+        assert_eq!(status, 403, "{frontend}");
+        let (_, status, _) = curl(&["--cacert", ca, &url]);
+        assert_eq!(status, 401, "{frontend}");
+        // Without the CA the certificate is not trusted; plain HTTP gets no answer.
+        let (code, _, _) = curl(&[&url]);
+        assert_ne!(
+            code, 0,
+            "{frontend}: curl trusted a certificate it has no CA for"
+        );
+        let (code, status, _) = curl(&[&url.replace("https://", "http://")]);
+        assert!(
+            code != 0 || status == 0,
+            "{frontend}: plain HTTP was answered"
+        );
+    }
+    let grpc = kvs.endpoint("grpc");
+    assert!(grpc.starts_with("grpcs://"), "{grpc}");
+    let ca = pki.ca();
+    assert_eq!(
+        grpcio(
+            &ca,
+            &grpc,
+            &bob,
+            &["Put app/py hello", "Get app/py", "Put other/py no"]
+        ),
+        ["ok ", "ok hello", "PERMISSION_DENIED"]
+    );
+    assert_eq!(
+        grpcio(&ca, &grpc, &alice, &["Get app/py", "Put app/py no"]),
+        ["ok hello", "PERMISSION_DENIED"]
+    );
+    assert_eq!(
+        grpcio(&ca, &grpc, "-", &["Get app/py"]),
+        ["UNAUTHENTICATED"]
+    );
+    let expired =
+        issuer.hs256(&json!({"sub": "bob", "aud": AUDIENCE, "iss": ISSUER, "exp": now() - 600}));
+    assert_eq!(
+        grpcio(&ca, &grpc, &expired, &["Get app/py"]),
+        ["UNAUTHENTICATED"]
+    );
+    kvs.stop();
+}
+
+#[test]
+fn mtls_refuses_clients_without_a_certificate_and_names_those_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "pki");
+    let (cert, key) = pki.issue("server", "localhost", true);
+    let (client1, client1_key) = pki.issue("client1", "client1", false);
+    let (stranger, stranger_key) = pki.issue("stranger", "stranger", false);
+    let other_ca = Pki::new(dir.path(), "other-pki");
+    let (forged, forged_key) = other_ca.issue("forged", "client1", false);
+    let issuer = Issuer::new(dir.path());
+    let config = secured_config(
+        dir.path(),
+        &issuer.auth,
+        &tls_line(&cert, &key, Some(&pki.ca())),
+    );
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    for frontend in ["rest", "wasm-rest"] {
+        let url = format!("{}/v1/key/app/m", kvs.endpoint(frontend));
+        // No client certificate, or one from another CA: refused in the handshake.
+        let (code, status, _) = curl(&["--cacert", ca, &url]);
+        assert!(
+            code != 0 && status == 0,
+            "{frontend}: served without a client certificate"
+        );
+        let (code, status, _) = curl(&[
+            "--cacert",
+            ca,
+            "--cert",
+            &s(&forged),
+            "--key",
+            &s(&forged_key),
+            &url,
+        ]);
+        assert!(
+            code != 0 && status == 0,
+            "{frontend}: served a certificate of another CA"
+        );
+        // client1 is a writer by its certificate's common name; stranger has no role.
+        let mine = [
+            "--cacert",
+            ca,
+            "--cert",
+            &s(&client1),
+            "--key",
+            &s(&client1_key),
+        ];
+        let (code, status, body) =
+            curl(&[&mine[..], &["-X", "PUT", "-d", frontend, &url]].concat());
+        assert_eq!((code, status), (0, 201), "{frontend}: {body}");
+        let (_, status, body) = curl(&[&mine[..], &[url.as_str()]].concat());
+        assert_eq!((status, body.as_str()), (200, frontend));
+        let theirs = [
+            "--cacert",
+            ca,
+            "--cert",
+            &s(&stranger),
+            "--key",
+            &s(&stranger_key),
+        ];
+        let (_, status, body) = curl(&[&theirs[..], &[url.as_str()]].concat());
+        assert_eq!(status, 403, "{frontend}: {body}");
+        assert!(body.contains("stranger"), "{body}");
+        // A token outranks the certificate: alice (reader) may not write.
+        let auth = format!(
+            "Authorization: Bearer {}",
+            issuer.hs256(&Issuer::claims("alice"))
+        );
+        let (_, status, _) =
+            curl(&[&mine[..], &["-H", &auth, "-X", "PUT", "-d", "x", &url]].concat());
+        assert_eq!(status, 403, "{frontend}");
+    }
+    kvs.stop();
+}
+
+/// The certificate (DER) a response's connection was served with.
+fn served_certificate(client: &reqwest::blocking::Client, url: &str) -> Vec<u8> {
+    let response = client.get(url).send().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("tls info")
+        .to_vec()
+}
+
+fn tls_client(ca: &Path) -> reqwest::blocking::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .tls_info(true)
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn sighup_rotates_certificates_and_keeps_the_old_one_when_the_new_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "pki");
+    let (first, first_key) = pki.issue("first", "localhost", true);
+    pki.issue("second", "localhost", true);
+    let live_cert = dir.path().join("live.pem");
+    let live_key = dir.path().join("live.key");
+    std::fs::copy(&first, &live_cert).unwrap();
+    std::fs::copy(&first_key, &live_key).unwrap();
+    let config = write_config(dir.path(), "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&tls_line(&live_cert, &live_key, None));
+    std::fs::write(&config, text).unwrap();
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let url = format!("{}/healthz", kvs.endpoint("rest"));
+    let first_der = std::fs::read(pki.dir.join("first.der")).unwrap();
+    let second_der = std::fs::read(pki.dir.join("second.der")).unwrap();
+    let old_connection = tls_client(&pki.ca());
+    assert_eq!(served_certificate(&old_connection, &url), first_der);
+
+    std::fs::copy(pki.dir.join("second.pem"), &live_cert).unwrap();
+    std::fs::copy(pki.dir.join("second.key"), &live_key).unwrap();
+    hangup(&kvs);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_certificate(&tls_client(&pki.ca()), &url) != second_der {
+        assert!(
+            Instant::now() < deadline,
+            "no new certificate after SIGHUP:\n{}",
+            kvs.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The connection opened before the reload still works, on its old handshake.
+    assert_eq!(served_certificate(&old_connection, &url), first_der);
+
+    // A broken file: refused, reported, and the second certificate keeps serving.
+    std::fs::write(&live_cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    hangup(&kvs);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kvs.log().contains("still serving the previous certificate") {
+        assert!(
+            Instant::now() < deadline,
+            "broken certificate not reported:\n{}",
+            kvs.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(served_certificate(&tls_client(&pki.ca()), &url), second_der);
+    kvs.stop();
+}
+
+fn hangup(kvs: &Kvs) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &kvs.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn listeners_cap_connections_and_header_size() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("max_connections = 2\nmax_header_bytes = 8192\n");
+    std::fs::write(&config, text).unwrap();
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let addr = kvs
+        .endpoint("rest")
+        .trim_start_matches("http://")
+        .to_string();
+    let http = http_client();
+    // A header block over the cap: 431, and the server carries on.
+    let r = http
+        .get(kvs.at("/healthz"))
+        .header("x-padding", "p".repeat(10_000))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // Two connections held open; a third is closed at once, unanswered.
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            s
+        })
+        .collect();
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "a connection over max_connections was served");
+    drop(held);
+    // Once they close, new connections are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(kvs.at("/healthz")).send().map(|r| r.status()).ok() != Some(StatusCode::OK) {
+        assert!(
+            Instant::now() < deadline,
+            "not served after connections closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(kvs.log().contains("max_connections"), "{}", kvs.log());
+    kvs.stop();
+}
+
+#[test]
+fn a_bad_tls_or_auth_config_stops_kvs_at_start_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let config = write_config(dir.path(), "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&tls_line(&missing, &missing, None));
+    std::fs::write(&config, &text).unwrap();
+    let err = Kvs::try_start(&config, &staged_plugins(), &[])
+        .err()
+        .expect("started");
+    assert!(err.contains("missing.pem"), "{err}");
+
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "tooshort").unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("[auth]\nenabled = true\n[auth.jwt]\nhs256_secret_file = {short:?}\n"),
+    );
+    let err = Kvs::try_start(&config, &staged_plugins(), &[])
+        .err()
+        .expect("started");
+    assert!(err.contains("at least 32"), "{err}");
+
+    let config = write_config(
+        dir.path(),
+        "[auth]\nenabled = true\n[auth.principals]\nalice = [\"raeder\"]\n",
+    );
+    let err = Kvs::try_start(&config, &staged_plugins(), &[])
+        .err()
+        .expect("started");
+    assert!(err.contains("raeder"), "{err}");
+}
