@@ -8,9 +8,12 @@
 //! every frontend gets the same treatment. A plugin-api 1.0 frontend cannot carry a
 //! context: its calls arrive as [`Caller::anonymous`] with its frontend's name.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvs_plugin_api::{PluginError, RequestContext, native::v1_1::RequestContextRef};
+
+use crate::metrics::FrontendMeter;
 
 /// What a request is about to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub struct Caller<'a> {
     pub deadline: Option<Instant>,
     /// The client's address.
     pub peer: Option<&'a str>,
+    /// Where the frontend's requests are counted (none: not counted).
+    pub meter: Option<&'a Arc<FrontendMeter>>,
 }
 
 impl<'a> Caller<'a> {
@@ -67,6 +72,7 @@ impl<'a> Caller<'a> {
                 .into_option()
                 .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
             peer: s(&ctx.peer),
+            meter: None,
         }
     }
 
@@ -80,6 +86,7 @@ impl<'a> Caller<'a> {
             tracestate: ctx.tracestate.as_deref(),
             deadline: ctx.deadline.and_then(|d| received.checked_add(d)),
             peer: ctx.peer.as_deref(),
+            meter: None,
         }
     }
 }
@@ -91,5 +98,6 @@ impl<'a> Caller<'a> {
 /// queued, logged or applied).
 pub trait RequestHook: Send + Sync {
     /// Decides about `op` on `key` for `caller`.
+    /// (The caller's `meter` counts the outcome either way.)
     fn check(&self, op: Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError>;
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::access::AuthConfig;
+use crate::admin::AdminConfig;
 use crate::store::Limits;
 
 /// The config file as written. Unknown keys are errors (`deny_unknown_fields`), so a typo
@@ -35,6 +36,8 @@ pub struct RawConfig {
     /// Access control (off by default).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The admin listener (off unless set).
+    pub admin: Option<AdminConfig>,
     /// Each plug-in's own table, keyed by its declared name, passed to it verbatim.
     #[serde(default)]
     pub plugins: BTreeMap<String, toml::Table>,
@@ -108,6 +111,8 @@ pub struct Config {
     pub plugin_tables: BTreeMap<String, toml::Table>,
     /// `[auth]`: who may do what.
     pub auth: AuthConfig,
+    /// `[admin]`: the admin listener, if any.
+    pub admin: Option<AdminConfig>,
 }
 
 /// The default plug-ins directory: `plugins/` beside the `kvs` executable, where
@@ -171,6 +176,7 @@ impl Config {
             ),
             plugin_tables,
             auth: file.auth,
+            admin: file.admin,
         })
     }
 

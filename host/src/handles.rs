@@ -23,6 +23,7 @@ use kvs_plugin_api::{
 };
 
 use crate::caller::Caller;
+use crate::metrics::FrontendMeter;
 use crate::store::Store;
 use crate::write_request::Completion;
 
@@ -30,6 +31,24 @@ use crate::write_request::Completion;
 struct StoreHandle {
     store: Arc<Store>,
     frontend: Arc<str>,
+    meter: Arc<FrontendMeter>,
+}
+
+impl StoreHandle {
+    fn new(store: &Arc<Store>, frontend: &str) -> StoreHandle {
+        StoreHandle {
+            store: store.clone(),
+            frontend: frontend.into(),
+            meter: store.metrics().frontend(frontend),
+        }
+    }
+
+    fn caller<'a>(&'a self, ctx: &'a RequestContextRef<'a>) -> Caller<'a> {
+        Caller {
+            meter: Some(&self.meter),
+            ..Caller::from_ffi(&self.frontend, ctx)
+        }
+    }
 }
 
 fn completion(mut done: WriteCallbackBox) -> Completion {
@@ -70,7 +89,7 @@ impl v1_1::StoreApi for StoreHandle {
         ctx: &RequestContextRef<'_>,
         key: RSlice<'_, u8>,
     ) -> RResult<ROption<RVec<u8>>, PluginError> {
-        let caller = Caller::from_ffi(&self.frontend, ctx);
+        let caller = self.caller(ctx);
         get_reply(self.store.get_as(&caller, key.as_slice()))
     }
 
@@ -81,13 +100,13 @@ impl v1_1::StoreApi for StoreHandle {
         value: RVec<u8>,
         done: WriteCallbackBox,
     ) {
-        let caller = Caller::from_ffi(&self.frontend, ctx);
+        let caller = self.caller(ctx);
         self.store
             .put_as(&caller, key.into_vec(), value.into_vec(), completion(done));
     }
 
     fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
-        let caller = Caller::from_ffi(&self.frontend, ctx);
+        let caller = self.caller(ctx);
         self.store
             .delete_as(&caller, key.into_vec(), completion(done));
     }
@@ -103,24 +122,12 @@ impl v1_1::StoreApi for StoreHandle {
 
 /// A 1.0 store object for the frontend `frontend`.
 pub fn store_box(store: &Arc<Store>, frontend: &str) -> StoreBox {
-    StoreApi_TO::from_value(
-        StoreHandle {
-            store: store.clone(),
-            frontend: frontend.into(),
-        },
-        TD_Opaque,
-    )
+    StoreApi_TO::from_value(StoreHandle::new(store, frontend), TD_Opaque)
 }
 
 /// A 1.1 store object for the frontend `frontend`.
 pub fn store_box_v1_1(store: &Arc<Store>, frontend: &str) -> v1_1::StoreBox {
-    v1_1::StoreApi_TO::from_value(
-        StoreHandle {
-            store: store.clone(),
-            frontend: frontend.into(),
-        },
-        TD_Opaque,
-    )
+    v1_1::StoreApi_TO::from_value(StoreHandle::new(store, frontend), TD_Opaque)
 }
 
 /// The host services of one plug-in.

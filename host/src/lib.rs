@@ -15,18 +15,24 @@
 //! * [`write_request`]: a queued write and its completion, shared by store and writer.
 //! * [`writer`]: the single writer thread: group commit, log-then-apply; and replay.
 //! * [`lifecycle`]: start (logger, replay, writer, frontends) and graceful stop.
+//! * [`metrics`]: what kvs counts (atomics on the hot path) and its Prometheus text.
+//! * [`admin`]: the host's admin listener: `/metrics`, `/healthz`, `/readyz`, `/plugins`.
+//! * [`top`]: `kvs top`, a terminal view of a running kvs's metrics.
 //! * [`wasm`]: `.wasm` plug-ins (Extism): handshake, sandbox, logger and HTTP frontend adapters.
 //!
 //! `main.rs` is the CLI around these: parse flags, start, wait for SIGTERM/SIGINT, stop.
 
 pub mod access;
+pub mod admin;
 pub mod caller;
 pub mod check;
 pub mod config;
 pub mod handles;
 pub mod lifecycle;
+pub mod metrics;
 pub mod plugins;
 pub mod store;
+pub mod top;
 pub mod wasm;
 pub mod write_request;
 pub mod writer;

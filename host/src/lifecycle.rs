@@ -17,9 +17,11 @@ use kvs_plugin_api::{
 };
 
 use crate::access::AccessControl;
+use crate::admin::{Admin, AdminConfig, PluginList, PluginStatus};
 use crate::caller::RequestHook;
 use crate::config::Config;
 use crate::handles::{host_box, store_box, store_box_v1_1};
+use crate::metrics::{Metrics, WasmMeter};
 use crate::plugins::{Catalog, Module, Plugin};
 use crate::store::{Map, Phase, Store};
 use crate::writer::{self, ReplayStats, Writer, WriterStats};
@@ -40,6 +42,7 @@ pub struct Running {
     writer: Writer,
     frontends: Vec<RunningFrontend>,
     shutdown_timeout: Duration,
+    admin: Option<Admin>,
 }
 
 struct RunningFrontend {
@@ -50,12 +53,21 @@ struct RunningFrontend {
 
 /// Opens the named logger plug-in with its config table.
 pub fn open_logger(plugin: &Plugin, config: &str) -> Result<LoggerBox> {
+    open_logger_metered(plugin, config, None)
+}
+
+/// [`open_logger`], counting a WASM logger's guest calls in `meter`.
+fn open_logger_metered(
+    plugin: &Plugin,
+    config: &str,
+    meter: Option<Arc<WasmMeter>>,
+) -> Result<LoggerBox> {
     let result: Result<_, PluginError> = match &plugin.module {
         Module::Native(native) => match native.v1_1 {
             Some(v1_1) => (v1_1.open_logger)(RStr::from_str(config), host_box(&plugin.name)).into(),
             None => native.v1_0.open_logger()(RStr::from_str(config)).into(),
         },
-        Module::Wasm => crate::wasm::open_logger(&plugin.path, &plugin.name, config),
+        Module::Wasm => crate::wasm::open_logger(&plugin.path, &plugin.name, config, meter),
     };
     result.map_err(|e| {
         anyhow!(
@@ -84,6 +96,7 @@ pub struct Builder<'a> {
     max_batch: usize,
     shutdown_timeout: Duration,
     options: StartOptions,
+    admin: Option<AdminConfig>,
 }
 
 impl<'a> Builder<'a> {
@@ -110,6 +123,7 @@ impl<'a> Builder<'a> {
                 request_hook: AccessControl::from_config(&config.auth)?
                     .map(|a| Arc::new(a) as Arc<dyn RequestHook>),
             },
+            admin: config.admin.clone(),
         })
     }
 
@@ -124,6 +138,7 @@ impl<'a> Builder<'a> {
             max_batch: 64,
             shutdown_timeout: Duration::from_secs(5),
             options: StartOptions::default(),
+            admin: None,
         }
     }
 
@@ -144,10 +159,18 @@ impl<'a> Builder<'a> {
     /// request, reads included, with `unavailable`, so nothing is served from a
     /// half-replayed map.
     pub fn start(self) -> Result<Running> {
+        let metrics = Metrics::new();
+        let plugins: PluginList = Default::default();
         // The logger opens first: a bad logger config fails before any port is bound.
         let (mut logger, logger_name) = match self.logger {
             LoggerSource::Plugin(plugin, table) => {
-                (open_logger(plugin, &table)?, plugin.name.clone())
+                let meter = Some(metrics.wasm(&plugin.name));
+                let logger = open_logger_metered(plugin, &table, meter)?;
+                plugins
+                    .write()
+                    .unwrap()
+                    .push(status("logger", plugin, Vec::new()));
+                (logger, plugin.name.clone())
             }
             LoggerSource::Open(logger, name) => (logger, name),
         };
@@ -160,13 +183,32 @@ impl<'a> Builder<'a> {
             self.limits,
             health,
             self.options.request_hook,
+            metrics.clone(),
         ));
+        // The admin listener comes up first, so it shows "not ready" during replay.
+        let admin = match &self.admin {
+            Some(config) => match Admin::start(config, store.clone(), plugins.clone()) {
+                Ok(admin) => {
+                    tracing::info!("admin listener serving on {}", admin.url());
+                    Some(admin)
+                }
+                Err(e) => {
+                    let _ = logger.close();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
 
         let mut frontends = Vec::new();
         let mut failure = None;
         for (plugin, table) in self.frontends {
             match start_frontend(plugin, &store, &table) {
-                Ok(f) => frontends.push(f),
+                Ok(f) => {
+                    let shown = status("frontend", plugin, f.endpoints.clone());
+                    plugins.write().unwrap().push(shown);
+                    frontends.push(f)
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -185,6 +227,9 @@ impl<'a> Builder<'a> {
                 store.set_phase(Phase::Stopped);
                 let _ = stop_frontends(frontends, self.shutdown_timeout);
                 let _ = logger.close();
+                if let Some(admin) = admin {
+                    admin.stop();
+                }
                 return Err(e);
             }
         };
@@ -194,6 +239,9 @@ impl<'a> Builder<'a> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "replayed the {logger_name} log"
         );
+        metrics.replay_seconds.set(started.elapsed().as_secs_f64());
+        metrics.replay_events.set(replayed.events as i64);
+        metrics.bytes.set(replayed.data_bytes);
 
         let writer = Writer::spawn(
             logger,
@@ -202,6 +250,7 @@ impl<'a> Builder<'a> {
             rx,
             replayed.last_sequence + 1,
             self.max_batch,
+            metrics,
         )
         .context("cannot start the writer thread")?;
         store.set_phase(Phase::Serving);
@@ -211,7 +260,22 @@ impl<'a> Builder<'a> {
             writer,
             frontends,
             shutdown_timeout: self.shutdown_timeout,
+            admin,
         })
+    }
+}
+
+/// A plug-in as `/plugins` lists it (health is filled in when asked).
+fn status(role: &'static str, plugin: &Plugin, endpoints: Vec<String>) -> PluginStatus {
+    PluginStatus {
+        role,
+        name: plugin.name.clone(),
+        format: plugin.format.to_string(),
+        version: plugin.version.clone(),
+        api: format!("{}.{}", plugin.api.0, plugin.api.1),
+        file: plugin.path.display().to_string(),
+        endpoints,
+        health: String::new(),
     }
 }
 
@@ -293,6 +357,11 @@ fn stop_frontends(frontends: Vec<RunningFrontend>, deadline: Duration) -> Vec<St
 }
 
 impl Running {
+    /// The admin listener's URL, if one is configured.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin.as_ref().map(Admin::url)
+    }
+
     /// Each frontend's name and the endpoints it reported.
     pub fn endpoints(&self) -> Vec<(String, Vec<String>)> {
         self.frontends
@@ -327,6 +396,9 @@ impl Running {
             failed = stats.failed,
             "stopped"
         );
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
         closed.map_err(|e| anyhow!("closing the logger failed: {e}"))?;
         Ok((stats, problems))
     }

@@ -50,12 +50,43 @@ struct Cli {
     #[arg(long)]
     repair_log: bool,
 
+    /// How log lines look: `text` for people, `json` for one JSON object per line (for
+    /// log shippers). Plug-ins' messages come through kvs in the same format.
+    #[arg(
+        long,
+        env = "KVS_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Watch a running kvs: requests per second, errors and latency percentiles per
+    /// frontend and operation, the writer, the logger and WASM plug-ins, refreshed every
+    /// interval. Reads the admin listener's /metrics (`[admin] listen`).
+    Top {
+        /// The admin listener's URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
+        admin: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+        /// Stop after this many screens (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Inspect the plug-ins kvs can load.
     Plugins {
         #[command(subcommand)]
@@ -92,6 +123,8 @@ Examples:
   kvs --logger file --frontend rest
   kvs --config /etc/kvs/config.toml
   kvs plugins list
+  kvs top --admin http://127.0.0.1:9090
+  kvs --log-format json
   kvs plugins check target/debug/plugins/libkvs_plugin_file.so --config 'path = \"{tmp}/log\"'";
 
 fn main() -> ExitCode {
@@ -102,16 +135,21 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // extism logs each failed guest call with a full wasm backtrace; kvs logs one
+        // line per failure itself.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,extism=off"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // extism logs each failed guest call with a full wasm backtrace; kvs
-                // logs one line per failure itself.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,extism=off")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -145,6 +183,18 @@ fn run(cli: Cli) -> Result<()> {
     {
         return check_plugin(file, table);
     }
+    if let Some(Command::Top {
+        admin,
+        interval,
+        count,
+    }) = &cli.command
+    {
+        let interval = std::time::Duration::try_from_secs_f64(*interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--interval must be a positive number of seconds")?;
+        return kvs_host::top::run(admin, interval, *count);
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Some(Command::Plugins {
@@ -152,7 +202,8 @@ fn run(cli: Cli) -> Result<()> {
         }) => list_plugins(&config),
         Some(Command::Plugins {
             command: PluginsCommand::Check { .. },
-        }) => unreachable!("handled above"),
+        })
+        | Some(Command::Top { .. }) => unreachable!("handled above"),
         None => serve(&config),
     }
 }

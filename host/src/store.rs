@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 use dashmap::DashMap;
@@ -13,6 +14,7 @@ use kvs_plugin_api::PluginError;
 use kvs_plugin_api::native::HealthProbeBox;
 
 use crate::caller::{self, Caller, RequestHook};
+use crate::metrics::Metrics;
 use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
 /// The map type: any bytes to any bytes, sharded so readers and the writer rarely meet.
@@ -33,6 +35,20 @@ pub struct Store {
     logger_health: Option<HealthProbeBox>,
     /// Sees every frontend request first (see [`crate::caller`]).
     hook: Option<Arc<dyn RequestHook>>,
+    /// What this kvs counts.
+    metrics: Arc<Metrics>,
+}
+
+/// `done`, counting the write's outcome and latency (until durable) on completion.
+fn metered(caller: &Caller<'_>, op: caller::Op, done: Completion) -> Completion {
+    let Some(meter) = caller.meter.cloned() else {
+        return done;
+    };
+    let started = Instant::now();
+    Completion::new(move |result| {
+        meter.record(op, result.as_ref().map(|_| ()), started.elapsed());
+        done.complete(result)
+    })
 }
 
 /// The host's life, as the store sees it.
@@ -57,6 +73,7 @@ impl Store {
         limits: Limits,
         logger_health: Option<HealthProbeBox>,
         hook: Option<Arc<dyn RequestHook>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Store {
             map,
@@ -65,7 +82,23 @@ impl Store {
             phase: AtomicU8::new(Phase::Starting as u8),
             logger_health,
             hook,
+            metrics,
         }
+    }
+
+    /// What this kvs counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Writes waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Whether the logger says it is healthy (true if it reports nothing).
+    pub fn logger_healthy(&self) -> bool {
+        self.logger_health.as_ref().is_none_or(|h| h.is_healthy())
     }
 
     fn admit(&self, op: caller::Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
@@ -77,12 +110,23 @@ impl Store {
 
     /// [`Store::get`] on behalf of a frontend's caller: the request hook decides first.
     pub fn get_as(&self, caller: &Caller<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
-        self.admit(caller::Op::Get, key, caller)?;
-        self.get(key)
+        let started = Instant::now();
+        let result = self
+            .admit(caller::Op::Get, key, caller)
+            .and_then(|()| self.get(key));
+        if let Some(meter) = caller.meter {
+            match &result {
+                Ok(Some(_)) => meter.record(caller::Op::Get, Ok(()), started.elapsed()),
+                Ok(None) => meter.record_miss(started.elapsed()),
+                Err(e) => meter.record(caller::Op::Get, Err(e), started.elapsed()),
+            }
+        }
+        result
     }
 
     /// [`Store::put`] on behalf of a frontend's caller: the request hook decides first.
     pub fn put_as(&self, caller: &Caller<'_>, key: Vec<u8>, value: Vec<u8>, done: Completion) {
+        let done = metered(caller, caller::Op::Put, done);
         match self.admit(caller::Op::Put, &key, caller) {
             Ok(()) => self.put(key, value, done),
             Err(e) => done.complete(Err(e)),
@@ -91,6 +135,7 @@ impl Store {
 
     /// [`Store::delete`] on behalf of a frontend's caller: the request hook decides first.
     pub fn delete_as(&self, caller: &Caller<'_>, key: Vec<u8>, done: Completion) {
+        let done = metered(caller, caller::Op::Delete, done);
         match self.admit(caller::Op::Delete, &key, caller) {
             Ok(()) => self.delete(key, done),
             Err(e) => done.complete(Err(e)),

@@ -25,6 +25,7 @@ use kvs_plugin_api::{
     native::{LoggerBox, ReplaySink, ReplaySink_TO},
 };
 
+use crate::metrics::Metrics;
 use crate::store::Map;
 use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
@@ -54,6 +55,7 @@ impl Writer {
         rx: Receiver<Msg>,
         next_sequence: u64,
         max_batch: usize,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Writer> {
         let state = WriterLoop {
             logger,
@@ -62,6 +64,7 @@ impl Writer {
             next_sequence,
             max_batch,
             stats: WriterStats::default(),
+            metrics,
         };
         let thread = std::thread::Builder::new()
             .name("kvs-writer".into())
@@ -91,6 +94,7 @@ struct WriterLoop {
     next_sequence: u64,
     max_batch: usize,
     stats: WriterStats,
+    metrics: Arc<Metrics>,
 }
 
 impl WriterLoop {
@@ -138,7 +142,12 @@ impl WriterLoop {
                 Op::Delete(k) => Event::delete(seq, k),
             })
             .collect();
+        let started = Instant::now();
         let result = self.logger.append(RSlice::from_slice(&events));
+        self.metrics
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(batch.len() as f64);
         drop(events);
         self.stats.batches += 1;
         match result {
@@ -146,26 +155,25 @@ impl WriterLoop {
                 self.stats.writes += batch.len() as u64;
                 // Apply everything first so that a caller who is told "done" and then
                 // reads sees its own write and every write logged before it.
+                let mut data_bytes = 0i64;
                 let dones: Vec<Completion> = batch
                     .drain(..)
                     .map(|req| {
-                        match req.op {
-                            Op::Put(k, v) => {
-                                self.map.insert(k, v);
-                            }
-                            Op::Delete(k) => {
-                                self.map.remove(&k);
-                            }
-                        }
+                        data_bytes += match req.op {
+                            Op::Put(k, v) => put_bytes(&self.map, k, v),
+                            Op::Delete(k) => delete_bytes(&self.map, &k),
+                        };
                         req.done
                     })
                     .collect();
+                self.metrics.bytes.add(data_bytes);
                 for done in dones {
                     done.complete(Ok(()));
                 }
             }
             RResult::RErr(err) => {
                 self.stats.failed += batch.len() as u64;
+                self.metrics.append_errors.inc();
                 tracing::warn!(code = %err.code(), "logger refused a batch of {}: {err}", batch.len());
                 for req in batch.drain(..) {
                     req.done.complete(Err(err.clone()));
@@ -175,6 +183,22 @@ impl WriterLoop {
     }
 }
 
+/// Inserts, returning the change in data bytes (key and value lengths).
+pub(crate) fn put_bytes(map: &Map, key: Box<[u8]>, value: Box<[u8]>) -> i64 {
+    let (key_len, value_len) = (key.len() as i64, value.len() as i64);
+    match map.insert(key, value) {
+        // The same key: only the value changed size.
+        Some(old) => value_len - old.len() as i64,
+        None => key_len + value_len,
+    }
+}
+
+/// Removes, returning the change in data bytes.
+pub(crate) fn delete_bytes(map: &Map, key: &[u8]) -> i64 {
+    map.remove(key)
+        .map_or(0, |(k, v)| -((k.len() + v.len()) as i64))
+}
+
 /// What replay found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -182,6 +206,8 @@ pub struct ReplayStats {
     pub events: u64,
     /// The last sequence number seen (0 for an empty log).
     pub last_sequence: u64,
+    /// Bytes of keys and values in the map afterwards.
+    pub data_bytes: i64,
 }
 
 struct MapSink<'m> {
@@ -201,11 +227,11 @@ impl ReplaySink for MapSink<'_> {
             }
             match e.kind {
                 EventKind::PUT => {
-                    self.map
-                        .insert(e.key.as_slice().into(), e.value.as_slice().into());
+                    self.stats.data_bytes +=
+                        put_bytes(self.map, e.key.as_slice().into(), e.value.as_slice().into());
                 }
                 EventKind::DELETE => {
-                    self.map.remove(e.key.as_slice());
+                    self.stats.data_bytes += delete_bytes(self.map, e.key.as_slice());
                 }
                 other => {
                     return RResult::RErr(PluginError::internal(format!(

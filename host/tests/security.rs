@@ -863,3 +863,114 @@ fn a_bad_tls_or_auth_config_stops_kvs_at_start_naming_the_problem() {
         .expect("started");
     assert!(err.contains("raeder"), "{err}");
 }
+
+/// Every kind of key `[auth.jwt]` takes, checked through the host's hook directly:
+/// RS256 and EdDSA public keys from PEM, an RSA key from a JWKS picked by `kid`, and a
+/// token naming a `kid` the JWKS lacks.
+#[test]
+fn rsa_eddsa_and_jwks_keys_verify_tokens_of_their_own_algorithm_only() {
+    use kvs_host::access::{AccessControl, AuthConfig};
+    use kvs_host::caller::{Caller, Op, RequestHook};
+    use kvs_plugin_api::ErrorCode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.key",
+        ],
+    );
+    openssl(d, &["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"]);
+    openssl(d, &["genpkey", "-algorithm", "ed25519", "-out", "ed.key"]);
+    openssl(d, &["pkey", "-in", "ed.key", "-pubout", "-out", "ed.pub"]);
+    openssl(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "jwk.key",
+        ],
+    );
+    let modulus = Command::new("openssl")
+        .current_dir(d)
+        .args(["rsa", "-in", "jwk.key", "-noout", "-modulus"])
+        .output()
+        .unwrap();
+    let hex = String::from_utf8(modulus.stdout).unwrap();
+    let hex = hex.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(&n), "e": "AQAB"}]});
+    std::fs::write(d.join("jwks.json"), jwks.to_string()).unwrap();
+    let config: AuthConfig = toml::from_str(&format!(
+        "enabled = true\n[jwt]\npublic_keys = [{:?}, {:?}]\njwks_file = {:?}\n\
+         [roles.all]\nread = [\"*\"]\n[principals]\nrsa = [\"all\"]\ned = [\"all\"]\njwk = [\"all\"]\n",
+        d.join("rsa.pub"),
+        d.join("ed.pub"),
+        d.join("jwks.json"),
+    ))
+    .unwrap();
+    let access = AccessControl::from_config(&config).unwrap().unwrap();
+    let check = |token: &str| {
+        let caller = Caller {
+            frontend: "test",
+            bearer_token: Some(token),
+            ..Caller::default()
+        };
+        access
+            .check(Op::Get, b"k", &caller)
+            .map_err(|e| (e.code(), e.message().to_string()))
+    };
+    let claims = |sub: &str| json!({"sub": sub, "exp": now() + 600});
+    let key = |file: &str| std::fs::read(d.join(file)).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&key("rsa.key")).unwrap();
+    let ed = EncodingKey::from_ed_pem(&key("ed.key")).unwrap();
+    let jwk = EncodingKey::from_rsa_pem(&key("jwk.key")).unwrap();
+    let sign = |alg, kid: Option<&str>, sub: &str, key: &EncodingKey| {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(String::from);
+        jsonwebtoken::encode(&header, &claims(sub), key).unwrap()
+    };
+    assert_eq!(check(&sign(Algorithm::RS256, None, "rsa", &rsa)), Ok(()));
+    assert_eq!(check(&sign(Algorithm::PS256, None, "rsa", &rsa)), Ok(()));
+    assert_eq!(check(&sign(Algorithm::EdDSA, None, "ed", &ed)), Ok(()));
+    assert_eq!(
+        check(&sign(Algorithm::RS256, Some("k1"), "jwk", &jwk)),
+        Ok(())
+    );
+    // A kid the JWKS does not have falls back to no key that verifies it.
+    let unknown_kid = check(&sign(Algorithm::RS256, Some("k2"), "jwk", &jwk)).unwrap_err();
+    assert_eq!(unknown_kid.0, ErrorCode::UNAUTHENTICATED, "{unknown_kid:?}");
+    // No HMAC key is configured: an HS256 token made with the RSA public key is refused.
+    let confused = EncodingKey::from_secret(&key("rsa.pub")).unwrap();
+    let err = check(&sign(Algorithm::HS256, None, "rsa", &confused)).unwrap_err();
+    assert_eq!(err.0, ErrorCode::UNAUTHENTICATED);
+    assert!(err.1.contains("HS256"), "{err:?}");
+    // A token signed by the Ed25519 key but claiming RS256 is refused too.
+    let relabelled = {
+        let t = sign(Algorithm::EdDSA, None, "ed", &ed);
+        let (_, rest) = t.split_once('.').unwrap();
+        format!(
+            "{}.{rest}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#)
+        )
+    };
+    assert_eq!(
+        check(&relabelled).unwrap_err().0,
+        ErrorCode::UNAUTHENTICATED
+    );
+}

@@ -26,6 +26,7 @@ mod conformance;
 mod context;
 mod grpc;
 mod loading;
+mod observability;
 mod postgres;
 mod process;
 mod security;

@@ -260,12 +260,13 @@ impl Kvs {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // "frontend NAME serving on URL"
-                if let Some(rest) = line.split("frontend ").nth(1)
+                let message = message_of(&line);
+                if let Some(rest) = message.split("frontend ").nth(1)
                     && let Some((name, url)) = rest.split_once(" serving on ")
                 {
                     let _ = tx.send(Some((name.to_string(), url.trim().to_string())));
                 }
-                if line.contains("kvs ready") {
+                if message.contains("kvs ready") {
                     let _ = tx.send(None);
                 }
                 let mut log = sink.lock().unwrap();
@@ -317,6 +318,19 @@ impl Kvs {
             .get(frontend)
             .unwrap_or_else(|| panic!("no {frontend} endpoint in {:?}", self.endpoints))
             .clone()
+    }
+
+    /// The admin listener's URL, from kvs's "admin listener serving on URL" line.
+    pub fn admin(&self) -> String {
+        self.log()
+            .lines()
+            .map(message_of)
+            .find_map(|l| {
+                l.split("admin listener serving on ")
+                    .nth(1)
+                    .map(|u| u.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no admin listener in the log:\n{}", self.log()))
     }
 
     /// `base url + path`.
@@ -377,6 +391,18 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// A log line's message: the line itself, or its `message` field if it is JSON
+/// (`--log-format json`).
+pub fn message_of(line: &str) -> String {
+    if line.starts_with('{')
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+        && let Some(m) = v["message"].as_str()
+    {
+        return m.to_string();
+    }
+    line.to_string()
 }
 
 /// Runs `kvs ARGS` to completion; returns (exit code, stdout, stderr).

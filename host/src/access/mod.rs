@@ -20,6 +20,7 @@ pub mod rules;
 pub mod tokens;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use kvs_plugin_api::PluginError;
@@ -110,7 +111,7 @@ pub struct AccessControl {
 #[derive(Debug, PartialEq, Eq)]
 enum Principal<'a> {
     /// A verified token's principal claim.
-    Token(String),
+    Token(Arc<str>),
     /// The common name of a client certificate the frontend verified.
     Certificate(&'a str),
     /// Nobody in particular.

@@ -5,8 +5,15 @@
 //! "signed" with an RSA public key's bytes finds no HS256 key and is refused
 //! (algorithm confusion), and `alg=none` is not an algorithm jsonwebtoken can parse.
 //! HMAC signatures are compared in constant time (the `hmac` crate's `verify_slice`).
+//!
+//! Verified tokens are remembered until they expire ([`TokenCache`]): clients send the
+//! same token with every request, and verifying one costs more than serving a GET.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
 
 use anyhow::{Context, Result, bail};
 use jsonwebtoken::errors::ErrorKind;
@@ -28,6 +35,26 @@ struct Key {
 pub struct Verifier {
     keys: Vec<Key>,
     principal_claim: String,
+    leeway_secs: u64,
+    cache: TokenCache,
+}
+
+/// Tokens that verified, with their principal, until they expire. Bounded: when full it
+/// is emptied (clients simply re-verify once). Its hasher is std's SipHash with a
+/// per-process random key, so a lookup compares bytes only with a cached token whose
+/// keyed hash matches the presented one: timing reveals nothing about cached tokens.
+#[derive(Default)]
+struct TokenCache {
+    entries: DashMap<Box<str>, (Arc<str>, u64)>,
+}
+
+/// Most tokens remembered at once.
+const CACHE_CAPACITY: usize = 10_000;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Shortest HS256 secret accepted: the hash's own size (RFC 7518, 3.2).
@@ -103,11 +130,33 @@ impl Verifier {
         Ok(Some(Verifier {
             keys,
             principal_claim: config.principal_claim.clone(),
+            leeway_secs: config.leeway_secs,
+            cache: TokenCache::default(),
         }))
     }
 
     /// The token's principal, or why it is refused (never quoting the token).
-    pub fn principal(&self, token: &str) -> Result<String, String> {
+    pub fn principal(&self, token: &str) -> Result<Arc<str>, String> {
+        if let Some(hit) = self.cache.entries.get(token) {
+            let (principal, valid_until) = hit.value();
+            if unix_now() <= *valid_until {
+                return Ok(principal.clone());
+            }
+        }
+        let (principal, exp) = self.verify(token)?;
+        if self.cache.entries.len() >= CACHE_CAPACITY {
+            self.cache.entries.clear();
+        }
+        // Checked against `exp` with the same leeway the verification allowed.
+        let valid_until = exp.saturating_add(self.leeway_secs);
+        self.cache
+            .entries
+            .insert(token.into(), (principal.clone(), valid_until));
+        Ok(principal)
+    }
+
+    /// Verifies a token: its principal and its `exp`.
+    fn verify(&self, token: &str) -> Result<(Arc<str>, u64), String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| describe(e.kind()))?;
         let mut last = None;
         for key in &self.keys {
@@ -124,8 +173,12 @@ impl Verifier {
                 &key.validation,
             ) {
                 Ok(data) => {
+                    // `exp` is a required claim: verification checked it is a number.
+                    let exp = data.claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
                     return match data.claims.get(&self.principal_claim) {
-                        Some(serde_json::Value::String(p)) if !p.is_empty() => Ok(p.clone()),
+                        Some(serde_json::Value::String(p)) if !p.is_empty() => {
+                            Ok((p.as_str().into(), exp))
+                        }
                         _ => Err(format!(
                             "the token has no {:?} claim naming the caller",
                             self.principal_claim

@@ -20,6 +20,8 @@ use crate::write_request::Completion;
 /// to) supply it.
 pub(super) struct CallContext {
     pub(super) frontend: Arc<str>,
+    /// Where the frontend's requests are counted.
+    pub(super) meter: Arc<crate::metrics::FrontendMeter>,
     pub(super) context: RequestContext,
     pub(super) received: Instant,
 }
@@ -74,8 +76,10 @@ fn host_store(
     let (store, call) = data.get()?.lock().unwrap().clone();
     let reply = CALL_CONTEXT.with_borrow(|context| match (store, context) {
         (Some(store), Some(context)) => {
-            let caller =
-                Caller::from_context(&context.frontend, &context.context, context.received);
+            let caller = Caller {
+                meter: Some(&context.meter),
+                ..Caller::from_context(&context.frontend, &context.context, context.received)
+            };
             match run(&store, &caller, call, &mut Reader::new(&input)) {
                 Ok(payload) => wire::ok(&payload),
                 Err(e) => wire::err(e.code(), e.message()),

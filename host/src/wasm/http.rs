@@ -18,12 +18,13 @@ use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 use crate::store::Store;
 
 use super::host_fns::{CALL_CONTEXT, CallContext};
-use super::module::{CallError, Compiled, call, compile, instance};
+use super::module::{CallError, Compiled, compile, instance, metered_call};
 use super::sandbox::{SANDBOX_KEYS, Sandbox};
 
 /// Instances for a frontend: each serves one call at a time; a failed one is dropped.
 struct Pool {
     compiled: Compiled,
+    meter: Arc<crate::metrics::WasmMeter>,
     idle: Mutex<Vec<Plugin>>,
     permits: tokio::sync::Semaphore,
 }
@@ -36,7 +37,7 @@ impl Pool {
             None => instance(&self.compiled).map_err(CallError::Trapped)?,
         };
         CALL_CONTEXT.set(Some(context));
-        let result = call(&mut plugin, "kvs_http_handle", request);
+        let result = metered_call(&mut plugin, "kvs_http_handle", request, Some(&self.meter));
         CALL_CONTEXT.set(None);
         match result {
             Ok(out) => {
@@ -67,6 +68,8 @@ struct Edge {
     store: Arc<Store>,
     pool: Arc<Pool>,
     stopping: Arc<AtomicBool>,
+    /// Where this frontend's requests are counted.
+    meter: Arc<crate::metrics::FrontendMeter>,
 }
 
 async fn edge(
@@ -136,6 +139,7 @@ async fn edge(
     .encode_with_context(&context);
     let call_context = CallContext {
         frontend: edge.name.clone(),
+        meter: edge.meter.clone(),
         context,
         received,
     };
@@ -206,16 +210,6 @@ impl FrontendApi for WasmHttpFrontend {
     }
 }
 
-/// The listener's messages, as the host's own `tracing` events.
-fn host_log(level: kvs_plugin_api::log::Level, message: &str) {
-    use kvs_plugin_api::log::Level;
-    match level {
-        Level::ERROR => tracing::error!(target: "kvs::listener", "{message}"),
-        Level::WARN => tracing::warn!(target: "kvs::listener", "{message}"),
-        _ => tracing::info!(target: "kvs::listener", "{message}"),
-    }
-}
-
 /// Starts a `.wasm` HTTP frontend: the host listens and calls the guest per request.
 pub fn start_frontend(
     path: &Path,
@@ -243,6 +237,7 @@ pub fn start_frontend(
         permits: tokio::sync::Semaphore::new(sandbox.pool_size),
         idle: Mutex::new(Vec::new()),
         compiled,
+        meter: store.metrics().wasm(name),
     });
     let table_name = format!("[plugins.{name}]");
     let settings = kvs_serve::Settings {
@@ -256,7 +251,7 @@ pub fn start_frontend(
         alpn: kvs_serve::Settings::HTTP_ALPN,
         max_connections: sandbox.max_connections,
         max_header_bytes: sandbox.max_header_bytes,
-        log: host_log,
+        log: crate::admin::host_log,
     };
     let server = kvs_serve::Server::start(&settings, |stopping| {
         axum::Router::new().fallback(edge).with_state(Edge {
@@ -264,6 +259,7 @@ pub fn start_frontend(
             store: store.clone(),
             pool: pool.clone(),
             stopping,
+            meter: store.metrics().frontend(name),
         })
     })?;
     Ok(FrontendApi_TO::from_value(

@@ -1,6 +1,7 @@
 //! A `.wasm` logger behind the native logger port: one instance, reopened after a trap.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -11,8 +12,9 @@ use kvs_plugin_api::native::{HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox,
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{Event, PluginError};
 
-use super::module::{CallError, Compiled, call, compile, instance};
+use super::module::{CallError, Compiled, call, compile, instance, metered_call};
 use super::sandbox::Sandbox;
+use crate::metrics::WasmMeter;
 
 /// Consecutive empty non-final replay chunks after which a guest's replay is declared
 /// stuck.
@@ -26,6 +28,8 @@ struct WasmLogger {
     /// The one instance holding the logger's state; `None` after a trap, reopened on
     /// the next call.
     instance: Option<Plugin>,
+    /// Where its guest calls are counted.
+    meter: Option<Arc<WasmMeter>>,
 }
 
 impl WasmLogger {
@@ -49,7 +53,7 @@ impl WasmLogger {
             self.reopen()?;
         }
         let plugin = self.instance.as_mut().expect("just ensured");
-        match call(plugin, func, input) {
+        match metered_call(plugin, func, input, self.meter.as_deref()) {
             Ok(out) => Ok(out),
             Err(CallError::Guest(e)) => Err(e),
             Err(failed) => {
@@ -146,7 +150,12 @@ impl LoggerApi for WasmLogger {
 }
 
 /// Opens a `.wasm` logger with its table.
-pub fn open_logger(path: &Path, name: &str, table: &str) -> Result<LoggerBox, PluginError> {
+pub fn open_logger(
+    path: &Path,
+    name: &str,
+    table: &str,
+    meter: Option<Arc<WasmMeter>>,
+) -> Result<LoggerBox, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     let compiled = compile(path, name, &sandbox, None).map_err(PluginError::internal)?;
     let mut logger = WasmLogger {
@@ -154,6 +163,7 @@ pub fn open_logger(path: &Path, name: &str, table: &str) -> Result<LoggerBox, Pl
         compiled,
         guest_config,
         instance: None,
+        meter,
     };
     // Open now, so a bad config or a missing grant fails start-up, not the first write.
     logger.reopen()?;

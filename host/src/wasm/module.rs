@@ -9,6 +9,8 @@ use kvs_plugin_api::version::check_compatible;
 use kvs_plugin_api::wire::{self};
 use kvs_plugin_api::{API_MAJOR, API_MINOR, PluginError, PluginKind};
 
+use crate::metrics::WasmMeter;
+
 use super::host_fns::{StoreRef, host_log, in_multi_thread_runtime, store_functions};
 use super::sandbox::Sandbox;
 
@@ -118,6 +120,32 @@ impl CallError {
             CallError::Guest(e) | CallError::Trapped(e) | CallError::TimedOut(e) => e,
         }
     }
+}
+
+/// [`call`], counted in `meter`: every call, and each trap or timeout (whose instance
+/// is discarded and replaced).
+pub(super) fn metered_call(
+    plugin: &mut Plugin,
+    func: &str,
+    input: &[u8],
+    meter: Option<&WasmMeter>,
+) -> Result<Vec<u8>, CallError> {
+    let result = call(plugin, func, input);
+    if let Some(m) = meter {
+        m.calls.inc();
+        match &result {
+            Err(CallError::Trapped(_)) => {
+                m.traps.inc();
+                m.replacements.inc();
+            }
+            Err(CallError::TimedOut(_)) => {
+                m.timeouts.inc();
+                m.replacements.inc();
+            }
+            _ => {}
+        }
+    }
+    result
 }
 
 pub(super) fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {

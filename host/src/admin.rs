@@ -1,0 +1,180 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/plugins`, owned by the host so
+//! it works whatever frontends are loaded (or none), like etcd's `--listen-metrics-urls`.
+//!
+//! Off unless `[admin] listen` is set (the shipped `config.toml` sets `127.0.0.1:9090`).
+//! It is served by `kvs-serve`, so it takes the same `tls`, `max_connections` and
+//! `max_header_bytes` keys as a frontend's listener.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
+
+/// The `[admin]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on, e.g. `127.0.0.1:9090`; port 0 picks a free one.
+    pub listen: String,
+    /// TLS, as for a frontend's listener.
+    pub tls: Option<kvs_serve::TlsConfig>,
+    /// Most connections open at once. Default 64.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest request header block in bytes. Default 32768.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+fn default_max_connections() -> usize {
+    64
+}
+fn default_max_header_bytes() -> usize {
+    kvs_serve::DEFAULT_MAX_HEADER_BYTES
+}
+
+/// One plug-in in use, as `/plugins` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    /// `logger` or `frontend`: what kvs uses it as.
+    pub role: &'static str,
+    /// Its declared name.
+    pub name: String,
+    /// `native` or `wasm`.
+    pub format: String,
+    /// Its own version.
+    pub version: String,
+    /// The plugin-api version it was built against, e.g. `1.2`.
+    pub api: String,
+    /// The file it was loaded from.
+    pub file: String,
+    /// Where a frontend serves.
+    pub endpoints: Vec<String>,
+    /// `ok`, `unhealthy` (a logger reporting trouble), `starting` or `stopping`.
+    pub health: String,
+}
+
+/// What `/plugins` lists; filled in as kvs starts its plug-ins.
+pub type PluginList = Arc<RwLock<Vec<PluginStatus>>>;
+
+#[derive(Clone)]
+struct AdminState {
+    store: Arc<Store>,
+    plugins: PluginList,
+}
+
+/// The running admin listener.
+pub struct Admin {
+    server: kvs_serve::Server,
+    tls: bool,
+}
+
+/// The listener's messages, as the host's own `tracing` events.
+pub(crate) fn host_log(level: kvs_plugin_api::log::Level, message: &str) {
+    use kvs_plugin_api::log::Level;
+    match level {
+        Level::ERROR => tracing::error!(target: "kvs::listener", "{message}"),
+        Level::WARN => tracing::warn!(target: "kvs::listener", "{message}"),
+        _ => tracing::info!(target: "kvs::listener", "{message}"),
+    }
+}
+
+impl Admin {
+    /// Binds and serves.
+    pub fn start(config: &AdminConfig, store: Arc<Store>, plugins: PluginList) -> Result<Admin> {
+        let settings = kvs_serve::Settings {
+            listen: &config.listen,
+            table: "[admin]",
+            worker_threads: 1,
+            max_blocking_threads: Some(1),
+            thread_name: "kvs-admin",
+            protocol: "HTTP",
+            tls: config.tls.as_ref(),
+            alpn: kvs_serve::Settings::HTTP_ALPN,
+            max_connections: config.max_connections,
+            max_header_bytes: config.max_header_bytes,
+            log: host_log,
+        };
+        let server = kvs_serve::Server::start(&settings, |_stopping| {
+            axum::Router::new()
+                .route("/metrics", get(metrics))
+                .route("/healthz", get(|| async { "ok\n" }))
+                .route("/readyz", get(readyz))
+                .route("/plugins", get(plugins_json))
+                .with_state(AdminState { store, plugins })
+        })
+        .map_err(|e| anyhow!("cannot start the admin listener: {e}"))?;
+        Ok(Admin {
+            server,
+            tls: config.tls.is_some(),
+        })
+    }
+
+    /// Its URL, e.g. `http://127.0.0.1:9090`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.server.local_addr())
+    }
+
+    /// Stops serving (scrapes in flight get a second to finish).
+    pub fn stop(mut self) {
+        let _ = self.server.stop(Duration::from_secs(1));
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let store = &state.store;
+    let m = store.metrics();
+    // What is cheap to read now rather than to count as it happens.
+    m.keys.set(store.len() as i64);
+    m.queue_depth.set(store.queue_depth() as i64);
+    m.logger_healthy.set(i64::from(store.logger_healthy()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.store.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn plugins_json(State(state): State<AdminState>) -> Response {
+    use crate::store::Phase;
+    let phase = state.store.phase();
+    let logger_healthy = state.store.logger_healthy();
+    let list: Vec<PluginStatus> = state
+        .plugins
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            p.health = match phase {
+                Phase::Starting => "starting",
+                Phase::Draining | Phase::Stopped => "stopping",
+                Phase::Serving if p.role == "logger" && !logger_healthy => "unhealthy",
+                Phase::Serving => "ok",
+            }
+            .into();
+            p
+        })
+        .collect();
+    let body = serde_json::to_string_pretty(&list).expect("plain data serializes");
+    ([(header::CONTENT_TYPE, "application/json")], body + "\n").into_response()
+}

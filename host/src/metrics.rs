@@ -1,0 +1,291 @@
+//! What kvs counts, and the Prometheus text it is scraped as (`/metrics` on the admin
+//! listener, [`crate::admin`]).
+//!
+//! Recording is atomics only: every series a request touches is created up front (per
+//! frontend: a counter per operation and outcome, a latency histogram per operation) and
+//! held as a handle, so the hot path never looks a label set up or takes a lock. Values
+//! that are cheap to read when scraped (keys, queue depth, logger health) are read then.
+//! Names follow Prometheus conventions: `kvs_` prefix, base units, `_total` counters,
+//! histograms in seconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvs_plugin_api::{ErrorCode, PluginError};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::caller::Op;
+
+/// Latency buckets, seconds: 50 us (a GET) to 10 s (a stalled logger).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+/// Writes per logger call.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+];
+
+/// How a request ended, as the `outcome` label.
+pub const OUTCOMES: [&str; 8] = [
+    "ok",
+    "not_found",
+    "invalid_input",
+    "too_large",
+    "unavailable",
+    "unauthenticated",
+    "permission_denied",
+    "internal",
+];
+const OPS: [Op; 3] = [Op::Get, Op::Put, Op::Delete];
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Get => "get",
+        Op::Put => "put",
+        Op::Delete => "delete",
+    }
+}
+
+fn op_index(op: Op) -> usize {
+    match op {
+        Op::Get => 0,
+        Op::Put => 1,
+        Op::Delete => 2,
+    }
+}
+
+/// The `outcome` of an error.
+fn outcome_index(code: ErrorCode) -> usize {
+    match code {
+        ErrorCode::NOT_FOUND => 1,
+        ErrorCode::INVALID_INPUT => 2,
+        ErrorCode::TOO_LARGE => 3,
+        ErrorCode::UNAVAILABLE => 4,
+        ErrorCode::UNAUTHENTICATED => 5,
+        ErrorCode::PERMISSION_DENIED => 6,
+        _ => 7,
+    }
+}
+
+/// Every metric of one running kvs.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    /// Writes waiting for the writer, set when scraped.
+    pub queue_depth: IntGauge,
+    /// Writes per `append` call.
+    pub batch_size: Histogram,
+    /// How long `append` took (for `sync = always` loggers: including the fsync).
+    pub append_seconds: Histogram,
+    /// `append` calls that failed.
+    pub append_errors: IntCounter,
+    /// 1 while the logger reports itself healthy (or reports nothing), else 0.
+    pub logger_healthy: IntGauge,
+    /// Keys held, set when scraped.
+    pub keys: IntGauge,
+    /// Bytes of keys and values held (the data, not the map's overhead).
+    pub bytes: IntGauge,
+    /// How long start-up replay took.
+    pub replay_seconds: Gauge,
+    /// Events replayed at start-up.
+    pub replay_events: IntGauge,
+    wasm_calls: IntCounterVec,
+    wasm_failures: IntCounterVec,
+    wasm_replacements: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Only fails on a malformed name or a duplicate registration: a bug here, not input.
+    r.expect("metric definitions are valid")
+}
+
+impl Metrics {
+    /// A fresh set, registered in its own registry.
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let int_gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let int_counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h = must(Histogram::with_opts(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            ));
+            must(registry.register(Box::new(h.clone())));
+            h
+        };
+        let requests = counter_vec(
+            "kvs_requests_total",
+            "Frontend requests served, by frontend, operation and outcome.",
+            &["frontend", "op", "outcome"],
+        );
+        let request_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "kvs_request_duration_seconds",
+                "Time from a frontend's store call to its answer (writes: until durable).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["frontend", "op"],
+        ));
+        must(registry.register(Box::new(request_seconds.clone())));
+        let replay_seconds = must(Gauge::new(
+            "kvs_replay_duration_seconds",
+            "How long replaying the transaction log took at start-up.",
+        ));
+        must(registry.register(Box::new(replay_seconds.clone())));
+        let build = must(IntGaugeVec::new(
+            Opts::new("kvs_build_info", "Always 1; labels say what is running."),
+            &["version", "plugin_api"],
+        ));
+        must(registry.register(Box::new(build.clone())));
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                &format!(
+                    "{}.{}",
+                    kvs_plugin_api::API_MAJOR,
+                    kvs_plugin_api::API_MINOR
+                ),
+            ])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        must(registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )));
+        Arc::new(Metrics {
+            requests,
+            request_seconds,
+            queue_depth: int_gauge("kvs_writer_queue_depth", "Writes waiting for the writer."),
+            batch_size: histogram(
+                "kvs_writer_batch_size",
+                "Writes per logger append (group commit).",
+                BATCH_BUCKETS,
+            ),
+            append_seconds: histogram(
+                "kvs_logger_append_duration_seconds",
+                "How long the logger's append took (with sync = always: including fsync).",
+                LATENCY_BUCKETS,
+            ),
+            append_errors: int_counter(
+                "kvs_logger_append_errors_total",
+                "Logger appends that failed (their writes were answered with the error).",
+            ),
+            logger_healthy: int_gauge(
+                "kvs_logger_healthy",
+                "1 while the logger reports itself healthy (or reports nothing), else 0.",
+            ),
+            keys: int_gauge("kvs_keys", "Keys held."),
+            bytes: int_gauge("kvs_data_bytes", "Bytes of keys and values held."),
+            replay_seconds,
+            replay_events: int_gauge("kvs_replay_events", "Events replayed at start-up."),
+            wasm_calls: counter_vec(
+                "kvs_wasm_calls_total",
+                "Calls into WASM guests, by plug-in.",
+                &["plugin"],
+            ),
+            wasm_failures: counter_vec(
+                "kvs_wasm_failures_total",
+                "Guest calls that trapped, ran out of memory or timed out, by plug-in and kind.",
+                &["plugin", "kind"],
+            ),
+            wasm_replacements: counter_vec(
+                "kvs_wasm_instance_replacements_total",
+                "Guest instances discarded after a failure and replaced, by plug-in.",
+                &["plugin"],
+            ),
+            registry,
+        })
+    }
+
+    /// The handles one frontend's requests record into.
+    pub fn frontend(&self, name: &str) -> Arc<FrontendMeter> {
+        let counters = OPS.map(|op| {
+            OUTCOMES.map(|outcome| {
+                self.requests
+                    .with_label_values(&[name, op_name(op), outcome])
+            })
+        });
+        let seconds = OPS.map(|op| self.request_seconds.with_label_values(&[name, op_name(op)]));
+        Arc::new(FrontendMeter { counters, seconds })
+    }
+
+    /// The handles one WASM plug-in's guest calls record into.
+    pub fn wasm(&self, plugin: &str) -> Arc<WasmMeter> {
+        Arc::new(WasmMeter {
+            calls: self.wasm_calls.with_label_values(&[plugin]),
+            traps: self.wasm_failures.with_label_values(&[plugin, "trap"]),
+            timeouts: self.wasm_failures.with_label_values(&[plugin, "timeout"]),
+            replacements: self.wasm_replacements.with_label_values(&[plugin]),
+        })
+    }
+
+    /// Everything, in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec does not fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// One frontend's request series.
+#[derive(Debug)]
+pub struct FrontendMeter {
+    counters: [[IntCounter; OUTCOMES.len()]; 3],
+    seconds: [Histogram; 3],
+}
+
+impl FrontendMeter {
+    /// Counts one request and its latency.
+    pub fn record(&self, op: Op, outcome: Result<(), &PluginError>, took: Duration) {
+        let o = match outcome {
+            Ok(()) => 0,
+            Err(e) => outcome_index(e.code()),
+        };
+        let i = op_index(op);
+        self.counters[i][o].inc();
+        self.seconds[i].observe(took.as_secs_f64());
+    }
+
+    /// Counts a GET that found nothing (not an error to the store, a miss to the client).
+    pub fn record_miss(&self, took: Duration) {
+        self.counters[0][1].inc();
+        self.seconds[0].observe(took.as_secs_f64());
+    }
+}
+
+/// One WASM plug-in's guest-call series.
+#[derive(Debug)]
+pub struct WasmMeter {
+    /// Every call.
+    pub calls: IntCounter,
+    /// Calls that trapped or ran out of memory.
+    pub traps: IntCounter,
+    /// Calls stopped by `call_timeout_ms`.
+    pub timeouts: IntCounter,
+    /// Instances replaced after a failure.
+    pub replacements: IntCounter,
+}
