@@ -8,15 +8,16 @@
 //!   (32 connections) and through the `grpc` frontend (32 concurrent tonic calls), and
 //!   Redis GET/SET with `redis-benchmark -c 32`.
 //!
-//! * `kvs-bench security`: REST GET and durable PUT in plaintext, with TLS, with JWT
-//!   bearer tokens, and with both, each with the server's CPU time per request.
+//! * `kvs-bench security` / `observability`: REST GET and durable PUT with kvs set up
+//!   different ways (TLS, JWT; metrics, traces), side by side with the server's CPU time
+//!   per request (`variants.rs`).
 //!
-//! Run it through `cargo xtask bench [writes|rest|security]`, which builds in release mode and
+//! Run it through `cargo xtask bench [writes|rest|security|observability]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
 
 mod redis;
 mod rest;
-mod security;
+mod variants;
 mod writes;
 
 use std::net::TcpListener;
@@ -38,8 +39,11 @@ fn main() -> Result<()> {
     match mode.as_str() {
         "writes" => writes::writes(&plugins),
         "rest" => rest::rest(&plugins),
-        "security" => security::security(&plugins),
-        other => bail!("unknown benchmark {other:?}: use `writes`, `rest` or `security`"),
+        "security" => variants::security(&plugins),
+        "observability" => variants::observability(&plugins),
+        other => bail!(
+            "unknown benchmark {other:?}: use `writes`, `rest`, `security` or `observability`"
+        ),
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::access::AuthConfig;
 use crate::admin::AdminConfig;
 use crate::store::Limits;
+use crate::telemetry::TelemetryConfig;
 
 /// The config file as written. Unknown keys are errors (`deny_unknown_fields`), so a typo
 /// is reported rather than silently ignored.
@@ -38,6 +39,9 @@ pub struct RawConfig {
     pub auth: AuthConfig,
     /// The admin listener (off unless set).
     pub admin: Option<AdminConfig>,
+    /// Trace export (off unless `otlp_endpoint` is set).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Each plug-in's own table, keyed by its declared name, passed to it verbatim.
     #[serde(default)]
     pub plugins: BTreeMap<String, toml::Table>,
@@ -113,6 +117,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[admin]`: the admin listener, if any.
     pub admin: Option<AdminConfig>,
+    /// `[telemetry]`: where traces go.
+    pub telemetry: TelemetryConfig,
 }
 
 /// The default plug-ins directory: `plugins/` beside the `kvs` executable, where
@@ -177,6 +183,7 @@ impl Config {
             plugin_tables,
             auth: file.auth,
             admin: file.admin,
+            telemetry: file.telemetry,
         })
     }
 

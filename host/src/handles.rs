@@ -24,7 +24,8 @@ use kvs_plugin_api::{
 
 use crate::caller::Caller;
 use crate::metrics::FrontendMeter;
-use crate::store::Store;
+use crate::store::{Store, held};
+use crate::telemetry;
 use crate::write_request::Completion;
 
 /// The store as one frontend reaches it.
@@ -90,6 +91,8 @@ impl v1_1::StoreApi for StoreHandle {
         key: RSlice<'_, u8>,
     ) -> RResult<ROption<RVec<u8>>, PluginError> {
         let caller = self.caller(ctx);
+        let span = telemetry::frontend_span(&caller, "get");
+        let _in_span = span.enter();
         get_reply(self.store.get_as(&caller, key.as_slice()))
     }
 
@@ -101,14 +104,19 @@ impl v1_1::StoreApi for StoreHandle {
         done: WriteCallbackBox,
     ) {
         let caller = self.caller(ctx);
+        let span = telemetry::frontend_span(&caller, "put");
+        let _in_span = span.enter();
+        let done = held(span.clone(), completion(done));
         self.store
-            .put_as(&caller, key.into_vec(), value.into_vec(), completion(done));
+            .put_as(&caller, key.into_vec(), value.into_vec(), done);
     }
 
     fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
         let caller = self.caller(ctx);
-        self.store
-            .delete_as(&caller, key.into_vec(), completion(done));
+        let span = telemetry::frontend_span(&caller, "delete");
+        let _in_span = span.enter();
+        let done = held(span.clone(), completion(done));
+        self.store.delete_as(&caller, key.into_vec(), done);
     }
 
     fn is_ready(&self) -> bool {

@@ -18,6 +18,7 @@
 //! * [`metrics`]: what kvs counts (atomics on the hot path) and its Prometheus text.
 //! * [`admin`]: the host's admin listener: `/metrics`, `/healthz`, `/readyz`, `/plugins`.
 //! * [`top`]: `kvs top`, a terminal view of a running kvs's metrics.
+//! * [`telemetry`]: the log subscriber (text or JSON) and trace export over OTLP.
 //! * [`wasm`]: `.wasm` plug-ins (Extism): handshake, sandbox, logger and HTTP frontend adapters.
 //!
 //! `main.rs` is the CLI around these: parse flags, start, wait for SIGTERM/SIGINT, stop.
@@ -32,6 +33,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod plugins;
 pub mod store;
+pub mod telemetry;
 pub mod top;
 pub mod wasm;
 pub mod write_request;

@@ -159,12 +159,14 @@ impl<'a> Builder<'a> {
     /// request, reads included, with `unavailable`, so nothing is served from a
     /// half-replayed map.
     pub fn start(self) -> Result<Running> {
-        let metrics = Metrics::new();
+        // Per-request series only when an admin listener can show them.
+        let metrics = Metrics::new(self.admin.is_some());
         let plugins: PluginList = Default::default();
         // The logger opens first: a bad logger config fails before any port is bound.
         let (mut logger, logger_name) = match self.logger {
             LoggerSource::Plugin(plugin, table) => {
-                let meter = Some(metrics.wasm(&plugin.name));
+                let meter =
+                    matches!(plugin.module, Module::Wasm).then(|| metrics.wasm(&plugin.name));
                 let logger = open_logger_metered(plugin, &table, meter)?;
                 plugins
                     .write()

@@ -1,6 +1,5 @@
 //! `kvs`: the command line around the host library (see `lib.rs` for the layout).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kvs_host::config::{Config, Overrides, RawConfig};
 use kvs_host::plugins::Catalog;
+use kvs_host::telemetry;
 use kvs_plugin_api::{API_MAJOR, API_MINOR};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -135,21 +135,6 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // extism logs each failed guest call with a full wasm backtrace; kvs logs one
-        // line per failure itself.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,extism=off"));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -177,6 +162,23 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let format = match cli.log_format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    };
+    let serving = cli.command.is_none();
+    // The config is read before logging starts, since it says where traces go; its
+    // errors are printed by `main` all the same.
+    let config = if serving {
+        Some(load_config(&cli)?)
+    } else {
+        None
+    };
+    let telemetry_config = config.as_ref().map(|c| c.telemetry.clone());
+    let _telemetry = telemetry::init(format, &telemetry_config.unwrap_or_default())?;
+    if let Some(config) = config {
+        return serve(&config);
+    }
     if let Some(Command::Plugins {
         command: PluginsCommand::Check { file, table },
     }) = &cli.command
@@ -203,8 +205,8 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Plugins {
             command: PluginsCommand::Check { .. },
         })
-        | Some(Command::Top { .. }) => unreachable!("handled above"),
-        None => serve(&config),
+        | Some(Command::Top { .. })
+        | None => unreachable!("handled above"),
     }
 }
 

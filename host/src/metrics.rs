@@ -19,10 +19,10 @@ use prometheus::{
 
 use crate::caller::Op;
 
-/// Latency buckets, seconds: 50 us (a GET) to 10 s (a stalled logger).
+/// Latency buckets, seconds: 10 us (a GET) to 10 s (a stalled logger).
 const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Writes per logger call.
 const BATCH_BUCKETS: &[f64] = &[
@@ -74,6 +74,8 @@ fn outcome_index(code: ErrorCode) -> usize {
 /// Every metric of one running kvs.
 pub struct Metrics {
     registry: Registry,
+    /// Whether frontends' requests are counted (off when nothing can read them).
+    per_request: bool,
     requests: IntCounterVec,
     request_seconds: HistogramVec,
     /// Writes waiting for the writer, set when scraped.
@@ -111,8 +113,10 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 }
 
 impl Metrics {
-    /// A fresh set, registered in its own registry.
-    pub fn new() -> Arc<Metrics> {
+    /// A fresh set, registered in its own registry. `per_request`: whether frontends'
+    /// requests are counted and timed (kvs turns it off when no admin listener can
+    /// show them; everything else is counted per batch or read when scraped).
+    pub fn new(per_request: bool) -> Arc<Metrics> {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = must(IntCounterVec::new(Opts::new(name, help), labels));
@@ -175,6 +179,7 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         )));
         Arc::new(Metrics {
+            per_request,
             requests,
             request_seconds,
             queue_depth: int_gauge("kvs_writer_queue_depth", "Writes waiting for the writer."),
@@ -228,7 +233,11 @@ impl Metrics {
             })
         });
         let seconds = OPS.map(|op| self.request_seconds.with_label_values(&[name, op_name(op)]));
-        Arc::new(FrontendMeter { counters, seconds })
+        Arc::new(FrontendMeter {
+            enabled: self.per_request,
+            counters,
+            seconds,
+        })
     }
 
     /// The handles one WASM plug-in's guest calls record into.
@@ -254,11 +263,17 @@ impl Metrics {
 /// One frontend's request series.
 #[derive(Debug)]
 pub struct FrontendMeter {
+    enabled: bool,
     counters: [[IntCounter; OUTCOMES.len()]; 3],
     seconds: [Histogram; 3],
 }
 
 impl FrontendMeter {
+    /// Whether requests are counted at all (else the store skips even the clock).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Counts one request and its latency.
     pub fn record(&self, op: Op, outcome: Result<(), &PluginError>, took: Duration) {
         let o = match outcome {

@@ -15,6 +15,7 @@ use kvs_plugin_api::native::HealthProbeBox;
 
 use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
+use crate::telemetry;
 use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
 /// The map type: any bytes to any bytes, sharded so readers and the writer rarely meet.
@@ -39,9 +40,20 @@ pub struct Store {
     metrics: Arc<Metrics>,
 }
 
+/// `done`, keeping `span` open until the write completes (a write's span lasts until it
+/// is durable). Tracing off: `done` itself.
+pub(crate) fn held(span: tracing::Span, done: Completion) -> Completion {
+    if span.is_disabled() {
+        return done;
+    }
+    // tracing-opentelemetry ends a span at its last exit: entering it to complete makes
+    // it end once the outcome is delivered.
+    Completion::new(move |result| span.in_scope(|| done.complete(result)))
+}
+
 /// `done`, counting the write's outcome and latency (until durable) on completion.
 fn metered(caller: &Caller<'_>, op: caller::Op, done: Completion) -> Completion {
-    let Some(meter) = caller.meter.cloned() else {
+    let Some(meter) = caller.meter.filter(|m| m.enabled()).cloned() else {
         return done;
     };
     let started = Instant::now();
@@ -110,11 +122,14 @@ impl Store {
 
     /// [`Store::get`] on behalf of a frontend's caller: the request hook decides first.
     pub fn get_as(&self, caller: &Caller<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
-        let started = Instant::now();
+        let span = telemetry::store_span(caller::Op::Get);
+        let _in_span = span.enter();
+        let meter = caller.meter.filter(|m| m.enabled());
+        let started = meter.map(|_| Instant::now());
         let result = self
             .admit(caller::Op::Get, key, caller)
             .and_then(|()| self.get(key));
-        if let Some(meter) = caller.meter {
+        if let (Some(meter), Some(started)) = (meter, started) {
             match &result {
                 Ok(Some(_)) => meter.record(caller::Op::Get, Ok(()), started.elapsed()),
                 Ok(None) => meter.record_miss(started.elapsed()),
@@ -126,7 +141,9 @@ impl Store {
 
     /// [`Store::put`] on behalf of a frontend's caller: the request hook decides first.
     pub fn put_as(&self, caller: &Caller<'_>, key: Vec<u8>, value: Vec<u8>, done: Completion) {
-        let done = metered(caller, caller::Op::Put, done);
+        let span = telemetry::store_span(caller::Op::Put);
+        let _in_span = span.enter();
+        let done = metered(caller, caller::Op::Put, held(span.clone(), done));
         match self.admit(caller::Op::Put, &key, caller) {
             Ok(()) => self.put(key, value, done),
             Err(e) => done.complete(Err(e)),
@@ -135,7 +152,9 @@ impl Store {
 
     /// [`Store::delete`] on behalf of a frontend's caller: the request hook decides first.
     pub fn delete_as(&self, caller: &Caller<'_>, key: Vec<u8>, done: Completion) {
-        let done = metered(caller, caller::Op::Delete, done);
+        let span = telemetry::store_span(caller::Op::Delete);
+        let _in_span = span.enter();
+        let done = metered(caller, caller::Op::Delete, held(span.clone(), done));
         match self.admit(caller::Op::Delete, &key, caller) {
             Ok(()) => self.delete(key, done),
             Err(e) => done.complete(Err(e)),
@@ -178,7 +197,9 @@ impl Store {
                 "kvs is not serving writes (starting up or shut down); retry later",
             )));
         }
-        let refused = match self.writes.try_send(Msg::Write(WriteRequest { op, done })) {
+        let trace = tracing::Span::current();
+        let request = WriteRequest { op, done, trace };
+        let refused = match self.writes.try_send(Msg::Write(request)) {
             Ok(()) => return,
             Err(TrySendError::Full(msg)) => (msg, "write queue is full; retry later"),
             Err(TrySendError::Disconnected(msg)) => (msg, "kvs is shutting down; retry later"),

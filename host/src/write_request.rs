@@ -20,6 +20,9 @@ pub struct WriteRequest {
     pub op: Op,
     /// Called once with the outcome.
     pub done: Completion,
+    /// The request's store span (disabled when tracing is off): the writer's batch
+    /// span and it link to each other.
+    pub trace: tracing::Span,
 }
 
 /// What the writer's queue carries.
@@ -70,6 +73,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(4);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let request = WriteRequest {
+            trace: tracing::Span::none(),
             op: Op::Delete(b"k".to_vec().into()),
             done: Completion::new(move |r| done_tx.send(r).unwrap()),
         };

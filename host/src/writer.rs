@@ -27,6 +27,7 @@ use kvs_plugin_api::{
 
 use crate::metrics::Metrics;
 use crate::store::Map;
+use crate::telemetry::{self, TRACE_TARGET};
 use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
 /// What the writer did, returned when it stops.
@@ -142,8 +143,33 @@ impl WriterLoop {
                 Op::Delete(k) => Event::delete(seq, k),
             })
             .collect();
+        // The batch span links to each write's span and each write's to it; the
+        // append is its child. All disabled (and skipped) when tracing is off.
+        let batch_span = tracing::trace_span!(
+            target: TRACE_TARGET,
+            "batch",
+            otel.name = "writer batch",
+            kvs.batch.writes = batch.len(),
+        );
+        if !batch_span.is_disabled() {
+            for req in batch.iter() {
+                if let Some(write) = telemetry::span_context(&req.trace) {
+                    telemetry::link(&batch_span, write);
+                }
+            }
+            if let Some(this) = telemetry::span_context(&batch_span) {
+                for req in batch.iter() {
+                    telemetry::link(&req.trace, this.clone());
+                }
+            }
+        }
         let started = Instant::now();
-        let result = self.logger.append(RSlice::from_slice(&events));
+        let result = batch_span.in_scope(|| {
+            let _append =
+                tracing::trace_span!(target: TRACE_TARGET, "append", otel.name = "logger append")
+                    .entered();
+            self.logger.append(RSlice::from_slice(&events))
+        });
         self.metrics
             .append_seconds
             .observe(started.elapsed().as_secs_f64());

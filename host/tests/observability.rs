@@ -354,3 +354,139 @@ fn plugins_readiness_top_and_json_logs() {
     }
     assert!(saw_ready, "{log}");
 }
+
+/// Spans received by a small OTLP/HTTP receiver: the protobuf requests kvs's exporter
+/// sends, decoded with opentelemetry-proto.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
+
+fn otlp_receiver() -> (String, Received, tokio::runtime::Runtime) {
+    use axum::body::Bytes;
+    use prost::Message;
+    let received: Received = Default::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sink = received.clone();
+    runtime.spawn(async move {
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: Bytes| {
+                let sink = sink.clone();
+                async move {
+                    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                    let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                    let mut spans = sink.lock().unwrap();
+                    for resource in request.resource_spans {
+                        for scope in resource.scope_spans {
+                            spans.extend(scope.spans);
+                        }
+                    }
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, received, runtime)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn traces_continue_the_clients_traceparent_through_store_writer_and_logger() {
+    let (otlp, received, _runtime) = otlp_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("[telemetry]\notlp_endpoint = {otlp:?}\nsample_ratio = 1.0\n"),
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "frontends = [\"rest\"]",
+        "frontends = [\"rest\", \"wasm-rest\"]",
+    );
+    text.push_str(WASM_TABLE);
+    std::fs::write(&config, text).unwrap();
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = http_client();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let r = http
+        .put(format!("{}/v1/key/traced", kvs.endpoint("rest")))
+        .header("traceparent", format!("00-{trace}-{client_span}-01"))
+        .body("v")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let wasm_trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = http
+        .get(format!("{}/v1/key/traced", kvs.endpoint("wasm-rest")))
+        .header(
+            "traceparent",
+            format!("00-{wasm_trace}-b7ad6b7169203331-01"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Stopping flushes the exporter.
+    kvs.stop();
+
+    let spans = received.lock().unwrap().clone();
+    let find = |name: &str, trace_id: Option<&str>| {
+        spans
+            .iter()
+            .find(|s| s.name == name && trace_id.is_none_or(|t| hex(&s.trace_id) == t))
+            .unwrap_or_else(|| {
+                let all: Vec<_> = spans.iter().map(|s| (&s.name, hex(&s.trace_id))).collect();
+                panic!("no span {name:?} in trace {trace_id:?}; got {all:?}")
+            })
+    };
+    // frontend -> store, under the client's trace and span.
+    let frontend = find("rest put", Some(trace));
+    assert_eq!(hex(&frontend.parent_span_id), client_span);
+    let store = find("store put", Some(trace));
+    assert_eq!(store.parent_span_id, frontend.span_id);
+    // The group commit: a batch span with the append inside, linked both ways.
+    let batch = spans
+        .iter()
+        .find(|s| s.name == "writer batch" && s.links.iter().any(|l| l.span_id == store.span_id))
+        .unwrap_or_else(|| panic!("no writer batch linking to the write: {spans:?}"));
+    assert!(
+        store
+            .links
+            .iter()
+            .any(|l| l.span_id == batch.span_id && l.trace_id == batch.trace_id),
+        "the write does not link to its batch: {store:?}"
+    );
+    let append = spans
+        .iter()
+        .find(|s| s.name == "logger append" && s.parent_span_id == batch.span_id)
+        .expect("logger append inside the batch");
+    assert_eq!(append.trace_id, batch.trace_id);
+    // The write's span lasts until it is durable: it ends after the append.
+    assert!(
+        store.end_time_unix_nano >= append.end_time_unix_nano,
+        "store {}..{} append {}..{} frontend {}..{}",
+        store.start_time_unix_nano,
+        store.end_time_unix_nano,
+        append.start_time_unix_nano,
+        append.end_time_unix_nano,
+        frontend.start_time_unix_nano,
+        frontend.end_time_unix_nano
+    );
+    // A WASM frontend's request, and the guest's store call inside it.
+    let edge = find("wasm-rest request", Some(wasm_trace));
+    let get = find("store get", Some(wasm_trace));
+    assert_eq!(get.parent_span_id, edge.span_id);
+}

@@ -8,7 +8,7 @@
 //! * `cargo xtask run [ARGS...]`: release build, then `kvs --config config.toml ARGS...`.
 //! * `cargo xtask test [ARGS...]`: check that `vendor/extism` is exactly extism 1.30.0
 //!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`.
-//! * `cargo xtask bench [writes|rest|security]`: release build, then `kvs-bench`, which prints
+//! * `cargo xtask bench [writes|rest|security|observability]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
 
 use std::path::{Path, PathBuf};
@@ -47,11 +47,14 @@ fn run() -> Result<()> {
             let dir = build(true)?;
             let which = rest.first().map(String::as_str).unwrap_or("all");
             let modes: &[&str] = match which {
-                "all" => &["writes", "rest", "security"],
+                "all" => &["writes", "rest", "security", "observability"],
                 "writes" => &["writes"],
                 "rest" => &["rest"],
                 "security" => &["security"],
-                other => bail!("unknown benchmark {other:?}: writes, rest, security or all"),
+                "observability" => &["observability"],
+                other => bail!(
+                    "unknown benchmark {other:?}: writes, rest, security, observability or all"
+                ),
             };
             for mode in modes {
                 let status = Command::new(dir.join("kvs-bench"))
@@ -83,7 +86,7 @@ fn run() -> Result<()> {
                  build [--release]  build the workspace and stage plug-ins beside kvs\n  \
                  run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
                  test [ARGS...]     build, stage, then cargo test --workspace ARGS\n  \
-                 bench [writes|rest|security]  release build, then the benchmarks (need redis, wrk)"
+                 bench [writes|rest|security|observability]  release build, then the benchmarks (need redis, wrk)"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())

@@ -137,6 +137,11 @@ async fn edge(
         body,
     }
     .encode_with_context(&context);
+    // The request's span: the guest's store calls are its children.
+    let span = crate::telemetry::frontend_span(
+        &crate::caller::Caller::from_context(&edge.name, &context, received),
+        "request",
+    );
     let call_context = CallContext {
         frontend: edge.name.clone(),
         meter: edge.meter.clone(),
@@ -150,7 +155,8 @@ async fn edge(
     // microseconds, far less than handing it to another thread would cost. A call that
     // turns out long (`LONG_CALL`) or waits for a durable write (`wait_write`) hands the
     // worker's other tasks to another thread first, so nothing else waits behind it.
-    let response = edge.pool.handle(&encoded, call_context).and_then(|bytes| {
+    let response = span.in_scope(|| edge.pool.handle(&encoded, call_context));
+    let response = response.and_then(|bytes| {
         wire::HttpResponse::decode(&bytes)
             .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))
     });
