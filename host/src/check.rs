@@ -80,6 +80,14 @@ fn pass(name: impl Into<String>) -> Outcome {
     }
 }
 
+fn skip(name: impl Into<String>) -> Outcome {
+    Outcome {
+        name: name.into(),
+        result: Ok(()),
+        skipped: true,
+    }
+}
+
 fn fail(name: impl Into<String>, why: impl Into<String>) -> Outcome {
     Outcome {
         name: name.into(),
@@ -332,6 +340,32 @@ fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
             accepts_connections(endpoint),
         );
     }
+    // Through the protocol it declares: a key round trip, store included.
+    if plugin
+        .capabilities
+        .iter()
+        .any(|c| c == kvs_plugin_api::capability::PROTOCOL_KVS_REST)
+    {
+        match endpoints.first() {
+            Some(endpoint) if endpoint.starts_with("http://") => check(
+                out,
+                &format!("serves PUT/GET/DELETE /v1/key/... at {endpoint} (protocol:kvs-rest)"),
+                rest_round_trip(endpoint),
+            ),
+            Some(endpoint) => {
+                out.push(skip(format!(
+                    "the REST round trip: {endpoint} is not plain http:// (TLS is not tried)"
+                )));
+                true
+            }
+            None => true,
+        };
+    } else {
+        out.push(skip(
+            "a round trip through its protocol: it declares none kvs plugins check speaks \
+             (e.g. protocol:kvs-rest), so only start, endpoints and stop were checked",
+        ));
+    }
     let started = Instant::now();
     let deadline = Duration::from_secs(5);
     let stopped = running.stop_reporting();
@@ -347,6 +381,53 @@ fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
             Ok(_) => Ok(()),
         },
     );
+}
+
+/// The book's REST API, as `protocol:kvs-rest` promises: a binary key with a `/` in it is
+/// written (201), read back (200, same bytes), deleted (200) and then missing (404).
+fn rest_round_trip(endpoint: &str) -> Result<(), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!(
+        "{}/v1/key/kvs-check%2F%00%FF",
+        endpoint.trim_end_matches('/')
+    );
+    let value = b"kvs plugins check \x00\xff";
+    let status = |what: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>| {
+        r.map_err(|e| format!("{what}: {e}"))
+    };
+    let put = status("PUT", agent.put(&url).send(&value[..]))?;
+    if put.status() != 201 {
+        return Err(format!("PUT answered {}, want 201", put.status()));
+    }
+    let mut get = status("GET", agent.get(&url).call())?;
+    let body = get
+        .body_mut()
+        .read_to_vec()
+        .map_err(|e| format!("GET body: {e}"))?;
+    if get.status() != 200 || body != value {
+        return Err(format!(
+            "GET answered {} with {} bytes, want 200 with the {} bytes written",
+            get.status(),
+            body.len(),
+            value.len()
+        ));
+    }
+    let delete = status("DELETE", agent.delete(&url).call())?;
+    if delete.status() != 200 {
+        return Err(format!("DELETE answered {}, want 200", delete.status()));
+    }
+    let gone = status("GET after DELETE", agent.get(&url).call())?;
+    if gone.status() != 404 {
+        return Err(format!(
+            "GET after DELETE answered {}, want 404",
+            gone.status()
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a TCP connection to an endpoint URL's `host:port` succeeds, whatever the scheme.

@@ -230,10 +230,18 @@ pub fn load(path: &Path) -> Result<Plugin, String> {
 
 fn load_native(path: &Path) -> Result<Plugin, String> {
     let raw = RawLibrary::load_at(path).map_err(|e| {
-        format!(
-            "not a loadable shared library: {}",
-            one_line(&e.to_string())
-        )
+        let why = one_line(&e.to_string());
+        // A WASM guest (extism-pdk) compiled for the host imports the host functions
+        // as ordinary symbols, which no library provides.
+        if why.contains("undefined symbol: kvs_") || why.contains("undefined symbol: extism_") {
+            format!(
+                "a WASM plug-in built for this machine instead of WebAssembly ({why}): \
+                 rebuild it with `cargo build --release --target wasm32-wasip1` and put the \
+                 .wasm file in the plugins directory"
+            )
+        } else {
+            format!("not a loadable shared library: {why}")
+        }
     })?;
     // Never unload: its initialisers have run, and the module, the handshake and every
     // object the plug-in hands out point into the library.
@@ -245,9 +253,19 @@ fn load_native(path: &Path) -> Result<Plugin, String> {
     let symbol: *const HandshakePrefix = unsafe {
         *raw.get::<*const HandshakePrefix>(HANDSHAKE_SYMBOL)
             .map_err(|_| {
-                "not a kvs plug-in: it has no KVS_PLUGIN_HANDSHAKE symbol \
-                 (plug-ins declare one with kvs_plugin_api::export_plugin!)"
-                    .to_string()
+                // Only asks whether the symbol exists; nothing is called or read.
+                let wasm_guest = raw.get::<*const u8>(b"kvs_handshake\0").is_ok();
+                if wasm_guest {
+                    "a WASM plug-in built for this machine instead of WebAssembly (it exports \
+                     kvs_handshake, the WASM entry point): rebuild it with `cargo build \
+                     --release --target wasm32-wasip1` and put the .wasm file in the plugins \
+                     directory"
+                        .to_string()
+                } else {
+                    "not a kvs plug-in: it has no KVS_PLUGIN_HANDSHAKE symbol \
+                     (plug-ins declare one with kvs_plugin_api::export_plugin!)"
+                        .to_string()
+                }
             })?
     };
     let prefix = unsafe { std::ptr::read_unaligned(symbol) };

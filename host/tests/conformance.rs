@@ -49,11 +49,20 @@ fn shipped_plug_ins_and_templates_pass() {
         assert_eq!(code, 0, "{}:\n{out}", file.display());
         assert!(out.contains("all ") && !out.contains("FAIL"), "{out}");
         if file.ends_with("libkvs_plugin_grpc.so") {
-            // Any protocol: the check connects, it does not speak HTTP at a gRPC port.
+            // Any protocol: the check connects, it does not speak HTTP at a gRPC port,
+            // and says it did not try a round trip.
             assert!(
                 out.contains("PASS  accepts connections at grpc://"),
                 "{out}"
             );
+            assert!(
+                out.contains("SKIP  a round trip through its protocol"),
+                "{out}"
+            );
+        }
+        if file.ends_with("libkvs_plugin_rest.so") || file.ends_with("kvs_wasm_rest.wasm") {
+            // Both declare protocol:kvs-rest: a key goes through them into the store.
+            assert!(out.contains("PASS  serves PUT/GET/DELETE"), "{out}");
         }
     }
 }
@@ -123,4 +132,16 @@ fn broken_plug_ins_fail_the_check_that_catches_them() {
     let (code, out) = check(&lib("kvs_fixture_newer_minor"), "", &[]);
     assert_eq!(code, 1);
     assert!(out.contains("upgrade kvs"), "{out}");
+}
+
+/// The native logger template follows the guide: unknown keys refused by name, and the
+/// `repair = true` that `kvs --repair-log` adds to a logger's table accepted.
+#[test]
+fn the_logger_template_refuses_unknown_keys_and_accepts_repair() {
+    let template = lib("kvs_template_native_logger");
+    let (code, out) = check(&template, "path = \"{tmp}/t.log\"\nrepair = true", &[]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = check(&template, "path = \"{tmp}/t.log\"\npth = \"x\"", &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("pth"), "{out}");
 }

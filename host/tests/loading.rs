@@ -79,6 +79,44 @@ fn refuses_bad_files_with_reasons_and_keeps_the_good_ones() {
     }
 }
 
+/// An Extism guest compiled for this machine instead of WebAssembly, as a C stand-in
+/// (gcc): with immediate binding (what Rust links with) its host-function imports are
+/// undefined symbols; with lazy binding it loads and exports `kvs_handshake`. Both are
+/// refused saying to rebuild for wasm32-wasip1.
+#[test]
+fn a_wasm_guest_built_for_the_host_is_told_to_rebuild_for_wasm32() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("guest.c");
+    std::fs::write(
+        &source,
+        "extern long kvs_get(long);\nint kvs_handshake(void) { return 0; }\n\
+         long kvs_http_handle(void) { return kvs_get(1); }\n",
+    )
+    .unwrap();
+    for (file, flags) in [("libnow.so", "-Wl,-z,now"), ("liblazy.so", "-Wl,-z,lazy")] {
+        let built = std::process::Command::new("gcc")
+            .args(["-shared", "-fPIC", flags, "-o"])
+            .arg(dir.path().join(file))
+            .arg(&source)
+            .status()
+            .expect("gcc");
+        assert!(built.success());
+    }
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    assert_eq!(catalog.refused.len(), 2, "{:?}", catalog.refused);
+    for refused in &catalog.refused {
+        assert!(
+            refused
+                .reason
+                .contains("built for this machine instead of WebAssembly")
+                && refused.reason.contains("--target wasm32-wasip1"),
+            "{}: {}",
+            refused.path.display(),
+            refused.reason
+        );
+    }
+}
+
 #[test]
 fn two_loggers_loaded_side_by_side_stay_distinct() {
     // abi_stable's RootModule::load_from_* would hand back the first library for the

@@ -261,7 +261,7 @@ impl Kvs {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // "frontend NAME serving on URL"
                 let message = message_of(&line);
-                if let Some(rest) = message.split("frontend ").nth(1)
+                if let Some((_, rest)) = message.split_once("frontend ")
                     && let Some((name, url)) = rest.split_once(" serving on ")
                 {
                     let _ = tx.send(Some((name.to_string(), url.trim().to_string())));

@@ -231,6 +231,7 @@ fn bad_wasm_modules_are_refused_with_the_documented_messages() {
     )
     .unwrap();
     std::fs::write(dir.path().join("junk.wasm"), b"not wasm at all").unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\0\0\0\x01\xff").unwrap();
     let catalog = Catalog::scan(dir.path()).unwrap();
     assert!(catalog.plugins.is_empty());
     let reason = |f: &str| {
@@ -262,10 +263,15 @@ fn bad_wasm_modules_are_refused_with_the_documented_messages() {
         newer.contains(&next) && newer.contains(&host) && newer.contains("upgrade kvs"),
         "{newer}"
     );
+    let junk = reason("junk.wasm");
     assert!(
-        reason("junk.wasm").contains("not a loadable WebAssembly module"),
-        "{}",
-        reason("junk.wasm")
+        junk.contains("not a WebAssembly module") && junk.contains("wasm32-wasip1"),
+        "{junk}"
+    );
+    let broken = reason("broken.wasm");
+    assert!(
+        broken.contains("not a loadable WebAssembly module"),
+        "{broken}"
     );
 }
 
@@ -327,6 +333,58 @@ fn unknown_keys_in_a_wasm_frontends_table_are_refused() {
         .expect("started with an unknown key");
     assert!(
         out.contains("unknown key(s) colour") && out.contains("sandbox settings"),
+        "{out}"
+    );
+}
+
+/// A WASM frontend that exports `kvs_http_configure` (the template) gets its own keys;
+/// it refuses one it does not know, naming it, and kvs does not start.
+#[test]
+fn a_wasm_frontend_that_takes_a_config_gets_its_table_and_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    let template = wasm_module("kvs_wasm_template_frontend");
+    std::fs::copy(&template, plugins.join("template-frontend.wasm")).unwrap();
+    let table =
+        |keys: &str| format!("[plugins.template-wasm-frontend]\nlisten = \"127.0.0.1:0\"\n{keys}");
+    let path = config(dir.path(), "file", "rest", &table("prefix = \"/k/\"\n"));
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "frontends = [\"rest\"]",
+        "frontends = [\"rest\", \"template-wasm-frontend\"]",
+    );
+    std::fs::write(&path, text).unwrap();
+    let kvs = Kvs::start(&path, &plugins, &[]);
+    let http = http_client();
+    let r = http
+        .put(format!("{}/v1/key/a%2Fb", kvs.endpoint("rest")))
+        .body("configured")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let template = kvs.endpoint("template-wasm-frontend");
+    // The configured prefix, a percent-encoded key, a query string dropped.
+    let r = http.get(format!("{template}/k/a%2Fb?x=1")).send().unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert_eq!(r.text().unwrap(), "configured");
+    let r = http.get(format!("{template}/v1/key/a%2Fb")).send().unwrap();
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::NOT_FOUND,
+        "the default prefix was used"
+    );
+    kvs.stop();
+
+    let path = config(dir.path(), "file", "rest", &table("prefx = \"/k/\"\n"));
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "frontends = [\"rest\"]",
+        "frontends = [\"rest\", \"template-wasm-frontend\"]",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Kvs::try_start(&path, &plugins, &[])
+        .err()
+        .expect("started with an unknown key");
+    assert!(
+        out.contains("[plugins.template-wasm-frontend]") && out.contains("prefx"),
         "{out}"
     );
 }

@@ -2,20 +2,23 @@
 //!
 //! A WASM plug-in is an Extism guest. It implements the same concepts as a native one —
 //! a handshake, then a logger or a frontend — through the exports the macros here
-//! generate, and talks to the host only in the [`wire`](crate::wire) format.
+//! generate, and talks to the host only in the [`wire`] format.
 //!
-//! * Logger: implement [`Logger`] and call [`export_wasm_logger!`]. The host calls
+//! * Logger: implement [`Logger`] and call [`export_wasm_logger!`](crate::export_wasm_logger). The host calls
 //!   `kvs_logger_open`, then `kvs_logger_replay` chunk by chunk, then
 //!   `kvs_logger_append` once per batch, then `kvs_logger_close`, always on the same
 //!   instance. A logger that asks for the `fs:data-dir` capability gets the directory the
 //!   operator grants in its config (`data_dir`) mounted at [`DATA_DIR`] — nothing else.
 //! * Frontend (HTTP mode): write `fn(HttpRequest) -> HttpResponse` and call
-//!   [`export_wasm_http_frontend!`]. The host owns the listener (the sandbox has no
+//!   [`export_wasm_http_frontend!`](crate::export_wasm_http_frontend). The host owns the listener (the sandbox has no
 //!   sockets) and calls `kvs_http_handle` for each request, on any instance of its pool;
 //!   the handler reaches the store with [`get`], [`put`] and [`delete`]. Those calls
 //!   carry the context the host read from the client's request (credentials, trace,
 //!   deadline, peer): the host decides what the caller may do. The handler can read
-//!   that context with [`request_context`] (1.1).
+//!   that context with [`request_context`] (1.1). Helpers: [`key_from_path`] turns
+//!   the still percent-encoded path into a key, [`GuestError::http_status`] an error
+//!   into the status kvs's REST frontends answer (1.2). A frontend that takes settings
+//!   of its own exports `configure` too (1.2; see the macro).
 //! * Logging: [`crate::log`] sends messages to the host's log, tagged with the
 //!   plug-in's name (1.1; the host function `kvs_log`).
 //!
@@ -232,6 +235,48 @@ pub fn http_call(handler: fn(HttpRequest) -> HttpResponse, input: &[u8]) -> Vec<
     }
 }
 
+/// Runs an HTTP frontend's `configure` function on its table (1.2).
+#[doc(hidden)]
+pub fn configure_call(configure: fn(&str) -> Result<(), GuestError>, input: &[u8]) -> Vec<u8> {
+    frame((|| {
+        let table = std::str::from_utf8(input)
+            .map_err(|_| GuestError::invalid_input("config is not UTF-8"))?;
+        configure(table)?;
+        Ok(Vec::new())
+    })())
+}
+
+/// The key a request path names under `prefix` (e.g. `"/v1/key/"`): the rest of the
+/// path without any `?query`, percent-decoded to bytes (`%2F`, `%00`, UTF-8 all work).
+/// `None` if the path is not under `prefix` or the key is empty.
+///
+/// ```
+/// use kvs_plugin_api::guest::key_from_path;
+/// assert_eq!(key_from_path("/v1/key/a%2Fb?x=1", "/v1/key/"), Some(b"a/b".to_vec()));
+/// assert_eq!(key_from_path("/v1/key/", "/v1/key/"), None);
+/// assert_eq!(key_from_path("/other", "/v1/key/"), None);
+/// ```
+pub fn key_from_path(path: &str, prefix: &str) -> Option<Vec<u8>> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let raw = path.strip_prefix(prefix)?.as_bytes();
+    let mut key = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        if raw[i] == b'%'
+            && i + 2 < raw.len()
+            && let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2]))
+        {
+            key.push((h << 4) | l);
+            i += 3;
+        } else {
+            key.push(raw[i]);
+            i += 1;
+        }
+    }
+    (!key.is_empty()).then_some(key)
+}
+
 /// Hands a result to the host; the generated exports end with this.
 #[doc(hidden)]
 pub fn respond(bytes: Vec<u8>) -> i32 {
@@ -361,9 +406,28 @@ macro_rules! export_wasm_logger {
 
 /// Exports a WASM HTTP frontend: `export_wasm_http_frontend!(handle, name: "wasm-rest",
 /// description: "...");` where `fn handle(HttpRequest) -> HttpResponse`.
+///
+/// With `configure: my_configure` before `name:` (1.2), the frontend also takes its
+/// config table: `fn my_configure(table: &str) -> Result<(), GuestError>` gets the
+/// operator's `[plugins.NAME]` table as TOML text, without the host's sandbox keys, once
+/// per instance before that instance serves; an error stops kvs at start-up with its
+/// message, so name the bad key. Keep what it parsed in a `static` (`OnceLock`). Without
+/// `configure`, any key besides the sandbox keys is refused by the host.
 #[macro_export]
 macro_rules! export_wasm_http_frontend {
-    ($handler:path, name: $name:literal, description: $desc:literal $(,)?) => {
+    ($handler:path, configure: $configure:path, name: $name:literal, description: $desc:literal
+     $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
+        $crate::export_wasm_http_frontend!(
+            $handler, name: $name, description: $desc, capabilities: [$($($cap),*)?]
+        );
+        #[unsafe(no_mangle)]
+        pub extern "C" fn kvs_http_configure() -> i32 {
+            let input = $crate::guest::extism_pdk::input_bytes();
+            $crate::guest::respond($crate::guest::configure_call($configure, &input))
+        }
+    };
+    ($handler:path, name: $name:literal, description: $desc:literal
+     $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn kvs_handshake() -> i32 {
             $crate::guest::respond($crate::guest::handshake(
@@ -371,7 +435,7 @@ macro_rules! export_wasm_http_frontend {
                 $name,
                 env!("CARGO_PKG_VERSION"),
                 $desc,
-                &["frontend:http"],
+                &[$crate::capability::FRONTEND_HTTP $($(, $cap)*)?],
             ))
         }
         #[unsafe(no_mangle)]

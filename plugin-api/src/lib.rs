@@ -72,6 +72,7 @@
 //!   unloaded.
 #![deny(missing_docs)]
 
+pub mod capability;
 pub mod context;
 pub mod error;
 pub mod event;

@@ -18,23 +18,38 @@ use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 use crate::store::Store;
 
 use super::host_fns::{CALL_CONTEXT, CallContext};
-use super::module::{CallError, Compiled, compile, instance, metered_call};
+use super::module::{CallError, Compiled, call, compile, instance, metered_call};
+
+/// The optional export that takes a WASM HTTP frontend's config table (1.2).
+const CONFIGURE: &str = "kvs_http_configure";
 use super::sandbox::{SANDBOX_KEYS, Sandbox};
 
 /// Instances for a frontend: each serves one call at a time; a failed one is dropped.
 struct Pool {
     compiled: Compiled,
+    /// The guest's config table, for guests that take one (`kvs_http_configure`, 1.2):
+    /// each new instance is configured before it serves.
+    config: Option<String>,
     meter: Arc<crate::metrics::WasmMeter>,
     idle: Mutex<Vec<Plugin>>,
     permits: tokio::sync::Semaphore,
 }
 
 impl Pool {
+    /// A new instance, configured if the guest takes a config.
+    fn fresh(&self) -> Result<Plugin, CallError> {
+        let mut plugin = instance(&self.compiled).map_err(CallError::Trapped)?;
+        if let Some(table) = &self.config {
+            call(&mut plugin, CONFIGURE, table.as_bytes())?;
+        }
+        Ok(plugin)
+    }
+
     fn handle(&self, request: &[u8], context: CallContext) -> Result<Vec<u8>, CallError> {
         let popped = self.idle.lock().unwrap().pop();
         let mut plugin = match popped {
             Some(p) => p,
-            None => instance(&self.compiled).map_err(CallError::Trapped)?,
+            None => self.fresh()?,
         };
         CALL_CONTEXT.set(Some(context));
         let result = metered_call(&mut plugin, "kvs_http_handle", request, Some(&self.meter));
@@ -224,25 +239,39 @@ pub fn start_frontend(
     table: &str,
 ) -> Result<FrontendBox, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
-    // An HTTP guest has no export that takes a config, so anything but sandbox
-    // settings would be silently ignored: refuse it, as kvs does every unknown key.
-    let unknown: Vec<String> = toml::from_str::<toml::Table>(&guest_config)
-        .map(|t| t.keys().cloned().collect())
-        .unwrap_or_default();
-    if !unknown.is_empty() {
-        return Err(PluginError::invalid_input(format!(
-            "[plugins.{name}]: unknown key(s) {}: a WASM HTTP frontend's table takes only \
-             the host's sandbox settings ({})",
-            unknown.join(", "),
-            SANDBOX_KEYS.join(", ")
-        )));
-    }
     let compiled =
         compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
+    // One instance now: it tells whether the guest takes a config, and a bad config
+    // (or a guest that cannot start) stops kvs at start-up rather than at a request.
+    let mut first = instance(&compiled)?;
+    let config = if first.function_exists(CONFIGURE) {
+        call(&mut first, CONFIGURE, guest_config.as_bytes()).map_err(|e| {
+            let e = e.into_error();
+            PluginError::new(e.code(), format!("[plugins.{name}]: {}", e.message()))
+        })?;
+        Some(guest_config)
+    } else {
+        // The guest takes no config, so any key but the sandbox settings would be
+        // silently ignored: refuse it, as kvs does every unknown key.
+        let unknown: Vec<String> = toml::from_str::<toml::Table>(&guest_config)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        if !unknown.is_empty() {
+            return Err(PluginError::invalid_input(format!(
+                "[plugins.{name}]: unknown key(s) {}: this WASM HTTP frontend takes no config \
+                 of its own (it exports no kvs_http_configure), only the host's sandbox \
+                 settings ({})",
+                unknown.join(", "),
+                SANDBOX_KEYS.join(", ")
+            )));
+        }
+        None
+    };
     let pool = Arc::new(Pool {
         permits: tokio::sync::Semaphore::new(sandbox.pool_size),
-        idle: Mutex::new(Vec::new()),
+        idle: Mutex::new(vec![first]),
         compiled,
+        config,
         meter: store.metrics().wasm(name),
     });
     let table_name = format!("[plugins.{name}]");

@@ -58,6 +58,16 @@ pub(super) fn compile(
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    // Say what is wrong with a file that is not WebAssembly at all, rather than what
+    // the parser tripped on first (for text: "input bytes aren't valid utf-8").
+    if !bytes.starts_with(b"\0asm") {
+        return Err(
+            "not a WebAssembly module (it does not start with the \\0asm magic): \
+             build the plug-in with `cargo build --release --target wasm32-wasip1` and use \
+             target/wasm32-wasip1/release/NAME.wasm"
+                .into(),
+        );
+    }
     let mut manifest = Manifest::new([Wasm::data(bytes)])
         .with_memory_max(sandbox.memory_max_mb.saturating_mul(16)) // 64 KiB pages
         .with_timeout(Duration::from_millis(sandbox.call_timeout_ms));

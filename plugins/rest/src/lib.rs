@@ -355,5 +355,6 @@ fn start(store: Store, config: &str) -> Result<RestFrontend, PluginError> {
 export_plugin!(
     frontend: start,
     name: "rest",
-    description: "the book's REST API (PUT/GET/DELETE /v1/key/{key}) with /healthz and /readyz"
+    description: "the book's REST API (PUT/GET/DELETE /v1/key/{key}) with /healthz and /readyz",
+    capabilities: ["protocol:kvs-rest"]
 );

@@ -1,11 +1,26 @@
 //! Template: a minimal native logger. One line per event, `sequence kind key value`
 //! with key and value in hex, fsynced once per batch. Its config table has one key,
-//! `path`. Simple, not fast: see `plugins/file` for a production logger.
+//! `path` (plus `repair`, which `kvs --repair-log` adds to every logger's table). Simple,
+//! not fast: see `plugins/file` for a production logger.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 
 use kvs_plugin_api::{Event, EventKind, PluginError, TransactionLogger, export_plugin};
+use serde::Deserialize;
+
+/// This logger's table. Unknown keys are refused, so a typo is reported.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The log file.
+    path: String,
+    /// Set by `kvs --repair-log`. Accept it even if, like this logger, you have nothing
+    /// to repair (replay here stops at the first unreadable line anyway).
+    #[serde(default)]
+    #[allow(dead_code)]
+    repair: bool,
+}
 
 struct HexLog {
     file: File,
@@ -67,15 +82,16 @@ impl TransactionLogger for HexLog {
 }
 
 fn open(config: &str) -> Result<HexLog, PluginError> {
-    let path = config
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("path = ")
-                .map(|p| p.trim_matches('"').to_string())
-        })
-        .ok_or_else(|| PluginError::invalid_input("set path = \"...\" in this logger's table"))?;
-    let file = OpenOptions::new().create(true).append(true).open(&path)?;
-    Ok(HexLog { file, path })
+    let config: Config = toml::from_str(config)
+        .map_err(|e| PluginError::invalid_input(format!("[plugins.template-logger]: {e}")))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.path)?;
+    Ok(HexLog {
+        file,
+        path: config.path,
+    })
 }
 
 export_plugin!(logger: open, name: "template-logger", description: "template: hex lines in a file");

@@ -13,44 +13,23 @@ fn text(status: u16, message: &str) -> HttpResponse {
     }
 }
 
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h << 4) | l);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
 fn handle(req: HttpRequest) -> HttpResponse {
-    let path = req.path.split('?').next().unwrap_or("");
-    let Some(raw) = path
-        .strip_prefix("/v1/key/")
-        .or_else(|| path.strip_prefix("/v1/"))
-    else {
+    let prefix = if req.path.starts_with("/v1/key/") {
+        "/v1/key/"
+    } else if req.path.starts_with("/v1/") {
+        "/v1/"
+    } else {
         return text(404, "not found");
     };
-    let key = percent_decode(raw);
     if !matches!(req.method.as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
         let mut r = text(405, "method not allowed");
         r.headers
             .push(("allow".into(), b"GET,HEAD,PUT,DELETE".to_vec()));
         return r;
     }
-    if key.is_empty() {
+    let Some(key) = guest::key_from_path(&req.path, prefix) else {
         return text(400, "empty key");
-    }
+    };
     let result = match req.method.as_str() {
         "PUT" => guest::put(&key, &req.body).map(|()| HttpResponse {
             status: 201,
@@ -76,4 +55,5 @@ export_wasm_http_frontend!(
     handle,
     name: "wasm-rest",
     description: "the book's REST API, served from the WASM sandbox",
+    capabilities: ["protocol:kvs-rest"],
 );
