@@ -7,9 +7,13 @@
 //! * `cargo xtask build [--release]`: build everything, stage the plug-ins.
 //! * `cargo xtask run [ARGS...]`: release build, then `kvs --config config.toml ARGS...`.
 //! * `cargo xtask test [ARGS...]`: check that `vendor/extism` is exactly extism 1.30.0
-//!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`.
+//!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
+//!   then build the templates outside the tree against the packaged plugin-api and
+//!   check them (`outside.rs`).
 //! * `cargo xtask bench [writes|rest|security|observability]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
+
+mod outside;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,14 +74,19 @@ fn run() -> Result<()> {
         }
         "test" => {
             verify_extism_fork()?;
-            build(false)?;
+            let profile_dir = build(false)?;
             cargo(
                 &[
                     &["test", "--workspace"],
                     &rest.iter().map(String::as_str).collect::<Vec<_>>()[..],
                 ]
                 .concat(),
-            )
+            )?;
+            // Only for the whole suite, not a filtered run.
+            if rest.is_empty() {
+                outside::templates_outside_the_tree(&profile_dir)?;
+            }
+            Ok(())
         }
         _ => {
             eprintln!(
@@ -85,7 +94,8 @@ fn run() -> Result<()> {
                  tasks:\n  \
                  build [--release]  build the workspace and stage plug-ins beside kvs\n  \
                  run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
-                 test [ARGS...]     build, stage, then cargo test --workspace ARGS\n  \
+                 test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
+                    the templates built outside the tree against the packaged plugin-api)\n  \
                  bench [writes|rest|security|observability]  release build, then the benchmarks (need redis, wrk)"
             );
             if task.is_empty() || task == "help" || task == "--help" {
