@@ -248,3 +248,21 @@ fn a_database_outage_fails_fast_then_recovers_without_restarting_kvs() {
     }
     kvs.stop();
 }
+
+/// Acknowledged means committed: kvs says at start when the server's settings make a
+/// commit less than durable (the test server runs with fsync = off; then
+/// synchronous_commit is turned off for the database too).
+#[test]
+fn settings_that_weaken_commits_are_warned_about_at_start() {
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pg_config(dir.path(), &pg.url(), "");
+    let kvs = start(&config);
+    let log = kvs.stop();
+    assert!(log.contains("fsync = off"), "{log}");
+    assert!(!log.contains("synchronous_commit is off"), "{log}");
+    pg.psql("ALTER DATABASE kvs SET synchronous_commit = off");
+    let kvs = start(&config);
+    let log = kvs.stop();
+    assert!(log.contains("synchronous_commit is off"), "{log}");
+}

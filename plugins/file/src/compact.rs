@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use kvs_plugin_api::EventKind;
 
 use crate::format::{self, HEADER_LEN, RECORD_HEADER_LEN, RecordHeader};
+use crate::io;
 
 /// The temporary file a compaction writes, beside the log.
 pub fn temp_path(log: &Path) -> PathBuf {
@@ -65,7 +66,7 @@ pub fn start(log: &Path, covered: u64) -> std::io::Result<Compaction> {
         .spawn(move || {
             let result = rewrite(&source, &temp, covered);
             if result.is_err() {
-                let _ = std::fs::remove_file(&temp);
+                let _ = io::remove(&temp);
             }
             let _ = tx.send(result);
         })?;
@@ -117,14 +118,23 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>
         return Ok(None);
     }
     live.sort_unstable();
-    let out = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(temp)
-        .map_err(|e| io("create", e))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, &out);
+    let out = io::open(
+        OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true),
+        temp,
+    )
+    .and_then(|out| io::set_len(&out, 0).map(|()| out))
+    .map_err(|e| io("create", e))?;
+    let mut writer = BufWriter::with_capacity(
+        1 << 20,
+        io::Appender {
+            file: &out,
+            offset: 0,
+        },
+    );
     writer
         .write_all(&format::header())
         .map_err(|e| io("write", e))?;
@@ -140,7 +150,7 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>
     }
     writer.flush().map_err(|e| io("write", e))?;
     drop(writer);
-    out.sync_all().map_err(|e| io("fsync", e))?;
+    io::sync_all(&out).map_err(|e| io("fsync", e))?;
     Ok(Some(Rewritten {
         file: out,
         temp: temp.to_path_buf(),

@@ -146,9 +146,8 @@ impl FileLogger {
                     path.display()
                 )));
             }
-            self.file
-                .set_len(bad_at)
-                .and_then(|()| self.file.sync_all())
+            crate::io::set_len(&self.file, bad_at)
+                .and_then(|()| crate::io::sync_all(&self.file))
                 .map_err(|e| io_err(&path, "cannot truncate", e))?;
         }
         // On a problem the loop stopped with `offset` at the bad record, now the end.

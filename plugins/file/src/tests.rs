@@ -380,3 +380,28 @@ fn a_leftover_compaction_file_is_removed_and_the_log_kept() {
     assert_eq!(replay_all(&mut logger).unwrap(), all);
     assert!(!compact_tmp_exists(&path));
 }
+
+/// Found by the crash-state test: a crash while a log is being created can leave the
+/// file's new size on disk without its header — all zeros. Nothing was acknowledged
+/// from such a file, so it is started afresh rather than refused forever.
+#[test]
+fn a_log_whose_creation_was_cut_short_is_started_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    std::fs::write(&path, [0u8; 16]).unwrap();
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    assert!(replay_all(&mut logger).unwrap().is_empty());
+    logger.append(&[Event::put(1, b"k", b"v")]).unwrap();
+    logger.close().unwrap();
+    let mut again = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut again).unwrap().len(), 1);
+    // Zeros where the header belongs but data after it is damage, not a fresh file.
+    let damaged = dir.path().join("damaged.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..16].fill(0);
+    std::fs::write(&damaged, bytes).unwrap();
+    let err = FileLogger::open(config(&damaged))
+        .err()
+        .expect("opened a damaged log");
+    assert!(err.message().contains("not a kvs log file"), "{err:?}");
+}

@@ -141,8 +141,45 @@ impl PostgresLogger {
             compactor: None,
             target,
         };
+        logger.warn_if_not_durable();
         logger.start_compactor();
         Ok(logger)
+    }
+
+    /// A write is acknowledged once its INSERT has committed. That survives a power loss
+    /// of the database server only if the commit waited for the WAL to reach disk
+    /// (`synchronous_commit` on, local or remote_*) and the server fsyncs at all.
+    fn warn_if_not_durable(&self) {
+        let settings = self.runtime.block_on(async {
+            let client = self.pool.get().await.ok()?;
+            let get = async |name: &str| -> Option<String> {
+                let row = client.query_one(&format!("SHOW {name}"), &[]).await.ok()?;
+                row.try_get::<_, String>(0).ok()
+            };
+            Some((get("synchronous_commit").await?, get("fsync").await?))
+        });
+        let Some((synchronous_commit, fsync)) = settings else {
+            return;
+        };
+        if synchronous_commit == "off" {
+            log::log(
+                log::Level::WARN,
+                "durability",
+                "synchronous_commit is off for kvs's connections: a write kvs acknowledges may be \
+                 lost if the database server crashes or loses power; set synchronous_commit = \
+                 on for the kvs role or database",
+                &[("database", &self.target)],
+            );
+        }
+        if fsync == "off" {
+            log::log(
+                log::Level::WARN,
+                "durability",
+                "the database server runs with fsync = off: acknowledged writes do not survive \
+                 a power loss or OS crash of the database machine",
+                &[("database", &self.target)],
+            );
+        }
     }
 
     async fn try_insert(pool: &Pool, sql: &str, batch: &[Event<'_>]) -> Result<(), Failure> {
