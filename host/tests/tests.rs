@@ -28,6 +28,7 @@ mod grpc;
 mod loading;
 mod observability;
 mod postgres;
+mod power_loss;
 mod process;
 mod security;
 mod write_path;

@@ -1,5 +1,8 @@
 //! Helpers shared by kvs's tests and benchmarks.
 //!
 //! * [`pg`]: a throwaway PostgreSQL server (initdb + pg_ctl on a free loopback port).
+//! * [`crash`]: every on-disk state a power loss could leave, from a record of disk
+//!   operations (the file and WASM loggers' crash-state tests).
 
+pub mod crash;
 pub mod pg;

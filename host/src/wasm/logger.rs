@@ -30,6 +30,8 @@ struct WasmLogger {
     instance: Option<Plugin>,
     /// Where its guest calls are counted.
     meter: Option<Arc<WasmMeter>>,
+    /// The granted directory (host path), synced after each `open`.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl WasmLogger {
@@ -44,6 +46,21 @@ impl WasmLogger {
                 format!("WASM logger {}: {}", self.name, e.message()),
             )
         })?;
+        // The guest cannot fsync a directory (WASI gives it no right to), so a log file
+        // its `open` created would not be a durable name: a power loss could take the
+        // whole log, acknowledged writes and all (found by the crash-state test). The
+        // host syncs the granted directory for it.
+        if let Some(dir) = &self.data_dir {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| {
+                    PluginError::unavailable(format!(
+                        "WASM logger {}: cannot fsync its data_dir {}: {e}",
+                        self.name,
+                        dir.display()
+                    ))
+                })?;
+        }
         self.instance = Some(fresh);
         Ok(())
     }
@@ -164,6 +181,7 @@ pub fn open_logger(
         guest_config,
         instance: None,
         meter,
+        data_dir: sandbox.data_dir.clone(),
     };
     // Open now, so a bad config or a missing grant fails start-up, not the first write.
     logger.reopen()?;

@@ -1,32 +1,32 @@
 //! Power loss, simulated: every on-disk state a crash may leave, checked.
 //!
 //! A workload of durable appends (with compactions and a restart) runs on a real
-//! directory while [`io::record`] notes every write, truncation, fsync, rename, removal
-//! and directory fsync. Then, for every crash point (after each operation), the states
-//! POSIX allows are rebuilt from the record alone: each file as of its last fsync plus
-//! any subset of its later writes (a write may also be torn at a 4 KiB page boundary);
-//! the directory as of its last fsync plus a prefix of its later creations, renames and
-//! removals. Each state is opened with the logger and replayed: it must hold every write
+//! directory while [`crate::io::record`] notes every write, truncation, fsync, rename,
+//! removal and directory fsync. Then, for every crash point (after each operation), the
+//! states POSIX allows are rebuilt from the record alone ([`kvs_testkit::crash`]): each
+//! file as of its last fsync plus any subset of its later writes (a write may also be
+//! torn at a 4 KiB page boundary); the directory as of its last fsync plus a prefix of
+//! its later creations, renames and removals. Each state is opened with the logger and replayed: it must hold every write
 //! acknowledged before the crash, and of the batch in flight at most whole events,
 //! in order — nothing torn, nothing invented.
 //!
 //! The same check must catch a planted bug: dropping the directory fsync after
 //! compaction's rename (`planted_bug_is_found`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use kvs_plugin_api::{Event, EventKind, TransactionLogger};
 
-use crate::io::record::{self, Op};
+use kvs_testkit::crash::{self, Op};
+
+use crate::io::record;
 use crate::{Config, FileLogger, SyncPolicy};
 
 /// One recording at a time (the recorder is global).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-const PAGE: u64 = 4096;
 
 /// An event the workload wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,177 +119,6 @@ fn run_workload(dir: &Path, drop_dir_sync_after_rename: bool) -> (Vec<Op>, Vec<V
     (record::stop(), batches)
 }
 
-/// A file's content: what fsync made durable, and what was done to it since.
-#[derive(Debug, Clone, Default)]
-struct Inode {
-    durable: Vec<u8>,
-    live: Vec<u8>,
-    pending: Vec<FileOp>,
-}
-
-#[derive(Debug, Clone)]
-enum FileOp {
-    Write { offset: u64, data: Vec<u8> },
-    SetLen(u64),
-}
-
-#[derive(Debug, Clone)]
-enum DirOp {
-    Create(String, u64),
-    Rename(String, String),
-    Remove(String),
-}
-
-fn apply_file(content: &mut Vec<u8>, op: &FileOp) {
-    match op {
-        FileOp::Write { offset, data } => {
-            let end = *offset as usize + data.len();
-            if content.len() < end {
-                content.resize(end, 0);
-            }
-            content[*offset as usize..end].copy_from_slice(data);
-        }
-        FileOp::SetLen(len) => content.resize(*len as usize, 0),
-    }
-}
-
-fn apply_dir(names: &mut BTreeMap<String, u64>, op: &DirOp) {
-    match op {
-        DirOp::Create(name, inode) => {
-            names.insert(name.clone(), *inode);
-        }
-        DirOp::Rename(from, to) => {
-            if let Some(inode) = names.remove(from) {
-                names.insert(to.clone(), inode);
-            }
-        }
-        DirOp::Remove(name) => {
-            names.remove(name);
-        }
-    }
-}
-
-/// The file system as the record describes it up to some point.
-#[derive(Default, Clone)]
-struct Model {
-    inodes: HashMap<u64, Inode>,
-    dir_durable: BTreeMap<String, u64>,
-    dir_live: BTreeMap<String, u64>,
-    dir_pending: Vec<DirOp>,
-}
-
-impl Model {
-    fn apply(&mut self, op: &Op) {
-        match op {
-            Op::Open {
-                name,
-                inode,
-                created,
-            } => {
-                if *created {
-                    self.inodes.insert(*inode, Inode::default());
-                    self.dir_live.insert(name.clone(), *inode);
-                    self.dir_pending.push(DirOp::Create(name.clone(), *inode));
-                }
-            }
-            Op::Write {
-                inode,
-                offset,
-                data,
-            } => {
-                let file = self.inodes.entry(*inode).or_default();
-                let op = FileOp::Write {
-                    offset: *offset,
-                    data: data.clone(),
-                };
-                apply_file(&mut file.live, &op);
-                file.pending.push(op);
-            }
-            Op::SetLen { inode, len } => {
-                let file = self.inodes.entry(*inode).or_default();
-                let op = FileOp::SetLen(*len);
-                apply_file(&mut file.live, &op);
-                file.pending.push(op);
-            }
-            Op::Sync { inode } => {
-                let file = self.inodes.entry(*inode).or_default();
-                file.durable = file.live.clone();
-                file.pending.clear();
-            }
-            Op::Rename { from, to } => {
-                let op = DirOp::Rename(from.clone(), to.clone());
-                apply_dir(&mut self.dir_live, &op);
-                self.dir_pending.push(op);
-            }
-            Op::Remove { name } => {
-                let op = DirOp::Remove(name.clone());
-                apply_dir(&mut self.dir_live, &op);
-                self.dir_pending.push(op);
-            }
-            Op::SyncDir => {
-                self.dir_durable = self.dir_live.clone();
-                self.dir_pending.clear();
-            }
-            Op::Mark(_) => {}
-        }
-    }
-
-    /// Every content a crash may leave for one file: durable + any subset of the pending
-    /// operations (all subsets for a few, else prefixes), plus each pending write torn
-    /// at its first page boundary on top of the operations before it.
-    fn file_states(&self, inode: u64) -> Vec<Vec<u8>> {
-        let file = &self.inodes[&inode];
-        let n = file.pending.len();
-        let mut states = Vec::new();
-        let subsets: Vec<Vec<usize>> = if n <= 6 {
-            (0..1u32 << n)
-                .map(|mask| (0..n).filter(|i| mask & (1 << i) != 0).collect())
-                .collect()
-        } else {
-            (0..=n).map(|j| (0..j).collect()).collect()
-        };
-        for subset in subsets {
-            let mut content = file.durable.clone();
-            for &i in &subset {
-                apply_file(&mut content, &file.pending[i]);
-            }
-            states.push(content);
-        }
-        for (i, op) in file.pending.iter().enumerate() {
-            if let FileOp::Write { offset, data } = op {
-                let boundary = (offset / PAGE + 1) * PAGE;
-                let end = offset + data.len() as u64;
-                if boundary < end {
-                    let mut content = file.durable.clone();
-                    for earlier in &file.pending[..i] {
-                        apply_file(&mut content, earlier);
-                    }
-                    let torn = FileOp::Write {
-                        offset: *offset,
-                        data: data[..(boundary - offset) as usize].to_vec(),
-                    };
-                    apply_file(&mut content, &torn);
-                    states.push(content);
-                }
-            }
-        }
-        states
-    }
-
-    /// The directory states a crash may leave: durable + each prefix of what followed.
-    fn dir_states(&self) -> Vec<BTreeMap<String, u64>> {
-        (0..=self.dir_pending.len())
-            .map(|j| {
-                let mut names = self.dir_durable.clone();
-                for op in &self.dir_pending[..j] {
-                    apply_dir(&mut names, op);
-                }
-                names
-            })
-            .collect()
-    }
-}
-
 /// What replaying a crash state must give: the map after every acknowledged batch,
 /// then after each prefix of the batch in flight.
 fn acceptable_maps(
@@ -347,68 +176,46 @@ fn recover(dir: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
     Ok(map)
 }
 
-/// Checks every crash state of the record; returns the failures found (described).
+/// Checks every crash state of the record; returns how many were checked and the
+/// failures found (described).
 fn check_crash_states(ops: &[Op], batches: &[Vec<Written>]) -> (usize, Vec<String>) {
     let scratch = tempfile::tempdir().unwrap();
-    let mut model = Model::default();
-    let mut acked = 0;
-    let mut in_flight = false;
-    let mut checked = 0;
     let mut failures = Vec::new();
-    for (k, op) in ops.iter().enumerate() {
-        model.apply(op);
-        if let Op::Mark(text) = op {
-            if text.starts_with("append ") {
+    let mut n = 0;
+    let checked = crash::walk(ops, |k, marks, files| {
+        // What the workload had been told, and whether a batch was in flight.
+        let (mut acked, mut in_flight) = (0, false);
+        for mark in marks {
+            if mark.starts_with("append ") {
                 in_flight = true;
-            } else if let Some(n) = text.strip_prefix("ack ") {
-                acked = n.parse::<usize>().unwrap() + 1;
+            } else if let Some(b) = mark.strip_prefix("ack ") {
+                acked = b.parse::<usize>().unwrap() + 1;
                 in_flight = false;
             }
-            continue;
         }
-        let want = acceptable_maps(batches, acked, in_flight);
-        for names in model.dir_states() {
-            // The states of each file the directory names, combined (bounded).
-            let mut combos: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new()];
-            for (name, inode) in &names {
-                let states = model.file_states(*inode);
-                combos = combos
-                    .iter()
-                    .flat_map(|c| {
-                        states.iter().map(move |s| {
-                            let mut c = c.clone();
-                            c.push((name.clone(), s.clone()));
-                            c
-                        })
-                    })
-                    .take(512)
-                    .collect();
-            }
-            for files in combos {
-                checked += 1;
-                let state = scratch.path().join(format!("s{checked}"));
-                std::fs::create_dir(&state).unwrap();
-                for (name, content) in &files {
-                    std::fs::write(state.join(name), content).unwrap();
-                }
-                match recover(&state) {
-                    Ok(map) if want.contains(&map) => {}
-                    Ok(map) => failures.push(format!(
-                        "crash after op {k} ({}; {acked} batches acknowledged, files {:?}): \
-                         replay gave {} keys, not an acknowledged state",
-                        describe(op),
-                        files.iter().map(|(n, c)| (n, c.len())).collect::<Vec<_>>(),
-                        map.len()
-                    )),
-                    Err(e) => failures.push(format!(
-                        "crash after op {k} ({}): the logger could not recover: {e}",
-                        describe(op)
-                    )),
-                }
-                let _ = std::fs::remove_dir_all(&state);
-            }
+        n += 1;
+        let state = scratch.path().join(format!("s{n}"));
+        std::fs::create_dir(&state).unwrap();
+        for (name, content) in files {
+            std::fs::write(state.join(name), content).unwrap();
         }
-    }
+        let op = &ops[k];
+        match recover(&state) {
+            Ok(map) if acceptable_maps(batches, acked, in_flight).contains(&map) => {}
+            Ok(map) => failures.push(format!(
+                "crash after op {k} ({}; {acked} batches acknowledged, files {:?}): \
+                 replay gave {} keys, not an acknowledged state",
+                describe(op),
+                files.iter().map(|(n, c)| (n, c.len())).collect::<Vec<_>>(),
+                map.len()
+            )),
+            Err(e) => failures.push(format!(
+                "crash after op {k} ({}): the logger could not recover: {e}",
+                describe(op)
+            )),
+        }
+        let _ = std::fs::remove_dir_all(&state);
+    });
     (checked, failures)
 }
 

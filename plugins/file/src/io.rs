@@ -120,35 +120,7 @@ pub mod record {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
-    /// One operation, in the order it happened. Files are told apart by inode numbers
-    /// the recorder assigns (a renamed file keeps its inode).
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Op {
-        /// A file was opened; `created`: it did not exist (a new directory entry).
-        Open {
-            name: String,
-            inode: u64,
-            created: bool,
-        },
-        /// Bytes written at an offset.
-        Write {
-            inode: u64,
-            offset: u64,
-            data: Vec<u8>,
-        },
-        /// The file's length set.
-        SetLen { inode: u64, len: u64 },
-        /// fsync or fdatasync of a file.
-        Sync { inode: u64 },
-        /// A rename in the directory.
-        Rename { from: String, to: String },
-        /// A removal from the directory.
-        Remove { name: String },
-        /// The directory fsynced.
-        SyncDir,
-        /// A marker from the test: what it was told so far (e.g. "batch 7 acknowledged").
-        Mark(String),
-    }
+    pub use kvs_testkit::crash::Op;
 
     struct Recording {
         dir: PathBuf,
