@@ -13,14 +13,7 @@ use crate::{KillOnDrop, VALUE_BYTES, free_port, wait_for_port, which};
 pub(crate) fn rest(plugins: &Path) -> Result<()> {
     which("wrk").context("wrk is needed: apt-get install wrk")?;
     let data = tempfile::tempdir()?;
-    let put_script = data.path().join("put.lua");
-    std::fs::write(
-        &put_script,
-        format!(
-            "local n = 0\nlocal body = string.rep('x', {VALUE_BYTES})\n\
-             request = function()\n  n = n + 1\n  return wrk.format('PUT', '/v1/key/k' .. (n % 10000), nil, body)\nend\n"
-        ),
-    )?;
+    let put_script = put_script(data.path())?;
     let secs = 5;
     let rounds = 3;
     println!(
@@ -101,6 +94,20 @@ pub(crate) fn rest(plugins: &Path) -> Result<()> {
         println!("   {what:>14}: {}", runs.join("  "));
     }
     Ok(())
+}
+
+/// Writes the wrk script that PUTs `VALUE_BYTES`-byte values under 10,000 keys into
+/// `dir`; returns its path.
+pub(crate) fn put_script(dir: &Path) -> Result<std::path::PathBuf> {
+    let path = dir.join("put.lua");
+    std::fs::write(
+        &path,
+        format!(
+            "local n = 0\nlocal body = string.rep('x', {VALUE_BYTES})\n\
+             request = function()\n  n = n + 1\n  return wrk.format('PUT', '/v1/key/k' .. (n % 10000), nil, body)\nend\n"
+        ),
+    )?;
+    Ok(path)
 }
 
 /// GET and durable PUT rates through an HTTP frontend in a fresh kvs, with wrk.

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
-use crate::rest::{median, start_kvs};
+use crate::rest::{median, put_script, start_kvs};
 use crate::{VALUE_BYTES, which};
 
 /// One way of running kvs.
@@ -191,14 +191,7 @@ fn otlp_sink(listener: std::net::TcpListener) {
 fn compare(plugins: &Path, title: &str, variants: Vec<Variant>) -> Result<()> {
     which("wrk").context("wrk is needed: apt-get install wrk")?;
     let files = tempfile::tempdir()?;
-    let put_script = files.path().join("put.lua");
-    std::fs::write(
-        &put_script,
-        format!(
-            "local n = 0\nlocal body = string.rep('x', {VALUE_BYTES})\n\
-             request = function()\n  n = n + 1\n  return wrk.format('PUT', '/v1/key/k' .. (n % 10000), nil, body)\nend\n"
-        ),
-    )?;
+    let put_script = put_script(files.path())?;
     let secs = 5;
     let rounds = 3;
     println!(

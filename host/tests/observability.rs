@@ -14,8 +14,9 @@ use crate::util::{Kvs, http_client, staged_plugins, write_config};
 const WASM_TABLE: &str = "\n[plugins.wasm-rest]\nlisten = \"127.0.0.1:0\"\n";
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 
-fn observed_kvs(dir: &Path, args: &[&str]) -> Kvs {
-    let config = write_config(dir, ADMIN);
+/// `config.toml` with rest and wasm-rest on free ports and `extra` (top-level tables).
+fn config_with_both(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let config = write_config(dir, extra);
     let mut text = std::fs::read_to_string(&config).unwrap();
     text = text.replace(
         "frontends = [\"rest\"]",
@@ -23,7 +24,11 @@ fn observed_kvs(dir: &Path, args: &[&str]) -> Kvs {
     );
     text.push_str(WASM_TABLE);
     std::fs::write(&config, text).unwrap();
-    Kvs::start(&config, &staged_plugins(), args)
+    config
+}
+
+fn observed_kvs(dir: &Path, args: &[&str]) -> Kvs {
+    Kvs::start(&config_with_both(dir, ADMIN), &staged_plugins(), args)
 }
 
 /// A Prometheus server (Debian's `prometheus`) scraping `target` every 500 ms.
@@ -407,17 +412,10 @@ fn hex(bytes: &[u8]) -> String {
 fn traces_continue_the_clients_traceparent_through_store_writer_and_logger() {
     let (otlp, received, _runtime) = otlp_receiver();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = config_with_both(
         dir.path(),
         &format!("[telemetry]\notlp_endpoint = {otlp:?}\nsample_ratio = 1.0\n"),
     );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text = text.replace(
-        "frontends = [\"rest\"]",
-        "frontends = [\"rest\", \"wasm-rest\"]",
-    );
-    text.push_str(WASM_TABLE);
-    std::fs::write(&config, text).unwrap();
     let kvs = Kvs::start(&config, &staged_plugins(), &[]);
     let http = http_client();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
