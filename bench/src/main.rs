@@ -11,10 +11,13 @@
 //! * `kvs-bench security` / `observability`: REST GET and durable PUT with kvs set up
 //!   different ways (TLS, JWT; metrics, traces), side by side with the server's CPU time
 //!   per request (`variants.rs`).
+//! * `kvs-bench memory`: resident memory per key after loading 1M keys, next to Redis's
+//!   `used_memory` and RSS for the same keys and values.
 //!
-//! Run it through `cargo xtask bench [writes|rest|security|observability]`, which builds in release mode and
+//! Run it through `cargo xtask bench [writes|rest|security|observability|memory]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
 
+mod memory;
 mod redis;
 mod rest;
 mod variants;
@@ -41,8 +44,9 @@ fn main() -> Result<()> {
         "rest" => rest::rest(&plugins),
         "security" => variants::security(&plugins),
         "observability" => variants::observability(&plugins),
+        "memory" => memory::memory(&plugins),
         other => bail!(
-            "unknown benchmark {other:?}: use `writes`, `rest`, `security` or `observability`"
+            "unknown benchmark {other:?}: use `writes`, `rest`, `security`, `observability` or `memory`"
         ),
     }
 }

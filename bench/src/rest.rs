@@ -146,17 +146,34 @@ pub(crate) fn start_kvs(
     frontend: &str,
     extra: &str,
 ) -> Result<(KillOnDrop, u16, tempfile::TempDir)> {
+    start_kvs_with(plugins, frontend, extra, "")
+}
+
+/// [`start_kvs`] with `file_table` as the file logger's table (its own log in a fresh
+/// directory, `sync = always`, when empty).
+pub(crate) fn start_kvs_with(
+    plugins: &Path,
+    frontend: &str,
+    extra: &str,
+    file_table: &str,
+) -> Result<(KillOnDrop, u16, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().to_path_buf();
     let port = free_port()?;
     let config = data.join("config.toml");
+    let file_table = if file_table.is_empty() {
+        format!(
+            "[plugins.file]\npath = {:?}\nsync = \"always\"\ncompact_min_bytes = 1073741824\n",
+            data.join("kvs.log")
+        )
+    } else {
+        file_table.to_string()
+    };
     std::fs::write(
         &config,
         format!(
-            "logger = \"file\"\nfrontends = [{frontend:?}]\n\
-             [plugins.file]\npath = {:?}\nsync = \"always\"\ncompact_min_bytes = 1073741824\n\
-             [plugins.{frontend}]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
-            data.join("kvs.log")
+            "logger = \"file\"\nfrontends = [{frontend:?}]\n{file_table}\
+             [plugins.{frontend}]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n"
         ),
     )?;
     let kvs_bin = std::env::current_exe()?.parent().unwrap().join("kvs");

@@ -10,7 +10,7 @@
 //!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
 //!   then build the templates outside the tree against the packaged plugin-api and
 //!   check them (`outside.rs`).
-//! * `cargo xtask bench [writes|rest|security|observability]`: release build, then `kvs-bench`, which prints
+//! * `cargo xtask bench [writes|rest|security|observability|memory]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
 
 mod outside;
@@ -51,13 +51,14 @@ fn run() -> Result<()> {
             let dir = build(true)?;
             let which = rest.first().map(String::as_str).unwrap_or("all");
             let modes: &[&str] = match which {
-                "all" => &["writes", "rest", "security", "observability"],
+                "all" => &["writes", "rest", "security", "observability", "memory"],
                 "writes" => &["writes"],
                 "rest" => &["rest"],
                 "security" => &["security"],
                 "observability" => &["observability"],
+                "memory" => &["memory"],
                 other => bail!(
-                    "unknown benchmark {other:?}: writes, rest, security, observability or all"
+                    "unknown benchmark {other:?}: writes, rest, security, observability, memory or all"
                 ),
             };
             for mode in modes {
@@ -96,7 +97,7 @@ fn run() -> Result<()> {
                  run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
-                 bench [writes|rest|security|observability]  release build, then the benchmarks (need redis, wrk)"
+                 bench [writes|rest|security|observability|memory]  release build, then the benchmarks (need redis, wrk)"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())
