@@ -5,7 +5,8 @@
 //! * [`check`]: `kvs plugins check`, the contract's behavioural checks on one file.
 //! * [`config`]: the config file, `KVS_*` environment and flags, resolved into [`config::Config`].
 //! * [`plugins`]: scans the plugins directory, handshakes each file, finds plug-ins by name.
-//! * [`store`]: the sharded in-memory map, with limits and readiness.
+//! * [`store`]: the store frontends use: limits, readiness, the request hook.
+//! * [`map`]: the sharded in-memory map, one allocation per entry.
 //! * [`caller`]: who is calling (the request context frontends carry) and the
 //!   [`caller::RequestHook`] that sees every frontend request first.
 //! * [`access`]: that hook's one implementation: bearer tokens, client certificates,
@@ -30,6 +31,7 @@ pub mod check;
 pub mod config;
 pub mod handles;
 pub mod lifecycle;
+pub mod map;
 pub mod metrics;
 pub mod plugins;
 pub mod store;

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
-use dashmap::DashMap;
 pub use kvs_plugin_api::Limits;
 use kvs_plugin_api::PluginError;
 use kvs_plugin_api::native::HealthProbeBox;
@@ -18,8 +17,7 @@ use crate::metrics::Metrics;
 use crate::telemetry;
 use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
-/// The map type: any bytes to any bytes, sharded so readers and the writer rarely meet.
-pub type Map = DashMap<Box<[u8]>, Box<[u8]>>;
+pub use crate::map::Map;
 
 /// The store shared by the host and every frontend. Cheap to share via `Arc`.
 pub struct Store {
@@ -171,7 +169,7 @@ impl Store {
                 "kvs is starting: replaying the transaction log; retry shortly",
             ));
         }
-        Ok(self.map.get(key).map(|v| v.value().to_vec()))
+        Ok(self.map.get(key))
     }
 
     /// Queues a PUT; `done` runs once it is durable and applied, or has failed.

@@ -185,9 +185,9 @@ impl WriterLoop {
                 let dones: Vec<Completion> = batch
                     .drain(..)
                     .map(|req| {
-                        data_bytes += match req.op {
-                            Op::Put(k, v) => put_bytes(&self.map, k, v),
-                            Op::Delete(k) => delete_bytes(&self.map, &k),
+                        data_bytes += match &req.op {
+                            Op::Put(k, v) => self.map.insert(k, v),
+                            Op::Delete(k) => self.map.remove(k),
                         };
                         req.done
                     })
@@ -207,22 +207,6 @@ impl WriterLoop {
             }
         }
     }
-}
-
-/// Inserts, returning the change in data bytes (key and value lengths).
-pub(crate) fn put_bytes(map: &Map, key: Box<[u8]>, value: Box<[u8]>) -> i64 {
-    let (key_len, value_len) = (key.len() as i64, value.len() as i64);
-    match map.insert(key, value) {
-        // The same key: only the value changed size.
-        Some(old) => value_len - old.len() as i64,
-        None => key_len + value_len,
-    }
-}
-
-/// Removes, returning the change in data bytes.
-pub(crate) fn delete_bytes(map: &Map, key: &[u8]) -> i64 {
-    map.remove(key)
-        .map_or(0, |(k, v)| -((k.len() + v.len()) as i64))
 }
 
 /// What replay found.
@@ -253,11 +237,10 @@ impl ReplaySink for MapSink<'_> {
             }
             match e.kind {
                 EventKind::PUT => {
-                    self.stats.data_bytes +=
-                        put_bytes(self.map, e.key.as_slice().into(), e.value.as_slice().into());
+                    self.stats.data_bytes += self.map.insert(e.key.as_slice(), e.value.as_slice());
                 }
                 EventKind::DELETE => {
-                    self.stats.data_bytes += delete_bytes(self.map, e.key.as_slice());
+                    self.stats.data_bytes += self.map.remove(e.key.as_slice());
                 }
                 other => {
                     return RResult::RErr(PluginError::internal(format!(
