@@ -9,7 +9,7 @@ use crate::{KillOnDrop, VALUE_BYTES, free_port, wait_for_port, which};
 /// A throwaway redis-server with `appendfsync always`, the durable setting comparable to
 /// kvs's `sync = "always"`.
 pub(crate) struct Redis {
-    _server: KillOnDrop,
+    server: KillOnDrop,
     _dir: tempfile::TempDir,
     port: u16,
 }
@@ -41,10 +41,15 @@ impl Redis {
         );
         wait_for_port(port, &mut server.0)?;
         Ok(Redis {
-            _server: server,
+            server,
             _dir: dir,
             port,
         })
+    }
+
+    /// The server's process id (for its CPU time).
+    pub(crate) fn pid(&self) -> u32 {
+        self.server.0.id()
     }
 
     /// `redis-benchmark -t OP -c CLIENTS`; requests per second.

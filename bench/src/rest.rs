@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::redis::Redis;
+use crate::variants::{Run, cpu_ticks, ticks_per_second, wrk};
 use crate::{KillOnDrop, VALUE_BYTES, free_port, wait_for_port, which};
 
 pub(crate) fn rest(plugins: &Path) -> Result<()> {
@@ -24,6 +25,13 @@ pub(crate) fn rest(plugins: &Path) -> Result<()> {
          {rounds} rounds of {secs}s runs, the contenders taking turns within each round;\n   \
          each figure is the median of its rounds (this machine's load varies by ~15%)"
     );
+    // Server CPU microseconds per request, per contender: [GET, PUT].
+    let mut cpu: [(&str, [Vec<f64>; 2]); 4] = [
+        ("REST", Default::default()),
+        ("WASM REST", Default::default()),
+        ("gRPC", Default::default()),
+        ("Redis", Default::default()),
+    ];
     let mut rest_runs = (Vec::new(), Vec::new());
     let mut wasm_runs = (Vec::new(), Vec::new());
     let mut grpc_runs = (Vec::new(), Vec::new());
@@ -34,17 +42,39 @@ pub(crate) fn rest(plugins: &Path) -> Result<()> {
     for _ in 0..rounds {
         // Each frontend alone in a fresh kvs, as an operator would run it.
         let (get, put) = http_load(plugins, "rest", "worker_threads = 2", &put_script, secs)?;
-        rest_runs.0.push(get);
-        rest_runs.1.push(put);
+        rest_runs.0.push(get.rate);
+        rest_runs.1.push(put.rate);
+        cpu[0].1[0].push(get.cpu_us);
+        cpu[0].1[1].push(put.cpu_us);
         let (get, put) = http_load(plugins, "wasm-rest", "pool_size = 8", &put_script, secs)?;
-        wasm_runs.0.push(get);
-        wasm_runs.1.push(put);
-        let (_kvs, port, _dir) = start_kvs(plugins, "grpc", "worker_threads = 2")?;
-        grpc_runs.0.push(grpc_load(port, false, secs)?);
-        grpc_runs.1.push(grpc_load(port, true, secs)?);
+        wasm_runs.0.push(get.rate);
+        wasm_runs.1.push(put.rate);
+        cpu[1].1[0].push(get.cpu_us);
+        cpu[1].1[1].push(put.cpu_us);
+        let (kvs, port, _dir) = start_kvs(plugins, "grpc", "worker_threads = 2")?;
+        for (i, put) in [false, true].into_iter().enumerate() {
+            let before = cpu_ticks(kvs.0.id())?;
+            let (rate, calls) = grpc_load(port, put, secs)?;
+            let cpu_secs = (cpu_ticks(kvs.0.id())? - before) as f64 / ticks_per_second()?;
+            cpu[2].1[i].push(cpu_secs * 1e6 / calls as f64);
+            if put {
+                grpc_runs.1.push(rate);
+            } else {
+                grpc_runs.0.push(rate);
+            }
+        }
         if let Some(r) = &redis {
-            redis_runs.0.push(r.benchmark("get", 32, 300_000)?);
-            redis_runs.1.push(r.benchmark("set", 32, 100_000)?);
+            for (i, (op, n)) in [("get", 300_000), ("set", 100_000)].into_iter().enumerate() {
+                let before = cpu_ticks(r.pid())?;
+                let rate = r.benchmark(op, 32, n)?;
+                let cpu_secs = (cpu_ticks(r.pid())? - before) as f64 / ticks_per_second()?;
+                cpu[3].1[i].push(cpu_secs * 1e6 / n as f64);
+                if i == 0 {
+                    redis_runs.0.push(rate);
+                } else {
+                    redis_runs.1.push(rate);
+                }
+            }
         }
     }
     let (get, put) = (median(&rest_runs.0), median(&rest_runs.1));
@@ -77,6 +107,13 @@ pub(crate) fn rest(plugins: &Path) -> Result<()> {
             "{op:>12}  {native:>12.0}  {wasm:>15.0}  {:>11.2}x",
             wasm / native
         );
+    }
+    println!(
+        "\n{:>12}  {:>14}  {:>14}   (server CPU per request, medians)",
+        "contender", "GET us/req", "PUT us/req"
+    );
+    for (who, [gets, puts]) in cpu.iter().filter(|(_, runs)| !runs[0].is_empty()) {
+        println!("{who:>12}  {:>14.1}  {:>14.1}", median(gets), median(puts));
     }
     println!("\n   every round, req/s:");
     let all = [
@@ -117,13 +154,20 @@ fn http_load(
     extra: &str,
     put_script: &Path,
     secs: u64,
-) -> Result<(f64, f64)> {
-    let (_kvs, port, _dir) = start_kvs(plugins, frontend, extra)?;
+) -> Result<(Run, Run)> {
+    let (kvs, port, _dir) = start_kvs(plugins, frontend, extra)?;
     let url = format!("http://127.0.0.1:{port}");
     seed_hot(&url)?;
+    let pid = kvs.0.id();
     Ok((
-        wrk(&format!("{url}/v1/key/hot"), None, secs)?,
-        wrk(&format!("{url}/v1/key/k"), Some(put_script), secs)?,
+        wrk(&format!("{url}/v1/key/hot"), None, None, secs, pid)?,
+        wrk(
+            &format!("{url}/v1/key/k"),
+            Some(put_script),
+            None,
+            secs,
+            pid,
+        )?,
     ))
 }
 
@@ -212,8 +256,9 @@ fn seed_hot(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// 32 concurrent unary calls (over 4 HTTP/2 connections) for `secs`; calls per second.
-fn grpc_load(port: u16, put: bool, secs: u64) -> Result<f64> {
+/// 32 concurrent unary calls (over 4 HTTP/2 connections) for `secs`; calls per second
+/// and calls made.
+fn grpc_load(port: u16, put: bool, secs: u64) -> Result<(f64, u64)> {
     use kvs_proto::v1::{GetRequest, PutRequest, key_value_client::KeyValueClient};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -266,23 +311,6 @@ fn grpc_load(port: u16, put: bool, secs: u64) -> Result<f64> {
         for task in tasks {
             total += task.await??;
         }
-        Ok(total as f64 / started.elapsed().as_secs_f64())
+        Ok((total as f64 / started.elapsed().as_secs_f64(), total))
     })
-}
-
-fn wrk(url: &str, script: Option<&Path>, secs: u64) -> Result<f64> {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t", "2", "-c", "32", "-d", &format!("{secs}s")]);
-    if let Some(s) = script {
-        cmd.arg("-s").arg(s);
-    }
-    let out = cmd.arg(url).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("Non-2xx") {
-        bail!("wrk saw errors:\n{text}");
-    }
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
 }

@@ -28,9 +28,9 @@ struct Variant {
 
 /// One wrk run: requests per second, and the server's CPU microseconds per request.
 #[derive(Clone, Copy)]
-struct Run {
-    rate: f64,
-    cpu_us: f64,
+pub(crate) struct Run {
+    pub(crate) rate: f64,
+    pub(crate) cpu_us: f64,
 }
 
 pub(crate) fn security(plugins: &Path) -> Result<()> {
@@ -286,7 +286,7 @@ fn seed(url: &str, header: Option<&str>) -> Result<()> {
 }
 
 /// The process's user + system CPU time so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are the 14th and
     // 15th fields of the whole line.
@@ -295,12 +295,18 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
-fn ticks_per_second() -> Result<f64> {
+pub(crate) fn ticks_per_second() -> Result<f64> {
     let out = Command::new("getconf").arg("CLK_TCK").output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-fn wrk(url: &str, script: Option<&Path>, header: Option<&str>, secs: u64, pid: u32) -> Result<Run> {
+pub(crate) fn wrk(
+    url: &str,
+    script: Option<&Path>,
+    header: Option<&str>,
+    secs: u64,
+    pid: u32,
+) -> Result<Run> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t", "2", "-c", "32", "-d", &format!("{secs}s")]);
     if let Some(s) = script {
