@@ -76,16 +76,6 @@ pub struct Admin {
     tls: bool,
 }
 
-/// The listener's messages, as the host's own `tracing` events.
-pub(crate) fn host_log(level: kvs_plugin_api::log::Level, message: &str) {
-    use kvs_plugin_api::log::Level;
-    match level {
-        Level::ERROR => tracing::error!(target: "kvs::listener", "{message}"),
-        Level::WARN => tracing::warn!(target: "kvs::listener", "{message}"),
-        _ => tracing::info!(target: "kvs::listener", "{message}"),
-    }
-}
-
 impl Admin {
     /// Binds and serves.
     pub fn start(config: &AdminConfig, store: Arc<Store>, plugins: PluginList) -> Result<Admin> {
@@ -100,7 +90,7 @@ impl Admin {
             alpn: kvs_serve::Settings::HTTP_ALPN,
             max_connections: config.max_connections,
             max_header_bytes: config.max_header_bytes,
-            log: host_log,
+            log: crate::telemetry::listener_log,
         };
         let server = kvs_serve::Server::start(&settings, |_stopping| {
             axum::Router::new()

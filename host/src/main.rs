@@ -267,16 +267,7 @@ fn warn_if_open(config: &Config, running: &kvs_host::lifecycle::Running) {
     }
     for (name, endpoints) in running.endpoints() {
         for endpoint in endpoints {
-            let host = endpoint
-                .split_once("://")
-                .map_or(endpoint.as_str(), |(_, rest)| rest)
-                .rsplit_once(':')
-                .map_or(endpoint.as_str(), |(host, _)| host)
-                .trim_matches(['[', ']']);
-            let loopback = host
-                .parse::<std::net::IpAddr>()
-                .map_or(host == "localhost", |ip| ip.is_loopback());
-            if !loopback {
+            if kvs_host::access::reachable_beyond_loopback(&endpoint) {
                 tracing::warn!(
                     "frontend {name} listens on {endpoint} with access control off: anyone who \
                      can reach it may read and write every key; set [auth] enabled = true \

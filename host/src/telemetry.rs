@@ -131,6 +131,17 @@ fn provider(endpoint: &str, config: &TelemetryConfig) -> Result<SdkTracerProvide
         .build())
 }
 
+/// Messages of the host's own listeners (admin, WASM HTTP frontends) as `tracing`
+/// events under the target `kvs::listener`.
+pub fn listener_log(level: kvs_plugin_api::log::Level, message: &str) {
+    use kvs_plugin_api::log::Level;
+    match level {
+        Level::ERROR => tracing::error!(target: "kvs::listener", "{message}"),
+        Level::WARN => tracing::warn!(target: "kvs::listener", "{message}"),
+        _ => tracing::info!(target: "kvs::listener", "{message}"),
+    }
+}
+
 /// Makes `span` continue the trace of a client's W3C `traceparent` (and `tracestate`).
 /// A missing or malformed header leaves the span a new root.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {

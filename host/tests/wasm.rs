@@ -115,7 +115,10 @@ fn start_hostile(dir: &Path, sandbox: &str) -> Kvs {
         dir,
         "file",
         "hostile",
-        &format!("[plugins.hostile]\nlisten = \"127.0.0.1:0\"\n{sandbox}"),
+        &format!(
+            "[plugins.hostile]\nlisten = \"127.0.0.1:0\"\n{sandbox}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n"
+        ),
     );
     Kvs::start(&cfg, &plugins, &[])
 }
@@ -156,6 +159,24 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
         }
     }
     assert_eq!(get_status(&http, kvs.at("/healthz")), StatusCode::OK);
+    // The admin listener counted each failure by kind, and each discarded instance.
+    let metrics = http
+        .get(format!("{}/metrics", kvs.admin()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        "kvs_wasm_failures_total{kind=\"trap\",plugin=\"hostile\"} 2",
+        "kvs_wasm_failures_total{kind=\"timeout\",plugin=\"hostile\"} 1",
+        "kvs_wasm_instance_replacements_total{plugin=\"hostile\"} 3",
+        "kvs_wasm_calls_total{plugin=\"hostile\"} 16",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
     kvs.stop();
 }
 

@@ -21,12 +21,17 @@
 //! * 1.1 is [`native::v1_1`](crate::native::v1_1): host services (`HostApi`), the
 //!   request context (`RequestContextRef`), a `StoreApi` that carries it, and the entry
 //!   points (`Module`) that hand them over, exported as the static `KVS_PLUGIN_V1_1`.
-//! * 1.2 added no native types, only two error codes
+//! * 1.2 added no native types, so a 1.2 plug-in exports 1.1's entry points. It added:
+//!   two error codes for the host's access control
 //!   ([`ErrorCode::UNAUTHENTICATED`](crate::ErrorCode::UNAUTHENTICATED),
-//!   [`ErrorCode::PERMISSION_DENIED`](crate::ErrorCode::PERMISSION_DENIED)) for the
-//!   host's access control; a 1.2 plug-in exports 1.1's entry points. A 1.0/1.1
-//!   frontend reads those codes as `internal` (its clients see a 500 whose message says
-//!   why), so rebuild frontends against 1.2 when access control is on.
+//!   [`ErrorCode::PERMISSION_DENIED`](crate::ErrorCode::PERMISSION_DENIED)); the optional
+//!   WASM export `kvs_http_configure`, through which an HTTP frontend gets its config
+//!   table (a 1.1 host never calls it, and refuses keys it does not know, as before);
+//!   the [`capability`](crate::capability) constants, among them the promise
+//!   `protocol:kvs-rest`; and the guest helpers `key_from_path` and
+//!   `GuestError::http_status` (guest-side code only, nothing crosses the boundary). A
+//!   1.0/1.1 frontend reads the new codes as `internal` (its clients see a 500 whose
+//!   message says why), so rebuild frontends against 1.2 when access control is on.
 //! * 1.N (when it needs new native types) will be `native::v1_N` and
 //!   `KVS_PLUGIN_V1_N`, beside the others.
 //!

@@ -41,7 +41,7 @@ const TEMPLATES: [Template; 4] = [
 ];
 
 /// The guide's dependency line (docs/writing-plugins.md), for a crate at `path`.
-pub fn dependency_line(path: &Path, wasm: bool) -> String {
+fn dependency_line(path: &Path, wasm: bool) -> String {
     if wasm {
         format!(
             "kvs-plugin-api = {{ path = {:?}, default-features = false, features = [\"guest\"] }}",

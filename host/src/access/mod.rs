@@ -101,6 +101,24 @@ fn default_principal_claim() -> String {
     "sub".into()
 }
 
+/// Whether an endpoint URL (`http://127.0.0.1:8080`, `grpc://[::1]:50051`) listens
+/// where other machines may reach it: any address but loopback or `localhost`. kvs
+/// warns at start about such a listener when access control is off.
+pub fn reachable_beyond_loopback(endpoint: &str) -> bool {
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    }
+    .trim_matches(['[', ']']);
+    !host
+        .parse::<std::net::IpAddr>()
+        .map_or(host == "localhost", |ip| ip.is_loopback())
+}
+
 /// The host's access control, built from `[auth]`.
 pub struct AccessControl {
     verifier: Option<Verifier>,
@@ -209,5 +227,30 @@ impl RequestHook for AccessControl {
             ))
         };
         Err(self.refuse(op, key, caller, principal.name(), error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachable_beyond_loopback;
+
+    #[test]
+    fn loopback_endpoints_are_not_warned_about() {
+        for local in [
+            "http://127.0.0.1:8080",
+            "grpcs://[::1]:50051",
+            "http://localhost:1",
+            "https://127.0.0.2:443",
+        ] {
+            assert!(!reachable_beyond_loopback(local), "{local}");
+        }
+        for open in [
+            "http://0.0.0.0:8080",
+            "grpc://[::]:50051",
+            "http://10.1.2.3:80",
+            "https://kvs.example:443",
+        ] {
+            assert!(reachable_beyond_loopback(open), "{open}");
+        }
     }
 }

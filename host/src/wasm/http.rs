@@ -286,7 +286,7 @@ pub fn start_frontend(
         alpn: kvs_serve::Settings::HTTP_ALPN,
         max_connections: sandbox.max_connections,
         max_header_bytes: sandbox.max_header_bytes,
-        log: crate::admin::host_log,
+        log: crate::telemetry::listener_log,
     };
     let server = kvs_serve::Server::start(&settings, |stopping| {
         axum::Router::new().fallback(edge).with_state(Edge {

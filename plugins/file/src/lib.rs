@@ -142,12 +142,12 @@ fn init_header(file: &File, path: &Path) -> Result<(), PluginError> {
         .map_err(|e| io_err(path, "cannot initialise", e))
 }
 
-/// Whether the first `len` bytes of `file` are all zeros.
-fn only_zeros(file: &File, len: u64) -> std::io::Result<bool> {
-    let mut chunk = vec![0u8; len.min(1 << 20) as usize];
-    let mut at = 0;
-    while at < len {
-        let n = chunk.len().min((len - at) as usize);
+/// Whether the bytes of `file` in `[from, to)` are all zeros.
+fn only_zeros(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut chunk = vec![0u8; (to - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = chunk.len().min((to - at) as usize);
         file.read_exact_at(&mut chunk[..n], at)?;
         if chunk[..n].iter().any(|&b| b != 0) {
             return Ok(false);
@@ -187,14 +187,7 @@ impl FileLogger {
             .metadata()
             .map_err(|e| io_err(&path, "cannot stat", e))?
             .len();
-        if len >= HEADER_LEN
-            && only_zeros(&file, len).map_err(|e| io_err(&path, "cannot read", e))?
-        {
-            // Its creation was cut short by a crash: the new size reached the disk but
-            // the header did not (found by the crash-state test). Nothing was ever
-            // acknowledged from it (appends start only after the header is synced).
-            init_header(&file, &path)?;
-        } else if len < HEADER_LEN {
+        if len < HEADER_LEN {
             // New (or created but never given its header before a crash): start it.
             let mut partial = vec![0u8; len as usize];
             file.read_exact_at(&mut partial, 0)
@@ -210,8 +203,19 @@ impl FileLogger {
             let mut h = [0u8; HEADER_LEN as usize];
             file.read_exact_at(&mut h, 0)
                 .map_err(|e| io_err(&path, "cannot read", e))?;
-            format::check_header(&h)
-                .map_err(|why| PluginError::internal(format!("{}: {why}", path.display())))?;
+            let unfinished = h.iter().all(|&b| b == 0)
+                && only_zeros(&file, HEADER_LEN, len)
+                    .map_err(|e| io_err(&path, "cannot read", e))?;
+            if unfinished {
+                // Its creation was cut short by a crash: the new size reached the disk
+                // but the header did not (found by the crash-state test). Nothing was
+                // ever acknowledged from it (appends start only after the header is
+                // synced), so it is started afresh.
+                init_header(&file, &path)?;
+            } else {
+                format::check_header(&h)
+                    .map_err(|why| PluginError::internal(format!("{}: {why}", path.display())))?;
+            }
         }
         // A compaction interrupted by a crash leaves its temporary file; the log itself
         // is intact (the rename never happened), so the leftover is just removed.
