@@ -11,14 +11,18 @@
 //! * `kvs-bench security` / `observability`: REST GET and durable PUT with kvs set up
 //!   different ways (TLS, JWT; metrics, traces), side by side with the server's CPU time
 //!   per request (`variants.rs`).
+//! * `kvs-bench resp`: like for like with Redis — `redis-benchmark` SET and GET at
+//!   `-P 1` and `-P 16` against Redis (`appendfsync always`), kvs's `resp` frontend and
+//!   the `wasm-resp` guest (`sync = always`), with the server's CPU per request.
 //! * `kvs-bench memory`: resident memory per key after loading 1M keys, next to Redis's
 //!   `used_memory` and RSS for the same keys and values.
 //!
-//! Run it through `cargo xtask bench [writes|rest|security|observability|memory]`, which builds in release mode and
+//! Run it through `cargo xtask bench [writes|rest|resp|security|observability|memory]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
 
 mod memory;
 mod redis;
+mod resp;
 mod rest;
 mod variants;
 mod writes;
@@ -45,8 +49,9 @@ fn main() -> Result<()> {
         "security" => variants::security(&plugins),
         "observability" => variants::observability(&plugins),
         "memory" => memory::memory(&plugins),
+        "resp" => resp::resp(&plugins),
         other => bail!(
-            "unknown benchmark {other:?}: use `writes`, `rest`, `security`, `observability` or `memory`"
+            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `security`, `observability` or `memory`"
         ),
     }
 }

@@ -47,6 +47,11 @@ impl Redis {
         })
     }
 
+    /// The port it listens on (127.0.0.1).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The server's process id (for its CPU time).
     pub(crate) fn pid(&self) -> u32 {
         self.server.0.id()

@@ -341,11 +341,16 @@ fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
         );
     }
     // Through the protocol it declares: a key round trip, store included.
-    if plugin
-        .capabilities
-        .iter()
-        .any(|c| c == kvs_plugin_api::capability::PROTOCOL_KVS_REST)
-    {
+    let declares = |cap: &str| plugin.capabilities.iter().any(|c| c == cap);
+    if declares(kvs_plugin_api::capability::PROTOCOL_RESP) {
+        if let Some(endpoint) = endpoints.first() {
+            check(
+                out,
+                &format!("serves SET/GET/DEL at {endpoint} (protocol:resp)"),
+                resp_round_trip(endpoint),
+            );
+        }
+    } else if declares(kvs_plugin_api::capability::PROTOCOL_KVS_REST) {
         match endpoints.first() {
             Some(endpoint) if endpoint.starts_with("http://") => check(
                 out,
@@ -363,7 +368,7 @@ fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
     } else {
         out.push(skip(
             "a round trip through its protocol: it declares none kvs plugins check speaks \
-             (e.g. protocol:kvs-rest), so only start, endpoints and stop were checked",
+             (protocol:kvs-rest, protocol:resp), so only start, endpoints and stop were checked",
         ));
     }
     let started = Instant::now();
@@ -430,8 +435,68 @@ fn rest_round_trip(endpoint: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a TCP connection to an endpoint URL's `host:port` succeeds, whatever the scheme.
-fn accepts_connections(endpoint: &str) -> Result<(), String> {
+/// The Redis protocol, as `protocol:resp` promises: one pipeline that sets a binary key,
+/// reads it back, deletes it and reads it again, answered in order.
+fn resp_round_trip(endpoint: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut stream = connect(endpoint)?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let key: &[u8] = b"kvs-check/\x00\xff";
+    let value: &[u8] = b"kvs plugins check \r\n\x00\xff";
+    let bulk = |b: &[u8]| {
+        [
+            format!("${}\r\n", b.len()).as_bytes(),
+            b,
+            b"\r\n".as_slice(),
+        ]
+        .concat()
+    };
+    let command = |args: &[&[u8]]| {
+        let mut c = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            c.extend(bulk(a));
+        }
+        c
+    };
+    let request = [
+        command(&[b"SET".as_slice(), key, value]),
+        command(&[b"GET".as_slice(), key]),
+        command(&[b"DEL".as_slice(), key]),
+        command(&[b"GET".as_slice(), key]),
+    ]
+    .concat();
+    let value_reply = bulk(value);
+    let want: Vec<u8> = [
+        b"+OK\r\n".as_slice(),
+        value_reply.as_slice(),
+        b":1\r\n".as_slice(),
+        b"$-1\r\n".as_slice(),
+    ]
+    .concat();
+    stream
+        .write_all(&request)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while got.len() < want.len() {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("reading the replies: {e}")),
+        }
+    }
+    if got != want {
+        return Err(format!(
+            "SET, GET, DEL, GET answered {:?}, want {:?}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        ));
+    }
+    Ok(())
+}
+
+/// A TCP connection to an endpoint URL's `host:port`, whatever the scheme.
+fn connect(endpoint: &str) -> Result<std::net::TcpStream, String> {
     let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
     let addr = rest.split('/').next().unwrap_or(rest);
     let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
@@ -441,6 +506,10 @@ fn accepts_connections(endpoint: &str) -> Result<(), String> {
         .first()
         .ok_or_else(|| format!("{addr:?} resolves to nothing"))?;
     std::net::TcpStream::connect_timeout(first, Duration::from_secs(5))
-        .map(drop)
         .map_err(|e| format!("connect {addr}: {e}"))
+}
+
+/// Whether a TCP connection to an endpoint URL's `host:port` succeeds, whatever the scheme.
+fn accepts_connections(endpoint: &str) -> Result<(), String> {
+    connect(endpoint).map(drop)
 }

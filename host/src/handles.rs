@@ -1,8 +1,8 @@
 //! What the host hands to native plug-ins: its store, as each contract version sees it,
 //! and its services (plugin-api 1.1).
 //!
-//! * [`store_box`] / [`store_box_v1_1`]: the host's [`Store`] behind the 1.0 and 1.1
-//!   `StoreApi` objects. Both name the frontend they were made for, so every call
+//! * [`store_box`] / [`store_box_v1_1`] / [`store_box_v1_3`]: the host's [`Store`]
+//!   behind the 1.0, 1.1 and 1.3 `StoreApi` objects. Both name the frontend they were made for, so every call
 //!   reaches the store as a [`Caller`] of that frontend; a 1.0 caller is anonymous.
 //! * [`host_box`]: `HostApi` for one plug-in: its log messages become `tracing` events
 //!   under the target `kvs::plugin`, with a `plugin` field naming it.
@@ -19,6 +19,7 @@ use kvs_plugin_api::{
     native::{
         StoreApi, StoreApi_TO, StoreBox, WriteCallbackBox,
         v1_1::{self, HostApi, HostApi_TO, HostBox, LogRecord, RequestContextRef},
+        v1_3::{self, StoreStats},
     },
 };
 
@@ -128,6 +129,43 @@ impl v1_1::StoreApi for StoreHandle {
     }
 }
 
+/// 1.3 is 1.1 plus `stats`.
+impl v1_3::StoreApi for StoreHandle {
+    fn get(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+    ) -> RResult<ROption<RVec<u8>>, PluginError> {
+        v1_1::StoreApi::get(self, ctx, key)
+    }
+
+    fn put(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    ) {
+        v1_1::StoreApi::put(self, ctx, key, value, done)
+    }
+
+    fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
+        v1_1::StoreApi::delete(self, ctx, key, done)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.store.is_ready()
+    }
+
+    fn limits(&self) -> Limits {
+        self.store.limits()
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+}
+
 /// A 1.0 store object for the frontend `frontend`.
 pub fn store_box(store: &Arc<Store>, frontend: &str) -> StoreBox {
     StoreApi_TO::from_value(StoreHandle::new(store, frontend), TD_Opaque)
@@ -136,6 +174,11 @@ pub fn store_box(store: &Arc<Store>, frontend: &str) -> StoreBox {
 /// A 1.1 store object for the frontend `frontend`.
 pub fn store_box_v1_1(store: &Arc<Store>, frontend: &str) -> v1_1::StoreBox {
     v1_1::StoreApi_TO::from_value(StoreHandle::new(store, frontend), TD_Opaque)
+}
+
+/// A 1.3 store object for the frontend `frontend`.
+pub fn store_box_v1_3(store: &Arc<Store>, frontend: &str) -> v1_3::StoreBox {
+    v1_3::StoreApi_TO::from_value(StoreHandle::new(store, frontend), TD_Opaque)
 }
 
 /// The host services of one plug-in.

@@ -20,7 +20,7 @@ use crate::access::AccessControl;
 use crate::admin::{Admin, AdminConfig, PluginList, PluginStatus};
 use crate::caller::RequestHook;
 use crate::config::Config;
-use crate::handles::{host_box, store_box, store_box_v1_1};
+use crate::handles::{host_box, store_box, store_box_v1_1, store_box_v1_3};
 use crate::metrics::{Metrics, WasmMeter};
 use crate::plugins::{Catalog, Module, Plugin};
 use crate::store::{Map, Phase, Store};
@@ -63,9 +63,14 @@ fn open_logger_metered(
     meter: Option<Arc<WasmMeter>>,
 ) -> Result<LoggerBox> {
     let result: Result<_, PluginError> = match &plugin.module {
-        Module::Native(native) => match native.v1_1 {
-            Some(v1_1) => (v1_1.open_logger)(RStr::from_str(config), host_box(&plugin.name)).into(),
-            None => native.v1_0.open_logger()(RStr::from_str(config)).into(),
+        Module::Native(native) => match (native.v1_3, native.v1_1) {
+            (Some(v1_3), _) => {
+                (v1_3.open_logger)(RStr::from_str(config), host_box(&plugin.name)).into()
+            }
+            (None, Some(v1_1)) => {
+                (v1_1.open_logger)(RStr::from_str(config), host_box(&plugin.name)).into()
+            }
+            (None, None) => native.v1_0.open_logger()(RStr::from_str(config)).into(),
         },
         Module::Wasm => crate::wasm::open_logger(&plugin.path, &plugin.name, config, meter),
     };
@@ -330,17 +335,31 @@ fn launch_frontend(
 ) -> Result<FrontendBox, PluginError> {
     let name = &plugin.name;
     match &plugin.module {
-        Module::Native(native) => match native.v1_1 {
-            Some(v1_1) => (v1_1.start_frontend)(
+        Module::Native(native) => match (native.v1_3, native.v1_1) {
+            (Some(v1_3), _) => (v1_3.start_frontend)(
+                store_box_v1_3(store, name),
+                RStr::from_str(table),
+                host_box(name),
+            )
+            .into(),
+            (None, Some(v1_1)) => (v1_1.start_frontend)(
                 store_box_v1_1(store, name),
                 RStr::from_str(table),
                 host_box(name),
             )
             .into(),
-            None => {
+            (None, None) => {
                 native.v1_0.start_frontend()(store_box(store, name), RStr::from_str(table)).into()
             }
         },
+        Module::Wasm
+            if plugin
+                .capabilities
+                .iter()
+                .any(|c| c == kvs_plugin_api::capability::FRONTEND_STREAM) =>
+        {
+            crate::wasm::start_stream_frontend(&plugin.path, name, store, table)
+        }
         Module::Wasm => crate::wasm::start_frontend(&plugin.path, name, store, table),
     }
 }

@@ -8,7 +8,8 @@
 //!    magic and contract version) — bad magic, another major or a newer minor is
 //!    refused with both versions before anything else of the library is read;
 //! 3. abi_stable's header and layout checks on its root module (the 1.0 entry points);
-//! 4. for a plug-in of 1.1 or later, the `KVS_PLUGIN_V1_1` entry points, layout-checked
+//! 4. for a plug-in of 1.1 or later, the `KVS_PLUGIN_V1_1` entry points (and from 1.3,
+//!    `KVS_PLUGIN_V1_3`), layout-checked
 //!    against this host's (see `kvs_plugin_api::versioning`).
 //!
 //! Every library is loaded with `RawLibrary::load_at` + `init_root_module`, never
@@ -25,7 +26,7 @@ use anyhow::{Context, Result, bail};
 use kvs_plugin_api::{
     API_MAJOR, API_MINOR, Handshake, PluginKind,
     handshake::{HANDSHAKE_SYMBOL, HandshakePrefix, MAGIC},
-    native::{PluginModRef, v1_1},
+    native::{PluginModRef, v1_1, v1_3},
     version::check_compatible,
 };
 
@@ -87,6 +88,9 @@ pub struct NativeModule {
     /// The 1.1 entry points, if the plug-in was built against 1.1 or later. The host
     /// uses these when present: they hand over the host's services and carry contexts.
     pub v1_1: Option<&'static v1_1::Module>,
+    /// The 1.3 entry points, if the plug-in was built against 1.3 or later: preferred
+    /// over 1.1's (a frontend's store also answers `stats`).
+    pub v1_3: Option<&'static v1_3::Module>,
 }
 
 impl fmt::Debug for Plugin {
@@ -297,6 +301,11 @@ fn load_native(path: &Path) -> Result<Plugin, String> {
     } else {
         None
     };
+    let v1_3 = if api.1 >= 3 {
+        Some(load_v1_3(raw, api)?)
+    } else {
+        None
+    };
     Ok(Plugin {
         path: path.to_path_buf(),
         format: Format::Native,
@@ -310,7 +319,7 @@ fn load_native(path: &Path) -> Result<Plugin, String> {
             .iter()
             .map(|c| c.as_str().to_string())
             .collect(),
-        module: Module::Native(NativeModule { v1_0, v1_1 }),
+        module: Module::Native(NativeModule { v1_0, v1_1, v1_3 }),
     })
 }
 
@@ -319,28 +328,60 @@ fn load_v1_1(raw: &'static RawLibrary, api: (u16, u16)) -> Result<&'static v1_1:
     // SAFETY: a plug-in declaring 1.1+ exports this symbol as a `v1_1::Exports` (see
     // export_plugin!). Its first field, the layout, is read and checked by abi_stable
     // before the module is used.
-    let exports: &'static v1_1::Exports = unsafe {
-        let sym = raw.get::<*const v1_1::Exports>(v1_1::SYMBOL).map_err(|_| {
+    let exports: &'static v1_1::Exports = unsafe { exported(raw, v1_1::SYMBOL, api, "1.1")? };
+    checked(exports.layout, &exports.module, "1.1")
+}
+
+/// The 1.3 entry points of a plug-in whose handshake says 1.3 or later.
+fn load_v1_3(raw: &'static RawLibrary, api: (u16, u16)) -> Result<&'static v1_3::Module, String> {
+    // SAFETY: as for `load_v1_1`, with 1.3's `Exports`.
+    let exports: &'static v1_3::Exports = unsafe { exported(raw, v1_3::SYMBOL, api, "1.3")? };
+    checked(exports.layout, &exports.module, "1.3")
+}
+
+/// The static named `symbol`, read as a `T`.
+///
+/// # Safety
+/// The library must export `symbol` as a `T` (the handshake's minor promises it).
+unsafe fn exported<T>(
+    raw: &'static RawLibrary,
+    symbol: &[u8],
+    api: (u16, u16),
+    minor: &str,
+) -> Result<&'static T, String> {
+    let name = String::from_utf8_lossy(&symbol[..symbol.len() - 1]).into_owned();
+    // SAFETY: the caller promises the symbol's type; it lives as long as the library,
+    // which is never unloaded.
+    unsafe {
+        let sym = raw.get::<*const T>(symbol).map_err(|_| {
             format!(
-                "its handshake says plugin-api {}.{} but it has no KVS_PLUGIN_V1_1 symbol: \
-                 declare it with kvs_plugin_api::export_plugin! (plugin-api 1.1 or later)",
+                "its handshake says plugin-api {}.{} but it has no {name} symbol: \
+                 declare it with kvs_plugin_api::export_plugin! (plugin-api {minor} or later)",
                 api.0, api.1
             )
         })?;
-        &**sym
-    };
+        Ok(&**sym)
+    }
+}
+
+/// `module`, once abi_stable agrees its layout as built (`layout`) is this host's `M`.
+fn checked<M: StableAbi>(
+    layout: &'static abi_stable::type_layout::TypeLayout,
+    module: &'static M,
+    minor: &str,
+) -> Result<&'static M, String> {
     abi_stable::abi_stability::abi_checking::check_layout_compatibility(
-        <v1_1::Module as StableAbi>::LAYOUT,
-        exports.layout,
+        <M as StableAbi>::LAYOUT,
+        layout,
     )
     .map_err(|e| {
         format!(
-            "its plugin-api 1.1 entry points do not match this kvs's: rebuild the plug-in \
-             against plugin-api {API_MAJOR}.x ({})",
+            "its plugin-api {minor} entry points do not match this kvs's: rebuild the \
+                 plug-in against plugin-api {API_MAJOR}.x ({})",
             one_line(&e.to_string())
         )
     })?;
-    Ok(&exports.module)
+    Ok(module)
 }
 
 fn load_wasm(path: &Path) -> Result<Plugin, String> {

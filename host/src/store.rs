@@ -262,6 +262,14 @@ impl Store {
         self.map.len()
     }
 
+    /// How many keys and bytes of keys and values the store holds.
+    pub fn stats(&self) -> kvs_plugin_api::native::v1_3::StoreStats {
+        kvs_plugin_api::native::v1_3::StoreStats {
+            keys: self.map.len() as u64,
+            data_bytes: u64::try_from(self.metrics.bytes.get()).unwrap_or(0),
+        }
+    }
+
     /// Whether the store holds no keys.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()

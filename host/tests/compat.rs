@@ -11,7 +11,7 @@ use crate::util::{Kvs, Line, http_client, lib, put_status, wasm_module};
 fn compat_plugins(dir: &Path, native: bool) -> PathBuf {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    for v in ["1_0", "1_1"] {
+    for v in ["1_0", "1_1", "1_2"] {
         let files = if native {
             [
                 lib(&format!("kvs_compat_native_logger_{v}")),
@@ -37,6 +37,8 @@ fn native_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
         ("1-1", "1-1"),
         ("1-0", "1-1"),
         ("1-1", "1-0"),
+        ("1-2", "1-2"),
+        ("1-0", "1-2"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let plugins = compat_plugins(dir.path(), true);
@@ -65,7 +67,7 @@ fn native_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
         let log = kvs.stop();
         // A 1.1 logger's messages are host events with its name; a 1.0 one has no channel.
         let logged = log.contains("compat logger opened") && log.contains(&logger);
-        assert_eq!(logged, logger.ends_with("1-1"), "{logger}:\n{log}");
+        assert_eq!(logged, !logger.ends_with("1-0"), "{logger}:\n{log}");
 
         let kvs = Kvs::start(&config, &plugins, &[]);
         let mut line = Line::connect(&kvs.endpoint(&frontend));
@@ -79,7 +81,7 @@ fn native_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
 #[test]
 fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
     let http = http_client();
-    for v in ["1-0", "1-1"] {
+    for v in ["1-0", "1-1", "1-2"] {
         let dir = tempfile::tempdir().unwrap();
         let plugins = compat_plugins(dir.path(), false);
         let (logger, frontend) = (
@@ -112,7 +114,7 @@ fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
             .headers()
             .get("x-seen-traceparent")
             .map(|h| h.to_str().unwrap().to_string());
-        assert_eq!(seen.as_deref(), (v == "1-1").then_some(traceparent), "{v}");
+        assert_eq!(seen.as_deref(), (v != "1-0").then_some(traceparent), "{v}");
         assert_eq!(put_status(&http, format!("{base}/k/b"), "two"), 201);
         assert_eq!(
             http.delete(format!("{base}/k/b")).send().unwrap().status(),
@@ -120,7 +122,7 @@ fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
         );
         let log = kvs.stop();
         let logged = log.contains("compat wasm logger opened") && log.contains(&logger);
-        assert_eq!(logged, v == "1-1", "{v}:\n{log}");
+        assert_eq!(logged, v != "1-0", "{v}:\n{log}");
 
         let kvs = Kvs::start(&config, &plugins, &[]);
         let base = kvs.endpoint(&frontend);

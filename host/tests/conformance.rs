@@ -34,6 +34,8 @@ fn shipped_plug_ins_and_templates_pass() {
         (staged.join("libkvs_plugin_grpc.so"), listen),
         (staged.join("kvs_wasm_logger.wasm"), ""),
         (staged.join("kvs_wasm_rest.wasm"), listen),
+        (staged.join("libkvs_plugin_resp.so"), listen),
+        (staged.join("kvs_wasm_resp.wasm"), listen),
         (
             lib("kvs_template_native_logger"),
             "path = \"{tmp}/template.log\"",
@@ -59,6 +61,10 @@ fn shipped_plug_ins_and_templates_pass() {
                 out.contains("SKIP  a round trip through its protocol"),
                 "{out}"
             );
+        }
+        if file.ends_with("libkvs_plugin_resp.so") || file.ends_with("kvs_wasm_resp.wasm") {
+            // protocol:resp: a binary key through SET/GET/DEL/GET in one pipeline.
+            assert!(out.contains("PASS  serves SET/GET/DEL"), "{out}");
         }
         if file.ends_with("libkvs_plugin_rest.so") || file.ends_with("kvs_wasm_rest.wasm") {
             // Both declare protocol:kvs-rest: a key goes through them into the store.

@@ -974,3 +974,43 @@ fn rsa_eddsa_and_jwks_keys_verify_tokens_of_their_own_algorithm_only() {
         ErrorCode::UNAUTHENTICATED
     );
 }
+
+/// The Redis frontend: `AUTH` presents a bearer token and the host decides, as for
+/// every other frontend; refusals come back as `NOAUTH` / `NOPERM`.
+#[test]
+fn resp_auth_presents_a_token_and_the_host_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(dir.path());
+    let path = write_config(dir.path(), &issuer.auth);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("frontends = [\"rest\"]", "frontends = [\"resp\"]")
+        + "\n[plugins.resp]\nlisten = \"127.0.0.1:0\"\n";
+    std::fs::write(&path, text).unwrap();
+    let kvs = Kvs::start(&path, &staged_plugins(), &[]);
+    let endpoint = kvs.endpoint("resp");
+    let port = endpoint.rsplit(':').next().unwrap();
+    let cli = crate::resp::cli;
+    let as_user = |token: &str, args: &[&str]| {
+        let mut all = vec!["--no-auth-warning", "-a", token];
+        all.extend_from_slice(args);
+        cli(port, &all)
+    };
+    let (alice, bob) = (
+        issuer.hs256(&Issuer::claims("alice")),
+        issuer.hs256(&Issuer::claims("bob")),
+    );
+    assert!(cli(port, &["SET", "app/x", "1"]).starts_with("NOAUTH"));
+    assert!(as_user(&alice, &["SET", "app/x", "1"]).starts_with("NOPERM"));
+    assert_eq!(as_user(&bob, &["SET", "app/x", "1"]), "OK");
+    assert_eq!(as_user(&alice, &["GET", "app/x"]), "1");
+    assert!(as_user(&alice, &["GET", "other/y"]).starts_with("NOPERM"));
+    for (what, token, _) in issuer.bad_tokens() {
+        let answer = as_user(&token, &["GET", "app/x"]);
+        assert!(answer.starts_with("NOAUTH"), "{what}: {answer}");
+    }
+    // HELLO 3 AUTH carries the token too.
+    let answer = cli(port, &["-3", "HELLO", "3", "AUTH", "default", &bob]);
+    assert!(answer.contains("proto"), "{answer}");
+    kvs.stop();
+}

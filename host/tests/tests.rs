@@ -14,6 +14,8 @@
 //! * `postgres`: the postgres logger against a throwaway PostgreSQL server
 //!   (`kvs_testkit::pg`).
 //! * `wasm`: `.wasm` plug-ins: end to end, mixed with native ones, hostile guests.
+//! * `resp`: the Redis frontends (native `resp`, WASM `wasm-resp`) under redis-cli,
+//!   redis-benchmark, redis-py and malformed input; a trapping stream guest.
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
 //!   by a real HTTP client.
 
@@ -30,5 +32,6 @@ mod observability;
 mod postgres;
 mod power_loss;
 mod process;
+mod resp;
 mod security;
 mod write_path;

@@ -14,3 +14,14 @@ pub const FRONTEND_HTTP: &str = "frontend:http";
 /// round-trips a key through it (1.2). Frontends that speak something else declare no
 /// protocol and are checked for start, endpoint and stop only.
 pub const PROTOCOL_KVS_REST: &str = "protocol:kvs-rest";
+
+/// A WASM frontend in stream mode (1.3): the host owns a TCP listener and hands the
+/// guest each connection's bytes (`kvs_stream_open`, `kvs_stream_data`,
+/// `kvs_stream_close`), so a sandboxed plug-in can speak any protocol.
+/// `export_wasm_stream_frontend!` declares it.
+pub const FRONTEND_STREAM: &str = "frontend:stream";
+
+/// A frontend that speaks the Redis protocol (RESP) at its first endpoint, at least
+/// `PING`, `GET`, `SET` and `DEL` (1.3). `kvs plugins check` then round-trips a key
+/// through it.
+pub const PROTOCOL_RESP: &str = "protocol:resp";

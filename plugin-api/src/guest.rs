@@ -19,6 +19,17 @@
 //!   the still percent-encoded path into a key, [`GuestError::http_status`] an error
 //!   into the status kvs's REST frontends answer (1.2). A frontend that takes settings
 //!   of its own exports `configure` too (1.2; see the macro).
+//! * Frontend (stream mode, 1.3): implement [`StreamConnection`] and call
+//!   [`export_wasm_stream_frontend!`](crate::export_wasm_stream_frontend). The host owns
+//!   a TCP listener and, per connection, calls `kvs_stream_open`, then
+//!   `kvs_stream_data` with whatever bytes arrived (any split: a message may span calls,
+//!   or one call carry many), sending back what it returns, then `kvs_stream_close`.
+//!   The guest keeps each connection's state (the macro keys it by connection id). A
+//!   trap closes that connection only. Writes are deferred to the end of the call: a
+//!   `put`/`delete` returns once the host accepted it (limits, access), a `get` sees the
+//!   call's earlier writes, and the host sends the call's output only after all its
+//!   writes are durable — if one fails, it closes the connection instead, so a client
+//!   never reads an acknowledgement for a write that was lost.
 //! * Logging: [`crate::log`] sends messages to the host's log, tagged with the
 //!   plug-in's name (1.1; the host function `kvs_log`).
 //!
@@ -235,6 +246,69 @@ pub fn http_call(handler: fn(HttpRequest) -> HttpResponse, input: &[u8]) -> Vec<
     }
 }
 
+/// One client connection of a stream frontend (1.3): the guest's per-connection state.
+pub trait StreamConnection: Sized + Send + 'static {
+    /// A client connected; `context` is what the host knows of it (its peer address).
+    /// An error refuses the connection (the host closes it).
+    fn open(context: &crate::RequestContext) -> Result<Self, GuestError>;
+    /// `input` arrived from the client (the next bytes of its stream, split anywhere).
+    /// Append the reply bytes, if any, to `output`; return [`Flow::Close`] to close the
+    /// connection once `output` is sent.
+    fn data(&mut self, input: &[u8], output: &mut Vec<u8>) -> Flow;
+    /// The connection is gone (either side closed it). Nothing can be sent any more.
+    fn close(self) {}
+}
+
+/// Whether a stream connection stays open after a [`StreamConnection::data`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// Send the output, then close.
+    Close,
+}
+
+/// The live connections of a stream frontend, by the host's connection id.
+#[doc(hidden)]
+pub type Connections<C> = std::sync::Mutex<std::collections::BTreeMap<u64, C>>;
+
+/// Runs a stream frontend export: `open`, `data` or `close`.
+#[doc(hidden)]
+pub fn stream_call<C: StreamConnection>(
+    connections: &Connections<C>,
+    op: &str,
+    input: &[u8],
+) -> Vec<u8> {
+    frame((|| {
+        let bad = |e: wire::WireError| GuestError::invalid_input(e.to_string());
+        let mut r = Reader::new(input);
+        let conn = r.u64().map_err(bad)?;
+        let mut connections = connections.lock().unwrap_or_else(|p| p.into_inner());
+        match op {
+            "open" => {
+                let context = wire::decode_context(&mut r).map_err(bad)?;
+                connections.insert(conn, C::open(&context)?);
+                Ok(Vec::new())
+            }
+            "data" => {
+                let data = r.bytes().map_err(bad)?;
+                let connection = connections
+                    .get_mut(&conn)
+                    .ok_or_else(|| GuestError::invalid_input(format!("no connection {conn}")))?;
+                let mut output = wire::StreamOutput::default();
+                output.close = connection.data(data, &mut output.data) == Flow::Close;
+                Ok(output.encode())
+            }
+            _ => {
+                if let Some(connection) = connections.remove(&conn) {
+                    connection.close();
+                }
+                Ok(Vec::new())
+            }
+        }
+    })())
+}
+
 /// Runs an HTTP frontend's `configure` function on its table (1.2).
 #[doc(hidden)]
 pub fn configure_call(configure: fn(&str) -> Result<(), GuestError>, input: &[u8]) -> Vec<u8> {
@@ -296,6 +370,8 @@ unsafe extern "C" {
     fn host_kvs_delete(input: u64) -> u64;
     #[link_name = "kvs_log"]
     fn host_kvs_log(input: u64);
+    #[link_name = "kvs_stats"]
+    fn host_kvs_stats(input: u64) -> u64;
 }
 
 /// Sends a log message to the host (`kvs_log`); used by [`crate::log`].
@@ -355,18 +431,28 @@ pub fn get(key: &[u8]) -> Result<Option<Vec<u8>>, GuestError> {
     ))
 }
 
-/// Stores `value` under `key`; returns once durable.
+/// Stores `value` under `key`; returns once durable (in a stream frontend, once
+/// accepted: the host holds the call's output until durable, see the module docs).
 pub fn put(key: &[u8], value: &[u8]) -> Result<(), GuestError> {
     let mut w = Writer::default();
     w.bytes(key).bytes(value);
     call_host(host_kvs_put, &w.0).map(drop)
 }
 
-/// Removes `key`; returns once durable. A missing key is not an error.
+/// Removes `key`; returns once durable (in a stream frontend: as for [`put`]). A
+/// missing key is not an error.
 pub fn delete(key: &[u8]) -> Result<(), GuestError> {
     let mut w = Writer::default();
     w.bytes(key);
     call_host(host_kvs_delete, &w.0).map(drop)
+}
+
+/// How many keys, and bytes of keys and values, the host's store holds (1.3).
+pub fn stats() -> Result<(u64, u64), GuestError> {
+    let payload = call_host(host_kvs_stats, &[])?;
+    let mut r = Reader::new(&payload);
+    let bad = |e: wire::WireError| GuestError::internal(e.to_string());
+    Ok((r.u64().map_err(bad)?, r.u64().map_err(bad)?))
 }
 
 /// Exports a WASM logger: `export_wasm_logger!(MyLogger, name: "wal", description: "...",
@@ -400,6 +486,44 @@ macro_rules! export_wasm_logger {
         #[unsafe(no_mangle)]
         pub extern "C" fn kvs_logger_close() -> i32 {
             $crate::guest::respond($crate::guest::logger_call(&__KVS_LOGGER, "close", &[]))
+        }
+    };
+}
+
+/// Exports a WASM stream frontend (1.3): `export_wasm_stream_frontend!(MyConnection,
+/// name: "wasm-resp", description: "...");` where `MyConnection: StreamConnection`.
+/// Capabilities listed after the description (e.g. `protocol:resp`) are declared too.
+#[macro_export]
+macro_rules! export_wasm_stream_frontend {
+    ($connection:ty, name: $name:literal, description: $desc:literal
+     $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
+        static __KVS_CONNECTIONS: $crate::guest::Connections<$connection> =
+            ::std::sync::Mutex::new(::std::collections::BTreeMap::new());
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn kvs_handshake() -> i32 {
+            $crate::guest::respond($crate::guest::handshake(
+                $crate::PluginKind::FRONTEND,
+                $name,
+                env!("CARGO_PKG_VERSION"),
+                $desc,
+                &[$crate::capability::FRONTEND_STREAM $($(, $cap)*)?],
+            ))
+        }
+        #[unsafe(no_mangle)]
+        pub extern "C" fn kvs_stream_open() -> i32 {
+            let input = $crate::guest::extism_pdk::input_bytes();
+            $crate::guest::respond($crate::guest::stream_call(&__KVS_CONNECTIONS, "open", &input))
+        }
+        #[unsafe(no_mangle)]
+        pub extern "C" fn kvs_stream_data() -> i32 {
+            let input = $crate::guest::extism_pdk::input_bytes();
+            $crate::guest::respond($crate::guest::stream_call(&__KVS_CONNECTIONS, "data", &input))
+        }
+        #[unsafe(no_mangle)]
+        pub extern "C" fn kvs_stream_close() -> i32 {
+            let input = $crate::guest::extism_pdk::input_bytes();
+            $crate::guest::respond($crate::guest::stream_call(&__KVS_CONNECTIONS, "close", &input))
         }
     };
 }

@@ -19,8 +19,11 @@
 //!   plug-in's name on every line (1.1).
 //! * Failures cross as [`PluginError`]: an [`ErrorCode`] to branch on, plus a message.
 //! * [`export_plugin!`] generates the native (`.so`) exports: the handshake static, the
-//!   abi_stable root module ([`native::PluginMod`], 1.0) and the 1.1 entry points
-//!   ([`native::v1_1::Exports`]), with panics caught at the boundary.
+//!   abi_stable root module ([`native::PluginMod`], 1.0) and the 1.1 and 1.3 entry
+//!   points ([`native::v1_1::Exports`], [`native::v1_3::Exports`]), with panics caught
+//!   at the boundary.
+//! * A frontend can ask the store how much it holds ([`Store::stats`], 1.3), and a WASM
+//!   frontend can speak any protocol over TCP as a *stream* frontend (1.3; see `guest`).
 //!
 //! # A logger in full
 //!
@@ -116,8 +119,9 @@ pub use version::{API_MAJOR, API_MINOR};
 pub use abi_stable;
 
 /// Exports a native plug-in: its [`Handshake`] static, its abi_stable root module (the
-/// 1.0 entry points) and its `KVS_PLUGIN_V1_1` static (the 1.1 entry points, which a
-/// 1.1 host uses: they hand the plug-in its host services).
+/// 1.0 entry points), its `KVS_PLUGIN_V1_1` static (the 1.1 entry points: they hand the
+/// plug-in its host services) and its `KVS_PLUGIN_V1_3` static (the 1.3 entry points: a
+/// store that answers [`Store::stats`]). A host uses the newest it knows.
 ///
 /// One per library. For a logger, pass a function `fn(&str) -> Result<L, PluginError>`
 /// where `L: TransactionLogger`; for a frontend, a function
@@ -150,8 +154,16 @@ macro_rules! export_plugin {
             $crate::native::v1_1::open_logger_with(config, host, $open)
         }
 
+        extern "C" fn __kvs_open_logger_v1_3(
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            host: $crate::native::v1_1::HostBox,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
+            $crate::native::v1_3::open_logger_with(config, host, $open)
+        }
+
         $crate::export_plugin!(@root __kvs_open_logger, $crate::native::not_a_frontend);
         $crate::export_plugin!(@v1_1 __kvs_open_logger_v1_1, $crate::native::v1_1::not_a_frontend);
+        $crate::export_plugin!(@v1_3 __kvs_open_logger_v1_3, $crate::native::v1_3::not_a_frontend);
     };
     (frontend: $start:path, name: $name:literal, description: $desc:literal
      $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
@@ -172,8 +184,26 @@ macro_rules! export_plugin {
             $crate::native::v1_1::start_frontend_with(store, config, host, $start)
         }
 
+        extern "C" fn __kvs_start_frontend_v1_3(
+            store: $crate::native::v1_3::StoreBox,
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            host: $crate::native::v1_1::HostBox,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::native::FrontendBox, $crate::PluginError> {
+            $crate::native::v1_3::start_frontend_with(store, config, host, $start)
+        }
+
         $crate::export_plugin!(@root $crate::native::not_a_logger, __kvs_start_frontend);
         $crate::export_plugin!(@v1_1 $crate::native::v1_1::not_a_logger, __kvs_start_frontend_v1_1);
+        $crate::export_plugin!(@v1_3 $crate::native::v1_1::not_a_logger, __kvs_start_frontend_v1_3);
+    };
+    (@v1_3 $open_logger:path, $start_frontend:path) => {
+        /// The plugin-api 1.3 entry points, read by hosts of 1.3 and later.
+        #[unsafe(no_mangle)]
+        pub static KVS_PLUGIN_V1_3: $crate::native::v1_3::Exports =
+            $crate::native::v1_3::Exports::new($crate::native::v1_3::Module {
+                open_logger: $open_logger,
+                start_frontend: $start_frontend,
+            });
     };
     (@v1_1 $open_logger:path, $start_frontend:path) => {
         /// The plugin-api 1.1 entry points, read by hosts of 1.1 and later.

@@ -8,7 +8,7 @@
 //! Everything here is `#[repr(C)]` and checked by abi_stable when a library is loaded.
 //! This module is the 1.0 interface: its root module and trait objects are frozen for
 //! all of major 1. What a minor version adds lives in a module of its own beside it
-//! ([`v1_1`]); see [`versioning`](crate::versioning) for why, and how the host picks.
+//! ([`v1_1`], [`v1_3`]); see [`versioning`](crate::versioning) for why, and how the host picks.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
@@ -27,6 +27,7 @@ use crate::ports::{Frontend, Health, TransactionLogger};
 use crate::store::Store;
 
 pub mod v1_1;
+pub mod v1_3;
 
 /// The host's size limits, so a frontend can refuse oversized input before reading it all.
 #[repr(C)]

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::context::RequestContext;
 use crate::error::PluginError;
 use crate::native::v1_1::{self, RequestContextRef};
+use crate::native::v1_3::{self, StoreStats};
 use crate::native::{Limits, StoreBox, WriteCallback, WriteCallback_TO};
 
 /// A cheap-to-clone handle on the host's store, handed to a frontend when it starts.
@@ -27,10 +28,12 @@ pub struct Store {
     inner: Arc<Backend>,
 }
 
-/// The store object the host handed over: a 1.1 one carries request contexts.
+/// The store object the host handed over: a 1.1 one carries request contexts, a 1.3
+/// one also answers [`Store::stats`].
 enum Backend {
     V1_0(StoreBox),
     V1_1(v1_1::StoreBox),
+    V1_3(v1_3::StoreBox),
 }
 
 struct OneshotCallback(Option<oneshot::Sender<Result<(), PluginError>>>);
@@ -79,6 +82,13 @@ impl Store {
         }
     }
 
+    /// Wraps the 1.3 store object a 1.3 host passes to `start_frontend`.
+    pub fn from_v1_3(store: v1_3::StoreBox) -> Self {
+        Store {
+            inner: Arc::new(Backend::V1_3(store)),
+        }
+    }
+
     fn get_ref(
         &self,
         ctx: &RequestContextRef<'_>,
@@ -87,6 +97,7 @@ impl Store {
         let value: Result<_, _> = match &*self.inner {
             Backend::V1_0(s) => s.get(key.into()),
             Backend::V1_1(s) => s.get(ctx, key.into()),
+            Backend::V1_3(s) => s.get(ctx, key.into()),
         }
         .into();
         Ok(value?.into_option().map(RVec::into_vec))
@@ -102,6 +113,7 @@ impl Store {
         match &*self.inner {
             Backend::V1_0(s) => s.put(key.into(), value.into(), done),
             Backend::V1_1(s) => s.put(ctx, key.into(), value.into(), done),
+            Backend::V1_3(s) => s.put(ctx, key.into(), value.into(), done),
         }
         rx
     }
@@ -115,6 +127,7 @@ impl Store {
         match &*self.inner {
             Backend::V1_0(s) => s.delete(key.into(), done),
             Backend::V1_1(s) => s.delete(ctx, key.into(), done),
+            Backend::V1_3(s) => s.delete(ctx, key.into(), done),
         }
         rx
     }
@@ -199,6 +212,7 @@ impl Store {
         match &*self.inner {
             Backend::V1_0(s) => s.is_ready(),
             Backend::V1_1(s) => s.is_ready(),
+            Backend::V1_3(s) => s.is_ready(),
         }
     }
 
@@ -207,6 +221,16 @@ impl Store {
         match &*self.inner {
             Backend::V1_0(s) => s.limits(),
             Backend::V1_1(s) => s.limits(),
+            Backend::V1_3(s) => s.limits(),
+        }
+    }
+
+    /// How many keys and bytes the store holds (1.3). `None` when the host that
+    /// started this frontend predates 1.3 and cannot say.
+    pub fn stats(&self) -> Option<StoreStats> {
+        match &*self.inner {
+            Backend::V1_3(s) => Some(s.stats()),
+            _ => None,
         }
     }
 }

@@ -32,6 +32,14 @@
 //!   `GuestError::http_status` (guest-side code only, nothing crosses the boundary). A
 //!   1.0/1.1 frontend reads the new codes as `internal` (its clients see a 500 whose
 //!   message says why), so rebuild frontends against 1.2 when access control is on.
+//! * 1.3 is [`native::v1_3`](crate::native::v1_3): [`StoreStats`](crate::native::v1_3::StoreStats)
+//!   and a frontend `StoreApi` that answers it ([`Store::stats`](crate::Store::stats)),
+//!   with entry points exported as `KVS_PLUGIN_V1_3` (beside 1.1's, which 1.3 plug-ins
+//!   still export). For WASM it added, all optional: the host function `kvs_stats`, and
+//!   stream frontends — the capability `frontend:stream` and the exports
+//!   `kvs_stream_open`, `kvs_stream_data`, `kvs_stream_close` (a 1.2 host refuses the
+//!   plug-in by its version before it could misread one). Also the capability
+//!   `protocol:resp`.
 //! * 1.N (when it needs new native types) will be `native::v1_N` and
 //!   `KVS_PLUGIN_V1_N`, beside the others.
 //!

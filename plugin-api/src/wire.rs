@@ -22,6 +22,11 @@
 //! kvs_get   = key:bytes -> result(found:u8 value:bytes)
 //! kvs_put   = key:bytes value:bytes -> result()
 //! kvs_delete= key:bytes -> result()
+//! kvs_stats = (nothing) -> result(keys:u64 data_bytes:u64)      (1.3)
+//! stream_open  = conn:u64 context -> result()                    (1.3)
+//! stream_data  = conn:u64 data:bytes -> result(stream_out)       (1.3)
+//! stream_out   = close:u8 data:bytes
+//! stream_close = conn:u64 -> result()                            (1.3)
 //! ```
 //!
 //! Like the native handshake, the first three handshake fields keep their positions in
@@ -529,5 +534,33 @@ mod tests {
         );
         assert_eq!(result(&ok(b"p")).unwrap(), Ok(&b"p"[..]));
         assert!(decode_events(&mut Reader::new(&[5, 0, 0, 0])).is_err());
+    }
+}
+
+/// What a stream frontend's `kvs_stream_data` returns (1.3): bytes to send to the client
+/// and whether to close the connection after sending them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOutput {
+    /// Close the connection once `data` is sent (e.g. the client said `QUIT`).
+    pub close: bool,
+    /// Bytes for the client, possibly none.
+    pub data: Vec<u8>,
+}
+
+impl StreamOutput {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(self.close as u8).bytes(&self.data);
+        w.0
+    }
+
+    /// Decodes the message.
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf);
+        Ok(StreamOutput {
+            close: r.u8()? != 0,
+            data: r.bytes()?.to_vec(),
+        })
     }
 }

@@ -10,7 +10,7 @@
 //!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
 //!   then build the templates outside the tree against the packaged plugin-api and
 //!   check them (`outside.rs`).
-//! * `cargo xtask bench [writes|rest|security|observability|memory]`: release build, then `kvs-bench`, which prints
+//! * `cargo xtask bench [writes|rest|resp|security|observability|memory]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
 
 mod outside;
@@ -51,14 +51,22 @@ fn run() -> Result<()> {
             let dir = build(true)?;
             let which = rest.first().map(String::as_str).unwrap_or("all");
             let modes: &[&str] = match which {
-                "all" => &["writes", "rest", "security", "observability", "memory"],
+                "all" => &[
+                    "writes",
+                    "rest",
+                    "resp",
+                    "security",
+                    "observability",
+                    "memory",
+                ],
                 "writes" => &["writes"],
                 "rest" => &["rest"],
+                "resp" => &["resp"],
                 "security" => &["security"],
                 "observability" => &["observability"],
                 "memory" => &["memory"],
                 other => bail!(
-                    "unknown benchmark {other:?}: writes, rest, security, observability, memory or all"
+                    "unknown benchmark {other:?}: writes, rest, resp, security, observability, memory or all"
                 ),
             };
             for mode in modes {
@@ -97,7 +105,7 @@ fn run() -> Result<()> {
                  run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
-                 bench [writes|rest|security|observability|memory]  release build, then the benchmarks (need redis, wrk)"
+                 bench [writes|rest|resp|security|observability|memory]  release build, then the benchmarks (need redis, wrk)"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())
@@ -254,6 +262,8 @@ fn build_wasm() -> Result<Vec<PathBuf>> {
         "kvs-compat-wasm-logger-1-1",
         "kvs-compat-wasm-frontend-1-0",
         "kvs-compat-wasm-frontend-1-1",
+        "kvs-compat-wasm-logger-1-2",
+        "kvs-compat-wasm-frontend-1-2",
     ];
     let mut args = vec!["build", "--release", "--target", WASM_TARGET];
     for p in compat_wasm {

@@ -1,5 +1,10 @@
-//! The host functions a guest imports: the store (`kvs_get`, `kvs_put`, `kvs_delete`),
-//! reached as the caller whose request the call serves, and `kvs_log`.
+//! The host functions a guest imports: the store (`kvs_get`, `kvs_put`, `kvs_delete`,
+//! `kvs_stats`), reached as the caller whose request the call serves, and `kvs_log`.
+//!
+//! Writes either wait until durable (HTTP frontends: the guest answers after `put`
+//! returns) or, in a stream frontend's call, are *deferred* ([`Deferred`]): queued and
+//! accepted at once, so one call can queue a whole pipeline into one group commit; the
+//! caller settles them before sending the call's output.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -24,6 +29,50 @@ pub(super) struct CallContext {
     pub(super) meter: Arc<crate::metrics::FrontendMeter>,
     pub(super) context: RequestContext,
     pub(super) received: Instant,
+    /// Set for calls whose writes are deferred (stream frontends); `None`: each write
+    /// blocks until durable.
+    pub(super) deferred: Option<Deferred>,
+}
+
+/// The writes a call queued without waiting for them.
+#[derive(Default)]
+pub(super) struct Deferred {
+    writes: Vec<tokio::sync::oneshot::Receiver<Result<(), PluginError>>>,
+    /// The first queued write that failed.
+    failed: Option<PluginError>,
+}
+
+impl Deferred {
+    fn record(&mut self, outcome: Result<Result<(), PluginError>, impl std::fmt::Debug>) {
+        let outcome = outcome.unwrap_or_else(|_| Err(PluginError::unavailable("write dropped")));
+        if let (Err(e), None) = (outcome, &self.failed) {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Waits, blocking the thread, for every queued write: a read inside the call must
+    /// see them.
+    fn settle_blocking(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        let wait = || {
+            for rx in writes {
+                self.record(rx.blocking_recv());
+            }
+        };
+        if in_multi_thread_runtime() {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        }
+    }
+
+    /// Waits for every queued write; `Err` with the first failure, if any.
+    pub(super) async fn settle(mut self) -> Result<(), PluginError> {
+        for rx in std::mem::take(&mut self.writes) {
+            self.record(rx.await);
+        }
+        self.failed.map_or(Ok(()), Err)
+    }
 }
 
 thread_local! {
@@ -42,6 +91,8 @@ enum StoreCall {
     Put,
     /// `kvs_delete`: key -> result().
     Delete,
+    /// `kvs_stats`: -> result(keys:u64 data_bytes:u64) (1.3).
+    Stats,
 }
 
 /// The host functions `kvs_get`, `kvs_put` and `kvs_delete`, reaching `store`.
@@ -50,6 +101,7 @@ pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
         ("kvs_get", StoreCall::Get),
         ("kvs_put", StoreCall::Put),
         ("kvs_delete", StoreCall::Delete),
+        ("kvs_stats", StoreCall::Stats),
     ]
     .into_iter()
     .map(|(name, call)| {
@@ -74,13 +126,26 @@ fn host_store(
 ) -> Result<(), extism::Error> {
     let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
     let (store, call) = data.get()?.lock().unwrap().clone();
-    let reply = CALL_CONTEXT.with_borrow(|context| match (store, context) {
+    let reply = CALL_CONTEXT.with_borrow_mut(|context| match (store, context) {
         (Some(store), Some(context)) => {
+            let CallContext {
+                frontend,
+                meter,
+                context,
+                received,
+                deferred,
+            } = context;
             let caller = Caller {
-                meter: Some(&context.meter),
-                ..Caller::from_context(&context.frontend, &context.context, context.received)
+                meter: Some(meter),
+                ..Caller::from_context(frontend, context, *received)
             };
-            match run(&store, &caller, call, &mut Reader::new(&input)) {
+            match run(
+                &store,
+                &caller,
+                call,
+                &mut Reader::new(&input),
+                deferred.as_mut(),
+            ) {
                 Ok(payload) => wire::ok(&payload),
                 Err(e) => wire::err(e.code(), e.message()),
             }
@@ -98,10 +163,21 @@ fn run(
     caller: &Caller<'_>,
     call: StoreCall,
     r: &mut Reader<'_>,
+    deferred: Option<&mut Deferred>,
 ) -> Result<Vec<u8>, PluginError> {
+    if let StoreCall::Stats = call {
+        let stats = store.stats();
+        let mut w = Writer::default();
+        w.u64(stats.keys).u64(stats.data_bytes);
+        return Ok(w.0);
+    }
     let key = r.bytes().map_err(bad)?;
     match call {
+        StoreCall::Stats => unreachable!("answered above"),
         StoreCall::Get => {
+            if let Some(d) = deferred {
+                d.settle_blocking();
+            }
             let mut w = Writer::default();
             match store.get_as(caller, key)? {
                 Some(v) => w.u8(1).bytes(&v),
@@ -111,11 +187,19 @@ fn run(
         }
         StoreCall::Put => {
             let (key, value) = (key.to_vec(), r.bytes().map_err(bad)?.to_vec());
-            wait_write(|done| store.put_as(caller, key, value, done))
+            let submit = |done| store.put_as(caller, key, value, done);
+            match deferred {
+                Some(d) => defer_write(d, submit),
+                None => wait_write(submit),
+            }
         }
         StoreCall::Delete => {
             let key = key.to_vec();
-            wait_write(|done| store.delete_as(caller, key, done))
+            let submit = |done| store.delete_as(caller, key, done);
+            match deferred {
+                Some(d) => defer_write(d, submit),
+                None => wait_write(submit),
+            }
         }
     }
 }
@@ -149,6 +233,28 @@ fn bad(e: wire::WireError) -> PluginError {
 pub(super) fn in_multi_thread_runtime() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Queues the write without waiting: a refusal the store answers at once (limits,
+/// access) is the guest's error now; otherwise the write joins the call's deferred ones.
+fn defer_write(
+    deferred: &mut Deferred,
+    submit: impl FnOnce(Completion),
+) -> Result<Vec<u8>, PluginError> {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    submit(Completion::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    match rx.try_recv() {
+        Ok(result) => result.map(|()| Vec::new()),
+        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+            deferred.writes.push(rx);
+            Ok(Vec::new())
+        }
+        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+            Err(PluginError::unavailable("write dropped"))
+        }
+    }
 }
 
 /// Blocks until the write is durable. Guest calls run on the frontend's async workers,

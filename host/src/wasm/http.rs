@@ -22,7 +22,7 @@ use super::module::{CallError, Compiled, call, compile, instance, metered_call};
 
 /// The optional export that takes a WASM HTTP frontend's config table (1.2).
 const CONFIGURE: &str = "kvs_http_configure";
-use super::sandbox::{SANDBOX_KEYS, Sandbox};
+use super::sandbox::{Sandbox, refuse_guest_keys};
 
 /// Instances for a frontend: each serves one call at a time; a failed one is dropped.
 struct Pool {
@@ -162,6 +162,7 @@ async fn edge(
         meter: edge.meter.clone(),
         context,
         received,
+        deferred: None,
     };
     let Ok(_permit) = edge.pool.permits.acquire().await else {
         return text(503, "shutting down".into());
@@ -251,20 +252,11 @@ pub fn start_frontend(
         })?;
         Some(guest_config)
     } else {
-        // The guest takes no config, so any key but the sandbox settings would be
-        // silently ignored: refuse it, as kvs does every unknown key.
-        let unknown: Vec<String> = toml::from_str::<toml::Table>(&guest_config)
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default();
-        if !unknown.is_empty() {
-            return Err(PluginError::invalid_input(format!(
-                "[plugins.{name}]: unknown key(s) {}: this WASM HTTP frontend takes no config \
-                 of its own (it exports no kvs_http_configure), only the host's sandbox \
-                 settings ({})",
-                unknown.join(", "),
-                SANDBOX_KEYS.join(", ")
-            )));
-        }
+        refuse_guest_keys(
+            name,
+            &guest_config,
+            "a WASM HTTP frontend that exports no kvs_http_configure",
+        )?;
         None
     };
     let pool = Arc::new(Pool {
@@ -284,7 +276,9 @@ pub fn start_frontend(
         protocol: "HTTP",
         tls: sandbox.tls.as_ref(),
         alpn: kvs_serve::Settings::HTTP_ALPN,
-        max_connections: sandbox.max_connections,
+        max_connections: sandbox
+            .max_connections
+            .unwrap_or(kvs_serve::DEFAULT_MAX_CONNECTIONS),
         max_header_bytes: sandbox.max_header_bytes,
         log: crate::telemetry::listener_log,
     };

@@ -11,21 +11,28 @@
 //!   the server's async workers; a long one, or a durable write, hands its worker's
 //!   other tasks to another thread (`hand_off_worker`, `wait_write`).
 //!
+//! * [`start_stream_frontend`] (1.3): the host owns a TCP listener; each connection
+//!   gets an instance of its own and the guest sees its bytes (`kvs_stream_open`,
+//!   `kvs_stream_data`, `kvs_stream_close`). Writes inside a call are deferred and
+//!   settled before its output is sent.
+//!
 //! Every instance gets a memory cap and a per-call timeout; WASI without network, and
 //! no file system unless the operator grants `data_dir`, mounted at `/data`. Those
 //! sandbox settings are keys of the plug-in's own table that the host takes out before
 //! handing the rest to the guest.
 //!
 //! Modules: [`sandbox`] (the settings), `module` (compile, instantiate, call,
-//! handshake), `host_fns` (what guests import), `logger`, `http`.
+//! handshake), `host_fns` (what guests import), `logger`, `http`, `stream`.
 
 mod host_fns;
 mod http;
 mod logger;
 mod module;
 pub mod sandbox;
+mod stream;
 
 pub use http::start_frontend;
 pub use logger::open_logger;
 pub use module::handshake;
 pub use sandbox::Sandbox;
+pub use stream::start_stream_frontend;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use extism::{Function, Manifest, PTR, Plugin, PluginBuilder, UserData, Wasm};
+use kvs_plugin_api::capability;
 use kvs_plugin_api::version::check_compatible;
 use kvs_plugin_api::wire::{self};
 use kvs_plugin_api::{API_MAJOR, API_MINOR, PluginError, PluginKind};
@@ -223,8 +224,14 @@ pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
     if h.kind != PluginKind::LOGGER && h.kind != PluginKind::FRONTEND {
         return Err(format!("unknown plug-in kind {}", h.kind.0));
     }
-    if h.kind == PluginKind::FRONTEND && !h.capabilities.iter().any(|c| c == "frontend:http") {
-        return Err("a WASM frontend must declare the frontend:http capability (the only mode this kvs serves)".into());
+    let modes = [capability::FRONTEND_HTTP, capability::FRONTEND_STREAM];
+    if h.kind == PluginKind::FRONTEND && !h.capabilities.iter().any(|c| modes.contains(&c.as_str()))
+    {
+        return Err(
+            "a WASM frontend must declare the frontend:http or frontend:stream capability \
+             (the modes this kvs serves)"
+                .into(),
+        );
     }
     kvs_plugin_api::handshake::validate_name(&h.name)?;
     Ok(h)

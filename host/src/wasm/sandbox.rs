@@ -27,9 +27,10 @@ pub struct Sandbox {
     pub worker_threads: usize,
     /// TLS for a WASM HTTP frontend's listener (`tls = { cert, key, client_ca }`).
     pub tls: Option<kvs_serve::TlsConfig>,
-    /// Most connections a WASM HTTP frontend's listener keeps open. Default 10000.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    /// Most connections a WASM frontend's listener keeps open. Default 10000 for HTTP,
+    /// 1024 for a stream frontend (each of whose connections holds an instance).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     /// Largest request header block, bytes. Default 32768.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
@@ -49,9 +50,6 @@ fn default_listen() -> String {
 }
 fn default_workers() -> usize {
     2
-}
-fn default_max_connections() -> usize {
-    kvs_serve::DEFAULT_MAX_CONNECTIONS
 }
 fn default_max_header_bytes() -> usize {
     kvs_serve::DEFAULT_MAX_HEADER_BYTES
@@ -108,8 +106,29 @@ impl Sandbox {
             listen: default_listen(),
             worker_threads: 1,
             tls: None,
-            max_connections: 1,
+            max_connections: Some(1),
             max_header_bytes: default_max_header_bytes(),
         }
     }
+}
+
+/// For a guest that takes no config of its own (`what` says which), any key besides the
+/// sandbox settings would be silently ignored: refuse it, as kvs does every unknown key.
+pub(super) fn refuse_guest_keys(
+    name: &str,
+    guest_config: &str,
+    what: &str,
+) -> Result<(), PluginError> {
+    let unknown: Vec<String> = toml::from_str::<toml::Table>(guest_config)
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(PluginError::invalid_input(format!(
+        "[plugins.{name}]: unknown key(s) {}: {what} takes no config of its own, only the \
+         host's sandbox settings ({})",
+        unknown.join(", "),
+        SANDBOX_KEYS.join(", ")
+    )))
 }

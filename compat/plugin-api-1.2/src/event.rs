@@ -1,0 +1,85 @@
+//! The transaction log's unit: a sequenced PUT or DELETE.
+
+use std::fmt;
+
+#[cfg(feature = "native")]
+use abi_stable::std_types::RSlice;
+
+/// Whether an event stores a value or removes a key.
+///
+/// A transparent `u8` (not an enum) so the set can grow in a minor version without
+/// making an old plug-in's layout check fail.
+#[repr(transparent)]
+#[cfg_attr(feature = "native", derive(abi_stable::StableAbi))]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventKind(pub u8);
+
+impl EventKind {
+    /// Set `key` to `value`.
+    pub const PUT: EventKind = EventKind(1);
+    /// Remove `key`; `value` is empty.
+    pub const DELETE: EventKind = EventKind(2);
+}
+
+impl fmt::Debug for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::PUT => f.write_str("PUT"),
+            Self::DELETE => f.write_str("DELETE"),
+            EventKind(other) => write!(f, "EventKind({other})"),
+        }
+    }
+}
+
+/// One entry of the transaction log, borrowing its key and value.
+///
+/// Sequence numbers strictly increase in log order. They may have gaps: a batch the
+/// logger refused is never retried under the same numbers.
+#[cfg(feature = "native")]
+#[repr(C)]
+#[derive(abi_stable::StableAbi, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// Position in the log, assigned by the host's writer.
+    pub sequence: u64,
+    /// PUT or DELETE.
+    pub kind: EventKind,
+    /// Any bytes, 1..=the host's key limit long.
+    pub key: RSlice<'a, u8>,
+    /// Any bytes (possibly empty) for a PUT; empty for a DELETE.
+    pub value: RSlice<'a, u8>,
+}
+
+#[cfg(feature = "native")]
+impl<'a> Event<'a> {
+    /// A PUT event.
+    pub fn put(sequence: u64, key: &'a [u8], value: &'a [u8]) -> Self {
+        Event {
+            sequence,
+            kind: EventKind::PUT,
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// A DELETE event.
+    pub fn delete(sequence: u64, key: &'a [u8]) -> Self {
+        Event {
+            sequence,
+            kind: EventKind::DELETE,
+            key: key.into(),
+            value: RSlice::from_slice(&[]),
+        }
+    }
+}
+
+#[cfg(feature = "native")]
+impl fmt::Debug for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("sequence", &self.sequence)
+            .field("kind", &self.kind)
+            .field("key", &String::from_utf8_lossy(self.key.as_slice()))
+            .field("value_len", &self.value.len())
+            .finish()
+    }
+}

@@ -1,0 +1,217 @@
+//! [`Store`]: the host's key-value store, as a frontend uses it.
+
+use std::sync::Arc;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RVec},
+};
+use tokio::sync::oneshot;
+
+use crate::context::RequestContext;
+use crate::error::PluginError;
+use crate::native::v1_1::{self, RequestContextRef};
+use crate::native::{Limits, StoreBox, WriteCallback, WriteCallback_TO};
+
+/// A cheap-to-clone handle on the host's store, handed to a frontend when it starts.
+///
+/// Reads answer from memory. Writes resolve once the host's logger has made them durable;
+/// they never block the calling thread, so they suit an async frontend. Dropping a write's
+/// future does not cancel the write: it is already queued and will still be logged.
+///
+/// Every call describes its caller with a [`RequestContext`] (the `*_with` methods), or
+/// is anonymous (the others). The host decides what a caller may do; a frontend only
+/// passes on what the client presented.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Backend>,
+}
+
+/// The store object the host handed over: a 1.1 one carries request contexts.
+enum Backend {
+    V1_0(StoreBox),
+    V1_1(v1_1::StoreBox),
+}
+
+struct OneshotCallback(Option<oneshot::Sender<Result<(), PluginError>>>);
+
+impl WriteCallback for OneshotCallback {
+    fn complete(&mut self, result: RResult<(), PluginError>) {
+        if let Some(tx) = self.0.take() {
+            // The receiver may be gone (client hung up); the write happened regardless.
+            let _ = tx.send(result.into());
+        }
+    }
+}
+
+fn callback() -> (
+    WriteCallback_TO<'static, abi_stable::std_types::RBox<()>>,
+    oneshot::Receiver<Result<(), PluginError>>,
+) {
+    let (tx, rx) = oneshot::channel();
+    (
+        WriteCallback_TO::from_value(OneshotCallback(Some(tx)), TD_Opaque),
+        rx,
+    )
+}
+
+async fn outcome(rx: oneshot::Receiver<Result<(), PluginError>>) -> Result<(), PluginError> {
+    rx.await.unwrap_or_else(|_| {
+        Err(PluginError::internal(
+            "the host dropped a write without completing it",
+        ))
+    })
+}
+
+impl Store {
+    /// Wraps the 1.0 store object a 1.0 host passes to `start_frontend`. Calls made
+    /// through it cannot carry a context: the host sees an anonymous caller.
+    pub fn new(store: StoreBox) -> Self {
+        Store {
+            inner: Arc::new(Backend::V1_0(store)),
+        }
+    }
+
+    /// Wraps the 1.1 store object a 1.1 host passes to `start_frontend`.
+    pub fn from_v1_1(store: v1_1::StoreBox) -> Self {
+        Store {
+            inner: Arc::new(Backend::V1_1(store)),
+        }
+    }
+
+    fn get_ref(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        let value: Result<_, _> = match &*self.inner {
+            Backend::V1_0(s) => s.get(key.into()),
+            Backend::V1_1(s) => s.get(ctx, key.into()),
+        }
+        .into();
+        Ok(value?.into_option().map(RVec::into_vec))
+    }
+
+    fn put_ref(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> oneshot::Receiver<Result<(), PluginError>> {
+        let (done, rx) = callback();
+        match &*self.inner {
+            Backend::V1_0(s) => s.put(key.into(), value.into(), done),
+            Backend::V1_1(s) => s.put(ctx, key.into(), value.into(), done),
+        }
+        rx
+    }
+
+    fn delete_ref(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: Vec<u8>,
+    ) -> oneshot::Receiver<Result<(), PluginError>> {
+        let (done, rx) = callback();
+        match &*self.inner {
+            Backend::V1_0(s) => s.delete(key.into(), done),
+            Backend::V1_1(s) => s.delete(ctx, key.into(), done),
+        }
+        rx
+    }
+
+    /// The value under `key`, or `None`, for an anonymous caller.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+        self.get_ref(&RequestContextRef::default(), key)
+    }
+
+    /// The value under `key`, or `None`, for the caller `ctx` describes (1.1).
+    pub fn get_with(
+        &self,
+        ctx: &RequestContext,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        self.get_ref(&ctx.into(), key)
+    }
+
+    /// Stores `value` under `key` for an anonymous caller, resolving once durable.
+    pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), PluginError> {
+        outcome(self.put_ref(&RequestContextRef::default(), key, value)).await
+    }
+
+    /// Stores `value` under `key` for the caller `ctx` describes, resolving once durable
+    /// (1.1). The context is read when this is called, not when it is awaited.
+    pub fn put_with(
+        &self,
+        ctx: &RequestContext,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send + 'static {
+        outcome(self.put_ref(&ctx.into(), key, value))
+    }
+
+    /// Removes `key` for an anonymous caller, resolving once durable. A missing key is
+    /// not an error.
+    pub async fn delete(&self, key: Vec<u8>) -> Result<(), PluginError> {
+        outcome(self.delete_ref(&RequestContextRef::default(), key)).await
+    }
+
+    /// Removes `key` for the caller `ctx` describes, resolving once durable (1.1). The
+    /// context is read when this is called, not when it is awaited.
+    pub fn delete_with(
+        &self,
+        ctx: &RequestContext,
+        key: Vec<u8>,
+    ) -> impl Future<Output = Result<(), PluginError>> + Send + 'static {
+        outcome(self.delete_ref(&ctx.into(), key))
+    }
+
+    /// [`Store::put`] for threads that may block (not async worker threads).
+    pub fn put_blocking(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), PluginError> {
+        blocking(self.put_ref(&RequestContextRef::default(), key, value))
+    }
+
+    /// [`Store::delete`] for threads that may block (not async worker threads).
+    pub fn delete_blocking(&self, key: Vec<u8>) -> Result<(), PluginError> {
+        blocking(self.delete_ref(&RequestContextRef::default(), key))
+    }
+
+    /// [`Store::put_with`] for threads that may block (1.1).
+    pub fn put_blocking_with(
+        &self,
+        ctx: &RequestContext,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), PluginError> {
+        blocking(self.put_ref(&ctx.into(), key, value))
+    }
+
+    /// [`Store::delete_with`] for threads that may block (1.1).
+    pub fn delete_blocking_with(
+        &self,
+        ctx: &RequestContext,
+        key: Vec<u8>,
+    ) -> Result<(), PluginError> {
+        blocking(self.delete_ref(&ctx.into(), key))
+    }
+
+    /// False while the host is starting or stopping: answer readiness probes with this.
+    pub fn is_ready(&self) -> bool {
+        match &*self.inner {
+            Backend::V1_0(s) => s.is_ready(),
+            Backend::V1_1(s) => s.is_ready(),
+        }
+    }
+
+    /// The host's key and value size limits.
+    pub fn limits(&self) -> Limits {
+        match &*self.inner {
+            Backend::V1_0(s) => s.limits(),
+            Backend::V1_1(s) => s.limits(),
+        }
+    }
+}
+
+fn blocking(rx: oneshot::Receiver<Result<(), PluginError>>) -> Result<(), PluginError> {
+    rx.blocking_recv()
+        .unwrap_or_else(|_| Err(PluginError::internal("write dropped by the host")))
+}

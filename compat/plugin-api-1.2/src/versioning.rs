@@ -1,0 +1,85 @@
+//! The compatibility promise: what a version of this contract may change, and how a
+//! host reads plug-ins of every minor version.
+//!
+//! The contract has its own version, [`API_MAJOR`](crate::API_MAJOR).[`API_MINOR`](crate::API_MINOR),
+//! independent of kvs releases and of this crate's patch releases.
+//!
+//! **The rule.** A host loads a plug-in iff their majors are equal and the plug-in's minor
+//! is at most the host's ([`check_compatible`](crate::version::check_compatible)). So a
+//! plug-in built against 1.0 loads in every 1.x host, and a 1.2 plug-in is refused by a
+//! 1.1 host with a message naming both versions and saying to upgrade kvs.
+//!
+//! # How a minor version is added: interface types frozen per minor
+//!
+//! Every native type a plug-in and a host exchange belongs to exactly one minor version
+//! and never changes after it ships:
+//!
+//! * 1.0 is [`native`](crate::native): the root module
+//!   [`PluginMod`](crate::native::PluginMod) and the `#[sabi_trait]` objects
+//!   (`StoreApi`, `LoggerApi`, `FrontendApi`, `ReplaySink`, `WriteCallback`,
+//!   `HealthProbe`), reached through abi_stable's library header.
+//! * 1.1 is [`native::v1_1`](crate::native::v1_1): host services (`HostApi`), the
+//!   request context (`RequestContextRef`), a `StoreApi` that carries it, and the entry
+//!   points (`Module`) that hand them over, exported as the static `KVS_PLUGIN_V1_1`.
+//! * 1.2 added no native types, so a 1.2 plug-in exports 1.1's entry points. It added:
+//!   two error codes for the host's access control
+//!   ([`ErrorCode::UNAUTHENTICATED`](crate::ErrorCode::UNAUTHENTICATED),
+//!   [`ErrorCode::PERMISSION_DENIED`](crate::ErrorCode::PERMISSION_DENIED)); the optional
+//!   WASM export `kvs_http_configure`, through which an HTTP frontend gets its config
+//!   table (a 1.1 host never calls it, and refuses keys it does not know, as before);
+//!   the [`capability`](crate::capability) constants, among them the promise
+//!   `protocol:kvs-rest`; and the guest helpers `key_from_path` and
+//!   `GuestError::http_status` (guest-side code only, nothing crosses the boundary). A
+//!   1.0/1.1 frontend reads the new codes as `internal` (its clients see a 500 whose
+//!   message says why), so rebuild frontends against 1.2 when access control is on.
+//! * 1.N (when it needs new native types) will be `native::v1_N` and
+//!   `KVS_PLUGIN_V1_N`, beside the others.
+//!
+//! A plug-in exports the handshake, the 1.0 root module and the entry points of its own
+//! minor ([`export_plugin!`](crate::export_plugin) writes all of them). The host reads
+//! the handshake first, then runs abi_stable's check on the 1.0 root module, then — only
+//! if the handshake's `api_minor` says they exist — looks up the newest entry points it
+//! and the plug-in share, checks their layout with abi_stable
+//! (`check_layout_compatibility`, the plug-in's `Exports::layout` against its own), and
+//! uses them. A 1.0 plug-in is driven through the 1.0 types and gets no host services:
+//! its stderr stays its own and its frontend's calls arrive as an anonymous caller.
+//!
+//! **Why not append to the 1.0 types?** abi_stable's prefix types let a *library* have
+//! more fields than its *loader* expects, never fewer: its layout check refuses a
+//! library whose prefix type (root module or trait-object vtable) is shorter than the
+//! loader's. That suits a newer library under an older host; kvs needs the opposite (a
+//! newer host loading older plug-ins), so a field appended to `PluginMod` or a method
+//! appended to `StoreApi` would make every older plug-in fail to load — the `compat/`
+//! test caught exactly that. Hence whole new types per minor.
+//!
+//! **A minor version may only add:**
+//! * a `native::v1_N` module and its `KVS_PLUGIN_V1_N` symbol, as above;
+//! * new optional WASM exports, new host functions, and new wire-message fields at the
+//!   end of a message (readers ignore bytes they do not know);
+//! * new [`ErrorCode`](crate::ErrorCode), [`EventKind`](crate::EventKind),
+//!   [`PluginKind`](crate::PluginKind) and [`log::Level`](crate::log::Level) values
+//!   (transparent integers; unknown error codes read as `internal`);
+//! * new provided (defaulted) methods on [`TransactionLogger`](crate::TransactionLogger)
+//!   and [`Frontend`](crate::Frontend), new methods on [`Store`](crate::Store), new
+//!   capability strings.
+//!
+//! **Never within a major:** removing, reordering or changing anything a released minor
+//! defined (fields, methods, signatures, the [`Handshake`](crate::Handshake), which is
+//! frozen for major 1 and read whole once its version is checked), changing what a
+//! method means (e.g. what "durable" means for `append`), changing the offsets of
+//! `magic`, `api_major`, `api_minor` ([`HandshakePrefix`](crate::handshake::HandshakePrefix),
+//! frozen across *all* majors so any host can say "wrong version").
+//!
+//! **WASM plug-ins** follow the same rule through the [`wire`](crate::wire) format: the
+//! handshake's version decides, a 1.1 host provides every host function of 1.0 and 1.1
+//! (`kvs_log` is new in 1.1), and a request message carries 1.1's context after the
+//! fields 1.0 reads. A guest importing a host function this kvs does not have (built
+//! against a newer minor) cannot even be instantiated; the host says so and to upgrade.
+//!
+//! **abi_stable's own version string** ([`RootModule::VERSION_STRINGS`] of the root
+//! module) stays `1.0.0` for all of major 1. abi_stable compares those strings' minors
+//! only for major 0 (`0.x` versions are treated as incompatible across minors); for
+//! 1.x it checks the majors alone. The string is pinned so that the root module stays
+//! byte-for-byte the 1.0 one; the handshake does the version check.
+//!
+//! [`RootModule::VERSION_STRINGS`]: abi_stable::library::RootModule::VERSION_STRINGS

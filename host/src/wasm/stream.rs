@@ -1,0 +1,322 @@
+//! A `.wasm` stream frontend (plugin-api 1.3): the host's own TCP listener, one instance
+//! per connection, the guest seeing only bytes.
+//!
+//! Per connection: an instance from the idle list (or a new one), `kvs_stream_open`
+//! with the peer, then for every read `kvs_stream_data` with the bytes that arrived,
+//! sending back what it returns, and `kvs_stream_close` at the end, after which the
+//! instance goes back to the idle list (at most `pool_size` are kept). An instance
+//! serves one connection at a time, so the guest's per-connection state is never
+//! shared, and a trap or timeout discards that instance and closes that connection
+//! only.
+//!
+//! Writes inside a data call are deferred (`host_fns::Deferred`): queued at once, so a
+//! pipeline of writes shares one group commit and the instance never idles on an fsync;
+//! the call's output is sent only once they are all durable, and if one fails the
+//! connection is closed instead, so no acknowledgement of a lost write is ever sent.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RString, RVec},
+};
+use extism::Plugin;
+use kvs_plugin_api::native::{FrontendApi, FrontendApi_TO, FrontendBox};
+use kvs_plugin_api::wire::{self, Writer};
+use kvs_plugin_api::{PluginError, RequestContext};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+use super::host_fns::{CALL_CONTEXT, CallContext, Deferred};
+use super::module::{CallError, Compiled, compile, instance, metered_call};
+use super::sandbox::{Sandbox, refuse_guest_keys};
+
+/// Connections a stream frontend keeps open by default: each holds an instance.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Most bytes handed to the guest in one call.
+const READ_CHUNK: usize = 64 << 10;
+
+/// What every connection of one stream frontend shares.
+struct Shared {
+    name: Arc<str>,
+    compiled: Compiled,
+    idle: Mutex<Vec<Plugin>>,
+    keep_idle: usize,
+    wasm_meter: Arc<crate::metrics::WasmMeter>,
+    meter: Arc<crate::metrics::FrontendMeter>,
+    max_connections: usize,
+    open: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn checkout(&self) -> Result<Plugin, PluginError> {
+        let idle = self.idle.lock().unwrap().pop();
+        match idle {
+            Some(p) => Ok(p),
+            None => instance(&self.compiled),
+        }
+    }
+
+    fn give_back(&self, plugin: Plugin) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < self.keep_idle {
+            idle.push(plugin);
+        }
+    }
+
+    /// One guest call on `plugin` for connection `conn`, with the connection's context
+    /// (and, for data calls, deferred writes) in place for the store host functions.
+    fn call(
+        &self,
+        plugin: &mut Plugin,
+        func: &str,
+        input: &[u8],
+        context: &RequestContext,
+        defer: bool,
+    ) -> (Result<Vec<u8>, CallError>, Option<Deferred>) {
+        CALL_CONTEXT.set(Some(CallContext {
+            frontend: self.name.clone(),
+            meter: self.meter.clone(),
+            context: context.clone(),
+            received: Instant::now(),
+            deferred: defer.then(Deferred::default),
+        }));
+        let result = metered_call(plugin, func, input, Some(&self.wasm_meter));
+        let deferred = CALL_CONTEXT.take().and_then(|c| c.deferred);
+        (result, deferred)
+    }
+}
+
+fn conn_message(conn: u64) -> Writer {
+    let mut w = Writer::default();
+    w.u64(conn);
+    w
+}
+
+/// Serves one connection until either side closes it or the guest fails.
+async fn serve(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let conn = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let context = RequestContext {
+        peer: Some(peer.to_string()),
+        ..RequestContext::default()
+    };
+    let mut plugin = match shared.checkout() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(plugin = %shared.name, "cannot serve {peer}: {e}");
+            return;
+        }
+    };
+    let mut open = conn_message(conn);
+    wire::encode_context(&mut open, &context);
+    if let (Err(e), _) = shared.call(&mut plugin, "kvs_stream_open", &open.0, &context, false) {
+        tracing::debug!(plugin = %shared.name, "connection from {peer} refused by the guest: {}", e.into_error());
+        return;
+    }
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut healthy = true;
+    loop {
+        let n = tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = stop.changed() => break,
+        };
+        let mut input = conn_message(conn);
+        input.bytes(&buf[..n]);
+        let (result, deferred) =
+            shared.call(&mut plugin, "kvs_stream_data", &input.0, &context, true);
+        // Whatever the call returned, its queued writes must settle before anything
+        // is sent: the output may acknowledge them.
+        let settled = match deferred {
+            Some(d) => d.settle().await,
+            None => Ok(()),
+        };
+        let output = match result {
+            Ok(bytes) => wire::StreamOutput::decode(&bytes)
+                .map_err(|e| format!("malformed kvs_stream_data output: {e}")),
+            Err(CallError::Guest(e)) => Err(format!("the guest refused the data: {e}")),
+            Err(failed) => {
+                healthy = false;
+                Err(format!("the guest failed: {}", failed.into_error()))
+            }
+        };
+        let output = match (output, settled) {
+            (Ok(output), Ok(())) => output,
+            (Err(why), _) => {
+                tracing::warn!(plugin = %shared.name, "closing the connection from {peer}: {why}");
+                break;
+            }
+            (Ok(_), Err(e)) => {
+                tracing::warn!(
+                    plugin = %shared.name,
+                    "closing the connection from {peer} unanswered: a write it made failed: {e}"
+                );
+                break;
+            }
+        };
+        if !output.data.is_empty() && stream.write_all(&output.data).await.is_err() {
+            break;
+        }
+        if output.close {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+    if healthy {
+        let close = conn_message(conn);
+        if let (Ok(_), _) = shared.call(&mut plugin, "kvs_stream_close", &close.0, &context, false)
+        {
+            shared.give_back(plugin);
+        }
+    }
+}
+
+async fn accept(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        if shared.open.load(Ordering::Relaxed) >= shared.max_connections {
+            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(
+                    plugin = %shared.name,
+                    "refusing connections: the limit is max_connections = {}",
+                    shared.max_connections
+                );
+            }
+            continue;
+        }
+        shared.open.fetch_add(1, Ordering::Relaxed);
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            serve(stream, peer, shared.clone(), stop).await;
+            shared.open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+struct WasmStreamFrontend {
+    runtime: Option<tokio::runtime::Runtime>,
+    endpoint: String,
+    stop: watch::Sender<bool>,
+    shared: Arc<Shared>,
+}
+
+impl FrontendApi for WasmStreamFrontend {
+    fn endpoints(&self) -> RVec<RString> {
+        RVec::from(vec![RString::from(self.endpoint.clone())])
+    }
+
+    fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
+        let _ = self.stop.send(true);
+        let until = Instant::now() + Duration::from_millis(deadline_ms);
+        while self.shared.open.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let open = self.shared.open.load(Ordering::Relaxed);
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }
+        if open > 0 {
+            return RResult::RErr(PluginError::unavailable(format!(
+                "{open} connection(s) still open at the stop deadline were closed"
+            )));
+        }
+        RResult::ROk(())
+    }
+}
+
+/// Starts a `.wasm` stream frontend: the host listens on TCP and hands each
+/// connection's bytes to the guest.
+pub fn start_stream_frontend(
+    path: &Path,
+    name: &str,
+    store: &Arc<Store>,
+    table: &str,
+) -> Result<FrontendBox, PluginError> {
+    let (sandbox, guest_config) = Sandbox::split(table)?;
+    refuse_guest_keys(name, &guest_config, "a WASM stream frontend")?;
+    if sandbox.tls.is_some() {
+        return Err(PluginError::invalid_input(format!(
+            "[plugins.{name}]: tls is not supported for WASM stream frontends yet; put a TLS \
+             proxy in front, or use a native frontend"
+        )));
+    }
+    let compiled =
+        compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
+    // One instance now, so a guest that cannot start stops kvs at start-up.
+    let first = instance(&compiled)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(sandbox.worker_threads)
+        .thread_name("kvs-wasm-stream")
+        .enable_all()
+        .build()
+        .map_err(|e| PluginError::internal(format!("cannot start the runtime: {e}")))?;
+    let listener = std::net::TcpListener::bind(&sandbox.listen).map_err(|e| {
+        PluginError::unavailable(format!(
+            "[plugins.{name}]: cannot listen on {}: {e}",
+            sandbox.listen
+        ))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| PluginError::internal(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| PluginError::internal(e.to_string()))?;
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| PluginError::internal(e.to_string()))?
+    };
+    let shared = Arc::new(Shared {
+        name: name.into(),
+        compiled,
+        idle: Mutex::new(vec![first]),
+        keep_idle: sandbox.pool_size,
+        wasm_meter: store.metrics().wasm(name),
+        meter: store.metrics().frontend(name),
+        max_connections: sandbox.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        open: AtomicUsize::new(0),
+        next_id: AtomicU64::new(1),
+    });
+    let (stop, stopped) = watch::channel(false);
+    runtime.spawn(accept(listener, shared.clone(), stopped));
+    Ok(FrontendApi_TO::from_value(
+        WasmStreamFrontend {
+            runtime: Some(runtime),
+            endpoint: format!("tcp://{addr}"),
+            stop,
+            shared,
+        },
+        TD_Opaque,
+    ))
+}

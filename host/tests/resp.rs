@@ -1,0 +1,341 @@
+//! The Redis protocol: the native `resp` frontend and the `wasm-resp` stream guest,
+//! driven by real Redis clients (redis-cli, redis-benchmark, redis-py) and by raw bytes
+//! for the inputs no client sends.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::{Kvs, copy_of_staged_plugins, wasm_module, write_config};
+
+/// Both Redis frontends: every test runs against each.
+const FRONTENDS: [&str; 2] = ["resp", "wasm-resp"];
+
+/// A config for the file logger (fsync per batch) and `frontend` on a free port.
+fn config(dir: &Path, frontend: &str, extra_table: &str) -> PathBuf {
+    let path = write_config(dir, "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "frontends = [\"rest\"]",
+        &format!("frontends = [{frontend:?}]"),
+    ) + &format!("\n[plugins.{frontend}]\nlisten = \"127.0.0.1:0\"\n{extra_table}");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The port of a frontend's endpoint (`redis://127.0.0.1:N` or `tcp://127.0.0.1:N`).
+fn port(kvs: &Kvs, frontend: &str) -> String {
+    let endpoint = kvs.endpoint(frontend);
+    endpoint.rsplit(':').next().unwrap().to_string()
+}
+
+/// `redis-cli -p PORT ARGS...`: its stdout, trimmed.
+pub(crate) fn cli(port: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli (Debian package redis-tools) must be installed");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// A raw connection with a read timeout, so a test fails rather than hangs.
+fn raw(port: &str) -> TcpStream {
+    let s = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads until `want` bytes arrived (or EOF / timeout, which fail the comparison).
+fn read_n(s: &mut TcpStream, want: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < want {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Reads everything until the server closes; panics if it does not within the timeout.
+fn read_to_close(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+            Err(e) => panic!("the server neither answered nor closed: {e}; got {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn redis_cli_sets_gets_deletes_and_reads_info_and_writes_survive_a_restart() {
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), frontend, "");
+        let plugins = crate::util::staged_plugins();
+        let kvs = Kvs::start(&config, &plugins, &[]);
+        let p = port(&kvs, frontend);
+        assert_eq!(cli(&p, &["PING"]), "PONG", "{frontend}");
+        assert_eq!(cli(&p, &["SET", "greeting", "hello world"]), "OK");
+        assert_eq!(cli(&p, &["GET", "greeting"]), "hello world");
+        assert_eq!(cli(&p, &["MSET", "a", "1", "b", "2"]), "OK");
+        assert_eq!(cli(&p, &["MGET", "a", "b", "nope"]), "1\n2"); // then an empty line: nil
+        assert_eq!(cli(&p, &["EXISTS", "a", "b", "nope"]), "2");
+        assert_eq!(cli(&p, &["STRLEN", "greeting"]), "11");
+        assert_eq!(cli(&p, &["DEL", "b", "nope"]), "1");
+        assert_eq!(cli(&p, &["DBSIZE"]), "2");
+        let info = cli(&p, &["INFO"]);
+        for want in [
+            "# Server",
+            "redis_version:",
+            "# Clients",
+            "# Stats",
+            "db0:keys=2",
+        ] {
+            assert!(info.contains(want), "{frontend} INFO lacks {want}:\n{info}");
+        }
+        assert!(
+            cli(&p, &["FROBNICATE", "x"]).starts_with("ERR unknown command 'FROBNICATE'"),
+            "{frontend}"
+        );
+        assert!(cli(&p, &["INCR", "a"]).contains("not supported by kvs"));
+        assert!(cli(&p, &["SET", "a", "2", "NX"]).contains("SET with NX is not supported"));
+        // A binary value through stdin (-x): every byte value, CR/LF and NUL included.
+        let value: Vec<u8> = (0..=255u8).chain(*b"\r\n\0end").collect();
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &p, "-x", "SET", "bin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&value).unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
+        let mut s = raw(&p);
+        s.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbin\r\n").unwrap();
+        let reply = read_n(&mut s, 6 + value.len() + 2);
+        assert!(
+            reply.starts_with(&format!("${}\r\n", value.len())),
+            "{reply:?}"
+        );
+        drop(s);
+        kvs.stop();
+
+        // Every acknowledged write was durable: a new kvs replays them.
+        let kvs = Kvs::start(&config, &plugins, &[]);
+        let p = port(&kvs, frontend);
+        assert_eq!(cli(&p, &["GET", "greeting"]), "hello world", "{frontend}");
+        assert_eq!(cli(&p, &["MGET", "a", "b"]), "1");
+        assert_eq!(cli(&p, &["STRLEN", "bin"]), value.len().to_string());
+        kvs.stop();
+    }
+}
+
+#[test]
+fn redis_benchmark_runs_to_completion_without_errors() {
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let kvs = Kvs::start(
+            &config(dir.path(), frontend, ""),
+            &crate::util::staged_plugins(),
+            &[],
+        );
+        let p = port(&kvs, frontend);
+        for pipeline in ["1", "16"] {
+            let out = Command::new("redis-benchmark")
+                .args(["-h", "127.0.0.1", "-p", &p, "-t", "set,get", "-n", "3000"])
+                .args(["-c", "8", "-P", pipeline, "-q"])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{frontend} -P {pipeline}: {stdout}\n{stderr}"
+            );
+            assert_eq!(
+                stdout.matches("requests per second").count(),
+                2,
+                "{frontend} -P {pipeline}: {stdout}\n{stderr}"
+            );
+            assert!(
+                !stderr.contains("Error") && !stdout.contains("ERR"),
+                "{stderr}{stdout}"
+            );
+        }
+        assert_eq!(cli(&p, &["EXISTS", "key:__rand_int__"]), "1");
+        kvs.stop();
+    }
+}
+
+/// redis-py (Debian's python3-redis): a pipeline of binary values, read back singly,
+/// with MGET and in a second pipeline, then deleted.
+const REDIS_PY: &str = r#"
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
+values = {f"k{i}".encode() + b"\x00\xff": bytes((i + j) % 256 for j in range(i * 7)) + b"\r\n" for i in range(200)}
+pipe = r.pipeline(transaction=False)
+for k, v in values.items():
+    pipe.set(k, v)
+assert pipe.execute() == [True] * len(values)
+for k, v in values.items():
+    assert r.get(k) == v, k
+keys = list(values)
+assert r.mget(keys) == [values[k] for k in keys]
+pipe = r.pipeline(transaction=False)
+for k in keys:
+    pipe.get(k)
+    pipe.delete(k)
+    pipe.exists(k)
+out = pipe.execute()
+for i, k in enumerate(keys):
+    assert out[3 * i] == values[k] and out[3 * i + 1] == 1 and out[3 * i + 2] == 0, (k, out[3 * i:3 * i + 3])
+assert r.ping()
+print("ok")
+"#;
+
+#[test]
+fn redis_py_pipelines_binary_values() {
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let kvs = Kvs::start(
+            &config(dir.path(), frontend, ""),
+            &crate::util::staged_plugins(),
+            &[],
+        );
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", REDIS_PY, &port(&kvs, frontend)])
+            .output()
+            .expect("python3 with redis-py (Debian package python3-redis)");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "ok",
+            "{frontend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        kvs.stop();
+    }
+}
+
+#[test]
+fn bad_input_gets_an_error_or_a_clean_close_and_the_server_carries_on() {
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let kvs = Kvs::start(
+            &config(dir.path(), frontend, ""),
+            &crate::util::staged_plugins(),
+            &[],
+        );
+        let p = port(&kvs, frontend);
+
+        // A pipeline sees its own writes, in order, answered in order.
+        let mut s = raw(&p);
+        s.write_all(
+            b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n\
+              *2\r\n$3\r\nDEL\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n",
+        )
+        .unwrap();
+        let want = "+OK\r\n$1\r\n1\r\n:1\r\n$-1\r\n+PONG\r\n";
+        assert_eq!(read_n(&mut s, want.len()), want, "{frontend}");
+
+        // RESP3: HELLO 3 answers a map; a missing key is a RESP3 null.
+        s.write_all(b"HELLO 3\r\n").unwrap();
+        let hello = read_n(&mut s, 3);
+        assert!(hello.starts_with("%7"), "{frontend}: {hello:?}");
+        let mut rest = [0u8; 4096];
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let _ = s.read(&mut rest);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET missing\r\n").unwrap();
+        assert_eq!(read_n(&mut s, 3), "_\r\n", "{frontend}");
+
+        // An argument over the value limit (1 MiB) is skipped unread and refused; the
+        // connection goes on.
+        let big = vec![b'x'; 2 << 20];
+        s.write_all(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", big.len()).as_bytes())
+            .unwrap();
+        s.write_all(&big).unwrap();
+        s.write_all(b"\r\nPING\r\n").unwrap();
+        let reply = read_n(&mut s, 10);
+        assert!(
+            reply.starts_with("-ERR argument of 2097152 bytes"),
+            "{frontend}: {reply:?}"
+        );
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut tail = [0u8; 256];
+        let n = s.read(&mut tail).unwrap_or(0);
+        let rest = reply + &String::from_utf8_lossy(&tail[..n]);
+        assert!(rest.ends_with("+PONG\r\n"), "{frontend}: {rest:?}");
+        assert_eq!(cli(&p, &["EXISTS", "k"]), "0");
+
+        // Not RESP: an error, then the server closes.
+        for bad in [
+            &b"*x\r\n"[..],
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1073741824\r\n",
+            b"*1\r\n+PING\r\n",
+        ] {
+            let mut s = raw(&p);
+            s.write_all(bad).unwrap();
+            let reply = read_to_close(&mut s);
+            assert!(
+                reply.starts_with("-ERR Protocol error"),
+                "{frontend} {bad:?}: {reply:?}"
+            );
+        }
+        // Half a command, then the client goes: the server closes its side too.
+        let mut s = raw(&p);
+        s.write_all(b"*2\r\n$3\r\nGET\r\n$5\r\nab").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(read_to_close(&mut s), "", "{frontend}");
+
+        assert_eq!(cli(&p, &["PING"]), "PONG", "{frontend} still serves");
+        kvs.stop();
+    }
+}
+
+#[test]
+fn a_stream_guest_that_traps_or_spins_closes_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    let fixture = wasm_module("kvs_wasm_fixture_stream_trap");
+    std::fs::copy(&fixture, plugins.join("stream-trap.wasm")).unwrap();
+    let config = config(dir.path(), "stream-trap", "call_timeout_ms = 300\n");
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    let p = port(&kvs, "stream-trap");
+
+    let mut bystander = raw(&p);
+    bystander.write_all(b"hello\n").unwrap();
+    assert_eq!(read_n(&mut bystander, 8), "1 hello\n");
+    for misdeed in ["TRAP\n", "SPIN\n"] {
+        let mut culprit = raw(&p);
+        culprit.write_all(b"first\n").unwrap();
+        assert_eq!(read_n(&mut culprit, 8), "1 first\n");
+        culprit.write_all(misdeed.as_bytes()).unwrap();
+        assert_eq!(read_to_close(&mut culprit), "", "{misdeed}");
+        // The other connection keeps its instance and its state (its line count).
+        bystander.write_all(b"still\n").unwrap();
+        let n = if misdeed == "TRAP\n" { 2 } else { 3 };
+        assert_eq!(
+            read_n(&mut bystander, 8),
+            format!("{n} still\n"),
+            "{misdeed}"
+        );
+        // New connections get a fresh instance.
+        let mut fresh = raw(&p);
+        fresh.write_all(b"new\nBYE\n").unwrap();
+        assert_eq!(read_to_close(&mut fresh), "1 new\n");
+    }
+    let log = kvs.stop();
+    assert!(log.contains("the guest failed"), "{log}");
+}

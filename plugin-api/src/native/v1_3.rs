@@ -1,0 +1,147 @@
+#![allow(non_local_definitions)] // abi_stable 0.11's #[sabi_trait] expands to impls inside a const.
+//! The native interface added in plugin-api 1.3: a store that also answers how much it
+//! holds.
+//!
+//! **Frozen for 1.3.** Everything here is exactly what a 1.3 plug-in and a 1.3 host
+//! agreed on; a later minor adds a module beside it (see [`versioning`](crate::versioning)).
+//! 1.2 added no native types, so 1.3 is the next module after [`v1_1`](super::v1_1).
+//!
+//! A 1.3 library exports, besides the 1.0 root module and the 1.1 entry points, the
+//! static [`SYMBOL`] (`KVS_PLUGIN_V1_3`) of type [`Exports`]. The host reads it only when
+//! the plug-in's handshake says `api_minor >= 3`, checks its layout with abi_stable, and
+//! then calls these entry points instead of the older ones. They differ from 1.1's only
+//! in the store a frontend gets: [`StoreApi`] adds [`StoreApi::stats`] (what a Redis
+//! client's `DBSIZE` and `INFO keyspace` ask).
+
+use abi_stable::{
+    StableAbi, sabi_trait,
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RVec},
+    type_layout::TypeLayout,
+};
+
+use crate::error::PluginError;
+use crate::native::v1_1::{HostBox, RequestContextRef};
+use crate::native::{FrontendBox, Limits, LoggerBox, WriteCallbackBox};
+use crate::ports::{Frontend, TransactionLogger};
+use crate::store::Store;
+
+/// The exported symbol holding a 1.3 plug-in's [`Exports`], NUL-terminated for `dlsym`.
+pub const SYMBOL: &[u8] = b"KVS_PLUGIN_V1_3\0";
+
+/// How much the store holds, as of the call. Both figures cover writes the logger has
+/// made durable (the map), not writes still queued.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Number of keys.
+    pub keys: u64,
+    /// Bytes of keys and values together.
+    pub data_bytes: u64,
+}
+
+/// The host's store as a 1.3 frontend sees it: 1.1's
+/// [`StoreApi`](crate::native::v1_1::StoreApi) plus [`StoreApi::stats`].
+#[sabi_trait]
+pub trait StoreApi: Send + Sync {
+    /// The value stored under `key`, if any, for the caller `ctx` describes.
+    fn get(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+    ) -> RResult<ROption<RVec<u8>>, PluginError>;
+    /// Stores `value` under `key`; `done` is called once the write is durable or failed.
+    fn put(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    );
+    /// Removes `key` (a missing key is not an error); `done` as for `put`.
+    fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox);
+    /// Whether the host is serving: false while starting up or shutting down.
+    fn is_ready(&self) -> bool;
+    /// The host's key and value size limits.
+    fn limits(&self) -> Limits;
+    /// How many keys, and how many bytes of keys and values, the store holds.
+    #[sabi(last_prefix_field)]
+    fn stats(&self) -> StoreStats;
+}
+
+/// An owned 1.3 [`StoreApi`] trait object, as handed to a 1.3 `start_frontend`.
+pub type StoreBox = StoreApi_TO<'static, RBox<()>>;
+
+/// The 1.3 entry points.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct Module {
+    /// Opens the logger with its TOML config table and the host's services (as in 1.1).
+    /// Loggers only; a frontend library returns an `invalid input` error.
+    pub open_logger:
+        extern "C" fn(config: RStr<'_>, host: HostBox) -> RResult<LoggerBox, PluginError>,
+    /// Starts the frontend, serving `store`, with its TOML config table and the host's
+    /// services. Frontends only; a logger library returns an `invalid input` error.
+    pub start_frontend: extern "C" fn(
+        store: StoreBox,
+        config: RStr<'_>,
+        host: HostBox,
+    ) -> RResult<FrontendBox, PluginError>,
+}
+
+/// What the [`SYMBOL`] static holds: the layout [`Module`] had when the plug-in was
+/// built (checked by the host before it touches `module`), then the module.
+///
+/// `layout` is the first field and stays so: the host reads it before anything else.
+#[repr(C)]
+pub struct Exports {
+    /// `<Module as StableAbi>::LAYOUT` in the plug-in.
+    pub layout: &'static TypeLayout,
+    /// The entry points.
+    pub module: Module,
+}
+
+impl Exports {
+    /// Wraps `module` with its layout. Used by [`export_plugin!`](crate::export_plugin).
+    pub const fn new(module: Module) -> Self {
+        Exports {
+            layout: <Module as StableAbi>::LAYOUT,
+            module,
+        }
+    }
+}
+
+/// Implementation of a logger library's 1.3 `open_logger` (the same as 1.1's); used
+/// by [`export_plugin!`](crate::export_plugin).
+#[doc(hidden)]
+pub fn open_logger_with<L: TransactionLogger>(
+    config: RStr<'_>,
+    host: HostBox,
+    open: fn(&str) -> Result<L, PluginError>,
+) -> RResult<LoggerBox, PluginError> {
+    crate::native::v1_1::open_logger_with(config, host, open)
+}
+
+/// Implementation of a frontend library's 1.3 `start_frontend`; used by
+/// [`export_plugin!`](crate::export_plugin).
+#[doc(hidden)]
+pub fn start_frontend_with<F: Frontend>(
+    store: StoreBox,
+    config: RStr<'_>,
+    host: HostBox,
+    start: fn(Store, &str) -> Result<F, PluginError>,
+) -> RResult<FrontendBox, PluginError> {
+    crate::log::install(host);
+    crate::native::start_and_wrap(Store::from_v1_3(store), config, start)
+}
+
+/// The 1.3 `start_frontend` of a logger library.
+#[doc(hidden)]
+pub extern "C" fn not_a_frontend(
+    _store: StoreBox,
+    _config: RStr<'_>,
+    _host: HostBox,
+) -> RResult<FrontendBox, PluginError> {
+    RResult::RErr(PluginError::invalid_input(
+        "this plug-in is a logger, not a frontend",
+    ))
+}

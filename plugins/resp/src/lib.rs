@@ -1,0 +1,455 @@
+//! The `resp` frontend: the Redis protocol over TCP, on the plug-in's own tokio runtime.
+//!
+//! Every command runs through [`kvs_resp::execute`] (shared with the `wasm-resp`
+//! guest), against this connection's [`Connection`] backend. What this file adds is the
+//! connection loop and durability:
+//!
+//! * **Pipelining with group commit.** A connection reads whatever the client sent,
+//!   runs every complete command in it, and sends all the replies in one write. Writes
+//!   (`SET`, `MSET`, `DEL`) are queued at the store as they are met, so the 16 `SET`s of
+//!   a `-P 16` pipeline share one fsync; their replies are sent only once every one of
+//!   them is durable. A write that fails after it was queued (the logger failed) has its
+//!   reply replaced by the error before anything is sent.
+//! * **Order.** A command that reads the store (`GET`, `DEL`, `EXISTS`, ...) first waits
+//!   for the connection's queued writes, so a pipeline sees its own writes, as in Redis.
+//! * **Bad input.** Limits come from the store's key and value limits and
+//!   `max_command_bytes`: an oversized argument is skipped unread and answered
+//!   `-ERR ...`, and the connection carries on; bytes that are not RESP get
+//!   `-ERR Protocol error: ...` and a close (the stream cannot be resynchronised).
+//! * **Credentials.** `AUTH token` (or `HELLO 3 AUTH user token`) sets the bearer token
+//!   every later store call carries; the host decides, and a refused call answers
+//!   `-NOAUTH` or `-NOPERM`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
+use kvs_resp::{
+    Backend, Decoded, Decoder, ErrorKind, Flow, Reply, ServerInfo, Session, StoreError,
+};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// The `[plugins.resp]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:6379`, Redis's port; port 0 picks a free
+    /// port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Threads of the plug-in's tokio runtime. Default 2.
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
+    /// Most connections open at once; more are closed on accept. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most bytes one command may span (a long `MSET`); beyond it the command is skipped
+    /// and answered with an error. Default 64 MiB.
+    #[serde(default = "default_max_command_bytes")]
+    pub max_command_bytes: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6379".into()
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_command_bytes() -> usize {
+    64 << 20
+}
+
+impl Config {
+    /// Parses the plug-in's TOML table; errors name the bad key.
+    pub fn parse(text: &str) -> Result<Config, PluginError> {
+        let c: Config = toml::from_str(text)
+            .map_err(|e| PluginError::invalid_input(format!("[plugins.resp]: {e}")))?;
+        if c.worker_threads == 0 || c.max_connections == 0 || c.max_command_bytes == 0 {
+            return Err(PluginError::invalid_input(
+                "[plugins.resp]: worker_threads, max_connections and max_command_bytes must be at least 1",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// What every connection shares: the store, limits, counters for `INFO`.
+struct Shared {
+    store: Store,
+    limits: kvs_resp::Limits,
+    port: u16,
+    started: Instant,
+    max_connections: usize,
+    connected: AtomicUsize,
+    total_connections: AtomicU64,
+    total_commands: AtomicU64,
+    /// When the last "too many connections" warning was logged (seconds since start).
+    last_refusal_warning: AtomicU64,
+}
+
+/// A write queued at the store, and where its reply sits in the output.
+struct Pending {
+    outcome: Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send>>,
+    reply: Range<usize>,
+}
+
+/// One connection's view of the store: its context, its queued writes.
+struct Connection {
+    shared: Arc<Shared>,
+    context: RequestContext,
+    pending: Vec<Pending>,
+}
+
+fn store_error(e: PluginError) -> StoreError {
+    let kind = match e.code() {
+        ErrorCode::UNAUTHENTICATED => ErrorKind::Unauthenticated,
+        ErrorCode::PERMISSION_DENIED => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Other,
+    };
+    StoreError {
+        kind,
+        message: e.message().to_string(),
+    }
+}
+
+impl Backend for Connection {
+    fn get(&mut self, _: &Session, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        debug_assert!(
+            self.pending.is_empty(),
+            "reads run after queued writes settle"
+        );
+        self.shared
+            .store
+            .get_with(&self.context, key)
+            .map_err(store_error)
+    }
+
+    fn put(&mut self, _: &Session, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let outcome = self
+            .shared
+            .store
+            .put_with(&self.context, key.to_vec(), value.to_vec());
+        self.pending.push(Pending {
+            outcome: Box::pin(outcome),
+            reply: 0..0,
+        });
+        Ok(())
+    }
+
+    fn delete(&mut self, _: &Session, key: &[u8]) -> Result<(), StoreError> {
+        let outcome = self.shared.store.delete_with(&self.context, key.to_vec());
+        self.pending.push(Pending {
+            outcome: Box::pin(outcome),
+            reply: 0..0,
+        });
+        Ok(())
+    }
+
+    fn info(&self) -> ServerInfo {
+        let stats = self.shared.store.stats();
+        ServerInfo {
+            kvs_version: env!("CARGO_PKG_VERSION").into(),
+            frontend: "resp".into(),
+            tcp_port: self.shared.port,
+            uptime_secs: self.shared.started.elapsed().as_secs(),
+            connected_clients: self.shared.connected.load(Ordering::Relaxed) as u64,
+            total_connections: self.shared.total_connections.load(Ordering::Relaxed),
+            total_commands: self.shared.total_commands.load(Ordering::Relaxed),
+            keys: stats.map(|s| s.keys),
+            data_bytes: stats.map(|s| s.data_bytes),
+        }
+    }
+
+    fn authenticate(&mut self, session: &mut Session, token: &[u8]) -> Result<(), StoreError> {
+        let token = String::from_utf8(token.to_vec()).map_err(|_| StoreError {
+            kind: ErrorKind::Unauthenticated,
+            message: "the token is not UTF-8".into(),
+        })?;
+        // The host checks the token on every call (it may expire mid-connection), so
+        // AUTH only records it; a bad one answers -NOAUTH on the next command.
+        self.context.bearer_token = Some(token.clone());
+        session.token = Some(token);
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// Waits for every queued write; replaces the reply of any that failed with its
+    /// error. Afterwards `out` holds only acknowledgements of durable writes.
+    async fn settle(&mut self, out: &mut Vec<u8>, protocol: kvs_resp::Protocol) {
+        let mut failed: Vec<(Range<usize>, String)> = Vec::new();
+        for p in self.pending.drain(..) {
+            if let Err(e) = p.outcome.await
+                && failed.last().is_none_or(|(r, _)| *r != p.reply)
+            {
+                failed.push((p.reply, store_error(e).reply()));
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        let mut rebuilt = Vec::with_capacity(out.len());
+        let mut at = 0;
+        for (range, message) in failed {
+            rebuilt.extend_from_slice(&out[at..range.start]);
+            Reply::new(&mut rebuilt, protocol).error(&message);
+            at = range.end;
+        }
+        rebuilt.extend_from_slice(&out[at..]);
+        *out = rebuilt;
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut session = Session {
+        id,
+        ..Session::default()
+    };
+    let mut conn = Connection {
+        shared: shared.clone(),
+        context: RequestContext {
+            peer: Some(peer.to_string()),
+            ..RequestContext::default()
+        },
+        pending: Vec::new(),
+    };
+    let mut decoder = Decoder::new(shared.limits);
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 << 10);
+        }
+        let read = tokio::select! {
+            r = reader.read_buf(&mut buf) => r,
+            _ = stop.changed() => break,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut pos = 0;
+        let mut flow = Flow::Continue;
+        let mut commands = 0;
+        loop {
+            match decoder.decode(&buf[pos..]) {
+                Ok((n, None)) => {
+                    pos += n;
+                    break;
+                }
+                Ok((n, Some(Decoded::TooLarge(why)))) => {
+                    pos += n;
+                    Reply::new(&mut out, session.protocol).error(&format!("ERR {why}"));
+                }
+                Ok((n, Some(Decoded::Command(args)))) => {
+                    if args.is_empty() {
+                        pos += n;
+                        continue;
+                    }
+                    commands += 1;
+                    if !conn.pending.is_empty()
+                        && !kvs_resp::commands::runs_ahead_of_writes(args[0])
+                    {
+                        conn.settle(&mut out, session.protocol).await;
+                    }
+                    let start = out.len();
+                    let queued = conn.pending.len();
+                    flow = kvs_resp::execute(&args, &mut session, &mut conn, &mut out);
+                    let end = out.len();
+                    for p in &mut conn.pending[queued..] {
+                        p.reply = start..end;
+                    }
+                    pos += n;
+                    if flow == Flow::Close {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    conn.settle(&mut out, session.protocol).await;
+                    Reply::new(&mut out, session.protocol).error(&format!("ERR {e}"));
+                    flow = Flow::Close;
+                    break;
+                }
+            }
+        }
+        buf.drain(..pos);
+        shared.total_commands.fetch_add(commands, Ordering::Relaxed);
+        conn.settle(&mut out, session.protocol).await;
+        if !out.is_empty() {
+            if writer.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+        if flow == Flow::Close {
+            break;
+        }
+    }
+    // Writes still queued complete in the store whatever happens to the connection.
+    let _ = writer.shutdown().await;
+}
+
+/// The running frontend.
+pub struct RespFrontend {
+    runtime: Option<tokio::runtime::Runtime>,
+    endpoint: String,
+    stop: watch::Sender<bool>,
+    shared: Arc<Shared>,
+}
+
+fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
+    let config = Config::parse(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .thread_name("kvs-resp")
+        .enable_all()
+        .build()
+        .map_err(|e| PluginError::internal(format!("cannot start the runtime: {e}")))?;
+    let listener = std::net::TcpListener::bind(&config.listen).map_err(|e| {
+        PluginError::unavailable(format!(
+            "[plugins.resp]: cannot listen on {}: {e}",
+            config.listen
+        ))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| PluginError::internal(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| PluginError::internal(e.to_string()))?;
+    let limits = store.limits();
+    let shared = Arc::new(Shared {
+        limits: kvs_resp::Limits {
+            max_bulk_bytes: usize::try_from(limits.max_key_bytes.max(limits.max_value_bytes))
+                .unwrap_or(usize::MAX),
+            max_command_bytes: config.max_command_bytes,
+            ..kvs_resp::Limits::default()
+        },
+        store,
+        port: addr.port(),
+        started: Instant::now(),
+        max_connections: config.max_connections,
+        connected: AtomicUsize::new(0),
+        total_connections: AtomicU64::new(0),
+        total_commands: AtomicU64::new(0),
+        last_refusal_warning: AtomicU64::new(u64::MAX),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let accept_shared = shared.clone();
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| PluginError::internal(e.to_string()))?
+    };
+    runtime.spawn(accept(listener, accept_shared, stopped));
+    Ok(RespFrontend {
+        runtime: Some(runtime),
+        endpoint: format!("redis://{addr}"),
+        stop,
+        shared,
+    })
+}
+
+async fn accept(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut next_id = 0u64;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                // Out of file descriptors and the like: back off rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        if shared.connected.load(Ordering::Relaxed) >= shared.max_connections {
+            warn_refused(&shared);
+            drop(stream);
+            continue;
+        }
+        next_id += 1;
+        shared.connected.fetch_add(1, Ordering::Relaxed);
+        shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            serve(stream, peer, next_id, shared.clone(), stop).await;
+            shared.connected.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Logs a refused connection, at most every 10 s.
+fn warn_refused(shared: &Shared) {
+    let now = shared.started.elapsed().as_secs();
+    let last = shared.last_refusal_warning.load(Ordering::Relaxed);
+    if (last == u64::MAX || now >= last + 10)
+        && shared
+            .last_refusal_warning
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        kvs_plugin_api::log::warn(&format!(
+            "refusing connections: {} open, the limit is max_connections = {}",
+            shared.connected.load(Ordering::Relaxed),
+            shared.max_connections
+        ));
+    }
+}
+
+impl Frontend for RespFrontend {
+    fn endpoints(&self) -> Vec<String> {
+        vec![self.endpoint.clone()]
+    }
+
+    fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        // Stop accepting; each connection finishes the commands it has read (their
+        // replies are sent) and closes.
+        let _ = self.stop.send(true);
+        let until = Instant::now() + deadline;
+        while self.shared.connected.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let open = self.shared.connected.load(Ordering::Relaxed);
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }
+        if open > 0 {
+            return Err(PluginError::unavailable(format!(
+                "{open} connection(s) still open at the stop deadline were closed"
+            )));
+        }
+        Ok(())
+    }
+}
+
+export_plugin!(
+    frontend: start,
+    name: "resp",
+    description: "the Redis protocol (RESP2/RESP3): redis-cli, redis-benchmark and Redis clients",
+    capabilities: ["net:listen", "protocol:resp"]
+);

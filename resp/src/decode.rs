@@ -1,0 +1,425 @@
+//! Client bytes -> commands, streaming and bounded.
+
+/// How much one command may claim. Anything over these is refused before it is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest argument (bulk string) accepted; a longer one is skipped and answered
+    /// with an error. kvs sets it from its key and value limits.
+    pub max_bulk_bytes: usize,
+    /// Most bytes one command may span, headers included (e.g. a long `MSET`).
+    pub max_command_bytes: usize,
+    /// Most arguments in one command.
+    pub max_args: usize,
+    /// Longest inline command (a plain text line, as `telnet` sends).
+    pub max_inline_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_bytes: 1 << 20,
+            max_command_bytes: 64 << 20,
+            max_args: 1 << 20,
+            max_inline_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The largest bulk length any Redis accepts (its `proto-max-bulk-len` default): a claim
+/// over it is not a big value but a broken or hostile client.
+const PROTO_MAX_BULK_LEN: i64 = 512 << 20;
+/// Longest `*<n>` / `$<n>` header line we wait for.
+const MAX_HEADER: usize = 32;
+
+/// What [`Decoder::decode`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A whole command: its arguments, the name first. Empty for an empty line or `*0`
+    /// (answer nothing).
+    Command(Vec<&'a [u8]>),
+    /// A whole command went past a limit and was skipped without being held; answer
+    /// this message as an error and carry on.
+    TooLarge(String),
+}
+
+/// Bytes that are not RESP. Answer `-ERR <message>` and close the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+fn protocol(what: &str) -> ProtocolError {
+    ProtocolError(format!("Protocol error: {what}"))
+}
+
+/// Skipping the rest of a command that went past a limit.
+#[derive(Debug)]
+struct Skip {
+    /// Bytes of the current argument (and its CRLF) still to discard.
+    bulk_left: u64,
+    /// Arguments after the current one.
+    args_left: u64,
+    /// The error to answer once the command is behind us.
+    why: String,
+}
+
+/// One connection's decoder. The caller keeps the bytes; the decoder keeps only whether
+/// it is in the middle of skipping an oversized command.
+///
+/// ```
+/// use kvs_resp::{Decoded, Decoder, Limits};
+/// let mut d = Decoder::new(Limits::default());
+/// let buf = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n";
+/// let (n, got) = d.decode(buf).unwrap();
+/// assert_eq!(got, Some(Decoded::Command(vec![&b"GET"[..], b"k"])));
+/// let (m, got) = d.decode(&buf[n..]).unwrap();
+/// assert_eq!(got, Some(Decoded::Command(vec![&b"PING"[..]])));
+/// assert_eq!(n + m, buf.len());
+/// ```
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    skip: Option<Skip>,
+}
+
+impl Decoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Decoder { limits, skip: None }
+    }
+
+    /// Decodes the command at the start of `buf`. Returns how many bytes it consumed —
+    /// drop them — and the command, or `None` when more bytes are needed (then call
+    /// again, with the rest of `buf` plus what arrives next). The consumed count may be
+    /// non-zero with `None`: those were bytes of a command being skipped.
+    pub fn decode<'a>(
+        &mut self,
+        buf: &'a [u8],
+    ) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
+        if self.skip.is_some() {
+            return self.skip_from(buf, 0);
+        }
+        match buf.first() {
+            None => Ok((0, None)),
+            Some(b'*') => self.array(buf),
+            Some(_) => self.inline(buf),
+        }
+    }
+
+    fn array<'a>(&mut self, buf: &'a [u8]) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
+        let Some((n, mut pos)) = header(buf, 1, "invalid multibulk length")? else {
+            return Ok((0, None));
+        };
+        if n <= 0 {
+            return Ok((pos, Some(Decoded::Command(Vec::new()))));
+        }
+        if n as u64 > self.limits.max_args as u64 {
+            return Err(protocol("invalid multibulk length"));
+        }
+        let n = n as u64;
+        let mut args = Vec::with_capacity(n.min(16) as usize);
+        for i in 0..n {
+            let Some(&first) = buf.get(pos) else {
+                return Ok((0, None));
+            };
+            if first != b'$' {
+                return Err(protocol(&format!(
+                    "expected '$', got '{}'",
+                    (first as char).escape_default()
+                )));
+            }
+            let Some((len, next)) = header(buf, pos + 1, "invalid bulk length")? else {
+                return Ok((0, None));
+            };
+            if !(0..=PROTO_MAX_BULK_LEN).contains(&len) {
+                return Err(protocol("invalid bulk length"));
+            }
+            let len = len as usize;
+            let over = if len > self.limits.max_bulk_bytes {
+                Some(format!(
+                    "argument of {len} bytes is larger than the limit of {} bytes",
+                    self.limits.max_bulk_bytes
+                ))
+            } else if next + len > self.limits.max_command_bytes {
+                Some(format!(
+                    "command is larger than the limit of {} bytes",
+                    self.limits.max_command_bytes
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = over {
+                self.skip = Some(Skip {
+                    bulk_left: len as u64 + 2,
+                    args_left: n - i - 1,
+                    why,
+                });
+                return self.skip_from(buf, next);
+            }
+            if buf.len() < next + len + 2 {
+                return Ok((0, None));
+            }
+            if &buf[next + len..next + len + 2] != b"\r\n" {
+                return Err(protocol("bulk string not terminated by CRLF"));
+            }
+            args.push(&buf[next..next + len]);
+            pos = next + len + 2;
+        }
+        Ok((pos, Some(Decoded::Command(args))))
+    }
+
+    /// Discards the skipped command's bytes from `buf[pos..]`.
+    fn skip_from<'a>(
+        &mut self,
+        buf: &'a [u8],
+        mut pos: usize,
+    ) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
+        loop {
+            let skip = self.skip.as_mut().expect("skipping");
+            if skip.bulk_left > 0 {
+                let take = skip.bulk_left.min((buf.len() - pos) as u64);
+                pos += take as usize;
+                skip.bulk_left -= take;
+                if skip.bulk_left > 0 {
+                    return Ok((pos, None));
+                }
+            }
+            if skip.args_left == 0 {
+                let why = self.skip.take().expect("skipping").why;
+                return Ok((pos, Some(Decoded::TooLarge(why))));
+            }
+            let Some(&first) = buf.get(pos) else {
+                return Ok((pos, None));
+            };
+            if first != b'$' {
+                self.skip = None;
+                return Err(protocol(&format!(
+                    "expected '$', got '{}'",
+                    (first as char).escape_default()
+                )));
+            }
+            let Some((len, next)) = header(buf, pos + 1, "invalid bulk length")? else {
+                return Ok((pos, None));
+            };
+            if !(0..=PROTO_MAX_BULK_LEN).contains(&len) {
+                self.skip = None;
+                return Err(protocol("invalid bulk length"));
+            }
+            skip.bulk_left = len as u64 + 2;
+            skip.args_left -= 1;
+            pos = next;
+        }
+    }
+
+    fn inline<'a>(&mut self, buf: &'a [u8]) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
+        let window = &buf[..buf.len().min(self.limits.max_inline_bytes + 1)];
+        let Some(end) = window.iter().position(|&b| b == b'\n') else {
+            if buf.len() > self.limits.max_inline_bytes {
+                return Err(protocol("too big inline request"));
+            }
+            return Ok((0, None));
+        };
+        let args = buf[..end]
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|a| !a.is_empty())
+            .collect();
+        Ok((end + 1, Some(Decoded::Command(args))))
+    }
+}
+
+/// Reads `<integer>\r\n` starting at `buf[start]`: the integer and the position after
+/// the CRLF, or `None` if the line is not complete yet.
+fn header(buf: &[u8], start: usize, what: &str) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let window = &buf[start.min(buf.len())..buf.len().min(start + MAX_HEADER)];
+    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+        if window.len() >= MAX_HEADER {
+            return Err(protocol(what));
+        }
+        return Ok(None);
+    };
+    if cr + 1 >= window.len() {
+        return Ok(None);
+    }
+    if window[cr + 1] != b'\n' {
+        return Err(protocol(what));
+    }
+    let n = std::str::from_utf8(&window[..cr])
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| protocol(what))?;
+    Ok(Some((n, start + cr + 2)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Limits {
+        Limits {
+            max_bulk_bytes: 8,
+            max_command_bytes: 64,
+            max_args: 10,
+            max_inline_bytes: 16,
+        }
+    }
+
+    /// What `feed` saw: a command's arguments, or a skipped command's error.
+    type Seen = Result<Vec<Vec<u8>>, String>;
+
+    /// Feeds `input` in pieces of `step` bytes, as a connection would, collecting what
+    /// comes out (commands as owned args, skipped ones as `Err(message)`).
+    fn feed(limits: Limits, input: &[u8], step: usize) -> Result<Vec<Seen>, ProtocolError> {
+        let mut d = Decoder::new(limits);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            let mut pos = 0;
+            loop {
+                let (n, got) = d.decode(&buf[pos..])?;
+                pos += n;
+                match got {
+                    Some(Decoded::Command(args)) => {
+                        out.push(Ok(args.iter().map(|a| a.to_vec()).collect()))
+                    }
+                    Some(Decoded::TooLarge(why)) => out.push(Err(why)),
+                    None => break,
+                }
+            }
+            buf.drain(..pos);
+            // Never more than one unfinished command is held.
+            assert!(
+                buf.len() <= limits.max_command_bytes + MAX_HEADER,
+                "{}",
+                buf.len()
+            );
+        }
+        Ok(out)
+    }
+
+    fn cmd(args: &[&str]) -> Seen {
+        Ok(args.iter().map(|a| a.as_bytes().to_vec()).collect())
+    }
+
+    #[test]
+    fn every_split_of_a_pipeline_decodes_the_same() {
+        let input =
+            b"*3\r\n$3\r\nSET\r\n$2\r\nk\x00\r\n$4\r\na\r\nb\r\nPING\r\n*1\r\n$4\r\nPING\r\n\r\n";
+        let want = vec![
+            Ok(vec![b"SET".to_vec(), b"k\x00".to_vec(), b"a\r\nb".to_vec()]),
+            cmd(&["PING"]),
+            cmd(&["PING"]),
+            cmd(&[]),
+        ];
+        for step in 1..=input.len() {
+            assert_eq!(feed(small(), input, step).unwrap(), want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_argument_is_skipped_and_the_stream_carries_on() {
+        let input =
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$20\r\n01234567890123456789\r\n*1\r\n$4\r\nPING\r\n";
+        for step in 1..=input.len() {
+            let got = feed(small(), input, step).unwrap();
+            assert_eq!(got.len(), 2, "step {step}: {got:?}");
+            assert!(got[0].as_ref().unwrap_err().contains("limit of 8 bytes"));
+            assert_eq!(got[1], cmd(&["PING"]));
+        }
+        // Arguments after the oversized one are skipped too.
+        let input = b"*3\r\n$3\r\nSET\r\n$9\r\n012345678\r\n$1\r\nv\r\nPING\r\n";
+        let got = feed(small(), input, 3).unwrap();
+        assert!(got[0].is_err());
+        assert_eq!(got[1], cmd(&["PING"]));
+    }
+
+    #[test]
+    fn a_command_over_the_total_limit_is_skipped() {
+        let mut input = b"*9\r\n$4\r\nMSET\r\n".to_vec();
+        for _ in 0..8 {
+            input.extend_from_slice(b"$8\r\n01234567\r\n");
+        }
+        input.extend_from_slice(b"PING\r\n");
+        let got = feed(small(), &input, 5).unwrap();
+        assert!(got[0].as_ref().unwrap_err().contains("command is larger"));
+        assert_eq!(got[1], cmd(&["PING"]));
+    }
+
+    #[test]
+    fn broken_headers_are_protocol_errors() {
+        for bad in [
+            &b"*x\r\n"[..],
+            b"*1\r\n+PING\r\n",
+            b"*1\r\n$-5\r\n",
+            b"*1\r\n$1073741824\r\n",
+            b"*99999999999\r\n",
+            b"*1\r\n$4\r\nPINGxx",
+            b"*1\r\n$99999999999999999999999999999999999999\r\n",
+            b"*1\r\n$4\rX",
+        ] {
+            for step in 1..=bad.len() {
+                let got = feed(small(), bad, step);
+                assert!(
+                    got.is_err(),
+                    "{:?} step {step}: {got:?}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+        }
+        assert!(
+            feed(small(), &[b'a'; 40], 7).is_err(),
+            "inline line over the limit"
+        );
+    }
+
+    #[test]
+    fn incomplete_input_waits_without_error() {
+        for partial in [
+            &b"*2\r\n$3\r\nGET\r\n$1"[..],
+            b"*2",
+            b"GET k",
+            b"*1\r\n$9\r\n0123",
+        ] {
+            assert_eq!(feed(small(), partial, 1).unwrap(), vec![]);
+        }
+    }
+
+    /// Random pipelines in random pieces (a fixed-seed generator, so failures repeat):
+    /// what goes in comes out, byte for byte.
+    #[test]
+    fn random_pipelines_round_trip() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let mut input = Vec::new();
+            let mut want = Vec::new();
+            for _ in 0..(next() % 6 + 1) {
+                let argc = next() % 4 + 1;
+                input.extend_from_slice(format!("*{argc}\r\n").as_bytes());
+                let mut args = Vec::new();
+                for _ in 0..argc {
+                    let len = (next() % 9) as usize;
+                    let arg: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                    input.extend_from_slice(format!("${len}\r\n").as_bytes());
+                    input.extend_from_slice(&arg);
+                    input.extend_from_slice(b"\r\n");
+                    args.push(arg);
+                }
+                want.push(Ok(args));
+            }
+            let step = (next() % 20 + 1) as usize;
+            assert_eq!(feed(small(), &input, step).unwrap(), want);
+        }
+    }
+}

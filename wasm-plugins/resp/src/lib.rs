@@ -1,0 +1,128 @@
+//! `wasm-resp`: the Redis protocol from inside the WASM sandbox, as a stream frontend
+//! (plugin-api 1.3). The host owns the TCP listener and hands this guest each
+//! connection's bytes; the commands run through `kvs_resp::execute`, the same code as
+//! the native `resp` frontend, so both answer alike.
+//!
+//! Writes are deferred by the host (see the guest docs): a pipeline's `SET`s are queued
+//! together and the host sends their `+OK`s once all are durable. What this frontend
+//! cannot do: `AUTH` (a sandboxed guest cannot present credentials for its caller; use
+//! the native `resp` frontend where `[auth]` is on).
+
+use kvs_plugin_api::guest::{self, Flow, GuestError, StreamConnection};
+use kvs_plugin_api::{ErrorCode, RequestContext, export_wasm_stream_frontend};
+use kvs_resp::{Backend, Decoded, Decoder, ErrorKind, Reply, ServerInfo, Session, StoreError};
+
+/// One client connection: its unparsed bytes and its RESP session.
+struct Connection {
+    decoder: Decoder,
+    session: Session,
+    buf: Vec<u8>,
+}
+
+/// The store through the host functions.
+struct Host;
+
+fn store_error(e: GuestError) -> StoreError {
+    let kind = match e.code {
+        ErrorCode::UNAUTHENTICATED => ErrorKind::Unauthenticated,
+        ErrorCode::PERMISSION_DENIED => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Other,
+    };
+    StoreError {
+        kind,
+        message: e.message,
+    }
+}
+
+impl Backend for Host {
+    fn get(&mut self, _: &Session, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        guest::get(key).map_err(store_error)
+    }
+
+    fn put(&mut self, _: &Session, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        guest::put(key, value).map_err(store_error)
+    }
+
+    fn delete(&mut self, _: &Session, key: &[u8]) -> Result<(), StoreError> {
+        guest::delete(key).map_err(store_error)
+    }
+
+    fn info(&self) -> ServerInfo {
+        let stats = guest::stats().ok();
+        ServerInfo {
+            kvs_version: env!("CARGO_PKG_VERSION").into(),
+            frontend: "wasm-resp".into(),
+            keys: stats.map(|s| s.0),
+            data_bytes: stats.map(|s| s.1),
+            ..ServerInfo::default()
+        }
+    }
+
+    fn authenticate(&mut self, _: &mut Session, _: &[u8]) -> Result<(), StoreError> {
+        Err(StoreError {
+            kind: ErrorKind::Other,
+            message: "AUTH is not supported by wasm-resp: a sandboxed frontend cannot present \
+                      credentials; use the native resp frontend"
+                .into(),
+        })
+    }
+}
+
+/// Largest argument accepted: kvs's default value limit. Larger ones are skipped unread
+/// and answered with an error (the host's store would refuse them anyway).
+const MAX_BULK: usize = 1 << 20;
+
+impl StreamConnection for Connection {
+    fn open(_: &RequestContext) -> Result<Self, GuestError> {
+        Ok(Connection {
+            decoder: Decoder::new(kvs_resp::Limits {
+                max_bulk_bytes: MAX_BULK,
+                max_command_bytes: 16 << 20,
+                ..kvs_resp::Limits::default()
+            }),
+            session: Session::default(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn data(&mut self, input: &[u8], output: &mut Vec<u8>) -> Flow {
+        self.buf.extend_from_slice(input);
+        let mut pos = 0;
+        let mut flow = Flow::Continue;
+        loop {
+            match self.decoder.decode(&self.buf[pos..]) {
+                Ok((n, None)) => {
+                    pos += n;
+                    break;
+                }
+                Ok((n, Some(Decoded::TooLarge(why)))) => {
+                    pos += n;
+                    Reply::new(output, self.session.protocol).error(&format!("ERR {why}"));
+                }
+                Ok((n, Some(Decoded::Command(args)))) => {
+                    pos += n;
+                    if kvs_resp::execute(&args, &mut self.session, &mut Host, output)
+                        == kvs_resp::Flow::Close
+                    {
+                        flow = Flow::Close;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    Reply::new(output, self.session.protocol).error(&format!("ERR {e}"));
+                    flow = Flow::Close;
+                    break;
+                }
+            }
+        }
+        self.buf.drain(..pos);
+        flow
+    }
+}
+
+export_wasm_stream_frontend!(
+    Connection,
+    name: "wasm-resp",
+    description: "the Redis protocol (RESP2/RESP3) in the WASM sandbox",
+    capabilities: ["protocol:resp"]
+);
