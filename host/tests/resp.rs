@@ -339,3 +339,72 @@ fn a_stream_guest_that_traps_or_spins_closes_only_that_connection() {
     let log = kvs.stop();
     assert!(log.contains("the guest failed"), "{log}");
 }
+
+/// Writes are answered once durable: one the logger then fails is never acknowledged —
+/// a WASM HTTP response becomes a 503, a WASM stream connection is closed unanswered,
+/// the native Redis frontend answers `-ERR` — while other writes go through.
+#[test]
+fn a_write_the_logger_fails_is_never_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    let memory = crate::util::lib("kvs_fixture_memory_logger");
+    std::fs::copy(&memory, plugins.join(memory.file_name().unwrap())).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "logger = \"memory\"\nfrontends = [\"wasm-rest\", \"wasm-resp\", \"resp\"]\n\
+             [plugins.memory]\nnamespace = {:?}\nfail_keys_with_prefix = \"refuse\"\n\
+             [plugins.wasm-rest]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.wasm-resp]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.resp]\nlisten = \"127.0.0.1:0\"\n",
+            crate::util::namespace("deferred")
+        ),
+    )
+    .unwrap();
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    let http = crate::util::http_client();
+    let base = kvs.endpoint("wasm-rest");
+    let refused = http
+        .put(format!("{base}/v1/key/refuse-1"))
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.text().unwrap().contains("not made durable"));
+    assert_eq!(
+        crate::util::put_status(&http, format!("{base}/v1/key/ok-1"), "y"),
+        201
+    );
+    assert_eq!(
+        crate::util::get_status(&http, format!("{base}/v1/key/refuse-1")),
+        404
+    );
+
+    let p = port(&kvs, "wasm-resp");
+    let mut s = raw(&p);
+    s.write_all(b"SET ok-2 v\r\nSET refuse-2 v\r\n").unwrap();
+    assert_eq!(
+        read_to_close(&mut s),
+        "",
+        "no +OK for either: one write of the call failed"
+    );
+    assert_eq!(cli(&p, &["GET", "ok-1"]), "y");
+    assert_eq!(cli(&p, &["EXISTS", "refuse-2"]), "0");
+
+    // The native frontend answers the failed write's reply with the error instead, and
+    // the connection carries on.
+    let mut s = raw(&port(&kvs, "resp"));
+    s.write_all(b"SET refuse-3 v\r\n").unwrap();
+    let reply = read_n(&mut s, 5);
+    assert!(reply.starts_with("-ERR"), "{reply:?}");
+    let mut rest = [0u8; 512];
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let _ = s.read(&mut rest);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"SET ok-3 v\r\nGET ok-3\r\n").unwrap();
+    assert_eq!(read_n(&mut s, 12), "+OK\r\n$1\r\nv\r\n");
+    let log = kvs.stop();
+    assert!(log.contains("a write it made failed"), "{log}");
+}

@@ -25,11 +25,10 @@
 //!   `kvs_stream_data` with whatever bytes arrived (any split: a message may span calls,
 //!   or one call carry many), sending back what it returns, then `kvs_stream_close`.
 //!   The guest keeps each connection's state (the macro keys it by connection id). A
-//!   trap closes that connection only. Writes are deferred to the end of the call: a
-//!   `put`/`delete` returns once the host accepted it (limits, access), a `get` sees the
-//!   call's earlier writes, and the host sends the call's output only after all its
-//!   writes are durable — if one fails, it closes the connection instead, so a client
-//!   never reads an acknowledgement for a write that was lost.
+//!   trap closes that connection only. Writes are deferred to the end of the call (as
+//!   for HTTP frontends, see [`put`]): the host sends the call's output only after all
+//!   its writes are durable — if one fails, it closes the connection instead, so a
+//!   client never reads an acknowledgement for a write that was lost.
 //! * Logging: [`crate::log`] sends messages to the host's log, tagged with the
 //!   plug-in's name (1.1; the host function `kvs_log`).
 //!
@@ -431,16 +430,18 @@ pub fn get(key: &[u8]) -> Result<Option<Vec<u8>>, GuestError> {
     ))
 }
 
-/// Stores `value` under `key`; returns once durable (in a stream frontend, once
-/// accepted: the host holds the call's output until durable, see the module docs).
+/// Stores `value` under `key`. On a 1.3 host it returns once the host accepted the
+/// write (an error now is a refusal: limits, access); the host sends the call's answer
+/// (HTTP response, stream output) only once the write is durable, or answers with the
+/// failure instead. A later [`get`] in the same call sees it. (Hosts before 1.3 returned
+/// once durable.)
 pub fn put(key: &[u8], value: &[u8]) -> Result<(), GuestError> {
     let mut w = Writer::default();
     w.bytes(key).bytes(value);
     call_host(host_kvs_put, &w.0).map(drop)
 }
 
-/// Removes `key`; returns once durable (in a stream frontend: as for [`put`]). A
-/// missing key is not an error.
+/// Removes `key`, acknowledged as for [`put`]. A missing key is not an error.
 pub fn delete(key: &[u8]) -> Result<(), GuestError> {
     let mut w = Writer::default();
     w.bytes(key);

@@ -1,10 +1,11 @@
 //! The host functions a guest imports: the store (`kvs_get`, `kvs_put`, `kvs_delete`,
 //! `kvs_stats`), reached as the caller whose request the call serves, and `kvs_log`.
 //!
-//! Writes either wait until durable (HTTP frontends: the guest answers after `put`
-//! returns) or, in a stream frontend's call, are *deferred* ([`Deferred`]): queued and
-//! accepted at once, so one call can queue a whole pipeline into one group commit; the
-//! caller settles them before sending the call's output.
+//! A guest's writes are *deferred* ([`Deferred`]): queued and accepted at once, not
+//! waited for, so the instance serves on during the fsync and one call can queue a whole
+//! pipeline into one group commit. The frontend (HTTP edge, stream connection) settles
+//! them before it sends what the call answered; a read inside the call settles them
+//! first, so the guest sees its own writes.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -29,9 +30,8 @@ pub(super) struct CallContext {
     pub(super) meter: Arc<crate::metrics::FrontendMeter>,
     pub(super) context: RequestContext,
     pub(super) received: Instant,
-    /// Set for calls whose writes are deferred (stream frontends); `None`: each write
-    /// blocks until durable.
-    pub(super) deferred: Option<Deferred>,
+    /// The writes this call queued, for the frontend to settle.
+    pub(super) deferred: Deferred,
 }
 
 /// The writes a call queued without waiting for them.
@@ -53,6 +53,9 @@ impl Deferred {
     /// Waits, blocking the thread, for every queued write: a read inside the call must
     /// see them.
     fn settle_blocking(&mut self) {
+        if self.writes.is_empty() {
+            return; // the common read: nothing to wait for, and no worker hand-off
+        }
         let writes = std::mem::take(&mut self.writes);
         let wait = || {
             for rx in writes {
@@ -139,13 +142,7 @@ fn host_store(
                 meter: Some(meter),
                 ..Caller::from_context(frontend, context, *received)
             };
-            match run(
-                &store,
-                &caller,
-                call,
-                &mut Reader::new(&input),
-                deferred.as_mut(),
-            ) {
+            match run(&store, &caller, call, &mut Reader::new(&input), deferred) {
                 Ok(payload) => wire::ok(&payload),
                 Err(e) => wire::err(e.code(), e.message()),
             }
@@ -163,7 +160,7 @@ fn run(
     caller: &Caller<'_>,
     call: StoreCall,
     r: &mut Reader<'_>,
-    deferred: Option<&mut Deferred>,
+    deferred: &mut Deferred,
 ) -> Result<Vec<u8>, PluginError> {
     if let StoreCall::Stats = call {
         let stats = store.stats();
@@ -175,9 +172,7 @@ fn run(
     match call {
         StoreCall::Stats => unreachable!("answered above"),
         StoreCall::Get => {
-            if let Some(d) = deferred {
-                d.settle_blocking();
-            }
+            deferred.settle_blocking();
             let mut w = Writer::default();
             match store.get_as(caller, key)? {
                 Some(v) => w.u8(1).bytes(&v),
@@ -187,19 +182,11 @@ fn run(
         }
         StoreCall::Put => {
             let (key, value) = (key.to_vec(), r.bytes().map_err(bad)?.to_vec());
-            let submit = |done| store.put_as(caller, key, value, done);
-            match deferred {
-                Some(d) => defer_write(d, submit),
-                None => wait_write(submit),
-            }
+            defer_write(deferred, |done| store.put_as(caller, key, value, done))
         }
         StoreCall::Delete => {
             let key = key.to_vec();
-            let submit = |done| store.delete_as(caller, key, done);
-            match deferred {
-                Some(d) => defer_write(d, submit),
-                None => wait_write(submit),
-            }
+            defer_write(deferred, |done| store.delete_as(caller, key, done))
         }
     }
 }
@@ -255,22 +242,4 @@ fn defer_write(
             Err(PluginError::unavailable("write dropped"))
         }
     }
-}
-
-/// Blocks until the write is durable. Guest calls run on the frontend's async workers,
-/// so the wait is announced with `block_in_place` (tokio moves the worker's other tasks
-/// elsewhere); reads never pay for that hand-off.
-fn wait_write(submit: impl FnOnce(Completion)) -> Result<Vec<u8>, PluginError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    submit(Completion::new(move |r| {
-        let _ = tx.send(r);
-    }));
-    let outcome = if in_multi_thread_runtime() {
-        tokio::task::block_in_place(|| rx.recv())
-    } else {
-        rx.recv()
-    };
-    outcome
-        .unwrap_or_else(|_| Err(PluginError::unavailable("write dropped")))
-        .map(|()| Vec::new())
 }

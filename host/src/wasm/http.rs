@@ -17,7 +17,7 @@ use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 
 use crate::store::Store;
 
-use super::host_fns::{CALL_CONTEXT, CallContext};
+use super::host_fns::{CALL_CONTEXT, CallContext, Deferred};
 use super::module::{CallError, Compiled, call, compile, instance, metered_call};
 
 /// The optional export that takes a WASM HTTP frontend's config table (1.2).
@@ -45,16 +45,22 @@ impl Pool {
         Ok(plugin)
     }
 
-    fn handle(&self, request: &[u8], context: CallContext) -> Result<Vec<u8>, CallError> {
+    /// Runs `kvs_http_handle` on an idle instance. Returns the guest's answer and the
+    /// writes it queued, which must be settled before the answer is sent.
+    fn handle(
+        &self,
+        request: &[u8],
+        context: CallContext,
+    ) -> (Result<Vec<u8>, CallError>, Deferred) {
         let popped = self.idle.lock().unwrap().pop();
-        let mut plugin = match popped {
-            Some(p) => p,
-            None => self.fresh()?,
+        let mut plugin = match popped.map_or_else(|| self.fresh(), Ok) {
+            Ok(p) => p,
+            Err(e) => return (Err(e), Deferred::default()),
         };
         CALL_CONTEXT.set(Some(context));
         let result = metered_call(&mut plugin, "kvs_http_handle", request, Some(&self.meter));
-        CALL_CONTEXT.set(None);
-        match result {
+        let deferred = CALL_CONTEXT.take().map(|c| c.deferred).unwrap_or_default();
+        let result = match result {
             Ok(out) => {
                 self.idle.lock().unwrap().push(plugin);
                 Ok(out)
@@ -66,7 +72,8 @@ impl Pool {
             // A trapped or timed-out instance is dropped here; the next call gets a
             // fresh one.
             Err(failed) => Err(failed),
-        }
+        };
+        (result, deferred)
     }
 }
 
@@ -162,16 +169,31 @@ async fn edge(
         meter: edge.meter.clone(),
         context,
         received,
-        deferred: None,
+        deferred: Deferred::default(),
     };
-    let Ok(_permit) = edge.pool.permits.acquire().await else {
+    let Ok(permit) = edge.pool.permits.acquire().await else {
         return text(503, "shutting down".into());
     };
     // The guest call runs right here on the async worker: a typical call takes a few
     // microseconds, far less than handing it to another thread would cost. A call that
-    // turns out long (`LONG_CALL`) or waits for a durable write (`wait_write`) hands the
-    // worker's other tasks to another thread first, so nothing else waits behind it.
-    let response = span.in_scope(|| edge.pool.handle(&encoded, call_context));
+    // turns out long (`LONG_CALL`) hands the worker's other tasks to another thread
+    // first, so nothing else waits behind it. Its writes are deferred: queued, not
+    // waited for, so the instance is free for the next request during the fsync.
+    let (response, deferred) = span.in_scope(|| edge.pool.handle(&encoded, call_context));
+    drop(permit);
+    // The guest's answer may acknowledge its writes: it is sent only once they are
+    // durable, and replaced by the failure if one was not.
+    if let Err(e) = deferred.settle().await {
+        let status = if e.code() == ErrorCode::UNAVAILABLE {
+            503
+        } else {
+            500
+        };
+        return text(
+            status,
+            format!("the write was not made durable: {}", e.message()),
+        );
+    }
     let response = response.and_then(|bytes| {
         wire::HttpResponse::decode(&bytes)
             .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))

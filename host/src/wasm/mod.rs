@@ -9,12 +9,12 @@
 //!   request to `kvs_http_handle` on an instance from a pool. An instance serves one
 //!   call at a time; one that traps or times out is dropped, never reused. Calls run on
 //!   the server's async workers; a long one, or a durable write, hands its worker's
-//!   other tasks to another thread (`hand_off_worker`, `wait_write`).
+//!   other tasks to another thread (`hand_off_worker`). A guest's writes are deferred
+//!   (queued, not waited for) and settled before its answer is sent.
 //!
 //! * [`start_stream_frontend`] (1.3): the host owns a TCP listener; each connection
 //!   gets an instance of its own and the guest sees its bytes (`kvs_stream_open`,
-//!   `kvs_stream_data`, `kvs_stream_close`). Writes inside a call are deferred and
-//!   settled before its output is sent.
+//!   `kvs_stream_data`, `kvs_stream_close`).
 //!
 //! Every instance gets a memory cap and a per-call timeout; WASI without network, and
 //! no file system unless the operator grants `data_dir`, mounted at `/data`. Those

@@ -71,25 +71,24 @@ impl Shared {
         }
     }
 
-    /// One guest call on `plugin` for connection `conn`, with the connection's context
-    /// (and, for data calls, deferred writes) in place for the store host functions.
+    /// One guest call on `plugin`, with the connection's context in place for the store
+    /// host functions; returns the writes it queued with its result.
     fn call(
         &self,
         plugin: &mut Plugin,
         func: &str,
         input: &[u8],
         context: &RequestContext,
-        defer: bool,
-    ) -> (Result<Vec<u8>, CallError>, Option<Deferred>) {
+    ) -> (Result<Vec<u8>, CallError>, Deferred) {
         CALL_CONTEXT.set(Some(CallContext {
             frontend: self.name.clone(),
             meter: self.meter.clone(),
             context: context.clone(),
             received: Instant::now(),
-            deferred: defer.then(Deferred::default),
+            deferred: Deferred::default(),
         }));
         let result = metered_call(plugin, func, input, Some(&self.wasm_meter));
-        let deferred = CALL_CONTEXT.take().and_then(|c| c.deferred);
+        let deferred = CALL_CONTEXT.take().map(|c| c.deferred).unwrap_or_default();
         (result, deferred)
     }
 }
@@ -122,7 +121,7 @@ async fn serve(
     };
     let mut open = conn_message(conn);
     wire::encode_context(&mut open, &context);
-    if let (Err(e), _) = shared.call(&mut plugin, "kvs_stream_open", &open.0, &context, false) {
+    if let (Err(e), _) = shared.call(&mut plugin, "kvs_stream_open", &open.0, &context) {
         tracing::debug!(plugin = %shared.name, "connection from {peer} refused by the guest: {}", e.into_error());
         return;
     }
@@ -138,14 +137,10 @@ async fn serve(
         };
         let mut input = conn_message(conn);
         input.bytes(&buf[..n]);
-        let (result, deferred) =
-            shared.call(&mut plugin, "kvs_stream_data", &input.0, &context, true);
+        let (result, deferred) = shared.call(&mut plugin, "kvs_stream_data", &input.0, &context);
         // Whatever the call returned, its queued writes must settle before anything
         // is sent: the output may acknowledge them.
-        let settled = match deferred {
-            Some(d) => d.settle().await,
-            None => Ok(()),
-        };
+        let settled = deferred.settle().await;
         let output = match result {
             Ok(bytes) => wire::StreamOutput::decode(&bytes)
                 .map_err(|e| format!("malformed kvs_stream_data output: {e}")),
@@ -179,8 +174,7 @@ async fn serve(
     let _ = stream.shutdown().await;
     if healthy {
         let close = conn_message(conn);
-        if let (Ok(_), _) = shared.call(&mut plugin, "kvs_stream_close", &close.0, &context, false)
-        {
+        if let (Ok(_), _) = shared.call(&mut plugin, "kvs_stream_close", &close.0, &context) {
             shared.give_back(plugin);
         }
     }
