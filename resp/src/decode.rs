@@ -249,11 +249,28 @@ fn header(buf: &[u8], start: usize, what: &str) -> Result<Option<(i64, usize)>, 
     if window[cr + 1] != b'\n' {
         return Err(protocol(what));
     }
-    let n = std::str::from_utf8(&window[..cr])
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| protocol(what))?;
+    let n = parse_i64(&window[..cr]).ok_or_else(|| protocol(what))?;
     Ok(Some((n, start + cr + 2)))
+}
+
+/// A decimal integer with an optional `-`, as RESP headers write them; `None` for
+/// anything else or an overflow. (On the hot path: every argument has a header.)
+fn parse_i64(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+    }
+    Some(if negative { -n } else { n })
 }
 
 #[cfg(test)]
@@ -376,6 +393,16 @@ mod tests {
             feed(small(), &[b'a'; 40], 7).is_err(),
             "inline line over the limit"
         );
+    }
+
+    #[test]
+    fn header_integers() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-1"), Some(-1));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [&b""[..], b"-", b"+1", b"1x", b" 1", b"9223372036854775808"] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
