@@ -42,6 +42,9 @@ pub struct RawConfig {
     /// Trace export (off unless `otlp_endpoint` is set).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Running on a shared log (several kvs nodes, e.g. the `etcd` logger).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Each plug-in's own table, keyed by its declared name, passed to it verbatim.
     #[serde(default)]
     pub plugins: BTreeMap<String, toml::Table>,
@@ -55,6 +58,49 @@ pub struct RawLimits {
     pub max_key_bytes: Option<u64>,
     /// Longest value in bytes (default 1 MiB).
     pub max_value_bytes: Option<u64>,
+}
+
+/// `[cluster]`: settings that matter only with a shared logger (capability
+/// `log:shared`, e.g. `etcd`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `"local"` (default): reads answer from this node's map — sequentially consistent,
+    /// and a node reads its own writes. `"linearizable"`: every read first asks the log
+    /// for its quorum position and waits until this node has applied it.
+    #[serde(default = "default_reads")]
+    pub reads: Reads,
+    /// Longest a write waits to come back from the shared log, a linearizable read for
+    /// its barrier, and start-up for catching up, in ms (default 10000); past it the
+    /// request is answered `unavailable`.
+    #[serde(default = "default_cluster_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            reads: default_reads(),
+            timeout_ms: default_cluster_timeout(),
+        }
+    }
+}
+
+/// How reads are answered over a shared log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reads {
+    /// From the local map.
+    Local,
+    /// After a quorum barrier.
+    Linearizable,
+}
+
+fn default_reads() -> Reads {
+    Reads::Local
+}
+fn default_cluster_timeout() -> u64 {
+    10_000
 }
 
 /// `[writer]` as written.
@@ -119,6 +165,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[telemetry]`: where traces go.
     pub telemetry: TelemetryConfig,
+    /// `[cluster]`: reads and timeouts over a shared log.
+    pub cluster: ClusterConfig,
 }
 
 /// The default plug-ins directory: `plugins/` beside the `kvs` executable, where
@@ -184,6 +232,7 @@ impl Config {
             auth: file.auth,
             admin: file.admin,
             telemetry: file.telemetry,
+            cluster: file.cluster,
         })
     }
 

@@ -34,6 +34,7 @@ pub mod lifecycle;
 pub mod map;
 pub mod metrics;
 pub mod plugins;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub mod top;

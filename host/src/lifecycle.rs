@@ -13,16 +13,17 @@ use abi_stable::std_types::{RResult, RStr};
 use anyhow::{Context, Result, anyhow};
 use kvs_plugin_api::{
     Limits, PluginError, PluginKind,
-    native::{FrontendBox, LoggerBox},
+    native::{FrontendBox, LoggerBox, v1_3::SharedLoggerBox},
 };
 
 use crate::access::AccessControl;
 use crate::admin::{Admin, AdminConfig, PluginList, PluginStatus};
 use crate::caller::RequestHook;
-use crate::config::Config;
+use crate::config::{ClusterConfig, Config, Reads};
 use crate::handles::{host_box, store_box, store_box_v1_1, store_box_v1_3};
 use crate::metrics::{Metrics, WasmMeter};
-use crate::plugins::{Catalog, Module, Plugin};
+use crate::plugins::{Catalog, Module, NativeModule, Plugin};
+use crate::shared;
 use crate::store::{Map, Phase, Store};
 use crate::writer::{self, ReplayStats, Writer, WriterStats};
 
@@ -83,6 +84,56 @@ fn open_logger_metered(
     })
 }
 
+/// An open logger: one the host applies writes for, or a shared log whose delivery
+/// applies them (`shared`).
+enum Opened {
+    Local(LoggerBox),
+    Shared(Arc<SharedLoggerBox>),
+}
+
+impl Opened {
+    fn health_probe(&self) -> Option<kvs_plugin_api::native::HealthProbeBox> {
+        match self {
+            Opened::Local(l) => l.health_probe().into_option(),
+            Opened::Shared(s) => s.health_probe().into_option(),
+        }
+    }
+
+    fn close(&mut self) {
+        let _ = match self {
+            Opened::Local(l) => l.close(),
+            Opened::Shared(s) => s.close(),
+        };
+    }
+}
+
+/// Opens a logger plug-in, as a shared log if it declares `log:shared`.
+fn open_any(plugin: &Plugin, config: &str, meter: Option<Arc<WasmMeter>>) -> Result<Opened> {
+    let shared = plugin
+        .capabilities
+        .iter()
+        .any(|c| c == kvs_plugin_api::capability::LOG_SHARED);
+    if !shared {
+        return open_logger_metered(plugin, config, meter).map(Opened::Local);
+    }
+    let opened: Result<SharedLoggerBox, PluginError> = match &plugin.module {
+        Module::Native(NativeModule {
+            v1_3: Some(v1_3), ..
+        }) => (v1_3.open_shared_logger)(RStr::from_str(config), host_box(&plugin.name)).into(),
+        _ => Err(PluginError::invalid_input(
+            "it declares log:shared but has no plugin-api 1.3 native entry points (WASM \
+             loggers cannot share a log)",
+        )),
+    };
+    opened.map(|l| Opened::Shared(Arc::new(l))).map_err(|e| {
+        anyhow!(
+            "cannot open the {} logger ({}): {e}",
+            plugin.name,
+            plugin.path.display()
+        )
+    })
+}
+
 /// Where the logger of a [`Builder`] comes from.
 enum LoggerSource<'a> {
     /// A plug-in, opened with its table when the builder starts.
@@ -102,6 +153,7 @@ pub struct Builder<'a> {
     shutdown_timeout: Duration,
     options: StartOptions,
     admin: Option<AdminConfig>,
+    cluster: ClusterConfig,
 }
 
 impl<'a> Builder<'a> {
@@ -129,6 +181,7 @@ impl<'a> Builder<'a> {
                     .map(|a| Arc::new(a) as Arc<dyn RequestHook>),
             },
             admin: config.admin.clone(),
+            cluster: config.cluster.clone(),
         })
     }
 
@@ -144,6 +197,7 @@ impl<'a> Builder<'a> {
             shutdown_timeout: Duration::from_secs(5),
             options: StartOptions::default(),
             admin: None,
+            cluster: ClusterConfig::default(),
         }
     }
 
@@ -172,18 +226,18 @@ impl<'a> Builder<'a> {
             LoggerSource::Plugin(plugin, table) => {
                 let meter =
                     matches!(plugin.module, Module::Wasm).then(|| metrics.wasm(&plugin.name));
-                let logger = open_logger_metered(plugin, &table, meter)?;
+                let logger = open_any(plugin, &table, meter)?;
                 plugins
                     .write()
                     .unwrap()
                     .push(status("logger", plugin, Vec::new()));
                 (logger, plugin.name.clone())
             }
-            LoggerSource::Open(logger, name) => (logger, name),
+            LoggerSource::Open(logger, name) => (Opened::Local(logger), name),
         };
         let map = Arc::new(Map::default());
         let (tx, rx) = crossbeam_channel::bounded(self.queue_capacity);
-        let health = logger.health_probe().into_option();
+        let health = logger.health_probe();
         let store = Arc::new(Store::new(
             map.clone(),
             tx.clone(),
@@ -200,7 +254,7 @@ impl<'a> Builder<'a> {
                     Some(admin)
                 }
                 Err(e) => {
-                    let _ = logger.close();
+                    logger.close();
                     return Err(e);
                 }
             },
@@ -223,22 +277,48 @@ impl<'a> Builder<'a> {
             }
         }
         let started = Instant::now();
-        let replayed = match failure {
-            Some(e) => Err(e),
-            None => writer::replay(&mut logger, &map)
+        let cluster_timeout = Duration::from_millis(self.cluster.timeout_ms);
+        let mut applies = true;
+        let replayed = match (failure, &mut logger) {
+            (Some(e), _) => Err(e),
+            (None, Opened::Local(local)) => writer::replay(local, &map)
                 .map_err(|e| anyhow!("replay of the {logger_name} log failed: {e}")),
+            (None, Opened::Shared(log)) => {
+                shared::follow(log.clone(), map.clone(), metrics.clone(), cluster_timeout)
+                    .map(|following| {
+                        let stats = writer::ReplayStats {
+                            events: following.events,
+                            last_sequence: following.delivered.through(),
+                            data_bytes: metrics.bytes.get(),
+                        };
+                        if self.cluster.reads == Reads::Linearizable {
+                            store.set_read_barrier(shared::read_barrier(
+                                following.log.clone(),
+                                following.delivered.clone(),
+                                cluster_timeout,
+                            ));
+                        }
+                        logger = Opened::Local(following.writer_log);
+                        applies = false;
+                        stats
+                    })
+                    .map_err(|e| anyhow!("cannot catch up with the {logger_name} log: {e}"))
+            }
         };
         let replayed = match replayed {
             Ok(stats) => stats,
             Err(e) => {
                 store.set_phase(Phase::Stopped);
                 let _ = stop_frontends(frontends, self.shutdown_timeout);
-                let _ = logger.close();
+                logger.close();
                 if let Some(admin) = admin {
                     admin.stop();
                 }
                 return Err(e);
             }
+        };
+        let Opened::Local(logger) = logger else {
+            unreachable!("a shared log is wrapped for the writer once it has caught up")
         };
         tracing::info!(
             events = replayed.events,
@@ -253,10 +333,12 @@ impl<'a> Builder<'a> {
         let writer = Writer::spawn(
             logger,
             map,
-            tx,
-            rx,
-            replayed.last_sequence + 1,
-            self.max_batch,
+            (tx, rx),
+            writer::WriterSettings {
+                next_sequence: replayed.last_sequence + 1,
+                max_batch: self.max_batch,
+                applies,
+            },
             metrics,
         )
         .context("cannot start the writer thread")?;

@@ -34,6 +34,8 @@ pub struct Store {
     logger_health: Option<HealthProbeBox>,
     /// Sees every frontend request first (see [`crate::caller`]).
     hook: Option<Arc<dyn RequestHook>>,
+    /// Run before every read when reads must be linearizable (a shared log).
+    read_barrier: std::sync::OnceLock<Box<dyn Fn() -> Result<(), PluginError> + Send + Sync>>,
     /// What this kvs counts.
     metrics: Arc<Metrics>,
 }
@@ -92,8 +94,18 @@ impl Store {
             phase: AtomicU8::new(Phase::Starting as u8),
             logger_health,
             hook,
+            read_barrier: std::sync::OnceLock::new(),
             metrics,
         }
+    }
+
+    /// Makes every later read wait for `barrier` first (linearizable reads over a
+    /// shared log). Set once, at start-up.
+    pub(crate) fn set_read_barrier(
+        &self,
+        barrier: impl Fn() -> Result<(), PluginError> + Send + Sync + 'static,
+    ) {
+        let _ = self.read_barrier.set(Box::new(barrier));
     }
 
     /// What this kvs counts.
@@ -168,6 +180,9 @@ impl Store {
             return Err(PluginError::unavailable(
                 "kvs is starting: replaying the transaction log; retry shortly",
             ));
+        }
+        if let Some(barrier) = self.read_barrier.get() {
+            barrier()?;
         }
         Ok(self.map.get(key))
     }

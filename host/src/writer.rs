@@ -41,6 +41,18 @@ pub struct WriterStats {
     pub failed: u64,
 }
 
+/// How a writer runs.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// One past the last replayed event's sequence number.
+    pub next_sequence: u64,
+    /// Most writes per `append`.
+    pub max_batch: usize,
+    /// Whether the writer applies logged batches to the map: false for a shared log,
+    /// whose delivery applies them (`shared`).
+    pub applies: bool,
+}
+
 /// The running writer thread.
 pub struct Writer {
     thread: JoinHandle<(WriterStats, Result<(), PluginError>)>,
@@ -48,22 +60,22 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer. `next_sequence` is one past the last replayed event.
+    /// Starts the writer.
     pub fn spawn(
         logger: LoggerBox,
         map: Arc<Map>,
-        queue: Sender<Msg>,
-        rx: Receiver<Msg>,
-        next_sequence: u64,
-        max_batch: usize,
+        queue: (Sender<Msg>, Receiver<Msg>),
+        settings: WriterSettings,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Writer> {
+        let (queue, rx) = queue;
         let state = WriterLoop {
             logger,
             map,
+            applies: settings.applies,
             rx,
-            next_sequence,
-            max_batch,
+            next_sequence: settings.next_sequence,
+            max_batch: settings.max_batch,
             stats: WriterStats::default(),
             metrics,
         };
@@ -91,6 +103,9 @@ impl Writer {
 struct WriterLoop {
     logger: LoggerBox,
     map: Arc<Map>,
+    /// Whether the writer applies logged batches to the map; false for a shared log,
+    /// whose delivery applies them (`shared`).
+    applies: bool,
     rx: Receiver<Msg>,
     next_sequence: u64,
     max_batch: usize,
@@ -182,13 +197,16 @@ impl WriterLoop {
                 // Apply everything first so that a caller who is told "done" and then
                 // reads sees its own write and every write logged before it.
                 let mut data_bytes = 0i64;
+                let applies = self.applies;
                 let dones: Vec<Completion> = batch
                     .drain(..)
                     .map(|req| {
-                        data_bytes += match &req.op {
-                            Op::Put(k, v) => self.map.insert(k, v),
-                            Op::Delete(k) => self.map.remove(k),
-                        };
+                        if applies {
+                            data_bytes += match &req.op {
+                                Op::Put(k, v) => self.map.insert(k, v),
+                                Op::Delete(k) => self.map.remove(k),
+                            };
+                        }
                         req.done
                     })
                     .collect();

@@ -196,7 +196,7 @@ fn unknown_config_keys_and_names_are_clear_errors() {
         .err()
         .unwrap();
     assert!(
-        out.contains("\"nope\"") && out.contains("available loggers: file"),
+        out.contains("\"nope\"") && out.contains("available loggers: etcd, file"),
         "{out}"
     );
 }

@@ -4,6 +4,8 @@
 //! builds the workspace first (plain `cargo test` does not build cdylibs).
 //!
 //! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
+//! * `cluster`: kvs nodes sharing one etcd cluster (the `etcd` logger): crashes, member
+//!   stops, quorum loss, linearizable reads.
 //! * `compat`: plug-ins built against every plugin-api 1.x (the `compat/` fixtures,
 //!   native and WASM) working end to end in a real `kvs`; 1.1 ones logging through it.
 //! * `context`: request contexts from rest, grpc, wasm-rest and a third party's
@@ -23,6 +25,7 @@ mod util;
 
 mod wasm;
 
+mod cluster;
 mod compat;
 mod conformance;
 mod context;

@@ -25,3 +25,9 @@ pub const FRONTEND_STREAM: &str = "frontend:stream";
 /// `PING`, `GET`, `SET` and `DEL` (1.3). `kvs plugins check` then round-trips a key
 /// through it.
 pub const PROTOCOL_RESP: &str = "protocol:resp";
+
+/// A logger whose log other writers share (1.3): it implements
+/// [`SharedLog`](crate::SharedLog), exported with `export_plugin!(shared_logger: ...)`,
+/// which declares this for it. The host then applies writes only as the log delivers
+/// them.
+pub const LOG_SHARED: &str = "log:shared";

@@ -109,7 +109,7 @@ pub use handshake::PluginKind;
 #[cfg(feature = "native")]
 pub use native::Limits;
 #[cfg(feature = "native")]
-pub use ports::{Frontend, Health, TransactionLogger};
+pub use ports::{Follower, Frontend, Health, SharedLog, TransactionLogger};
 #[cfg(feature = "native")]
 pub use store::Store;
 pub use version::{API_MAJOR, API_MINOR};
@@ -124,7 +124,8 @@ pub use abi_stable;
 /// store that answers [`Store::stats`]). A host uses the newest it knows.
 ///
 /// One per library. For a logger, pass a function `fn(&str) -> Result<L, PluginError>`
-/// where `L: TransactionLogger`; for a frontend, a function
+/// where `L: TransactionLogger`; for a shared logger (1.3, `shared_logger:`), one
+/// returning an `L: SharedLog`; for a frontend, a function
 /// `fn(Store, &str) -> Result<F, PluginError>` where `F: Frontend`. The `&str` is the
 /// plug-in's own config table from `config.toml`, serialized as TOML (empty if none).
 /// The plug-in's version is taken from its crate's `CARGO_PKG_VERSION`.
@@ -165,6 +166,34 @@ macro_rules! export_plugin {
         $crate::export_plugin!(@v1_1 __kvs_open_logger_v1_1, $crate::native::v1_1::not_a_frontend);
         $crate::export_plugin!(@v1_3 __kvs_open_logger_v1_3, $crate::native::v1_3::not_a_frontend);
     };
+    (shared_logger: $open:path, name: $name:literal, description: $desc:literal
+     $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
+        $crate::export_plugin!(@handshake LOGGER, $name, $desc, ["log:shared" $($(, $cap)*)?]);
+
+        extern "C" fn __kvs_open_logger(
+            config: $crate::abi_stable::std_types::RStr<'_>,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
+            $crate::native::v1_3::shared_only(config)
+        }
+
+        extern "C" fn __kvs_open_logger_v1_1(
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            _host: $crate::native::v1_1::HostBox,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
+            $crate::native::v1_3::shared_only(config)
+        }
+
+        extern "C" fn __kvs_open_shared_logger(
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            host: $crate::native::v1_1::HostBox,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::native::v1_3::SharedLoggerBox, $crate::PluginError> {
+            $crate::native::v1_3::open_shared_logger_with(config, host, $open)
+        }
+
+        $crate::export_plugin!(@root __kvs_open_logger, $crate::native::not_a_frontend);
+        $crate::export_plugin!(@v1_1 __kvs_open_logger_v1_1, $crate::native::v1_1::not_a_frontend);
+        $crate::export_plugin!(@v1_3 __kvs_open_logger_v1_1, $crate::native::v1_3::not_a_frontend, __kvs_open_shared_logger);
+    };
     (frontend: $start:path, name: $name:literal, description: $desc:literal
      $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
         $crate::export_plugin!(@handshake FRONTEND, $name, $desc, [$($($cap),*)?]);
@@ -197,12 +226,16 @@ macro_rules! export_plugin {
         $crate::export_plugin!(@v1_3 $crate::native::v1_1::not_a_logger, __kvs_start_frontend_v1_3);
     };
     (@v1_3 $open_logger:path, $start_frontend:path) => {
+        $crate::export_plugin!(@v1_3 $open_logger, $start_frontend, $crate::native::v1_3::not_a_shared_logger);
+    };
+    (@v1_3 $open_logger:path, $start_frontend:path, $open_shared:path) => {
         /// The plugin-api 1.3 entry points, read by hosts of 1.3 and later.
         #[unsafe(no_mangle)]
         pub static KVS_PLUGIN_V1_3: $crate::native::v1_3::Exports =
             $crate::native::v1_3::Exports::new($crate::native::v1_3::Module {
                 open_logger: $open_logger,
                 start_frontend: $start_frontend,
+                open_shared_logger: $open_shared,
             });
     };
     (@v1_1 $open_logger:path, $start_frontend:path) => {

@@ -96,7 +96,7 @@ pub trait HealthProbe: Send + Sync {
 /// An owned [`HealthProbe`] trait object.
 pub type HealthProbeBox = HealthProbe_TO<'static, RBox<()>>;
 
-struct HealthAdapter(Health);
+pub(crate) struct HealthAdapter(pub(crate) Health);
 
 impl HealthProbe for HealthAdapter {
     fn is_healthy(&self) -> bool {

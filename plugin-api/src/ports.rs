@@ -1,4 +1,5 @@
-//! The two ports a plug-in author implements, in plain Rust.
+//! The ports a plug-in author implements, in plain Rust: [`TransactionLogger`],
+//! [`SharedLog`] (1.3) and [`Frontend`].
 //!
 //! [`export_plugin!`](crate::export_plugin) wraps them in the FFI-safe objects of
 //! [`native`](crate::native), catching panics on the way.
@@ -70,6 +71,74 @@ impl Health {
     /// Reads the flag.
     pub fn get(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A logger whose log other writers append to as well — other kvs nodes on one etcd
+/// cluster, say (plugin-api 1.3). Declared with
+/// [`export_plugin!`](crate::export_plugin)`(shared_logger: ...)`, which adds the
+/// capability [`LOG_SHARED`](crate::capability::LOG_SHARED).
+///
+/// For such a logger the host never applies its own writes directly: it applies only
+/// what [`follow`](SharedLog::follow) delivers, in log order, and acknowledges a write
+/// once the delivered log has reached the position [`append`](SharedLog::append)
+/// returned for it. So every node's map is a prefix of one global order, and a node
+/// reads its own writes. Methods take `&self`: the host appends from its writer thread
+/// while the logger delivers from threads of its own and `barrier` is called from
+/// request threads.
+pub trait SharedLog: Send + Sync + 'static {
+    /// Makes `batch` durable in the shared log, in order, and returns the log position
+    /// of its last event. Positions increase along the log. A batch may be stored in
+    /// several order-preserving parts if the log limits its transactions.
+    fn append(&self, batch: &[Event<'_>]) -> Result<u64, PluginError>;
+
+    /// Starts delivering the whole log to `follower`, from the logger's own threads,
+    /// until [`close`](SharedLog::close): first a snapshot (`begin_snapshot`, the live
+    /// keys as puts, `end_snapshot` with the snapshot's position), then every later
+    /// event in log order (`deliver`), and again a snapshot whenever the logger cannot
+    /// continue from where it was (e.g. the log was compacted past it). Called once,
+    /// before the first `append`; returns once delivery has started.
+    fn follow(&self, follower: Follower) -> Result<(), PluginError>;
+
+    /// A position at least as far as every write any node had acknowledged when this
+    /// was called, as the log's quorum sees it (for linearizable reads: the host waits
+    /// until delivery has reached it). Should also prompt delivery to report its
+    /// progress, so an idle node catches up without new events.
+    fn barrier(&self) -> Result<u64, PluginError>;
+
+    /// Stops delivery and releases resources. No call follows.
+    fn close(&self) -> Result<(), PluginError>;
+
+    /// As [`TransactionLogger::health`].
+    fn health(&self) -> Option<Health> {
+        None
+    }
+}
+
+/// The host's side of [`SharedLog::follow`]: where a shared logger delivers the log.
+/// Cheap to clone; callable from any thread, one delivery at a time.
+#[derive(Clone)]
+pub struct Follower(pub(crate) std::sync::Arc<crate::native::v1_3::FollowSinkBox>);
+
+impl Follower {
+    /// A snapshot starts: the events until [`end_snapshot`](Follower::end_snapshot) are
+    /// every live key as a put, in any order.
+    pub fn begin_snapshot(&self) {
+        self.0.begin_snapshot();
+    }
+
+    /// The snapshot is complete as of log position `position`: keys it did not
+    /// mention are gone.
+    pub fn end_snapshot(&self, position: u64) {
+        self.0.end_snapshot(position);
+    }
+
+    /// The next events of the log in order (each event's `sequence` is its position),
+    /// and the position the log has been delivered through after them: at least the
+    /// last event's, and possibly more with no events at all (a progress report).
+    pub fn deliver(&self, events: &[Event<'_>], through: u64) {
+        self.0
+            .deliver(abi_stable::std_types::RSlice::from_slice(events), through);
     }
 }
 

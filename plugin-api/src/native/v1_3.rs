@@ -9,9 +9,13 @@
 //! A 1.3 library exports, besides the 1.0 root module and the 1.1 entry points, the
 //! static [`SYMBOL`] (`KVS_PLUGIN_V1_3`) of type [`Exports`]. The host reads it only when
 //! the plug-in's handshake says `api_minor >= 3`, checks its layout with abi_stable, and
-//! then calls these entry points instead of the older ones. They differ from 1.1's only
-//! in the store a frontend gets: [`StoreApi`] adds [`StoreApi::stats`] (what a Redis
-//! client's `DBSIZE` and `INFO keyspace` ask).
+//! then calls these entry points instead of the older ones. They add to 1.1's:
+//!
+//! * the store a frontend gets: [`StoreApi`] adds [`StoreApi::stats`] (what a Redis
+//!   client's `DBSIZE` and `INFO keyspace` ask);
+//! * shared loggers ([`SharedLogApi`], opened by [`Module::open_shared_logger`]): a log
+//!   other kvs nodes append to as well, delivered back to the host through a
+//!   [`FollowSink`] (see [`SharedLog`](crate::SharedLog)).
 
 use abi_stable::{
     StableAbi, sabi_trait,
@@ -20,9 +24,12 @@ use abi_stable::{
 };
 
 use crate::error::PluginError;
+use crate::event::Event;
 use crate::native::v1_1::{HostBox, RequestContextRef};
-use crate::native::{FrontendBox, Limits, LoggerBox, WriteCallbackBox};
-use crate::ports::{Frontend, TransactionLogger};
+use crate::native::{
+    FrontendBox, HealthProbe_TO, HealthProbeBox, Limits, LoggerBox, WriteCallbackBox, guard,
+};
+use crate::ports::{Follower, Frontend, SharedLog, TransactionLogger};
 use crate::store::Store;
 
 /// The exported symbol holding a 1.3 plug-in's [`Exports`], NUL-terminated for `dlsym`.
@@ -71,6 +78,114 @@ pub trait StoreApi: Send + Sync {
 /// An owned 1.3 [`StoreApi`] trait object, as handed to a 1.3 `start_frontend`.
 pub type StoreBox = StoreApi_TO<'static, RBox<()>>;
 
+/// The host's side of a shared log's delivery (see [`Follower`]).
+#[sabi_trait]
+pub trait FollowSink: Send + Sync {
+    /// A snapshot starts.
+    fn begin_snapshot(&self);
+    /// The snapshot is complete as of `position`; keys it did not mention are gone.
+    fn end_snapshot(&self, position: u64);
+    /// The next events in log order, then the position delivered through.
+    #[sabi(last_prefix_field)]
+    fn deliver(&self, events: RSlice<'_, Event<'_>>, through: u64);
+}
+
+/// An owned [`FollowSink`] trait object.
+pub type FollowSinkBox = FollowSink_TO<'static, RBox<()>>;
+
+/// A shared logger as the host sees it. See [`SharedLog`].
+#[sabi_trait]
+pub trait SharedLogApi: Send + Sync {
+    /// The logger's health flag, if it keeps one.
+    fn health_probe(&self) -> ROption<HealthProbeBox>;
+    /// Appends a batch; the position of its last event. See [`SharedLog::append`].
+    fn append(&self, batch: RSlice<'_, Event<'_>>) -> RResult<u64, PluginError>;
+    /// Starts delivery to `sink`. See [`SharedLog::follow`].
+    fn follow(&self, sink: FollowSinkBox) -> RResult<(), PluginError>;
+    /// A quorum position. See [`SharedLog::barrier`].
+    fn barrier(&self) -> RResult<u64, PluginError>;
+    /// Stops and releases. See [`SharedLog::close`].
+    #[sabi(last_prefix_field)]
+    fn close(&self) -> RResult<(), PluginError>;
+}
+
+/// An owned [`SharedLogApi`] trait object.
+pub type SharedLoggerBox = SharedLogApi_TO<'static, RBox<()>>;
+
+/// Wraps an author's [`SharedLog`] as a [`SharedLogApi`], catching panics.
+struct SharedLogAdapter<L>(L);
+
+impl<L: SharedLog> SharedLogApi for SharedLogAdapter<L> {
+    fn health_probe(&self) -> ROption<HealthProbeBox> {
+        guard("health", || Ok(self.0.health()))
+            .ok()
+            .flatten()
+            .map(|h| {
+                HealthProbe_TO::from_value(
+                    crate::native::HealthAdapter(h),
+                    abi_stable::sabi_trait::TD_Opaque,
+                )
+            })
+            .into()
+    }
+
+    fn append(&self, batch: RSlice<'_, Event<'_>>) -> RResult<u64, PluginError> {
+        guard("append", || self.0.append(batch.as_slice())).into()
+    }
+
+    fn follow(&self, sink: FollowSinkBox) -> RResult<(), PluginError> {
+        guard("follow", || {
+            self.0.follow(Follower(std::sync::Arc::new(sink)))
+        })
+        .into()
+    }
+
+    fn barrier(&self) -> RResult<u64, PluginError> {
+        guard("barrier", || self.0.barrier()).into()
+    }
+
+    fn close(&self) -> RResult<(), PluginError> {
+        guard("close", || self.0.close()).into()
+    }
+}
+
+/// Implementation of a shared logger library's `open_shared_logger`; used by
+/// [`export_plugin!`](crate::export_plugin).
+#[doc(hidden)]
+pub fn open_shared_logger_with<L: SharedLog>(
+    config: RStr<'_>,
+    host: HostBox,
+    open: fn(&str) -> Result<L, PluginError>,
+) -> RResult<SharedLoggerBox, PluginError> {
+    crate::log::install(host);
+    guard("open_shared_logger", || open(config.as_str()))
+        .map(|l| {
+            SharedLogApi_TO::from_value(SharedLogAdapter(l), abi_stable::sabi_trait::TD_Opaque)
+        })
+        .into()
+}
+
+/// The `open_shared_logger` of a library that is not a shared logger.
+#[doc(hidden)]
+pub extern "C" fn not_a_shared_logger(
+    _config: RStr<'_>,
+    _host: HostBox,
+) -> RResult<SharedLoggerBox, PluginError> {
+    RResult::RErr(PluginError::invalid_input(
+        "this plug-in is not a shared logger",
+    ))
+}
+
+/// The plain `open_logger` entry points of a shared logger: it cannot serve a host that
+/// would apply writes itself.
+#[doc(hidden)]
+pub fn shared_only(_config: RStr<'_>) -> RResult<LoggerBox, PluginError> {
+    RResult::RErr(PluginError::invalid_input(
+        "this logger shares its log with other kvs nodes (log:shared): it needs a kvs with \
+         plugin-api 1.3 or later",
+    ))
+}
+
 /// The 1.3 entry points.
 #[repr(C)]
 #[derive(StableAbi)]
@@ -86,6 +201,11 @@ pub struct Module {
         config: RStr<'_>,
         host: HostBox,
     ) -> RResult<FrontendBox, PluginError>,
+    /// Opens a shared logger ([`SharedLog`]) with its TOML config table and the host's
+    /// services. Shared loggers only (capability `log:shared`); others return an
+    /// `invalid input` error.
+    pub open_shared_logger:
+        extern "C" fn(config: RStr<'_>, host: HostBox) -> RResult<SharedLoggerBox, PluginError>,
 }
 
 /// What the [`SYMBOL`] static holds: the layout [`Module`] had when the plug-in was

@@ -1,0 +1,228 @@
+//! Shared logs (plugin-api 1.3): several kvs nodes on one log, such as an etcd cluster.
+//!
+//! With a shared logger the host does not apply its own writes. The writer still
+//! gathers batches and appends them ([`SharedWriterLog`]), but the map changes only as
+//! the log comes back through [`Delivered`], the follow sink: a snapshot, then every
+//! event in log order, this node's and every other node's. A write is acknowledged once
+//! delivery has passed the position its batch was given, so a node reads its own
+//! writes, and every node's map is a prefix of one global order.
+//!
+//! Start-up: ask the log for a quorum position (`barrier`), start delivery, and serve
+//! once delivery has reached it. Linearizable reads do the same per read.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice},
+};
+use kvs_plugin_api::{
+    Event, EventKind, PluginError,
+    native::{
+        HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox, ReplaySinkMut,
+        v1_3::{FollowSink, FollowSink_TO, SharedLoggerBox},
+    },
+};
+
+use crate::metrics::Metrics;
+use crate::store::Map;
+
+/// What delivery has applied so far; shared by the follow sink, the writer and reads.
+pub struct Delivered {
+    map: Arc<Map>,
+    metrics: Arc<Metrics>,
+    state: Mutex<DeliveryState>,
+    moved: Condvar,
+}
+
+#[derive(Default)]
+struct DeliveryState {
+    /// The log position the map reflects.
+    through: u64,
+    /// Keys seen since a snapshot began; the rest are dropped when it ends.
+    snapshot: Option<HashSet<Vec<u8>>>,
+    /// Events applied since start.
+    events: u64,
+}
+
+impl Delivered {
+    fn new(map: Arc<Map>, metrics: Arc<Metrics>) -> Arc<Delivered> {
+        Arc::new(Delivered {
+            map,
+            metrics,
+            state: Mutex::new(DeliveryState::default()),
+            moved: Condvar::new(),
+        })
+    }
+
+    /// The log position the map reflects.
+    pub fn through(&self) -> u64 {
+        self.state.lock().unwrap().through
+    }
+
+    /// Waits until the map reflects the log through `position`.
+    pub fn wait_through(&self, position: u64, timeout: Duration) -> Result<(), PluginError> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap();
+        while state.through < position {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PluginError::unavailable(format!(
+                    "the shared log has not delivered position {position} within {} ms \
+                     (this node is at {})",
+                    timeout.as_millis(),
+                    state.through
+                )));
+            }
+            state = self.moved.wait_timeout(state, left).unwrap().0;
+        }
+        Ok(())
+    }
+
+    fn advance(&self, state: &mut DeliveryState, through: u64) {
+        if through > state.through {
+            state.through = through;
+            self.moved.notify_all();
+        }
+    }
+}
+
+/// The host's [`FollowSink`]: applies what the shared log delivers.
+struct Sink(Arc<Delivered>);
+
+impl FollowSink for Sink {
+    fn begin_snapshot(&self) {
+        self.0.state.lock().unwrap().snapshot = Some(HashSet::new());
+    }
+
+    fn end_snapshot(&self, position: u64) {
+        let d = &self.0;
+        let mut state = d.state.lock().unwrap();
+        if let Some(seen) = state.snapshot.take() {
+            // Keys the snapshot did not mention were deleted while this node was not
+            // following (e.g. behind a compaction).
+            let stale: Vec<Vec<u8>> = d
+                .map
+                .iter()
+                .filter(|e| !seen.contains(e.key()))
+                .map(|e| e.key().to_vec())
+                .collect();
+            for key in stale {
+                d.metrics.bytes.add(d.map.remove(&key));
+            }
+        }
+        d.advance(&mut state, position);
+    }
+
+    fn deliver(&self, events: RSlice<'_, Event<'_>>, through: u64) {
+        let d = &self.0;
+        let mut state = d.state.lock().unwrap();
+        let mut bytes = 0i64;
+        for e in events.iter() {
+            if let Some(seen) = state.snapshot.as_mut() {
+                seen.insert(e.key.to_vec());
+            }
+            bytes += match e.kind {
+                EventKind::PUT => d.map.insert(e.key.as_slice(), e.value.as_slice()),
+                EventKind::DELETE => d.map.remove(e.key.as_slice()),
+                other => {
+                    tracing::error!(
+                        "the shared log delivered an event of unknown kind {} at {}; skipped",
+                        other.0,
+                        e.sequence
+                    );
+                    0
+                }
+            };
+        }
+        state.events += events.len() as u64;
+        d.metrics.bytes.add(bytes);
+        if state.snapshot.is_none() {
+            d.advance(&mut state, through);
+        }
+    }
+}
+
+/// The writer's logger in shared mode: append to the shared log, then wait until
+/// delivery has brought the batch back into the map.
+struct SharedWriterLog {
+    log: Arc<SharedLoggerBox>,
+    delivered: Arc<Delivered>,
+    timeout: Duration,
+}
+
+impl LoggerApi for SharedWriterLog {
+    fn health_probe(&self) -> ROption<HealthProbeBox> {
+        self.log.health_probe()
+    }
+
+    fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
+        let result = Result::from(self.log.append(batch))
+            .and_then(|position| self.delivered.wait_through(position, self.timeout));
+        result.into()
+    }
+
+    fn replay(&mut self, _sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
+        RResult::ROk(()) // the map is filled by delivery, not replay
+    }
+
+    fn close(&mut self) -> RResult<(), PluginError> {
+        self.log.close()
+    }
+}
+
+/// A shared log, caught up and ready for the writer.
+pub struct Following {
+    /// What the writer appends through (it must not apply: delivery does).
+    pub writer_log: LoggerBox,
+    /// What delivery has applied.
+    pub delivered: Arc<Delivered>,
+    /// The log itself, for read barriers.
+    pub log: Arc<SharedLoggerBox>,
+    /// Events delivered while catching up.
+    pub events: u64,
+}
+
+/// Starts delivery of `log` into `map` and waits (at most `timeout`) until it has
+/// reached the position a quorum agrees on.
+pub fn follow(
+    log: Arc<SharedLoggerBox>,
+    map: Arc<Map>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+) -> Result<Following, PluginError> {
+    let delivered = Delivered::new(map, metrics);
+    let target = Result::from(log.barrier())?;
+    let sink = FollowSink_TO::from_value(Sink(delivered.clone()), TD_Opaque);
+    Result::from(log.follow(sink))?;
+    delivered.wait_through(target, timeout)?;
+    let events = delivered.state.lock().unwrap().events;
+    Ok(Following {
+        writer_log: LoggerApi_TO::from_value(
+            SharedWriterLog {
+                log: log.clone(),
+                delivered: delivered.clone(),
+                timeout,
+            },
+            TD_Opaque,
+        ),
+        delivered,
+        log,
+        events,
+    })
+}
+
+/// A linearizable read's barrier: the log's quorum position, then wait until this
+/// node's map reflects it.
+pub fn read_barrier(
+    log: Arc<SharedLoggerBox>,
+    delivered: Arc<Delivered>,
+    timeout: Duration,
+) -> impl Fn() -> Result<(), PluginError> + Send + Sync {
+    move || {
+        let position = Result::from(log.barrier())?;
+        delivered.wait_through(position, timeout)
+    }
+}
