@@ -14,12 +14,15 @@
 //! * `kvs-bench resp`: like for like with Redis — `redis-benchmark` SET and GET at
 //!   `-P 1` and `-P 16` against Redis (`appendfsync always`), kvs's `resp` frontend and
 //!   the `wasm-resp` guest (`sync = always`), with the server's CPU per request.
+//! * `kvs-bench cluster`: durable PUTs through 1 and 3 kvs nodes on a 3-member etcd
+//!   cluster (the `etcd` logger) next to etcd's own put rate, and a node's local GETs.
 //! * `kvs-bench memory`: resident memory per key after loading 1M keys, next to Redis's
 //!   `used_memory` and RSS for the same keys and values.
 //!
-//! Run it through `cargo xtask bench [writes|rest|resp|security|observability|memory]`, which builds in release mode and
+//! Run it through `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
 
+mod cluster;
 mod memory;
 mod redis;
 mod resp;
@@ -50,8 +53,9 @@ fn main() -> Result<()> {
         "observability" => variants::observability(&plugins),
         "memory" => memory::memory(&plugins),
         "resp" => resp::resp(&plugins),
+        "cluster" => cluster::cluster(&plugins),
         other => bail!(
-            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `security`, `observability` or `memory`"
+            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `cluster`, `security`, `observability` or `memory`"
         ),
     }
 }

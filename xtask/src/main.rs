@@ -10,9 +10,12 @@
 //!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
 //!   then build the templates outside the tree against the packaged plugin-api and
 //!   check them (`outside.rs`).
-//! * `cargo xtask bench [writes|rest|resp|security|observability|memory]`: release build, then `kvs-bench`, which prints
+//! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
+//! * `cargo xtask cluster`: debug build, then a 3-member etcd cluster and 3 kvs nodes
+//!   on it (the `etcd` logger) on loopback ports, until Ctrl-C (`cluster.rs`).
 
+mod cluster;
 mod outside;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +50,10 @@ fn run() -> Result<()> {
                 .context("cannot start kvs")?;
             std::process::exit(status.code().unwrap_or(1));
         }
+        "cluster" => {
+            let dir = build(false)?;
+            cluster::run(&dir)
+        }
         "bench" => {
             let dir = build(true)?;
             let which = rest.first().map(String::as_str).unwrap_or("all");
@@ -62,11 +69,12 @@ fn run() -> Result<()> {
                 "writes" => &["writes"],
                 "rest" => &["rest"],
                 "resp" => &["resp"],
+                "cluster" => &["cluster"],
                 "security" => &["security"],
                 "observability" => &["observability"],
                 "memory" => &["memory"],
                 other => bail!(
-                    "unknown benchmark {other:?}: writes, rest, resp, security, observability, memory or all"
+                    "unknown benchmark {other:?}: writes, rest, resp, cluster, security, observability, memory or all"
                 ),
             };
             for mode in modes {
@@ -105,7 +113,8 @@ fn run() -> Result<()> {
                  run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
-                 bench [writes|rest|resp|security|observability|memory]  release build, then the benchmarks (need redis, wrk)"
+                 bench [writes|rest|resp|cluster|security|observability|memory]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
+                 cluster            3 etcd members and 3 kvs nodes on them, on loopback, until Ctrl-C"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())
