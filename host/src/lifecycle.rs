@@ -278,7 +278,7 @@ impl<'a> Builder<'a> {
         }
         let started = Instant::now();
         let cluster_timeout = Duration::from_millis(self.cluster.timeout_ms);
-        let mut applies = true;
+        let mut acknowledge = writer::Acknowledge::Apply;
         let replayed = match (failure, &mut logger) {
             (Some(e), _) => Err(e),
             (None, Opened::Local(local)) => writer::replay(local, &map)
@@ -299,7 +299,7 @@ impl<'a> Builder<'a> {
                             ));
                         }
                         logger = Opened::Local(following.writer_log);
-                        applies = false;
+                        acknowledge = following.acknowledge;
                         stats
                     })
                     .map_err(|e| anyhow!("cannot catch up with the {logger_name} log: {e}"))
@@ -337,7 +337,7 @@ impl<'a> Builder<'a> {
             writer::WriterSettings {
                 next_sequence: replayed.last_sequence + 1,
                 max_batch: self.max_batch,
-                applies,
+                acknowledge,
             },
             metrics,
         )

@@ -5,7 +5,10 @@
 //! the log comes back through [`Delivered`], the follow sink: a snapshot, then every
 //! event in log order, this node's and every other node's. A write is acknowledged once
 //! delivery has passed the position its batch was given, so a node reads its own
-//! writes, and every node's map is a prefix of one global order.
+//! writes, and every node's map is a prefix of one global order. The writer does not
+//! wait for that: it hands the batch's completions to [`Delivered`] and appends the
+//! next batch, so several batches can be in flight; a write not delivered back within
+//! the cluster timeout is answered `unavailable` (its outcome is then unknown).
 //!
 //! Start-up: ask the log for a quorum position (`barrier`), start delivery, and serve
 //! once delivery has reached it. Linearizable reads do the same per read.
@@ -28,6 +31,7 @@ use kvs_plugin_api::{
 
 use crate::metrics::Metrics;
 use crate::store::Map;
+use crate::write_request::Completion;
 
 /// What delivery has applied so far; shared by the follow sink, the writer and reads.
 pub struct Delivered {
@@ -45,6 +49,9 @@ struct DeliveryState {
     snapshot: Option<HashSet<Vec<u8>>>,
     /// Events applied since start.
     events: u64,
+    /// Writes waiting for delivery to pass their batch's position: (position, when
+    /// they give up, completions), in append order.
+    waiting: std::collections::VecDeque<(u64, Instant, Vec<Completion>)>,
 }
 
 impl Delivered {
@@ -81,11 +88,63 @@ impl Delivered {
         Ok(())
     }
 
-    fn advance(&self, state: &mut DeliveryState, through: u64) {
+    /// Moves `through` forward; returns the writes that are now delivered, to be
+    /// completed once the lock is released.
+    fn advance(&self, state: &mut DeliveryState, through: u64) -> Vec<Completion> {
+        let mut done = Vec::new();
         if through > state.through {
             state.through = through;
             self.moved.notify_all();
+            // Positions increase in append order, so the delivered ones are in front.
+            while state.waiting.front().is_some_and(|(p, _, _)| *p <= through) {
+                done.extend(state.waiting.pop_front().expect("front exists").2);
+            }
         }
+        done
+    }
+
+    /// Completes `dones` once delivery has passed `position` (now, if it has).
+    fn complete_at(&self, position: u64, dones: Vec<Completion>, timeout: Duration) {
+        let mut state = self.state.lock().unwrap();
+        if state.through >= position {
+            drop(state);
+            complete(dones, Ok(()));
+        } else {
+            state
+                .waiting
+                .push_back((position, Instant::now() + timeout, dones));
+        }
+    }
+
+    /// Answers the writes that waited past their deadline with `unavailable`.
+    fn expire(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut state = self.state.lock().unwrap();
+            while state
+                .waiting
+                .front()
+                .is_some_and(|(_, deadline, _)| *deadline <= now)
+            {
+                expired.push(state.waiting.pop_front().expect("front exists"));
+            }
+        }
+        for (position, _, dones) in expired {
+            complete(
+                dones,
+                Err(PluginError::unavailable(format!(
+                    "written to the shared log at position {position}, but not delivered back \
+                     to this node in time: the write may or may not have taken effect"
+                ))),
+            );
+        }
+    }
+}
+
+fn complete(dones: Vec<Completion>, result: Result<(), PluginError>) {
+    for done in dones {
+        done.complete(result.clone());
     }
 }
 
@@ -113,7 +172,9 @@ impl FollowSink for Sink {
                 d.metrics.bytes.add(d.map.remove(&key));
             }
         }
-        d.advance(&mut state, position);
+        let done = d.advance(&mut state, position);
+        drop(state);
+        complete(done, Ok(()));
     }
 
     fn deliver(&self, events: RSlice<'_, Event<'_>>, through: u64) {
@@ -140,17 +201,18 @@ impl FollowSink for Sink {
         state.events += events.len() as u64;
         d.metrics.bytes.add(bytes);
         if state.snapshot.is_none() {
-            d.advance(&mut state, through);
+            let done = d.advance(&mut state, through);
+            drop(state);
+            complete(done, Ok(()));
         }
     }
 }
 
-/// The writer's logger in shared mode: append to the shared log, then wait until
-/// delivery has brought the batch back into the map.
+/// The writer's logger in shared mode: appends to the shared log and notes the
+/// position, which the writer's hand-off ([`Following::acknowledge`]) then waits for.
 struct SharedWriterLog {
     log: Arc<SharedLoggerBox>,
-    delivered: Arc<Delivered>,
-    timeout: Duration,
+    last_position: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LoggerApi for SharedWriterLog {
@@ -159,9 +221,12 @@ impl LoggerApi for SharedWriterLog {
     }
 
     fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
-        let result = Result::from(self.log.append(batch))
-            .and_then(|position| self.delivered.wait_through(position, self.timeout));
-        result.into()
+        Result::from(self.log.append(batch))
+            .map(|position| {
+                self.last_position
+                    .store(position, std::sync::atomic::Ordering::Release)
+            })
+            .into()
     }
 
     fn replay(&mut self, _sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
@@ -177,6 +242,8 @@ impl LoggerApi for SharedWriterLog {
 pub struct Following {
     /// What the writer appends through (it must not apply: delivery does).
     pub writer_log: LoggerBox,
+    /// What the writer does with an appended batch: hand its completions to delivery.
+    pub acknowledge: crate::writer::Acknowledge,
     /// What delivery has applied.
     pub delivered: Arc<Delivered>,
     /// The log itself, for read barriers.
@@ -199,15 +266,36 @@ pub fn follow(
     Result::from(log.follow(sink))?;
     delivered.wait_through(target, timeout)?;
     let events = delivered.state.lock().unwrap().events;
+    let last_position = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acknowledge = {
+        let (delivered, last_position) = (delivered.clone(), last_position.clone());
+        crate::writer::Acknowledge::Handoff(Box::new(move |dones| {
+            let position = last_position.load(std::sync::atomic::Ordering::Acquire);
+            delivered.complete_at(position, dones, timeout);
+        }))
+    };
+    // Writes stuck waiting for delivery (the log stopped delivering) are answered
+    // after `timeout`; the thread ends with the last holder of `delivered`.
+    let sweeper = Arc::downgrade(&delivered);
+    std::thread::Builder::new()
+        .name("kvs-shared-expiry".into())
+        .spawn(move || {
+            while let Some(delivered) = sweeper.upgrade() {
+                delivered.expire();
+                drop(delivered);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .map_err(|e| PluginError::internal(format!("cannot start a thread: {e}")))?;
     Ok(Following {
         writer_log: LoggerApi_TO::from_value(
             SharedWriterLog {
                 log: log.clone(),
-                delivered: delivered.clone(),
-                timeout,
+                last_position,
             },
             TD_Opaque,
         ),
+        acknowledge,
         delivered,
         log,
         events,

@@ -41,16 +41,23 @@ pub struct WriterStats {
     pub failed: u64,
 }
 
+/// What the writer does with a batch the logger accepted.
+pub enum Acknowledge {
+    /// Apply it to the map, then complete its writes (a local log).
+    Apply,
+    /// Hand its writes' completions over (a shared log, whose delivery applies the batch
+    /// and completes them once it has come back: `shared`).
+    Handoff(Box<dyn FnMut(Vec<Completion>) + Send>),
+}
+
 /// How a writer runs.
-#[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
     /// One past the last replayed event's sequence number.
     pub next_sequence: u64,
     /// Most writes per `append`.
     pub max_batch: usize,
-    /// Whether the writer applies logged batches to the map: false for a shared log,
-    /// whose delivery applies them (`shared`).
-    pub applies: bool,
+    /// What happens to a logged batch.
+    pub acknowledge: Acknowledge,
 }
 
 /// The running writer thread.
@@ -72,7 +79,7 @@ impl Writer {
         let state = WriterLoop {
             logger,
             map,
-            applies: settings.applies,
+            acknowledge: settings.acknowledge,
             rx,
             next_sequence: settings.next_sequence,
             max_batch: settings.max_batch,
@@ -103,9 +110,7 @@ impl Writer {
 struct WriterLoop {
     logger: LoggerBox,
     map: Arc<Map>,
-    /// Whether the writer applies logged batches to the map; false for a shared log,
-    /// whose delivery applies them (`shared`).
-    applies: bool,
+    acknowledge: Acknowledge,
     rx: Receiver<Msg>,
     next_sequence: u64,
     max_batch: usize,
@@ -196,17 +201,18 @@ impl WriterLoop {
                 self.stats.writes += batch.len() as u64;
                 // Apply everything first so that a caller who is told "done" and then
                 // reads sees its own write and every write logged before it.
+                if let Acknowledge::Handoff(hand_off) = &mut self.acknowledge {
+                    hand_off(batch.drain(..).map(|req| req.done).collect());
+                    return;
+                }
                 let mut data_bytes = 0i64;
-                let applies = self.applies;
                 let dones: Vec<Completion> = batch
                     .drain(..)
                     .map(|req| {
-                        if applies {
-                            data_bytes += match &req.op {
-                                Op::Put(k, v) => self.map.insert(k, v),
-                                Op::Delete(k) => self.map.remove(k),
-                            };
-                        }
+                        data_bytes += match &req.op {
+                            Op::Put(k, v) => self.map.insert(k, v),
+                            Op::Delete(k) => self.map.remove(k),
+                        };
                         req.done
                     })
                     .collect();
