@@ -11,6 +11,9 @@
 //!   incompatible plug-ins (see [`versioning`]).
 //! * A **logger** implements [`TransactionLogger`]: append a batch of sequenced
 //!   [`Event`]s durably, replay them in order, close.
+//! * A **shared logger** (1.3) implements [`SharedLog`]: a log other kvs nodes append
+//!   to as well (e.g. etcd), delivered back to the host in log order through a
+//!   [`Follower`]; the host applies writes only as they are delivered.
 //! * A **frontend** implements [`Frontend`] and serves clients through the [`Store`] the
 //!   host gives it: `get` from memory, `put`/`delete` resolving once durable.
 //! * Frontends pass each call's [`RequestContext`] (credentials as presented, trace

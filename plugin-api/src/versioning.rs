@@ -39,7 +39,8 @@
 //!   stream frontends — the capability `frontend:stream` and the exports
 //!   `kvs_stream_open`, `kvs_stream_data`, `kvs_stream_close` (a 1.2 host refuses the
 //!   plug-in by its version before it could misread one). Also the capability
-//!   `protocol:resp`.
+//!   `protocol:resp`, and shared loggers: [`SharedLog`](crate::SharedLog), opened
+//!   through `Module::open_shared_logger` and declared with the capability `log:shared`.
 //! * 1.N (when it needs new native types) will be `native::v1_N` and
 //!   `KVS_PLUGIN_V1_N`, beside the others.
 //!
