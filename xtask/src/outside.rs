@@ -76,9 +76,11 @@ pub fn templates_outside_the_tree(profile_dir: &Path) -> Result<()> {
     let outside = target.join("outside-the-tree");
     let _ = std::fs::remove_dir_all(&outside);
     std::fs::create_dir_all(&outside)?;
+    // `m`: stamp the files now rather than with the package's times, or cargo would
+    // take a previous build of the same version as fresh after the source changed.
     run_tool(
         Command::new("tar")
-            .arg("xzf")
+            .arg("xzmf")
             .arg(&crate_file)
             .arg("-C")
             .arg(&outside),
