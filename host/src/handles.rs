@@ -164,6 +164,22 @@ impl v1_3::StoreApi for StoreHandle {
     fn stats(&self) -> StoreStats {
         self.store.stats()
     }
+
+    fn get_consistent(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+        consistency: u8,
+    ) -> RResult<ROption<RVec<u8>>, PluginError> {
+        let caller = self.caller(ctx);
+        let span = telemetry::frontend_span(&caller, "get");
+        let _in_span = span.enter();
+        let consistency = kvs_plugin_api::Consistency(consistency);
+        get_reply(
+            self.store
+                .get_as_consistent(&caller, key.as_slice(), consistency),
+        )
+    }
 }
 
 /// A 1.0 store object for the frontend `frontend`.

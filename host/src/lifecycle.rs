@@ -291,13 +291,14 @@ impl<'a> Builder<'a> {
                             last_sequence: following.delivered.through(),
                             data_bytes: metrics.bytes.get(),
                         };
-                        if self.cluster.reads == Reads::Linearizable {
-                            store.set_read_barrier(shared::read_barrier(
+                        store.set_read_barrier(
+                            shared::read_barrier(
                                 following.log.clone(),
                                 following.delivered.clone(),
                                 cluster_timeout,
-                            ));
-                        }
+                            ),
+                            self.cluster.reads == Reads::Linearizable,
+                        );
                         logger = Opened::Local(following.writer_log);
                         acknowledge = following.acknowledge;
                         stats

@@ -302,15 +302,107 @@ pub fn follow(
     })
 }
 
-/// A linearizable read's barrier: the log's quorum position, then wait until this
-/// node's map reflects it.
+/// Concurrent linearizable reads share quorum barriers: a read needs a barrier that
+/// *started* after it arrived (an earlier one might miss a write acknowledged just
+/// before the read), so a read waits for the one in flight to finish, then shares the
+/// next with every read that arrived meanwhile. One etcd round trip serves them all.
+#[derive(Default)]
+struct Barriers {
+    state: Mutex<BarrierState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct BarrierState {
+    running: bool,
+    /// Barriers started so far; the running one is number `started`.
+    started: u64,
+    /// The number of the last one finished, and its outcome.
+    finished: u64,
+    outcome: Option<Result<u64, PluginError>>,
+}
+
+impl Barriers {
+    fn position(&self, ask: impl Fn() -> Result<u64, PluginError>) -> Result<u64, PluginError> {
+        let mut state = self.state.lock().unwrap();
+        let needed = state.started + 1;
+        loop {
+            if state.finished >= needed {
+                return state
+                    .outcome
+                    .clone()
+                    .expect("a finished barrier has an outcome");
+            }
+            if !state.running {
+                state.running = true;
+                state.started += 1;
+                let number = state.started;
+                drop(state);
+                let outcome = ask();
+                state = self.state.lock().unwrap();
+                state.running = false;
+                state.finished = number;
+                state.outcome = Some(outcome);
+                self.done.notify_all();
+                continue;
+            }
+            state = self.done.wait(state).unwrap();
+        }
+    }
+}
+
+/// A linearizable read's barrier: the log's quorum position (shared with concurrent
+/// reads, see `Barriers`), then wait until this node's map reflects it.
 pub fn read_barrier(
     log: Arc<SharedLoggerBox>,
     delivered: Arc<Delivered>,
     timeout: Duration,
 ) -> impl Fn() -> Result<(), PluginError> + Send + Sync {
+    let barriers = Barriers::default();
     move || {
-        let position = Result::from(log.barrier())?;
+        let position = barriers.position(|| Result::from(log.barrier()))?;
         delivered.wait_through(position, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Many concurrent readers are served by far fewer barriers, and each gets one that
+    /// started after it asked.
+    #[test]
+    fn concurrent_reads_share_barriers_that_began_after_they_arrived() {
+        let barriers = Arc::new(Barriers::default());
+        // Barriers are numbered as they start; a read must be answered by one that
+        // started after it arrived.
+        let started = Arc::new(AtomicU64::new(0));
+        let readers: Vec<_> = (0..16)
+            .map(|_| {
+                let (barriers, started) = (barriers.clone(), started.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        let before = started.load(Ordering::SeqCst);
+                        let number = barriers
+                            .position(|| {
+                                let number = started.fetch_add(1, Ordering::SeqCst) + 1;
+                                std::thread::sleep(Duration::from_millis(2));
+                                Ok(number)
+                            })
+                            .unwrap();
+                        assert!(
+                            number > before,
+                            "barrier {number} began before the read ({before})"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        let calls = started.load(Ordering::SeqCst);
+        assert!(calls < 16 * 20 / 2, "{calls} barriers for 320 reads");
     }
 }

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 pub use kvs_plugin_api::Limits;
-use kvs_plugin_api::PluginError;
 use kvs_plugin_api::native::HealthProbeBox;
+use kvs_plugin_api::{Consistency, PluginError};
 
 use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
@@ -18,6 +18,9 @@ use crate::telemetry;
 use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
 pub use crate::map::Map;
+
+/// A linearizable read's barrier (`shared::read_barrier`).
+type ReadBarrier = Box<dyn Fn() -> Result<(), PluginError> + Send + Sync>;
 
 /// The store shared by the host and every frontend. Cheap to share via `Arc`.
 pub struct Store {
@@ -34,8 +37,9 @@ pub struct Store {
     logger_health: Option<HealthProbeBox>,
     /// Sees every frontend request first (see [`crate::caller`]).
     hook: Option<Arc<dyn RequestHook>>,
-    /// Run before every read when reads must be linearizable (a shared log).
-    read_barrier: std::sync::OnceLock<Box<dyn Fn() -> Result<(), PluginError> + Send + Sync>>,
+    /// A linearizable read's barrier, with a shared log; and whether reads use it
+    /// unless the client asks otherwise.
+    read_barrier: std::sync::OnceLock<(ReadBarrier, bool)>,
     /// What this kvs counts.
     metrics: Arc<Metrics>,
 }
@@ -99,13 +103,15 @@ impl Store {
         }
     }
 
-    /// Makes every later read wait for `barrier` first (linearizable reads over a
-    /// shared log). Set once, at start-up.
+    /// Gives reads over a shared log their barrier: used by every read if
+    /// `by_default`, else by those that ask for linearizable reads. Set once, at
+    /// start-up.
     pub(crate) fn set_read_barrier(
         &self,
         barrier: impl Fn() -> Result<(), PluginError> + Send + Sync + 'static,
+        by_default: bool,
     ) {
-        let _ = self.read_barrier.set(Box::new(barrier));
+        let _ = self.read_barrier.set((Box::new(barrier), by_default));
     }
 
     /// What this kvs counts.
@@ -132,13 +138,23 @@ impl Store {
 
     /// [`Store::get`] on behalf of a frontend's caller: the request hook decides first.
     pub fn get_as(&self, caller: &Caller<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+        self.get_as_consistent(caller, key, Consistency::DEFAULT)
+    }
+
+    /// [`Store::get_as`] at the read consistency the client asked for.
+    pub fn get_as_consistent(
+        &self,
+        caller: &Caller<'_>,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         let span = telemetry::store_span(caller::Op::Get);
         let _in_span = span.enter();
         let meter = caller.meter.filter(|m| m.enabled());
         let started = meter.map(|_| Instant::now());
         let result = self
             .admit(caller::Op::Get, key, caller)
-            .and_then(|()| self.get(key));
+            .and_then(|()| self.get_consistent(key, consistency));
         if let (Some(meter), Some(started)) = (meter, started) {
             match &result {
                 Ok(Some(_)) => meter.record(caller::Op::Get, Ok(()), started.elapsed()),
@@ -174,6 +190,15 @@ impl Store {
     /// The value under `key`, if any. Never touches the logger. The host's own calls
     /// (tools, tests) use this directly; a frontend's go through [`Store::get_as`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+        self.get_consistent(key, Consistency::DEFAULT)
+    }
+
+    /// [`Store::get`] at a read consistency (which matters only over a shared log).
+    pub fn get_consistent(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         self.check_key(key)?;
         if self.phase() == Phase::Starting {
             // The map is half-replayed: an answer now could be stale or missing.
@@ -181,8 +206,20 @@ impl Store {
                 "kvs is starting: replaying the transaction log; retry shortly",
             ));
         }
-        if let Some(barrier) = self.read_barrier.get() {
-            barrier()?;
+        self.read(key, consistency)
+    }
+
+    /// A read from the map after the barrier the consistency calls for.
+    fn read(&self, key: &[u8], consistency: Consistency) -> Result<Option<Vec<u8>>, PluginError> {
+        if let Some((barrier, by_default)) = self.read_barrier.get() {
+            let linearizable = match consistency {
+                Consistency::LINEARIZABLE => true,
+                Consistency::LOCAL => false,
+                _ => *by_default,
+            };
+            if linearizable {
+                barrier()?;
+            }
         }
         Ok(self.map.get(key))
     }

@@ -242,7 +242,7 @@ fn losing_etcd_quorum_refuses_writes_keeps_local_reads_and_recovers_without_rest
 }
 
 #[test]
-fn a_linearizable_node_reads_what_another_node_just_wrote() {
+fn linearizable_reads_by_config_or_by_request_see_another_nodes_write_at_once() {
     let etcd = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
     let plugins = staged_plugins();
@@ -262,6 +262,12 @@ fn a_linearizable_node_reads_what_another_node_just_wrote() {
         &plugins,
         &[],
     );
+    // A node reading locally by default, whose client asks for linearizable reads.
+    let asker = Kvs::start(
+        &node_config(dir.path(), "a", &etcd, "t3/", ""),
+        &plugins,
+        &[],
+    );
     let http = http_client();
     for i in 0..50 {
         let value = format!("v{i}");
@@ -278,9 +284,18 @@ fn a_linearizable_node_reads_what_another_node_just_wrote() {
             Some(value.as_str()),
             "round {i}"
         );
+        let asked = http
+            .get(format!("{}/v1/key/k", asker.url))
+            .header("kvs-consistency", "linearizable")
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert_eq!(asked, value, "round {i}, per-request linearizable read");
     }
     writer.stop();
     reader.stop();
+    asker.stop();
 }
 
 /// Concurrent writes and linearizable reads of a few keys, each client on its own

@@ -371,7 +371,9 @@ fn a_write_the_logger_fails_is_never_acknowledged() {
         .send()
         .unwrap();
     assert_eq!(refused.status(), 503);
-    assert!(refused.text().unwrap().contains("not made durable"));
+    // Either the guest heard the refusal (the logger answered while the call ran) or
+    // the host replaced its answer: the logger's reason is in the body both ways.
+    assert!(refused.text().unwrap().contains("told to fail"));
     assert_eq!(
         crate::util::put_status(&http, format!("{base}/v1/key/ok-1"), "y"),
         201
@@ -384,10 +386,19 @@ fn a_write_the_logger_fails_is_never_acknowledged() {
     let p = port(&kvs, "wasm-resp");
     let mut s = raw(&p);
     s.write_all(b"SET ok-2 v\r\nSET refuse-2 v\r\n").unwrap();
-    assert_eq!(
-        read_to_close(&mut s),
-        "",
-        "no +OK for either: one write of the call failed"
+    // Usually both writes are in the failed batch and the connection is closed with
+    // nothing sent; if the logger answered while the guest still ran, the guest itself
+    // answers -ERR for refuse-2. Never a +OK for it.
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        got.extend_from_slice(&buf[..n]);
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.is_empty() || (got.contains("-ERR") && !got.contains("+OK\r\n+OK")),
+        "{got:?}"
     );
     assert_eq!(cli(&p, &["GET", "ok-1"]), "y");
     assert_eq!(cli(&p, &["EXISTS", "refuse-2"]), "0");

@@ -104,3 +104,38 @@ mod tests {
         assert_eq!(RequestContext::from_headers(basic).bearer_token, None);
     }
 }
+
+/// How fresh a read must be (1.3). Matters only when kvs nodes share a log (the `etcd`
+/// logger): a single kvs answers every read linearizably anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Consistency(pub u8);
+
+impl Consistency {
+    /// Whatever the node is configured for (`[cluster] reads`).
+    pub const DEFAULT: Consistency = Consistency(0);
+    /// From the node's own map: fast, sequentially consistent, the node's own writes
+    /// included, possibly behind other nodes' latest writes.
+    pub const LOCAL: Consistency = Consistency(1);
+    /// After a quorum barrier: sees every write acknowledged anywhere before the read.
+    pub const LINEARIZABLE: Consistency = Consistency(2);
+
+    /// The header (HTTP) or metadata key (gRPC) a client sets to choose:
+    /// `kvs-consistency: linearizable` or `local`.
+    pub const HEADER: &str = "kvs-consistency";
+
+    /// What a client asked for in its request headers (names compared
+    /// case-insensitively); `DEFAULT` if nothing, or something unknown.
+    pub fn from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(Self::HEADER) {
+                let value = String::from_utf8_lossy(value).trim().to_ascii_lowercase();
+                return match value.as_str() {
+                    "linearizable" => Self::LINEARIZABLE,
+                    "local" => Self::LOCAL,
+                    _ => Self::DEFAULT,
+                };
+            }
+        }
+        Self::DEFAULT
+    }
+}

@@ -99,7 +99,7 @@ pub mod wire;
 #[cfg(all(test, feature = "native"))]
 mod tests;
 
-pub use context::RequestContext;
+pub use context::{Consistency, RequestContext};
 pub use error::ErrorCode;
 #[cfg(feature = "native")]
 pub use error::PluginError;

@@ -146,6 +146,26 @@ impl Store {
         self.get_ref(&ctx.into(), key)
     }
 
+    /// [`Store::get_with`] at the read consistency the client asked for (1.3; see
+    /// [`Consistency`](crate::Consistency)). A host before 1.3 has no shared logs, so
+    /// there every read is already linearizable and this is `get_with`.
+    pub fn get_consistent(
+        &self,
+        ctx: &RequestContext,
+        key: &[u8],
+        consistency: crate::Consistency,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        match &*self.inner {
+            Backend::V1_3(s) => {
+                let value: Result<_, _> = s
+                    .get_consistent(&ctx.into(), key.into(), consistency.0)
+                    .into();
+                Ok(value?.into_option().map(RVec::into_vec))
+            }
+            _ => self.get_with(ctx, key),
+        }
+    }
+
     /// Stores `value` under `key` for an anonymous caller, resolving once durable.
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), PluginError> {
         outcome(self.put_ref(&RequestContextRef::default(), key, value)).await

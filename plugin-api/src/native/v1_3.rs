@@ -12,7 +12,8 @@
 //! then calls these entry points instead of the older ones. They add to 1.1's:
 //!
 //! * the store a frontend gets: [`StoreApi`] adds [`StoreApi::stats`] (what a Redis
-//!   client's `DBSIZE` and `INFO keyspace` ask);
+//!   client's `DBSIZE` and `INFO keyspace` ask) and [`StoreApi::get_consistent`] (a read
+//!   at the consistency the client asked for);
 //! * shared loggers ([`SharedLogApi`], opened by [`Module::open_shared_logger`]): a log
 //!   other kvs nodes append to as well, delivered back to the host through a
 //!   [`FollowSink`] (see [`SharedLog`](crate::SharedLog)).
@@ -71,8 +72,16 @@ pub trait StoreApi: Send + Sync {
     /// The host's key and value size limits.
     fn limits(&self) -> Limits;
     /// How many keys, and how many bytes of keys and values, the store holds.
-    #[sabi(last_prefix_field)]
     fn stats(&self) -> StoreStats;
+    /// [`StoreApi::get`] with the read consistency the client asked for (a
+    /// [`Consistency`](crate::Consistency) value).
+    #[sabi(last_prefix_field)]
+    fn get_consistent(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+        consistency: u8,
+    ) -> RResult<ROption<RVec<u8>>, PluginError>;
 }
 
 /// An owned 1.3 [`StoreApi`] trait object, as handed to a 1.3 `start_frontend`.

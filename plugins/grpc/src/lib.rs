@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
+use kvs_plugin_api::{
+    Consistency, ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin,
+};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
@@ -142,9 +144,28 @@ struct Service {
     store: Store,
 }
 
+/// The read consistency a call's metadata asks for (`kvs-consistency`).
+fn consistency_of<T>(request: &Request<T>) -> Consistency {
+    let value = request
+        .metadata()
+        .get(Consistency::HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    Consistency::from_headers([(Consistency::HEADER, value)])
+}
+
 impl Service {
-    fn get(&self, ctx: &RequestContext, key: &[u8]) -> Result<Vec<u8>, Status> {
-        match self.store.get_with(ctx, key).map_err(status_of)? {
+    fn get(
+        &self,
+        ctx: &RequestContext,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Vec<u8>, Status> {
+        match self
+            .store
+            .get_consistent(ctx, key, consistency)
+            .map_err(status_of)?
+        {
             Some(value) => Ok(value),
             None => Err(Status::not_found("no such key")),
         }
@@ -161,6 +182,7 @@ impl book::key_value_server::KeyValue for Service {
             self,
             &context_of(&request),
             request.get_ref().key.as_bytes(),
+            consistency_of(&request),
         )?;
         let value = String::from_utf8(value).map_err(|_| {
             Status::failed_precondition(
@@ -204,7 +226,12 @@ impl v1::key_value_server::KeyValue for Service {
         &self,
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::GetResponse>, Status> {
-        let value = Service::get(self, &context_of(&request), &request.get_ref().key)?;
+        let value = Service::get(
+            self,
+            &context_of(&request),
+            &request.get_ref().key,
+            consistency_of(&request),
+        )?;
         Ok(Response::new(v1::GetResponse { value }))
     }
 

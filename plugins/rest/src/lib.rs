@@ -3,7 +3,9 @@
 //! | request                         | answer                                         |
 //! |---------------------------------|------------------------------------------------|
 //! | `PUT /v1/key/{key}` body=value  | 201 once durable                               |
-//! | `GET /v1/key/{key}`             | 200 with the raw value, or 404                 |
+//! | `GET /v1/key/{key}`             | 200 with the raw value, or 404 (header          |
+//! |                                 | `kvs-consistency: linearizable` or `local` on   |
+//! |                                 | a kvs cluster)                                  |
 //! | `DELETE /v1/key/{key}`          | 200, also for a missing key                    |
 //! | other methods on those paths    | 405 with `Allow`                               |
 //! | `/v1/{key}`                     | the same three (the book uses both forms)      |
@@ -34,7 +36,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
+use kvs_plugin_api::{
+    Consistency, ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin,
+};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -195,8 +199,15 @@ async fn get_key(
     State(state): State<AppState>,
     Key(key): Key,
     ClientContext(ctx): ClientContext,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    match state.store.get_with(&ctx, &key) {
+    // `kvs-consistency: linearizable | local` (matters only on a kvs cluster).
+    let consistency = Consistency::from_headers(
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
+    match state.store.get_consistent(&ctx, &key, consistency) {
         Ok(Some(value)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/octet-stream")],
