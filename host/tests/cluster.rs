@@ -479,3 +479,71 @@ fn a_node_behind_the_compaction_reloads_the_snapshot() {
     writer.stop();
     follower.stop();
 }
+
+/// TLS to etcd with client certificates: a member that requires them serves a node
+/// configured with the CA and a client certificate, and refuses one without.
+#[test]
+fn the_etcd_logger_speaks_tls_with_a_client_certificate() {
+    use kvs_testkit::etcd::EtcdTls;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::security::Pki::new(dir.path(), "pki");
+    let (cert, key) = pki.issue("etcd", "etcd", true);
+    let (client_cert, client_key) = pki.issue("kvs", "kvs", false);
+    let etcd = EtcdCluster::start_with(
+        1,
+        Some(EtcdTls {
+            ca: pki.ca(),
+            cert,
+            key,
+            client_cert: client_cert.clone(),
+            client_key: client_key.clone(),
+        }),
+    );
+    let plugins = staged_plugins();
+    let tls = format!(
+        "tls = {{ ca = {:?}, cert = {client_cert:?}, key = {client_key:?} }}\n",
+        pki.ca()
+    );
+    let config = node_config(dir.path(), "tls", &etcd, "t6/", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("timeout_ms = 1000\n", &format!("timeout_ms = 1000\n{tls}"));
+    std::fs::write(&config, text).unwrap();
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    let http = http_client();
+    let status = http
+        .put(format!("{}/v1/key/secure", kvs.url))
+        .body("yes")
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 201);
+    assert_eq!(
+        etcd.etcdctl(&["get", "t6/secure", "--print-value-only"])
+            .trim(),
+        "yes"
+    );
+    kvs.stop();
+
+    // Without a client certificate the member refuses the connection: kvs cannot
+    // catch up and says why.
+    let bare = node_config(
+        dir.path(),
+        "bare",
+        &etcd,
+        "t6/",
+        "[cluster]\ntimeout_ms = 2000\n",
+    );
+    let text = std::fs::read_to_string(&bare).unwrap().replace(
+        "timeout_ms = 1000\n",
+        &format!("timeout_ms = 1000\ntls = {{ ca = {:?} }}\n", pki.ca()),
+    );
+    std::fs::write(&bare, text).unwrap();
+    let refused = Kvs::try_start(&bare, &plugins, &[])
+        .err()
+        .expect("kvs must not start");
+    assert!(
+        refused.contains("cannot catch up with the etcd log"),
+        "{refused}"
+    );
+}

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::util::{Kvs, http_client, staged_plugins, write_config};
 
 /// A test CA and the certificates it issues, made with `openssl`.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
@@ -37,7 +37,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl Pki {
-    fn new(dir: &Path, name: &str) -> Pki {
+    pub(crate) fn new(dir: &Path, name: &str) -> Pki {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         openssl(
@@ -63,13 +63,13 @@ impl Pki {
         Pki { dir }
     }
 
-    fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
     /// Issues `name.pem` / `name.key` (mode 600) / `name.der` with common name `cn`,
     /// for a server on 127.0.0.1 or for a client.
-    fn issue(&self, name: &str, cn: &str, server: bool) -> (PathBuf, PathBuf) {
+    pub(crate) fn issue(&self, name: &str, cn: &str, server: bool) -> (PathBuf, PathBuf) {
         let ext = if server {
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
         } else {

@@ -13,11 +13,27 @@ struct Member {
     child: Option<Child>,
 }
 
+/// Certificates for TLS on the members' client URLs, with client certificates required.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA that signed the server's and the clients' certificates.
+    pub ca: PathBuf,
+    /// The members' certificate (valid for 127.0.0.1) and key.
+    pub cert: PathBuf,
+    /// See `cert`.
+    pub key: PathBuf,
+    /// A client certificate and key etcdctl uses.
+    pub client_cert: PathBuf,
+    /// See `client_cert`.
+    pub client_key: PathBuf,
+}
+
 /// A running etcd cluster; every member is killed when it drops.
 pub struct EtcdCluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     initial_cluster: String,
+    tls: Option<EtcdTls>,
 }
 
 fn free_port() -> u16 {
@@ -30,6 +46,12 @@ fn free_port() -> u16 {
 impl EtcdCluster {
     /// Starts `size` members and waits until the cluster has a leader.
     pub fn start(size: usize) -> EtcdCluster {
+        Self::start_with(size, None)
+    }
+
+    /// [`EtcdCluster::start`], with TLS and client certificates on the client URLs if
+    /// `tls` is given.
+    pub fn start_with(size: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         assert!(
             Command::new("etcd").arg("--version").output().is_ok(),
             "etcd is needed: apt-get install etcd-server"
@@ -51,6 +73,7 @@ impl EtcdCluster {
             dir: tempfile::tempdir().expect("a temporary directory"),
             members,
             initial_cluster,
+            tls,
         };
         for i in 0..size {
             cluster.spawn(i);
@@ -61,12 +84,24 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) {
         let data: PathBuf = self.dir.path().join(&self.members[i].name);
+        let scheme = self.scheme();
         let m = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name)))
             .expect("etcd log file");
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
@@ -98,12 +133,40 @@ impl EtcdCluster {
         m.child = Some(child);
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Every member's client URL, for a client's `endpoints`.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect()
+    }
+
+    /// `etcdctl` aimed at the running members (with the client certificate under TLS).
+    fn etcdctl_command(&self) -> Command {
+        let running: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
+            .collect();
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", running.join(",")));
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        command
     }
 
     /// Stops member `i` (SIGKILL: as abrupt as a crash).
@@ -122,15 +185,8 @@ impl EtcdCluster {
 
     /// `etcdctl ARGS` against the running members; its stdout.
     pub fn etcdctl(&self, args: &[&str]) -> String {
-        let running: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
-            .collect();
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", running.join(",")))
+        let out = self
+            .etcdctl_command()
             .args(args)
             .output()
             .expect("etcdctl (Debian package etcd-client)");
@@ -145,16 +201,9 @@ impl EtcdCluster {
     /// Waits until a quorum answers a linearizable read.
     pub fn wait_healthy(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let running: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
-            .collect();
         loop {
-            let ok = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", running.join(",")))
+            let ok = self
+                .etcdctl_command()
                 .args(["--command-timeout=2s", "get", "health-probe"])
                 .output()
                 .is_ok_and(|o| o.status.success());

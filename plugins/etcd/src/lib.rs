@@ -52,6 +52,52 @@ pub struct Config {
     /// Keys per page of the snapshot read. Default 1000.
     #[serde(default = "default_page")]
     pub page_size: i64,
+    /// TLS to etcd (`https://` endpoints): `tls = { ca = "ca.pem" }` verifies the
+    /// members against that CA; with `cert` and `key` too, kvs presents that client
+    /// certificate (etcd's `--client-cert-auth`).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `tls = { ca, cert, key }` in `[plugins.etcd]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that signed the members' certificates.
+    pub ca: std::path::PathBuf,
+    /// PEM file of kvs's client certificate, for client-certificate auth.
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM file of its private key.
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsConfig {
+    fn options(&self) -> Result<etcd_client::TlsOptions, PluginError> {
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                PluginError::invalid_input(format!(
+                    "[plugins.etcd] tls.{what}: cannot read {}: {e}",
+                    path.display()
+                ))
+            })
+        };
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca", &self.ca)?));
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(etcd_client::Identity::from_pem(
+                    read("cert", cert)?,
+                    read("key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(PluginError::invalid_input(
+                    "[plugins.etcd] tls: give both cert and key, or neither",
+                ));
+            }
+        }
+        Ok(tls)
+    }
 }
 
 fn default_endpoints() -> Vec<String> {
@@ -120,6 +166,9 @@ fn open(text: &str) -> Result<EtcdLog, PluginError> {
         .with_timeout(timeout)
         .with_connect_timeout(timeout)
         .with_keep_alive(Duration::from_secs(5), timeout);
+    if let Some(tls) = &config.tls {
+        options = options.with_tls(tls.options()?);
+    }
     if let Some(user) = &config.username {
         let password = std::env::var(&config.password_env).map_err(|_| {
             PluginError::invalid_input(format!(
