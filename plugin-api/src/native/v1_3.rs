@@ -16,7 +16,7 @@
 //!   at the consistency the client asked for);
 //! * shared loggers ([`SharedLogApi`], opened by [`Module::open_shared_logger`]): a log
 //!   other kvs nodes append to as well, delivered back to the host through a
-//!   [`FollowSink`] (see [`SharedLog`](crate::SharedLog)).
+//!   [`FollowSink`] (see [`crate::SharedLog`]).
 
 use abi_stable::{
     StableAbi, sabi_trait,
