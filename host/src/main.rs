@@ -127,6 +127,12 @@ Examples:
   kvs --log-format json
   kvs plugins check target/debug/plugins/libkvs_plugin_file.so --config 'path = \"{tmp}/log\"'";
 
+/// With the `mimalloc` feature, the host's allocator. Plug-ins keep their own: what
+/// crosses the boundary (abi_stable's `RVec`, boxes) is freed by whoever allocated it.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Backtrace capture makes every WASM call ~2.5x slower (RUST_BACKTRACE=1 is common on
     // developer machines); kvs reports errors, not library backtraces.
