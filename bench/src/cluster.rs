@@ -14,36 +14,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kvs_testkit::etcd::EtcdCluster;
 
-use crate::rest::put_script;
-use crate::{KillOnDrop, VALUE_BYTES, free_port, wait_for_port, which};
+use crate::rest::{put_script, start_kvs_on};
+use crate::{KillOnDrop, VALUE_BYTES, which};
 
 const SECS: u64 = 5;
 
 /// A kvs node with the etcd logger and REST on a free port.
-fn node(plugins: &Path, dir: &Path, name: &str, endpoints: &[String]) -> Result<(KillOnDrop, u16)> {
-    let port = free_port()?;
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "logger = \"etcd\"\nfrontends = [\"rest\"]\n[plugins.etcd]\nendpoints = {endpoints:?}\n\
-             prefix = \"bench/\"\n[plugins.rest]\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-    )?;
-    let kvs_bin = std::env::current_exe()?.parent().unwrap().join("kvs");
-    let mut kvs = KillOnDrop(
-        Command::new(&kvs_bin)
-            .arg("--config")
-            .arg(&config)
-            .arg("--plugins-dir")
-            .arg(plugins)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", kvs_bin.display()))?,
-    );
-    wait_for_port(port, &mut kvs.0)?;
-    Ok((kvs, port))
+fn node(plugins: &Path, endpoints: &[String]) -> Result<(KillOnDrop, u16, tempfile::TempDir)> {
+    let table = format!("[plugins.etcd]\nendpoints = {endpoints:?}\nprefix = \"bench/\"\n");
+    start_kvs_on(plugins, "etcd", &table, "rest", "")
 }
 
 /// `wrk -c CONNECTIONS` against `url` (with the PUT script if given); requests/s.
@@ -120,8 +99,8 @@ pub(crate) fn cluster(plugins: &Path) -> Result<()> {
          kvs and clients alike): durable PUTs of {VALUE_BYTES}-byte values, 32 writers in all"
     );
     let etcd_rate = etcd_puts(&endpoints, 32)?;
-    let nodes: Vec<(KillOnDrop, u16)> = (0..3)
-        .map(|n| node(plugins, dir.path(), &format!("node{n}"), &endpoints))
+    let nodes: Vec<(KillOnDrop, u16, tempfile::TempDir)> = (0..3)
+        .map(|_| node(plugins, &endpoints))
         .collect::<Result<_>>()?;
     let one = rate(wrk(
         &format!("http://127.0.0.1:{}/v1/key/k", nodes[0].1),
@@ -132,7 +111,7 @@ pub(crate) fn cluster(plugins: &Path) -> Result<()> {
     let runs: Vec<_> = nodes
         .iter()
         .zip([11, 11, 10])
-        .map(|((_, port), c)| {
+        .map(|((_, port, _), c)| {
             wrk(
                 &format!("http://127.0.0.1:{port}/v1/key/k"),
                 Some(&script),

@@ -201,22 +201,34 @@ pub(crate) fn start_kvs_with(
     extra: &str,
     file_table: &str,
 ) -> Result<(KillOnDrop, u16, tempfile::TempDir)> {
+    start_kvs_on(plugins, "file", file_table, frontend, extra)
+}
+
+/// [`start_kvs`] with the logger `logger` and its table `logger_table` (for `file`, an
+/// empty table means its own log in the fresh directory, `sync = always`).
+pub(crate) fn start_kvs_on(
+    plugins: &Path,
+    logger: &str,
+    logger_table: &str,
+    frontend: &str,
+    extra: &str,
+) -> Result<(KillOnDrop, u16, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().to_path_buf();
     let port = free_port()?;
     let config = data.join("config.toml");
-    let file_table = if file_table.is_empty() {
+    let logger_table = if logger == "file" && logger_table.is_empty() {
         format!(
             "[plugins.file]\npath = {:?}\nsync = \"always\"\ncompact_min_bytes = 1073741824\n",
             data.join("kvs.log")
         )
     } else {
-        file_table.to_string()
+        logger_table.to_string()
     };
     std::fs::write(
         &config,
         format!(
-            "logger = \"file\"\nfrontends = [{frontend:?}]\n{file_table}\
+            "logger = {logger:?}\nfrontends = [{frontend:?}]\n{logger_table}\
              [plugins.{frontend}]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n"
         ),
     )?;

@@ -16,6 +16,8 @@
 //!   [`Follower`]; the host applies writes only as they are delivered.
 //! * A **frontend** implements [`Frontend`] and serves clients through the [`Store`] the
 //!   host gives it: `get` from memory, `put`/`delete` resolving once durable.
+//! * A frontend may pass the read [`Consistency`] a client asked for (1.3): it matters
+//!   only when kvs nodes share a log.
 //! * Frontends pass each call's [`RequestContext`] (credentials as presented, trace
 //!   context, deadline, peer) so the host can decide for every frontend alike (1.1).
 //! * Plug-ins log through the host with [`log`]: one `RUST_LOG`, one format, the

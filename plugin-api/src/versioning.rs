@@ -39,8 +39,15 @@
 //!   stream frontends — the capability `frontend:stream` and the exports
 //!   `kvs_stream_open`, `kvs_stream_data`, `kvs_stream_close` (a 1.2 host refuses the
 //!   plug-in by its version before it could misread one). Also the capability
-//!   `protocol:resp`, and shared loggers: [`SharedLog`](crate::SharedLog), opened
-//!   through `Module::open_shared_logger` and declared with the capability `log:shared`.
+//!   `protocol:resp`; shared loggers: [`SharedLog`](crate::SharedLog), opened
+//!   through `Module::open_shared_logger` and declared with the capability `log:shared`;
+//!   read consistency per request: [`Consistency`](crate::Consistency) and
+//!   [`Store::get_consistent`](crate::Store::get_consistent) (on an older host the plain
+//!   read, which is linearizable there anyway). One host behaviour, not a type, changed
+//!   for WASM frontends of every minor: a guest's `put`/`delete` return once the write is
+//!   accepted, and the host holds the guest's answer until the write is durable (see
+//!   `guest::put`). Plug-ins built against 1.0, 1.1 and 1.2 load and work unchanged (the
+//!   `compat/` tests run all three, native and WASM).
 //! * 1.N (when it needs new native types) will be `native::v1_N` and
 //!   `KVS_PLUGIN_V1_N`, beside the others.
 //!

@@ -202,11 +202,10 @@ async fn get_key(
     headers: axum::http::HeaderMap,
 ) -> Response {
     // `kvs-consistency: linearizable | local` (matters only on a kvs cluster).
-    let consistency = Consistency::from_headers(
-        headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_bytes())),
-    );
+    let consistency = match headers.get(Consistency::HEADER) {
+        Some(value) => Consistency::from_headers([(Consistency::HEADER, value.as_bytes())]),
+        None => Consistency::DEFAULT,
+    };
     match state.store.get_consistent(&ctx, &key, consistency) {
         Ok(Some(value)) => (
             StatusCode::OK,
