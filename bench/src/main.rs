@@ -18,11 +18,15 @@
 //!   cluster (the `etcd` logger) next to etcd's own put rate, and a node's local GETs.
 //! * `kvs-bench memory`: resident memory per key after loading 1M keys, next to Redis's
 //!   `used_memory` and RSS for the same keys and values.
+//! * `kvs-bench instructions`: user-space instructions per GET and durable PUT/SET,
+//!   counted by valgrind's callgrind, for the REST, WASM REST and RESP frontends and
+//!   Redis: the figure that does not move with the machine's load.
 //!
-//! Run it through `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory]`, which builds in release mode and
+//! Run it through `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
 
 mod cluster;
+mod instructions;
 mod memory;
 mod redis;
 mod resp;
@@ -54,8 +58,9 @@ fn main() -> Result<()> {
         "memory" => memory::memory(&plugins),
         "resp" => resp::resp(&plugins),
         "cluster" => cluster::cluster(&plugins),
+        "instructions" => instructions::instructions(&plugins),
         other => bail!(
-            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `cluster`, `security`, `observability` or `memory`"
+            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `cluster`, `security`, `observability`, `memory` or `instructions`"
         ),
     }
 }
@@ -87,8 +92,8 @@ fn which(tool: &str) -> Result<PathBuf> {
         .with_context(|| format!("{tool} not found on PATH"))
 }
 
-fn wait_for_port(port: u16, child: &mut Child) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+fn wait_for_port(port: u16, child: &mut Child, patience: Duration) -> Result<()> {
+    let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
@@ -98,7 +103,10 @@ fn wait_for_port(port: u16, child: &mut Child) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("nothing listening on port {port} after 30 s")
+    bail!(
+        "nothing listening on port {port} after {} s",
+        patience.as_secs()
+    )
 }
 
 struct KillOnDrop(Child);

@@ -150,7 +150,7 @@ fn redis_memory() -> Result<(u64, u64)> {
             .stdout(Stdio::null())
             .spawn()?,
     );
-    wait_for_port(port, &mut server.0)?;
+    wait_for_port(port, &mut server.0, std::time::Duration::from_secs(30))?;
     let cli = |args: &[&str]| -> Result<String> {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])

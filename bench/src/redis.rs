@@ -1,6 +1,7 @@
 //! A throwaway `redis-server` and `redis-benchmark` runs, the peer kvs is measured against.
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -16,12 +17,26 @@ pub(crate) struct Redis {
 
 impl Redis {
     pub(crate) fn start() -> Result<Redis> {
-        which("redis-server")?;
         which("redis-benchmark")?;
+        Redis::start_under(&[])
+    }
+
+    /// [`Redis::start`], with redis-server run by the command `wrapper` (e.g. valgrind)
+    /// when it is not empty.
+    pub(crate) fn start_under(wrapper: &[&str]) -> Result<Redis> {
+        which("redis-server")?;
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("redis-server");
+                c
+            }
+            None => Command::new("redis-server"),
+        };
         let mut server = KillOnDrop(
-            Command::new("redis-server")
+            command
                 .args([
                     "--port",
                     &port.to_string(),
@@ -37,9 +52,11 @@ impl Redis {
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .spawn()?,
         );
-        wait_for_port(port, &mut server.0)?;
+        let patience = if wrapper.is_empty() { 30 } else { 300 };
+        wait_for_port(port, &mut server.0, Duration::from_secs(patience))?;
         Ok(Redis {
             server,
             _dir: dir,

@@ -213,6 +213,19 @@ pub(crate) fn start_kvs_on(
     frontend: &str,
     extra: &str,
 ) -> Result<(KillOnDrop, u16, tempfile::TempDir)> {
+    start_kvs_under(&[], plugins, logger, logger_table, frontend, extra)
+}
+
+/// [`start_kvs_on`], with kvs run by the command `wrapper` (e.g. valgrind) when it is
+/// not empty.
+pub(crate) fn start_kvs_under(
+    wrapper: &[&str],
+    plugins: &Path,
+    logger: &str,
+    logger_table: &str,
+    frontend: &str,
+    extra: &str,
+) -> Result<(KillOnDrop, u16, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().to_path_buf();
     let port = free_port()?;
@@ -233,18 +246,33 @@ pub(crate) fn start_kvs_on(
         ),
     )?;
     let kvs_bin = std::env::current_exe()?.parent().unwrap().join("kvs");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&kvs_bin);
+            c
+        }
+        None => Command::new(&kvs_bin),
+    };
     let mut kvs = KillOnDrop(
-        Command::new(&kvs_bin)
+        command
             .arg("--config")
             .arg(&config)
             .arg("--plugins-dir")
             .arg(plugins)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
+            .stderr(if wrapper.is_empty() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .with_context(|| format!("cannot start {}", kvs_bin.display()))?,
     );
-    wait_for_port(port, &mut kvs.0)?;
+    // Under valgrind, start-up (compiling a WASM guest included) is ~50x slower.
+    let patience = if wrapper.is_empty() { 30 } else { 300 };
+    wait_for_port(port, &mut kvs.0, Duration::from_secs(patience))?;
     // kvs is killed (first field) before its directory is removed.
     Ok((kvs, port, dir))
 }

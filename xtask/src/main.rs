@@ -10,7 +10,7 @@
 //!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
 //!   then build the templates outside the tree against the packaged plugin-api and
 //!   check them (`outside.rs`).
-//! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory]`: release build, then `kvs-bench`, which prints
+//! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
 //! * `cargo xtask cluster`: debug build, then a 3-member etcd cluster and 3 kvs nodes
 //!   on it (the `etcd` logger) on loopback ports, until Ctrl-C (`cluster.rs`).
@@ -65,6 +65,7 @@ fn run() -> Result<()> {
                     "security",
                     "observability",
                     "memory",
+                    "instructions",
                 ],
                 "writes" => &["writes"],
                 "rest" => &["rest"],
@@ -73,8 +74,9 @@ fn run() -> Result<()> {
                 "security" => &["security"],
                 "observability" => &["observability"],
                 "memory" => &["memory"],
+                "instructions" => &["instructions"],
                 other => bail!(
-                    "unknown benchmark {other:?}: writes, rest, resp, cluster, security, observability, memory or all"
+                    "unknown benchmark {other:?}: writes, rest, resp, cluster, security, observability, memory, instructions or all"
                 ),
             };
             for mode in modes {
@@ -113,7 +115,7 @@ fn run() -> Result<()> {
                  run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
-                 bench [writes|rest|resp|cluster|security|observability|memory]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
+                 bench [writes|rest|resp|cluster|security|observability|memory|instructions]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
                  cluster            3 etcd members and 3 kvs nodes on them, on loopback, until Ctrl-C"
             );
             if task.is_empty() || task == "help" || task == "--help" {
