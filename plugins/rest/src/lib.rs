@@ -34,7 +34,7 @@ use axum::{
     http::{StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, put},
 };
 use kvs_plugin_api::{
     Consistency, ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin,
@@ -195,24 +195,39 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
     }
 }
 
+/// The read consistency the client asked for with the `kvs-consistency` header
+/// (`linearizable` | `local`; it matters only on a kvs cluster). Read in place: taking
+/// the whole `HeaderMap` would clone it for every GET.
+pub struct ReadConsistency(pub Consistency);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadConsistency {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ReadConsistency(
+            match parts.headers.get(Consistency::HEADER) {
+                Some(value) => Consistency::from_headers([(Consistency::HEADER, value.as_bytes())]),
+                None => Consistency::DEFAULT,
+            },
+        ))
+    }
+}
+
 async fn get_key(
     State(state): State<AppState>,
     Key(key): Key,
     ClientContext(ctx): ClientContext,
-    headers: axum::http::HeaderMap,
+    ReadConsistency(consistency): ReadConsistency,
 ) -> Response {
-    // `kvs-consistency: linearizable | local` (matters only on a kvs cluster).
-    let consistency = match headers.get(Consistency::HEADER) {
-        Some(value) => Consistency::from_headers([(Consistency::HEADER, value.as_bytes())]),
-        None => Consistency::DEFAULT,
-    };
     match state.store.get_consistent(&ctx, &key, consistency) {
-        Ok(Some(value)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            value,
-        )
-            .into_response(),
+        Ok(Some(value)) => {
+            let mut response = Response::new(axum::body::Body::from(value));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
         Ok(None) => error_response(StatusCode::NOT_FOUND, "no such key"),
         Err(e) => store_error(e, &ctx),
     }
@@ -285,7 +300,19 @@ async fn limit_and_time(State(state): State<AppState>, req: Request, next: Next)
 /// The HTTP application, without a listener (tests and the plug-in both use it).
 fn app(state: AppState) -> Router {
     let max_body = usize::try_from(state.store.limits().max_value_bytes).unwrap_or(usize::MAX);
-    let key_routes = get(get_key).put(put_key).delete(delete_key);
+    // Writes wait for the writer, so they take a concurrency permit and a deadline; a
+    // body over the value limit is refused with 413 as soon as its length is known,
+    // without buffering it. A GET is answered within one poll (the store read never
+    // awaits), so a permit or a deadline could never act on it: reads skip both, and
+    // the allocations and timer they cost per request.
+    let writes = put(put_key)
+        .delete(delete_key)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_and_time,
+        ))
+        .route_layer(DefaultBodyLimit::max(max_body));
+    let key_routes = get(get_key).merge(writes);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -293,13 +320,6 @@ fn app(state: AppState) -> Router {
         .route("/v1/{*key}", key_routes)
         .route("/v1/key/", get(empty_key).put(empty_key).delete(empty_key))
         .route("/v1/", get(empty_key).put(empty_key).delete(empty_key))
-        // A body over the value limit is refused with 413 as soon as its length is
-        // known, without buffering it.
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limit_and_time,
-        ))
         .with_state(state)
 }
 
