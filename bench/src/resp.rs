@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::redis::Redis;
 use crate::rest::{median, start_kvs};
-use crate::variants::{Run, cpu_ticks, ticks_per_second};
+use crate::variants::{CpuTime, Run};
 use crate::{VALUE_BYTES, which};
 
 const CONTENDERS: [&str; 3] = ["Redis", "kvs resp", "kvs wasm-resp"];
@@ -26,14 +26,14 @@ const CASES: [(&str, usize, usize); 4] = [
 
 /// One `redis-benchmark` run against `port`: its rate and the server's CPU per request.
 fn run(port: u16, pid: u32, op: &str, pipeline: usize, requests: usize) -> Result<Run> {
-    let before = cpu_ticks(pid)?;
+    let before = CpuTime::of(pid)?;
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", op])
         .args(["-c", "32", "-P", &pipeline.to_string()])
         .args(["-n", &requests.to_string(), "-d", &VALUE_BYTES.to_string()])
         .args(["-r", "10000", "-q"])
         .output()?;
-    let cpu_secs = (cpu_ticks(pid)? - before) as f64 / ticks_per_second()?;
+    let (cpu_us, user_us) = before.per_request_since(pid, requests as f64)?;
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
     let rate: f64 = text
         .lines()
@@ -45,7 +45,8 @@ fn run(port: u16, pid: u32, op: &str, pipeline: usize, requests: usize) -> Resul
         .with_context(|| format!("no rate in redis-benchmark output:\n{text}"))?;
     Ok(Run {
         rate,
-        cpu_us: cpu_secs * 1e6 / requests as f64,
+        cpu_us,
+        user_us,
     })
 }
 
@@ -85,7 +86,7 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
         "   {:<15} {:>22} {:>22} {:>22} {:>22}",
         "", "SET -P 1", "GET -P 1", "SET -P 16", "GET -P 16"
     );
-    let medians: Vec<Vec<(f64, f64)>> = results
+    let medians: Vec<Vec<(f64, f64, f64)>> = results
         .iter()
         .map(|cases| {
             cases
@@ -93,7 +94,8 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
                 .map(|runs| {
                     let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
                     let cpus: Vec<f64> = runs.iter().map(|r| r.cpu_us).collect();
-                    (median(&rates), median(&cpus))
+                    let users: Vec<f64> = runs.iter().map(|r| r.user_us).collect();
+                    (median(&rates), median(&cpus), median(&users))
                 })
                 .collect()
         })
@@ -101,7 +103,7 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
     for (c, contender) in CONTENDERS.iter().enumerate() {
         let cells: Vec<String> = medians[c]
             .iter()
-            .map(|(rate, cpu)| format!("{rate:>9.0}/s {cpu:>5.1} us cpu"))
+            .map(|(rate, cpu, _)| format!("{rate:>9.0}/s {cpu:>5.1} us cpu"))
             .collect();
         println!(
             "   {contender:<15} {:>22} {:>22} {:>22} {:>22}",
@@ -115,6 +117,17 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
         println!(
             "   {contender} / Redis (rate): SET -P 1 {}, GET -P 1 {}, SET -P 16 {}, GET -P 16 {}",
             ratios[0], ratios[1], ratios[2], ratios[3]
+        );
+    }
+    println!("\n   cpu split, us per request: user + system (the kernel's TCP, fsync, wake-ups)");
+    for (c, contender) in CONTENDERS.iter().enumerate() {
+        let cells: Vec<String> = medians[c]
+            .iter()
+            .map(|(_, cpu, user)| format!("{user:.1} + {:.1}", cpu - user))
+            .collect();
+        println!(
+            "   {contender:<15} {:>22} {:>22} {:>22} {:>22}",
+            cells[0], cells[1], cells[2], cells[3]
         );
     }
     Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::redis::Redis;
-use crate::variants::{Run, cpu_ticks, ticks_per_second, wrk};
+use crate::variants::{CpuTime, Run, wrk};
 use crate::{KillOnDrop, VALUE_BYTES, free_port, wait_for_port, which};
 
 pub(crate) fn rest(plugins: &Path) -> Result<()> {
@@ -25,8 +25,10 @@ pub(crate) fn rest(plugins: &Path) -> Result<()> {
          {rounds} rounds of {secs}s runs, the contenders taking turns within each round;\n   \
          each figure is the median of its rounds (this machine's load varies by ~15%)"
     );
-    // Server CPU microseconds per request, per contender: [GET, PUT].
-    let mut cpu: [(&str, [Vec<f64>; 2]); 4] = [
+    // Server CPU microseconds per request, per contender: [GET, PUT], each run as
+    // (user + system, user).
+    type Runs = Vec<(f64, f64)>;
+    let mut cpu: [(&str, [Runs; 2]); 4] = [
         ("REST", Default::default()),
         ("WASM REST", Default::default()),
         ("gRPC", Default::default()),
@@ -44,19 +46,18 @@ pub(crate) fn rest(plugins: &Path) -> Result<()> {
         let (get, put) = http_load(plugins, "rest", "worker_threads = 2", &put_script, secs)?;
         rest_runs.0.push(get.rate);
         rest_runs.1.push(put.rate);
-        cpu[0].1[0].push(get.cpu_us);
-        cpu[0].1[1].push(put.cpu_us);
+        cpu[0].1[0].push((get.cpu_us, get.user_us));
+        cpu[0].1[1].push((put.cpu_us, put.user_us));
         let (get, put) = http_load(plugins, "wasm-rest", "pool_size = 8", &put_script, secs)?;
         wasm_runs.0.push(get.rate);
         wasm_runs.1.push(put.rate);
-        cpu[1].1[0].push(get.cpu_us);
-        cpu[1].1[1].push(put.cpu_us);
+        cpu[1].1[0].push((get.cpu_us, get.user_us));
+        cpu[1].1[1].push((put.cpu_us, put.user_us));
         let (kvs, port, _dir) = start_kvs(plugins, "grpc", "worker_threads = 2")?;
         for (i, put) in [false, true].into_iter().enumerate() {
-            let before = cpu_ticks(kvs.0.id())?;
+            let before = CpuTime::of(kvs.0.id())?;
             let (rate, calls) = grpc_load(port, put, secs)?;
-            let cpu_secs = (cpu_ticks(kvs.0.id())? - before) as f64 / ticks_per_second()?;
-            cpu[2].1[i].push(cpu_secs * 1e6 / calls as f64);
+            cpu[2].1[i].push(before.per_request_since(kvs.0.id(), calls as f64)?);
             if put {
                 grpc_runs.1.push(rate);
             } else {
@@ -65,10 +66,9 @@ pub(crate) fn rest(plugins: &Path) -> Result<()> {
         }
         if let Some(r) = &redis {
             for (i, (op, n)) in [("get", 300_000), ("set", 100_000)].into_iter().enumerate() {
-                let before = cpu_ticks(r.pid())?;
+                let before = CpuTime::of(r.pid())?;
                 let rate = r.benchmark(op, 32, n)?;
-                let cpu_secs = (cpu_ticks(r.pid())? - before) as f64 / ticks_per_second()?;
-                cpu[3].1[i].push(cpu_secs * 1e6 / n as f64);
+                cpu[3].1[i].push(before.per_request_since(r.pid(), n as f64)?);
                 if i == 0 {
                     redis_runs.0.push(rate);
                 } else {
@@ -109,11 +109,22 @@ pub(crate) fn rest(plugins: &Path) -> Result<()> {
         );
     }
     println!(
-        "\n{:>12}  {:>14}  {:>14}   (server CPU per request, medians)",
-        "contender", "GET us/req", "PUT us/req"
+        "\n{:>12}  {:>22}  {:>22}   (server CPU per request, medians:\n{:>12}  {:>22}  {:>22}    total = user + system)",
+        "contender", "GET us/req", "PUT us/req", "", "", ""
     );
+    let split = |runs: &[(f64, f64)]| {
+        let total: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let user: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        let system: Vec<f64> = runs.iter().map(|r| r.0 - r.1).collect();
+        format!(
+            "{:.1} = {:.1} + {:.1}",
+            median(&total),
+            median(&user),
+            median(&system)
+        )
+    };
     for (who, [gets, puts]) in cpu.iter().filter(|(_, runs)| !runs[0].is_empty()) {
-        println!("{who:>12}  {:>14.1}  {:>14.1}", median(gets), median(puts));
+        println!("{who:>12}  {:>22}  {:>22}", split(gets), split(puts));
     }
     println!("\n   every round, req/s:");
     let all = [

@@ -30,7 +30,10 @@ struct Variant {
 #[derive(Clone, Copy)]
 pub(crate) struct Run {
     pub(crate) rate: f64,
+    /// The server's CPU time (user + system) per request, microseconds.
     pub(crate) cpu_us: f64,
+    /// Its user-space part (the rest is the kernel's: TCP, fsync, wake-ups).
+    pub(crate) user_us: f64,
 }
 
 pub(crate) fn security(plugins: &Path) -> Result<()> {
@@ -260,9 +263,11 @@ fn compare(plugins: &Path, title: &str, variants: Vec<Variant>) -> Result<()> {
 fn median_run(runs: &[Run]) -> Run {
     let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
     let cpu: Vec<f64> = runs.iter().map(|r| r.cpu_us).collect();
+    let user: Vec<f64> = runs.iter().map(|r| r.user_us).collect();
     Run {
         rate: median(&rates),
         cpu_us: median(&cpu),
+        user_us: median(&user),
     }
 }
 
@@ -285,14 +290,35 @@ fn seed(url: &str, header: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// The process's user + system CPU time so far, in clock ticks.
-pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the 14th and
-    // 15th fields of the whole line.
-    let after = stat.rsplit_once(')').context("odd /proc/PID/stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+/// A process's CPU time so far, in clock ticks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuTime {
+    user: u64,
+    system: u64,
+}
+
+impl CpuTime {
+    /// Reads `/proc/<pid>/stat`.
+    pub(crate) fn of(pid: u32) -> Result<CpuTime> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the parenthesised command name; utime and stime are the 14th and
+        // 15th fields of the whole line.
+        let after = stat.rsplit_once(')').context("odd /proc/PID/stat")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        Ok(CpuTime {
+            user: fields[11].parse()?,
+            system: fields[12].parse()?,
+        })
+    }
+
+    /// CPU microseconds per request since `self`: (user + system, user).
+    pub(crate) fn per_request_since(self, pid: u32, requests: f64) -> Result<(f64, f64)> {
+        let now = CpuTime::of(pid)?;
+        let us = |ticks: u64| -> Result<f64> { Ok(ticks as f64 / ticks_per_second()? * 1e6) };
+        let user = us(now.user - self.user)? / requests;
+        let system = us(now.system - self.system)? / requests;
+        Ok((user + system, user))
+    }
 }
 
 pub(crate) fn ticks_per_second() -> Result<f64> {
@@ -315,9 +341,8 @@ pub(crate) fn wrk(
     if let Some(h) = header {
         cmd.args(["-H", h]);
     }
-    let before = cpu_ticks(pid)?;
+    let before = CpuTime::of(pid)?;
     let out = cmd.arg(url).output()?;
-    let cpu_secs = (cpu_ticks(pid)? - before) as f64 / ticks_per_second()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("Non-2xx") {
         bail!("wrk saw errors:\n{text}");
@@ -332,8 +357,10 @@ pub(crate) fn wrk(
         .find_map(|l| l.trim().split_once(" requests in "))
         .and_then(|(n, _)| n.trim().parse().ok())
         .with_context(|| format!("no request count in wrk output:\n{text}"))?;
+    let (cpu_us, user_us) = before.per_request_since(pid, requests)?;
     Ok(Run {
         rate,
-        cpu_us: cpu_secs * 1e6 / requests,
+        cpu_us,
+        user_us,
     })
 }
