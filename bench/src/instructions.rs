@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -53,7 +54,7 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
     for (label, frontend, extra) in http {
         let (kvs, port, _dir) = start_kvs_under(&wrapper, plugins, "file", "", frontend, extra)?;
         let mut client = Client::connect(port)?;
-        http_put(&mut client, usize::MAX)?; // the key the GETs read
+        seed(&mut client, http_put)?;
         let pid = kvs.0.id();
         let get = count(&mut client, pid, out.path(), http_get)?;
         let put = count(&mut client, pid, out.path(), http_put)?;
@@ -61,7 +62,7 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
     }
     let (kvs, port, _dir) = start_kvs_under(&wrapper, plugins, "file", "", "resp", "")?;
     let mut client = Client::connect(port)?;
-    resp_set(&mut client, usize::MAX)?;
+    seed(&mut client, resp_set)?;
     let pid = kvs.0.id();
     let get = count(&mut client, pid, out.path(), resp_get)?;
     let set = count(&mut client, pid, out.path(), resp_set)?;
@@ -70,7 +71,7 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
     match Redis::start_under(&wrapper) {
         Ok(redis) => {
             let mut client = Client::connect(redis.port())?;
-            resp_set(&mut client, usize::MAX)?;
+            seed(&mut client, resp_set)?;
             let get = count(&mut client, redis.pid(), out.path(), resp_get)?;
             let set = count(&mut client, redis.pid(), out.path(), resp_set)?;
             println!("{:>24}  {get:>14.0}  {set:>14.0}", "Redis (RESP)");
@@ -78,6 +79,19 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
         Err(e) => println!("   no Redis side by side: {e:#}"),
     }
     Ok(())
+}
+
+/// Writes the key the GETs read, retrying while the server is still starting (under
+/// valgrind a frontend may listen well before kvs has finished starting and serves).
+fn seed(client: &mut Client, write: Exchange) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        match write(client, usize::MAX) {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => return Err(e.context("the server never accepted a write")),
+        }
+    }
 }
 
 /// Warms up, zeroes the server's counters, runs `REQUESTS` exchanges, dumps the
