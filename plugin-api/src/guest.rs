@@ -239,7 +239,7 @@ pub fn http_call(handler: fn(HttpRequest) -> HttpResponse, input: &[u8]) -> Vec<
             CONTEXT.with(|c| *c.borrow_mut() = ctx);
             let response = handler(req);
             CONTEXT.with(|c| *c.borrow_mut() = Default::default());
-            wire::ok(&response.encode())
+            response.encode_ok()
         }
         Err(e) => wire::err(ErrorCode::INVALID_INPUT, &e.to_string()),
     }
@@ -397,6 +397,9 @@ pub(crate) fn host_log(
     mem.free();
 }
 
+/// Calls a store host function with `input`. On success, the host's whole result frame:
+/// its payload starts at byte 1, left in place so that a value is copied out of
+/// Extism's memory once and not again.
 fn call_host(f: unsafe extern "C" fn(u64) -> u64, input: &[u8]) -> Result<Vec<u8>, GuestError> {
     let mem =
         extism_pdk::Memory::from_bytes(input).map_err(|e| GuestError::internal(e.to_string()))?;
@@ -405,29 +408,41 @@ fn call_host(f: unsafe extern "C" fn(u64) -> u64, input: &[u8]) -> Result<Vec<u8
     mem.free();
     let reply = extism_pdk::Memory::find(out)
         .ok_or_else(|| GuestError::internal("host returned no memory"))?;
-    let bytes = reply.to_vec();
+    let frame = reply.to_vec();
     reply.free();
-    match wire::result(&bytes).map_err(|e| GuestError::internal(e.to_string()))? {
-        Ok(payload) => Ok(payload.to_vec()),
+    match wire::result(&frame).map_err(|e| GuestError::internal(e.to_string()))? {
+        Ok(_) => Ok(frame),
         Err((code, message)) => Err(GuestError { code, message }),
     }
 }
 
+/// A key (or key and value) as a host call's input, in a buffer of the right size.
+fn key_input(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(
+        4 + key.len() + value.map_or(0, |v| 4 + v.len()),
+    ));
+    w.bytes(key);
+    if let Some(value) = value {
+        w.bytes(value);
+    }
+    w.0
+}
+
 /// The value under `key`, from the host's store.
 pub fn get(key: &[u8]) -> Result<Option<Vec<u8>>, GuestError> {
-    let mut w = Writer::default();
-    w.bytes(key);
-    let payload = call_host(host_kvs_get, &w.0)?;
-    let mut r = Reader::new(&payload);
-    let found = r.u8().map_err(|e| GuestError::internal(e.to_string()))?;
-    if found == 0 {
+    let mut frame = call_host(host_kvs_get, &key_input(key, None))?;
+    let bad = |e: wire::WireError| GuestError::internal(e.to_string());
+    let mut r = Reader::new(&frame[1..]);
+    if r.u8().map_err(bad)? == 0 {
         return Ok(None);
     }
-    Ok(Some(
-        r.bytes()
-            .map_err(|e| GuestError::internal(e.to_string()))?
-            .to_vec(),
-    ))
+    let value = r.bytes().map_err(bad)?;
+    // The value is the frame's tail: keep the frame's buffer, minus what precedes it.
+    let start = value.as_ptr() as usize - frame.as_ptr() as usize;
+    let end = start + value.len();
+    frame.truncate(end);
+    frame.drain(..start);
+    Ok(Some(frame))
 }
 
 /// Stores `value` under `key`. On a 1.3 host it returns once the host accepted the
@@ -436,22 +451,18 @@ pub fn get(key: &[u8]) -> Result<Option<Vec<u8>>, GuestError> {
 /// failure instead. A later [`get`] in the same call sees it. (Hosts before 1.3 returned
 /// once durable.)
 pub fn put(key: &[u8], value: &[u8]) -> Result<(), GuestError> {
-    let mut w = Writer::default();
-    w.bytes(key).bytes(value);
-    call_host(host_kvs_put, &w.0).map(drop)
+    call_host(host_kvs_put, &key_input(key, Some(value))).map(drop)
 }
 
 /// Removes `key`, acknowledged as for [`put`]. A missing key is not an error.
 pub fn delete(key: &[u8]) -> Result<(), GuestError> {
-    let mut w = Writer::default();
-    w.bytes(key);
-    call_host(host_kvs_delete, &w.0).map(drop)
+    call_host(host_kvs_delete, &key_input(key, None)).map(drop)
 }
 
 /// How many keys, and bytes of keys and values, the host's store holds (1.3).
 pub fn stats() -> Result<(u64, u64), GuestError> {
-    let payload = call_host(host_kvs_stats, &[])?;
-    let mut r = Reader::new(&payload);
+    let frame = call_host(host_kvs_stats, &[])?;
+    let mut r = Reader::new(&frame[1..]);
     let bad = |e: wire::WireError| GuestError::internal(e.to_string());
     Ok((r.u64().map_err(bad)?, r.u64().map_err(bad)?))
 }

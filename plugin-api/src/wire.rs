@@ -444,11 +444,31 @@ impl HttpRequest {
 impl HttpResponse {
     /// Encodes it.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.u16(self.status);
-        encode_headers(&mut w, &self.headers);
-        w.bytes(&self.body);
+        let mut w = Writer(Vec::with_capacity(self.encoded_len()));
+        self.encode_into(&mut w);
         w.0
+    }
+    /// Encodes it as an `ok` result frame (`ok(&self.encode())` in one buffer).
+    #[cfg(feature = "guest")]
+    pub(crate) fn encode_ok(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(1 + self.encoded_len()));
+        w.u8(0);
+        self.encode_into(&mut w);
+        w.0
+    }
+    fn encode_into(&self, w: &mut Writer) {
+        w.u16(self.status);
+        encode_headers(w, &self.headers);
+        w.bytes(&self.body);
+    }
+    /// Its size encoded: buffers are made this big once instead of growing.
+    fn encoded_len(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum();
+        2 + 4 + headers + 4 + self.body.len()
     }
     /// Decodes it.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
