@@ -14,9 +14,8 @@
 //! the call's output is sent only once they are all durable, and if one fails the
 //! connection is closed instead, so no acknowledgement of a lost write is ever sent.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +27,8 @@ use extism::Plugin;
 use kvs_plugin_api::native::{FrontendApi, FrontendApi_TO, FrontendBox};
 use kvs_plugin_api::wire::{self, Writer};
 use kvs_plugin_api::{PluginError, RequestContext};
+use kvs_serve::tcp::Accepted;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 use crate::store::Store;
 
@@ -50,8 +49,6 @@ struct Shared {
     keep_idle: usize,
     wasm_meter: Arc<crate::metrics::WasmMeter>,
     meter: Arc<crate::metrics::FrontendMeter>,
-    max_connections: usize,
-    open: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -100,13 +97,12 @@ fn conn_message(conn: u64) -> Writer {
 }
 
 /// Serves one connection until either side closes it or the guest fails.
-async fn serve(
-    mut stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+async fn serve(accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted {
+        mut stream,
+        peer,
+        stopping: mut stop,
+    } = accepted;
     let conn = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let context = RequestContext {
         peer: Some(peer.to_string()),
@@ -180,71 +176,20 @@ async fn serve(
     }
 }
 
-async fn accept(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        if shared.open.load(Ordering::Relaxed) >= shared.max_connections {
-            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                last_warning = Some(Instant::now());
-                tracing::warn!(
-                    plugin = %shared.name,
-                    "refusing connections: the limit is max_connections = {}",
-                    shared.max_connections
-                );
-            }
-            continue;
-        }
-        shared.open.fetch_add(1, Ordering::Relaxed);
-        let (shared, stop) = (shared.clone(), stop.clone());
-        tokio::spawn(async move {
-            serve(stream, peer, shared.clone(), stop).await;
-            shared.open.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
-}
-
 struct WasmStreamFrontend {
-    runtime: Option<tokio::runtime::Runtime>,
-    endpoint: String,
-    stop: watch::Sender<bool>,
-    shared: Arc<Shared>,
+    server: kvs_serve::tcp::TcpServer,
 }
 
 impl FrontendApi for WasmStreamFrontend {
     fn endpoints(&self) -> RVec<RString> {
-        RVec::from(vec![RString::from(self.endpoint.clone())])
+        RVec::from(vec![RString::from(format!(
+            "tcp://{}",
+            self.server.local_addr()
+        ))])
     }
 
     fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
-        let _ = self.stop.send(true);
-        let until = Instant::now() + Duration::from_millis(deadline_ms);
-        while self.shared.open.load(Ordering::Relaxed) > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let open = self.shared.open.load(Ordering::Relaxed);
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_millis(100));
-        }
-        if open > 0 {
-            return RResult::RErr(PluginError::unavailable(format!(
-                "{open} connection(s) still open at the stop deadline were closed"
-            )));
-        }
-        RResult::ROk(())
+        self.server.stop(Duration::from_millis(deadline_ms)).into()
     }
 }
 
@@ -268,28 +213,14 @@ pub fn start_stream_frontend(
         compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     // One instance now, so a guest that cannot start stops kvs at start-up.
     let first = instance(&compiled)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(sandbox.worker_threads)
-        .thread_name("kvs-wasm-stream")
-        .enable_all()
-        .build()
-        .map_err(|e| PluginError::internal(format!("cannot start the runtime: {e}")))?;
-    let listener = std::net::TcpListener::bind(&sandbox.listen).map_err(|e| {
-        PluginError::unavailable(format!(
-            "[plugins.{name}]: cannot listen on {}: {e}",
-            sandbox.listen
-        ))
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| PluginError::internal(e.to_string()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| PluginError::internal(e.to_string()))?;
-    let listener = {
-        let _guard = runtime.enter();
-        tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| PluginError::internal(e.to_string()))?
+    let table = format!("[plugins.{name}]");
+    let settings = kvs_serve::tcp::TcpSettings {
+        listen: &sandbox.listen,
+        table: &table,
+        worker_threads: sandbox.worker_threads,
+        thread_name: "kvs-wasm-stream",
+        max_connections: sandbox.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        log: crate::telemetry::listener_log,
     };
     let shared = Arc::new(Shared {
         name: name.into(),
@@ -298,19 +229,13 @@ pub fn start_stream_frontend(
         keep_idle: sandbox.pool_size,
         wasm_meter: store.metrics().wasm(name),
         meter: store.metrics().frontend(name),
-        max_connections: sandbox.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-        open: AtomicUsize::new(0),
         next_id: AtomicU64::new(1),
     });
-    let (stop, stopped) = watch::channel(false);
-    runtime.spawn(accept(listener, shared.clone(), stopped));
+    let server = kvs_serve::tcp::TcpServer::start(&settings, |_, _| {
+        move |accepted| serve(accepted, shared.clone())
+    })?;
     Ok(FrontendApi_TO::from_value(
-        WasmStreamFrontend {
-            runtime: Some(runtime),
-            endpoint: format!("tcp://{addr}"),
-            stop,
-            shared,
-        },
+        WasmStreamFrontend { server },
         TD_Opaque,
     ))
 }

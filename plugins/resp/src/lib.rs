@@ -21,21 +21,19 @@
 //!   `-NOAUTH` or `-NOPERM`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
 use kvs_resp::{
     Backend, Decoded, Decoder, ErrorKind, Flow, Reply, ServerInfo, Session, StoreError,
 };
+use kvs_serve::tcp::{Accepted, OpenConnections};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 /// The `[plugins.resp]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,12 +88,9 @@ struct Shared {
     limits: kvs_resp::Limits,
     port: u16,
     started: Instant,
-    max_connections: usize,
-    connected: AtomicUsize,
+    connected: OpenConnections,
     total_connections: AtomicU64,
     total_commands: AtomicU64,
-    /// When the last "too many connections" warning was logged (seconds since start).
-    last_refusal_warning: AtomicU64,
 }
 
 /// A write queued at the store, and where its reply sits in the output.
@@ -163,7 +158,7 @@ impl Backend for Connection {
             frontend: "resp".into(),
             tcp_port: self.shared.port,
             uptime_secs: self.shared.started.elapsed().as_secs(),
-            connected_clients: self.shared.connected.load(Ordering::Relaxed) as u64,
+            connected_clients: self.shared.connected.count() as u64,
             total_connections: self.shared.total_connections.load(Ordering::Relaxed),
             total_commands: self.shared.total_commands.load(Ordering::Relaxed),
             keys: stats.map(|s| s.keys),
@@ -211,14 +206,14 @@ impl Connection {
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+async fn serve(accepted: Accepted, shared: Arc<Shared>) {
+    let Accepted {
+        stream,
+        peer,
+        stopping: mut stop,
+    } = accepted;
+    // Connection ids count from 1, as Redis's `CLIENT ID` does.
+    let id = shared.total_connections.fetch_add(1, Ordering::Relaxed) + 1;
     let (mut reader, mut writer) = stream.into_split();
     let mut session = Session {
         id,
@@ -310,140 +305,50 @@ async fn serve(
 
 /// The running frontend.
 pub struct RespFrontend {
-    runtime: Option<tokio::runtime::Runtime>,
-    endpoint: String,
-    stop: watch::Sender<bool>,
-    shared: Arc<Shared>,
+    server: kvs_serve::tcp::TcpServer,
 }
 
 fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
     let config = Config::parse(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .thread_name("kvs-resp")
-        .enable_all()
-        .build()
-        .map_err(|e| PluginError::internal(format!("cannot start the runtime: {e}")))?;
-    let listener = std::net::TcpListener::bind(&config.listen).map_err(|e| {
-        PluginError::unavailable(format!(
-            "[plugins.resp]: cannot listen on {}: {e}",
-            config.listen
-        ))
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| PluginError::internal(e.to_string()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| PluginError::internal(e.to_string()))?;
     let limits = store.limits();
-    let shared = Arc::new(Shared {
-        limits: kvs_resp::Limits {
-            max_bulk_bytes: usize::try_from(limits.max_key_bytes.max(limits.max_value_bytes))
-                .unwrap_or(usize::MAX),
-            max_command_bytes: config.max_command_bytes,
-            ..kvs_resp::Limits::default()
-        },
-        store,
-        port: addr.port(),
-        started: Instant::now(),
-        max_connections: config.max_connections,
-        connected: AtomicUsize::new(0),
-        total_connections: AtomicU64::new(0),
-        total_commands: AtomicU64::new(0),
-        last_refusal_warning: AtomicU64::new(u64::MAX),
-    });
-    let (stop, stopped) = watch::channel(false);
-    let accept_shared = shared.clone();
-    let listener = {
-        let _guard = runtime.enter();
-        tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| PluginError::internal(e.to_string()))?
+    let limits = kvs_resp::Limits {
+        max_bulk_bytes: usize::try_from(limits.max_key_bytes.max(limits.max_value_bytes))
+            .unwrap_or(usize::MAX),
+        max_command_bytes: config.max_command_bytes,
+        ..kvs_resp::Limits::default()
     };
-    runtime.spawn(accept(listener, accept_shared, stopped));
-    Ok(RespFrontend {
-        runtime: Some(runtime),
-        endpoint: format!("redis://{addr}"),
-        stop,
-        shared,
-    })
-}
-
-async fn accept(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut next_id = 0u64;
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                // Out of file descriptors and the like: back off rather than spin.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        if shared.connected.load(Ordering::Relaxed) >= shared.max_connections {
-            warn_refused(&shared);
-            drop(stream);
-            continue;
-        }
-        next_id += 1;
-        shared.connected.fetch_add(1, Ordering::Relaxed);
-        shared.total_connections.fetch_add(1, Ordering::Relaxed);
-        let (shared, stop) = (shared.clone(), stop.clone());
-        tokio::spawn(async move {
-            serve(stream, peer, next_id, shared.clone(), stop).await;
-            shared.connected.fetch_sub(1, Ordering::Relaxed);
+    let settings = kvs_serve::tcp::TcpSettings {
+        listen: &config.listen,
+        table: "[plugins.resp]",
+        worker_threads: config.worker_threads,
+        thread_name: "kvs-resp",
+        max_connections: config.max_connections,
+        log: kvs_serve::plugin_log,
+    };
+    let server = kvs_serve::tcp::TcpServer::start(&settings, |addr, connected| {
+        let shared = Arc::new(Shared {
+            limits,
+            store,
+            port: addr.port(),
+            started: Instant::now(),
+            connected,
+            total_connections: AtomicU64::new(0),
+            total_commands: AtomicU64::new(0),
         });
-    }
-}
-
-/// Logs a refused connection, at most every 10 s.
-fn warn_refused(shared: &Shared) {
-    let now = shared.started.elapsed().as_secs();
-    let last = shared.last_refusal_warning.load(Ordering::Relaxed);
-    if (last == u64::MAX || now >= last + 10)
-        && shared
-            .last_refusal_warning
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        kvs_plugin_api::log::warn(&format!(
-            "refusing connections: {} open, the limit is max_connections = {}",
-            shared.connected.load(Ordering::Relaxed),
-            shared.max_connections
-        ));
-    }
+        move |accepted| serve(accepted, shared.clone())
+    })?;
+    Ok(RespFrontend { server })
 }
 
 impl Frontend for RespFrontend {
     fn endpoints(&self) -> Vec<String> {
-        vec![self.endpoint.clone()]
+        vec![format!("redis://{}", self.server.local_addr())]
     }
 
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
         // Stop accepting; each connection finishes the commands it has read (their
         // replies are sent) and closes.
-        let _ = self.stop.send(true);
-        let until = Instant::now() + deadline;
-        while self.shared.connected.load(Ordering::Relaxed) > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let open = self.shared.connected.load(Ordering::Relaxed);
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_millis(100));
-        }
-        if open > 0 {
-            return Err(PluginError::unavailable(format!(
-                "{open} connection(s) still open at the stop deadline were closed"
-            )));
-        }
-        Ok(())
+        self.server.stop(deadline)
     }
 }
 

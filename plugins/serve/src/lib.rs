@@ -1,13 +1,15 @@
 //! A network frontend's server: bind, serve an axum app over plain TCP or TLS on the
 //! frontend's own tokio runtime, cap connections and header sizes, stop gracefully
-//! within a deadline.
+//! within a deadline; or, for stream protocols, a plain-TCP listener ([`tcp`]).
 //!
-//! Shared by kvs's own frontends (`rest`, `grpc`, and the host's WASM HTTP frontend) so
-//! the listener's duties live in one place: TLS and mTLS ([`tls`]), certificate reload
-//! on SIGHUP, per-listener connection and header limits, graceful stop. Not part of the
-//! plug-in contract: a third party's frontend is free to serve however it likes.
-//! Runtimes do not cross the plug-in boundary, which is why each frontend owns one.
+//! Shared by kvs's own frontends (`rest`, `grpc` and the host's WASM HTTP frontend over
+//! HTTP; `resp` and the host's WASM stream frontend over [`tcp`]) so the listener's
+//! duties live in one place: TLS and mTLS ([`tls`]), certificate reload on SIGHUP,
+//! per-listener connection and header limits, graceful stop. Not part of the plug-in
+//! contract: a third party's frontend is free to serve however it likes. Runtimes do not
+//! cross the plug-in boundary, which is why each frontend owns one.
 
+pub mod tcp;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -1,0 +1,237 @@
+//! A plain-TCP listener for stream protocols (the Redis frontends, native and WASM): its
+//! own tokio runtime, a cap on open connections, and a stop that lets open connections
+//! finish what they have read within a deadline. The protocol is the handler's business.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kvs_plugin_api::PluginError;
+use kvs_plugin_api::log::Level;
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+
+use crate::LogFn;
+
+/// How a [`TcpServer`] is set up.
+#[derive(Debug, Clone)]
+pub struct TcpSettings<'a> {
+    /// Address to bind; port 0 picks a free one.
+    pub listen: &'a str,
+    /// Where an operator sets `listen`, for messages, e.g. `[plugins.resp]`.
+    pub table: &'a str,
+    /// The runtime's worker threads.
+    pub worker_threads: usize,
+    /// Thread name, e.g. `kvs-resp`.
+    pub thread_name: &'a str,
+    /// Most connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Where messages go.
+    pub log: LogFn,
+}
+
+/// One accepted connection, for the handler.
+pub struct Accepted {
+    /// The connection (`TCP_NODELAY` already set).
+    pub stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Turns true when the server begins to stop: finish what was read, then close.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// How many connections a [`TcpServer`] has open (for `INFO`-like reports).
+#[derive(Debug, Clone, Default)]
+pub struct OpenConnections(Arc<AtomicUsize>);
+
+impl OpenConnections {
+    /// The number open now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A running plain-TCP server.
+pub struct TcpServer {
+    runtime: Option<Runtime>,
+    stop: watch::Sender<bool>,
+    open: OpenConnections,
+    addr: SocketAddr,
+}
+
+impl TcpServer {
+    /// Binds, builds the runtime, and runs `handle` on its own task for every accepted
+    /// connection. `make` builds the handler once the address is bound (a handler may
+    /// report its port) and is given the open-connection count.
+    pub fn start<H, F>(
+        settings: &TcpSettings<'_>,
+        make: impl FnOnce(SocketAddr, OpenConnections) -> H,
+    ) -> Result<TcpServer, PluginError>
+    where
+        H: Fn(Accepted) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let table = settings.table;
+        if settings.max_connections == 0 || settings.worker_threads == 0 {
+            return Err(PluginError::invalid_input(format!(
+                "{table}: max_connections and worker_threads must be at least 1"
+            )));
+        }
+        let listener = std::net::TcpListener::bind(settings.listen).map_err(|e| {
+            PluginError::invalid_input(format!(
+                "cannot listen on {}: {e}; set {table} listen to a free address",
+                settings.listen
+            ))
+        })?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.worker_threads)
+            .thread_name(settings.thread_name)
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let open = OpenConnections::default();
+        let handle = make(addr, open.clone());
+        let (stop, stopping) = watch::channel(false);
+        let accept = Acceptor {
+            open: open.clone(),
+            max_connections: settings.max_connections,
+            table: table.to_string(),
+            log: settings.log,
+        };
+        runtime.spawn(accept.run(listener, Arc::new(handle), stopping));
+        Ok(TcpServer {
+            runtime: Some(runtime),
+            stop,
+            open,
+            addr,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.count()
+    }
+
+    /// Stops accepting at once, tells open connections to finish (`Accepted::stopping`)
+    /// and waits for them until `deadline`; then shuts the runtime down, closing any
+    /// still open (an error says how many). Idempotent.
+    pub fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        let _ = self.stop.send(true);
+        let Some(runtime) = self.runtime.take() else {
+            return Ok(());
+        };
+        let until = Instant::now() + deadline;
+        while self.open.count() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let open = self.open.count();
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        if open > 0 {
+            return Err(PluginError::unavailable(format!(
+                "{open} connection(s) still open at the stop deadline were closed"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let _ = self.stop.send(true);
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// One open connection in the count, for as long as it lives.
+struct Counted(OpenConnections);
+
+impl Counted {
+    fn new(open: &OpenConnections) -> Counted {
+        open.0.fetch_add(1, Ordering::Relaxed);
+        Counted(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Acceptor {
+    open: OpenConnections,
+    max_connections: usize,
+    table: String,
+    log: LogFn,
+}
+
+impl Acceptor {
+    async fn run<H, F>(
+        self,
+        listener: tokio::net::TcpListener,
+        handle: Arc<H>,
+        mut stopping: watch::Receiver<bool>,
+    ) where
+        H: Fn(Accepted) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut last_warning: Option<Instant> = None;
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    // Out of file descriptors and the like: back off rather than spin.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopping.changed() => return,
+            };
+            let open = self.open.count();
+            if open >= self.max_connections {
+                // Logged at most every 10 s, however many are refused; dropping the
+                // stream closes it.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    last_warning = Some(Instant::now());
+                    (self.log)(
+                        Level::WARN,
+                        &format!(
+                            "{}: refusing connections: {open} open, the limit is \
+                             max_connections = {}",
+                            self.table, self.max_connections
+                        ),
+                    );
+                }
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let counted = Counted::new(&self.open);
+            let (handle, stopping) = (handle.clone(), stopping.clone());
+            tokio::spawn(async move {
+                let _counted = counted; // uncounted when the task ends, however it ends
+                handle(Accepted {
+                    stream,
+                    peer,
+                    stopping,
+                })
+                .await;
+            });
+        }
+    }
+}
