@@ -419,3 +419,56 @@ fn a_write_the_logger_fails_is_never_acknowledged() {
     let log = kvs.stop();
     assert!(log.contains("a write it made failed"), "{log}");
 }
+
+/// Both Redis frontends sit on kvs-serve's TCP listener: connections over
+/// `max_connections` are closed at once (and logged) while the open ones are served, a
+/// freed slot is usable again, and a stop lets an idle open connection go without
+/// waiting out the deadline.
+#[test]
+fn connections_over_max_connections_are_closed_and_the_open_ones_served() {
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = copy_of_staged_plugins(dir.path());
+        let config = config(dir.path(), frontend, "max_connections = 2\n");
+        let kvs = Kvs::start(&config, &plugins, &[]);
+        let p = port(&kvs, frontend);
+        let ping = |s: &mut TcpStream| {
+            s.write_all(b"PING\r\n").unwrap();
+            read_n(s, 7)
+        };
+        let mut first = raw(&p);
+        let mut second = raw(&p);
+        assert_eq!(ping(&mut first), "+PONG\r\n", "{frontend}");
+        assert_eq!(ping(&mut second), "+PONG\r\n", "{frontend}");
+        let mut third = raw(&p);
+        let _ = third.write_all(b"PING\r\n");
+        assert_eq!(read_to_close(&mut third), "", "{frontend}: over the limit");
+        assert_eq!(ping(&mut first), "+PONG\r\n", "{frontend}");
+        drop(second);
+        // The slot frees once the server sees the close.
+        let mut again = None;
+        for _ in 0..100 {
+            let mut s = raw(&p);
+            if s.write_all(b"PING\r\n").is_ok() && read_n(&mut s, 7) == "+PONG\r\n" {
+                again = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            again.is_some(),
+            "{frontend}: a freed slot was never reusable"
+        );
+        let started = std::time::Instant::now();
+        let log = kvs.stop();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{frontend}: stopping waited {:?} for idle connections",
+            started.elapsed()
+        );
+        assert!(
+            log.contains("refusing connections: 2 open, the limit is max_connections = 2"),
+            "{frontend}: {log}"
+        );
+    }
+}

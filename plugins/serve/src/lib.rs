@@ -133,14 +133,7 @@ impl Server {
                  {MIN_HEADER_BYTES}"
             )));
         }
-        let listener = std::net::TcpListener::bind(settings.listen).map_err(|e| {
-            PluginError::invalid_input(format!(
-                "cannot listen on {}: {e}; set {table} listen to a free address",
-                settings.listen
-            ))
-        })?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = bind(settings.listen, table)?;
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder
             .worker_threads(settings.worker_threads)
@@ -230,6 +223,18 @@ impl Server {
             ))),
         }
     }
+}
+
+/// Binds `listen` (non-blocking, for tokio); the error says which table sets it.
+fn bind(listen: &str, table: &str) -> Result<(std::net::TcpListener, SocketAddr), PluginError> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+        PluginError::invalid_input(format!(
+            "cannot listen on {listen}: {e}; set {table} listen to a free address"
+        ))
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
 }
 
 /// hyper's server settings: HTTP/1.1 and HTTP/2 on one port, header blocks capped.

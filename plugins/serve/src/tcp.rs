@@ -80,14 +80,7 @@ impl TcpServer {
                 "{table}: max_connections and worker_threads must be at least 1"
             )));
         }
-        let listener = std::net::TcpListener::bind(settings.listen).map_err(|e| {
-            PluginError::invalid_input(format!(
-                "cannot listen on {}: {e}; set {table} listen to a free address",
-                settings.listen
-            ))
-        })?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = crate::bind(settings.listen, table)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(settings.worker_threads)
             .thread_name(settings.thread_name)
