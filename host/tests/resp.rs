@@ -472,3 +472,87 @@ fn connections_over_max_connections_are_closed_and_the_open_ones_served() {
         );
     }
 }
+
+/// Both Redis frontends serve TLS from the same `tls` table as the HTTP frontends:
+/// `redis-cli --tls` works against the test CA, plain text is closed, and with
+/// `client_ca` a client without a certificate is turned away while one with a
+/// certificate the CA issued is served.
+#[test]
+fn redis_clients_speak_tls_and_mtls_to_both_frontends() {
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::security::Pki::new(dir.path(), "pki");
+        let (cert, key) = pki.issue("server", "localhost", true);
+        let (client_cert, client_key) = pki.issue("client", "app", false);
+        let plugins = copy_of_staged_plugins(dir.path());
+        let ca = pki.ca();
+        let tls = |client_ca: bool| {
+            let mut t = format!("tls = {{ cert = {cert:?}, key = {key:?}");
+            if client_ca {
+                t += &format!(", client_ca = {ca:?}");
+            }
+            t + " }\n"
+        };
+        let tls_cli = |port: &str, extra: &[&str], args: &[&str]| {
+            Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", port, "--tls", "--cacert"])
+                .arg(&ca)
+                .args(extra)
+                .args(args)
+                .output()
+                .expect("redis-cli")
+        };
+
+        let plain_config = config(dir.path(), frontend, &tls(false));
+        let kvs = Kvs::start(&plain_config, &plugins, &[]);
+        let endpoint = kvs.endpoint(frontend);
+        assert!(
+            endpoint.starts_with("rediss://") || endpoint.starts_with("tls://"),
+            "{frontend}: {endpoint}"
+        );
+        let p = port(&kvs, frontend);
+        let out = tls_cli(&p, &[], &["SET", "greeting", "hello over tls"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "OK",
+            "{frontend}: {out:?}"
+        );
+        let out = tls_cli(&p, &[], &["GET", "greeting"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "hello over tls",
+            "{frontend}: {out:?}"
+        );
+        // Plain RESP to a TLS listener: no answer, just a close.
+        let mut plain = raw(&p);
+        let _ = plain.write_all(b"PING\r\n");
+        assert!(
+            !read_to_close(&mut plain).contains("PONG"),
+            "{frontend}: answered plain text"
+        );
+        kvs.stop();
+
+        let mtls_config = config(dir.path(), frontend, &tls(true));
+        let kvs = Kvs::start(&mtls_config, &plugins, &[]);
+        let p = port(&kvs, frontend);
+        let out = tls_cli(&p, &[], &["PING"]);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("PONG"),
+            "{frontend}: served a client without a certificate: {out:?}"
+        );
+        let cert_args = [
+            "--cert".to_string(),
+            client_cert.display().to_string(),
+            "--key".to_string(),
+            client_key.display().to_string(),
+        ];
+        let cert_args: Vec<&str> = cert_args.iter().map(String::as_str).collect();
+        let out = tls_cli(&p, &cert_args, &["PING"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "PONG",
+            "{frontend}: {out:?}"
+        );
+        kvs.stop();
+    }
+}

@@ -101,11 +101,13 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let Accepted {
         mut stream,
         peer,
+        identity,
         stopping: mut stop,
     } = accepted;
     let conn = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let context = RequestContext {
         peer: Some(peer.to_string()),
+        client_identity: identity.as_deref().map(String::from),
         ..RequestContext::default()
     };
     let mut plugin = match shared.checkout() {
@@ -178,12 +180,14 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
 
 struct WasmStreamFrontend {
     server: kvs_serve::tcp::TcpServer,
+    tls: bool,
 }
 
 impl FrontendApi for WasmStreamFrontend {
     fn endpoints(&self) -> RVec<RString> {
+        let scheme = if self.tls { "tls" } else { "tcp" };
         RVec::from(vec![RString::from(format!(
-            "tcp://{}",
+            "{scheme}://{}",
             self.server.local_addr()
         ))])
     }
@@ -203,12 +207,6 @@ pub fn start_stream_frontend(
 ) -> Result<FrontendBox, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     refuse_guest_keys(name, &guest_config, "a WASM stream frontend")?;
-    if sandbox.tls.is_some() {
-        return Err(PluginError::invalid_input(format!(
-            "[plugins.{name}]: tls is not supported for WASM stream frontends yet; put a TLS \
-             proxy in front, or use a native frontend"
-        )));
-    }
     let compiled =
         compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     // One instance now, so a guest that cannot start stops kvs at start-up.
@@ -220,6 +218,7 @@ pub fn start_stream_frontend(
         worker_threads: sandbox.worker_threads,
         thread_name: "kvs-wasm-stream",
         max_connections: sandbox.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        tls: sandbox.tls.as_ref(),
         log: crate::telemetry::listener_log,
     };
     let shared = Arc::new(Shared {
@@ -235,7 +234,10 @@ pub fn start_stream_frontend(
         move |accepted| serve(accepted, shared.clone())
     })?;
     Ok(FrontendApi_TO::from_value(
-        WasmStreamFrontend { server },
+        WasmStreamFrontend {
+            server,
+            tls: sandbox.tls.is_some(),
+        },
         TD_Opaque,
     ))
 }

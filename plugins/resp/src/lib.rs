@@ -53,6 +53,9 @@ pub struct Config {
     /// and answered with an error. Default 64 MiB.
     #[serde(default = "default_max_command_bytes")]
     pub max_command_bytes: usize,
+    /// TLS (`tls = { cert = "...", key = "...", client_ca = "..." }`, as for the HTTP
+    /// frontends: `redis-cli --tls`); plain TCP without.
+    pub tls: Option<kvs_serve::TlsConfig>,
 }
 
 fn default_listen() -> String {
@@ -208,13 +211,13 @@ impl Connection {
 
 async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let Accepted {
-        stream,
+        mut stream,
         peer,
+        identity,
         stopping: mut stop,
     } = accepted;
     // Connection ids count from 1, as Redis's `CLIENT ID` does.
     let id = shared.total_connections.fetch_add(1, Ordering::Relaxed) + 1;
-    let (mut reader, mut writer) = stream.into_split();
     let mut session = Session {
         id,
         ..Session::default()
@@ -223,6 +226,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         shared: shared.clone(),
         context: RequestContext {
             peer: Some(peer.to_string()),
+            client_identity: identity.as_deref().map(String::from),
             ..RequestContext::default()
         },
         pending: Vec::new(),
@@ -235,7 +239,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             buf.reserve(16 << 10);
         }
         let read = tokio::select! {
-            r = reader.read_buf(&mut buf) => r,
+            r = stream.read_buf(&mut buf) => r,
             _ = stop.changed() => break,
         };
         match read {
@@ -290,7 +294,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         shared.total_commands.fetch_add(commands, Ordering::Relaxed);
         conn.settle(&mut out, session.protocol).await;
         if !out.is_empty() {
-            if writer.write_all(&out).await.is_err() {
+            if stream.write_all(&out).await.is_err() {
                 break;
             }
             out.clear();
@@ -300,12 +304,13 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         }
     }
     // Writes still queued complete in the store whatever happens to the connection.
-    let _ = writer.shutdown().await;
+    let _ = stream.shutdown().await;
 }
 
 /// The running frontend.
 pub struct RespFrontend {
     server: kvs_serve::tcp::TcpServer,
+    tls: bool,
 }
 
 fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
@@ -323,6 +328,7 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         worker_threads: config.worker_threads,
         thread_name: "kvs-resp",
         max_connections: config.max_connections,
+        tls: config.tls.as_ref(),
         log: kvs_serve::plugin_log,
     };
     let server = kvs_serve::tcp::TcpServer::start(&settings, |addr, connected| {
@@ -337,12 +343,17 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         });
         move |accepted| serve(accepted, shared.clone())
     })?;
-    Ok(RespFrontend { server })
+    Ok(RespFrontend {
+        server,
+        tls: config.tls.is_some(),
+    })
 }
 
 impl Frontend for RespFrontend {
     fn endpoints(&self) -> Vec<String> {
-        vec![format!("redis://{}", self.server.local_addr())]
+        // `rediss://` is the scheme Redis clients use for TLS.
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        vec![format!("{scheme}://{}", self.server.local_addr())]
     }
 
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {

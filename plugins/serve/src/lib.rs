@@ -53,7 +53,7 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The smallest header cap hyper can enforce for HTTP/1.1.
 const MIN_HEADER_BYTES: usize = 8192;
 /// How long a client gets to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a server's messages go: the plug-in's host log, or the host's own `tracing`.
 pub type LogFn = fn(Level, &str);
@@ -116,17 +116,7 @@ impl Server {
         make: impl FnOnce(Arc<AtomicBool>) -> Router,
     ) -> Result<Server, PluginError> {
         let table = settings.table;
-        let tls = match settings.tls {
-            Some(config) => {
-                let tls = tls::Tls::load(config, settings.alpn)
-                    .map_err(|e| PluginError::invalid_input(format!("{table} tls: {e}")))?;
-                for warning in tls.warnings() {
-                    (settings.log)(Level::WARN, &format!("{table} tls: {warning}"));
-                }
-                Some(Arc::new(tls))
-            }
-            None => None,
-        };
+        let tls = load_tls(settings.tls, settings.alpn, table, settings.log)?;
         if settings.max_connections == 0 || settings.max_header_bytes < MIN_HEADER_BYTES {
             return Err(PluginError::invalid_input(format!(
                 "{table}: max_connections must be at least 1 and max_header_bytes at least \
@@ -223,6 +213,25 @@ impl Server {
             ))),
         }
     }
+}
+
+/// Loads a listener's TLS files, if it has a `tls` table; logs what looks wrong with
+/// them (say, a key others can read); the error names the table and the file.
+fn load_tls(
+    config: Option<&TlsConfig>,
+    alpn: &[&[u8]],
+    table: &str,
+    log: LogFn,
+) -> Result<Option<Arc<tls::Tls>>, PluginError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let tls = tls::Tls::load(config, alpn)
+        .map_err(|e| PluginError::invalid_input(format!("{table} tls: {e}")))?;
+    for warning in tls.warnings() {
+        log(Level::WARN, &format!("{table} tls: {warning}"));
+    }
+    Ok(Some(Arc::new(tls)))
 }
 
 /// Binds `listen` (non-blocking, for tokio); the error says which table sets it.
@@ -383,7 +392,11 @@ impl Connection {
 
 /// Re-reads the listener's certificate and key on SIGHUP. A file that fails to load
 /// is reported and the certificate in use stays; open connections are never touched.
-fn reload_on_sighup(tls: Arc<tls::Tls>, table: String, log: LogFn) -> std::io::Result<()> {
+pub(crate) fn reload_on_sighup(
+    tls: Arc<tls::Tls>,
+    table: String,
+    log: LogFn,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup())?;
     tokio::spawn(async move {

@@ -1,6 +1,8 @@
-//! A plain-TCP listener for stream protocols (the Redis frontends, native and WASM): its
-//! own tokio runtime, a cap on open connections, and a stop that lets open connections
-//! finish what they have read within a deadline. The protocol is the handler's business.
+//! A TCP listener for stream protocols (the Redis frontends, native and WASM): its own
+//! tokio runtime, TLS and mTLS if the listener's table has a `tls` table (the same
+//! [`crate::tls`] as the HTTP listeners, reloaded on SIGHUP), a cap on open connections,
+//! and a stop that lets open connections finish what they have read within a deadline.
+//! The protocol is the handler's business: it gets a byte stream.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use kvs_plugin_api::PluginError;
 use kvs_plugin_api::log::Level;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use crate::LogFn;
+use crate::{LogFn, TlsConfig, tls};
 
 /// How a [`TcpServer`] is set up.
 #[derive(Debug, Clone)]
@@ -29,16 +31,24 @@ pub struct TcpSettings<'a> {
     pub thread_name: &'a str,
     /// Most connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// TLS, if the listener's table has a `tls` table.
+    pub tls: Option<&'a TlsConfig>,
     /// Where messages go.
     pub log: LogFn,
 }
 
+/// A connection's bytes both ways: plain TCP, or TLS over it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// One accepted connection, for the handler.
 pub struct Accepted {
-    /// The connection (`TCP_NODELAY` already set).
-    pub stream: TcpStream,
+    /// The connection (`TCP_NODELAY` set; under TLS, the handshake done).
+    pub stream: Box<dyn Stream>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Under mTLS, the common name of the client certificate the handshake verified.
+    pub identity: Option<Arc<str>>,
     /// Turns true when the server begins to stop: finish what was read, then close.
     pub stopping: watch::Receiver<bool>,
 }
@@ -75,6 +85,7 @@ impl TcpServer {
         F: Future<Output = ()> + Send + 'static,
     {
         let table = settings.table;
+        let tls = crate::load_tls(settings.tls, &[], table, settings.log)?;
         if settings.max_connections == 0 || settings.worker_threads == 0 {
             return Err(PluginError::invalid_input(format!(
                 "{table}: max_connections and worker_threads must be at least 1"
@@ -96,10 +107,15 @@ impl TcpServer {
         let accept = Acceptor {
             open: open.clone(),
             max_connections: settings.max_connections,
+            tls: tls.clone(),
             table: table.to_string(),
             log: settings.log,
         };
         runtime.spawn(accept.run(listener, Arc::new(handle), stopping));
+        if let Some(tls) = tls {
+            let _guard = runtime.enter();
+            crate::reload_on_sighup(tls, table.to_string(), settings.log)?;
+        }
         Ok(TcpServer {
             runtime: Some(runtime),
             stop,
@@ -169,6 +185,7 @@ impl Drop for Counted {
 struct Acceptor {
     open: OpenConnections,
     max_connections: usize,
+    tls: Option<Arc<tls::Tls>>,
     table: String,
     log: LogFn,
 }
@@ -215,12 +232,30 @@ impl Acceptor {
             }
             let _ = stream.set_nodelay(true);
             let counted = Counted::new(&self.open);
-            let (handle, stopping) = (handle.clone(), stopping.clone());
+            let (handle, stopping, tls) = (handle.clone(), stopping.clone(), self.tls.clone());
             tokio::spawn(async move {
                 let _counted = counted; // uncounted when the task ends, however it ends
+                let (stream, identity): (Box<dyn Stream>, _) = match tls {
+                    None => (Box::new(stream), None),
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                        // A failed or stalled handshake (wrong CA, no client certificate
+                        // under mTLS, plain text) just closes the connection: rustls has
+                        // already sent the client its alert.
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(crate::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                        else {
+                            return;
+                        };
+                        let identity = tls::client_identity(stream.get_ref().1);
+                        (Box::new(stream), identity)
+                    }
+                };
                 handle(Accepted {
                     stream,
                     peer,
+                    identity,
                     stopping,
                 })
                 .await;
