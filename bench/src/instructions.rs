@@ -53,16 +53,14 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
     ];
     for (label, frontend, extra) in http {
         let (kvs, port, _dir) = start_kvs_under(&wrapper, plugins, "file", "", frontend, extra)?;
-        let mut client = Client::connect(port)?;
-        seed(&mut client, http_put)?;
+        let mut client = seeded(port, http_put)?;
         let pid = kvs.0.id();
         let get = count(&mut client, pid, out.path(), http_get)?;
         let put = count(&mut client, pid, out.path(), http_put)?;
         println!("{label:>24}  {get:>14.0}  {put:>14.0}");
     }
     let (kvs, port, _dir) = start_kvs_under(&wrapper, plugins, "file", "", "resp", "")?;
-    let mut client = Client::connect(port)?;
-    seed(&mut client, resp_set)?;
+    let mut client = seeded(port, resp_set)?;
     let pid = kvs.0.id();
     let get = count(&mut client, pid, out.path(), resp_get)?;
     let set = count(&mut client, pid, out.path(), resp_set)?;
@@ -70,8 +68,7 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
     drop(kvs);
     match Redis::start_under(&wrapper) {
         Ok(redis) => {
-            let mut client = Client::connect(redis.port())?;
-            seed(&mut client, resp_set)?;
+            let mut client = seeded(redis.port(), resp_set)?;
             let get = count(&mut client, redis.pid(), out.path(), resp_get)?;
             let set = count(&mut client, redis.pid(), out.path(), resp_set)?;
             println!("{:>24}  {get:>14.0}  {set:>14.0}", "Redis (RESP)");
@@ -81,13 +78,14 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the key the GETs read, retrying while the server is still starting (under
-/// valgrind a frontend may listen well before kvs has finished starting and serves).
-fn seed(client: &mut Client, write: Exchange) -> Result<()> {
+/// Connects and writes the key the GETs read, retrying on a new connection while the
+/// server is still starting (under valgrind a frontend may listen well before kvs has
+/// finished starting and serves).
+fn seeded(port: u16, write: Exchange) -> Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        match write(client, usize::MAX) {
-            Ok(()) => return Ok(()),
+        match Client::connect(port).and_then(|mut c| write(&mut c, usize::MAX).map(|()| c)) {
+            Ok(client) => return Ok(client),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
             Err(e) => return Err(e.context("the server never accepted a write")),
         }

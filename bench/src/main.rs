@@ -36,7 +36,7 @@ mod writes;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -107,6 +107,19 @@ fn wait_for_port(port: u16, child: &mut Child, patience: Duration) -> Result<()>
         "nothing listening on port {port} after {} s",
         patience.as_secs()
     )
+}
+
+/// `program`, run by the command `wrapper` (e.g. `valgrind --tool=callgrind`) unless it
+/// is empty; and how long to wait for it to listen (a wrapped server starts ~50x slower).
+fn command_under(wrapper: &[&str], program: impl AsRef<std::ffi::OsStr>) -> (Command, Duration) {
+    match wrapper.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(program);
+            (c, Duration::from_secs(300))
+        }
+        None => (Command::new(program), Duration::from_secs(30)),
+    }
 }
 
 struct KillOnDrop(Child);

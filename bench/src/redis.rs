@@ -1,11 +1,10 @@
 //! A throwaway `redis-server` and `redis-benchmark` runs, the peer kvs is measured against.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::{KillOnDrop, VALUE_BYTES, free_port, wait_for_port, which};
+use crate::{KillOnDrop, VALUE_BYTES, command_under, free_port, wait_for_port, which};
 
 /// A throwaway redis-server with `appendfsync always`, the durable setting comparable to
 /// kvs's `sync = "always"`.
@@ -27,14 +26,7 @@ impl Redis {
         which("redis-server")?;
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg("redis-server");
-                c
-            }
-            None => Command::new("redis-server"),
-        };
+        let (mut command, patience) = command_under(wrapper, "redis-server");
         let mut server = KillOnDrop(
             command
                 .args([
@@ -55,8 +47,7 @@ impl Redis {
                 .stderr(Stdio::null())
                 .spawn()?,
         );
-        let patience = if wrapper.is_empty() { 30 } else { 300 };
-        wait_for_port(port, &mut server.0, Duration::from_secs(patience))?;
+        wait_for_port(port, &mut server.0, patience)?;
         Ok(Redis {
             server,
             _dir: dir,

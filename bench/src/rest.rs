@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::redis::Redis;
 use crate::variants::{CpuTime, Run, wrk};
-use crate::{KillOnDrop, VALUE_BYTES, free_port, wait_for_port, which};
+use crate::{KillOnDrop, VALUE_BYTES, command_under, free_port, wait_for_port, which};
 
 pub(crate) fn rest(plugins: &Path) -> Result<()> {
     which("wrk").context("wrk is needed: apt-get install wrk")?;
@@ -257,14 +257,7 @@ pub(crate) fn start_kvs_under(
         ),
     )?;
     let kvs_bin = std::env::current_exe()?.parent().unwrap().join("kvs");
-    let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(&kvs_bin);
-            c
-        }
-        None => Command::new(&kvs_bin),
-    };
+    let (mut command, patience) = command_under(wrapper, &kvs_bin);
     let mut kvs = KillOnDrop(
         command
             .arg("--config")
@@ -281,9 +274,7 @@ pub(crate) fn start_kvs_under(
             .spawn()
             .with_context(|| format!("cannot start {}", kvs_bin.display()))?,
     );
-    // Under valgrind, start-up (compiling a WASM guest included) is ~50x slower.
-    let patience = if wrapper.is_empty() { 30 } else { 300 };
-    wait_for_port(port, &mut kvs.0, Duration::from_secs(patience))?;
+    wait_for_port(port, &mut kvs.0, patience)?;
     // kvs is killed (first field) before its directory is removed.
     Ok((kvs, port, dir))
 }

@@ -314,9 +314,9 @@ impl CpuTime {
     /// CPU microseconds per request since `self`: (user + system, user).
     pub(crate) fn per_request_since(self, pid: u32, requests: f64) -> Result<(f64, f64)> {
         let now = CpuTime::of(pid)?;
-        let us = |ticks: u64| -> Result<f64> { Ok(ticks as f64 / ticks_per_second()? * 1e6) };
-        let user = us(now.user - self.user)? / requests;
-        let system = us(now.system - self.system)? / requests;
+        let us_per_tick = 1e6 / ticks_per_second()?;
+        let user = (now.user - self.user) as f64 * us_per_tick / requests;
+        let system = (now.system - self.system) as f64 * us_per_tick / requests;
         Ok((user + system, user))
     }
 }

@@ -98,18 +98,14 @@ fn conn_message(conn: u64) -> Writer {
 
 /// Serves one connection until either side closes it or the guest fails.
 async fn serve(accepted: Accepted, shared: Arc<Shared>) {
+    let context = accepted.request_context();
     let Accepted {
         mut stream,
         peer,
-        identity,
         stopping: mut stop,
+        ..
     } = accepted;
     let conn = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let context = RequestContext {
-        peer: Some(peer.to_string()),
-        client_identity: identity.as_deref().map(String::from),
-        ..RequestContext::default()
-    };
     let mut plugin = match shared.checkout() {
         Ok(p) => p,
         Err(e) => {

@@ -210,11 +210,11 @@ impl Connection {
 }
 
 async fn serve(accepted: Accepted, shared: Arc<Shared>) {
+    let context = accepted.request_context();
     let Accepted {
         mut stream,
-        peer,
-        identity,
         stopping: mut stop,
+        ..
     } = accepted;
     // Connection ids count from 1, as Redis's `CLIENT ID` does.
     let id = shared.total_connections.fetch_add(1, Ordering::Relaxed) + 1;
@@ -224,11 +224,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     };
     let mut conn = Connection {
         shared: shared.clone(),
-        context: RequestContext {
-            peer: Some(peer.to_string()),
-            client_identity: identity.as_deref().map(String::from),
-            ..RequestContext::default()
-        },
+        context,
         pending: Vec::new(),
     };
     let mut decoder = Decoder::new(shared.limits);

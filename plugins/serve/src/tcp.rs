@@ -53,6 +53,18 @@ pub struct Accepted {
     pub stopping: watch::Receiver<bool>,
 }
 
+impl Accepted {
+    /// What the client presented by connecting: its address and, under mTLS, its
+    /// verified identity — the context its store calls carry.
+    pub fn request_context(&self) -> kvs_plugin_api::RequestContext {
+        kvs_plugin_api::RequestContext {
+            peer: Some(self.peer.to_string()),
+            client_identity: self.identity.as_deref().map(String::from),
+            ..Default::default()
+        }
+    }
+}
+
 /// How many connections a [`TcpServer`] has open (for `INFO`-like reports).
 #[derive(Debug, Clone, Default)]
 pub struct OpenConnections(Arc<AtomicUsize>);
