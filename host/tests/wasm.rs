@@ -136,6 +136,15 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
         ("/spin", StatusCode::GATEWAY_TIMEOUT, "timeout"),
         ("/hog", StatusCode::INTERNAL_SERVER_ERROR, "oom"),
         ("/escape", StatusCode::OK, "denied"),
+        // A guest that rewrites Extism's kernel bookkeeping gets its own call failed
+        // (the host bounds-checks every length it reads there; it used to SIGSEGV).
+        (
+            "/corrupt-block",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "out of bounds",
+        ),
+        // A WASI sleep is bounded by the call's timeout like a loop is.
+        ("/sleep/8000", StatusCode::GATEWAY_TIMEOUT, "timeout"),
     ];
     for (path, status, says) in cases {
         let started = std::time::Instant::now();
@@ -167,10 +176,10 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
         .text()
         .unwrap();
     for line in [
-        "kvs_wasm_failures_total{kind=\"trap\",plugin=\"hostile\"} 2",
-        "kvs_wasm_failures_total{kind=\"timeout\",plugin=\"hostile\"} 1",
-        "kvs_wasm_instance_replacements_total{plugin=\"hostile\"} 3",
-        "kvs_wasm_calls_total{plugin=\"hostile\"} 16",
+        "kvs_wasm_failures_total{kind=\"trap\",plugin=\"hostile\"} 3",
+        "kvs_wasm_failures_total{kind=\"timeout\",plugin=\"hostile\"} 2",
+        "kvs_wasm_instance_replacements_total{plugin=\"hostile\"} 5",
+        "kvs_wasm_calls_total{plugin=\"hostile\"} 24",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -210,6 +219,48 @@ fn spinning_guests_leave_a_worker_free_for_other_requests() {
     }
     for spinner in spinners {
         assert_eq!(spinner.join().unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    kvs.stop();
+}
+
+#[test]
+fn a_sleeping_guest_is_stopped_at_its_timeout_and_never_delays_health_checks() {
+    // A WASI sleep blocks in the host, where epoch interruption cannot reach: before
+    // the sandbox bounded it, an 8 s sleep under a 1 s timeout answered after 8.1 s and
+    // held /healthz on the same listener for 7.7 s. Now the sleep ends at the call's
+    // deadline, and a sleeping guest hands its worker's other tasks off as a spinning
+    // one does, so /healthz is answered long before the sleepers time out.
+    let dir = tempfile::tempdir().unwrap();
+    let kvs = start_hostile(
+        dir.path(),
+        "call_timeout_ms = 2000\npool_size = 4\nworker_threads = 2\n",
+    );
+    let sleepers: Vec<_> = (0..3)
+        .map(|_| {
+            let url = kvs.at("/sleep/8000");
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let status = http_client().get(url).send().unwrap().status();
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let http = http_client();
+    let started = std::time::Instant::now();
+    assert_eq!(get_status(&http, kvs.at("/healthz")), StatusCode::OK);
+    let health = started.elapsed();
+    println!("/healthz while three guests sleep: {health:?}");
+    assert!(
+        health < std::time::Duration::from_secs(1),
+        "/healthz waited {health:?} behind sleeping guests; kvs said:\n{}",
+        kvs.log()
+    );
+    for sleeper in sleepers {
+        let (status, took) = sleeper.join().unwrap();
+        println!("an 8 s sleep under a 2 s timeout: {status} after {took:?}");
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
     }
     kvs.stop();
 }
@@ -412,7 +463,7 @@ fn a_wasm_frontend_that_takes_a_config_gets_its_table_and_refuses_unknown_keys()
 
 /// Modules that try to stall discovery, as WebAssembly text: (file name, module, what
 /// the refusal must say).
-const STALLING_MODULES: [(&str, &str, &str); 6] = [
+const STALLING_MODULES: [(&str, &str, &str); 8] = [
     (
         "start-loop.wasm",
         r#"(module (func $spin (loop $l (br $l))) (start $spin)
@@ -445,6 +496,29 @@ const STALLING_MODULES: [(&str, &str, &str); 6] = [
         r#"(module (memory 60000) (func (export "kvs_handshake") (result i32) i32.const 0))"#,
         "oom",
     ),
+    // Extism's kernel bookkeeping rewritten by the guest (store_u64): the handshake's
+    // output length (the 92-byte module from the sandbox probe, which made kvs SIGSEGV),
+    // and the length of a block handed to a host function.
+    (
+        "kernel-output-length.wasm",
+        r#"(module (import "extism:host/env" "store_u64" (func $s (param i64 i64)))
+             (func (export "kvs_handshake") (result i32)
+               (call $s (i64.const 57) (i64.const 0x10000000)) (i32.const 0)))"#,
+        "out of bounds",
+    ),
+    (
+        "kernel-block-length.wasm",
+        r#"(module
+             (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+             (import "extism:host/env" "store_u64" (func $s (param i64 i64)))
+             (import "extism:host/user" "kvs_log" (func $log (param i64)))
+             (func (export "kvs_handshake") (result i32) (local $p i64)
+               (local.set $p (call $alloc (i64.const 16)))
+               (call $s (i64.sub (local.get $p) (i64.const 4)) (i64.const 0x10000000))
+               (call $log (local.get $p))
+               (i32.const 0)))"#,
+        "out of bounds",
+    ),
     (
         "future-import.wasm",
         r#"(module (import "extism:host/user" "kvs_from_the_future" (func))
@@ -473,7 +547,7 @@ fn modules_that_try_to_stall_discovery_are_refused_quickly_and_the_rest_listed()
     ]);
     let elapsed = started.elapsed();
     assert_eq!(code, 0, "{out}{err}");
-    // Six modules, each stopped by a 1 s deadline at most, plus compiling everything.
+    // Eight modules, each stopped by a 1 s deadline at most, plus compiling everything.
     assert!(
         elapsed < std::time::Duration::from_secs(30),
         "took {elapsed:?}"
@@ -494,6 +568,21 @@ fn modules_that_try_to_stall_discovery_are_refused_quickly_and_the_rest_listed()
         assert!(refusal(file).contains(why), "{file}: {}", refusal(file));
     }
     assert!(refusal("oversized.wasm").contains("larger than"), "{out}");
+
+    // A serving kvs scans the same directory and serves beside them.
+    let cfg = config(dir.path(), "file", "rest", "");
+    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    let http = http_client();
+    assert_eq!(
+        crate::util::put_status(&http, kvs.at("/v1/key/beside%2Fhostile"), "modules"),
+        StatusCode::CREATED
+    );
+    assert_reads_back(
+        &http,
+        &kvs,
+        &[(b"beside/hostile".to_vec(), b"modules".to_vec())],
+    );
+    kvs.stop();
 }
 
 /// Context switches of kvs's extism ticker thread so far.

@@ -216,7 +216,12 @@ pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
     }
     let out = plugin
         .call::<&[u8], Vec<u8>>("kvs_handshake", &[])
-        .map_err(|e| format!("kvs_handshake failed: {}", first_line(&e.to_string())))?;
+        .map_err(|e| {
+            format!(
+                "kvs_handshake failed: {}",
+                first_line(&e.root_cause().to_string())
+            )
+        })?;
     let api =
         wire::Handshake::decode_version(&out).map_err(|e| format!("not a kvs plug-in: {e}"))?;
     check_compatible(api, (API_MAJOR, API_MINOR)).map_err(|e| e.to_string())?;

@@ -26,6 +26,9 @@ pub struct CurrentPlugin {
     /// kvs patch: kernel functions already type-checked, as `TypedFunc`s: a dynamic
     /// `Func::call` re-reads and re-checks the function's type on every call.
     pub(crate) kernel_typed: Vec<(&'static str, Box<dyn std::any::Any>)>,
+    /// kvs patch: the running call's deadline and long-call hook, shared with this
+    /// store's WASI scheduler so that a blocking WASI wait respects them too.
+    pub(crate) call_limits: std::sync::Arc<CallLimits>,
 }
 
 unsafe impl Send for CurrentPlugin {}
@@ -175,10 +178,15 @@ impl CurrentPlugin {
     }
 
     pub fn memory_bytes_mut(&mut self, handle: MemoryHandle) -> Result<&mut [u8], Error> {
+        let id = self.id;
         let kernel_export = self.kernel("memory");
         let (_, store) = self.linker_and_store();
         if let Some(mem) = kernel_export {
             let mem = mem.into_memory().unwrap();
+            // kvs patch: a guest can write the kernel's bookkeeping (`store_u64`), so an
+            // offset or length read from it may point anywhere: check it against the
+            // kernel memory's size before making a slice of it.
+            check_in_bounds(&id, &handle, mem.data_size(&*store))?;
             let ptr = unsafe { mem.data_ptr(&*store).add(handle.offset() as usize) };
             if ptr.is_null() {
                 return Ok(&mut []);
@@ -190,10 +198,15 @@ impl CurrentPlugin {
     }
 
     pub fn memory_bytes(&mut self, handle: MemoryHandle) -> Result<&[u8], Error> {
+        let id = self.id;
         let kernel_export = self.kernel("memory");
         let (_, store) = self.linker_and_store();
         if let Some(mem) = kernel_export {
             let mem = mem.into_memory().unwrap();
+            // kvs patch: a guest can write the kernel's bookkeeping (`store_u64`), so an
+            // offset or length read from it may point anywhere: check it against the
+            // kernel memory's size before making a slice of it.
+            check_in_bounds(&id, &handle, mem.data_size(&*store))?;
             let ptr = unsafe { mem.data_ptr(&*store).add(handle.offset() as usize) };
             if ptr.is_null() {
                 return Ok(&[]);
@@ -350,11 +363,16 @@ impl CurrentPlugin {
         allow_http_response_headers: bool,
         id: uuid::Uuid,
     ) -> Result<Self, Error> {
+        let call_limits = std::sync::Arc::new(CallLimits::default());
         let wasi = if wasi {
             let auth = wasi_common::sync::ambient_authority();
             let random = wasi_common::sync::random_ctx();
             let clocks = wasi_common::sync::clocks_ctx();
-            let sched = wasi_common::sync::sched_ctx();
+            // kvs patch: sleeps and clock polls are bounded by the running call's deadline.
+            let sched = Box::new(DeadlineSched {
+                limits: call_limits.clone(),
+                inner: wasi_common::sync::sched_ctx(),
+            });
             let table = wasi_common::Table::new();
             let ctx = wasi_common::WasiCtx::new(random, clocks, sched, table);
 
@@ -412,6 +430,7 @@ impl CurrentPlugin {
             start_time: std::time::Instant::now(),
             kernel_exports: Vec::new(),
             kernel_typed: Vec::new(),
+            call_limits,
             http_headers: if allow_http_response_headers {
                 Some(BTreeMap::new())
             } else {
@@ -584,5 +603,121 @@ impl Internal for CurrentPlugin {
 
     fn linker_and_store(&mut self) -> (&mut Linker<CurrentPlugin>, &mut Store<CurrentPlugin>) {
         unsafe { (&mut *self.linker, &mut *self.store) }
+    }
+}
+
+/// kvs patch: refuses a handle that does not lie wholly inside a kernel memory of `size`
+/// bytes (guest-controlled offsets and lengths must never become out-of-bounds slices).
+fn check_in_bounds(id: &uuid::Uuid, handle: &MemoryHandle, size: usize) -> Result<(), Error> {
+    let end = handle.offset().checked_add(handle.len() as u64);
+    if end.is_none_or(|end| end > size as u64) {
+        anyhow::bail!(
+            "{id} memory handle out of bounds: offset {}, length {}, kernel memory {size} bytes",
+            handle.offset(),
+            handle.len()
+        );
+    }
+    Ok(())
+}
+
+/// kvs patch: what a blocking WASI call may take while a call (or an instantiation)
+/// runs. Epoch interruption stops only running WebAssembly code, never a host function
+/// blocked in `sleep` or `poll_oneoff`, so without this a guest's `thread::sleep` would
+/// outlast its timeout and hold its thread (and the worker it runs on) for as long as
+/// it liked.
+#[derive(Default)]
+pub(crate) struct CallLimits {
+    state: std::sync::Mutex<CallLimitsState>,
+}
+
+#[derive(Default)]
+struct CallLimitsState {
+    deadline: Option<std::time::Instant>,
+    /// Taken by whoever runs it first: the epoch callback once the call has run for
+    /// `after`, or a blocking WASI wait.
+    hook: Option<std::sync::Arc<crate::plugin_builder::LongCallHook>>,
+}
+
+impl CallLimits {
+    /// A call (or an instantiation) starts: these limits hold until `end`.
+    pub(crate) fn begin(
+        &self,
+        deadline: Option<std::time::Instant>,
+        hook: Option<std::sync::Arc<crate::plugin_builder::LongCallHook>>,
+    ) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.deadline = deadline;
+        state.hook = hook;
+    }
+
+    pub(crate) fn end(&self) {
+        self.begin(None, None);
+    }
+
+    /// The long-call hook, if it has not run yet in this call.
+    pub(crate) fn take_hook(&self) -> Option<std::sync::Arc<crate::plugin_builder::LongCallHook>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).hook.take()
+    }
+
+    /// Before blocking for `wait`: runs the long-call hook if the wait is long enough to
+    /// deserve it, then says how long the guest may actually block (`None`: not past the
+    /// deadline, wait it all).
+    fn before_blocking(&self, wait: std::time::Duration) -> Option<std::time::Duration> {
+        let (deadline, hook) = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let due = state.hook.as_ref().is_some_and(|h| wait >= h.after);
+            (state.deadline, if due { state.hook.take() } else { None })
+        };
+        if let Some(h) = hook {
+            (h.hook)();
+        }
+        let left = deadline?.saturating_duration_since(std::time::Instant::now());
+        (wait > left).then_some(left)
+    }
+}
+
+/// kvs patch: the WASI scheduler, with every wait bounded by the running call's
+/// deadline: a wait that would end past it sleeps until the deadline and then ends the
+/// call as a timeout (the same `Trap::Interrupt` the epoch callback raises).
+struct DeadlineSched {
+    limits: std::sync::Arc<CallLimits>,
+    inner: Box<dyn wasi_common::WasiSched>,
+}
+
+impl DeadlineSched {
+    fn timed_out(left: std::time::Duration) -> wasi_common::Error {
+        std::thread::sleep(left);
+        wasi_common::Error::trap(wasmtime::Error::from(wasmtime::Trap::Interrupt))
+    }
+}
+
+#[async_trait::async_trait]
+impl wasi_common::WasiSched for DeadlineSched {
+    async fn poll_oneoff<'a>(
+        &self,
+        poll: &mut wasi_common::sched::Poll<'a>,
+    ) -> Result<(), wasi_common::Error> {
+        // Files in a granted directory are always ready, and a guest has no other
+        // descriptors to poll: only a clock can make this wait.
+        if poll.rw_subscriptions().next().is_none() {
+            if let Some(clock) = poll.earliest_clock_deadline() {
+                let wait = clock.duration_until().unwrap_or_default();
+                if let Some(left) = self.limits.before_blocking(wait) {
+                    return Err(Self::timed_out(left));
+                }
+            }
+        }
+        self.inner.poll_oneoff(poll).await
+    }
+
+    async fn sched_yield(&self) -> Result<(), wasi_common::Error> {
+        self.inner.sched_yield().await
+    }
+
+    async fn sleep(&self, duration: std::time::Duration) -> Result<(), wasi_common::Error> {
+        if let Some(left) = self.limits.before_blocking(duration) {
+            return Err(Self::timed_out(left));
+        }
+        self.inner.sleep(duration).await
     }
 }

@@ -518,6 +518,9 @@ impl Plugin {
         });
         let linked = {
             let _in_flight = crate::timer::InFlight::new();
+            // kvs patch: a WASI sleep in a start function is bounded too.
+            store.data().call_limits.begin(deadline, None);
+            let _limits_end = CallLimitsEnd(store.data().call_limits.clone());
             relink(
                 &compiled.engine,
                 &mut store,
@@ -954,7 +957,12 @@ impl Plugin {
         let cancelled = self.cancel_handle.cancelled.clone();
         cancelled.store(false, std::sync::atomic::Ordering::Release);
         let started = std::time::Instant::now();
-        let mut long_call_hook = self.long_call_hook.clone();
+        // kvs patch: the deadline and the hook are shared with the WASI scheduler (a
+        // blocking sleep is bounded by the deadline, and runs the hook first).
+        let limits = self.current_plugin().call_limits.clone();
+        limits.begin(deadline, self.long_call_hook.clone());
+        let _limits_end = CallLimitsEnd(limits.clone());
+        let hook_after = self.long_call_hook.as_ref().map(|h| h.after);
         let deadline_passed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let interrupted = deadline_passed.clone();
         self.store.epoch_deadline_callback(move |_| {
@@ -964,11 +972,8 @@ impl Plugin {
                 interrupted.store(true, std::sync::atomic::Ordering::Release);
                 return Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
             }
-            if long_call_hook
-                .as_ref()
-                .is_some_and(|h| now.duration_since(started) >= h.after)
-            {
-                if let Some(h) = long_call_hook.take() {
+            if hook_after.is_some_and(|after| now.duration_since(started) >= after) {
+                if let Some(h) = limits.take_hook() {
                     (h.hook)();
                 }
             }
@@ -981,7 +986,8 @@ impl Plugin {
         if let Err(e) = self.instantiate(lock) {
             self.store
                 .epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
-            let timed_out = deadline_passed.load(std::sync::atomic::Ordering::Acquire);
+            let timed_out = deadline_passed.load(std::sync::atomic::Ordering::Acquire)
+                || deadline.is_some_and(|d| std::time::Instant::now() >= d);
             return Err((if timed_out { Error::new(Timeout) } else { e }, -1));
         }
 
@@ -1406,4 +1412,13 @@ macro_rules! typed_plugin {
             )*
         }
     };
+}
+
+/// kvs patch: ends a call's `CallLimits` however the call returns.
+struct CallLimitsEnd(std::sync::Arc<crate::current_plugin::CallLimits>);
+
+impl Drop for CallLimitsEnd {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
