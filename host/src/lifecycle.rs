@@ -285,23 +285,21 @@ impl<'a> Builder<'a> {
                 .map_err(|e| anyhow!("replay of the {logger_name} log failed: {e}")),
             (None, Opened::Shared(log)) => {
                 shared::follow(log.clone(), map.clone(), metrics.clone(), cluster_timeout)
-                    .map(|following| {
+                    .and_then(|following| {
+                        let barrier = shared::read_barrier(
+                            following.log.clone(),
+                            following.delivered.clone(),
+                            cluster_timeout,
+                        )?;
                         let stats = writer::ReplayStats {
                             events: following.events,
                             last_sequence: following.delivered.through(),
                             data_bytes: metrics.bytes.get(),
                         };
-                        store.set_read_barrier(
-                            shared::read_barrier(
-                                following.log.clone(),
-                                following.delivered.clone(),
-                                cluster_timeout,
-                            ),
-                            self.cluster.reads == Reads::Linearizable,
-                        );
+                        store.set_read_barrier(barrier, self.cluster.reads == Reads::Linearizable);
                         logger = Opened::Local(following.writer_log);
                         acknowledge = following.acknowledge;
-                        stats
+                        Ok(stats)
                     })
                     .map_err(|e| anyhow!("cannot catch up with the {logger_name} log: {e}"))
             }

@@ -181,9 +181,15 @@ impl FollowSink for Sink {
         let d = &self.0;
         let mut state = d.state.lock().unwrap();
         let mut bytes = 0i64;
+        let mut stale = 0u64;
         for e in events.iter() {
             if let Some(seen) = state.snapshot.as_mut() {
                 seen.insert(e.key.to_vec());
+            } else if e.sequence <= state.through {
+                // Already applied (or older): applying it again could undo a later
+                // write. A log that re-sends is buggy; the map stays a prefix of it.
+                stale += 1;
+                continue;
             }
             bytes += match e.kind {
                 EventKind::PUT => d.map.insert(e.key.as_slice(), e.value.as_slice()),
@@ -198,7 +204,14 @@ impl FollowSink for Sink {
                 }
             };
         }
-        state.events += events.len() as u64;
+        if stale > 0 {
+            tracing::error!(
+                "the shared log re-delivered {stale} event(s) at or before position {}, which \
+                 this node had applied; skipped",
+                state.through
+            );
+        }
+        state.events += events.len() as u64 - stale;
         d.metrics.bytes.add(bytes);
         if state.snapshot.is_none() {
             let done = d.advance(&mut state, through);
@@ -306,16 +319,22 @@ pub fn follow(
 /// *started* after it arrived (an earlier one might miss a write acknowledged just
 /// before the read), so a read waits for the one in flight to finish, then shares the
 /// next with every read that arrived meanwhile. One etcd round trip serves them all.
-#[derive(Default)]
+///
+/// Barriers run on their own thread (`kvs-read-barrier`), never a reader's: a reader
+/// waits only until its own deadline, however long the log takes to answer.
 struct Barriers {
     state: Mutex<BarrierState>,
+    /// Tells the barrier thread a reader wants a new barrier.
+    wanted: Condvar,
+    /// Tells readers a barrier finished.
     done: Condvar,
 }
 
 #[derive(Default)]
 struct BarrierState {
-    running: bool,
-    /// Barriers started so far; the running one is number `started`.
+    /// The highest barrier number a reader is waiting for.
+    wanted: u64,
+    /// Barriers started so far; the running one, if any, is number `started`.
     started: u64,
     /// The number of the last one finished, and its outcome.
     finished: u64,
@@ -323,46 +342,91 @@ struct BarrierState {
 }
 
 impl Barriers {
-    fn position(&self, ask: impl Fn() -> Result<u64, PluginError>) -> Result<u64, PluginError> {
+    /// Starts the barrier thread, which asks `ask` for one barrier at a time while
+    /// readers want one; it ends when the returned `Barriers` is dropped.
+    fn start(
+        ask: impl Fn() -> Result<u64, PluginError> + Send + 'static,
+    ) -> std::io::Result<Arc<Barriers>> {
+        let barriers = Arc::new(Barriers {
+            state: Mutex::new(BarrierState::default()),
+            wanted: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&barriers);
+        std::thread::Builder::new()
+            .name("kvs-read-barrier".into())
+            .spawn(move || {
+                loop {
+                    let Some(barriers) = weak.upgrade() else {
+                        return;
+                    };
+                    let mut state = barriers.state.lock().unwrap();
+                    if state.wanted <= state.started {
+                        // Nothing wanted: wait a while, then check the owner is alive.
+                        let _ = barriers
+                            .wanted
+                            .wait_timeout(state, Duration::from_secs(1))
+                            .unwrap();
+                        continue;
+                    }
+                    state.started += 1;
+                    let number = state.started;
+                    drop(state);
+                    let outcome = ask();
+                    let mut state = barriers.state.lock().unwrap();
+                    state.finished = number;
+                    state.outcome = Some(outcome);
+                    barriers.done.notify_all();
+                }
+            })?;
+        Ok(barriers)
+    }
+
+    /// The log position of a barrier that began after this call, waiting at most
+    /// `timeout`.
+    fn position(&self, timeout: Duration) -> Result<u64, PluginError> {
+        let deadline = Instant::now() + timeout;
         let mut state = self.state.lock().unwrap();
         let needed = state.started + 1;
-        loop {
-            if state.finished >= needed {
-                return state
-                    .outcome
-                    .clone()
-                    .expect("a finished barrier has an outcome");
-            }
-            if !state.running {
-                state.running = true;
-                state.started += 1;
-                let number = state.started;
-                drop(state);
-                let outcome = ask();
-                state = self.state.lock().unwrap();
-                state.running = false;
-                state.finished = number;
-                state.outcome = Some(outcome);
-                self.done.notify_all();
-                continue;
-            }
-            state = self.done.wait(state).unwrap();
+        if state.wanted < needed {
+            state.wanted = needed;
+            self.wanted.notify_one();
         }
+        while state.finished < needed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PluginError::unavailable(format!(
+                    "the shared log gave no read barrier within {} ms: this node cannot \
+                     confirm it is current (no quorum?)",
+                    timeout.as_millis()
+                )));
+            }
+            state = self.done.wait_timeout(state, left).unwrap().0;
+        }
+        state
+            .outcome
+            .clone()
+            .expect("a finished barrier has an outcome")
     }
 }
 
 /// A linearizable read's barrier: the log's quorum position (shared with concurrent
-/// reads, see `Barriers`), then wait until this node's map reflects it.
+/// reads, see `Barriers`), then wait until this node's map reflects it. The whole
+/// wait is bounded by `timeout` (`[cluster] timeout_ms`) or the reader's deadline,
+/// whichever comes first.
 pub fn read_barrier(
     log: Arc<SharedLoggerBox>,
     delivered: Arc<Delivered>,
     timeout: Duration,
-) -> impl Fn() -> Result<(), PluginError> + Send + Sync {
-    let barriers = Barriers::default();
-    move || {
-        let position = barriers.position(|| Result::from(log.barrier()))?;
-        delivered.wait_through(position, timeout)
-    }
+) -> Result<impl Fn(Option<Instant>) -> Result<(), PluginError> + Send + Sync, PluginError> {
+    let barriers = Barriers::start(move || Result::from(log.barrier()))
+        .map_err(|e| PluginError::internal(format!("cannot start a thread: {e}")))?;
+    Ok(move |deadline: Option<Instant>| {
+        let now = Instant::now();
+        let until = deadline.map_or(now + timeout, |d| d.min(now + timeout));
+        let position = barriers.position(until.saturating_duration_since(now))?;
+        delivered.wait_through(position, until.saturating_duration_since(Instant::now()))
+    })
 }
 
 #[cfg(test)]
@@ -374,23 +438,23 @@ mod tests {
     /// started after it asked.
     #[test]
     fn concurrent_reads_share_barriers_that_began_after_they_arrived() {
-        let barriers = Arc::new(Barriers::default());
         // Barriers are numbered as they start; a read must be answered by one that
         // started after it arrived.
         let started = Arc::new(AtomicU64::new(0));
+        let counter = started.clone();
+        let barriers = Barriers::start(move || {
+            let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(number)
+        })
+        .unwrap();
         let readers: Vec<_> = (0..16)
             .map(|_| {
                 let (barriers, started) = (barriers.clone(), started.clone());
                 std::thread::spawn(move || {
                     for _ in 0..20 {
                         let before = started.load(Ordering::SeqCst);
-                        let number = barriers
-                            .position(|| {
-                                let number = started.fetch_add(1, Ordering::SeqCst) + 1;
-                                std::thread::sleep(Duration::from_millis(2));
-                                Ok(number)
-                            })
-                            .unwrap();
+                        let number = barriers.position(Duration::from_secs(10)).unwrap();
                         assert!(
                             number > before,
                             "barrier {number} began before the read ({before})"
@@ -404,5 +468,23 @@ mod tests {
         }
         let calls = started.load(Ordering::SeqCst);
         assert!(calls < 16 * 20 / 2, "{calls} barriers for 320 reads");
+    }
+
+    /// A barrier the log never answers holds no reader past its own timeout.
+    #[test]
+    fn a_reader_stops_waiting_at_its_timeout_while_the_barrier_hangs() {
+        let barriers = Barriers::start(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(1)
+        })
+        .unwrap();
+        let started = Instant::now();
+        let e = barriers.position(Duration::from_millis(200)).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(e.message.contains("no read barrier"), "{e}");
     }
 }

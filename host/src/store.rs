@@ -20,7 +20,8 @@ use crate::write_request::{Completion, Msg, Op, WriteRequest};
 pub use crate::map::Map;
 
 /// A linearizable read's barrier (`shared::read_barrier`).
-type ReadBarrier = Box<dyn Fn() -> Result<(), PluginError> + Send + Sync>;
+/// Given the reader's deadline, if it has one.
+type ReadBarrier = Box<dyn Fn(Option<Instant>) -> Result<(), PluginError> + Send + Sync>;
 
 /// The store shared by the host and every frontend. Cheap to share via `Arc`.
 pub struct Store {
@@ -108,7 +109,7 @@ impl Store {
     /// start-up.
     pub(crate) fn set_read_barrier(
         &self,
-        barrier: impl Fn() -> Result<(), PluginError> + Send + Sync + 'static,
+        barrier: impl Fn(Option<Instant>) -> Result<(), PluginError> + Send + Sync + 'static,
         by_default: bool,
     ) {
         let _ = self.read_barrier.set((Box::new(barrier), by_default));
@@ -154,7 +155,7 @@ impl Store {
         let started = meter.map(|_| Instant::now());
         let result = self
             .admit(caller::Op::Get, key, caller)
-            .and_then(|()| self.get_consistent(key, consistency));
+            .and_then(|()| self.get_before(key, consistency, caller.deadline));
         if let (Some(meter), Some(started)) = (meter, started) {
             match &result {
                 Ok(Some(_)) => meter.record(caller::Op::Get, Ok(()), started.elapsed()),
@@ -199,6 +200,16 @@ impl Store {
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Vec<u8>>, PluginError> {
+        self.get_before(key, consistency, None)
+    }
+
+    /// [`Store::get_consistent`] for a reader that stops waiting at `deadline`.
+    fn get_before(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         self.check_key(key)?;
         if self.phase() == Phase::Starting {
             // The map is half-replayed: an answer now could be stale or missing.
@@ -206,11 +217,16 @@ impl Store {
                 "kvs is starting: replaying the transaction log; retry shortly",
             ));
         }
-        self.read(key, consistency)
+        self.read(key, consistency, deadline)
     }
 
     /// A read from the map after the barrier the consistency calls for.
-    fn read(&self, key: &[u8], consistency: Consistency) -> Result<Option<Vec<u8>>, PluginError> {
+    fn read(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         if let Some((barrier, by_default)) = self.read_barrier.get() {
             let linearizable = match consistency {
                 Consistency::LINEARIZABLE => true,
@@ -218,7 +234,7 @@ impl Store {
                 _ => *by_default,
             };
             if linearizable {
-                barrier()?;
+                barrier(deadline)?;
             }
         }
         Ok(self.map.get(key))

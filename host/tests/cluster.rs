@@ -547,3 +547,245 @@ fn the_etcd_logger_speaks_tls_with_a_client_certificate() {
         "{refused}"
     );
 }
+
+/// `kvs_keys` from a node's admin listener.
+fn keys_on(http: &reqwest::blocking::Client, admin: &str) -> u64 {
+    let text = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("kvs_keys "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no kvs_keys in:\n{text}"))
+}
+
+/// The kvs keys under `prefix` in etcd (the marker, the bare prefix, is not one).
+fn keys_in_etcd(etcd: &EtcdCluster, prefix: &str) -> u64 {
+    let out = etcd.etcdctl(&["get", prefix, "--prefix", "--keys-only"]);
+    out.lines()
+        .filter(|l| !l.is_empty() && *l != prefix)
+        .count() as u64
+}
+
+/// Puts `count` keys straight into etcd through its JSON gateway, from 16 clients at
+/// once: one etcd revision each, as many other nodes writing one key per batch would
+/// make.
+fn backlog(endpoint: &str, prefix: &str, count: usize) {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let url = format!("{endpoint}/v3/kv/put");
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || {
+                let http = http_client();
+                for i in (t..count).step_by(16) {
+                    let body = format!(
+                        r#"{{"key":"{}","value":"{}"}}"#,
+                        b64(&format!("{prefix}backlog-{i}")),
+                        b64("x")
+                    );
+                    let r = http.post(&url).body(body).send().unwrap();
+                    assert!(r.status().is_success(), "etcd put: {}", r.status());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// What readers and writers on the catching-up node saw.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Linearizable reads of the key acknowledged before they began: value, 503, other.
+    current: u64,
+    unavailable: u64,
+    stale: Vec<String>,
+    /// PUTs acknowledged on the node, and those a local read then missed.
+    acknowledged: u64,
+    lost_own_writes: Vec<String>,
+}
+
+/// Issue 36's experiment: node B, in its own network namespace, is cut off from etcd
+/// while a large backlog is written; it is healed, and cut off again while it is
+/// catching up. Linearizable reads on B must never return a value older than the last
+/// write acknowledged before they began (503 is fine), a PUT acknowledged by B must be
+/// visible to B's next local read, B must say it is not ready while it knows it is
+/// behind, its health checks must not wait behind reads, and after the last heal B
+/// must hold exactly etcd's keys, without a restart.
+#[test]
+fn a_node_catching_up_after_partitions_serves_no_stale_read_and_loses_nothing() {
+    use kvs_testkit::netns::NetNs;
+    assert!(
+        NetNs::available(),
+        "this test needs root, iproute2 and nftables (apt-get install nftables)"
+    );
+    let ns = NetNs::new().unwrap();
+    let etcd = EtcdCluster::start_also_on(3, &ns.host_ip);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = staged_plugins();
+    let prefix = "part/";
+    let a = Kvs::start(
+        &node_config(
+            dir.path(),
+            "a",
+            &etcd,
+            prefix,
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        ),
+        &plugins,
+        &[],
+    );
+    let b_config = dir.path().join("b.toml");
+    std::fs::write(
+        &b_config,
+        format!(
+            "logger = \"etcd\"\nfrontends = [\"rest\"]\nshutdown_timeout_ms = 5000\n\
+             [cluster]\ntimeout_ms = 3000\n\
+             [plugins.etcd]\nendpoints = {:?}\nprefix = {prefix:?}\ntimeout_ms = 1000\n\
+             [plugins.rest]\nlisten = \"{ip}:0\"\n[admin]\nlisten = \"{ip}:0\"\n",
+            etcd.endpoints_on(&ns.host_ip),
+            ip = ns.ns_ip
+        ),
+    )
+    .unwrap();
+    let b = Kvs::start_under(&ns.exec_prefix(), &b_config, &plugins);
+    let http = http_client();
+    let put = |url: &str, key: &str, value: &str| {
+        http.put(format!("{url}/v1/key/{key}"))
+            .body(value.to_string())
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(put(&a.url, "before", "1"), 201);
+    eventually("B has A's first write", Duration::from_secs(10), || {
+        get(&http, &b.url, "before")
+            .map(|_| ())
+            .ok_or("missing".into())
+    });
+
+    // Cut B off; a backlog piles up in etcd; A acknowledges one last write.
+    ns.partition(&etcd.client_ports()).unwrap();
+    let started = Instant::now();
+    let backlog_size = 25_000;
+    backlog(&etcd.endpoints()[0], prefix, backlog_size);
+    println!(
+        "backlog of {backlog_size} revisions written in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(put(&a.url, "latest", "final"), 201);
+
+    // Heal, and from now on read and write on B while it catches up.
+    ns.heal().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen: Arc<Mutex<Seen>> = Default::default();
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let (url, stop, seen) = (b.url.clone(), stop.clone(), seen.clone());
+        workers.push(std::thread::spawn(move || {
+            let http = http_client();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = http
+                    .get(format!("{url}/v1/key/latest"))
+                    .header("kvs-consistency", "linearizable")
+                    .send()
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body = r.text().unwrap_or_default();
+                let mut seen = seen.lock().unwrap();
+                match (status, body.as_str()) {
+                    (200, "final") => seen.current += 1,
+                    (503, _) => seen.unavailable += 1,
+                    other => seen.stale.push(format!("{other:?}")),
+                }
+            }
+        }));
+    }
+    {
+        let (url, stop, seen) = (b.url.clone(), stop.clone(), seen.clone());
+        workers.push(std::thread::spawn(move || {
+            let http = http_client();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let key = format!("own-b-{i}");
+                let r = http
+                    .put(format!("{url}/v1/key/{key}"))
+                    .body(key.clone())
+                    .send()
+                    .unwrap();
+                if r.status() != 201 {
+                    continue; // refused: never acknowledged
+                }
+                let r = http.get(format!("{url}/v1/key/{key}")).send().unwrap();
+                let mut seen = seen.lock().unwrap();
+                seen.acknowledged += 1;
+                if r.status() != 200 {
+                    seen.lost_own_writes.push(format!("{key}: {}", r.status()));
+                }
+            }
+        }));
+    }
+
+    // Cut B off again while it is catching up.
+    std::thread::sleep(Duration::from_millis(800));
+    ns.partition(&etcd.client_ports()).unwrap();
+    eventually(
+        "B unready during the partition",
+        Duration::from_secs(10),
+        || match get_status(&http, format!("{}/readyz", b.url)).as_u16() {
+            503 => Ok(()),
+            other => Err(format!("/readyz {other}")),
+        },
+    );
+    // Its health checks answer at once, while linearizable reads wait for a quorum.
+    for _ in 0..5 {
+        let asked = Instant::now();
+        assert_eq!(get_status(&http, format!("{}/healthz", b.url)), 200);
+        let took = asked.elapsed();
+        println!("B /healthz during the partition: {took:?}");
+        assert!(took < Duration::from_millis(500), "/healthz took {took:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    ns.heal().unwrap();
+    let healed = Instant::now();
+
+    // Within 30 s B holds exactly etcd's keys, and says it is ready.
+    eventually("B converged on etcd", Duration::from_secs(30), || {
+        let (on_b, in_etcd) = (keys_on(&http, &b.admin()), keys_in_etcd(&etcd, prefix));
+        if on_b != in_etcd {
+            return Err(format!("B has {on_b} keys, etcd {in_etcd}"));
+        }
+        match get_status(&http, format!("{}/readyz", b.url)).as_u16() {
+            200 => Ok(()),
+            other => Err(format!("/readyz {other}")),
+        }
+    });
+    println!("B converged {:?} after the heal", healed.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    println!("{seen:?}");
+    assert!(
+        seen.stale.is_empty(),
+        "stale linearizable reads: {:?}",
+        seen.stale
+    );
+    assert!(
+        seen.lost_own_writes.is_empty(),
+        "acknowledged PUTs a local read missed: {:?}",
+        seen.lost_own_writes
+    );
+    assert!(seen.current > 0, "no linearizable read succeeded: {seen:?}");
+    assert_eq!(keys_on(&http, &a.admin()), keys_in_etcd(&etcd, prefix));
+    b.stop();
+    a.stop();
+}

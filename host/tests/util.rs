@@ -237,7 +237,34 @@ impl Kvs {
         wait_ready: bool,
         env: &[(&str, &str)],
     ) -> Result<Kvs, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kvs"))
+        Self::spawn_under(&[], config, plugins, args, wait_ready, env)
+    }
+
+    /// Starts kvs as [`Kvs::start`] does, under `wrapper` (a command prefix such as
+    /// `ip netns exec NAME`).
+    pub fn start_under(wrapper: &[String], config: &Path, plugins: &Path) -> Kvs {
+        Self::spawn_under(wrapper, config, plugins, &[], true, &[])
+            .unwrap_or_else(|log| panic!("kvs did not start:\n{log}"))
+    }
+
+    fn spawn_under(
+        wrapper: &[String],
+        config: &Path,
+        plugins: &Path,
+        args: &[&str],
+        wait_ready: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Kvs, String> {
+        let kvs = env!("CARGO_BIN_EXE_kvs");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(kvs);
+                c
+            }
+            None => Command::new(kvs),
+        };
+        let mut child = command
             .arg("--config")
             .arg(config)
             .arg("--plugins-dir")

@@ -34,6 +34,9 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     tls: Option<EtcdTls>,
+    /// Another address the members' client URLs listen on besides 127.0.0.1 (a test's
+    /// own veth address, for a node in a network namespace).
+    also_on: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -52,6 +55,16 @@ impl EtcdCluster {
     /// [`EtcdCluster::start`], with TLS and client certificates on the client URLs if
     /// `tls` is given.
     pub fn start_with(size: usize, tls: Option<EtcdTls>) -> EtcdCluster {
+        Self::start_full(size, tls, None)
+    }
+
+    /// [`EtcdCluster::start`], the client URLs also listening on `ip` (an address the
+    /// test made itself, such as the host end of a veth pair).
+    pub fn start_also_on(size: usize, ip: &str) -> EtcdCluster {
+        Self::start_full(size, None, Some(ip.to_string()))
+    }
+
+    fn start_full(size: usize, tls: Option<EtcdTls>, also_on: Option<String>) -> EtcdCluster {
         assert!(
             Command::new("etcd").arg("--version").output().is_ok(),
             "etcd is needed: apt-get install etcd-server"
@@ -74,6 +87,7 @@ impl EtcdCluster {
             members,
             initial_cluster,
             tls,
+            also_on,
         };
         for i in 0..size {
             cluster.spawn(i);
@@ -87,6 +101,10 @@ impl EtcdCluster {
         let scheme = self.scheme();
         let m = &mut self.members[i];
         let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
+        let listen_client = match &self.also_on {
+            Some(ip) => format!("{client},{scheme}://{ip}:{}", m.client_port),
+            None => client.clone(),
+        };
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name)))
             .expect("etcd log file");
@@ -107,7 +125,7 @@ impl EtcdCluster {
             .arg(&data)
             .args([
                 "--listen-client-urls",
-                &client,
+                &listen_client,
                 "--advertise-client-urls",
                 &client,
             ])
@@ -143,6 +161,74 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect()
+    }
+
+    /// Every member's client URL at the extra address given to
+    /// [`EtcdCluster::start_also_on`].
+    pub fn endpoints_on(&self, ip: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("{}://{ip}:{}", self.scheme(), m.client_port))
+            .collect()
+    }
+
+    /// The members' client ports.
+    pub fn client_ports(&self) -> Vec<u16> {
+        self.members.iter().map(|m| m.client_port).collect()
+    }
+
+    /// The index of the member that is the leader now, if a running one says so.
+    pub fn leader(&self) -> Option<usize> {
+        let out = self
+            .etcdctl_command()
+            .args(["--command-timeout=2s", "endpoint", "status", "-w", "json"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // [{"Endpoint":"http://127.0.0.1:P","Status":{"header":{"member_id":M,...},"leader":L,...}}]
+        for entry in text.split("{\"Endpoint\":").skip(1) {
+            let number = |field: &str| {
+                let at = entry.find(field)? + field.len();
+                let digits: String = entry[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
+                digits.parse::<u64>().ok()
+            };
+            if number("\"member_id\":") == number("\"leader\":") {
+                let port: u16 = entry
+                    .split(':')
+                    .nth(2)?
+                    .trim_end_matches(|c: char| !c.is_ascii_digit())
+                    .split('"')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                return self.members.iter().position(|m| m.client_port == port);
+            }
+        }
+        None
+    }
+
+    /// Stops member `i` with SIGSTOP: it keeps its connections and accepts new ones
+    /// (the kernel does), but answers nothing: a hung member.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "STOP");
+    }
+
+    /// Resumes a member [`EtcdCluster::pause`] stopped.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let child = self.members[i].child.as_ref().expect("member running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} member {i}");
     }
 
     /// `etcdctl` aimed at the running members (with the client certificate under TLS).
@@ -223,6 +309,9 @@ impl EtcdCluster {
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
+            if self.members[i].child.is_some() {
+                self.resume(i); // a paused member would not die of SIGKILL any later
+            }
             self.stop(i);
         }
     }

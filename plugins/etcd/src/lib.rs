@@ -9,19 +9,29 @@
 //!   into the later, which is what the batch amounts to). The position is the revision
 //!   of the last transaction.
 //! * **Follow**: a paginated range read pinned at one revision (the snapshot), then a
-//!   watch from the next revision with progress notifications; a watch that breaks is
-//!   resumed from where it was, one that fell behind etcd's compaction reloads the
-//!   snapshot.
-//! * **Barrier**: a linearizable (quorum) read's revision, plus a watch progress request
-//!   so an idle node catches up.
-//! * **Health** is false while etcd does not answer (appends fail or the watch is down).
+//!   watch from the next revision; a watch that breaks is resumed from the revision
+//!   after the last event delivered, one that fell behind etcd's compaction reloads
+//!   the snapshot. Only events move the position delivered: etcd before 3.4.31 / 3.5.8
+//!   (Debian's is 3.4.23) can send a progress notification while the watcher is still
+//!   catching up (etcd-io/etcd#15220), so one is never taken as proof of delivery.
+//! * **Barrier**: a put of the *marker* — the etcd key that is `prefix` itself, the
+//!   empty kvs key, which kvs refuses as a key — whose revision is the barrier. Its
+//!   event comes back through the watch like any other, after every earlier event
+//!   under the prefix, so delivery reaching the barrier proves the node has everything
+//!   a quorum had when the barrier began, on every etcd version. Cost: one etcd write
+//!   (a raft round and a quorum fsync) per barrier, shared by the reads waiting on it.
+//! * **Health** is false while etcd does not answer (appends fail or the watch is down)
+//!   and, after a watch (re)starts, until a marker written then has come back: a node
+//!   catching up after a partition is not ready.
+//! * **Order check**: events must come in increasing revisions, from where the watch
+//!   was asked to start; anything else is a gap this node cannot explain, so it logs
+//!   it, turns unready and reloads the snapshot.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions, WatchRequestSender,
-};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use kvs_plugin_api::{
     Event, EventKind, Follower, Health, PluginError, SharedLog, export_plugin, log,
 };
@@ -142,8 +152,7 @@ pub struct EtcdLog {
     config: Config,
     prefix: Vec<u8>,
     health: Health,
-    /// The follow task's watch stream handle, for progress requests.
-    watch: Arc<tokio::sync::Mutex<Option<WatchRequestSender>>>,
+    readiness: Readiness,
     follow_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -182,13 +191,14 @@ fn open(text: &str) -> Result<EtcdLog, PluginError> {
     let client = runtime
         .block_on(Client::connect(config.endpoints.clone(), Some(options)))
         .map_err(|e| unavailable("connect", e))?;
+    let health = Health::new(false);
     Ok(EtcdLog {
         runtime,
         client,
         prefix: config.prefix.as_bytes().to_vec(),
         config,
-        health: Health::new(true),
-        watch: Arc::new(tokio::sync::Mutex::new(None)),
+        readiness: Readiness::new(health.clone()),
+        health,
         follow_task: Mutex::new(None),
     })
 }
@@ -251,19 +261,19 @@ impl SharedLog for EtcdLog {
             }
             Ok::<i64, PluginError>(revision)
         });
-        self.health.set(result.is_ok());
+        self.readiness.set_appending(result.is_ok());
         result.map(|r| r as u64)
     }
 
     fn follow(&self, follower: Follower) -> Result<(), PluginError> {
-        let task = self.runtime.spawn(follow(
-            self.client.clone(),
-            self.prefix.clone(),
-            self.config.page_size,
-            follower,
-            self.watch.clone(),
-            self.health.clone(),
-        ));
+        let parts = FollowParts {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+            page_size: self.config.page_size,
+            timeout: self.timeout(),
+            readiness: self.readiness.clone(),
+        };
+        let task = self.runtime.spawn(follow(parts, follower));
         *self.follow_task.lock().unwrap() = Some(task);
         Ok(())
     }
@@ -271,21 +281,12 @@ impl SharedLog for EtcdLog {
     fn barrier(&self) -> Result<u64, PluginError> {
         let kv = self.client.kv_client();
         let timeout = self.timeout();
-        let watch = self.watch.clone();
-        // The empty kvs key (the bare prefix) is never written, so this reads nothing;
-        // a linearizable read's header still carries the quorum's revision.
-        let key = self.prefix.clone();
+        let marker = self.prefix.clone();
         self.runtime.block_on(async {
-            let response = retry(timeout, false, || {
-                let (mut kv, key) = (kv.clone(), key.clone());
-                async move { kv.get(key, Some(GetOptions::new().with_keys_only())).await }
-            })
-            .await
-            .map_err(|e| unavailable("barrier read", e))?;
-            if let Some(stream) = watch.lock().await.as_mut() {
-                let _ = stream.request_progress().await;
-            }
-            Ok(response.header().map_or(0, |h| h.revision()) as u64)
+            // Retried only if unsent, like any write (see `append`): a marker put twice
+            // is harmless, but a second one is a second raft round for nothing.
+            let revision = put_marker(kv, marker, timeout).await?;
+            Ok(revision)
         })
     }
 
@@ -299,6 +300,22 @@ impl SharedLog for EtcdLog {
     fn health(&self) -> Option<Health> {
         Some(self.health.clone())
     }
+}
+
+/// Writes the marker (the etcd key `prefix`: the empty kvs key, never a kvs key) and
+/// returns the revision of that write.
+async fn put_marker(
+    kv: etcd_client::KvClient,
+    marker: Vec<u8>,
+    timeout: Duration,
+) -> Result<u64, PluginError> {
+    let response = retry(timeout, true, || {
+        let (mut kv, marker) = (kv.clone(), marker.clone());
+        async move { kv.put(marker, Vec::new(), None).await }
+    })
+    .await
+    .map_err(|e| unavailable("barrier (marker write)", e))?;
+    Ok(response.header().map_or(0, |h| h.revision()) as u64)
 }
 
 /// Runs `request` until it succeeds or `timeout` has passed. A request that failed
@@ -330,24 +347,69 @@ where
     }
 }
 
-/// Delivers the log under `prefix` to `follower` for as long as the task runs.
-async fn follow(
+/// Whether this node may say it is current: the watch has caught up (a marker written
+/// after it started has come back) and appends succeed. Both feed the one `Health`.
+#[derive(Clone)]
+struct Readiness {
+    health: Health,
+    caught_up: Arc<AtomicBool>,
+    appending: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    fn new(health: Health) -> Readiness {
+        health.set(false);
+        Readiness {
+            health,
+            caught_up: Arc::new(AtomicBool::new(false)),
+            appending: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    fn set_caught_up(&self, yes: bool) {
+        self.caught_up.store(yes, Ordering::Release);
+        self.update();
+    }
+
+    fn set_appending(&self, yes: bool) {
+        self.appending.store(yes, Ordering::Release);
+        self.update();
+    }
+
+    fn update(&self) {
+        self.health
+            .set(self.caught_up.load(Ordering::Acquire) && self.appending.load(Ordering::Acquire));
+    }
+}
+
+/// What the follow task needs besides the follower.
+struct FollowParts {
     client: Client,
     prefix: Vec<u8>,
     page_size: i64,
-    follower: Follower,
-    watch_slot: Arc<tokio::sync::Mutex<Option<WatchRequestSender>>>,
-    health: Health,
-) {
-    // The revision to watch from; `None` until a snapshot has been read.
+    timeout: Duration,
+    readiness: Readiness,
+}
+
+/// Delivers the log under `prefix` to `follower` for as long as the task runs.
+async fn follow(parts: FollowParts, follower: Follower) {
+    let FollowParts {
+        client,
+        prefix,
+        page_size,
+        timeout,
+        readiness,
+    } = parts;
+    // The revision to watch from: one past the last event (or snapshot) delivered;
+    // `None` until a snapshot has been read. It moves only with what was delivered.
     let mut from: Option<i64> = None;
     let mut retry = Duration::from_millis(100);
     loop {
+        readiness.set_caught_up(false);
         if from.is_none() {
             match snapshot(&client, &prefix, page_size, &follower).await {
                 Ok(revision) => from = Some(revision + 1),
                 Err(e) => {
-                    health.set(false);
                     log::warn(&format!("etcd snapshot failed, retrying: {e}"));
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(Duration::from_secs(2));
@@ -356,31 +418,47 @@ async fn follow(
             }
         }
         let start = from.expect("set above");
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(start)
-            .with_progress_notify();
-        let stream = match client.clone().watch(prefix.clone(), Some(options)).await {
-            Ok(s) => s,
-            Err(e) => {
-                health.set(false);
-                log::debug(&format!("etcd watch from {start} failed, retrying: {e}"));
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        // The stream's request side goes to the slot (for progress requests); its
-        // responses are read here.
-        let (sender, mut responses) = stream.split();
-        *watch_slot.lock().await = Some(sender);
+        let options = WatchOptions::new().with_prefix().with_start_revision(start);
+        let (_watcher, mut responses) =
+            match client.clone().watch(prefix.clone(), Some(options)).await {
+                Ok(stream) => stream.split(),
+                Err(e) => {
+                    log::debug(&format!("etcd watch from {start} failed, retrying: {e}"));
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
         retry = Duration::from_millis(100);
-        health.set(true);
+        // Caught up once a marker written after the watch began has come back through
+        // it: everything a quorum had before then has been delivered.
+        let mut marker = tokio::spawn(marker_until_written(
+            client.kv_client(),
+            prefix.clone(),
+            timeout,
+        ));
+        let mut caught_up_at: Option<u64> = None;
+        // The last revision delivered: events must not go back before it.
+        let mut last = start as u64 - 1;
         loop {
-            let message = match responses.message().await {
+            let message = tokio::select! {
+                written = &mut marker, if caught_up_at.is_none() => {
+                    let revision = written.unwrap_or(u64::MAX);
+                    caught_up_at = Some(revision);
+                    if last >= revision {
+                        readiness.set_caught_up(true);
+                    }
+                    continue;
+                }
+                message = responses.message() => message,
+            };
+            let message = match message {
                 Ok(Some(m)) => m,
                 Err(e) => {
-                    log::debug(&format!("etcd watch broke, resuming from {from:?}: {e}"));
+                    log::debug(&format!(
+                        "etcd watch broke, resuming from revision {start}: {e}",
+                        start = last + 1
+                    ));
                     break;
                 }
                 Ok(None) => break,
@@ -395,8 +473,30 @@ async fn follow(
                 }
                 break;
             }
-            if message.created() {
-                continue; // says nothing about progress: history may still follow
+            // A creation or a progress notification says nothing this node can trust
+            // about delivery (see the module docs): only events move it.
+            let Some(newest) = message.events().iter().filter_map(|e| e.kv()).next_back() else {
+                continue;
+            };
+            let newest = newest.mod_revision() as u64;
+            let in_order =
+                message
+                    .events()
+                    .iter()
+                    .filter_map(|e| e.kv())
+                    .try_fold(last, |before, kv| {
+                        let revision = kv.mod_revision() as u64;
+                        // A transaction's events share a revision.
+                        (revision >= before && revision >= start as u64).then_some(revision)
+                    });
+            if in_order.is_none() {
+                log::error(&format!(
+                    "the etcd watch delivered revisions out of order (after {last}, from \
+                     {start}): this node cannot tell what it missed, so it stops answering \
+                     as current and reloads the snapshot"
+                ));
+                from = None;
+                break;
             }
             let kvs_events: Vec<Event<'_>> = message
                 .events()
@@ -404,6 +504,9 @@ async fn follow(
                 .filter_map(|e| {
                     let kv = e.kv()?;
                     let key = kv.key().strip_prefix(prefix.as_slice())?;
+                    if key.is_empty() {
+                        return None; // the marker: a position, not a kvs key
+                    }
                     let position = kv.mod_revision() as u64;
                     Some(match e.event_type() {
                         EventType::Put => Event::put(position, key, kv.value()),
@@ -411,19 +514,33 @@ async fn follow(
                     })
                 })
                 .collect();
-            let through = match kvs_events.last() {
-                Some(last) => last.sequence,
-                // A progress notification: everything through its revision was sent.
-                None => message.header().map_or(0, |h| h.revision()) as u64,
-            };
-            follower.deliver(&kvs_events, through);
-            if through > 0 {
-                from = Some(through as i64 + 1);
+            follower.deliver(&kvs_events, newest);
+            last = newest;
+            from = Some(newest as i64 + 1);
+            if caught_up_at.is_some_and(|m| last >= m) {
+                readiness.set_caught_up(true);
             }
         }
-        *watch_slot.lock().await = None;
-        health.set(false);
+        marker.abort();
+        readiness.set_caught_up(false);
         tokio::time::sleep(retry).await;
+    }
+}
+
+/// Writes a marker, retrying every half second while etcd has no quorum; its revision.
+async fn marker_until_written(
+    kv: etcd_client::KvClient,
+    marker: Vec<u8>,
+    timeout: Duration,
+) -> u64 {
+    loop {
+        match put_marker(kv.clone(), marker.clone(), timeout).await {
+            Ok(revision) => return revision,
+            Err(e) => {
+                log::debug(&format!("catch-up marker not written yet: {e}"));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 
@@ -456,6 +573,9 @@ async fn snapshot(
             .iter()
             .filter_map(|kv| {
                 let k = kv.key().strip_prefix(prefix)?;
+                if k.is_empty() {
+                    return None; // the barrier marker, not a kvs key
+                }
                 Some(Event::put(kv.mod_revision() as u64, k, kv.value()))
             })
             .collect();

@@ -155,17 +155,23 @@ fn consistency_of<T>(request: &Request<T>) -> Consistency {
 }
 
 impl Service {
-    fn get(
+    async fn get(
         &self,
-        ctx: &RequestContext,
-        key: &[u8],
+        ctx: RequestContext,
+        key: Vec<u8>,
         consistency: Consistency,
     ) -> Result<Vec<u8>, Status> {
-        match self
-            .store
-            .get_consistent(ctx, key, consistency)
-            .map_err(status_of)?
-        {
+        let result = if consistency == Consistency::LINEARIZABLE {
+            // A linearizable read may wait for a quorum barrier (until the call's
+            // deadline or the cluster timeout): on a blocking thread, not an async worker.
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.get_consistent(&ctx, &key, consistency))
+                .await
+                .map_err(|e| Status::internal(format!("the read failed: {e}")))?
+        } else {
+            self.store.get_consistent(&ctx, &key, consistency)
+        };
+        match result.map_err(status_of)? {
             Some(value) => Ok(value),
             None => Err(Status::not_found("no such key")),
         }
@@ -180,10 +186,11 @@ impl book::key_value_server::KeyValue for Service {
     ) -> Result<Response<book::GetResponse>, Status> {
         let value = Service::get(
             self,
-            &context_of(&request),
-            request.get_ref().key.as_bytes(),
+            context_of(&request),
+            request.get_ref().key.as_bytes().to_vec(),
             consistency_of(&request),
-        )?;
+        )
+        .await?;
         let value = String::from_utf8(value).map_err(|_| {
             Status::failed_precondition(
                 "the value is not UTF-8, so it cannot be a proto3 string; read it with kvs.v1.KeyValue/Get",
@@ -226,12 +233,8 @@ impl v1::key_value_server::KeyValue for Service {
         &self,
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::GetResponse>, Status> {
-        let value = Service::get(
-            self,
-            &context_of(&request),
-            &request.get_ref().key,
-            consistency_of(&request),
-        )?;
+        let (ctx, consistency) = (context_of(&request), consistency_of(&request));
+        let value = Service::get(self, ctx, request.into_inner().key, consistency).await?;
         Ok(Response::new(v1::GetResponse { value }))
     }
 

@@ -219,7 +219,23 @@ async fn get_key(
     ClientContext(ctx): ClientContext,
     ReadConsistency(consistency): ReadConsistency,
 ) -> Response {
-    match state.store.get_consistent(&ctx, &key, consistency) {
+    let result = if consistency == Consistency::LINEARIZABLE {
+        // A linearizable read may wait for a quorum barrier: wait on a blocking thread,
+        // not on the async workers (which also answer /healthz and /readyz), and no
+        // longer than request_timeout_ms (the host stops waiting at the deadline).
+        let mut ctx = ctx.clone();
+        ctx.deadline = Some(ctx.deadline.map_or(state.timeout, |d| d.min(state.timeout)));
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || store.get_consistent(&ctx, &key, consistency))
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => Err(PluginError::internal(format!("the read failed: {e}"))),
+        }
+    } else {
+        state.store.get_consistent(&ctx, &key, consistency)
+    };
+    match result {
         Ok(Some(value)) => {
             let mut response = Response::new(axum::body::Body::from(value));
             response.headers_mut().insert(
