@@ -755,6 +755,13 @@ fn a_node_catching_up_after_partitions_serves_no_stale_read_and_loses_nothing() 
     }
     ns.heal().unwrap();
     let healed = Instant::now();
+    // Reads and writes go on through the second catch-up, then stop, so that B's and
+    // etcd's key counts can be compared.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
 
     // Within 30 s B holds exactly etcd's keys, and says it is ready.
     eventually("B converged on etcd", Duration::from_secs(30), || {
@@ -768,10 +775,6 @@ fn a_node_catching_up_after_partitions_serves_no_stale_read_and_loses_nothing() 
         }
     });
     println!("B converged {:?} after the heal", healed.elapsed());
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
     let seen = seen.lock().unwrap();
     println!("{seen:?}");
     assert!(
@@ -788,4 +791,87 @@ fn a_node_catching_up_after_partitions_serves_no_stale_read_and_loses_nothing() 
     assert_eq!(keys_on(&http, &a.admin()), keys_in_etcd(&etcd, prefix));
     b.stop();
     a.stop();
+}
+
+/// A hung etcd leader (SIGSTOP: its connections stay open, nothing answers) must not
+/// stall a node's writes for longer than about an election: kvs routes around it.
+#[test]
+fn a_hung_etcd_leader_stalls_writes_for_at_most_a_few_seconds() {
+    let etcd = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let kvs = Kvs::start(
+        &node_config(dir.path(), "node", &etcd, "hung/", ""),
+        &staged_plugins(),
+        &[],
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Every acknowledged PUT's time, from four writers.
+    let acked: Arc<Mutex<Vec<Instant>>> = Default::default();
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (url, stop, acked, refused) = (
+                kvs.url.clone(),
+                stop.clone(),
+                acked.clone(),
+                refused.clone(),
+            );
+            std::thread::spawn(move || {
+                let http = http_client();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let r = http
+                        .put(format!("{url}/v1/key/w{w}-{i}"))
+                        .body("v")
+                        .send()
+                        .unwrap();
+                    if r.status() == 201 {
+                        acked.lock().unwrap().push(Instant::now());
+                    } else {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let leader = etcd.leader().expect("a leader");
+    let paused = Instant::now();
+    etcd.pause(leader);
+    std::thread::sleep(Duration::from_secs(10));
+    etcd.resume(leader);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap();
+    // Acknowledged writes per 500 ms, from 1 s before the stop to 1 s after it ended.
+    let from = paused - Duration::from_secs(1);
+    let mut buckets = vec![0u32; 24];
+    for t in acked.iter().filter(|t| **t >= from) {
+        let i = (t.duration_since(from).as_millis() / 500) as usize;
+        if i < buckets.len() {
+            buckets[i] += 1;
+        }
+    }
+    let before = buckets[0] + buckets[1];
+    // Writes have resumed once they flow again: a half second with an eighth of the
+    // rate before the stop (other tests share the two cores), and at least 20.
+    let resumed = buckets[2..22]
+        .iter()
+        .position(|n| *n >= 20 && *n * 16 >= before)
+        .map(|i| Duration::from_millis(500 * i as u64));
+    println!(
+        "leader (member {leader}) stopped for 10 s: writes per 500 ms {buckets:?} \
+         (the stop began after the second); writes flowed again {resumed:?} after it; \
+         {} refused in all",
+        refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(
+        resumed.is_some_and(|r| r <= Duration::from_secs(3)),
+        "writes did not resume within 3 s of the leader hanging: {buckets:?}"
+    );
+    kvs.stop();
 }

@@ -7,7 +7,8 @@
 //! * **Append**: one etcd transaction per group-commit batch (split at `max_txn_ops`,
 //!   etcd's per-transaction limit; two writes to one key in one transaction collapse
 //!   into the later, which is what the batch amounts to). The position is the revision
-//!   of the last transaction.
+//!   of the last transaction. Each transaction is safe to retry on another member
+//!   (`writer`), and members that hang are routed around (`members`).
 //! * **Follow**: a paginated range read pinned at one revision (the snapshot), then a
 //!   watch from the next revision; a watch that breaks is resumed from the revision
 //!   after the last event delivered, one that fell behind etcd's compaction reloads
@@ -27,15 +28,18 @@
 //!   was asked to start; anything else is a gap this node cannot explain, so it logs
 //!   it, turns unready and reloads the snapshot.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, TxnOp, WatchOptions};
 use kvs_plugin_api::{
     Event, EventKind, Follower, Health, PluginError, SharedLog, export_plugin, log,
 };
 use serde::Deserialize;
+
+mod members;
+mod writer;
 
 /// The `[plugins.etcd]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,9 +57,13 @@ pub struct Config {
     /// The environment variable holding the password. Default `KVS_ETCD_PASSWORD`.
     #[serde(default = "default_password_env")]
     pub password_env: String,
-    /// Longest one etcd request may take, in ms. Default 5000.
+    /// Longest one etcd request may take, in ms, over all its attempts. Default 5000.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// Longest one attempt at a request may take before it is tried again (another
+    /// member is picked if this one hangs), in ms. Default 1000.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout_ms: u64,
     /// Most operations per etcd transaction (etcd's `--max-txn-ops`, default 128).
     #[serde(default = "default_max_txn_ops")]
     pub max_txn_ops: usize,
@@ -122,6 +130,9 @@ fn default_password_env() -> String {
 fn default_timeout() -> u64 {
     5000
 }
+fn default_attempt_timeout() -> u64 {
+    1000
+}
 fn default_max_txn_ops() -> usize {
     128
 }
@@ -129,7 +140,7 @@ fn default_page() -> i64 {
     1000
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> PluginError {
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> PluginError {
     PluginError::unavailable(format!("etcd {what}: {e}"))
 }
 
@@ -154,14 +165,33 @@ pub struct EtcdLog {
     health: Health,
     readiness: Readiness,
     follow_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// One task per member, routing around those that hang (`members`).
+    member_checks: Vec<tokio::task::JoinHandle<()>>,
+    /// This node's idempotent transactions (`writer`).
+    writer: writer::Writer,
+    /// The newest revision this node wrote (a batch or a marker): the watch must
+    /// deliver it soon, or it is stuck (on a hung member) and is restarted.
+    awaited: Arc<AtomicU64>,
 }
 
 fn open(text: &str) -> Result<EtcdLog, PluginError> {
     let config: Config = toml::from_str(text)
         .map_err(|e| PluginError::invalid_input(format!("[plugins.etcd]: {e}")))?;
-    if config.endpoints.is_empty() || config.max_txn_ops == 0 || config.page_size <= 0 {
+    if config.endpoints.is_empty()
+        || config.max_txn_ops < 2
+        || config.page_size <= 0
+        || config.attempt_timeout_ms == 0
+    {
         return Err(PluginError::invalid_input(
-            "[plugins.etcd]: endpoints must not be empty; max_txn_ops and page_size must be at least 1",
+            "[plugins.etcd]: endpoints must not be empty; max_txn_ops must be at least 2 (one \
+             operation of each transaction is kvs's own); page_size and attempt_timeout_ms \
+             at least 1",
+        ));
+    }
+    if config.prefix.is_empty() || config.prefix.starts_with('\0') {
+        return Err(PluginError::invalid_input(
+            "[plugins.etcd] prefix: must not be empty or start with a NUL byte (kvs keeps \
+             its own bookkeeping under \\0kvs-writer/)",
         ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -178,6 +208,8 @@ fn open(text: &str) -> Result<EtcdLog, PluginError> {
     if let Some(tls) = &config.tls {
         options = options.with_tls(tls.options()?);
     }
+    // The member checks need no credentials: a member's status is public.
+    let check_options = options.clone();
     if let Some(user) = &config.username {
         let password = std::env::var(&config.password_env).map_err(|_| {
             PluginError::invalid_input(format!(
@@ -192,10 +224,18 @@ fn open(text: &str) -> Result<EtcdLog, PluginError> {
         .block_on(Client::connect(config.endpoints.clone(), Some(options)))
         .map_err(|e| unavailable("connect", e))?;
     let health = Health::new(false);
+    let member_checks = {
+        let _in_runtime = runtime.enter();
+        members::watch_members(&client, &config.endpoints, check_options)
+    };
+    let prefix = config.prefix.as_bytes().to_vec();
     Ok(EtcdLog {
+        member_checks,
+        writer: writer::Writer::new(&prefix),
+        awaited: Arc::new(AtomicU64::new(0)),
         runtime,
         client,
-        prefix: config.prefix.as_bytes().to_vec(),
+        prefix,
         config,
         readiness: Readiness::new(health.clone()),
         health,
@@ -210,6 +250,10 @@ impl EtcdLog {
 
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.config.timeout_ms)
+    }
+
+    fn attempt(&self) -> Duration {
+        Duration::from_millis(self.config.attempt_timeout_ms.min(self.config.timeout_ms))
     }
 
     /// The batch as etcd transactions: at most `max_txn_ops` operations each, no key
@@ -228,7 +272,8 @@ impl EtcdLog {
                 slot.1 = op;
                 continue;
             }
-            if ops.len() == self.config.max_txn_ops {
+            // One operation of each transaction is the writer key's.
+            if ops.len() == self.config.max_txn_ops - 1 {
                 txns.push(ops.drain(..).map(|(_, op)| op).collect());
             }
             ops.push((key, op));
@@ -244,25 +289,17 @@ impl SharedLog for EtcdLog {
     fn append(&self, batch: &[Event<'_>]) -> Result<u64, PluginError> {
         let txns = self.transactions(batch);
         let kv = self.client.kv_client();
-        let timeout = self.timeout();
+        let (timeout, attempt) = (self.timeout(), self.attempt());
         let result = self.runtime.block_on(async {
             let mut revision = 0;
             for ops in txns {
-                // Retried only when the request never left (no connection to the member
-                // the client picked): a retried transaction that had been applied would
-                // apply twice, after writes that followed it.
-                let response = retry(timeout, true, || {
-                    let (mut kv, ops) = (kv.clone(), ops.clone());
-                    async move { kv.txn(Txn::new().and_then(ops)).await }
-                })
-                .await
-                .map_err(|e| unavailable("transaction", e))?;
-                revision = response.header().map_or(0, |h| h.revision());
+                revision = self.writer.commit(&kv, ops, timeout, attempt).await?;
+                self.awaited.fetch_max(revision, Ordering::AcqRel);
             }
-            Ok::<i64, PluginError>(revision)
+            Ok::<u64, PluginError>(revision)
         });
         self.readiness.set_appending(result.is_ok());
-        result.map(|r| r as u64)
+        result
     }
 
     fn follow(&self, follower: Follower) -> Result<(), PluginError> {
@@ -271,7 +308,9 @@ impl SharedLog for EtcdLog {
             prefix: self.prefix.clone(),
             page_size: self.config.page_size,
             timeout: self.timeout(),
+            attempt: self.attempt(),
             readiness: self.readiness.clone(),
+            awaited: self.awaited.clone(),
         };
         let task = self.runtime.spawn(follow(parts, follower));
         *self.follow_task.lock().unwrap() = Some(task);
@@ -280,12 +319,11 @@ impl SharedLog for EtcdLog {
 
     fn barrier(&self) -> Result<u64, PluginError> {
         let kv = self.client.kv_client();
-        let timeout = self.timeout();
+        let (timeout, attempt) = (self.timeout(), self.attempt());
         let marker = self.prefix.clone();
         self.runtime.block_on(async {
-            // Retried only if unsent, like any write (see `append`): a marker put twice
-            // is harmless, but a second one is a second raft round for nothing.
-            let revision = put_marker(kv, marker, timeout).await?;
+            let revision = put_marker(kv, marker, timeout, attempt).await?;
+            self.awaited.fetch_max(revision, Ordering::AcqRel);
             Ok(revision)
         })
     }
@@ -294,6 +332,12 @@ impl SharedLog for EtcdLog {
         if let Some(task) = self.follow_task.lock().unwrap().take() {
             task.abort();
         }
+        for task in &self.member_checks {
+            task.abort();
+        }
+        let kv = self.client.kv_client();
+        self.runtime
+            .block_on(self.writer.remove(&kv, self.attempt()));
         Ok(())
     }
 
@@ -308,8 +352,10 @@ async fn put_marker(
     kv: etcd_client::KvClient,
     marker: Vec<u8>,
     timeout: Duration,
+    attempt: Duration,
 ) -> Result<u64, PluginError> {
-    let response = retry(timeout, true, || {
+    // Retried on any failure: a marker written twice costs a raft round, nothing more.
+    let response = retry(timeout, attempt, false, || {
         let (mut kv, marker) = (kv.clone(), marker.clone());
         async move { kv.put(marker, Vec::new(), None).await }
     })
@@ -318,10 +364,17 @@ async fn put_marker(
     Ok(response.header().map_or(0, |h| h.revision()) as u64)
 }
 
-/// Runs `request` until it succeeds or `timeout` has passed. A request that failed
-/// only to connect (the member the client picked is down) is always tried again, on
-/// another member; any other failure only if `only_unsent` is false (reads).
-async fn retry<T, F, Fut>(timeout: Duration, only_unsent: bool, mut request: F) -> Result<T, String>
+/// Runs `request` until it succeeds or `timeout` has passed, each attempt for at most
+/// `attempt`. A request that failed only to connect (the member the client picked is
+/// down) is always tried again, on another member; any other failure (a timed-out
+/// attempt included) only if `only_unsent` is false: the request must be safe to
+/// apply twice, or made so (see `writer`).
+pub(crate) async fn retry<T, F, Fut>(
+    timeout: Duration,
+    attempt: Duration,
+    only_unsent: bool,
+    mut request: F,
+) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -329,7 +382,7 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let why = match tokio::time::timeout(left, request()).await {
+        let why = match tokio::time::timeout(left.min(attempt), request()).await {
             Ok(Ok(t)) => return Ok(t),
             Ok(Err(e)) => {
                 let text = e.to_string();
@@ -338,7 +391,10 @@ where
                 }
                 text
             }
-            Err(_) => return Err(format!("timed out after {} ms", timeout.as_millis())),
+            Err(_) if only_unsent || left <= attempt => {
+                return Err(format!("timed out after {} ms", timeout.as_millis()));
+            }
+            Err(_) => format!("no answer within {} ms", attempt.as_millis()),
         };
         if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
             return Err(why);
@@ -388,7 +444,9 @@ struct FollowParts {
     prefix: Vec<u8>,
     page_size: i64,
     timeout: Duration,
+    attempt: Duration,
     readiness: Readiness,
+    awaited: Arc<AtomicU64>,
 }
 
 /// Delivers the log under `prefix` to `follower` for as long as the task runs.
@@ -398,7 +456,9 @@ async fn follow(parts: FollowParts, follower: Follower) {
         prefix,
         page_size,
         timeout,
+        attempt,
         readiness,
+        awaited,
     } = parts;
     // The revision to watch from: one past the last event (or snapshot) delivered;
     // `None` until a snapshot has been read. It moves only with what was delivered.
@@ -436,7 +496,13 @@ async fn follow(parts: FollowParts, follower: Follower) {
             client.kv_client(),
             prefix.clone(),
             timeout,
+            attempt,
+            awaited.clone(),
         ));
+        // A watch that delivers nothing while a revision this node wrote is awaited is
+        // stuck (its member hangs): restart it, on a member that answers.
+        let mut check = tokio::time::interval(attempt / 4);
+        let mut heard = tokio::time::Instant::now();
         let mut caught_up_at: Option<u64> = None;
         // The last revision delivered: events must not go back before it.
         let mut last = start as u64 - 1;
@@ -450,8 +516,22 @@ async fn follow(parts: FollowParts, follower: Follower) {
                     }
                     continue;
                 }
+                _ = check.tick() => {
+                    let waiting_for = awaited.load(Ordering::Acquire);
+                    if waiting_for > last && heard.elapsed() >= attempt {
+                        log::warn(&format!(
+                            "the etcd watch delivered nothing for {} ms while revision \
+                             {waiting_for} is awaited: restarting it from {}",
+                            heard.elapsed().as_millis(),
+                            last + 1
+                        ));
+                        break;
+                    }
+                    continue;
+                }
                 message = responses.message() => message,
             };
+            heard = tokio::time::Instant::now();
             let message = match message {
                 Ok(Some(m)) => m,
                 Err(e) => {
@@ -532,10 +612,15 @@ async fn marker_until_written(
     kv: etcd_client::KvClient,
     marker: Vec<u8>,
     timeout: Duration,
+    attempt: Duration,
+    awaited: Arc<AtomicU64>,
 ) -> u64 {
     loop {
-        match put_marker(kv.clone(), marker.clone(), timeout).await {
-            Ok(revision) => return revision,
+        match put_marker(kv.clone(), marker.clone(), timeout, attempt).await {
+            Ok(revision) => {
+                awaited.fetch_max(revision, Ordering::AcqRel);
+                return revision;
+            }
             Err(e) => {
                 log::debug(&format!("catch-up marker not written yet: {e}"));
                 tokio::time::sleep(Duration::from_millis(500)).await;

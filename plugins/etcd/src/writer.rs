@@ -1,0 +1,120 @@
+//! Appends that can be retried: each transaction this node commits also puts its
+//! *writer key* (`\0kvs-writer/<prefix>/<node id>`, outside the watched prefix), and
+//! applies only if that key is as this node last left it. A transaction whose answer
+//! was lost (a member that hung or died after receiving it) can then be sent again, to
+//! another member: if the first attempt was applied, the second finds the key already
+//! holding the first's token and reports the first's revision instead of applying
+//! twice. Without this, a transaction could be sent only once, and a hung member held
+//! every write for the whole request timeout.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, KvClient, Txn, TxnOp, TxnOpResponse};
+use kvs_plugin_api::PluginError;
+
+use crate::{retry, unavailable};
+
+/// This node's writer key and where it stands.
+pub(crate) struct Writer {
+    key: Vec<u8>,
+    /// The writer key's mod revision after this node's last transaction (0: none yet).
+    last: AtomicI64,
+    /// Transactions committed so far; the next one's token.
+    count: AtomicU64,
+}
+
+/// The writer keys of every node on `prefix` start with this.
+pub(crate) fn writer_prefix(prefix: &[u8]) -> Vec<u8> {
+    [b"\0kvs-writer/".as_slice(), prefix, b"/"].concat()
+}
+
+impl Writer {
+    /// A writer with a fresh identity (random per process): two nodes never share one.
+    pub(crate) fn new(prefix: &[u8]) -> Writer {
+        let random = |salt: u64| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(salt);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
+            h.write_u32(std::process::id());
+            h.finish()
+        };
+        let id = format!("{:016x}{:016x}", random(1), random(2));
+        Writer {
+            key: [writer_prefix(prefix), id.into_bytes()].concat(),
+            last: AtomicI64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Commits `ops` in one transaction, retried (each attempt at most `attempt`,
+    /// all within `timeout`) until it is known to have applied exactly once; its
+    /// revision. Called by one thread at a time (the host's writer).
+    pub(crate) async fn commit(
+        &self,
+        kv: &KvClient,
+        ops: Vec<TxnOp>,
+        timeout: Duration,
+        attempt: Duration,
+    ) -> Result<u64, PluginError> {
+        let last = self.last.load(Ordering::Acquire);
+        let token = (self.count.fetch_add(1, Ordering::Relaxed) + 1)
+            .to_string()
+            .into_bytes();
+        let mut ops = ops;
+        ops.push(TxnOp::put(self.key.clone(), token.clone(), None));
+        let response = retry(timeout, attempt, false, || {
+            let mut kv = kv.clone();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    self.key.clone(),
+                    CompareOp::Equal,
+                    last,
+                )])
+                .and_then(ops.clone())
+                .or_else([TxnOp::get(self.key.clone(), None)]);
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|e| unavailable("transaction", e))?;
+        let revision = if response.succeeded() {
+            response.header().map_or(0, |h| h.revision())
+        } else {
+            // The key moved since this node last wrote: an earlier attempt of this very
+            // transaction applied (the key holds its token), or something else wrote
+            // the key, which nothing should.
+            let found = response.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+                _ => None,
+            });
+            match found {
+                Some((value, revision)) if value == token => revision,
+                _ => {
+                    return Err(PluginError::internal(format!(
+                        "this node's etcd writer key {:?} was changed by something else; \
+                         kvs cannot tell whether its last write applied",
+                        String::from_utf8_lossy(&self.key)
+                    )));
+                }
+            }
+        };
+        self.last.store(revision, Ordering::Release);
+        Ok(revision as u64)
+    }
+
+    /// Removes the writer key (on a clean close; a crashed node's key is left behind,
+    /// a few bytes, safe to delete once the node is gone).
+    pub(crate) async fn remove(&self, kv: &KvClient, timeout: Duration) {
+        let mut kv = kv.clone();
+        let _ = tokio::time::timeout(timeout, kv.delete(self.key.clone(), None)).await;
+    }
+}
