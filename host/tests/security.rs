@@ -228,6 +228,11 @@ client1 = ["writer"]
             c[k] = v;
             c
         };
+        let without = |k: &str| {
+            let mut c = c.clone();
+            c.as_object_mut().unwrap().remove(k);
+            c
+        };
         let other_secret = EncodingKey::from_secret(&[b'z'; 48]).unwrap();
         let hs_with_public_key = EncodingKey::from_secret(&self.es_public).unwrap();
         let unsigned = format!(
@@ -256,6 +261,13 @@ client1 = ["writer"]
                 self.es256(&with("iss", json!("mallory"))),
                 "issuer",
             ),
+            // `audience` and `issuer` are configured: a token must carry them.
+            (
+                "no audience",
+                self.hs256(&without("aud")),
+                "no \"aud\" claim",
+            ),
+            ("no issuer", self.es256(&without("iss")), "no \"iss\" claim"),
             (
                 "wrong signature",
                 jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &other_secret).unwrap(),

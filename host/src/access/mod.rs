@@ -67,9 +67,11 @@ pub struct JwtConfig {
     pub public_keys: Vec<PathBuf>,
     /// A JWKS file (`{"keys": [...]}`); a token's `kid` picks the key.
     pub jwks_file: Option<PathBuf>,
-    /// Required `iss`, if set.
+    /// If set, every token must carry an `iss` claim equal to it (a token without one
+    /// is refused).
     pub issuer: Option<String>,
-    /// Required `aud` (one of the token's), if set.
+    /// If set, every token must carry an `aud` claim naming it (one of the token's; a
+    /// token without `aud` is refused).
     pub audience: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 30.
     #[serde(default = "default_leeway")]

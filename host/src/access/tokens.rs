@@ -71,12 +71,19 @@ impl Verifier {
             validation.leeway = config.leeway_secs;
             validation.validate_nbf = true;
             validation.validate_aud = config.audience.is_some();
+            // jsonwebtoken checks `aud` and `iss` only when a token carries them: a
+            // configured one must also be present, or a token minted for another
+            // service (no `aud`) or by anyone holding the key (no `iss`) would pass.
+            let mut required = vec!["exp"];
             if let Some(aud) = &config.audience {
                 validation.set_audience(&[aud]);
+                required.push("aud");
             }
             if let Some(iss) = &config.issuer {
                 validation.set_issuer(&[iss]);
+                required.push("iss");
             }
+            validation.set_required_spec_claims(&required);
             keys.push(Key {
                 kid,
                 key,
