@@ -1026,3 +1026,65 @@ fn resp_auth_presents_a_token_and_the_host_decides() {
     assert!(answer.contains("proto"), "{answer}");
     kvs.stop();
 }
+
+/// Two `Authorization` headers (or gRPC `authorization` entries): which one names the
+/// caller would be a guess, so the request is refused before any is read — 400 on rest
+/// and wasm-rest, INVALID_ARGUMENT on gRPC — even when both tokens are valid.
+#[test]
+fn duplicate_authorization_headers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(dir.path());
+    let config = secured_config(dir.path(), &issuer.auth, "");
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = http_client();
+    let bob = format!("Bearer {}", issuer.hs256(&Issuer::claims("bob")));
+    let alice = format!("Bearer {}", issuer.hs256(&Issuer::claims("alice")));
+    for frontend in ["rest", "wasm-rest"] {
+        let url = format!("{}/v1/key/app/dup", kvs.endpoint(frontend));
+        for (first, second) in [(&bob, &alice), (&alice, &bob), (&bob, &bob)] {
+            // reqwest appends: both headers are sent.
+            let r = http
+                .put(&url)
+                .header("authorization", first)
+                .header("authorization", second)
+                .body("v")
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{frontend}");
+            assert!(r.text().unwrap().contains("more than one Authorization"));
+        }
+        let r = http
+            .put(&url)
+            .header("authorization", &bob)
+            .body("v")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{frontend}");
+    }
+    let code = rt().block_on(async {
+        let url = kvs.endpoint("grpc").replace("grpc://", "http://");
+        let channel = tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = book::key_value_client::KeyValueClient::new(channel);
+        let mut request = tonic::Request::new(book::PutRequest {
+            key: "app/dup".into(),
+            value: "g".into(),
+        });
+        for token in [&bob, &alice] {
+            request
+                .metadata_mut()
+                .append("authorization", token.parse().unwrap());
+        }
+        client.put(request).await.map(|_| ()).map_err(|s| s.code())
+    });
+    assert_eq!(code, Err(tonic::Code::InvalidArgument));
+    let bob_token = bob.trim_start_matches("Bearer ");
+    assert_eq!(
+        grpc_get(&kvs.endpoint("grpc"), bob_token, "app/dup"),
+        Ok("v".into())
+    );
+    kvs.stop();
+}

@@ -378,7 +378,13 @@ impl Connection {
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             request.extensions_mut().insert(ConnectInfo(peer.clone()));
             let mut app = app.clone();
-            async move { app.call(request.map(axum::body::Body::new)).await }
+            let refused = ambiguous_credentials(&request);
+            async move {
+                match refused {
+                    Some(response) => Ok(response),
+                    None => app.call(request.map(axum::body::Body::new)).await,
+                }
+            }
         });
         let served = self
             .http
@@ -388,6 +394,39 @@ impl Connection {
         // block, which hyper has answered 431): nothing for the server to do.
         let _ = self.watcher.watch(served).await;
     }
+}
+
+/// Refuses a request that carries more than one `Authorization` header (or gRPC
+/// `authorization` metadata entry): which of them names the caller would be a guess —
+/// a proxy may check the first while kvs reads the last — so no credential is picked.
+/// HTTP gets 400; a gRPC call (`content-type: application/grpc...`) gets
+/// `INVALID_ARGUMENT`. Done here, before routing, so every kvs listener (rest, grpc,
+/// the WASM HTTP frontends, admin) refuses alike.
+fn ambiguous_credentials<B>(request: &hyper::Request<B>) -> Option<axum::response::Response> {
+    use axum::http::{HeaderValue, StatusCode, header};
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    values.next()?;
+    values.next()?;
+    const WHY: &str = "more than one Authorization header: send exactly one";
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    if grpc {
+        // A trailers-only gRPC answer: status 3, INVALID_ARGUMENT.
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static("3"));
+        headers.insert("grpc-message", HeaderValue::from_static(WHY));
+    } else {
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        *response.body_mut() = axum::body::Body::from(format!("{WHY}\n"));
+    }
+    Some(response)
 }
 
 /// Re-reads the listener's certificate and key on SIGHUP. A file that fails to load
