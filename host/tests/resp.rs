@@ -556,3 +556,31 @@ fn redis_clients_speak_tls_and_mtls_to_both_frontends() {
         kvs.stop();
     }
 }
+
+/// A `MSET` (or `DEL`) one of whose keys the store would refuse writes none of them:
+/// every key is checked before any write is queued.
+#[test]
+fn a_refused_mset_writes_nothing() {
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = copy_of_staged_plugins(dir.path());
+        let config = config(dir.path(), frontend, "");
+        let kvs = Kvs::start(&config, &plugins, &[]);
+        let p = port(&kvs, frontend);
+        // The empty key, second: refused, and the first pair not written either.
+        let answer = cli(&p, &["MSET", "m/1", "v1", "", "v2", "m/3", "v3"]);
+        assert!(answer.contains("key is empty"), "{frontend}: {answer}");
+        assert_eq!(cli(&p, &["EXISTS", "m/1", "m/3"]), "0", "{frontend}");
+        if frontend == "resp" {
+            // A key over limits.max_key_bytes (4096) but under the value limit, which
+            // the decoder allows through.
+            let long = "k".repeat(5000);
+            let answer = cli(&p, &["MSET", "m/1", "v1", &long, "v2", "m/3", "v3"]);
+            assert!(answer.contains("max_key_bytes"), "{frontend}: {answer}");
+            assert_eq!(cli(&p, &["EXISTS", "m/1", "m/3"]), "0", "{frontend}");
+        }
+        assert_eq!(cli(&p, &["MSET", "m/1", "v1", "m/3", "v3"]), "OK");
+        assert_eq!(cli(&p, &["EXISTS", "m/1", "m/3"]), "2", "{frontend}");
+        kvs.stop();
+    }
+}

@@ -233,11 +233,55 @@ pub trait Backend {
     fn put(&mut self, session: &Session, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// Removes `key`, as for `put`.
     fn delete(&mut self, session: &Session, key: &[u8]) -> Result<(), StoreError>;
+    /// Whether a `put` of `value` (`Some`) or a `delete` (`None`) under `key` would be
+    /// accepted, as far as the backend can tell without queueing it. A command that
+    /// writes several keys (`MSET`, `DEL`) asks for every one before it queues any, so
+    /// what this catches refuses the whole command and writes nothing.
+    fn check_write(
+        &mut self,
+        session: &Session,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
     /// What `INFO` reports.
     fn info(&self) -> ServerInfo;
     /// `AUTH` presented `token`: accept it for the session (set `session.token`), or say
     /// why not.
     fn authenticate(&mut self, session: &mut Session, token: &[u8]) -> Result<(), StoreError>;
+}
+
+/// The store's size checks on a write, for a [`Backend::check_write`] that knows the
+/// host's limits: the same refusals (and messages) the host would give.
+pub fn check_sizes(
+    key: &[u8],
+    value: Option<&[u8]>,
+    max_key_bytes: u64,
+    max_value_bytes: u64,
+) -> Result<(), StoreError> {
+    let refuse = |message: String| {
+        Err(StoreError {
+            kind: ErrorKind::Other,
+            message,
+        })
+    };
+    if key.is_empty() {
+        return refuse("key is empty".into());
+    }
+    if key.len() as u64 > max_key_bytes {
+        return refuse(format!(
+            "key is {} bytes; the limit is {max_key_bytes} (limits.max_key_bytes)",
+            key.len()
+        ));
+    }
+    if let Some(value) = value
+        && value.len() as u64 > max_value_bytes
+    {
+        return refuse(format!(
+            "value is {} bytes; the limit is {max_value_bytes} (limits.max_value_bytes)",
+            value.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the connection stays open after a command.
@@ -351,6 +395,10 @@ fn run(
                     removed += 1;
                 }
             }
+            // All or nothing: every key is checked before any delete is queued.
+            for key in &args[1..] {
+                backend.check_write(session, key, None).map_err(store)?;
+            }
             for key in &args[1..] {
                 backend.delete(session, key).map_err(store)?;
             }
@@ -377,6 +425,12 @@ fn run(
         "mset" => {
             if args.len().is_multiple_of(2) {
                 return Err(arity_error(args[0]));
+            }
+            // All or nothing: every pair is checked before any write is queued.
+            for pair in args[1..].chunks(2) {
+                backend
+                    .check_write(session, pair[0], Some(pair[1]))
+                    .map_err(store)?;
             }
             for pair in args[1..].chunks(2) {
                 backend.put(session, pair[0], pair[1]).map_err(store)?;

@@ -154,6 +154,19 @@ impl Backend for Connection {
         Ok(())
     }
 
+    fn check_write(
+        &mut self,
+        _: &Session,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        // The store's limits, known here. Whether the caller may write the key only the
+        // host's request hook can say, and plugin-api (1.3) has no call that asks it
+        // without writing: a refusal there still stops a multi-key write midway.
+        let limits = self.shared.store.limits();
+        kvs_resp::commands::check_sizes(key, value, limits.max_key_bytes, limits.max_value_bytes)
+    }
+
     fn info(&self) -> ServerInfo {
         let stats = self.shared.store.stats();
         ServerInfo {

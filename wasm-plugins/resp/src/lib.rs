@@ -47,6 +47,17 @@ impl Backend for Host {
         guest::delete(key).map_err(store_error)
     }
 
+    fn check_write(
+        &mut self,
+        _: &Session,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        // A guest does not know the host's limits; values over MAX_BULK never reach
+        // here (the decoder skips them), so only the empty key is checked up front.
+        kvs_resp::commands::check_sizes(key, value, u64::MAX, u64::MAX)
+    }
+
     fn info(&self) -> ServerInfo {
         let stats = guest::stats().ok();
         ServerInfo {
