@@ -1024,7 +1024,48 @@ fn resp_auth_presents_a_token_and_the_host_decides() {
     // HELLO 3 AUTH carries the token too.
     let answer = cli(port, &["-3", "HELLO", "3", "AUTH", "default", &bob]);
     assert!(answer.contains("proto"), "{answer}");
-    kvs.stop();
+
+    // AUTH verifies the token as it is presented: a bad one is WRONGPASS, as in Redis,
+    // and leaves the connection's credentials as they were.
+    use std::io::{Read, Write};
+    let command = |args: &[&str]| {
+        let mut text = format!("*{}\r\n", args.len());
+        for a in args {
+            text.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        text
+    };
+    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ask = |args: &[&str]| {
+        s.write_all(command(args).as_bytes()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    assert_eq!(ask(&["AUTH", "garbage"]), WRONGPASS);
+    assert_eq!(ask(&["AUTH", "default", "garbage"]), WRONGPASS);
+    assert_eq!(ask(&["HELLO", "3", "AUTH", "x", "garbage"]), WRONGPASS);
+    for (what, token, _) in issuer.bad_tokens() {
+        assert_eq!(ask(&["AUTH", &token]), WRONGPASS, "{what}");
+    }
+    assert!(ask(&["GET", "app/x"]).starts_with("-NOAUTH"));
+    // A valid token is OK, even one with no role (a login, not a grant).
+    let carol = issuer.hs256(&Issuer::claims("carol"));
+    assert_eq!(ask(&["AUTH", &carol]), "+OK\r\n");
+    assert_eq!(ask(&["AUTH", &bob]), "+OK\r\n");
+    assert_eq!(ask(&["GET", "app/x"]), "$1\r\n1\r\n");
+    // A failed AUTH keeps bob logged in.
+    assert_eq!(ask(&["AUTH", "garbage"]), WRONGPASS);
+    assert_eq!(ask(&["SET", "app/y", "2"]), "+OK\r\n");
+    let log = kvs.stop();
+    // Checking a good token refuses nothing: no audit line for carol or bob's logins.
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("kvs::audit") && l.contains("principal=\"carol\"")),
+        "{log}"
+    );
 }
 
 /// Two `Authorization` headers (or gRPC `authorization` entries): which one names the

@@ -245,8 +245,10 @@ pub trait Backend {
     ) -> Result<(), StoreError>;
     /// What `INFO` reports.
     fn info(&self) -> ServerInfo;
-    /// `AUTH` presented `token`: accept it for the session (set `session.token`), or say
-    /// why not.
+    /// `AUTH` presented `token`: verify it, and accept it for the session (set
+    /// `session.token`) or say why not — `Unauthenticated` for a token the host refuses
+    /// (answered `WRONGPASS`); a refused token leaves the session's credentials as they
+    /// were.
     fn authenticate(&mut self, session: &mut Session, token: &[u8]) -> Result<(), StoreError>;
 }
 
@@ -358,6 +360,18 @@ fn unknown(name: &[u8], args: &[&[u8]]) -> String {
 
 fn store(e: StoreError) -> String {
     e.reply()
+}
+
+/// What Redis answers a refused `AUTH` or `HELLO ... AUTH`.
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// A refused `AUTH`: a token the host does not accept gets Redis's own `WRONGPASS`
+/// line, so clients report a failed login instead of believing they are logged in.
+fn auth_error(e: StoreError) -> String {
+    match e.kind {
+        ErrorKind::Unauthenticated => WRONGPASS.into(),
+        _ => e.reply(),
+    }
 }
 
 fn run(
@@ -486,7 +500,7 @@ fn run(
             if args.len() > 3 {
                 return Err(arity_error(args[0]));
             }
-            backend.authenticate(session, token).map_err(store)?;
+            backend.authenticate(session, token).map_err(auth_error)?;
             Reply::new(out, protocol).simple("OK");
         }
         "config" => {
@@ -652,7 +666,7 @@ fn hello(
     let mut name = None;
     while let Some(option) = rest.first() {
         if option.eq_ignore_ascii_case(b"auth") && rest.len() >= 3 {
-            backend.authenticate(session, rest[2]).map_err(store)?;
+            backend.authenticate(session, rest[2]).map_err(auth_error)?;
             rest = &rest[3..];
         } else if option.eq_ignore_ascii_case(b"setname") && rest.len() >= 2 {
             name = Some(rest[1].to_vec());

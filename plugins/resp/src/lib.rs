@@ -16,8 +16,9 @@
 //!   `max_command_bytes`: an oversized argument is skipped unread and answered
 //!   `-ERR ...`, and the connection carries on; bytes that are not RESP get
 //!   `-ERR Protocol error: ...` and a close (the stream cannot be resynchronised).
-//! * **Credentials.** `AUTH token` (or `HELLO 3 AUTH user token`) sets the bearer token
-//!   every later store call carries; the host decides, and a refused call answers
+//! * **Credentials.** `AUTH token` (or `HELLO 3 AUTH user token`) has the host verify
+//!   the token (`-WRONGPASS` if it refuses it) and sets the bearer token every later
+//!   store call carries; the host decides each call, and a refused one answers
 //!   `-NOAUTH` or `-NOPERM`.
 
 use std::future::Future;
@@ -187,10 +188,20 @@ impl Backend for Connection {
             kind: ErrorKind::Unauthenticated,
             message: "the token is not UTF-8".into(),
         })?;
-        // The host checks the token on every call (it may expire mid-connection), so
-        // AUTH only records it; a bad one answers -NOAUTH on the next command.
-        self.context.bearer_token = Some(token.clone());
-        session.token = Some(token);
+        // The host verifies the token now: a call for the empty key under it has only
+        // its credentials checked (and is then refused as no key, reading nothing).
+        // UNAUTHENTICATED means a bad token, answered -WRONGPASS; the session keeps
+        // whatever it presented before. The host still checks the token on every later
+        // call (it may expire mid-connection: -NOAUTH then).
+        let mut presented = self.context.clone();
+        presented.bearer_token = Some(token);
+        if let Err(e) = self.shared.store.get_with(&presented, b"")
+            && e.code() == ErrorCode::UNAUTHENTICATED
+        {
+            return Err(store_error(e));
+        }
+        session.token = presented.bearer_token.clone();
+        self.context = presented;
         Ok(())
     }
 }
