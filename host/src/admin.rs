@@ -31,6 +31,15 @@ pub struct AdminConfig {
     /// Largest request header block in bytes. Default 32768.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Longest a TLS handshake may take, in ms (see kvs-serve's `deadline`). Default
+    /// 5000.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A connection that receives nothing for this long with no request in progress is
+    /// closed (one that never sends a byte, after 10 s or this if shorter). 0: never.
+    /// Default 300000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 fn default_max_connections() -> usize {
@@ -38,6 +47,12 @@ fn default_max_connections() -> usize {
 }
 fn default_max_header_bytes() -> usize {
     kvs_serve::DEFAULT_MAX_HEADER_BYTES
+}
+fn default_handshake_timeout_ms() -> u64 {
+    kvs_serve::deadline::DEFAULT_HANDSHAKE_TIMEOUT_MS
+}
+fn default_idle_timeout_ms() -> u64 {
+    kvs_serve::deadline::DEFAULT_IDLE_TIMEOUT_MS
 }
 
 /// One plug-in in use, as `/plugins` shows it.
@@ -90,6 +105,11 @@ impl Admin {
             alpn: kvs_serve::Settings::HTTP_ALPN,
             max_connections: config.max_connections,
             max_header_bytes: config.max_header_bytes,
+            deadlines: kvs_serve::Deadlines::from_ms(
+                config.handshake_timeout_ms,
+                config.idle_timeout_ms,
+                "[admin]",
+            )?,
             log: crate::telemetry::listener_log,
         };
         let server = kvs_serve::Server::start(&settings, |_stopping| {

@@ -234,6 +234,42 @@ fn check_plugin(file: &Path, table: &str) -> Result<()> {
     Ok(())
 }
 
+/// Raises the open-file soft limit to the hard limit: every connection holds a
+/// descriptor, and the usual soft limit (1024) would let a few hundred idle clients
+/// stop every listener from accepting. Logged; a failure is only a warning.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            "cannot read the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        tracing::info!(open_files = limit.rlim_cur, "open-file limit");
+        return;
+    }
+    let was = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(
+            open_files = limit.rlim_cur,
+            "open-file limit raised from {was} to the hard limit"
+        );
+    } else {
+        tracing::warn!(
+            "cannot raise the open-file limit from {was}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn serve(config: &Config) -> Result<()> {
     // Register before starting so a signal during replay is not lost; it is acted on
     // once start-up completes.
@@ -241,6 +277,7 @@ fn serve(config: &Config) -> Result<()> {
     // certificate on it (kvs-serve registers its own handler, chained after this one).
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
+    raise_descriptor_limit();
     let catalog = Catalog::scan(&config.plugins_dir)?;
     for refused in &catalog.refused {
         tracing::warn!("refused {}: {}", refused.path.display(), refused.reason);

@@ -654,7 +654,9 @@ fn a_node_catching_up_after_partitions_serves_no_stale_read_and_loses_nothing() 
         ),
     )
     .unwrap();
-    let b = Kvs::start_under(&ns.exec_prefix(), &b_config, &plugins);
+    let in_ns = ns.exec_prefix();
+    let in_ns: Vec<&str> = in_ns.iter().map(String::as_str).collect();
+    let b = Kvs::start_under(&in_ns, &b_config, &plugins);
     let http = http_client();
     let put = |url: &str, key: &str, value: &str| {
         http.put(format!("{url}/v1/key/{key}"))

@@ -584,3 +584,56 @@ fn a_refused_mset_writes_nothing() {
         kvs.stop();
     }
 }
+
+/// Connections that send nothing are closed: one that never sends a byte after the
+/// first-bytes deadline (10 s by default, or `idle_timeout_ms` if shorter), one that
+/// went quiet after `idle_timeout_ms`.
+#[test]
+fn silent_resp_connections_are_closed() {
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = copy_of_staged_plugins(dir.path());
+        let config = config(dir.path(), frontend, "idle_timeout_ms = 1500\n");
+        let kvs = Kvs::start(&config, &plugins, &[]);
+        let p = port(&kvs, frontend);
+        let started = std::time::Instant::now();
+        let mut silent = raw(&p);
+        assert_eq!(read_to_close(&mut silent), "", "{frontend}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+            "{frontend}: closed after {waited:?}"
+        );
+        let mut quiet = raw(&p);
+        quiet.write_all(b"PING\r\n").unwrap();
+        assert_eq!(read_n(&mut quiet, 7), "+PONG\r\n");
+        std::thread::sleep(Duration::from_millis(1000));
+        quiet.write_all(b"PING\r\n").unwrap();
+        assert_eq!(
+            read_n(&mut quiet, 7),
+            "+PONG\r\n",
+            "{frontend}: closed early"
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(read_to_close(&mut quiet), "", "{frontend}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{frontend}");
+        kvs.stop();
+    }
+    // The defaults: a connection that never sends a byte is closed after 10 s.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    let config = config(dir.path(), "resp", "");
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    let mut silent = raw(&port(&kvs, "resp"));
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(read_to_close(&mut silent), "");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+    kvs.stop();
+}

@@ -1129,3 +1129,122 @@ fn duplicate_authorization_headers_are_refused() {
     );
     kvs.stop();
 }
+
+/// Waits for a child to exit on its own; kills it and returns `None` past `limit`.
+fn exits_within(child: &mut std::process::Child, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Connections that do not talk are closed: a TLS handshake not finished within
+/// `handshake_timeout_ms`; a connection whose handshake is done but that sends nothing
+/// (10 s, or `idle_timeout_ms` if shorter); one that went quiet after a request. And kvs
+/// raises its open-file soft limit to the hard limit at start.
+#[test]
+fn silent_connections_and_stalled_handshakes_are_closed() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "pki");
+    let (cert, key) = pki.issue("server", "localhost", true);
+    let config = write_config(dir.path(), "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&tls_line(&cert, &key, None));
+    text.push_str("handshake_timeout_ms = 1000\nidle_timeout_ms = 3000\n");
+    std::fs::write(&config, text).unwrap();
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .unwrap();
+    let nofile = format!("--nofile=256:{hard}");
+    let kvs = Kvs::start_under(&["prlimit", &nofile], &config, &staged_plugins());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", kvs.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(open_files[3], hard, "soft limit not raised: {limits}");
+    assert!(
+        kvs.log().contains("open-file limit raised"),
+        "{}",
+        kvs.log()
+    );
+
+    let addr = kvs
+        .endpoint("rest")
+        .trim_start_matches("https://")
+        .to_string();
+    // No ClientHello: closed at the handshake deadline.
+    let started = Instant::now();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(tcp.read(&mut [0u8; 16]).unwrap_or(0), 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "a stalled handshake was closed after {waited:?}"
+    );
+
+    // A finished handshake, then nothing: closed at the first-bytes deadline (3 s here).
+    let ca = pki.ca();
+    let s_client = |ca: &Path| {
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &addr, "-CAfile"])
+            .arg(ca)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut silent = s_client(&ca);
+    let waited = exits_within(&mut silent, Duration::from_secs(15));
+    assert!(
+        waited.is_some_and(|w| w >= Duration::from_secs(2) && w < Duration::from_secs(8)),
+        "a connection that sent nothing was closed after {waited:?}"
+    );
+
+    // A request, then quiet: served, then closed once idle for 3 s.
+    let mut quiet = s_client(&ca);
+    quiet
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let waited = exits_within(&mut quiet, Duration::from_secs(15));
+    let mut answer = String::new();
+    quiet
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut answer)
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        waited.is_some_and(|w| w >= Duration::from_secs(2) && w < Duration::from_secs(8)),
+        "an idle connection was closed after {waited:?} ({:?} since its request)",
+        started.elapsed()
+    );
+    // Meanwhile, others are served as usual.
+    assert_eq!(
+        served_certificate(
+            &tls_client(&ca),
+            &format!("{}/healthz", kvs.endpoint("rest"))
+        ),
+        std::fs::read(pki.dir.join("server.der")).unwrap()
+    );
+    kvs.stop();
+}

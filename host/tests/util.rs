@@ -205,7 +205,14 @@ impl Kvs {
 
     /// Like `start`, but returns kvs's output if it exits or never gets ready.
     pub fn try_start(config: &Path, plugins: &Path, args: &[&str]) -> Result<Kvs, String> {
-        Self::spawn(config, plugins, args, true, &[])
+        Self::spawn(config, plugins, args, true, &[], &[])
+    }
+
+    /// Like `start`, with kvs run by `wrapper` (e.g. `prlimit --nofile=...`), which must
+    /// exec it (kvs's process id is then the wrapper's).
+    pub fn start_under(wrapper: &[&str], config: &Path, plugins: &Path) -> Kvs {
+        Self::spawn(config, plugins, &[], true, &[], wrapper)
+            .unwrap_or_else(|log| panic!("kvs did not start:\n{log}"))
     }
 
     /// Like `try_start`, with extra environment variables for kvs.
@@ -215,7 +222,7 @@ impl Kvs {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Kvs, String> {
-        Self::spawn(config, plugins, args, true, env)
+        Self::spawn(config, plugins, args, true, env, &[])
     }
 
     /// Starts kvs and returns as soon as a frontend listens, possibly before replay is
@@ -226,7 +233,7 @@ impl Kvs {
 
     /// Like `start_listening`, with extra command-line arguments.
     pub fn start_listening_args(config: &Path, plugins: &Path, args: &[&str]) -> Kvs {
-        Self::spawn(config, plugins, args, false, &[])
+        Self::spawn(config, plugins, args, false, &[], &[])
             .unwrap_or_else(|log| panic!("kvs did not listen:\n{log}"))
     }
 
@@ -236,33 +243,16 @@ impl Kvs {
         args: &[&str],
         wait_ready: bool,
         env: &[(&str, &str)],
-    ) -> Result<Kvs, String> {
-        Self::spawn_under(&[], config, plugins, args, wait_ready, env)
-    }
-
-    /// Starts kvs as [`Kvs::start`] does, under `wrapper` (a command prefix such as
-    /// `ip netns exec NAME`).
-    pub fn start_under(wrapper: &[String], config: &Path, plugins: &Path) -> Kvs {
-        Self::spawn_under(wrapper, config, plugins, &[], true, &[])
-            .unwrap_or_else(|log| panic!("kvs did not start:\n{log}"))
-    }
-
-    fn spawn_under(
-        wrapper: &[String],
-        config: &Path,
-        plugins: &Path,
-        args: &[&str],
-        wait_ready: bool,
-        env: &[(&str, &str)],
+        wrapper: &[&str],
     ) -> Result<Kvs, String> {
         let kvs = env!("CARGO_BIN_EXE_kvs");
         let mut command = match wrapper.split_first() {
-            Some((program, rest)) => {
+            None => Command::new(kvs),
+            Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(kvs);
+                c.args(args).arg(kvs);
                 c
             }
-            None => Command::new(kvs),
         };
         let mut child = command
             .arg("--config")

@@ -302,6 +302,11 @@ pub fn start_frontend(
             .max_connections
             .unwrap_or(kvs_serve::DEFAULT_MAX_CONNECTIONS),
         max_header_bytes: sandbox.max_header_bytes,
+        deadlines: kvs_serve::Deadlines::from_ms(
+            sandbox.handshake_timeout_ms,
+            sandbox.idle_timeout_ms,
+            &table_name,
+        )?,
         log: crate::telemetry::listener_log,
     };
     let server = kvs_serve::Server::start(&settings, |stopping| {

@@ -34,6 +34,15 @@ pub struct Sandbox {
     /// Largest request header block, bytes. Default 32768.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Longest a TLS handshake may take, in ms (see kvs-serve's `deadline`). Default
+    /// 5000.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A connection that receives nothing for this long with no request in progress is
+    /// closed (one that never sends a byte, after 10 s or this if shorter). 0: never.
+    /// Default 300000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 fn default_memory() -> u32 {
@@ -54,8 +63,14 @@ fn default_workers() -> usize {
 fn default_max_header_bytes() -> usize {
     kvs_serve::DEFAULT_MAX_HEADER_BYTES
 }
+fn default_handshake_timeout_ms() -> u64 {
+    kvs_serve::deadline::DEFAULT_HANDSHAKE_TIMEOUT_MS
+}
+fn default_idle_timeout_ms() -> u64 {
+    kvs_serve::deadline::DEFAULT_IDLE_TIMEOUT_MS
+}
 
-pub(super) const SANDBOX_KEYS: [&str; 9] = [
+pub(super) const SANDBOX_KEYS: [&str; 11] = [
     "data_dir",
     "memory_max_mb",
     "call_timeout_ms",
@@ -65,6 +80,8 @@ pub(super) const SANDBOX_KEYS: [&str; 9] = [
     "tls",
     "max_connections",
     "max_header_bytes",
+    "handshake_timeout_ms",
+    "idle_timeout_ms",
 ];
 
 impl Sandbox {
@@ -108,6 +125,8 @@ impl Sandbox {
             tls: None,
             max_connections: Some(1),
             max_header_bytes: default_max_header_bytes(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
         }
     }
 }

@@ -215,6 +215,11 @@ pub fn start_stream_frontend(
         thread_name: "kvs-wasm-stream",
         max_connections: sandbox.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         tls: sandbox.tls.as_ref(),
+        deadlines: kvs_serve::Deadlines::from_ms(
+            sandbox.handshake_timeout_ms,
+            sandbox.idle_timeout_ms,
+            &table,
+        )?,
         log: crate::telemetry::listener_log,
     };
     let shared = Arc::new(Shared {

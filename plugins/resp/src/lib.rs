@@ -57,6 +57,15 @@ pub struct Config {
     /// TLS (`tls = { cert = "...", key = "...", client_ca = "..." }`, as for the HTTP
     /// frontends: `redis-cli --tls`); plain TCP without.
     pub tls: Option<kvs_serve::TlsConfig>,
+    /// Longest a TLS handshake may take, in ms (see kvs-serve's `deadline`). Default
+    /// 5000.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A connection that sends nothing for this long is closed, like Redis's `timeout`
+    /// (one that never sends a byte, after 10 s or this if shorter). 0: never. Default
+    /// 300000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 fn default_listen() -> String {
@@ -70,6 +79,12 @@ fn default_max_connections() -> usize {
 }
 fn default_max_command_bytes() -> usize {
     64 << 20
+}
+fn default_handshake_timeout_ms() -> u64 {
+    kvs_serve::deadline::DEFAULT_HANDSHAKE_TIMEOUT_MS
+}
+fn default_idle_timeout_ms() -> u64 {
+    kvs_serve::deadline::DEFAULT_IDLE_TIMEOUT_MS
 }
 
 impl Config {
@@ -349,6 +364,11 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         thread_name: "kvs-resp",
         max_connections: config.max_connections,
         tls: config.tls.as_ref(),
+        deadlines: kvs_serve::Deadlines::from_ms(
+            config.handshake_timeout_ms,
+            config.idle_timeout_ms,
+            "[plugins.resp]",
+        )?,
         log: kvs_serve::plugin_log,
     };
     let server = kvs_serve::tcp::TcpServer::start(&settings, |addr, connected| {

@@ -9,6 +9,7 @@
 //! contract: a third party's frontend is free to serve however it likes. Runtimes do not
 //! cross the plug-in boundary, which is why each frontend owns one.
 
+pub mod deadline;
 pub mod tcp;
 pub mod tls;
 
@@ -30,6 +31,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tower_service::Service;
 
+pub use deadline::Deadlines;
 pub use tls::TlsConfig;
 
 /// The client's address and, under mTLS, its verified identity, worked out once per
@@ -52,8 +54,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The smallest header cap hyper can enforce for HTTP/1.1.
 const MIN_HEADER_BYTES: usize = 8192;
-/// How long a client gets to finish the TLS handshake.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a server's messages go: the plug-in's host log, or the host's own `tracing`.
 pub type LogFn = fn(Level, &str);
@@ -86,6 +86,8 @@ pub struct Settings<'a> {
     pub max_connections: usize,
     /// Largest request header block in bytes (at least 8192).
     pub max_header_bytes: usize,
+    /// How long a connection may take to start talking and stay silent.
+    pub deadlines: Deadlines,
     /// Where messages go.
     pub log: LogFn,
 }
@@ -142,6 +144,7 @@ impl Server {
             http: http_builder(settings.max_header_bytes),
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             max_connections: settings.max_connections,
+            deadlines: settings.deadlines,
             last_full_warning: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
             log: settings.log,
@@ -267,6 +270,7 @@ struct Acceptor {
     http: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
     max_connections: usize,
+    deadlines: Deadlines,
     /// Seconds since `started`, plus one, when "at max_connections" was last logged
     /// (0: never). Logged at most every 10 s, however many connections are refused.
     last_full_warning: Arc<AtomicU64>,
@@ -301,8 +305,11 @@ impl Acceptor {
                 app: self.app.clone(),
                 http: self.http.clone(),
                 watcher: graceful.watcher(),
+                activity: deadline::Activity::new(),
+                deadlines: self.deadlines,
             };
             let tls = self.tls.clone();
+            let handshake = self.deadlines.handshake;
             tokio::spawn(async move {
                 let _permit = permit;
                 let text: Arc<str> = addr.to_string().into();
@@ -321,7 +328,7 @@ impl Acceptor {
                         // certificate under mTLS, plain HTTP) just closes the
                         // connection: rustls has already sent the client its alert.
                         let Ok(Ok(stream)) =
-                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                            tokio::time::timeout(handshake, acceptor.accept(tcp)).await
                         else {
                             return;
                         };
@@ -367,6 +374,8 @@ struct Connection {
     app: Router,
     http: auto::Builder<TokioExecutor>,
     watcher: Watcher,
+    activity: Arc<deadline::Activity>,
+    deadlines: Deadlines,
 }
 
 impl Connection {
@@ -375,15 +384,26 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let app = self.app;
+        let activity = self.activity;
+        let io = deadline::Watched::new(io, &activity);
+        let requests = activity.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             request.extensions_mut().insert(ConnectInfo(peer.clone()));
             let mut app = app.clone();
             let refused = ambiguous_credentials(&request);
+            // In progress (not idle) until the response body is done with.
+            let busy = deadline::Busy::new(&requests);
             async move {
-                match refused {
-                    Some(response) => Ok(response),
-                    None => app.call(request.map(axum::body::Body::new)).await,
-                }
+                let response = match refused {
+                    Some(response) => response,
+                    None => match app.call(request.map(axum::body::Body::new)).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                };
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| InProgress { body, _busy: busy }),
+                )
             }
         });
         let served = self
@@ -392,7 +412,36 @@ impl Connection {
             .into_owned();
         // Errors here are the client's (reset, bad request line, oversized header
         // block, which hyper has answered 431): nothing for the server to do.
-        let _ = self.watcher.watch(served).await;
+        let watched = async {
+            let _ = self.watcher.watch(served).await;
+        };
+        deadline::until_expired(watched, &activity, self.deadlines).await;
+    }
+}
+
+/// A response body that keeps its connection busy (not idle) until it is dropped.
+struct InProgress {
+    body: axum::body::Body,
+    _busy: deadline::Busy,
+}
+
+impl hyper::body::Body for InProgress {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -33,6 +33,9 @@ pub struct TcpSettings<'a> {
     pub max_connections: usize,
     /// TLS, if the listener's table has a `tls` table.
     pub tls: Option<&'a TlsConfig>,
+    /// How long a connection may take to start talking and stay silent (see
+    /// [`crate::deadline`]; only received bytes count as activity).
+    pub deadlines: crate::Deadlines,
     /// Where messages go.
     pub log: LogFn,
 }
@@ -119,6 +122,7 @@ impl TcpServer {
         let accept = Acceptor {
             open: open.clone(),
             max_connections: settings.max_connections,
+            deadlines: settings.deadlines,
             tls: tls.clone(),
             table: table.to_string(),
             log: settings.log,
@@ -197,6 +201,7 @@ impl Drop for Counted {
 struct Acceptor {
     open: OpenConnections,
     max_connections: usize,
+    deadlines: crate::Deadlines,
     tls: Option<Arc<tls::Tls>>,
     table: String,
     log: LogFn,
@@ -245,32 +250,41 @@ impl Acceptor {
             let _ = stream.set_nodelay(true);
             let counted = Counted::new(&self.open);
             let (handle, stopping, tls) = (handle.clone(), stopping.clone(), self.tls.clone());
+            let deadlines = self.deadlines;
+            let activity = crate::deadline::Activity::new();
             tokio::spawn(async move {
                 let _counted = counted; // uncounted when the task ends, however it ends
                 let (stream, identity): (Box<dyn Stream>, _) = match tls {
-                    None => (Box::new(stream), None),
+                    None => (
+                        Box::new(crate::deadline::Watched::new(stream, &activity)),
+                        None,
+                    ),
                     Some(tls) => {
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                         // A failed or stalled handshake (wrong CA, no client certificate
                         // under mTLS, plain text) just closes the connection: rustls has
                         // already sent the client its alert.
                         let Ok(Ok(stream)) =
-                            tokio::time::timeout(crate::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            tokio::time::timeout(deadlines.handshake, acceptor.accept(stream))
                                 .await
                         else {
                             return;
                         };
                         let identity = tls::client_identity(stream.get_ref().1);
+                        // Only what the client sends after the handshake counts.
+                        let stream = crate::deadline::Watched::new(stream, &activity);
                         (Box::new(stream), identity)
                     }
                 };
-                handle(Accepted {
+                let served = handle(Accepted {
                     stream,
                     peer,
                     identity,
                     stopping,
-                })
-                .await;
+                });
+                // A silent connection is dropped, closing it; writes it queued complete
+                // in the store regardless.
+                crate::deadline::until_expired(served, &activity, deadlines).await;
             });
         }
     }
