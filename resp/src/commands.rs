@@ -195,6 +195,10 @@ pub struct Session {
     pub token: Option<String>,
     /// Commands this connection has run.
     pub commands: u64,
+    /// Largest reply one command may build, if bounded: a longer one (an `MGET` of many
+    /// large values) is answered with an error instead, so one command cannot make the
+    /// server hold an unbounded reply for a client that may never read it.
+    pub max_reply_bytes: Option<usize>,
 }
 
 /// What `INFO` and `HELLO` report.
@@ -427,8 +431,19 @@ fn run(
         }
         "mget" => {
             let mut values = Vec::with_capacity(args.len() - 1);
+            let mut bytes = 0usize;
             for key in &args[1..] {
-                values.push(backend.get(session, key).map_err(store)?);
+                let value = backend.get(session, key).map_err(store)?;
+                bytes = bytes.saturating_add(value.as_ref().map_or(0, |v| v.len() + 16));
+                if let Some(max) = session.max_reply_bytes
+                    && bytes > max
+                {
+                    return Err(format!(
+                        "ERR MGET's reply would be over {max} bytes (max_reply_bytes): \
+                         ask for fewer keys at a time"
+                    ));
+                }
+                values.push(value);
             }
             let mut reply = Reply::new(out, protocol);
             reply.array(values.len());

@@ -57,6 +57,10 @@ pub struct Config {
     /// TLS (`tls = { cert = "...", key = "...", client_ca = "..." }`, as for the HTTP
     /// frontends: `redis-cli --tls`); plain TCP without.
     pub tls: Option<kvs_serve::TlsConfig>,
+    /// Largest reply one command may have (an `MGET` of many large values); a larger
+    /// one is answered with an error instead. Default 64 MiB.
+    #[serde(default = "default_max_reply_bytes")]
+    pub max_reply_bytes: usize,
     /// Longest a TLS handshake may take, in ms (see kvs-serve's `deadline`). Default
     /// 5000.
     #[serde(default = "default_handshake_timeout_ms")]
@@ -80,6 +84,9 @@ fn default_max_connections() -> usize {
 fn default_max_command_bytes() -> usize {
     64 << 20
 }
+fn default_max_reply_bytes() -> usize {
+    64 << 20
+}
 fn default_handshake_timeout_ms() -> u64 {
     kvs_serve::deadline::DEFAULT_HANDSHAKE_TIMEOUT_MS
 }
@@ -92,9 +99,14 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, PluginError> {
         let c: Config = toml::from_str(text)
             .map_err(|e| PluginError::invalid_input(format!("[plugins.resp]: {e}")))?;
-        if c.worker_threads == 0 || c.max_connections == 0 || c.max_command_bytes == 0 {
+        if c.worker_threads == 0
+            || c.max_connections == 0
+            || c.max_command_bytes == 0
+            || c.max_reply_bytes == 0
+        {
             return Err(PluginError::invalid_input(
-                "[plugins.resp]: worker_threads, max_connections and max_command_bytes must be at least 1",
+                "[plugins.resp]: worker_threads, max_connections, max_command_bytes and \
+                 max_reply_bytes must be at least 1",
             ));
         }
         Ok(c)
@@ -105,6 +117,7 @@ impl Config {
 struct Shared {
     store: Store,
     limits: kvs_resp::Limits,
+    max_reply_bytes: usize,
     port: u16,
     started: Instant,
     connected: OpenConnections,
@@ -248,6 +261,50 @@ impl Connection {
     }
 }
 
+/// A connection's read and reply buffers start at this size.
+const BUFFER_BYTES: usize = 16 << 10;
+/// Buffers grown past this for a large command are given back once it is done.
+const SHRINK_ABOVE: usize = 64 << 10;
+/// Unsent replies past this are sent before more commands run (a client that does not
+/// read then stops the connection's reading: its pipeline waits in the socket).
+const MAX_UNSENT_BYTES: usize = 1 << 20;
+
+/// Returns a buffer's memory once a large command is done with it: an idle connection
+/// keeps only what it needs, not the largest command it ever sent.
+///
+/// The small buffer is a new allocation (not the large one shrunk in place, which would
+/// pin the start of the freed region and keep the next large buffer from reusing it),
+/// and the allocator is then asked to hand freed pages back to the OS ([`trim`]).
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > SHRINK_ABOVE && buf.len() <= BUFFER_BYTES {
+        let mut small = Vec::with_capacity(BUFFER_BYTES);
+        small.extend_from_slice(buf);
+        *buf = small;
+        trim();
+    }
+}
+
+/// Gives free memory back to the OS after large buffers were released: glibc keeps
+/// freed chunks in its arenas (resident) until asked, so a burst of large commands
+/// would leave the process at its peak size. One trim a second after the first release
+/// of a burst, covering everything released until then; called on the runtime.
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::atomic::AtomicBool;
+        static PENDING: AtomicBool = AtomicBool::new(false);
+        if !PENDING.swap(true, Ordering::AcqRel) {
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                PENDING.store(false, Ordering::Release);
+                // SAFETY: malloc_trim has no preconditions; it only releases free
+                // memory.
+                unsafe { libc::malloc_trim(0) };
+            });
+        }
+    }
+}
+
 async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let context = accepted.request_context();
     let Accepted {
@@ -259,6 +316,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let id = shared.total_connections.fetch_add(1, Ordering::Relaxed) + 1;
     let mut session = Session {
         id,
+        max_reply_bytes: Some(shared.max_reply_bytes),
         ..Session::default()
     };
     let mut conn = Connection {
@@ -267,11 +325,11 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         pending: Vec::new(),
     };
     let mut decoder = Decoder::new(shared.limits);
-    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
-    let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut buf: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
+    let mut out: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
     loop {
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 << 10);
+            buf.reserve(BUFFER_BYTES);
         }
         let read = tokio::select! {
             r = stream.read_buf(&mut buf) => r,
@@ -305,6 +363,17 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
                     {
                         conn.settle(&mut out, session.protocol).await;
                     }
+                    // Replies the client has not taken yet are bounded: past the
+                    // bound, send them (waiting while the client does not read)
+                    // before running more of its commands.
+                    if out.len() >= MAX_UNSENT_BYTES {
+                        conn.settle(&mut out, session.protocol).await;
+                        if stream.write_all(&out).await.is_err() {
+                            flow = Flow::Close;
+                            break;
+                        }
+                        out.clear();
+                    }
                     let start = out.len();
                     let queued = conn.pending.len();
                     flow = kvs_resp::execute(&args, &mut session, &mut conn, &mut out);
@@ -337,6 +406,8 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         if flow == Flow::Close {
             break;
         }
+        shrink(&mut buf);
+        shrink(&mut out);
     }
     // Writes still queued complete in the store whatever happens to the connection.
     let _ = stream.shutdown().await;
@@ -374,6 +445,7 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
     let server = kvs_serve::tcp::TcpServer::start(&settings, |addr, connected| {
         let shared = Arc::new(Shared {
             limits,
+            max_reply_bytes: config.max_reply_bytes,
             store,
             port: addr.port(),
             started: Instant::now(),
