@@ -5,7 +5,9 @@
 //! Shared by kvs's own frontends (`rest`, `grpc` and the host's WASM HTTP frontend over
 //! HTTP; `resp` and the host's WASM stream frontend over [`tcp`]) so the listener's
 //! duties live in one place: TLS and mTLS ([`tls`]), certificate reload on SIGHUP,
-//! per-listener connection and header limits, graceful stop. Not part of the plug-in
+//! per-listener connection and header limits, handshake and idle deadlines
+//! ([`deadline`]), refusing requests with more than one `Authorization` header, graceful
+//! stop. Not part of the plug-in
 //! contract: a third party's frontend is free to serve however it likes. Runtimes do not
 //! cross the plug-in boundary, which is why each frontend owns one.
 
