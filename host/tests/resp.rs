@@ -710,3 +710,55 @@ fn silent_resp_connections_are_closed() {
     );
     kvs.stop();
 }
+
+/// A stream frontend holds an instance per connection, each up to `memory_max_mb`:
+/// `memory_budget_mb` caps how many exist. Past it a new connection is closed at once,
+/// with the reason in the log; once a connection ends, its instance serves the next.
+#[test]
+fn a_wasm_stream_frontend_refuses_connections_past_its_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(
+        dir.path(),
+        "wasm-resp",
+        "memory_max_mb = 16\nmemory_budget_mb = 48\npool_size = 1\n",
+    );
+    let kvs = Kvs::start(&path, &copy_of_staged_plugins(dir.path()), &[]);
+    let p = port(&kvs, "wasm-resp");
+    let idle = rss_mib(&kvs);
+    let ping = |s: &mut TcpStream| {
+        s.write_all(b"PING\r\n").unwrap();
+        read_n(s, 7)
+    };
+    // 48 / 16: three instances, each held by a connection.
+    let mut held: Vec<TcpStream> = (0..3).map(|_| raw(&p)).collect();
+    for s in &mut held {
+        assert_eq!(ping(s), "+PONG\r\n");
+    }
+    let serving = rss_mib(&kvs);
+    let mut fourth = raw(&p);
+    let _ = fourth.write_all(b"PING\r\n");
+    assert_eq!(read_to_close(&mut fourth), "", "a fourth instance was made");
+    let log = kvs.log();
+    let reason = log
+        .lines()
+        .find(|l| l.contains("refusing the connection"))
+        .unwrap_or_else(|| panic!("no reason logged:\n{log}"));
+    assert!(
+        reason.contains("3 instances of memory_max_mb = 16")
+            && reason.contains("memory_budget_mb = 48"),
+        "{reason}"
+    );
+    // One connection ends: its instance (idle now) serves the next one.
+    drop(held.remove(0));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut next = raw(&p);
+    assert_eq!(ping(&mut next), "+PONG\r\n");
+    println!(
+        "stream budget: 3 connections x 16 MiB served, the 4th closed ({reason}); kvs RSS \
+         {idle} MiB idle, {serving} MiB with 3 connections; after one closed, a new one \
+         served"
+    );
+    drop(held);
+    drop(next);
+    kvs.stop();
+}

@@ -651,3 +651,109 @@ fn requests_still_waiting_for_an_instance_at_shutdown_are_answered_503() {
         assert_eq!(busy.join().unwrap(), StatusCode::OK);
     });
 }
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// kvs's resident memory now, and its peak since the last [`reset_peak`], in MiB.
+fn rss_mib(pid: u32) -> (u64, u64) {
+    (
+        status_kib(pid, "VmRSS") >> 10,
+        status_kib(pid, "VmHWM") >> 10,
+    )
+}
+
+/// Resets kvs's peak resident size (`VmHWM`) to its current one.
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+/// One guest call putting 1 MiB values in a loop: without a bound it queued every one
+/// of them (issue 38: 3,300 writes, 5.3 GB). With `call_max_write_mb` (default 64) the
+/// call waits for its earlier writes once 64 MiB are queued, so its whole run adds at
+/// most a few times that to kvs's peak memory, however many it writes; and an
+/// unbounded run (the bound raised past the loop) shows the difference.
+#[test]
+fn a_guest_call_queuing_1_mib_writes_in_a_loop_is_held_to_its_write_bound() {
+    const WRITES: usize = 1000;
+    let mut peaks = Vec::new();
+    for (label, keys) in [
+        ("defaults (1024 writes / 64 MiB)", ""),
+        (
+            "bound raised past the loop (100000 writes / 4096 MiB)",
+            "call_max_writes = 100000\ncall_max_write_mb = 4096\nmemory_budget_mb = 4096\n",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let kvs = start_hostile(dir.path(), &format!("call_timeout_ms = 120000\n{keys}"));
+        let http = http_client();
+        // Warm: an instance that has already put one value, its memory grown.
+        assert_eq!(get_status(&http, kvs.at("/put-loop/1")), StatusCode::OK);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (before, _) = rss_mib(kvs.pid());
+        reset_peak(kvs.pid());
+        let started = std::time::Instant::now();
+        let r = http
+            .get(kvs.at(&format!("/put-loop/{WRITES}")))
+            .send()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(r.status(), StatusCode::OK, "{label}: {}", kvs.log());
+        assert_eq!(r.text().unwrap(), format!("queued {WRITES}"));
+        let (_, peak) = rss_mib(kvs.pid());
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let (after, _) = rss_mib(kvs.pid());
+        println!(
+            "{label}: {WRITES} x 1 MiB puts in one call took {took:?}; kvs RSS {before} MiB \
+             before, peak {peak} MiB (+{}), {after} MiB 2 s after (+{})",
+            peak - before,
+            after.saturating_sub(before)
+        );
+        peaks.push((peak - before, after.saturating_sub(before)));
+        kvs.stop();
+    }
+    let (bounded, unbounded) = (peaks[0], peaks[1]);
+    // The stated bound: the call's 64 MiB of queued writes, copied on their way (the
+    // guest's input, the queued write, the logger's batch, the map's entry) — 320 MiB.
+    assert!(
+        bounded.0 < 320,
+        "the bounded call added {} MiB at its peak",
+        bounded.0
+    );
+    assert!(
+        bounded.1 < 320,
+        "{} MiB still held after the bounded call",
+        bounded.1
+    );
+    assert!(
+        unbounded.0 > 2 * bounded.0,
+        "the bound made no difference: {unbounded:?} vs {bounded:?}"
+    );
+}
+
+/// An HTTP frontend has `pool_size` instances at most: if they could not fit in
+/// `memory_budget_mb`, kvs does not start.
+#[test]
+fn a_wasm_http_pool_larger_than_its_memory_budget_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "file", "wasm-rest", "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[plugins.wasm-rest]\n",
+        "[plugins.wasm-rest]\npool_size = 20\nmemory_max_mb = 64\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Kvs::try_start(&path, &staged_plugins(), &[])
+        .err()
+        .expect("started with 20 x 64 MiB instances in a 1024 MiB budget");
+    assert!(
+        out.contains("1280 MiB") && out.contains("memory_budget_mb = 1024"),
+        "{out}"
+    );
+}

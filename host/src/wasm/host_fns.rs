@@ -5,7 +5,10 @@
 //! waited for, so the instance serves on during the fsync and one call can queue a whole
 //! pipeline into one group commit. The frontend (HTTP edge, stream connection) settles
 //! them before it sends what the call answered; a read inside the call settles them
-//! first, so the guest sees its own writes.
+//! first, so the guest sees its own writes. What one call keeps queued is bounded
+//! ([`WriteLimits`]: `call_max_writes`, `call_max_write_mb`): a write past either bound
+//! first waits for the call's earlier writes, so a guest queuing writes in a loop holds
+//! at most that much memory in the write queue, however long it loops.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -34,15 +37,57 @@ pub(super) struct CallContext {
     pub(super) deferred: Deferred,
 }
 
+/// What one guest call may keep queued and not yet durable (the sandbox keys
+/// `call_max_writes`, `call_max_write_mb`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WriteLimits {
+    pub(super) max_writes: usize,
+    /// Keys and values, bytes.
+    pub(super) max_bytes: u64,
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        WriteLimits {
+            max_writes: 1024,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
 /// The writes a call queued without waiting for them.
 #[derive(Default)]
 pub(super) struct Deferred {
     writes: Vec<tokio::sync::oneshot::Receiver<Result<(), PluginError>>>,
+    /// Bytes of keys and values in `writes`.
+    queued_bytes: u64,
+    limits: WriteLimits,
     /// The first queued write that failed.
     failed: Option<PluginError>,
 }
 
 impl Deferred {
+    pub(super) fn new(limits: WriteLimits) -> Deferred {
+        Deferred {
+            limits,
+            ..Deferred::default()
+        }
+    }
+
+    /// Before queuing a write of `bytes`: if it would take the call past its
+    /// [`WriteLimits`], waits for the writes already queued (a write larger than the
+    /// byte bound on its own still goes, alone). Waiting, not failing: a pipeline of
+    /// small writes larger than the bound (a Redis client's `-P 2000`) is legitimate,
+    /// and waiting only makes the call take longer — within `call_timeout_ms`.
+    fn make_room(&mut self, bytes: u64) {
+        if !self.writes.is_empty()
+            && (self.writes.len() >= self.limits.max_writes
+                || self.queued_bytes.saturating_add(bytes) > self.limits.max_bytes)
+        {
+            self.settle_blocking();
+        }
+    }
+
     fn record(&mut self, outcome: Result<Result<(), PluginError>, impl std::fmt::Debug>) {
         let outcome = outcome.unwrap_or_else(|_| Err(PluginError::unavailable("write dropped")));
         if let (Err(e), None) = (outcome, &self.failed) {
@@ -57,6 +102,7 @@ impl Deferred {
             return; // the common read: nothing to wait for, and no worker hand-off
         }
         let writes = std::mem::take(&mut self.writes);
+        self.queued_bytes = 0;
         let wait = || {
             for rx in writes {
                 self.record(rx.blocking_recv());
@@ -181,12 +227,18 @@ fn run(
             Ok(w.0)
         }
         StoreCall::Put => {
-            let (key, value) = (key.to_vec(), r.bytes().map_err(bad)?.to_vec());
-            defer_write(deferred, |done| store.put_as(caller, key, value, done))
+            let value = r.bytes().map_err(bad)?;
+            let bytes = (key.len() + value.len()) as u64;
+            let (key, value) = (key.to_vec(), value.to_vec());
+            defer_write(deferred, bytes, |done| {
+                store.put_as(caller, key, value, done)
+            })
         }
         StoreCall::Delete => {
             let key = key.to_vec();
-            defer_write(deferred, |done| store.delete_as(caller, key, done))
+            defer_write(deferred, key.len() as u64, |done| {
+                store.delete_as(caller, key, done)
+            })
         }
     }
 }
@@ -226,8 +278,10 @@ pub(super) fn in_multi_thread_runtime() -> bool {
 /// access) is the guest's error now; otherwise the write joins the call's deferred ones.
 fn defer_write(
     deferred: &mut Deferred,
+    bytes: u64,
     submit: impl FnOnce(Completion),
 ) -> Result<Vec<u8>, PluginError> {
+    deferred.make_room(bytes);
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     submit(Completion::new(move |r| {
         let _ = tx.send(r);
@@ -236,6 +290,7 @@ fn defer_write(
         Ok(result) => result.map(|()| Vec::new()),
         Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
             deferred.writes.push(rx);
+            deferred.queued_bytes += bytes;
             Ok(Vec::new())
         }
         Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {

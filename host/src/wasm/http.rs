@@ -31,6 +31,8 @@ struct Pool {
     /// each new instance is configured before it serves.
     config: Option<String>,
     meter: Arc<crate::metrics::WasmMeter>,
+    /// What one call may keep queued (`call_max_writes`, `call_max_write_mb`).
+    write_limits: super::host_fns::WriteLimits,
     idle: Mutex<Vec<Plugin>>,
     permits: tokio::sync::Semaphore,
 }
@@ -169,7 +171,7 @@ async fn edge(
         meter: edge.meter.clone(),
         context,
         received,
-        deferred: Deferred::default(),
+        deferred: Deferred::new(edge.pool.write_limits),
     };
     let Ok(permit) = edge.pool.permits.acquire().await else {
         return text(503, "shutting down".into());
@@ -262,6 +264,15 @@ pub fn start_frontend(
     table: &str,
 ) -> Result<FrontendBox, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
+    // At most `pool_size` instances ever exist (one per permit): their memory must fit.
+    let reserved = u64::from(sandbox.memory_max_mb) * sandbox.pool_size as u64;
+    if reserved > u64::from(sandbox.memory_budget_mb) {
+        return Err(PluginError::invalid_input(format!(
+            "[plugins.{name}]: pool_size = {} instances of memory_max_mb = {} is {reserved} MiB, \
+             over memory_budget_mb = {}: lower pool_size or memory_max_mb, or raise the budget",
+            sandbox.pool_size, sandbox.memory_max_mb, sandbox.memory_budget_mb
+        )));
+    }
     let compiled =
         compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     // One instance now: it tells whether the guest takes a config, and a bad config
@@ -287,6 +298,7 @@ pub fn start_frontend(
         compiled,
         config,
         meter: store.metrics().wasm(name),
+        write_limits: sandbox.write_limits(),
     });
     let table_name = format!("[plugins.{name}]");
     let settings = kvs_serve::Settings {

@@ -43,6 +43,21 @@ pub struct Sandbox {
     /// Default 300000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Most writes one guest call keeps queued and not yet durable (frontends). A
+    /// `kvs_put`/`kvs_delete` past it first waits for the call's earlier writes to
+    /// become durable. Default 1024.
+    #[serde(default = "default_call_max_writes")]
+    pub call_max_writes: usize,
+    /// Most bytes (keys and values) one guest call keeps queued and not yet durable,
+    /// MiB; past it a write waits as for `call_max_writes`. Default 64.
+    #[serde(default = "default_call_max_write_mb")]
+    pub call_max_write_mb: u32,
+    /// Total guest memory a frontend's instances may reserve, MiB: instances x
+    /// `memory_max_mb` stays within it. A stream frontend (an instance per connection)
+    /// refuses new connections past it; an HTTP frontend's `pool_size` x
+    /// `memory_max_mb` must fit. Default 1024.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget_mb: u32,
 }
 
 fn default_memory() -> u32 {
@@ -69,8 +84,17 @@ fn default_handshake_timeout_ms() -> u64 {
 fn default_idle_timeout_ms() -> u64 {
     kvs_serve::deadline::DEFAULT_IDLE_TIMEOUT_MS
 }
+fn default_call_max_writes() -> usize {
+    1024
+}
+fn default_call_max_write_mb() -> u32 {
+    64
+}
+fn default_memory_budget() -> u32 {
+    1024
+}
 
-pub(super) const SANDBOX_KEYS: [&str; 11] = [
+pub(super) const SANDBOX_KEYS: [&str; 14] = [
     "data_dir",
     "memory_max_mb",
     "call_timeout_ms",
@@ -82,6 +106,9 @@ pub(super) const SANDBOX_KEYS: [&str; 11] = [
     "max_header_bytes",
     "handshake_timeout_ms",
     "idle_timeout_ms",
+    "call_max_writes",
+    "call_max_write_mb",
+    "memory_budget_mb",
 ];
 
 impl Sandbox {
@@ -102,10 +129,20 @@ impl Sandbox {
             || sandbox.memory_max_mb == 0
             || sandbox.call_timeout_ms == 0
             || sandbox.worker_threads == 0
+            || sandbox.call_max_writes == 0
+            || sandbox.call_max_write_mb == 0
         {
             return Err(PluginError::invalid_input(
-                "pool_size, memory_max_mb, call_timeout_ms and worker_threads must be at least 1",
+                "pool_size, memory_max_mb, call_timeout_ms, worker_threads, call_max_writes and \
+                 call_max_write_mb must be at least 1",
             ));
+        }
+        if sandbox.memory_budget_mb < sandbox.memory_max_mb {
+            return Err(PluginError::invalid_input(format!(
+                "memory_budget_mb = {} is less than memory_max_mb = {}: not even one instance \
+                 would fit",
+                sandbox.memory_budget_mb, sandbox.memory_max_mb
+            )));
         }
         let guest = toml::to_string(&all).map_err(|e| PluginError::internal(e.to_string()))?;
         Ok((sandbox, guest))
@@ -127,6 +164,18 @@ impl Sandbox {
             max_header_bytes: default_max_header_bytes(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
+            call_max_writes: default_call_max_writes(),
+            call_max_write_mb: default_call_max_write_mb(),
+            memory_budget_mb: default_memory_budget(),
+        }
+    }
+
+    /// What one guest call may keep queued: [`Sandbox::call_max_writes`] and
+    /// [`Sandbox::call_max_write_mb`].
+    pub(super) fn write_limits(&self) -> super::host_fns::WriteLimits {
+        super::host_fns::WriteLimits {
+            max_writes: self.call_max_writes,
+            max_bytes: u64::from(self.call_max_write_mb) << 20,
         }
     }
 }

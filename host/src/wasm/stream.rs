@@ -15,7 +15,7 @@
 //! connection is closed instead, so no acknowledgement of a lost write is ever sent.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,27 +41,92 @@ const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Most bytes handed to the guest in one call.
 const READ_CHUNK: usize = 64 << 10;
 
+/// An instance, counted in its frontend's `live` for as long as it exists.
+struct Instance {
+    plugin: Plugin,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a connection got no instance.
+enum Checkout {
+    /// `max_instances` exist and none is idle.
+    OverBudget,
+    Failed(PluginError),
+}
+
 /// What every connection of one stream frontend shares.
 struct Shared {
     name: Arc<str>,
     compiled: Compiled,
-    idle: Mutex<Vec<Plugin>>,
+    idle: Mutex<Vec<Instance>>,
     keep_idle: usize,
+    /// Instances that exist (serving or idle).
+    live: Arc<AtomicUsize>,
+    /// `memory_budget_mb / memory_max_mb`.
+    max_instances: usize,
+    memory_max_mb: u32,
+    memory_budget_mb: u32,
+    /// Connections refused over the budget since the last warning, and when that was.
+    refused: Mutex<(u64, Option<Instant>)>,
+    write_limits: super::host_fns::WriteLimits,
     wasm_meter: Arc<crate::metrics::WasmMeter>,
     meter: Arc<crate::metrics::FrontendMeter>,
     next_id: AtomicU64,
 }
 
 impl Shared {
-    fn checkout(&self) -> Result<Plugin, PluginError> {
-        let idle = self.idle.lock().unwrap().pop();
-        match idle {
-            Some(p) => Ok(p),
-            None => instance(&self.compiled),
+    fn checkout(&self) -> Result<Instance, Checkout> {
+        if let Some(idle) = self.idle.lock().unwrap().pop() {
+            return Ok(idle);
+        }
+        // A slot in the budget first, then the instance.
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_instances).then_some(n + 1)
+            })
+            .map_err(|_| Checkout::OverBudget)?;
+        let live = self.live.clone();
+        match instance(&self.compiled) {
+            Ok(plugin) => Ok(Instance { plugin, live }),
+            Err(e) => {
+                live.fetch_sub(1, Ordering::AcqRel);
+                Err(Checkout::Failed(e))
+            }
         }
     }
 
-    fn give_back(&self, plugin: Plugin) {
+    /// Logs a connection refused over the budget: at once, then at most every 10 s
+    /// with how many were refused meanwhile (a flood of connections must not become a
+    /// flood of log lines).
+    fn refuse(&self, peer: &str) {
+        let mut refused = self.refused.lock().unwrap();
+        refused.0 += 1;
+        if refused
+            .1
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                plugin = %self.name,
+                "[plugins.{}]: refusing the connection from {peer}: {} instances of \
+                 memory_max_mb = {} already fill memory_budget_mb = {} ({} refused since \
+                 the last warning)",
+                self.name,
+                self.max_instances,
+                self.memory_max_mb,
+                self.memory_budget_mb,
+                refused.0
+            );
+            *refused = (0, Some(Instant::now()));
+        }
+    }
+
+    fn give_back(&self, plugin: Instance) {
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < self.keep_idle {
             idle.push(plugin);
@@ -82,7 +147,7 @@ impl Shared {
             meter: self.meter.clone(),
             context: context.clone(),
             received: Instant::now(),
-            deferred: Deferred::default(),
+            deferred: Deferred::new(self.write_limits),
         }));
         let result = metered_call(plugin, func, input, Some(&self.wasm_meter));
         let deferred = CALL_CONTEXT.take().map(|c| c.deferred).unwrap_or_default();
@@ -106,16 +171,18 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         ..
     } = accepted;
     let conn = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let mut plugin = match shared.checkout() {
+    let mut instance = match shared.checkout() {
         Ok(p) => p,
-        Err(e) => {
+        Err(Checkout::OverBudget) => return shared.refuse(&peer.to_string()),
+        Err(Checkout::Failed(e)) => {
             tracing::warn!(plugin = %shared.name, "cannot serve {peer}: {e}");
             return;
         }
     };
+    let plugin = &mut instance.plugin;
     let mut open = conn_message(conn);
     wire::encode_context(&mut open, &context);
-    if let (Err(e), _) = shared.call(&mut plugin, "kvs_stream_open", &open.0, &context) {
+    if let (Err(e), _) = shared.call(plugin, "kvs_stream_open", &open.0, &context) {
         tracing::debug!(plugin = %shared.name, "connection from {peer} refused by the guest: {}", e.into_error());
         return;
     }
@@ -131,7 +198,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         };
         let mut input = conn_message(conn);
         input.bytes(&buf[..n]);
-        let (result, deferred) = shared.call(&mut plugin, "kvs_stream_data", &input.0, &context);
+        let (result, deferred) = shared.call(plugin, "kvs_stream_data", &input.0, &context);
         // Whatever the call returned, its queued writes must settle before anything
         // is sent: the output may acknowledge them.
         let settled = deferred.settle().await;
@@ -168,8 +235,8 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let _ = stream.shutdown().await;
     if healthy {
         let close = conn_message(conn);
-        if let (Ok(_), _) = shared.call(&mut plugin, "kvs_stream_close", &close.0, &context) {
-            shared.give_back(plugin);
+        if let (Ok(_), _) = shared.call(plugin, "kvs_stream_close", &close.0, &context) {
+            shared.give_back(instance);
         }
     }
 }
@@ -206,7 +273,11 @@ pub fn start_stream_frontend(
     let compiled =
         compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     // One instance now, so a guest that cannot start stops kvs at start-up.
-    let first = instance(&compiled)?;
+    let live = Arc::new(AtomicUsize::new(1));
+    let first = Instance {
+        plugin: instance(&compiled)?,
+        live: live.clone(),
+    };
     let table = format!("[plugins.{name}]");
     let settings = kvs_serve::tcp::TcpSettings {
         listen: &sandbox.listen,
@@ -227,6 +298,12 @@ pub fn start_stream_frontend(
         compiled,
         idle: Mutex::new(vec![first]),
         keep_idle: sandbox.pool_size,
+        live,
+        max_instances: (sandbox.memory_budget_mb / sandbox.memory_max_mb) as usize,
+        memory_max_mb: sandbox.memory_max_mb,
+        memory_budget_mb: sandbox.memory_budget_mb,
+        refused: Mutex::new((0, None)),
+        write_limits: sandbox.write_limits(),
         wasm_meter: store.metrics().wasm(name),
         meter: store.metrics().frontend(name),
         next_id: AtomicU64::new(1),
