@@ -757,3 +757,42 @@ fn a_wasm_http_pool_larger_than_its_memory_budget_is_refused_at_start_up() {
         "{out}"
     );
 }
+
+/// A logger whose replay hands out a new event in every chunk, forever, passes every
+/// local progress rule; `replay_timeout_ms` ends it: kvs exits with the reason.
+#[test]
+fn an_endless_replay_stops_start_up_within_replay_timeout_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    std::fs::copy(
+        wasm_module("kvs_wasm_fixture_stuck_replay"),
+        plugins.join("stuck.wasm"),
+    )
+    .unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "logger = \"stuck-replay\"\nfrontends = [\"rest\"]\nshutdown_timeout_ms = 5000\n\
+         [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
+         [plugins.stuck-replay]\nmode = \"endless\"\nreplay_timeout_ms = 2000\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = Kvs::try_start(&path, &plugins, &[])
+        .err()
+        .expect("an endless replay let kvs start");
+    let took = started.elapsed();
+    let reason = out
+        .lines()
+        .find(|l| l.contains("replay did not finish"))
+        .unwrap_or_else(|| panic!("no reason given:\n{out}"));
+    println!("endless replay: kvs exited after {took:?}: {reason}");
+    assert!(
+        reason.contains("replay_timeout_ms = 2000") && reason.contains("stuck-replay"),
+        "{reason}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "start-up took {took:?}"
+    );
+}

@@ -1,7 +1,14 @@
 //! A `.wasm` logger behind the native logger port: one instance, reopened after a trap.
+//!
+//! Its replay is bounded: each chunk by `call_timeout_ms`, the progress of the loop by
+//! its cursor (it must increase; at most `MAX_EMPTY_REPLAY_CHUNKS` empty chunks in a
+//! row), events delivered twice by the writer's sequence check, and the whole by
+//! `replay_timeout_ms`: a guest that replays new events forever fails start-up within
+//! `replay_timeout_ms` + one chunk.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -32,6 +39,8 @@ struct WasmLogger {
     meter: Option<Arc<WasmMeter>>,
     /// The granted directory (host path), synced after each `open`.
     data_dir: Option<std::path::PathBuf>,
+    /// Longest the whole replay may take (`replay_timeout_ms`).
+    replay_timeout: Duration,
 }
 
 impl WasmLogger {
@@ -111,6 +120,7 @@ impl LoggerApi for WasmLogger {
     fn replay(&mut self, mut sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
         let mut cursor = 0u64;
         let mut empty_chunks = 0u32;
+        let (started, mut delivered, mut chunks) = (Instant::now(), 0u64, 0u64);
         loop {
             let out = match self.call("kvs_logger_replay", &cursor.to_le_bytes()) {
                 Ok(out) => out,
@@ -138,6 +148,19 @@ impl LoggerApi for WasmLogger {
             }
             if done {
                 return RResult::ROk(());
+            }
+            delivered += native.len() as u64;
+            chunks += 1;
+            // Progress is not enough: a guest can hand out new events forever.
+            if started.elapsed() > self.replay_timeout {
+                return RResult::RErr(PluginError::unavailable(format!(
+                    "WASM logger {}: replay did not finish within replay_timeout_ms = {} \
+                     ({delivered} events in {chunks} chunks, cursor at {next}); if the log is \
+                     really that long, raise replay_timeout_ms in [plugins.{}]",
+                    self.name,
+                    self.replay_timeout.as_millis(),
+                    self.name
+                )));
             }
             // The per-call timeout bounds each chunk, not the loop: a guest whose cursor
             // never moves on, or that returns empty chunks forever, would hang start-up.
@@ -182,6 +205,7 @@ pub fn open_logger(
         instance: None,
         meter,
         data_dir: sandbox.data_dir.clone(),
+        replay_timeout: Duration::from_millis(sandbox.replay_timeout_ms),
     };
     // Open now, so a bad config or a missing grant fails start-up, not the first write.
     logger.reopen()?;

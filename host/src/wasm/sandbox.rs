@@ -58,6 +58,10 @@ pub struct Sandbox {
     /// `memory_max_mb` must fit. Default 1024.
     #[serde(default = "default_memory_budget")]
     pub memory_budget_mb: u32,
+    /// Longest a WASM logger's whole replay may take before start-up fails. Default
+    /// 600000 (10 minutes).
+    #[serde(default = "default_replay_timeout")]
+    pub replay_timeout_ms: u64,
 }
 
 fn default_memory() -> u32 {
@@ -93,8 +97,11 @@ fn default_call_max_write_mb() -> u32 {
 fn default_memory_budget() -> u32 {
     1024
 }
+fn default_replay_timeout() -> u64 {
+    600_000
+}
 
-pub(super) const SANDBOX_KEYS: [&str; 14] = [
+pub(super) const SANDBOX_KEYS: [&str; 15] = [
     "data_dir",
     "memory_max_mb",
     "call_timeout_ms",
@@ -109,6 +116,7 @@ pub(super) const SANDBOX_KEYS: [&str; 14] = [
     "call_max_writes",
     "call_max_write_mb",
     "memory_budget_mb",
+    "replay_timeout_ms",
 ];
 
 impl Sandbox {
@@ -131,10 +139,11 @@ impl Sandbox {
             || sandbox.worker_threads == 0
             || sandbox.call_max_writes == 0
             || sandbox.call_max_write_mb == 0
+            || sandbox.replay_timeout_ms == 0
         {
             return Err(PluginError::invalid_input(
-                "pool_size, memory_max_mb, call_timeout_ms, worker_threads, call_max_writes and \
-                 call_max_write_mb must be at least 1",
+                "pool_size, memory_max_mb, call_timeout_ms, worker_threads, call_max_writes, \
+                 call_max_write_mb and replay_timeout_ms must be at least 1",
             ));
         }
         if sandbox.memory_budget_mb < sandbox.memory_max_mb {
@@ -167,6 +176,7 @@ impl Sandbox {
             call_max_writes: default_call_max_writes(),
             call_max_write_mb: default_call_max_write_mb(),
             memory_budget_mb: default_memory_budget(),
+            replay_timeout_ms: default_replay_timeout(),
         }
     }
 
