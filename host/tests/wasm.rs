@@ -796,3 +796,112 @@ fn an_endless_replay_stops_start_up_within_replay_timeout_ms() {
         "start-up took {took:?}"
     );
 }
+
+/// The numbers in a `N guest log line(s) dropped` warning, summed.
+fn dropped_lines(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split_once(" guest log line(s) dropped"))
+        .filter_map(|(head, _)| head.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `kvs_log` passes `log_lines_per_sec` lines a second per plug-in, counts the rest and
+/// says how many when lines pass again, and cuts a line at `log_line_max_bytes`.
+#[test]
+fn a_guest_flooding_the_log_is_rate_limited_and_its_long_lines_cut() {
+    const LINES: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let kvs = start_hostile(
+        dir.path(),
+        "call_timeout_ms = 60000\nlog_lines_per_sec = 50\nlog_line_max_bytes = 1000\n",
+    );
+    let http = http_client();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        get_status(&http, kvs.at(&format!("/log-flood/{LINES}"))),
+        StatusCode::OK
+    );
+    let took = started.elapsed();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The limit has lifted: this line passes, after the count of those dropped.
+    assert_eq!(get_status(&http, kvs.at("/log-flood/1")), StatusCode::OK);
+    assert_eq!(
+        get_status(&http, kvs.at("/log-long/5000000")),
+        StatusCode::OK
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = kvs.stop();
+    let passed = log.lines().filter(|l| l.contains("flood line ")).count() as u64;
+    let dropped = dropped_lines(&log);
+    let long = log
+        .lines()
+        .find(|l| l.contains("yyyy"))
+        .unwrap_or_else(|| panic!("the long line was not logged"));
+    println!(
+        "log flood: {LINES} lines in {took:?} + 1 after 1.1 s: {passed} logged, {dropped} \
+         counted as dropped; a 5000000-byte line logged as {} bytes",
+        long.len()
+    );
+    assert_eq!(passed + dropped, LINES + 1, "every line logged or counted");
+    let windows = took.as_secs() + 2;
+    assert!(
+        passed <= 50 * windows,
+        "{passed} lines passed in {windows} one-second windows"
+    );
+    assert!(
+        long.len() < 1300 && long.contains("[4999000 bytes cut]"),
+        "{}",
+        &long[..long.len().min(300)]
+    );
+}
+
+/// A guest can leave a (relative) symbolic link out of its `data_dir` (it cannot read
+/// through it: wasi-common refuses to follow it out); kvs removes it when the plug-in next opens,
+/// and keeps links that stay inside.
+#[test]
+fn symbolic_links_a_guest_leaves_out_of_its_data_dir_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("guest-data");
+    let sandbox = format!("data_dir = {data:?}\n");
+    let kvs = start_hostile(dir.path(), &sandbox);
+    let r = http_client().get(kvs.at("/symlink")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().unwrap();
+    println!("guest: {body}");
+    kvs.stop();
+    let link = data.join("passwd");
+    // wasi-common refuses an absolute target, takes a relative one, and refuses to
+    // follow it out.
+    assert!(body.contains("absolute symlink: Err("), "{body}");
+    assert!(body.contains("relative symlink: Ok(())"), "{body}");
+    assert!(body.contains("read through it: Err"), "{body}");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("../../../../../../../../etc/passwd"),
+        "the guest's link"
+    );
+    // Two more, made as a guest could: one inside (kept), one dangling (removed).
+    std::fs::write(data.join("file"), "x").unwrap();
+    std::os::unix::fs::symlink("file", data.join("inside")).unwrap();
+    std::fs::create_dir(data.join("sub")).unwrap();
+    std::os::unix::fs::symlink("../../elsewhere", data.join("sub/dangling")).unwrap();
+
+    // `start_hostile` made its plugins dir already: start again by hand.
+    let kvs = Kvs::start(
+        &dir.path().join("config.toml"),
+        &dir.path().join("plugins"),
+        &[],
+    );
+    let log = kvs.stop();
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "the link out is still there"
+    );
+    assert!(std::fs::symlink_metadata(data.join("sub/dangling")).is_err());
+    assert_eq!(std::fs::read_to_string(data.join("inside")).unwrap(), "x");
+    let removed = log
+        .lines()
+        .filter(|l| l.contains("a symbolic link to") && l.contains("outside it"))
+        .count();
+    assert_eq!(removed, 2, "{log}");
+}

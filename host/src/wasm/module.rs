@@ -12,7 +12,7 @@ use kvs_plugin_api::{API_MAJOR, API_MINOR, PluginError, PluginKind};
 
 use crate::metrics::WasmMeter;
 
-use super::host_fns::{StoreRef, host_log, in_multi_thread_runtime, store_functions};
+use super::host_fns::{LogGate, StoreRef, host_log, in_multi_thread_runtime, store_functions};
 use super::sandbox::Sandbox;
 
 /// A guest call running this long is no longer treated as quick: if it runs on an async
@@ -78,6 +78,7 @@ pub(super) fn compile(
         let dir = dir
             .canonicalize()
             .map_err(|e| format!("data_dir {}: {e}", dir.display()))?;
+        super::sandbox::remove_escaping_links(&dir, name);
         manifest = manifest.with_allowed_path(dir.display().to_string(), "/data");
     }
     let mut functions = store_functions(store);
@@ -85,7 +86,11 @@ pub(super) fn compile(
         "kvs_log",
         [PTR],
         [],
-        UserData::new(name.to_string()),
+        UserData::new(LogGate::new(
+            name,
+            sandbox.log_lines_per_sec,
+            sandbox.log_line_max_bytes,
+        )),
         host_log,
     ));
     let builder = PluginBuilder::new(manifest)

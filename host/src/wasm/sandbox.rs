@@ -1,6 +1,6 @@
 //! Sandbox settings: the host's keys in a WASM plug-in's table.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kvs_plugin_api::PluginError;
 use serde::Deserialize;
@@ -62,6 +62,13 @@ pub struct Sandbox {
     /// 600000 (10 minutes).
     #[serde(default = "default_replay_timeout")]
     pub replay_timeout_ms: u64,
+    /// Guest log lines (`kvs_log`) per second the host passes on for this plug-in; the
+    /// rest are dropped and counted. Default 100.
+    #[serde(default = "default_log_lines")]
+    pub log_lines_per_sec: u32,
+    /// Longest guest log line, bytes; longer ones are cut. Default 4096.
+    #[serde(default = "default_log_line_bytes")]
+    pub log_line_max_bytes: usize,
 }
 
 fn default_memory() -> u32 {
@@ -100,8 +107,14 @@ fn default_memory_budget() -> u32 {
 fn default_replay_timeout() -> u64 {
     600_000
 }
+fn default_log_lines() -> u32 {
+    100
+}
+fn default_log_line_bytes() -> usize {
+    4096
+}
 
-pub(super) const SANDBOX_KEYS: [&str; 15] = [
+pub(super) const SANDBOX_KEYS: [&str; 17] = [
     "data_dir",
     "memory_max_mb",
     "call_timeout_ms",
@@ -117,6 +130,8 @@ pub(super) const SANDBOX_KEYS: [&str; 15] = [
     "call_max_write_mb",
     "memory_budget_mb",
     "replay_timeout_ms",
+    "log_lines_per_sec",
+    "log_line_max_bytes",
 ];
 
 impl Sandbox {
@@ -140,10 +155,13 @@ impl Sandbox {
             || sandbox.call_max_writes == 0
             || sandbox.call_max_write_mb == 0
             || sandbox.replay_timeout_ms == 0
+            || sandbox.log_lines_per_sec == 0
+            || sandbox.log_line_max_bytes == 0
         {
             return Err(PluginError::invalid_input(
                 "pool_size, memory_max_mb, call_timeout_ms, worker_threads, call_max_writes, \
-                 call_max_write_mb and replay_timeout_ms must be at least 1",
+                 call_max_write_mb, replay_timeout_ms, log_lines_per_sec and \
+                 log_line_max_bytes must be at least 1",
             ));
         }
         if sandbox.memory_budget_mb < sandbox.memory_max_mb {
@@ -177,6 +195,8 @@ impl Sandbox {
             call_max_write_mb: default_call_max_write_mb(),
             memory_budget_mb: default_memory_budget(),
             replay_timeout_ms: default_replay_timeout(),
+            log_lines_per_sec: default_log_lines(),
+            log_line_max_bytes: default_log_line_bytes(),
         }
     }
 
@@ -188,6 +208,68 @@ impl Sandbox {
             max_bytes: u64::from(self.call_max_write_mb) << 20,
         }
     }
+}
+
+/// Most entries of a `data_dir` [`remove_escaping_links`] looks at.
+const MAX_SWEEP_ENTRIES: usize = 100_000;
+
+/// Removes the symbolic links under `dir` (canonical) that lead outside it or nowhere,
+/// never following one, and returns how many. The guest itself cannot follow them
+/// (wasi-common resolves every path inside its preopened directory and refuses a link
+/// out), but the operator's tools and backups might, and a guest can create one (a
+/// relative target climbing out with `..`; wasi-common refuses an absolute one), so what
+/// it left behind is swept when the plug-in opens. Hard links need no
+/// sweep: WASI's `path_link` stays inside the preopen, so a guest cannot make one to a
+/// file outside.
+pub(super) fn remove_escaping_links(dir: &Path, name: &str) -> usize {
+    let (mut removed, mut seen) = (0, 0);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > MAX_SWEEP_ENTRIES {
+                tracing::warn!(
+                    plugin = name,
+                    "data_dir {}: more than {MAX_SWEEP_ENTRIES} entries; stopped looking for \
+                     links that leave it",
+                    dir.display()
+                );
+                return removed;
+            }
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_symlink() {
+                let inside = std::fs::canonicalize(&path).is_ok_and(|t| t.starts_with(dir));
+                if !inside {
+                    let target = std::fs::read_link(&path).unwrap_or_default();
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            removed += 1;
+                            tracing::warn!(
+                                plugin = name,
+                                "removed {} from its data_dir: a symbolic link to {}, outside it",
+                                path.display(),
+                                target.display()
+                            );
+                        }
+                        Err(e) => tracing::warn!(
+                            plugin = name,
+                            "cannot remove {}, a symbolic link out of its data_dir: {e}",
+                            path.display()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// For a guest that takes no config of its own (`what` says which), any key besides the
