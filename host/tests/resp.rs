@@ -738,11 +738,19 @@ fn a_wasm_stream_frontend_refuses_connections_past_its_memory_budget() {
     let mut fourth = raw(&p);
     let _ = fourth.write_all(b"PING\r\n");
     assert_eq!(read_to_close(&mut fourth), "", "a fourth instance was made");
-    let log = kvs.log();
-    let reason = log
-        .lines()
-        .find(|l| l.contains("refusing the connection"))
-        .unwrap_or_else(|| panic!("no reason logged:\n{log}"));
+    // Logged before the close, but read from kvs's stderr by another thread: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        let log = kvs.log();
+        if let Some(line) = log.lines().find(|l| l.contains("refusing the connection")) {
+            break line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reason logged:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         reason.contains("3 instances of memory_max_mb = 16")
             && reason.contains("memory_budget_mb = 48"),
