@@ -275,8 +275,9 @@ fn serve(config: &Config) -> Result<()> {
     // once start-up completes.
     // SIGHUP is taken too, so it never kills kvs: each TLS listener reloads its
     // certificate on it (kvs-serve registers its own handler, chained after this one).
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
+    let stop_asked = watch_signals(signals, config.shutdown_timeout)?;
     raise_descriptor_limit();
     let catalog = Catalog::scan(&config.plugins_dir)?;
     for refused in &catalog.refused {
@@ -290,16 +291,53 @@ fn serve(config: &Config) -> Result<()> {
         config.frontends.join(", ")
     );
     warn_if_open(config, &running);
-    for signal in signals.forever() {
-        if signal == SIGHUP {
-            tracing::info!("received SIGHUP: TLS listeners re-read their certificates");
-            continue;
-        }
-        tracing::info!("received signal {signal}; shutting down");
-        break;
-    }
+    let _ = stop_asked.recv();
     running.stop()?;
     Ok(())
+}
+
+/// Handles signals on a thread of their own: SIGHUP is logged (each TLS listener
+/// reloads on it), the first SIGTERM or SIGINT is passed on through the returned
+/// channel, and from then on kvs has `shutdown_timeout` to exit — whatever start-up,
+/// replay, a frontend's drain or a plug-in's call is doing — or it exits with status 1
+/// (acknowledged writes are durable by then, as after kill -9). A second signal exits
+/// at once.
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    shutdown_timeout: std::time::Duration,
+) -> Result<std::sync::mpsc::Receiver<()>> {
+    let (stop, stop_asked) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("kvs-signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    tracing::info!("received SIGHUP: TLS listeners re-read their certificates");
+                    continue;
+                }
+                if stopping {
+                    tracing::error!("received signal {signal} again: exiting now");
+                    std::process::exit(1);
+                }
+                stopping = true;
+                tracing::info!("received signal {signal}; shutting down");
+                let _ = stop.try_send(());
+                std::thread::spawn(move || {
+                    // A little over the deadline: a stop that uses its whole drain
+                    // deadline still gets to close the logger.
+                    std::thread::sleep(shutdown_timeout + std::time::Duration::from_millis(500));
+                    tracing::error!(
+                        "kvs did not stop within shutdown_timeout_ms ({} ms): exiting now; \
+                         writes not yet acknowledged are lost, acknowledged ones are durable",
+                        shutdown_timeout.as_millis()
+                    );
+                    std::process::exit(1);
+                });
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(stop_asked)
 }
 
 /// Warns when a frontend listens beyond loopback while access control is off: anyone

@@ -375,6 +375,17 @@ impl Kvs {
         log
     }
 
+    /// SIGTERM, then waits (30 s at most) for kvs to exit: its exit status, how long
+    /// that took, and its log.
+    pub fn terminate(mut self) -> (Option<i32>, Duration, String) {
+        let started = Instant::now();
+        send_signal(&self.child, "TERM");
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30));
+        let took = started.elapsed();
+        std::thread::sleep(Duration::from_millis(50));
+        (status, took, self.log())
+    }
+
     /// SIGKILL: no chance to flush anything. Takes `&self` so it can be sent while
     /// client threads still use this `Kvs`.
     pub fn kill9(&self) {

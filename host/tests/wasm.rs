@@ -905,3 +905,76 @@ fn symbolic_links_a_guest_leaves_out_of_its_data_dir_are_removed_at_open() {
         .count();
     assert_eq!(removed, 2, "{log}");
 }
+
+/// kvs with the `stuck-replay` fixture logger in `mode`, with `extra` in its table.
+fn stuck_logger_config(dir: &Path, mode: &str, extra: &str) -> (PathBuf, PathBuf) {
+    let plugins = copy_of_staged_plugins(dir);
+    std::fs::copy(
+        wasm_module("kvs_wasm_fixture_stuck_replay"),
+        plugins.join("stuck.wasm"),
+    )
+    .unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "logger = \"stuck-replay\"\nfrontends = [\"rest\"]\nshutdown_timeout_ms = 2000\n\
+             [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.stuck-replay]\nmode = {mode:?}\n{extra}"
+        ),
+    )
+    .unwrap();
+    (path, plugins)
+}
+
+/// SIGTERM ends kvs within `shutdown_timeout_ms` whatever a guest logger does: here one
+/// whose replay never ends (within a generous `replay_timeout_ms`), so start-up never
+/// completes. Before, the signal was acted on only once start-up was done.
+#[test]
+fn sigterm_ends_kvs_within_its_shutdown_timeout_during_an_endless_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, plugins) =
+        stuck_logger_config(dir.path(), "endless", "replay_timeout_ms = 600000\n");
+    let kvs = Kvs::start_listening(&config, &plugins);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (status, took, log) = kvs.terminate();
+    println!("SIGTERM during an endless replay: exit {status:?} after {took:?}");
+    assert!(
+        status.is_some(),
+        "kvs still running 30 s after SIGTERM:\n{log}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "SIGTERM took {took:?} (shutdown_timeout_ms = 2000):\n{log}"
+    );
+    assert!(
+        log.contains("did not stop within shutdown_timeout_ms"),
+        "{log}"
+    );
+}
+
+/// The same for a logger whose append sleeps (a WASI sleep, longer than the shutdown
+/// timeout but within its own call timeout): a write is waiting on it when SIGTERM comes.
+#[test]
+fn sigterm_ends_kvs_within_its_shutdown_timeout_while_a_logger_append_sleeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, plugins) = stuck_logger_config(dir.path(), "sleepy", "call_timeout_ms = 30000\n");
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    let url = kvs.at("/v1/key/k");
+    let writer = std::thread::spawn(move || http_client().put(url).body("v").send());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (status, took, log) = kvs.terminate();
+    println!("SIGTERM while an append sleeps: exit {status:?} after {took:?}");
+    assert!(
+        status.is_some(),
+        "kvs still running 30 s after SIGTERM:\n{log}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "SIGTERM took {took:?} (shutdown_timeout_ms = 2000):\n{log}"
+    );
+    // The write was never acknowledged: its connection was cut or it was refused.
+    if let Ok(r) = writer.join().unwrap() {
+        assert_ne!(r.status(), StatusCode::CREATED, "{log}");
+    }
+}
