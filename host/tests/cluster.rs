@@ -372,6 +372,21 @@ fn concurrent_writes_and_linearizable_reads_across_nodes_are_linearizable() {
     }
     let history = history.lock().unwrap().clone();
     assert_eq!(history.len(), 60);
+    // A history of failed writes and reads of nothing would pass the checker
+    // trivially: require real work of each kind.
+    let writes = history
+        .iter()
+        .filter(|op| matches!(op.action, Action::Write(_)) && op.end != u64::MAX)
+        .count();
+    let reads_of_values = history
+        .iter()
+        .filter(|op| matches!(&op.action, Action::Read(Some(_))))
+        .count();
+    assert!(
+        writes >= 5 && reads_of_values >= 5,
+        "too little happened to check: {writes} writes acknowledged, {reads_of_values} reads \
+         of a value"
+    );
     check(&history).unwrap();
     for n in nodes {
         n.stop();
