@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, KvClient, Txn, TxnOp, TxnOpResponse};
-use kvs_plugin_api::PluginError;
+use kvs_plugin_api::{PluginError, log};
 
 use crate::{retry, unavailable};
 
@@ -63,32 +63,37 @@ impl Writer {
         timeout: Duration,
         attempt: Duration,
     ) -> Result<u64, PluginError> {
-        let last = self.last.load(Ordering::Acquire);
-        let token = (self.count.fetch_add(1, Ordering::Relaxed) + 1)
-            .to_string()
-            .into_bytes();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let number = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let token = number.to_string().into_bytes();
         let mut ops = ops;
         ops.push(TxnOp::put(self.key.clone(), token.clone(), None));
-        let response = retry(timeout, attempt, false, || {
-            let mut kv = kv.clone();
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    self.key.clone(),
-                    CompareOp::Equal,
-                    last,
-                )])
-                .and_then(ops.clone())
-                .or_else([TxnOp::get(self.key.clone(), None)]);
-            async move { kv.txn(txn).await }
-        })
-        .await
-        .map_err(|e| unavailable("transaction", e))?;
-        let revision = if response.succeeded() {
-            response.header().map_or(0, |h| h.revision())
-        } else {
-            // The key moved since this node last wrote: an earlier attempt of this very
-            // transaction applied (the key holds its token), or something else wrote
-            // the key, which nothing should.
+        loop {
+            let last = self.last.load(Ordering::Acquire);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let response = retry(left, attempt, false, || {
+                let mut kv = kv.clone();
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        self.key.clone(),
+                        CompareOp::Equal,
+                        last,
+                    )])
+                    .and_then(ops.clone())
+                    .or_else([TxnOp::get(self.key.clone(), None)]);
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(|e| unavailable("transaction (it may or may not have applied)", e))?;
+            if response.succeeded() {
+                let revision = response.header().map_or(0, |h| h.revision());
+                self.last.store(revision, Ordering::Release);
+                return Ok(revision as u64);
+            }
+            // The key moved since this node last saw it. Only this node writes it, so
+            // it holds one of this node's tokens: this transaction's (an earlier
+            // attempt applied), or an earlier one's (a transaction reported failed —
+            // its answer lost — applied after all).
             let found = response.op_responses().into_iter().find_map(|r| match r {
                 TxnOpResponse::Get(get) => get
                     .kvs()
@@ -96,8 +101,25 @@ impl Writer {
                     .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
                 _ => None,
             });
+            let earlier = |value: &[u8]| {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n < number)
+            };
             match found {
-                Some((value, revision)) if value == token => revision,
+                Some((value, revision)) if value == token => {
+                    self.last.store(revision, Ordering::Release);
+                    return Ok(revision as u64);
+                }
+                Some((value, revision)) if earlier(&value) => {
+                    log::warn(&format!(
+                        "an etcd transaction this node reported failed (no answer in time) \
+                         was applied after all, at revision {revision}; its writes reach \
+                         every node's map, only their clients were told 503"
+                    ));
+                    self.last.store(revision, Ordering::Release);
+                }
                 _ => {
                     return Err(PluginError::internal(format!(
                         "this node's etcd writer key {:?} was changed by something else; \
@@ -106,9 +128,7 @@ impl Writer {
                     )));
                 }
             }
-        };
-        self.last.store(revision, Ordering::Release);
-        Ok(revision as u64)
+        }
     }
 
     /// Removes the writer key (on a clean close; a crashed node's key is left behind,
