@@ -139,7 +139,46 @@ impl Admin {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
+/// With `[auth]` on, `/metrics` and `/plugins` need a caller to whom
+/// `[auth.principals]` gives a role (the request hook's `check_admin`): 401 with
+/// `WWW-Authenticate: Bearer` without credentials or with a bad token, 403 for a
+/// caller without a role. `/healthz` and `/readyz` stay public.
+fn refused(store: &Store, request: &axum::extract::Request) -> Option<Response> {
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let mut ctx = kvs_plugin_api::RequestContext::from_headers(headers);
+    if let Some(axum::extract::ConnectInfo(peer)) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<kvs_serve::Peer>>()
+    {
+        ctx.peer = Some(String::from(&*peer.text));
+        ctx.client_identity = peer.identity.as_deref().map(String::from);
+    }
+    let caller = crate::caller::Caller::from_context("admin", &ctx, std::time::Instant::now());
+    let error = store.admit_admin(&caller).err()?;
+    let mut response = if error.code() == kvs_plugin_api::ErrorCode::UNAUTHENTICATED {
+        let mut r = (StatusCode::UNAUTHORIZED, format!("{}\n", error.message())).into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    } else {
+        (StatusCode::FORBIDDEN, format!("{}\n", error.message())).into_response()
+    };
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Some(response)
+}
+
+async fn metrics(State(state): State<AdminState>, request: axum::extract::Request) -> Response {
+    if let Some(refused) = refused(&state.store, &request) {
+        return refused;
+    }
     let store = &state.store;
     let m = store.metrics();
     // What is cheap to read now rather than to count as it happens.
@@ -164,7 +203,13 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn plugins_json(State(state): State<AdminState>) -> Response {
+async fn plugins_json(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+) -> Response {
+    if let Some(refused) = refused(&state.store, &request) {
+        return refused;
+    }
     use crate::store::Phase;
     let phase = state.store.phase();
     let logger_healthy = state.store.logger_healthy();

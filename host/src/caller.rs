@@ -100,4 +100,11 @@ pub trait RequestHook: Send + Sync {
     /// Decides about `op` on `key` for `caller`.
     /// (The caller's `meter` counts the outcome either way.)
     fn check(&self, op: Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError>;
+
+    /// Decides whether `caller` may read the host's admin endpoints (`/metrics`,
+    /// `/plugins`). Default: anyone may.
+    fn check_admin(&self, caller: &Caller<'_>) -> Result<(), PluginError> {
+        let _ = caller;
+        Ok(())
+    }
 }

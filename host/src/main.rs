@@ -75,7 +75,8 @@ enum LogFormat {
 enum Command {
     /// Watch a running kvs: requests per second, errors and latency percentiles per
     /// frontend and operation, the writer, the logger and WASM plug-ins, refreshed every
-    /// interval. Reads the admin listener's /metrics (`[admin] listen`).
+    /// interval. Reads the admin listener's /metrics (`[admin] listen`); with `[auth]`
+    /// on, set KVS_TOKEN to a token of a principal with a role.
     Top {
         /// The admin listener's URL.
         #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]

@@ -130,6 +130,15 @@ impl Store {
         self.logger_health.as_ref().is_none_or(|h| h.is_healthy())
     }
 
+    /// Whether `caller` may read the admin listener's `/metrics` and `/plugins`: the
+    /// request hook decides (no hook: anyone may).
+    pub fn admit_admin(&self, caller: &Caller<'_>) -> Result<(), PluginError> {
+        match &self.hook {
+            Some(hook) => hook.check_admin(caller),
+            None => Ok(()),
+        }
+    }
+
     fn admit(&self, op: caller::Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
         match &self.hook {
             Some(hook) => hook.check(op, key, caller),

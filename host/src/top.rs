@@ -226,8 +226,13 @@ pub fn render(url: &str, before: &[Sample], now: &[Sample], secs: f64) -> String
 
 fn scrape(agent: &ureq::Agent, url: &str) -> Result<Vec<Sample>> {
     let metrics = format!("{}/metrics", url.trim_end_matches('/'));
-    let text = agent
-        .get(&metrics)
+    let mut request = agent.get(&metrics);
+    // With `[auth]` on, /metrics needs a caller with a role: the token comes from the
+    // environment (never a flag, which `ps` would show).
+    if let Ok(token) = std::env::var("KVS_TOKEN") {
+        request = request.header("authorization", format!("Bearer {}", token.trim()));
+    }
+    let text = request
         .call()
         .with_context(|| format!("cannot read {metrics}: is kvs running with [admin] listen set?"))?
         .body_mut()

@@ -1248,3 +1248,210 @@ fn silent_connections_and_stalled_handshakes_are_closed() {
     );
     kvs.stop();
 }
+
+/// Lists the services by gRPC reflection (as grpcurl does), with an optional token.
+fn grpc_reflection(endpoint: &str, token: Option<&str>) -> Result<Vec<String>, tonic::Code> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    rt().block_on(async {
+        let url = endpoint.replace("grpc://", "http://");
+        let channel = tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ServerReflectionClient::new(channel);
+        let mut request = tonic::Request::new(tokio_stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]));
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let mut replies = client
+            .server_reflection_info(request)
+            .await
+            .map_err(|s| s.code())?
+            .into_inner();
+        let reply = replies.message().await.map_err(|s| s.code())?.unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected reflection reply {reply:?}")
+        };
+        Ok(list.service.into_iter().map(|s| s.name).collect())
+    })
+}
+
+/// With `[auth]` on, a caller without credentials gets health and nothing else: the
+/// admin listener's `/metrics` and `/plugins` need a caller with a role (401 without
+/// credentials, 403 for a valid token without a role), Redis `INFO`, `DBSIZE` and
+/// `CLIENT` need an authenticated connection, gRPC reflection a valid token; `/healthz`,
+/// `/readyz`, gRPC health and Redis `PING`/`HELLO`/`COMMAND` stay open.
+#[test]
+fn unauthenticated_callers_get_only_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(dir.path());
+    let path = write_config(dir.path(), &issuer.auth);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "frontends = [\"rest\"]",
+        "frontends = [\"rest\", \"grpc\", \"resp\"]",
+    ) + GRPC_TABLE
+        + "\n[plugins.resp]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    std::fs::write(&path, text).unwrap();
+    let kvs = Kvs::start(&path, &staged_plugins(), &[]);
+    let http = http_client();
+    let admin = kvs.admin();
+    let alice = issuer.hs256(&Issuer::claims("alice"));
+    // A valid token whose principal has no role: a login, not an admin.
+    let carol = issuer.hs256(&Issuer::claims("carol"));
+
+    for open in ["/healthz", "/readyz"] {
+        let r = http.get(format!("{admin}{open}")).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{open}");
+    }
+    for guarded in ["/metrics", "/plugins"] {
+        let url = format!("{admin}{guarded}");
+        let r = http.get(&url).send().unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{guarded}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let body = r.text().unwrap();
+        assert!(!body.contains("kvs_") && !body.contains(".so"), "{body}");
+        let r = http.get(&url).bearer_auth("not.a.jwt").send().unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{guarded}");
+        let r = http.get(&url).bearer_auth(&carol).send().unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{guarded}");
+        let r = http.get(&url).bearer_auth(&alice).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{guarded}");
+    }
+    let r = http
+        .get(format!("{admin}/metrics"))
+        .bearer_auth(&alice)
+        .send()
+        .unwrap();
+    assert!(r.text().unwrap().contains("kvs_"));
+
+    // Redis: the handshake commands answer anyone; the server's state does not.
+    let port = kvs.endpoint("resp").rsplit(':').next().unwrap().to_string();
+    let cli = crate::resp::cli;
+    assert_eq!(cli(&port, &["PING"]), "PONG");
+    assert!(cli(&port, &["-3", "HELLO", "3"]).contains("proto"));
+    assert!(!cli(&port, &["COMMAND", "COUNT"]).starts_with("NOAUTH"));
+    for args in [
+        &["INFO"][..],
+        &["INFO", "keyspace"],
+        &["DBSIZE"],
+        &["CLIENT", "ID"],
+        &["CLIENT", "INFO"],
+    ] {
+        let answer = cli(&port, args);
+        assert!(answer.starts_with("NOAUTH"), "{args:?}: {answer}");
+        // A token the host refuses does not count either.
+        let answer = cli(
+            &port,
+            &[&["--no-auth-warning", "-a", "garbage"][..], args].concat(),
+        );
+        assert!(
+            answer.starts_with("WRONGPASS") || answer.contains("NOAUTH"),
+            "{args:?}: {answer}"
+        );
+    }
+    let as_alice = |args: &[&str]| {
+        cli(
+            &port,
+            &[&["--no-auth-warning", "-a", &alice][..], args].concat(),
+        )
+    };
+    assert!(as_alice(&["INFO"]).contains("redis_version"));
+    assert!(as_alice(&["DBSIZE"]).parse::<u64>().is_ok());
+    assert!(as_alice(&["CLIENT", "ID"]).parse::<u64>().is_ok());
+
+    // gRPC: health for anyone, reflection for authenticated callers.
+    let grpc = kvs.endpoint("grpc");
+    assert_eq!(
+        grpc_reflection(&grpc, None),
+        Err(tonic::Code::Unauthenticated)
+    );
+    assert_eq!(
+        grpc_reflection(&grpc, Some("not.a.jwt")),
+        Err(tonic::Code::Unauthenticated)
+    );
+    let names = grpc_reflection(&grpc, Some(&alice)).unwrap();
+    assert!(names.iter().any(|n| n == "kvs.v1.KeyValue"), "{names:?}");
+    let serving = rt().block_on(async {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let url = grpc.replace("grpc://", "http://");
+        let channel = tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+    });
+    assert_eq!(
+        serving.map_err(|s| s.code()),
+        Ok(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+    );
+    kvs.stop();
+}
+
+/// A flood of requests with a bad token writes at most `AUDIT_LINES_PER_SEC` (20)
+/// `kvs::audit` lines a second, and the refusals left out are counted in a line of
+/// their own: every refusal is either written or counted.
+#[test]
+fn audit_lines_are_rate_limited_and_count_what_they_leave_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(dir.path());
+    let kvs = Kvs::start(
+        &write_config(dir.path(), &issuer.auth),
+        &staged_plugins(),
+        &[],
+    );
+    let http = http_client();
+    const FLOOD: u64 = 400;
+    let started = Instant::now();
+    for i in 0..FLOOD {
+        let r = http
+            .get(kvs.at(&format!("/v1/key/app/k{i}")))
+            .bearer_auth("not.a.jwt")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    // The count is written when the second it belongs to is over, flood or not.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = kvs.stop();
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("kvs::audit")).collect();
+    let written = audit
+        .iter()
+        .filter(|l| l.contains("request refused"))
+        .count() as u64;
+    let suppressed: u64 = audit
+        .iter()
+        .filter_map(|l| l.split("suppressed=").nth(1))
+        .map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    println!(
+        "{FLOOD} refusals in {seconds} s: {written} lines, {suppressed} counted as suppressed"
+    );
+    assert!(
+        written <= 20 * (seconds + 1),
+        "{written} lines in {seconds} s"
+    );
+    assert!(suppressed > 0, "{log}");
+    assert_eq!(written + suppressed, FLOOD, "{log}");
+}

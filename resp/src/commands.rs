@@ -254,6 +254,13 @@ pub trait Backend {
     /// (answered `WRONGPASS`); a refused token leaves the session's credentials as they
     /// were.
     fn authenticate(&mut self, session: &mut Session, token: &[u8]) -> Result<(), StoreError>;
+    /// Whether the caller may see the server's state (`INFO`, `DBSIZE`, `CLIENT`):
+    /// `Unauthenticated` (answered `NOAUTH`) where the host requires credentials and the
+    /// connection has presented none that it accepts. Default: anyone may.
+    fn check_authenticated(&mut self, session: &Session) -> Result<(), StoreError> {
+        let _ = session;
+        Ok(())
+    }
 }
 
 /// The store's size checks on a write, for a [`Backend::check_write`] that knows the
@@ -474,6 +481,7 @@ fn run(
             Reply::new(out, protocol).integer(len as i64);
         }
         "dbsize" => {
+            backend.check_authenticated(session).map_err(store)?;
             let keys = backend.info().keys.ok_or(
                 "ERR DBSIZE needs a kvs host that reports store stats (plugin-api 1.3 or later)",
             )?;
@@ -502,11 +510,15 @@ fn run(
             Reply::new(out, protocol).simple("OK");
         }
         "info" => {
+            backend.check_authenticated(session).map_err(store)?;
             let text = info_text(&backend.info(), &args[1..]);
             Reply::new(out, protocol).bulk(text.as_bytes());
         }
         "command" => command(args, protocol, out)?,
-        "client" => client(args, session, out)?,
+        "client" => {
+            backend.check_authenticated(session).map_err(store)?;
+            client(args, session, out)?
+        }
         "hello" => hello(args, session, backend, out)?,
         "auth" => {
             // AUTH token, or AUTH user token (the user name is not used: the token

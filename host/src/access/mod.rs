@@ -127,6 +127,7 @@ pub fn reachable_beyond_loopback(endpoint: &str) -> bool {
 pub struct AccessControl {
     verifier: Option<Verifier>,
     rules: Rules,
+    audit: AuditLimit,
 }
 
 /// Who a request is from, once credentials are checked.
@@ -159,7 +160,11 @@ impl AccessControl {
         }
         let verifier = Verifier::from_config(&config.jwt).context("[auth.jwt]")?;
         let rules = Rules::from_config(config).context("[auth]")?;
-        Ok(Some(AccessControl { verifier, rules }))
+        Ok(Some(AccessControl {
+            verifier,
+            rules,
+            audit: AuditLimit::default(),
+        }))
     }
 
     fn principal<'a>(&self, caller: &Caller<'a>) -> Result<Principal<'a>, String> {
@@ -187,18 +192,114 @@ impl AccessControl {
         principal: &str,
         error: PluginError,
     ) -> PluginError {
-        let shown = &key[..key.len().min(32)];
-        tracing::warn!(
-            target: "kvs::audit",
-            frontend = caller.frontend,
-            principal,
-            op = ?op,
-            key_prefix = %shown.escape_ascii(),
-            peer = caller.peer.unwrap_or("-"),
-            reason = error.message(),
-            "request refused"
-        );
+        if self.audit.admit() {
+            let shown = &key[..key.len().min(32)];
+            tracing::warn!(
+                target: "kvs::audit",
+                frontend = caller.frontend,
+                principal,
+                op = ?op,
+                key_prefix = %shown.escape_ascii(),
+                peer = caller.peer.unwrap_or("-"),
+                reason = error.message(),
+                "request refused"
+            );
+        }
         error
+    }
+
+    fn refuse_admin(
+        &self,
+        caller: &Caller<'_>,
+        principal: &str,
+        error: PluginError,
+    ) -> PluginError {
+        if self.audit.admit() {
+            tracing::warn!(
+                target: "kvs::audit",
+                frontend = caller.frontend,
+                principal,
+                op = "Admin",
+                peer = caller.peer.unwrap_or("-"),
+                reason = error.message(),
+                "request refused"
+            );
+        }
+        error
+    }
+}
+
+/// Audit lines written per second at most: a flood of refused requests (a bad token
+/// retried in a loop, a scanner) cannot flood the log. What is left out is counted, and
+/// one `kvs::audit` line says how many once the second is over.
+pub const AUDIT_LINES_PER_SEC: u32 = 20;
+
+/// The audit lines' rate limit: a one-second window of [`AUDIT_LINES_PER_SEC`] lines.
+#[derive(Clone, Default)]
+struct AuditLimit {
+    window: Arc<std::sync::Mutex<AuditWindow>>,
+}
+
+#[derive(Default)]
+struct AuditWindow {
+    started: Option<std::time::Instant>,
+    written: u32,
+    suppressed: u64,
+}
+
+impl AuditLimit {
+    /// Whether this refusal's line is written; if not, it is counted, and the first one
+    /// left out in a window starts a thread that reports the count when the window ends
+    /// (so the count is written even if the flood stops).
+    fn admit(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = w
+            .started
+            .is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(1));
+        if fresh && w.suppressed == 0 {
+            w.started = Some(now);
+            w.written = 0;
+        }
+        if fresh && w.suppressed > 0 {
+            // The reporter has not run yet; it will report this window too.
+        } else if w.written < AUDIT_LINES_PER_SEC {
+            w.written += 1;
+            return true;
+        }
+        w.suppressed += 1;
+        if w.suppressed == 1 {
+            let ends = w.started.unwrap_or(now) + std::time::Duration::from_secs(1);
+            let limit = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("kvs-audit".into())
+                .spawn(move || {
+                    std::thread::sleep(ends.saturating_duration_since(std::time::Instant::now()));
+                    limit.report();
+                });
+            if spawned.is_err() {
+                drop(w);
+                self.report();
+            }
+        }
+        false
+    }
+
+    /// Writes how many lines were left out, and starts a new window.
+    fn report(&self) {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let suppressed = std::mem::take(&mut w.suppressed);
+        w.started = Some(std::time::Instant::now());
+        w.written = 0;
+        drop(w);
+        if suppressed > 0 {
+            tracing::warn!(
+                target: "kvs::audit",
+                suppressed,
+                limit_per_sec = AUDIT_LINES_PER_SEC,
+                "{suppressed} refusals not logged (at most {AUDIT_LINES_PER_SEC} audit lines a second)"
+            );
+        }
     }
 }
 
@@ -212,9 +313,19 @@ impl RequestHook for AccessControl {
             }
         };
         // The empty key is no key (the store refuses it after this hook): a call for it
-        // only has its credentials checked. Frontends use that to verify a token when
-        // the client presents it (RESP `AUTH`), without reading or writing anything.
+        // only has its credentials checked — they must be valid, and present: an
+        // anonymous caller is refused as unauthenticated. Frontends use that to verify a
+        // token when the client presents it (RESP `AUTH`), and to learn whether a caller
+        // is authenticated before answering what only such callers see (RESP `INFO`,
+        // `DBSIZE`, `CLIENT`; gRPC reflection), without reading or writing anything.
         if key.is_empty() {
+            if principal == Principal::Anonymous {
+                let error = PluginError::unauthenticated(
+                    "anonymous callers get only health checks here: present a bearer token \
+                     (Authorization: Bearer ..., Redis AUTH) or a client certificate",
+                );
+                return Err(self.refuse(op, key, caller, "anonymous", error));
+            }
             return Ok(());
         }
         let known = (principal != Principal::Anonymous).then(|| principal.name());
@@ -237,6 +348,37 @@ impl RequestHook for AccessControl {
             ))
         };
         Err(self.refuse(op, key, caller, principal.name(), error))
+    }
+
+    /// The admin endpoints (`/metrics`, `/plugins`) need an authenticated caller (a
+    /// verified token or client certificate) to whom `[auth.principals]` gives at least
+    /// one role, whatever it grants.
+    fn check_admin(&self, caller: &Caller<'_>) -> Result<(), PluginError> {
+        const WHAT: &str = "the admin endpoints";
+        let principal = match self.principal(caller) {
+            Ok(p) => p,
+            Err(why) => {
+                let error = PluginError::unauthenticated(format!("invalid bearer token: {why}"));
+                return Err(self.refuse_admin(caller, "-", error));
+            }
+        };
+        match principal {
+            Principal::Anonymous => {
+                let error = PluginError::unauthenticated(format!(
+                    "anonymous callers may not read {WHAT}: present a bearer token \
+                     (Authorization: Bearer ...) or a client certificate"
+                ));
+                Err(self.refuse_admin(caller, "anonymous", error))
+            }
+            known if self.rules.has_role(known.name()) => Ok(()),
+            known => {
+                let error = PluginError::permission_denied(format!(
+                    "{} may not read {WHAT}: [auth.principals] gives them no role",
+                    known.name()
+                ));
+                Err(self.refuse_admin(caller, known.name(), error))
+            }
+        }
     }
 }
 

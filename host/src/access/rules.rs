@@ -48,6 +48,8 @@ impl Grants {
 pub struct Rules {
     anonymous: Grants,
     principals: HashMap<String, Grants>,
+    /// Principals `[auth.principals]` gives at least one role.
+    with_roles: std::collections::HashSet<String>,
 }
 
 fn prefix(role: &str, text: &str) -> Result<Vec<u8>> {
@@ -100,10 +102,23 @@ impl Rules {
                 ))
             })
             .collect::<Result<_>>()?;
+        let with_roles = config
+            .principals
+            .iter()
+            .filter(|(_, roles)| !roles.is_empty())
+            .map(|(who, _)| who.clone())
+            .collect();
         Ok(Rules {
             anonymous,
             principals,
+            with_roles,
         })
+    }
+
+    /// Whether `[auth.principals]` gives `principal` at least one role (whatever the
+    /// role grants): what the admin endpoints ask of a caller.
+    pub fn has_role(&self, principal: &str) -> bool {
+        self.with_roles.contains(principal)
     }
 
     /// Whether `principal` (`None`: anonymous) may do `op` on `key`. Everyone has the

@@ -1,6 +1,7 @@
 //! The `grpc` frontend: the book's `KeyValue` service, and `kvs.v1.KeyValue` with bytes,
 //! served by tonic on the plug-in's own runtime, with the standard health service and
-//! server reflection (so grpcurl and other generic tools work).
+//! server reflection (so grpcurl and other generic tools work; with `[auth]` on, only for
+//! callers with a valid token or client certificate: the host decides).
 //!
 //! * `KeyValue` (the book's `keyvalue.proto`, no package): `string` keys and values. A
 //!   key must be non-empty; a stored value that is not UTF-8 cannot be returned as a
@@ -384,6 +385,20 @@ impl GrpcFrontend {
                 stopping,
                 changes: health_rx,
             });
+            // Reflection describes the service to authenticated callers only: the host
+            // checks the call's credentials (a read of the empty key, which with
+            // `[auth]` on refuses an anonymous caller as UNAUTHENTICATED). Health stays
+            // public.
+            let reflection_store = store.clone();
+            let reflection = tonic::service::interceptor::InterceptedService::new(
+                reflection.clone(),
+                move |request: Request<()>| match reflection_store
+                    .get_with(&context_of(&request), b"")
+                {
+                    Err(e) if e.code() == ErrorCode::UNAUTHENTICATED => Err(status_of(e)),
+                    _ => Ok(request),
+                },
+            );
             tonic::service::Routes::new(health_service)
                 .add_service(reflection)
                 .add_service(

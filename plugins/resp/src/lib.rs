@@ -232,6 +232,17 @@ impl Backend for Connection {
         self.context = presented;
         Ok(())
     }
+
+    fn check_authenticated(&mut self, _session: &Session) -> Result<(), StoreError> {
+        // The host decides, as for AUTH: a call for the empty key has only the caller's
+        // credentials checked, and with `[auth]` on an anonymous caller (no accepted
+        // token, no client certificate) is UNAUTHENTICATED. Anything else (the store's
+        // refusal of the empty key) means the caller may go on.
+        match self.shared.store.get_with(&self.context, b"") {
+            Err(e) if e.code() == ErrorCode::UNAUTHENTICATED => Err(store_error(e)),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Connection {

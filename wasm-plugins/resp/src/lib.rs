@@ -69,6 +69,16 @@ impl Backend for Host {
         }
     }
 
+    fn check_authenticated(&mut self, _: &Session) -> Result<(), StoreError> {
+        // As the native frontend: the host checks only the caller's credentials on a
+        // read of the empty key (a client certificate, here), and with `[auth]` on
+        // refuses an anonymous caller as UNAUTHENTICATED.
+        match guest::get(b"") {
+            Err(e) if e.code == ErrorCode::UNAUTHENTICATED => Err(store_error(e)),
+            _ => Ok(()),
+        }
+    }
+
     fn authenticate(&mut self, _: &mut Session, _: &[u8]) -> Result<(), StoreError> {
         Err(StoreError {
             kind: ErrorKind::Other,
