@@ -1455,3 +1455,58 @@ fn audit_lines_are_rate_limited_and_count_what_they_leave_out() {
     assert!(suppressed > 0, "{log}");
     assert_eq!(written + suppressed, FLOOD, "{log}");
 }
+
+/// A request whose body trickles in is answered 504 at the frontend's
+/// `request_timeout_ms` on wasm-rest as on rest, instead of holding the connection (and
+/// the request's memory) for as long as the client likes.
+#[test]
+fn a_slow_request_body_is_answered_504_at_the_request_timeout_on_rest_and_wasm_rest() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "frontends = [\"rest\"]",
+        "frontends = [\"rest\", \"wasm-rest\"]",
+    ) + "request_timeout_ms = 1500\n"
+        + WASM_TABLE
+        + "request_timeout_ms = 1500\n";
+    std::fs::write(&path, text).unwrap();
+    let kvs = Kvs::start(&path, &staged_plugins(), &[]);
+    for frontend in ["rest", "wasm-rest"] {
+        let addr = kvs
+            .endpoint(frontend)
+            .trim_start_matches("http://")
+            .to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = Instant::now();
+        s.write_all(
+            b"PUT /v1/key/slow HTTP/1.1\r\nHost: kvs\r\nContent-Length: 100\r\n\r\nsome of it",
+        )
+        .unwrap();
+        // A byte now and then: never idle, never done.
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        s.set_nonblocking(true).unwrap();
+        while started.elapsed() < Duration::from_secs(8) && answer.is_empty() {
+            let _ = s.write_all(b"x");
+            match s.read(&mut buf) {
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{frontend}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let took = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 504"),
+            "{frontend} after {took:?}: {answer:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+            "{frontend}: {took:?}"
+        );
+    }
+    kvs.stop();
+}

@@ -94,6 +94,8 @@ struct Edge {
     stopping: Arc<AtomicBool>,
     /// Where this frontend's requests are counted.
     meter: Arc<crate::metrics::FrontendMeter>,
+    /// `request_timeout_ms`.
+    request_timeout: Duration,
 }
 
 async fn edge(
@@ -145,15 +147,29 @@ async fn edge(
         .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
     let limit = usize::try_from(edge.store.limits().max_value_bytes).unwrap_or(usize::MAX);
-    let body = match axum::body::to_bytes(request.into_body(), limit).await {
-        Ok(b) => b.to_vec(),
-        Err(_) => {
-            return text(
-                413,
-                format!("value is larger than the limit of {limit} bytes"),
-            );
-        }
+    // The request deadline, as `rest` applies it: a body that trickles in (or never
+    // comes) is answered 504 once `request_timeout_ms` has passed, rather than holding
+    // the connection open for as long as the client likes.
+    let deadline = tokio::time::Instant::from_std(received) + edge.request_timeout;
+    let timed_out = || {
+        text(
+            504,
+            "request timed out (request_timeout_ms); a write may still complete".into(),
+        )
     };
+    let body =
+        match tokio::time::timeout_at(deadline, axum::body::to_bytes(request.into_body(), limit))
+            .await
+        {
+            Err(_) => return timed_out(),
+            Ok(Ok(b)) => b.to_vec(),
+            Ok(Err(_)) => {
+                return text(
+                    413,
+                    format!("value is larger than the limit of {limit} bytes"),
+                );
+            }
+        };
     let encoded = wire::HttpRequest {
         method,
         path,
@@ -173,8 +189,10 @@ async fn edge(
         received,
         deferred: Deferred::new(edge.pool.write_limits),
     };
-    let Ok(permit) = edge.pool.permits.acquire().await else {
-        return text(503, "shutting down".into());
+    let permit = match tokio::time::timeout_at(deadline, edge.pool.permits.acquire()).await {
+        Err(_) => return timed_out(),
+        Ok(Err(_)) => return text(503, "shutting down".into()),
+        Ok(Ok(permit)) => permit,
     };
     // The guest call runs right here on the async worker: a typical call takes a few
     // microseconds, far less than handing it to another thread would cost. A call that
@@ -328,6 +346,7 @@ pub fn start_frontend(
             pool: pool.clone(),
             stopping,
             meter: store.metrics().frontend(name),
+            request_timeout: Duration::from_millis(sandbox.request_timeout_ms),
         })
     })?;
     Ok(FrontendApi_TO::from_value(

@@ -69,6 +69,11 @@ pub struct Sandbox {
     /// Longest guest log line, bytes; longer ones are cut. Default 4096.
     #[serde(default = "default_log_line_bytes")]
     pub log_line_max_bytes: usize,
+    /// A WASM HTTP frontend's request deadline, in ms, as `rest`'s: a request whose body
+    /// has not arrived (or that found no free instance) by then is answered 504. Default
+    /// 30000. (A guest call is bounded by `call_timeout_ms` on its own.)
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
 }
 
 fn default_memory() -> u32 {
@@ -114,7 +119,11 @@ fn default_log_line_bytes() -> usize {
     4096
 }
 
-pub(super) const SANDBOX_KEYS: [&str; 17] = [
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+pub(super) const SANDBOX_KEYS: [&str; 18] = [
     "data_dir",
     "memory_max_mb",
     "call_timeout_ms",
@@ -132,6 +141,7 @@ pub(super) const SANDBOX_KEYS: [&str; 17] = [
     "replay_timeout_ms",
     "log_lines_per_sec",
     "log_line_max_bytes",
+    "request_timeout_ms",
 ];
 
 impl Sandbox {
@@ -157,11 +167,12 @@ impl Sandbox {
             || sandbox.replay_timeout_ms == 0
             || sandbox.log_lines_per_sec == 0
             || sandbox.log_line_max_bytes == 0
+            || sandbox.request_timeout_ms == 0
         {
             return Err(PluginError::invalid_input(
                 "pool_size, memory_max_mb, call_timeout_ms, worker_threads, call_max_writes, \
-                 call_max_write_mb, replay_timeout_ms, log_lines_per_sec and \
-                 log_line_max_bytes must be at least 1",
+                 call_max_write_mb, replay_timeout_ms, log_lines_per_sec, \
+                 log_line_max_bytes and request_timeout_ms must be at least 1",
             ));
         }
         if sandbox.memory_budget_mb < sandbox.memory_max_mb {
@@ -197,6 +208,7 @@ impl Sandbox {
             replay_timeout_ms: default_replay_timeout(),
             log_lines_per_sec: default_log_lines(),
             log_line_max_bytes: default_log_line_bytes(),
+            request_timeout_ms: default_request_timeout_ms(),
         }
     }
 
