@@ -28,6 +28,10 @@ pub struct AdminConfig {
     /// Most connections open at once. Default 64.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections one client address may have open at once; more from it are
+    /// closed on accept. 0: no per-peer cap (behind a proxy on one address). Default 256.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
     /// Largest request header block in bytes. Default 32768.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
@@ -42,6 +46,9 @@ pub struct AdminConfig {
     pub idle_timeout_ms: u64,
 }
 
+fn default_max_connections_per_peer() -> usize {
+    kvs_serve::DEFAULT_MAX_CONNECTIONS_PER_PEER
+}
 fn default_max_connections() -> usize {
     64
 }
@@ -104,6 +111,7 @@ impl Admin {
             tls: config.tls.as_ref(),
             alpn: kvs_serve::Settings::HTTP_ALPN,
             max_connections: config.max_connections,
+            max_connections_per_peer: config.max_connections_per_peer,
             max_header_bytes: config.max_header_bytes,
             deadlines: kvs_serve::Deadlines::from_ms(
                 config.handshake_timeout_ms,

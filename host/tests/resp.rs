@@ -605,7 +605,11 @@ fn rss_mib(kvs: &Kvs) -> u64 {
 fn large_commands_and_unread_replies_do_not_grow_resp_memory() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = copy_of_staged_plugins(dir.path());
-    let config = config(dir.path(), "resp", "max_reply_bytes = 8388608\n");
+    let config = config(
+        dir.path(),
+        "resp",
+        "max_reply_bytes = 8388608\nmax_connections_per_peer = 400\n",
+    );
     let kvs = Kvs::start(&config, &plugins, &[]);
     let p = port(&kvs, "resp");
     let big = "x".repeat(1_000_000);

@@ -1510,3 +1510,95 @@ fn a_slow_request_body_is_answered_504_at_the_request_timeout_on_rest_and_wasm_r
     }
     kvs.stop();
 }
+
+/// Sends `request` from source address `from` (bound by Python, which std cannot do)
+/// to `port` on 127.0.0.1; what came back before the server closed or 3 s passed.
+fn from_address(from: &str, port: &str, request: &str) -> String {
+    let script = r#"
+import socket, sys
+s = socket.socket()
+s.bind((sys.argv[1], 0))
+s.settimeout(3)
+s.connect(("127.0.0.1", int(sys.argv[2])))
+s.sendall(sys.argv[3].encode())
+try:
+    got = s.recv(4096)
+except OSError:
+    got = b""
+sys.stdout.write(got.decode(errors="replace"))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, from, port, request])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One address cannot take every slot: past `max_connections_per_peer` its new
+/// connections are closed on accept (and logged) on HTTP (rest, kvs-serve's HTTP
+/// listener) and stream (resp) listeners alike, while another address is still served
+/// and a closed connection gives its slot back.
+#[test]
+fn one_address_cannot_take_every_connection_slot() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("frontends = [\"rest\"]", "frontends = [\"rest\", \"resp\"]")
+        + "max_connections_per_peer = 3\n"
+        + "\n[plugins.resp]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_peer = 3\n";
+    std::fs::write(&path, text).unwrap();
+    let kvs = Kvs::start(&path, &staged_plugins(), &[]);
+    let rest_port = kvs.url.rsplit(':').next().unwrap().to_string();
+    let resp_port = kvs.endpoint("resp").rsplit(':').next().unwrap().to_string();
+    const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: kvs\r\n\r\n";
+    const PING: &str = "PING\r\n";
+    for (port, request, answer) in [
+        (&rest_port, HEALTH, "HTTP/1.1 200"),
+        (&resp_port, PING, "+PONG"),
+    ] {
+        let ask = |s: &mut std::net::TcpStream| -> String {
+            if s.write_all(request.as_bytes()).is_err() {
+                return String::new();
+            }
+            let mut buf = [0u8; 1024];
+            match s.read(&mut buf) {
+                Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(_) => String::new(),
+            }
+        };
+        let connect = || {
+            let s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        };
+        let mut held: Vec<_> = (0..3).map(|_| connect()).collect();
+        for s in &mut held {
+            assert!(ask(s).starts_with(answer), "{port}");
+        }
+        let mut fourth = connect();
+        assert_eq!(
+            ask(&mut fourth),
+            "",
+            "{port}: a fourth connection was served"
+        );
+        // Another address is served meanwhile.
+        let other = from_address("127.0.0.2", port, request);
+        assert!(other.starts_with(answer), "{port}: {other:?}");
+        // A closed connection gives its slot back.
+        held.pop();
+        let mut served = false;
+        for _ in 0..100 {
+            if ask(&mut connect()).starts_with(answer) {
+                served = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(served, "{port}: a freed slot was never reusable");
+    }
+    let log = kvs.stop();
+    assert!(log.contains("max_connections_per_peer = 3"), "{log}");
+}

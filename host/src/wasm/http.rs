@@ -328,6 +328,7 @@ pub fn start_frontend(
         protocol: "HTTP",
         tls: sandbox.tls.as_ref(),
         alpn: kvs_serve::Settings::HTTP_ALPN,
+        max_connections_per_peer: sandbox.max_connections_per_peer,
         max_connections: sandbox
             .max_connections
             .unwrap_or(kvs_serve::DEFAULT_MAX_CONNECTIONS),

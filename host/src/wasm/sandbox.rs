@@ -31,6 +31,10 @@ pub struct Sandbox {
     /// 1024 for a stream frontend (each of whose connections holds an instance).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Most connections one client address may keep open; 0: no per-peer cap. Default
+    /// 256.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
     /// Largest request header block, bytes. Default 32768.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
@@ -91,6 +95,9 @@ fn default_listen() -> String {
 fn default_workers() -> usize {
     2
 }
+fn default_max_connections_per_peer() -> usize {
+    kvs_serve::DEFAULT_MAX_CONNECTIONS_PER_PEER
+}
 fn default_max_header_bytes() -> usize {
     kvs_serve::DEFAULT_MAX_HEADER_BYTES
 }
@@ -123,7 +130,7 @@ fn default_request_timeout_ms() -> u64 {
     30_000
 }
 
-pub(super) const SANDBOX_KEYS: [&str; 18] = [
+pub(super) const SANDBOX_KEYS: [&str; 19] = [
     "data_dir",
     "memory_max_mb",
     "call_timeout_ms",
@@ -132,6 +139,7 @@ pub(super) const SANDBOX_KEYS: [&str; 18] = [
     "worker_threads",
     "tls",
     "max_connections",
+    "max_connections_per_peer",
     "max_header_bytes",
     "handshake_timeout_ms",
     "idle_timeout_ms",
@@ -199,6 +207,7 @@ impl Sandbox {
             worker_threads: 1,
             tls: None,
             max_connections: Some(1),
+            max_connections_per_peer: 1,
             max_header_bytes: default_max_header_bytes(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),

@@ -50,6 +50,10 @@ pub struct Config {
     /// Most connections open at once; more are closed on accept. Default 10000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections one client address may have open at once; more from it are
+    /// closed on accept. 0: no per-peer cap (behind a proxy on one address). Default 256.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
     /// Most bytes one command may span (a long `MSET`); beyond it the command is skipped
     /// and answered with an error. Default 64 MiB.
     #[serde(default = "default_max_command_bytes")]
@@ -77,6 +81,9 @@ fn default_listen() -> String {
 }
 fn default_workers() -> usize {
     2
+}
+fn default_max_connections_per_peer() -> usize {
+    kvs_serve::DEFAULT_MAX_CONNECTIONS_PER_PEER
 }
 fn default_max_connections() -> usize {
     10_000
@@ -445,6 +452,7 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         worker_threads: config.worker_threads,
         thread_name: "kvs-resp",
         max_connections: config.max_connections,
+        max_connections_per_peer: config.max_connections_per_peer,
         tls: config.tls.as_ref(),
         deadlines: kvs_serve::Deadlines::from_ms(
             config.handshake_timeout_ms,

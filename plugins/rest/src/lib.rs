@@ -63,6 +63,10 @@ pub struct Config {
     /// Most connections open at once; more are closed on accept. Default 10000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections one client address may have open at once; more from it are
+    /// closed on accept. 0: no per-peer cap (behind a proxy on one address). Default 256.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
     /// Largest request header block in bytes (431 beyond it). Default 32768.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
@@ -88,6 +92,9 @@ fn default_timeout() -> u64 {
 }
 fn default_concurrency() -> usize {
     1024
+}
+fn default_max_connections_per_peer() -> usize {
+    kvs_serve::DEFAULT_MAX_CONNECTIONS_PER_PEER
 }
 fn default_max_connections() -> usize {
     kvs_serve::DEFAULT_MAX_CONNECTIONS
@@ -373,6 +380,7 @@ impl RestFrontend {
             tls: config.tls.as_ref(),
             alpn: kvs_serve::Settings::HTTP_ALPN,
             max_connections: config.max_connections,
+            max_connections_per_peer: config.max_connections_per_peer,
             max_header_bytes: config.max_header_bytes,
             deadlines: kvs_serve::Deadlines::from_ms(
                 config.handshake_timeout_ms,

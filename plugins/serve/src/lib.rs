@@ -12,6 +12,7 @@
 //! cross the plug-in boundary, which is why each frontend owns one.
 
 pub mod deadline;
+mod peers;
 pub mod tcp;
 pub mod tls;
 
@@ -34,6 +35,7 @@ use tokio::task::JoinHandle;
 use tower_service::Service;
 
 pub use deadline::Deadlines;
+pub use peers::DEFAULT_MAX_CONNECTIONS_PER_PEER;
 pub use tls::TlsConfig;
 
 /// The client's address and, under mTLS, its verified identity, worked out once per
@@ -86,6 +88,9 @@ pub struct Settings<'a> {
     pub alpn: &'a [&'a [u8]],
     /// Most connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Most connections one client address may have open at once (0: no per-peer cap);
+    /// more from it are closed as soon as they are accepted.
+    pub max_connections_per_peer: usize,
     /// Largest request header block in bytes (at least 8192).
     pub max_header_bytes: usize,
     /// How long a connection may take to start talking and stay silent.
@@ -146,6 +151,7 @@ impl Server {
             http: http_builder(settings.max_header_bytes),
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             max_connections: settings.max_connections,
+            peers: peers::PeerSlots::new(settings.max_connections_per_peer),
             deadlines: settings.deadlines,
             last_full_warning: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
@@ -272,6 +278,7 @@ struct Acceptor {
     http: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
     max_connections: usize,
+    peers: peers::PeerSlots,
     deadlines: Deadlines,
     /// Seconds since `started`, plus one, when "at max_connections" was last logged
     /// (0: never). Logged at most every 10 s, however many connections are refused.
@@ -298,9 +305,12 @@ impl Acceptor {
                 },
                 _ = &mut shutdown => break,
             };
+            let Some(peer_slot) = self.peers.take(addr.ip(), &self.table, self.log) else {
+                continue; // dropping `tcp` closes it
+            };
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
                 self.warn_full();
-                continue; // dropping `tcp` closes it
+                continue;
             };
             let _ = tcp.set_nodelay(true);
             let connection = Connection {
@@ -313,7 +323,7 @@ impl Acceptor {
             let tls = self.tls.clone();
             let handshake = self.deadlines.handshake;
             tokio::spawn(async move {
-                let _permit = permit;
+                let _permit = (permit, peer_slot);
                 let text: Arc<str> = addr.to_string().into();
                 match tls {
                     None => {

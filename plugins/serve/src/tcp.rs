@@ -31,6 +31,8 @@ pub struct TcpSettings<'a> {
     pub thread_name: &'a str,
     /// Most connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Most connections one client address may have open at once (0: no per-peer cap).
+    pub max_connections_per_peer: usize,
     /// TLS, if the listener's table has a `tls` table.
     pub tls: Option<&'a TlsConfig>,
     /// How long a connection may take to start talking and stay silent (see
@@ -122,6 +124,7 @@ impl TcpServer {
         let accept = Acceptor {
             open: open.clone(),
             max_connections: settings.max_connections,
+            peers: crate::peers::PeerSlots::new(settings.max_connections_per_peer),
             deadlines: settings.deadlines,
             tls: tls.clone(),
             table: table.to_string(),
@@ -201,6 +204,7 @@ impl Drop for Counted {
 struct Acceptor {
     open: OpenConnections,
     max_connections: usize,
+    peers: crate::peers::PeerSlots,
     deadlines: crate::Deadlines,
     tls: Option<Arc<tls::Tls>>,
     table: String,
@@ -247,13 +251,17 @@ impl Acceptor {
                 }
                 continue;
             }
+            let Some(peer_slot) = self.peers.take(peer.ip(), &self.table, self.log) else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let counted = Counted::new(&self.open);
             let (handle, stopping, tls) = (handle.clone(), stopping.clone(), self.tls.clone());
             let deadlines = self.deadlines;
             let activity = crate::deadline::Activity::new();
             tokio::spawn(async move {
-                let _counted = counted; // uncounted when the task ends, however it ends
+                // Uncounted when the task ends, however it ends.
+                let _counted = (counted, peer_slot);
                 let (stream, identity): (Box<dyn Stream>, _) = match tls {
                     None => (
                         Box::new(crate::deadline::Watched::new(stream, &activity)),
