@@ -14,9 +14,13 @@
 //! it; without either the caller is anonymous. The caller's roles (plus the anonymous
 //! ones, which everyone has) must grant the operation on the key: else
 //! `permission_denied`, or `unauthenticated` for an anonymous caller (it should log in).
-//! Each refusal is one `warn` line under the `kvs::audit` target. A call for the empty
-//! key (which the store refuses anyway) has only its credentials checked: that is how a
-//! frontend verifies a token as it is presented (RESP `AUTH`).
+//! Each refusal is one `warn` line under the `kvs::audit` target, at most
+//! [`AUDIT_LINES_PER_SEC`] a second; those left out are counted in a line of their own.
+//! A call for the empty key (which the store refuses anyway) has only its credentials
+//! checked, and an anonymous caller is refused as unauthenticated: that is how a frontend
+//! verifies a token as it is presented (RESP `AUTH`) and learns whether its caller is
+//! authenticated (RESP `INFO`, gRPC reflection). The admin listener's `/metrics` and
+//! `/plugins` ask [`RequestHook::check_admin`]: a caller with a role.
 
 pub mod rules;
 pub mod tokens;
@@ -384,7 +388,22 @@ impl RequestHook for AccessControl {
 
 #[cfg(test)]
 mod tests {
-    use super::reachable_beyond_loopback;
+    use super::{AUDIT_LINES_PER_SEC, AuditLimit, reachable_beyond_loopback};
+
+    #[test]
+    fn audit_lines_are_limited_per_second_and_the_rest_counted() {
+        let limit = AuditLimit::default();
+        let written = (0..100).filter(|_| limit.admit()).count();
+        assert_eq!(written, AUDIT_LINES_PER_SEC as usize);
+        assert_eq!(
+            limit.window.lock().unwrap().suppressed,
+            100 - written as u64
+        );
+        // The report starts a new window (and zeroes the count).
+        limit.report();
+        assert_eq!(limit.window.lock().unwrap().suppressed, 0);
+        assert!(limit.admit());
+    }
 
     #[test]
     fn loopback_endpoints_are_not_warned_about() {
