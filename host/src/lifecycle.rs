@@ -446,12 +446,15 @@ fn launch_frontend(
 }
 
 /// Stops frontends in reverse start order; returns what went wrong.
+/// Stops every frontend within one `deadline` shared by all of them (each gets what is
+/// left of it), so the logger still closes within the shutdown timeout.
 fn stop_frontends(frontends: Vec<RunningFrontend>, deadline: Duration) -> Vec<String> {
-    let deadline_ms = deadline.as_millis() as u64;
+    let until = std::time::Instant::now() + deadline;
     let mut problems = Vec::new();
     for mut f in frontends.into_iter().rev() {
         tracing::info!("stopping frontend {}", f.name);
-        if let RResult::RErr(e) = f.handle.stop(deadline_ms) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if let RResult::RErr(e) = f.handle.stop(left.as_millis() as u64) {
             problems.push(format!("frontend {} did not stop cleanly: {e}", f.name));
         }
     }

@@ -318,8 +318,7 @@ fn watch_signals(
                     continue;
                 }
                 if stopping {
-                    tracing::error!("received signal {signal} again: exiting now");
-                    std::process::exit(1);
+                    exit_now(format!("received signal {signal} again: exiting now"));
                 }
                 stopping = true;
                 tracing::info!("received signal {signal}; shutting down");
@@ -328,17 +327,24 @@ fn watch_signals(
                     // A little over the deadline: a stop that uses its whole drain
                     // deadline still gets to close the logger.
                     std::thread::sleep(shutdown_timeout + std::time::Duration::from_millis(500));
-                    tracing::error!(
+                    exit_now(format!(
                         "kvs did not stop within shutdown_timeout_ms ({} ms): exiting now; \
                          writes not yet acknowledged are lost, acknowledged ones are durable",
                         shutdown_timeout.as_millis()
-                    );
-                    std::process::exit(1);
+                    ));
                 });
             }
         })
         .context("cannot start the signal thread")?;
     Ok(stop_asked)
+}
+
+/// Says why and exits with status 1. The message is written from another thread and
+/// given 100 ms: a stuck stderr (a full pipe nobody reads) must not keep kvs alive.
+fn exit_now(why: String) -> ! {
+    std::thread::spawn(move || tracing::error!("{why}"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::process::exit(1);
 }
 
 /// Warns when a frontend listens beyond loopback while access control is off: anyone

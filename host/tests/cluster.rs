@@ -772,9 +772,17 @@ fn a_node_catching_up_after_partitions_serves_no_stale_read_and_loses_nothing() 
     }
     ns.heal().unwrap();
     let healed = Instant::now();
-    // Reads and writes go on through the second catch-up, then stop, so that B's and
-    // etcd's key counts can be compared.
-    std::thread::sleep(Duration::from_secs(3));
+    // Reads and writes go on through the second catch-up and 2 s past it (so that some
+    // are sure to succeed), then stop, so that B's and etcd's key counts can be compared.
+    eventually(
+        "B ready again",
+        Duration::from_secs(30),
+        || match get_status(&http, format!("{}/readyz", b.url)).as_u16() {
+            200 => Ok(()),
+            other => Err(format!("/readyz {other}")),
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
@@ -805,6 +813,7 @@ fn a_node_catching_up_after_partitions_serves_no_stale_read_and_loses_nothing() 
         seen.lost_own_writes
     );
     assert!(seen.current > 0, "no linearizable read succeeded: {seen:?}");
+    assert!(seen.acknowledged > 0, "no PUT on B succeeded: {seen:?}");
     assert_eq!(keys_on(&http, &a.admin()), keys_in_etcd(&etcd, prefix));
     b.stop();
     a.stop();
@@ -889,6 +898,38 @@ fn a_hung_etcd_leader_stalls_writes_for_at_most_a_few_seconds() {
     assert!(
         resumed.is_some_and(|r| r <= Duration::from_secs(3)),
         "writes did not resume within 3 s of the leader hanging: {buckets:?}"
+    );
+    kvs.stop();
+}
+
+/// A write that changes no key under the prefix (a DELETE of a missing key) still comes
+/// back through the watch at its revision, so it is acknowledged at once and the node
+/// stays ready (it used to wait for some later event, and its watch was restarted).
+#[test]
+fn deleting_a_missing_key_is_acknowledged_at_once() {
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let kvs = Kvs::start(
+        &node_config(dir.path(), "node", &etcd, "del/", ""),
+        &staged_plugins(),
+        &[],
+    );
+    let http = http_client();
+    for i in 0..5 {
+        let asked = Instant::now();
+        let r = http
+            .delete(format!("{}/v1/key/missing-{i}", kvs.url))
+            .send()
+            .unwrap();
+        let took = asked.elapsed();
+        assert_eq!(r.status(), 200);
+        assert!(took < Duration::from_millis(500), "DELETE took {took:?}");
+    }
+    assert_eq!(get_status(&http, format!("{}/readyz", kvs.url)), 200);
+    assert!(
+        !kvs.log().contains("restarting it"),
+        "the watch was restarted:\n{}",
+        kvs.log()
     );
     kvs.stop();
 }

@@ -28,7 +28,7 @@
 //!   was asked to start; anything else is a gap this node cannot explain, so it logs
 //!   it, turns unready and reloads the snapshot.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,16 +178,38 @@ fn open(text: &str) -> Result<EtcdLog, PluginError> {
     let config: Config = toml::from_str(text)
         .map_err(|e| PluginError::invalid_input(format!("[plugins.etcd]: {e}")))?;
     if config.endpoints.is_empty()
-        || config.max_txn_ops < 2
+        || config.max_txn_ops < 3
         || config.page_size <= 0
         || config.attempt_timeout_ms == 0
     {
         return Err(PluginError::invalid_input(
-            "[plugins.etcd]: endpoints must not be empty; max_txn_ops must be at least 2 (one \
-             operation of each transaction is kvs's own); page_size and attempt_timeout_ms \
+            "[plugins.etcd]: endpoints must not be empty; max_txn_ops must be at least 3 (two \
+             operations of each transaction are kvs's own); page_size and attempt_timeout_ms \
              at least 1",
         ));
     }
+    // One spelling per member: the balancer matches endpoints by URI when one is taken
+    // out (`members`), and a duplicate would count twice.
+    let mut endpoints: Vec<String> = Vec::new();
+    for endpoint in &config.endpoints {
+        let endpoint = if endpoint.contains("://") {
+            endpoint.trim_end_matches('/').to_string()
+        } else {
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", endpoint.trim_end_matches('/'))
+        };
+        if !endpoints.contains(&endpoint) {
+            endpoints.push(endpoint);
+        }
+    }
+    let config = Config {
+        endpoints,
+        ..config
+    };
     if config.prefix.is_empty() || config.prefix.starts_with('\0') {
         return Err(PluginError::invalid_input(
             "[plugins.etcd] prefix: must not be empty or start with a NUL byte (kvs keeps \
@@ -201,7 +223,10 @@ fn open(text: &str) -> Result<EtcdLog, PluginError> {
         .build()
         .map_err(|e| PluginError::internal(format!("cannot start the runtime: {e}")))?;
     let timeout = Duration::from_millis(config.timeout_ms);
+    // require_leader: a member cut off from the majority cancels our watch ("no
+    // leader") instead of keeping it open and silent, so the node resumes elsewhere.
     let mut options = ConnectOptions::new()
+        .with_require_leader(true)
         .with_timeout(timeout)
         .with_connect_timeout(timeout)
         .with_keep_alive(Duration::from_secs(5), timeout);
@@ -259,7 +284,7 @@ impl EtcdLog {
     /// The batch as etcd transactions: at most `max_txn_ops` operations each, no key
     /// twice in one (etcd refuses that; the later write wins, as it would anyway).
     fn transactions(&self, batch: &[Event<'_>]) -> Vec<Vec<TxnOp>> {
-        let mut txns = Vec::new();
+        let mut txns: Vec<Vec<TxnOp>> = Vec::new();
         let mut ops: Vec<(Vec<u8>, TxnOp)> = Vec::new();
         for e in batch {
             let key = self.key(e.key.as_slice());
@@ -272,14 +297,19 @@ impl EtcdLog {
                 slot.1 = op;
                 continue;
             }
-            // One operation of each transaction is the writer key's.
-            if ops.len() == self.config.max_txn_ops - 1 {
+            // Two operations of each transaction are kvs's own: the writer key's, and the
+            // marker's (so that every transaction, even one that only deletes missing
+            // keys, comes back through the watch as an event at its revision).
+            if ops.len() == self.config.max_txn_ops - 2 {
                 txns.push(ops.drain(..).map(|(_, op)| op).collect());
             }
             ops.push((key, op));
         }
         if !ops.is_empty() {
             txns.push(ops.into_iter().map(|(_, op)| op).collect());
+        }
+        for txn in &mut txns {
+            txn.push(TxnOp::put(self.prefix.clone(), Vec::new(), None));
         }
         txns
     }
@@ -324,6 +354,7 @@ impl SharedLog for EtcdLog {
         self.runtime.block_on(async {
             let revision = put_marker(kv, marker, timeout, attempt).await?;
             self.awaited.fetch_max(revision, Ordering::AcqRel);
+            self.readiness.set_appending(true);
             Ok(revision)
         })
     }
@@ -408,8 +439,8 @@ where
 #[derive(Clone)]
 struct Readiness {
     health: Health,
-    caught_up: Arc<AtomicBool>,
-    appending: Arc<AtomicBool>,
+    /// (caught up, appends succeed), changed and published together.
+    state: Arc<Mutex<(bool, bool)>>,
 }
 
 impl Readiness {
@@ -417,24 +448,27 @@ impl Readiness {
         health.set(false);
         Readiness {
             health,
-            caught_up: Arc::new(AtomicBool::new(false)),
-            appending: Arc::new(AtomicBool::new(true)),
+            state: Arc::new(Mutex::new((false, true))),
         }
     }
 
     fn set_caught_up(&self, yes: bool) {
-        self.caught_up.store(yes, Ordering::Release);
-        self.update();
+        let mut state = self.state.lock().unwrap();
+        state.0 = yes;
+        self.health.set(state.0 && state.1);
     }
 
+    /// Whether writes to etcd succeed: set by appends, and by any other write (markers),
+    /// so a node that failed an append is ready again once etcd takes writes, without
+    /// waiting for a client's write to prove it.
     fn set_appending(&self, yes: bool) {
-        self.appending.store(yes, Ordering::Release);
-        self.update();
+        let mut state = self.state.lock().unwrap();
+        state.1 = yes;
+        self.health.set(state.0 && state.1);
     }
 
-    fn update(&self) {
-        self.health
-            .set(self.caught_up.load(Ordering::Acquire) && self.appending.load(Ordering::Acquire));
+    fn appending(&self) -> bool {
+        self.state.lock().unwrap().1
     }
 }
 
@@ -498,10 +532,12 @@ async fn follow(parts: FollowParts, follower: Follower) {
             timeout,
             attempt,
             awaited.clone(),
+            readiness.clone(),
         ));
         // A watch that delivers nothing while a revision this node wrote is awaited is
         // stuck (its member hangs): restart it, on a member that answers.
         let mut check = tokio::time::interval(attempt / 4);
+        let mut probe: Option<tokio::task::JoinHandle<()>> = None;
         let mut heard = tokio::time::Instant::now();
         let mut caught_up_at: Option<u64> = None;
         // The last revision delivered: events must not go back before it.
@@ -517,6 +553,17 @@ async fn follow(parts: FollowParts, follower: Follower) {
                     continue;
                 }
                 _ = check.tick() => {
+                    // After a failed append, probe with a marker until etcd takes writes
+                    // again (a node nobody writes through would otherwise stay unready).
+                    if !readiness.appending() && probe.as_ref().is_none_or(|p| p.is_finished()) {
+                        let (kv, marker, readiness) =
+                            (client.kv_client(), prefix.clone(), readiness.clone());
+                        probe = Some(tokio::spawn(async move {
+                            if put_marker(kv, marker, timeout, attempt).await.is_ok() {
+                                readiness.set_appending(true);
+                            }
+                        }));
+                    }
                     let waiting_for = awaited.load(Ordering::Acquire);
                     if waiting_for > last && heard.elapsed() >= attempt {
                         log::warn(&format!(
@@ -602,6 +649,9 @@ async fn follow(parts: FollowParts, follower: Follower) {
             }
         }
         marker.abort();
+        if let Some(probe) = probe {
+            probe.abort();
+        }
         readiness.set_caught_up(false);
         tokio::time::sleep(retry).await;
     }
@@ -614,11 +664,13 @@ async fn marker_until_written(
     timeout: Duration,
     attempt: Duration,
     awaited: Arc<AtomicU64>,
+    readiness: Readiness,
 ) -> u64 {
     loop {
         match put_marker(kv.clone(), marker.clone(), timeout, attempt).await {
             Ok(revision) => {
                 awaited.fetch_max(revision, Ordering::AcqRel);
+                readiness.set_appending(true);
                 return revision;
             }
             Err(e) => {

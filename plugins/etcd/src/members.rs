@@ -58,10 +58,12 @@ async fn check(main: Client, endpoint: String, options: ConnectOptions, routed: 
                 .await
                 .ok();
         }
+        // A member that answers but has no leader (cut off from the majority) is no
+        // use either: it can neither commit nor deliver.
         let answered = match client.as_mut() {
             Some(c) => tokio::time::timeout(ANSWER_WITHIN, c.status())
                 .await
-                .is_ok_and(|r| r.is_ok()),
+                .is_ok_and(|r| r.is_ok_and(|s| s.leader() != 0)),
             None => false,
         };
         if answered {
@@ -76,7 +78,7 @@ async fn check(main: Client, endpoint: String, options: ConnectOptions, routed: 
             continue;
         }
         misses += 1;
-        if misses == MISSES && in_balancer {
+        if misses >= MISSES && in_balancer {
             // Keep at least one member: with none, nothing could be tried at all.
             let taken = routed
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
