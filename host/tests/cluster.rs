@@ -933,3 +933,50 @@ fn deleting_a_missing_key_is_acknowledged_at_once() {
     );
     kvs.stop();
 }
+
+/// Values near kvs's 1 MiB limit: a group-commit batch of several is split to fit
+/// etcd's request limit (1.5 MiB by default), and a node starting later reads a
+/// snapshot page larger than gRPC's default 4 MiB response limit.
+#[test]
+fn large_values_fit_etcds_limits_in_batches_and_snapshots() {
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = staged_plugins();
+    let a = Kvs::start(
+        &node_config(dir.path(), "a", &etcd, "big/", ""),
+        &plugins,
+        &[],
+    );
+    // Eight writers at once: their PUTs share group commits.
+    let value = |i: usize| vec![b'a' + i as u8; (1 << 20) - 64];
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let url = format!("{}/v1/key/v{i}", a.url);
+            std::thread::spawn(move || {
+                http_client()
+                    .put(url)
+                    .body(value(i))
+                    .send()
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for w in writers {
+        assert_eq!(w.join().unwrap(), 201, "{}", a.log());
+    }
+    // A node starting now reads all eight (8 MiB) in its first snapshot page.
+    let b = Kvs::start(
+        &node_config(dir.path(), "b", &etcd, "big/", ""),
+        &plugins,
+        &[],
+    );
+    let http = http_client();
+    for i in 0..8 {
+        let r = http.get(format!("{}/v1/key/v{i}", b.url)).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().unwrap().to_vec(), value(i));
+    }
+    b.stop();
+    a.stop();
+}

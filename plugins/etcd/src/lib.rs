@@ -5,7 +5,7 @@
 //! * **Keys** are the kvs keys under `prefix` (bytes, unescaped); a put or a delete is
 //!   an etcd put or delete of that key.
 //! * **Append**: one etcd transaction per group-commit batch (split at `max_txn_ops`,
-//!   etcd's per-transaction limit; two writes to one key in one transaction collapse
+//!   etcd's per-transaction limit, and at `max_txn_bytes`, under its request limit; two writes to one key in one transaction collapse
 //!   into the later, which is what the batch amounts to). The position is the revision
 //!   of the last transaction. Each transaction is safe to retry on another member
 //!   (`writer`), and members that hang are routed around (`members`).
@@ -67,6 +67,11 @@ pub struct Config {
     /// Most operations per etcd transaction (etcd's `--max-txn-ops`, default 128).
     #[serde(default = "default_max_txn_ops")]
     pub max_txn_ops: usize,
+    /// Most bytes of keys and values per etcd transaction: keep it under etcd's
+    /// `--max-request-bytes` (default 1.5 MiB). A single write larger than this still
+    /// goes alone. Default 1048576.
+    #[serde(default = "default_max_txn_bytes")]
+    pub max_txn_bytes: usize,
     /// Keys per page of the snapshot read. Default 1000.
     #[serde(default = "default_page")]
     pub page_size: i64,
@@ -133,12 +138,20 @@ fn default_timeout() -> u64 {
 fn default_attempt_timeout() -> u64 {
     1000
 }
+fn default_max_txn_bytes() -> usize {
+    1 << 20
+}
 fn default_max_txn_ops() -> usize {
     128
 }
 fn default_page() -> i64 {
     1000
 }
+
+/// The largest response kvs accepts from etcd (etcd's own Go client allows as much):
+/// a watch catching up sends up to 1000 revisions in one response, and a snapshot page
+/// `page_size` keys, whatever their values weigh.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> PluginError {
     PluginError::unavailable(format!("etcd {what}: {e}"))
@@ -286,6 +299,7 @@ impl EtcdLog {
     fn transactions(&self, batch: &[Event<'_>]) -> Vec<Vec<TxnOp>> {
         let mut txns: Vec<Vec<TxnOp>> = Vec::new();
         let mut ops: Vec<(Vec<u8>, TxnOp)> = Vec::new();
+        let mut bytes = 0;
         for e in batch {
             let key = self.key(e.key.as_slice());
             let op = if e.kind == EventKind::DELETE {
@@ -300,9 +314,14 @@ impl EtcdLog {
             // Two operations of each transaction are kvs's own: the writer key's, and the
             // marker's (so that every transaction, even one that only deletes missing
             // keys, comes back through the watch as an event at its revision).
-            if ops.len() == self.config.max_txn_ops - 2 {
+            let size = key.len() + e.value.len();
+            let full = ops.len() == self.config.max_txn_ops - 2
+                || (!ops.is_empty() && bytes + size > self.config.max_txn_bytes);
+            if full {
                 txns.push(ops.drain(..).map(|(_, op)| op).collect());
+                bytes = 0;
             }
+            bytes += size;
             ops.push((key, op));
         }
         if !ops.is_empty() {
@@ -417,6 +436,13 @@ where
             Ok(Ok(t)) => return Ok(t),
             Ok(Err(e)) => {
                 let text = e.to_string();
+                // A request etcd finds too large is refused by every member, every time.
+                if text.contains("too large") || text.contains("larger than max") {
+                    return Err(format!(
+                        "{text} (etcd's --max-request-bytes; lower [plugins.etcd] \
+                         max_txn_bytes or kvs's limits.max_value_bytes)"
+                    ));
+                }
                 if only_unsent && !text.contains("connect error") {
                     return Err(text);
                 }
@@ -513,16 +539,20 @@ async fn follow(parts: FollowParts, follower: Follower) {
         }
         let start = from.expect("set above");
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
-        let (_watcher, mut responses) =
-            match client.clone().watch(prefix.clone(), Some(options)).await {
-                Ok(stream) => stream.split(),
-                Err(e) => {
-                    log::debug(&format!("etcd watch from {start} failed, retrying: {e}"));
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            };
+        let (_watcher, mut responses) = match client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .watch(prefix.clone(), Some(options))
+            .await
+        {
+            Ok(stream) => stream.split(),
+            Err(e) => {
+                log::debug(&format!("etcd watch from {start} failed, retrying: {e}"));
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
         retry = Duration::from_millis(100);
         // Caught up once a marker written after the watch began has come back through
         // it: everything a quorum had before then has been delivered.
@@ -689,7 +719,9 @@ async fn snapshot(
     page_size: i64,
     follower: &Follower,
 ) -> Result<i64, etcd_client::Error> {
-    let mut kv = client.kv_client();
+    let mut kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES);
     let end = prefix_end(prefix);
     follower.begin_snapshot();
     let mut key = prefix.to_vec();
