@@ -22,6 +22,11 @@ use crate::telemetry::TelemetryConfig;
 pub struct RawConfig {
     /// Where plug-in files are found.
     pub plugins_dir: Option<PathBuf>,
+    /// Load native plug-ins that others could have changed (loose file or directory
+    /// modes, another owner) with a warning instead of refusing them. For development
+    /// setups only: such a file runs as kvs.
+    #[serde(default)]
+    pub plugins_insecure_modes: bool,
     /// The logger's declared name.
     pub logger: Option<String>,
     /// The frontends' declared names.
@@ -145,6 +150,8 @@ pub struct Overrides {
 pub struct Config {
     /// Directory scanned for `.so` / `.wasm` plug-ins.
     pub plugins_dir: PathBuf,
+    /// `plugins_insecure_modes`: loose modes on a native plug-in warn instead of refuse.
+    pub plugins_insecure_modes: bool,
     /// Name of the logger to open.
     pub logger: String,
     /// Names of the frontends to start, in order.
@@ -220,6 +227,7 @@ impl Config {
                 .plugins_dir
                 .or(file.plugins_dir)
                 .unwrap_or_else(default_plugins_dir),
+            plugins_insecure_modes: file.plugins_insecure_modes,
             logger,
             frontends,
             limits,

@@ -29,6 +29,7 @@ pub mod admin;
 pub mod caller;
 pub mod check;
 pub mod config;
+pub mod file_modes;
 pub mod handles;
 pub mod lifecycle;
 pub mod map;

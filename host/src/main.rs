@@ -280,7 +280,7 @@ fn serve(config: &Config) -> Result<()> {
         .context("cannot install signal handlers")?;
     let stop_asked = watch_signals(signals, config.shutdown_timeout)?;
     raise_descriptor_limit();
-    let catalog = Catalog::scan(&config.plugins_dir)?;
+    let catalog = Catalog::scan_with(&config.plugins_dir, config.plugins_insecure_modes)?;
     for refused in &catalog.refused {
         tracing::warn!("refused {}: {}", refused.path.display(), refused.reason);
     }
@@ -367,7 +367,7 @@ fn warn_if_open(config: &Config, running: &kvs_host::lifecycle::Running) {
 }
 
 fn list_plugins(config: &Config) -> Result<()> {
-    let catalog = Catalog::scan(&config.plugins_dir)?;
+    let catalog = Catalog::scan_with(&config.plugins_dir, config.plugins_insecure_modes)?;
     println!(
         "plugins in {} (this kvs speaks plugin-api {API_MAJOR}.{API_MINOR})",
         catalog.dir.display()

@@ -129,6 +129,12 @@ impl Catalog {
     /// Scans `dir`: every `*.so` and `*.wasm` file is handshaked; other files are ignored.
     /// A file that fails is recorded in `refused`, never fatal. A missing directory is.
     pub fn scan(dir: &Path) -> Result<Catalog> {
+        Self::scan_with(dir, false)
+    }
+
+    /// [`Catalog::scan`]; with `insecure_modes`, a native plug-in that others could have
+    /// changed ([`crate::file_modes`]) is loaded with a warning instead of refused.
+    pub fn scan_with(dir: &Path, insecure_modes: bool) -> Result<Catalog> {
         let entries = std::fs::read_dir(dir).with_context(|| {
             format!(
                 "cannot read the plugins directory {}: build and stage the plug-ins with \
@@ -149,7 +155,7 @@ impl Catalog {
             ..Catalog::default()
         };
         for path in paths {
-            match load(&path) {
+            match load_with(&path, insecure_modes) {
                 Ok(plugin) => catalog.plugins.push(plugin),
                 Err(reason) => catalog.refused.push(Refused { path, reason }),
             }
@@ -223,11 +229,31 @@ impl Catalog {
     }
 }
 
-/// Loads one plug-in file, or says why not.
+/// Loads one plug-in file, or says why not. A native plug-in that others could have
+/// changed is refused before it is opened ([`crate::file_modes`]).
 pub fn load(path: &Path) -> Result<Plugin, String> {
+    load_with(path, false)
+}
+
+/// [`load`]; with `insecure_modes`, loose modes on a native plug-in only warn.
+pub fn load_with(path: &Path, insecure_modes: bool) -> Result<Plugin, String> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("so") => load_native(path),
-        Some("wasm") => load_wasm(path),
+        Some("so") => {
+            if let Err(why) = crate::file_modes::check(path) {
+                if !insecure_modes {
+                    return Err(why);
+                }
+                tracing::warn!("loading it anyway (plugins_insecure_modes = true): {why}");
+            }
+            load_native(path)
+        }
+        Some("wasm") => {
+            if let Err(why) = crate::file_modes::check(path) {
+                // A guest cannot leave its sandbox, but it can be swapped for another.
+                tracing::warn!("{why}");
+            }
+            load_wasm(path)
+        }
         _ => Err("not a plug-in file (expected .so or .wasm)".into()),
     }
 }

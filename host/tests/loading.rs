@@ -265,3 +265,83 @@ fn missing_plugins_dir_says_how_to_fix_it() {
         "{stderr}"
     );
 }
+
+/// Sets `path`'s permission bits.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Opening a native plug-in runs its code as kvs, so a `.so` that someone else could
+/// have changed is refused before it is opened: writable by group or others, owned by
+/// another user, or in a directory everyone can write (without the sticky bit). The
+/// reason names the path, the mode and the fix; `plugins_insecure_modes = true` loads it
+/// with a warning instead.
+#[test]
+fn native_plug_ins_that_others_could_change_are_refused() {
+    let refusal = |dir: &std::path::Path| {
+        let catalog = Catalog::scan(dir).unwrap();
+        assert!(catalog.plugins.is_empty(), "{:?}", catalog.plugins);
+        assert_eq!(catalog.refused.len(), 1, "{:?}", catalog.refused);
+        catalog.refused[0].reason.clone()
+    };
+    let so = "libkvs_plugin_file.so";
+
+    let world = plugin_dir(&["kvs_plugin_file"]);
+    chmod(&world.path().join(so), 0o777);
+    let why = refusal(world.path());
+    assert!(
+        why.contains("writable by everyone")
+            && why.contains("mode 777")
+            && why.contains("chmod go-w"),
+        "{why}"
+    );
+
+    let group = plugin_dir(&["kvs_plugin_file"]);
+    chmod(&group.path().join(so), 0o775);
+    let why = refusal(group.path());
+    assert!(why.contains("writable by its group"), "{why}");
+
+    let other_owner = plugin_dir(&["kvs_plugin_file"]);
+    std::os::unix::fs::chown(other_owner.path().join(so), Some(65534), None).unwrap();
+    let why = refusal(other_owner.path());
+    assert!(why.contains("owned by user 65534"), "{why}");
+
+    let open_dir = plugin_dir(&["kvs_plugin_file"]);
+    chmod(open_dir.path(), 0o777);
+    let why = refusal(open_dir.path());
+    assert!(
+        why.contains("which everyone can write") && why.contains("chmod o-w"),
+        "{why}"
+    );
+    // With the sticky bit (as /tmp has) only a file's owner may replace it: accepted.
+    chmod(open_dir.path(), 0o1777);
+    let catalog = Catalog::scan(open_dir.path()).unwrap();
+    assert_eq!(catalog.plugins.len(), 1, "{:?}", catalog.refused);
+
+    // The override: loaded, with a warning that says what is wrong.
+    let config = world.path().join("kvs.toml");
+    std::fs::write(&config, "plugins_insecure_modes = true\n").unwrap();
+    let (code, out, err) = kvs_command(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--plugins-dir",
+        world.path().to_str().unwrap(),
+        "plugins",
+        "list",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" file "), "{out}");
+    assert!(
+        err.contains("plugins_insecure_modes = true") && err.contains("writable by everyone"),
+        "{err}"
+    );
+}
+
+/// The layout `cargo xtask build` stages passes the rule.
+#[test]
+fn the_staged_plug_ins_pass_the_file_mode_rule() {
+    let catalog = Catalog::scan(&crate::util::staged_plugins()).unwrap();
+    assert!(catalog.refused.is_empty(), "{:?}", catalog.refused);
+    assert!(catalog.plugins.len() >= 6, "{:?}", catalog.plugins);
+}
