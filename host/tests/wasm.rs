@@ -843,10 +843,12 @@ fn a_guest_flooding_the_log_is_rate_limited_and_its_long_lines_cut() {
         long.len()
     );
     assert_eq!(passed + dropped, LINES + 1, "every line logged or counted");
+    // The flood touches at most took + 2 one-second windows (it starts mid-window);
+    // the single line sent 1.1 s later may fall in one more.
     let windows = took.as_secs() + 2;
     assert!(
-        passed <= 50 * windows,
-        "{passed} lines passed in {windows} one-second windows"
+        passed <= 50 * windows + 1,
+        "{passed} lines passed in {windows} one-second windows and one line after"
     );
     assert!(
         long.len() < 1300 && long.contains("[4999000 bytes cut]"),
