@@ -6,8 +6,9 @@
 //!
 //! * `cargo xtask build [--release]`: build everything, stage the plug-ins.
 //! * `cargo xtask run [ARGS...]`: release build, then `kvs --config config.toml ARGS...`.
-//! * `cargo xtask test [ARGS...]`: check that `vendor/extism` is exactly extism 1.30.0
-//!   plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
+//! * `cargo xtask test [ARGS...]`: install the Debian packages the tests need if any is
+//!   missing (as root; otherwise say which), check that `vendor/extism` is exactly
+//!   extism 1.30.0 plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
 //!   then build the templates outside the tree against the packaged plugin-api and
 //!   check them (`outside.rs`).
 //! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions]`: release build, then `kvs-bench`, which prints
@@ -17,6 +18,7 @@
 
 mod cluster;
 mod outside;
+mod prerequisites;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,6 +94,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         "test" => {
+            prerequisites::ensure()?;
             verify_extism_fork()?;
             let profile_dir = build(false)?;
             cargo(
