@@ -292,9 +292,39 @@ fn serve(config: &Config) -> Result<()> {
         config.frontends.join(", ")
     );
     warn_if_open(config, &running);
+    notify_ready(&running.store);
     let _ = stop_asked.recv();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     running.stop()?;
     Ok(())
+}
+
+/// systemd's notify protocol (`Type=notify`; a no-op unless `NOTIFY_SOCKET` is set):
+/// READY=1 now that replay is done and the frontends serve, and, when the unit sets
+/// `WatchdogSec`, WATCHDOG=1 at half that interval for as long as the store answers (a
+/// deadlocked map stops the petting, and systemd restarts kvs).
+fn notify_ready(store: &std::sync::Arc<kvs_host::store::Store>) {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot tell systemd kvs is ready (NOTIFY_SOCKET): {e}");
+    }
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let store = std::sync::Arc::downgrade(store);
+    let spawned = std::thread::Builder::new()
+        .name("kvs-watchdog".into())
+        .spawn(move || {
+            while let Some(store) = store.upgrade() {
+                // Touches every shard of the map: a lock held forever stops the pets.
+                let _ = store.len();
+                drop(store);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                std::thread::sleep(interval / 2);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the systemd watchdog thread: {e}");
+    }
 }
 
 /// Handles signals on a thread of their own: SIGHUP is logged (each TLS listener

@@ -412,3 +412,62 @@ fn sigterm_lets_an_in_flight_request_finish_and_keeps_its_write() {
     assert_eq!(r.text().unwrap(), "helloworld");
     kvs.stop();
 }
+
+/// systemd's notify protocol (`Type=notify`), with a socket standing in for systemd:
+/// READY=1 once replay is done (the replayed data is there when it arrives), WATCHDOG=1
+/// at half of `WATCHDOG_USEC`, STOPPING=1 on SIGTERM.
+#[test]
+fn kvs_speaks_systemds_notify_protocol() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let plugins = staged_plugins();
+    let http = http_client();
+    // Something to replay.
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    for i in 0..100 {
+        assert_eq!(
+            put_status(&http, kvs.at(&format!("/v1/key/k{i}")), "v"),
+            StatusCode::CREATED
+        );
+    }
+    kvs.stop();
+
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
+    };
+    let kvs = Kvs::try_start_env(
+        &config,
+        &plugins,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(next(), "READY=1");
+    assert_eq!(
+        get_status(&http, kvs.at("/v1/key/k99")),
+        StatusCode::OK,
+        "ready before replay was done"
+    );
+    // Three pets within a second (every 100 ms).
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    kvs.stop();
+    let stopping = std::iter::repeat_with(next)
+        .find(|m| m != "WATCHDOG=1")
+        .unwrap();
+    assert_eq!(stopping, "STOPPING=1");
+}
