@@ -93,6 +93,16 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Print a shell completion script, e.g. `kvs completions bash >
+    /// /etc/bash_completion.d/kvs` (zsh: a `_kvs` file on `$fpath`; fish:
+    /// `~/.config/fish/completions/kvs.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `kvs man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +135,7 @@ Examples:
   kvs --config /etc/kvs/config.toml
   kvs plugins list
   kvs top --admin http://127.0.0.1:9090
+  kvs completions bash > /etc/bash_completion.d/kvs
   kvs --log-format json
   kvs plugins check target/debug/plugins/libkvs_plugin_file.so --config 'path = \"{tmp}/log\"'";
 
@@ -173,6 +184,24 @@ fn run(cli: Cli) -> Result<()> {
         LogFormat::Text => telemetry::LogFormat::Text,
         LogFormat::Json => telemetry::LogFormat::Json,
     };
+    // Generated from the CLI definition; they need neither config nor logging.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "kvs", &mut script);
+            return print_all(&script);
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .context("cannot render the manual page")?;
+            return print_all(&page);
+        }
+        _ => {}
+    }
     let serving = cli.command.is_none();
     // The config is read before logging starts, since it says where traces go; its
     // errors are printed by `main` all the same.
@@ -213,7 +242,18 @@ fn run(cli: Cli) -> Result<()> {
             command: PluginsCommand::Check { .. },
         })
         | Some(Command::Top { .. })
+        | Some(Command::Completions { .. })
+        | Some(Command::Man)
         | None => unreachable!("handled above"),
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 

@@ -471,3 +471,44 @@ fn kvs_speaks_systemds_notify_protocol() {
         .unwrap();
     assert_eq!(stopping, "STOPPING=1");
 }
+
+/// `kvs completions SHELL` and `kvs man` come from the CLI's own definition: each shell
+/// gets a script that knows the subcommands, and the manual page renders with man(1).
+#[test]
+fn completions_and_the_manual_page_are_generated_from_the_cli() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef kvs"),
+        ("fish", "complete -c kvs"),
+    ] {
+        let (code, out, err) = crate::util::kvs_command(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(
+            out.contains(marker),
+            "{shell}: {}",
+            &out[..out.len().min(300)]
+        );
+        assert!(out.contains("plugins") && out.contains("logger"), "{shell}");
+    }
+    let (code, page, err) = crate::util::kvs_command(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH kvs 1"),
+        "{page}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kvs.1");
+    std::fs::write(&file, &page).unwrap();
+    let rendered = std::process::Command::new("man")
+        .arg("-l")
+        .arg(&file)
+        .env("MANWIDTH", "80")
+        .env("MANPAGER", "cat")
+        .output()
+        .expect("man (Debian's man-db)");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        text.contains("NAME") && text.contains("SYNOPSIS") && text.contains("--plugins-dir"),
+        "{text}"
+    );
+}

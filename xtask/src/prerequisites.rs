@@ -107,6 +107,11 @@ const NEEDS: &[Need] = &[
         package: "nftables",
     },
     Need {
+        what: "man (a test renders kvs's manual page)",
+        present: || command_exists("man"),
+        package: "man-db",
+    },
+    Need {
         what: "ip (the partition test's network namespace and veth pair)",
         present: || command_exists("ip"),
         package: "iproute2",
