@@ -112,6 +112,11 @@ const NEEDS: &[Need] = &[
         package: "man-db",
     },
     Need {
+        what: "systemd-analyze (a test verifies the systemd unit in dist/)",
+        present: || command_exists("systemd-analyze"),
+        package: "systemd",
+    },
+    Need {
         what: "ip (the partition test's network namespace and veth pair)",
         present: || command_exists("ip"),
         package: "iproute2",
