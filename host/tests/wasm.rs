@@ -763,20 +763,7 @@ fn a_wasm_http_pool_larger_than_its_memory_budget_is_refused_at_start_up() {
 #[test]
 fn an_endless_replay_stops_start_up_within_replay_timeout_ms() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = copy_of_staged_plugins(dir.path());
-    std::fs::copy(
-        wasm_module("kvs_wasm_fixture_stuck_replay"),
-        plugins.join("stuck.wasm"),
-    )
-    .unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(
-        &path,
-        "logger = \"stuck-replay\"\nfrontends = [\"rest\"]\nshutdown_timeout_ms = 5000\n\
-         [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
-         [plugins.stuck-replay]\nmode = \"endless\"\nreplay_timeout_ms = 2000\n",
-    )
-    .unwrap();
+    let (path, plugins) = stuck_logger_config(dir.path(), "endless", "replay_timeout_ms = 2000\n");
     let started = std::time::Instant::now();
     let out = Kvs::try_start(&path, &plugins, &[])
         .err()
