@@ -258,20 +258,25 @@ fn print_all(bytes: &[u8]) -> Result<()> {
 }
 
 fn check_plugin(file: &Path, table: &str) -> Result<()> {
-    println!("checking {}", file.display());
+    // "checking" first, on its own: the checks take a while.
+    print_all(format!("checking {}\n", file.display()).as_bytes())?;
     let outcomes = kvs_host::check::run(file, table);
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let mut out = String::new();
     for o in &outcomes {
-        match &o.result {
-            Ok(()) if o.skipped => println!("  SKIP  {}", o.name),
-            Ok(()) => println!("  PASS  {}", o.name),
-            Err(why) => println!("  FAIL  {}: {why}", o.name),
-        }
+        out += &match &o.result {
+            Ok(()) if o.skipped => format!("  SKIP  {}\n", o.name),
+            Ok(()) => format!("  PASS  {}\n", o.name),
+            Err(why) => format!("  FAIL  {}: {why}\n", o.name),
+        };
     }
+    if failed == 0 {
+        out += &format!("all {} checks passed\n", outcomes.len());
+    }
+    print_all(out.as_bytes())?;
     if failed > 0 {
         anyhow::bail!("{failed} of {} checks failed", outcomes.len());
     }
-    println!("all {} checks passed", outcomes.len());
     Ok(())
 }
 
@@ -359,7 +364,8 @@ fn notify_ready(store: &std::sync::Arc<kvs_host::store::Store>) {
                 let _ = store.len();
                 drop(store);
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                std::thread::sleep(interval / 2);
+                // At least 50 ms: a tiny WatchdogSec must not turn this into a spin.
+                std::thread::sleep((interval / 2).max(std::time::Duration::from_millis(50)));
             }
         });
     if let Err(e) = spawned {
@@ -437,13 +443,16 @@ fn warn_if_open(config: &Config, running: &kvs_host::lifecycle::Running) {
 }
 
 fn list_plugins(config: &Config) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let catalog = Catalog::scan_with(&config.plugins_dir, config.plugins_insecure_modes)?;
-    println!(
+    writeln!(
+        out,
         "plugins in {} (this kvs speaks plugin-api {API_MAJOR}.{API_MINOR})",
         catalog.dir.display()
-    );
+    )?;
     if catalog.plugins.is_empty() {
-        println!("  (no usable plug-ins)");
+        writeln!(out, "  (no usable plug-ins)")?;
     } else {
         let rows: Vec<[String; 6]> = catalog
             .plugins
@@ -472,25 +481,26 @@ fn list_plugins(config: &Config) -> Result<()> {
                 .zip(widths)
                 .map(|(c, w)| format!("{c:<w$}"))
                 .collect();
-            println!("  {}", cells.join("  ").trim_end());
+            writeln!(out, "  {}", cells.join("  ").trim_end())?;
         }
         for p in &catalog.plugins {
-            println!("  {} {}: {}", p.kind, p.name, p.description);
+            writeln!(out, "  {} {}: {}", p.kind, p.name, p.description)?;
         }
     }
     for ((kind, name), paths) in catalog.duplicates() {
         let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        println!(
+        writeln!(
+            out,
             "duplicate: {} files declare the {kind} plug-in {name:?}: {}",
             paths.len(),
             paths.join(" and ")
-        );
+        )?;
     }
     if !catalog.refused.is_empty() {
-        println!("refused:");
+        writeln!(out, "refused:")?;
         for r in &catalog.refused {
-            println!("  {}: {}", r.path.display(), r.reason);
+            writeln!(out, "  {}: {}", r.path.display(), r.reason)?;
         }
     }
-    Ok(())
+    print_all(out.as_bytes())
 }

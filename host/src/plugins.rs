@@ -239,18 +239,30 @@ pub fn load(path: &Path) -> Result<Plugin, String> {
 pub fn load_with(path: &Path, insecure_modes: bool) -> Result<Plugin, String> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("so") => {
-            if let Err(why) = crate::file_modes::check(path) {
+            let checked = crate::file_modes::open_checked(path)?;
+            if let Some(why) = &checked.unsafe_because {
+                let why = format!(
+                    "a native plug-in runs as kvs, and someone other than root or kvs's \
+                     user could change this one: {why}"
+                );
                 if !insecure_modes {
-                    return Err(why);
+                    return Err(format!(
+                        "{why} (or set plugins_insecure_modes = true, for development only)"
+                    ));
                 }
                 tracing::warn!("loading it anyway (plugins_insecure_modes = true): {why}");
             }
-            load_native(path)
+            // The file that was checked, not whatever the name points at by now.
+            load_native(path, checked)
         }
         Some("wasm") => {
-            if let Err(why) = crate::file_modes::check(path) {
-                // A guest cannot leave its sandbox, but it can be swapped for another.
-                tracing::warn!("{why}");
+            if let Ok(checked) = crate::file_modes::open_checked(path)
+                && let Some(why) = checked.unsafe_because
+            {
+                tracing::warn!(
+                    "others could swap this WebAssembly plug-in for another guest (it stays \
+                     in its sandbox either way): {why}"
+                );
             }
             load_wasm(path)
         }
@@ -258,8 +270,10 @@ pub fn load_with(path: &Path, insecure_modes: bool) -> Result<Plugin, String> {
     }
 }
 
-fn load_native(path: &Path) -> Result<Plugin, String> {
-    let raw = RawLibrary::load_at(path).map_err(|e| {
+/// Loads the library `checked` holds open (through `/proc/self/fd/N`), reporting it as
+/// `path`.
+fn load_native(path: &Path, checked: crate::file_modes::Checked) -> Result<Plugin, String> {
+    let raw = RawLibrary::load_at(&checked.load_path()).map_err(|e| {
         let why = one_line(&e.to_string());
         // A WASM guest (extism-pdk) compiled for the host imports the host functions
         // as ordinary symbols, which no library provides.
@@ -273,6 +287,10 @@ fn load_native(path: &Path) -> Result<Plugin, String> {
             format!("not a loadable shared library: {why}")
         }
     })?;
+    // The descriptor stays open as long as the library (for ever): glibc knows a loaded
+    // library by the name it was opened under, and a reused /proc/self/fd/N would
+    // otherwise hand back this library for another file.
+    std::mem::forget(checked.file);
     // Never unload: its initialisers have run, and the module, the handshake and every
     // object the plug-in hands out point into the library.
     let raw: &'static RawLibrary = Box::leak(Box::new(raw));

@@ -314,6 +314,24 @@ fn native_plug_ins_that_others_could_change_are_refused() {
         why.contains("which everyone can write") && why.contains("chmod o-w"),
         "{why}"
     );
+    // A directory its group can write, or another user owns: its writers can replace
+    // the file too.
+    let group_dir = plugin_dir(&["kvs_plugin_file"]);
+    chmod(group_dir.path(), 0o775);
+    let why = refusal(group_dir.path());
+    assert!(why.contains("which its group can write"), "{why}");
+    let owned_dir = plugin_dir(&["kvs_plugin_file"]);
+    std::os::unix::fs::chown(owned_dir.path(), Some(65534), None).unwrap();
+    let why = refusal(owned_dir.path());
+    assert!(why.contains("owned by user 65534"), "{why}");
+    // A symbolic link to a well-kept file, itself in a directory everyone can write: the
+    // link can be pointed elsewhere, so it is refused too (the probe found it accepted).
+    let safe = plugin_dir(&["kvs_plugin_file"]);
+    let links = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(safe.path().join(so), links.path().join("linked.so")).unwrap();
+    chmod(links.path(), 0o777);
+    let why = refusal(links.path());
+    assert!(why.contains("which everyone can write"), "{why}");
     // With the sticky bit (as /tmp has) only a file's owner may replace it: accepted.
     chmod(open_dir.path(), 0o1777);
     let catalog = Catalog::scan(open_dir.path()).unwrap();
@@ -344,4 +362,15 @@ fn the_staged_plug_ins_pass_the_file_mode_rule() {
     let catalog = Catalog::scan(&crate::util::staged_plugins()).unwrap();
     assert!(catalog.refused.is_empty(), "{:?}", catalog.refused);
     assert!(catalog.plugins.len() >= 6, "{:?}", catalog.plugins);
+    // A reader that goes away early (`| head`) is no error (it used to panic, 101).
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {:?} --plugins-dir {:?} plugins list | true",
+            env!("CARGO_BIN_EXE_kvs"),
+            crate::util::staged_plugins()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success(), "kvs plugins list | true: {status}");
 }
