@@ -9,9 +9,9 @@
 //! context: its calls arrive as [`Caller::anonymous`] with its frontend's name.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use kvs_plugin_api::{PluginError, RequestContext, native::v1_1::RequestContextRef};
+use kvs_plugin_api::{PluginError, RequestContext};
 
 use crate::metrics::FrontendMeter;
 
@@ -53,26 +53,6 @@ impl<'a> Caller<'a> {
         Caller {
             frontend,
             ..Caller::default()
-        }
-    }
-
-    /// The caller a 1.1 native frontend described.
-    pub fn from_ffi(frontend: &'a str, ctx: &'a RequestContextRef<'a>) -> Self {
-        let s = |o: &'a abi_stable::std_types::ROption<abi_stable::std_types::RStr<'a>>| {
-            o.as_ref().map(|s| s.as_str()).into_option()
-        };
-        Caller {
-            frontend,
-            bearer_token: s(&ctx.bearer_token),
-            client_identity: s(&ctx.client_identity),
-            traceparent: s(&ctx.traceparent),
-            tracestate: s(&ctx.tracestate),
-            deadline: ctx
-                .deadline_ms
-                .into_option()
-                .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
-            peer: s(&ctx.peer),
-            meter: None,
         }
     }
 

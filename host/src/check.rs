@@ -10,16 +10,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{ROption, RResult, RSlice},
-};
-use kvs_plugin_api::native::{
-    HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox, ReplaySink, ReplaySink_TO, ReplaySinkMut,
-};
 use kvs_plugin_api::{Event, EventKind, PluginError, PluginKind};
 
 use crate::plugins::{self, Plugin};
+use crate::ports::{HealthCheck, Log};
 use crate::store::Limits;
 
 /// One check's outcome.
@@ -117,29 +111,22 @@ fn check(out: &mut Vec<Outcome>, name: &str, result: Result<(), String>) -> bool
     ok
 }
 
-struct Collect(Vec<Owned>);
-
-impl ReplaySink for Collect {
-    fn accept(&mut self, events: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
-        self.0.extend(
-            events
-                .iter()
-                .map(|e| (e.sequence, e.kind, e.key.to_vec(), e.value.to_vec())),
-        );
-        RResult::ROk(())
-    }
+fn replay(logger: &mut dyn Log) -> Result<Vec<Owned>, String> {
+    let mut got = Vec::new();
+    logger
+        .replay(&mut |events| {
+            got.extend(
+                events
+                    .iter()
+                    .map(|e| (e.sequence, e.kind, e.key.to_vec(), e.value.to_vec())),
+            );
+            Ok(())
+        })
+        .map_err(|e| format!("replay failed: {e}"))?;
+    Ok(got)
 }
 
-fn replay(logger: &mut LoggerBox) -> Result<Vec<Owned>, String> {
-    let mut sink = Collect(Vec::new());
-    let r: Result<(), PluginError> = logger
-        .replay(ReplaySink_TO::from_ptr(&mut sink, TD_Opaque))
-        .into();
-    r.map_err(|e| format!("replay failed: {e}"))?;
-    Ok(sink.0)
-}
-
-fn append(logger: &mut LoggerBox, batch: &[Owned]) -> Result<(), String> {
+fn append(logger: &mut dyn Log, batch: &[Owned]) -> Result<(), String> {
     let events: Vec<Event<'_>> = batch
         .iter()
         .map(|(s, k, key, v)| Event {
@@ -149,8 +136,9 @@ fn append(logger: &mut LoggerBox, batch: &[Owned]) -> Result<(), String> {
             value: v.as_slice().into(),
         })
         .collect();
-    let r: Result<(), PluginError> = logger.append(RSlice::from_slice(&events)).into();
-    r.map_err(|e| format!("append failed: {e}"))
+    logger
+        .append(&events)
+        .map_err(|e| format!("append failed: {e}"))
 }
 
 fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
@@ -180,7 +168,7 @@ fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
     let ok = check(
         out,
         "replay of an empty log returns nothing",
-        match replay(&mut logger) {
+        match replay(logger.as_mut()) {
             Ok(events) if events.is_empty() => Ok(()),
             Ok(events) => Err(format!(
                 "{} events in a new log: point --config at an empty location",
@@ -216,7 +204,7 @@ fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
     check(
         out,
         "append: binary keys and empty values",
-        append(&mut logger, &odd),
+        append(logger.as_mut(), &odd),
     );
     let many: Vec<Owned> = (5..10_005u64)
         .map(|s| {
@@ -231,11 +219,11 @@ fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
     check(
         out,
         "append: a batch of 10000 events in one call",
-        append(&mut logger, &many),
+        append(logger.as_mut(), &many),
     );
     let mut all = odd;
     all.extend(many);
-    match replay_after_reopen(&mut logger, open) {
+    match replay_after_reopen(logger.as_mut(), open) {
         Ok(got) => {
             check(
                 out,
@@ -253,13 +241,12 @@ fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
 }
 
 fn replay_after_reopen(
-    logger: &mut LoggerBox,
-    open: impl Fn() -> Result<LoggerBox, String>,
+    logger: &mut dyn Log,
+    open: impl Fn() -> Result<Box<dyn Log>, String>,
 ) -> Result<Vec<Owned>, String> {
-    let r: Result<(), PluginError> = logger.close().into();
-    r.map_err(|e| format!("close failed: {e}"))?;
+    logger.close().map_err(|e| format!("close failed: {e}"))?;
     let mut again = open()?;
-    let got = replay(&mut again)?;
+    let got = replay(again.as_mut())?;
     let _ = again.close();
     Ok(got)
 }
@@ -291,23 +278,26 @@ fn compare(want: &[Owned], got: &[Owned]) -> Result<(), String> {
 /// A logger that keeps nothing, so a frontend can be checked without any storage.
 struct NullLogger;
 
-impl LoggerApi for NullLogger {
-    fn health_probe(&self) -> ROption<HealthProbeBox> {
-        ROption::RNone
+impl Log for NullLogger {
+    fn health(&self) -> Option<HealthCheck> {
+        None
     }
-    fn append(&mut self, _batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
-        RResult::ROk(())
+    fn append(&mut self, _batch: &[Event<'_>]) -> Result<(), PluginError> {
+        Ok(())
     }
-    fn replay(&mut self, _sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
-        RResult::ROk(())
+    fn replay(
+        &mut self,
+        _sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        Ok(())
     }
-    fn close(&mut self) -> RResult<(), PluginError> {
-        RResult::ROk(())
+    fn close(&mut self) -> Result<(), PluginError> {
+        Ok(())
     }
 }
 
 fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
-    let null = LoggerApi_TO::from_value(NullLogger, TD_Opaque);
+    let null = Box::new(NullLogger);
     let limits = Limits {
         max_key_bytes: 4096,
         max_value_bytes: 1 << 20,

@@ -11,8 +11,10 @@
 //!   [`caller::RequestHook`] that sees every frontend request first.
 //! * [`access`]: that hook's one implementation: bearer tokens, client certificates,
 //!   roles on key prefixes (`[auth]`).
-//! * [`handles`]: what native plug-ins are handed: the store (1.0 and 1.1 views) and
-//!   the host's services (logging).
+//! * [`ports`]: the host's own traits for plug-ins (`Log`, `SharedLog`,
+//!   `RunningFrontend`, `Entry`), which everything past the edge is written against.
+//! * [`native`]: `.so` plug-ins: loading, and one adapter per contract generation
+//!   (what each is handed: the store as its `StoreApi`, the host's services).
 //! * [`write_request`]: a queued write and its completion, shared by store and writer.
 //! * [`writer`]: the single writer thread: group commit, log-then-apply; and replay.
 //! * [`lifecycle`]: start (logger, replay, writer, frontends) and graceful stop.
@@ -30,11 +32,12 @@ pub mod caller;
 pub mod check;
 pub mod config;
 pub mod file_modes;
-pub mod handles;
 pub mod lifecycle;
 pub mod map;
 pub mod metrics;
+pub mod native;
 pub mod plugins;
+pub mod ports;
 pub mod shared;
 pub mod store;
 pub mod telemetry;

@@ -9,23 +9,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::{RResult, RStr};
-use anyhow::{Context, Result, anyhow};
-use kvs_plugin_api::{
-    Limits, PluginError, PluginKind,
-    native::{FrontendBox, LoggerBox},
-};
+use anyhow::{Result, anyhow};
+use kvs_plugin_api::{Limits, PluginKind};
 
 use crate::access::AccessControl;
 use crate::admin::{Admin, AdminConfig, PluginList, PluginStatus};
 use crate::caller::RequestHook;
 use crate::config::{ClusterConfig, Config, Reads};
-use crate::handles::{host_box, store_box, store_box_v1_1, store_box_v1_3};
 use crate::metrics::Metrics;
-use crate::plugins::{Catalog, Module, Plugin};
+use crate::plugins::{Catalog, Format, Plugin};
+use crate::ports::{Log, RunningFrontend};
 use crate::shared;
 use crate::store::{Map, Phase, Store};
-use crate::writer::{self, ReplayStats, Writer, WriterStats};
+use crate::writer::{self, Acknowledge, ReplayStats, Writer, WriterStats};
 
 mod open;
 
@@ -46,15 +42,16 @@ pub struct Running {
     /// What replay found at start.
     pub replayed: ReplayStats,
     writer: Writer,
-    frontends: Vec<RunningFrontend>,
+    frontends: Vec<Started>,
     shutdown_timeout: Duration,
     admin: Option<Admin>,
 }
 
-struct RunningFrontend {
+/// A frontend that started, with what it reported.
+struct Started {
     name: String,
     endpoints: Vec<String>,
-    handle: FrontendBox,
+    handle: Box<dyn RunningFrontend>,
 }
 
 /// Where the logger of a [`Builder`] comes from.
@@ -62,7 +59,7 @@ enum LoggerSource<'a> {
     /// A plug-in, opened with its table when the builder starts.
     Plugin(&'a Plugin, String),
     /// An already open logger (tools that need none: `kvs plugins check`).
-    Open(LoggerBox, String),
+    Open(Box<dyn Log>, String),
 }
 
 /// The one way kvs is wired: logger, store, frontends, replay, writer. `kvs` itself
@@ -110,7 +107,7 @@ impl<'a> Builder<'a> {
 
     /// A host around an already open logger, with no frontends yet and the default
     /// writer settings; `name` is used in messages.
-    pub fn with_open_logger(logger: LoggerBox, name: &str, limits: Limits) -> Builder<'a> {
+    pub fn with_open_logger(logger: Box<dyn Log>, name: &str, limits: Limits) -> Builder<'a> {
         Builder {
             logger: LoggerSource::Open(logger, name.to_string()),
             frontends: Vec::new(),
@@ -139,140 +136,200 @@ impl<'a> Builder<'a> {
     /// Starts kvs. Frontends start listening before replay so that probes can see "not
     /// ready" while a large log replays; until replay completes the store answers every
     /// request, reads included, with `unavailable`, so nothing is served from a
-    /// half-replayed map.
+    /// half-replayed map. If any step fails, what had started is stopped again (in
+    /// [`Partial::abort`]) and the logger closed.
     pub fn start(self) -> Result<Running> {
         // Per-request series only when an admin listener can show them.
         let metrics = Metrics::new(self.admin.is_some());
         let plugins: PluginList = Default::default();
         // The logger opens first: a bad logger config fails before any port is bound.
-        let (mut logger, logger_name) = match self.logger {
+        let (logger, logger_name) = match self.logger {
             LoggerSource::Plugin(plugin, table) => {
-                let meter =
-                    matches!(plugin.module, Module::Wasm).then(|| metrics.wasm(&plugin.name));
+                let meter = (plugin.format == Format::Wasm).then(|| metrics.wasm(&plugin.name));
                 let logger = open_any(plugin, &table, meter)?;
-                plugins
-                    .write()
-                    .unwrap()
-                    .push(status("logger", plugin, Vec::new()));
+                let shown = status("logger", plugin, Vec::new());
+                plugins.write().unwrap().push(shown);
                 (logger, plugin.name.clone())
             }
             LoggerSource::Open(logger, name) => (Opened::Local(logger), name),
         };
         let map = Arc::new(Map::default());
         let (tx, rx) = crossbeam_channel::bounded(self.queue_capacity);
-        let health = logger.health_probe();
         let store = Arc::new(Store::new(
             map.clone(),
             tx.clone(),
             self.limits,
-            health,
+            logger.health(),
             self.options.request_hook,
             metrics.clone(),
         ));
-        // The admin listener comes up first, so it shows "not ready" during replay.
-        let admin = match &self.admin {
-            Some(config) => match Admin::start(config, store.clone(), plugins.clone()) {
-                Ok(admin) => {
-                    tracing::info!("admin listener serving on {}", admin.url());
-                    Some(admin)
-                }
-                Err(e) => {
-                    logger.close();
-                    return Err(e);
-                }
-            },
-            None => None,
+        let mut partial = Partial {
+            store: store.clone(),
+            logger: Some(logger),
+            admin: None,
+            frontends: Vec::new(),
+            shutdown_timeout: self.shutdown_timeout,
         };
-
-        let mut frontends = Vec::new();
-        let mut failure = None;
-        for (plugin, table) in self.frontends {
-            match start_frontend(plugin, &store, &table) {
-                Ok(f) => {
-                    let shown = status("frontend", plugin, f.endpoints.clone());
-                    plugins.write().unwrap().push(shown);
-                    frontends.push(f)
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        let started = Instant::now();
-        let cluster_timeout = Duration::from_millis(self.cluster.timeout_ms);
-        let mut acknowledge = writer::Acknowledge::Apply;
-        let replayed = match (failure, &mut logger) {
-            (Some(e), _) => Err(e),
-            (None, Opened::Local(local)) => writer::replay(local, &map)
-                .map_err(|e| anyhow!("replay of the {logger_name} log failed: {e}")),
-            (None, Opened::Shared(log)) => {
-                shared::follow(log.clone(), map.clone(), metrics.clone(), cluster_timeout)
-                    .and_then(|following| {
-                        let barrier = shared::read_barrier(
-                            following.log.clone(),
-                            following.delivered.clone(),
-                            cluster_timeout,
-                        )?;
-                        let stats = writer::ReplayStats {
-                            events: following.events,
-                            last_sequence: following.delivered.through(),
-                            data_bytes: metrics.bytes.get(),
-                        };
-                        store.set_read_barrier(barrier, self.cluster.reads == Reads::Linearizable);
-                        logger = Opened::Local(following.writer_log);
-                        acknowledge = following.acknowledge;
-                        Ok(stats)
-                    })
-                    .map_err(|e| anyhow!("cannot catch up with the {logger_name} log: {e}"))
-            }
+        let steps = Steps {
+            admin: self.admin.as_ref(),
+            frontends: self.frontends,
+            cluster: &self.cluster,
+            plugins,
+            metrics: metrics.clone(),
+            map: map.clone(),
+            logger_name: &logger_name,
         };
-        let replayed = match replayed {
-            Ok(stats) => stats,
+        let caught_up = match steps.run(&mut partial) {
+            Ok(caught_up) => caught_up,
             Err(e) => {
-                store.set_phase(Phase::Stopped);
-                let _ = stop_frontends(frontends, self.shutdown_timeout);
-                logger.close();
-                if let Some(admin) = admin {
-                    admin.stop();
-                }
+                partial.abort();
                 return Err(e);
             }
         };
-        let Opened::Local(logger) = logger else {
-            unreachable!("a shared log is wrapped for the writer once it has caught up")
+        let Some(Opened::Local(logger)) = partial.logger.take() else {
+            unreachable!("Steps::run leaves the writer's log in place")
         };
-        tracing::info!(
-            events = replayed.events,
-            keys = map.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "replayed the {logger_name} log"
-        );
-        metrics.replay_seconds.set(started.elapsed().as_secs_f64());
-        metrics.replay_events.set(replayed.events as i64);
-        metrics.bytes.set(replayed.data_bytes);
-
-        let writer = Writer::spawn(
-            logger,
-            map,
-            (tx, rx),
-            writer::WriterSettings {
-                next_sequence: replayed.last_sequence + 1,
-                max_batch: self.max_batch,
-                acknowledge,
-            },
-            metrics,
-        )
-        .context("cannot start the writer thread")?;
+        let settings = writer::WriterSettings {
+            next_sequence: caught_up.replayed.last_sequence + 1,
+            max_batch: self.max_batch,
+            acknowledge: caught_up.acknowledge,
+        };
+        let writer = match Writer::spawn(logger, map, (tx, rx), settings, metrics) {
+            Ok(writer) => writer,
+            Err((e, logger)) => {
+                partial.logger = Some(Opened::Local(logger));
+                partial.abort();
+                return Err(anyhow!("cannot start the writer thread: {e}"));
+            }
+        };
         store.set_phase(Phase::Serving);
         Ok(Running {
             store,
-            replayed,
+            replayed: caught_up.replayed,
             writer,
-            frontends,
+            frontends: partial.frontends,
             shutdown_timeout: self.shutdown_timeout,
-            admin,
+            admin: partial.admin,
         })
+    }
+}
+
+/// What has started so far, to be stopped again if a later step fails.
+struct Partial {
+    store: Arc<Store>,
+    logger: Option<Opened>,
+    admin: Option<Admin>,
+    frontends: Vec<Started>,
+    shutdown_timeout: Duration,
+}
+
+impl Partial {
+    /// Stops what started, in reverse order: frontends, logger, admin listener.
+    fn abort(mut self) {
+        self.store.set_phase(Phase::Stopped);
+        let _ = stop_frontends(std::mem::take(&mut self.frontends), self.shutdown_timeout);
+        if let Some(mut logger) = self.logger.take() {
+            logger.close();
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+    }
+}
+
+/// The start-up steps between opening the logger and starting the writer.
+struct Steps<'b, 'a> {
+    admin: Option<&'b AdminConfig>,
+    frontends: Vec<(&'a Plugin, String)>,
+    cluster: &'b ClusterConfig,
+    plugins: PluginList,
+    metrics: Arc<Metrics>,
+    map: Arc<Map>,
+    logger_name: &'b str,
+}
+
+/// A log replayed (or a shared log caught up): where the writer goes on from.
+struct CaughtUp {
+    replayed: ReplayStats,
+    acknowledge: Acknowledge,
+}
+
+impl Steps<'_, '_> {
+    /// Admin listener, frontends, then replay; leaves in `partial.logger` the log the
+    /// writer appends to.
+    fn run(self, partial: &mut Partial) -> Result<CaughtUp> {
+        // The admin listener comes up first, so it shows "not ready" during replay.
+        if let Some(config) = self.admin {
+            let admin = Admin::start(config, partial.store.clone(), self.plugins.clone())?;
+            tracing::info!("admin listener serving on {}", admin.url());
+            partial.admin = Some(admin);
+        }
+        for (plugin, table) in &self.frontends {
+            let started = start_frontend(plugin, &partial.store, table)?;
+            let shown = status("frontend", plugin, started.endpoints.clone());
+            self.plugins.write().unwrap().push(shown);
+            partial.frontends.push(started);
+        }
+        let started = Instant::now();
+        let caught_up = match partial.logger.as_mut() {
+            Some(Opened::Local(log)) => CaughtUp {
+                replayed: writer::replay(log.as_mut(), &self.map)
+                    .map_err(|e| anyhow!("replay of the {} log failed: {e}", self.logger_name))?,
+                acknowledge: Acknowledge::Apply,
+            },
+            Some(Opened::Shared(log)) => {
+                let (caught_up, writer_log) = self.catch_up(log.clone(), &partial.store)?;
+                partial.logger = Some(Opened::Local(writer_log));
+                caught_up
+            }
+            None => unreachable!("the logger is opened before the steps run"),
+        };
+        tracing::info!(
+            events = caught_up.replayed.events,
+            keys = self.map.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "replayed the {} log",
+            self.logger_name
+        );
+        self.metrics
+            .replay_seconds
+            .set(started.elapsed().as_secs_f64());
+        self.metrics
+            .replay_events
+            .set(caught_up.replayed.events as i64);
+        self.metrics.bytes.set(caught_up.replayed.data_bytes);
+        Ok(caught_up)
+    }
+
+    /// Follows a shared log until this node has caught up, and gives reads their
+    /// barrier; returns the log the writer appends through.
+    fn catch_up(
+        &self,
+        log: Arc<dyn crate::ports::SharedLog>,
+        store: &Store,
+    ) -> Result<(CaughtUp, Box<dyn Log>)> {
+        let timeout = Duration::from_millis(self.cluster.timeout_ms);
+        let following = shared::follow(log, self.map.clone(), self.metrics.clone(), timeout)
+            .and_then(|following| {
+                let barrier = shared::read_barrier(
+                    following.log.clone(),
+                    following.delivered.clone(),
+                    timeout,
+                )?;
+                store.set_read_barrier(barrier, self.cluster.reads == Reads::Linearizable);
+                Ok(following)
+            })
+            .map_err(|e| anyhow!("cannot catch up with the {} log: {e}", self.logger_name))?;
+        let replayed = writer::ReplayStats {
+            events: following.events,
+            last_sequence: following.delivered.through(),
+            data_bytes: self.metrics.bytes.get(),
+        };
+        let caught_up = CaughtUp {
+            replayed,
+            acknowledge: following.acknowledge,
+        };
+        Ok((caught_up, following.writer_log))
     }
 }
 
@@ -302,19 +359,18 @@ pub fn start_with(config: &Config, catalog: &Catalog, options: StartOptions) -> 
         .start()
 }
 
-fn start_frontend(plugin: &Plugin, store: &Arc<Store>, table: &str) -> Result<RunningFrontend> {
-    let handle = launch_frontend(plugin, store, table).map_err(|e| {
-        anyhow!(
-            "cannot start the {} frontend ({}): {e}",
-            plugin.name,
-            plugin.path.display()
-        )
-    })?;
-    let endpoints: Vec<String> = handle
-        .endpoints()
-        .into_iter()
-        .map(|e| e.into_string())
-        .collect();
+fn start_frontend(plugin: &Plugin, store: &Arc<Store>, table: &str) -> Result<Started> {
+    let handle = plugin
+        .entry
+        .start_frontend(plugin, store, table)
+        .map_err(|e| {
+            anyhow!(
+                "cannot start the {} frontend ({}): {e}",
+                plugin.name,
+                plugin.path.display()
+            )
+        })?;
+    let endpoints = handle.endpoints();
     tracing::info!(
         "frontend {} serving on {}",
         plugin.name,
@@ -324,60 +380,23 @@ fn start_frontend(plugin: &Plugin, store: &Arc<Store>, table: &str) -> Result<Ru
             endpoints.join(", ")
         }
     );
-    Ok(RunningFrontend {
+    Ok(Started {
         name: plugin.name.clone(),
         endpoints,
         handle,
     })
 }
 
-/// Starts a frontend plug-in of either format with its config table.
-fn launch_frontend(
-    plugin: &Plugin,
-    store: &Arc<Store>,
-    table: &str,
-) -> Result<FrontendBox, PluginError> {
-    let name = &plugin.name;
-    match &plugin.module {
-        Module::Native(native) => match (native.v1_3, native.v1_1) {
-            (Some(v1_3), _) => (v1_3.start_frontend)(
-                store_box_v1_3(store, name),
-                RStr::from_str(table),
-                host_box(name),
-            )
-            .into(),
-            (None, Some(v1_1)) => (v1_1.start_frontend)(
-                store_box_v1_1(store, name),
-                RStr::from_str(table),
-                host_box(name),
-            )
-            .into(),
-            (None, None) => {
-                native.v1_0.start_frontend()(store_box(store, name), RStr::from_str(table)).into()
-            }
-        },
-        Module::Wasm
-            if plugin
-                .capabilities
-                .iter()
-                .any(|c| c == kvs_plugin_api::capability::FRONTEND_STREAM) =>
-        {
-            crate::wasm::start_stream_frontend(&plugin.path, name, store, table)
-        }
-        Module::Wasm => crate::wasm::start_frontend(&plugin.path, name, store, table),
-    }
-}
-
-/// Stops frontends in reverse start order; returns what went wrong.
-/// Stops every frontend within one `deadline` shared by all of them (each gets what is
-/// left of it), so the logger still closes within the shutdown timeout.
-fn stop_frontends(frontends: Vec<RunningFrontend>, deadline: Duration) -> Vec<String> {
+/// Stops frontends in reverse start order, within one `deadline` shared by all of them
+/// (each gets what is left of it), so the logger still closes within the shutdown
+/// timeout; returns what went wrong.
+fn stop_frontends(frontends: Vec<Started>, deadline: Duration) -> Vec<String> {
     let until = std::time::Instant::now() + deadline;
     let mut problems = Vec::new();
     for mut f in frontends.into_iter().rev() {
         tracing::info!("stopping frontend {}", f.name);
         let left = until.saturating_duration_since(std::time::Instant::now());
-        if let RResult::RErr(e) = f.handle.stop(left.as_millis() as u64) {
+        if let Err(e) = f.handle.stop(left) {
             problems.push(format!("frontend {} did not stop cleanly: {e}", f.name));
         }
     }

@@ -17,19 +17,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{ROption, RResult, RSlice},
-};
-use kvs_plugin_api::{
-    Event, EventKind, PluginError,
-    native::{
-        HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox, ReplaySinkMut,
-        v1_3::{FollowSink, FollowSink_TO, SharedLoggerBox},
-    },
-};
+use kvs_plugin_api::{Event, EventKind, PluginError};
 
 use crate::metrics::Metrics;
+use crate::ports::{FollowSink, HealthCheck, Log, SharedLog};
 use crate::store::Map;
 use crate::write_request::Completion;
 
@@ -177,7 +168,7 @@ impl FollowSink for Sink {
         complete(done, Ok(()));
     }
 
-    fn deliver(&self, events: RSlice<'_, Event<'_>>, through: u64) {
+    fn deliver(&self, events: &[Event<'_>], through: u64) {
         let d = &self.0;
         let mut state = d.state.lock().unwrap();
         let mut bytes = 0i64;
@@ -224,29 +215,30 @@ impl FollowSink for Sink {
 /// The writer's logger in shared mode: appends to the shared log and notes the
 /// position, which the writer's hand-off ([`Following::acknowledge`]) then waits for.
 struct SharedWriterLog {
-    log: Arc<SharedLoggerBox>,
+    log: Arc<dyn SharedLog>,
     last_position: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl LoggerApi for SharedWriterLog {
-    fn health_probe(&self) -> ROption<HealthProbeBox> {
-        self.log.health_probe()
+impl Log for SharedWriterLog {
+    fn health(&self) -> Option<HealthCheck> {
+        self.log.health()
     }
 
-    fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
-        Result::from(self.log.append(batch))
-            .map(|position| {
-                self.last_position
-                    .store(position, std::sync::atomic::Ordering::Release)
-            })
-            .into()
+    fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
+        let position = self.log.append(batch)?;
+        self.last_position
+            .store(position, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
-    fn replay(&mut self, _sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
-        RResult::ROk(()) // the map is filled by delivery, not replay
+    fn replay(
+        &mut self,
+        _sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        Ok(()) // the map is filled by delivery, not replay
     }
 
-    fn close(&mut self) -> RResult<(), PluginError> {
+    fn close(&mut self) -> Result<(), PluginError> {
         self.log.close()
     }
 }
@@ -254,13 +246,13 @@ impl LoggerApi for SharedWriterLog {
 /// A shared log, caught up and ready for the writer.
 pub struct Following {
     /// What the writer appends through (it must not apply: delivery does).
-    pub writer_log: LoggerBox,
+    pub writer_log: Box<dyn Log>,
     /// What the writer does with an appended batch: hand its completions to delivery.
     pub acknowledge: crate::writer::Acknowledge,
     /// What delivery has applied.
     pub delivered: Arc<Delivered>,
     /// The log itself, for read barriers.
-    pub log: Arc<SharedLoggerBox>,
+    pub log: Arc<dyn SharedLog>,
     /// Events delivered while catching up.
     pub events: u64,
 }
@@ -268,15 +260,14 @@ pub struct Following {
 /// Starts delivery of `log` into `map` and waits (at most `timeout`) until it has
 /// reached the position a quorum agrees on.
 pub fn follow(
-    log: Arc<SharedLoggerBox>,
+    log: Arc<dyn SharedLog>,
     map: Arc<Map>,
     metrics: Arc<Metrics>,
     timeout: Duration,
 ) -> Result<Following, PluginError> {
     let delivered = Delivered::new(map, metrics);
-    let target = Result::from(log.barrier())?;
-    let sink = FollowSink_TO::from_value(Sink(delivered.clone()), TD_Opaque);
-    Result::from(log.follow(sink))?;
+    let target = log.barrier()?;
+    log.follow(Arc::new(Sink(delivered.clone())))?;
     delivered.wait_through(target, timeout)?;
     let events = delivered.state.lock().unwrap().events;
     let last_position = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -301,13 +292,10 @@ pub fn follow(
         })
         .map_err(|e| PluginError::internal(format!("cannot start a thread: {e}")))?;
     Ok(Following {
-        writer_log: LoggerApi_TO::from_value(
-            SharedWriterLog {
-                log: log.clone(),
-                last_position,
-            },
-            TD_Opaque,
-        ),
+        writer_log: Box::new(SharedWriterLog {
+            log: log.clone(),
+            last_position,
+        }),
         acknowledge,
         delivered,
         log,
@@ -415,11 +403,11 @@ impl Barriers {
 /// wait is bounded by `timeout` (`[cluster] timeout_ms`) or the reader's deadline,
 /// whichever comes first.
 pub fn read_barrier(
-    log: Arc<SharedLoggerBox>,
+    log: Arc<dyn SharedLog>,
     delivered: Arc<Delivered>,
     timeout: Duration,
 ) -> Result<impl Fn(Option<Instant>) -> Result<(), PluginError> + Send + Sync, PluginError> {
-    let barriers = Barriers::start(move || Result::from(log.barrier()))
+    let barriers = Barriers::start(move || log.barrier())
         .map_err(|e| PluginError::internal(format!("cannot start a thread: {e}")))?;
     Ok(move |deadline: Option<Instant>| {
         let now = Instant::now();

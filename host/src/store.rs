@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 pub use kvs_plugin_api::Limits;
-use kvs_plugin_api::native::HealthProbeBox;
 use kvs_plugin_api::{Consistency, PluginError};
 
 use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
+use crate::ports::HealthCheck;
 use crate::telemetry;
 use crate::write_request::{Completion, Msg, Op, WriteRequest};
 
@@ -35,7 +35,7 @@ pub struct Store {
     /// Where the host is in its life: see [`Phase`].
     phase: AtomicU8,
     /// The logger's own health, if it reports one: part of readiness.
-    logger_health: Option<HealthProbeBox>,
+    logger_health: Option<HealthCheck>,
     /// Sees every frontend request first (see [`crate::caller`]).
     hook: Option<Arc<dyn RequestHook>>,
     /// A linearizable read's barrier, with a shared log; and whether reads use it
@@ -83,12 +83,22 @@ pub enum Phase {
     Stopped = 3,
 }
 
+/// How much the store holds: keys, and bytes of keys and values (the map: writes the
+/// logger made durable, not those still queued).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Number of keys.
+    pub keys: u64,
+    /// Bytes of keys and values together.
+    pub data_bytes: u64,
+}
+
 impl Store {
     pub(crate) fn new(
         map: Arc<Map>,
         writes: Sender<Msg>,
         limits: Limits,
-        logger_health: Option<HealthProbeBox>,
+        logger_health: Option<HealthCheck>,
         hook: Option<Arc<dyn RequestHook>>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -127,7 +137,7 @@ impl Store {
 
     /// Whether the logger says it is healthy (true if it reports nothing).
     pub fn logger_healthy(&self) -> bool {
-        self.logger_health.as_ref().is_none_or(|h| h.is_healthy())
+        self.logger_health.as_ref().is_none_or(|healthy| healthy())
     }
 
     /// Whether `caller` may read the admin listener's `/metrics` and `/plugins`: the
@@ -312,7 +322,8 @@ impl Store {
     /// Whether kvs is ready: replay is done, shutdown has not begun, and the logger (if
     /// it reports its health) expects writes to succeed.
     pub fn is_ready(&self) -> bool {
-        self.phase() == Phase::Serving && self.logger_health.as_ref().is_none_or(|h| h.is_healthy())
+        self.phase() == Phase::Serving
+            && self.logger_health.as_ref().is_none_or(|healthy| healthy())
     }
 
     /// The current phase.
@@ -340,8 +351,8 @@ impl Store {
     }
 
     /// How many keys and bytes of keys and values the store holds.
-    pub fn stats(&self) -> kvs_plugin_api::native::v1_3::StoreStats {
-        kvs_plugin_api::native::v1_3::StoreStats {
+    pub fn stats(&self) -> Stats {
+        Stats {
             keys: self.map.len() as u64,
             data_bytes: u64::try_from(self.metrics.bytes.get()).unwrap_or(0),
         }

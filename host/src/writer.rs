@@ -15,17 +15,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RResult, RSlice},
-};
 use crossbeam_channel::{Receiver, Sender};
-use kvs_plugin_api::{
-    Event, EventKind, PluginError,
-    native::{LoggerBox, ReplaySink, ReplaySink_TO},
-};
+use kvs_plugin_api::{Event, EventKind, PluginError};
 
 use crate::metrics::Metrics;
+use crate::ports::Log;
 use crate::store::Map;
 use crate::telemetry::{self, TRACE_TARGET};
 use crate::write_request::{Completion, Msg, Op, WriteRequest};
@@ -67,14 +61,16 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer.
+    /// Starts the writer. If its thread cannot start, the logger is handed back
+    /// (unclosed) with the error, so the caller can close it.
+    #[allow(clippy::result_large_err)]
     pub fn spawn(
-        logger: LoggerBox,
+        logger: Box<dyn Log>,
         map: Arc<Map>,
         queue: (Sender<Msg>, Receiver<Msg>),
         settings: WriterSettings,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<Writer> {
+    ) -> Result<Writer, (std::io::Error, Box<dyn Log>)> {
         let (queue, rx) = queue;
         let state = WriterLoop {
             logger,
@@ -86,10 +82,22 @@ impl Writer {
             stats: WriterStats::default(),
             metrics,
         };
-        let thread = std::thread::Builder::new()
+        // The state goes to the thread once it runs, so a thread that cannot start
+        // leaves the logger with us.
+        let (hand_over, take_over) = std::sync::mpsc::sync_channel::<WriterLoop>(1);
+        let spawned = std::thread::Builder::new()
             .name("kvs-writer".into())
-            .spawn(move || state.run())?;
-        Ok(Writer { thread, queue })
+            .spawn(move || match take_over.recv() {
+                Ok(state) => state.run(),
+                Err(_) => (WriterStats::default(), Ok(())),
+            });
+        match spawned {
+            Ok(thread) => {
+                let _ = hand_over.send(state);
+                Ok(Writer { thread, queue })
+            }
+            Err(e) => Err((e, state.logger)),
+        }
     }
 
     /// Logs everything queued so far, closes the logger and waits for the thread.
@@ -108,7 +116,7 @@ impl Writer {
 }
 
 struct WriterLoop {
-    logger: LoggerBox,
+    logger: Box<dyn Log>,
     map: Arc<Map>,
     acknowledge: Acknowledge,
     rx: Receiver<Msg>,
@@ -146,7 +154,7 @@ impl WriterLoop {
             self.commit(&mut batch);
         }
         tracing::debug!(?self.stats, "writer stopping; closing logger");
-        let closed = self.logger.close().into();
+        let closed = self.logger.close();
         (self.stats, closed)
     }
 
@@ -188,7 +196,7 @@ impl WriterLoop {
             let _append =
                 tracing::trace_span!(target: TRACE_TARGET, "append", otel.name = "logger append")
                     .entered();
-            self.logger.append(RSlice::from_slice(&events))
+            self.logger.append(&events)
         });
         self.metrics
             .append_seconds
@@ -197,7 +205,7 @@ impl WriterLoop {
         drop(events);
         self.stats.batches += 1;
         match result {
-            RResult::ROk(()) => {
+            Ok(()) => {
                 self.stats.writes += batch.len() as u64;
                 // Apply everything first so that a caller who is told "done" and then
                 // reads sees its own write and every write logged before it.
@@ -221,7 +229,7 @@ impl WriterLoop {
                     done.complete(Ok(()));
                 }
             }
-            RResult::RErr(err) => {
+            Err(err) => {
                 self.stats.failed += batch.len() as u64;
                 self.metrics.append_errors.inc();
                 tracing::warn!(code = %err.code(), "logger refused a batch of {}: {err}", batch.len());
@@ -250,11 +258,11 @@ struct MapSink<'m> {
     started: Instant,
 }
 
-impl ReplaySink for MapSink<'_> {
-    fn accept(&mut self, events: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
+impl MapSink<'_> {
+    fn accept(&mut self, events: &[Event<'_>]) -> Result<(), PluginError> {
         for e in events.iter() {
             if self.stats.events > 0 && e.sequence <= self.stats.last_sequence {
-                return RResult::RErr(PluginError::internal(format!(
+                return Err(PluginError::internal(format!(
                     "log out of order: sequence {} follows {}; the log is damaged",
                     e.sequence, self.stats.last_sequence
                 )));
@@ -267,7 +275,7 @@ impl ReplaySink for MapSink<'_> {
                     self.stats.data_bytes += self.map.remove(e.key.as_slice());
                 }
                 other => {
-                    return RResult::RErr(PluginError::internal(format!(
+                    return Err(PluginError::internal(format!(
                         "unknown event kind {} at sequence {}; this log was written by a newer kvs",
                         other.0, e.sequence
                     )));
@@ -283,19 +291,17 @@ impl ReplaySink for MapSink<'_> {
                 );
             }
         }
-        RResult::ROk(())
+        Ok(())
     }
 }
 
 /// Replays the logger's events into `map`, checking that sequence numbers increase.
-pub fn replay(logger: &mut LoggerBox, map: &Map) -> Result<ReplayStats, PluginError> {
+pub fn replay(logger: &mut dyn Log, map: &Map) -> Result<ReplayStats, PluginError> {
     let mut sink = MapSink {
         map,
         stats: ReplayStats::default(),
         started: Instant::now(),
     };
-    let result: Result<(), PluginError> = logger
-        .replay(ReplaySink_TO::from_ptr(&mut sink, TD_Opaque))
-        .into();
-    result.map(|()| sink.stats)
+    logger.replay(&mut |events| sink.accept(events))?;
+    Ok(sink.stats)
 }

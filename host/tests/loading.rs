@@ -1,6 +1,5 @@
 //! Discovery and loading of real compiled plug-ins.
 
-use abi_stable::std_types::{RResult, RSlice};
 use kvs_host::lifecycle::open_logger;
 use kvs_host::plugins::Catalog;
 use kvs_plugin_api::{API_MAJOR, API_MINOR};
@@ -141,24 +140,18 @@ fn two_loggers_loaded_side_by_side_stay_distinct() {
     .unwrap();
 
     let events = [Event::put(1, b"k", b"from-file")];
-    assert!(matches!(
-        file_logger.append(RSlice::from_slice(&events)),
-        RResult::ROk(())
-    ));
+    file_logger.append(&events).unwrap();
     let events = [
         Event::put(1, b"k", b"from-memory"),
         Event::put(2, b"j", b""),
     ];
-    assert!(matches!(
-        memory_logger.append(RSlice::from_slice(&events)),
-        RResult::ROk(())
-    ));
+    memory_logger.append(&events).unwrap();
     file_logger.close().unwrap();
     memory_logger.close().unwrap();
 
     // The file logger wrote a file; the memory logger did not, and each replays its own.
     assert!(std::fs::metadata(&log_path).unwrap().len() > 16);
-    let replayed = |logger: &mut kvs_plugin_api::native::LoggerBox| {
+    let replayed = |logger: &mut dyn kvs_host::ports::Log| {
         let map = kvs_host::store::Map::default();
         kvs_host::writer::replay(logger, &map).unwrap();
         let mut all: Vec<(Vec<u8>, Vec<u8>)> = map
@@ -170,7 +163,7 @@ fn two_loggers_loaded_side_by_side_stay_distinct() {
     };
     let mut file_again = open_logger(file, &format!("path = {log_path:?}\n")).unwrap();
     assert_eq!(
-        replayed(&mut file_again),
+        replayed(file_again.as_mut()),
         [(b"k".to_vec(), b"from-file".to_vec())]
     );
     // A config only the file logger accepts is refused by the memory logger's own code.

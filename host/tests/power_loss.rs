@@ -249,7 +249,7 @@ fn every_crash_state_of_the_wasm_logger_holds_every_acknowledged_write() {
                 .map_err(|e| e.to_string())
                 .and_then(|mut logger| {
                     let map = kvs_host::store::Map::default();
-                    kvs_host::writer::replay(&mut logger, &map).map_err(|e| e.to_string())?;
+                    kvs_host::writer::replay(logger.as_mut(), &map).map_err(|e| e.to_string())?;
                     Ok(map
                         .iter()
                         .map(|e| (e.key().to_vec(), e.value().to_vec()))

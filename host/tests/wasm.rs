@@ -379,7 +379,7 @@ fn a_guest_replay_that_never_finishes_fails_start_up_instead_of_hanging() {
             kvs_host::lifecycle::open_logger(plugin, &format!("mode = {mode:?}")).unwrap();
         let map = kvs_host::store::Map::default();
         let started = std::time::Instant::now();
-        let err = kvs_host::writer::replay(&mut logger, &map).unwrap_err();
+        let err = kvs_host::writer::replay(logger.as_mut(), &map).unwrap_err();
         assert!(
             err.message().contains("not making progress"),
             "{mode}: {err}"

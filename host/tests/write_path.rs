@@ -77,7 +77,7 @@ fn concurrent_writers_keep_map_order_equal_to_log_order() {
     let memory = catalog.find(PluginKind::LOGGER, "memory").unwrap();
     let mut logger = open_logger(memory, &format!("namespace = {ns:?}")).unwrap();
     let map = kvs_host::store::Map::default();
-    let replayed = kvs_host::writer::replay(&mut logger, &map).unwrap();
+    let replayed = kvs_host::writer::replay(logger.as_mut(), &map).unwrap();
     assert_eq!(replayed.events, (THREADS * WRITES) as u64);
     assert_eq!(
         replayed.last_sequence,
@@ -173,7 +173,7 @@ fn sequence_numbers_of_a_refused_batch_are_never_reused() {
     let memory = catalog.find(PluginKind::LOGGER, "memory").unwrap();
     let mut logger = open_logger(memory, &format!("namespace = {ns:?}")).unwrap();
     let map = kvs_host::store::Map::default();
-    let replayed = kvs_host::writer::replay(&mut logger, &map).unwrap();
+    let replayed = kvs_host::writer::replay(logger.as_mut(), &map).unwrap();
     assert_eq!((replayed.events, replayed.last_sequence), (2, 3));
     let _ = logger.close();
 

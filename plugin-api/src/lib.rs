@@ -23,10 +23,9 @@
 //! * Plug-ins log through the host with [`log`]: one `RUST_LOG`, one format, the
 //!   plug-in's name on every line (1.1).
 //! * Failures cross as [`PluginError`]: an [`ErrorCode`] to branch on, plus a message.
-//! * [`export_plugin!`] generates the native (`.so`) exports: the handshake static, the
-//!   abi_stable root module ([`native::PluginMod`], 1.0) and the 1.1 and 1.3 entry
-//!   points ([`native::v1_1::Exports`], [`native::v1_3::Exports`]), with panics caught
-//!   at the boundary.
+//! * [`export_plugin!`] generates the native (`.so`) exports: the handshake static and
+//!   this generation's entry points ([`native::current::Module`]), with panics caught at
+//!   the boundary.
 //! * A frontend can ask the store how much it holds ([`Store::stats`], 1.3), and a WASM
 //!   frontend can speak any protocol over TCP as a *stream* frontend (1.3; see `guest`).
 //!
@@ -123,10 +122,10 @@ pub use version::{API_MAJOR, API_MINOR};
 #[cfg(feature = "native")]
 pub use abi_stable;
 
-/// Exports a native plug-in: its [`Handshake`] static, its abi_stable root module (the
-/// 1.0 entry points), its `KVS_PLUGIN_V1_1` static (the 1.1 entry points: they hand the
-/// plug-in its host services) and its `KVS_PLUGIN_V1_3` static (the 1.3 entry points: a
-/// store that answers [`Store::stats`]). A host uses the newest it knows.
+/// Exports a native plug-in: its [`Handshake`] static and its entry points, the static
+/// `KVS_PLUGIN_ENTRIES` (a [`native::Entries`] of this generation's
+/// [`native::current::Module`]). Nothing of older generations: from plugin-api 1.4 a
+/// plug-in exports its own generation only, and a host drives it through that one.
 ///
 /// One per library. For a logger, pass a function `fn(&str) -> Result<L, PluginError>`
 /// where `L: TransactionLogger`; for a shared logger (1.3, `shared_logger:`), one
@@ -149,137 +148,59 @@ macro_rules! export_plugin {
 
         extern "C" fn __kvs_open_logger(
             config: $crate::abi_stable::std_types::RStr<'_>,
-        ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
-            $crate::native::open_logger_with(config, $open)
-        }
-
-        extern "C" fn __kvs_open_logger_v1_1(
-            config: $crate::abi_stable::std_types::RStr<'_>,
             host: $crate::native::v1_1::HostBox,
         ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
-            $crate::native::v1_1::open_logger_with(config, host, $open)
+            $crate::native::export::open_logger(config, host, $open)
         }
 
-        extern "C" fn __kvs_open_logger_v1_3(
-            config: $crate::abi_stable::std_types::RStr<'_>,
-            host: $crate::native::v1_1::HostBox,
-        ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
-            $crate::native::v1_3::open_logger_with(config, host, $open)
-        }
-
-        $crate::export_plugin!(@root __kvs_open_logger, $crate::native::not_a_frontend);
-        $crate::export_plugin!(@v1_1 __kvs_open_logger_v1_1, $crate::native::v1_1::not_a_frontend);
-        $crate::export_plugin!(@v1_3 __kvs_open_logger_v1_3, $crate::native::v1_3::not_a_frontend);
+        $crate::export_plugin!(@entries
+            open_logger: __kvs_open_logger,
+            open_shared_logger: $crate::native::export::not_a_shared_logger,
+            start_frontend: $crate::native::export::not_a_frontend);
     };
     (shared_logger: $open:path, name: $name:literal, description: $desc:literal
      $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
         $crate::export_plugin!(@handshake LOGGER, $name, $desc, ["log:shared" $($(, $cap)*)?]);
 
-        extern "C" fn __kvs_open_logger(
-            config: $crate::abi_stable::std_types::RStr<'_>,
-        ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
-            $crate::native::v1_3::shared_only(config)
-        }
-
-        extern "C" fn __kvs_open_logger_v1_1(
-            config: $crate::abi_stable::std_types::RStr<'_>,
-            _host: $crate::native::v1_1::HostBox,
-        ) -> $crate::abi_stable::std_types::RResult<$crate::native::LoggerBox, $crate::PluginError> {
-            $crate::native::v1_3::shared_only(config)
-        }
-
         extern "C" fn __kvs_open_shared_logger(
             config: $crate::abi_stable::std_types::RStr<'_>,
             host: $crate::native::v1_1::HostBox,
         ) -> $crate::abi_stable::std_types::RResult<$crate::native::v1_3::SharedLoggerBox, $crate::PluginError> {
-            $crate::native::v1_3::open_shared_logger_with(config, host, $open)
+            $crate::native::export::open_shared_logger(config, host, $open)
         }
 
-        $crate::export_plugin!(@root __kvs_open_logger, $crate::native::not_a_frontend);
-        $crate::export_plugin!(@v1_1 __kvs_open_logger_v1_1, $crate::native::v1_1::not_a_frontend);
-        $crate::export_plugin!(@v1_3 __kvs_open_logger_v1_1, $crate::native::v1_3::not_a_frontend, __kvs_open_shared_logger);
+        $crate::export_plugin!(@entries
+            open_logger: $crate::native::export::shared_only,
+            open_shared_logger: __kvs_open_shared_logger,
+            start_frontend: $crate::native::export::not_a_frontend);
     };
     (frontend: $start:path, name: $name:literal, description: $desc:literal
      $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
         $crate::export_plugin!(@handshake FRONTEND, $name, $desc, [$($($cap),*)?]);
 
         extern "C" fn __kvs_start_frontend(
-            store: $crate::native::StoreBox,
-            config: $crate::abi_stable::std_types::RStr<'_>,
-        ) -> $crate::abi_stable::std_types::RResult<$crate::native::FrontendBox, $crate::PluginError> {
-            $crate::native::start_frontend_with(store, config, $start)
-        }
-
-        extern "C" fn __kvs_start_frontend_v1_1(
-            store: $crate::native::v1_1::StoreBox,
+            store: $crate::native::current::StoreBox,
             config: $crate::abi_stable::std_types::RStr<'_>,
             host: $crate::native::v1_1::HostBox,
         ) -> $crate::abi_stable::std_types::RResult<$crate::native::FrontendBox, $crate::PluginError> {
-            $crate::native::v1_1::start_frontend_with(store, config, host, $start)
+            $crate::native::export::start_frontend(store, config, host, $start)
         }
 
-        extern "C" fn __kvs_start_frontend_v1_3(
-            store: $crate::native::v1_3::StoreBox,
-            config: $crate::abi_stable::std_types::RStr<'_>,
-            host: $crate::native::v1_1::HostBox,
-        ) -> $crate::abi_stable::std_types::RResult<$crate::native::FrontendBox, $crate::PluginError> {
-            $crate::native::v1_3::start_frontend_with(store, config, host, $start)
-        }
-
-        $crate::export_plugin!(@root $crate::native::not_a_logger, __kvs_start_frontend);
-        $crate::export_plugin!(@v1_1 $crate::native::v1_1::not_a_logger, __kvs_start_frontend_v1_1);
-        $crate::export_plugin!(@v1_3 $crate::native::v1_1::not_a_logger, __kvs_start_frontend_v1_3);
+        $crate::export_plugin!(@entries
+            open_logger: $crate::native::export::not_a_logger,
+            open_shared_logger: $crate::native::export::not_a_shared_logger,
+            start_frontend: __kvs_start_frontend);
     };
-    (@v1_3 $open_logger:path, $start_frontend:path) => {
-        $crate::export_plugin!(@v1_3 $open_logger, $start_frontend, $crate::native::v1_3::not_a_shared_logger);
-    };
-    (@v1_3 $open_logger:path, $start_frontend:path, $open_shared:path) => {
-        /// The plugin-api 1.3 entry points, read by hosts of 1.3 and later.
+    (@entries open_logger: $open_logger:path, open_shared_logger: $open_shared:path,
+     start_frontend: $start_frontend:path) => {
+        /// This plug-in's entry points, read by the host after the handshake.
         #[unsafe(no_mangle)]
-        pub static KVS_PLUGIN_V1_3: $crate::native::v1_3::Exports =
-            $crate::native::v1_3::Exports::new($crate::native::v1_3::Module {
+        pub static KVS_PLUGIN_ENTRIES: $crate::native::Entries<$crate::native::current::Module> =
+            $crate::native::Entries::new($crate::native::current::Module {
                 open_logger: $open_logger,
-                start_frontend: $start_frontend,
                 open_shared_logger: $open_shared,
-            });
-    };
-    (@v1_1 $open_logger:path, $start_frontend:path) => {
-        /// The plugin-api 1.1 entry points, read by hosts of 1.1 and later.
-        #[unsafe(no_mangle)]
-        pub static KVS_PLUGIN_V1_1: $crate::native::v1_1::Exports =
-            $crate::native::v1_1::Exports::new($crate::native::v1_1::Module {
-                open_logger: $open_logger,
                 start_frontend: $start_frontend,
             });
-    };
-    (@root $open_logger:path, $start_frontend:path) => {
-        fn __kvs_root_module() -> $crate::native::PluginModRef {
-            use $crate::abi_stable::prefix_type::PrefixTypeTrait;
-            $crate::native::PluginMod {
-                open_logger: $open_logger,
-                start_frontend: $start_frontend,
-            }
-            .leak_into_prefix()
-        }
-
-        // What abi_stable's `#[export_root_module]` generates, spelled out with `$crate`
-        // paths so that a plug-in needs no direct abi_stable dependency. The symbol name
-        // is abi_stable 0.11's `ROOT_MODULE_LOADER_NAME` (a unit test pins it).
-        /// The abi_stable library header: the loader's entry point to the root module.
-        #[unsafe(no_mangle)]
-        #[allow(non_upper_case_globals)]
-        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::abi_stable::library::LibHeader = {
-            extern "C" fn __kvs_erased_root_module() -> $crate::abi_stable::library::RootModuleResult {
-                $crate::abi_stable::library::__call_root_module_loader(__kvs_root_module)
-            }
-            // SAFETY: the constructor returns a PluginModRef, the module type named here.
-            unsafe {
-                $crate::abi_stable::library::LibHeader::from_constructor::<$crate::native::PluginModRef>(
-                    __kvs_erased_root_module,
-                    $crate::abi_stable::library::CheckTypeLayout::Yes,
-                )
-            }
-        };
     };
     (@handshake $kind:ident, $name:literal, $desc:literal, [$($cap:literal),*]) => {
         /// This plug-in's handshake, read by the kvs host before anything else.

@@ -8,10 +8,9 @@
 //! Everything here is `#[repr(C)]` and checked by abi_stable when a library is loaded.
 //! This module is the 1.0 interface: its root module and trait objects are frozen for
 //! all of major 1. What a minor version adds lives in a module of its own beside it
-//! ([`v1_1`], [`v1_3`]); see [`versioning`](crate::versioning) for why, and how the host picks.
-
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Duration;
+//! ([`v1_1`], [`v1_3`], [`v1_4`]); see [`versioning`](crate::versioning) for why, and
+//! how the host picks. [`export`] is the plug-in side: it wraps an author's logger or
+//! frontend as the objects of the [`current`] generation, catching panics.
 
 use abi_stable::{
     StableAbi,
@@ -19,15 +18,50 @@ use abi_stable::{
     sabi_trait,
     sabi_types::{RMut, VersionStrings},
     std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+    type_layout::TypeLayout,
 };
 
 use crate::error::PluginError;
 use crate::event::Event;
-use crate::ports::{Frontend, Health, TransactionLogger};
-use crate::store::Store;
 
+pub mod export;
 pub mod v1_1;
 pub mod v1_3;
+pub mod v1_4;
+
+/// The generation this crate's plug-ins are built as: what
+/// [`export_plugin!`](crate::export_plugin) exports and [`Store`](crate::Store) wraps.
+pub use v1_4 as current;
+
+pub use export::{FrontendAdapter, LoggerAdapter, guard};
+
+/// The symbol every plug-in of plugin-api 1.4 or later exports its entry points under,
+/// NUL-terminated for `dlsym`: an [`Entries`] of its minor's `Module`. The handshake says
+/// which minor, and so which `Module` layout the host expects.
+pub const ENTRIES_SYMBOL: &[u8] = b"KVS_PLUGIN_ENTRIES\0";
+
+/// What the [`ENTRIES_SYMBOL`] static holds (1.4 and later): the layout `M` had when the
+/// plug-in was built (checked by the host against its own before it touches `module`),
+/// then the entry points themselves.
+///
+/// `layout` is the first field and stays so in every minor: the host reads it first.
+#[repr(C)]
+pub struct Entries<M: 'static> {
+    /// `<M as StableAbi>::LAYOUT` in the plug-in.
+    pub layout: &'static TypeLayout,
+    /// The entry points.
+    pub module: M,
+}
+
+impl<M: StableAbi> Entries<M> {
+    /// Wraps `module` with its layout. Used by [`export_plugin!`](crate::export_plugin).
+    pub const fn new(module: M) -> Self {
+        Entries {
+            layout: <M as StableAbi>::LAYOUT,
+            module,
+        }
+    }
+}
 
 /// The host's size limits, so a frontend can refuse oversized input before reading it all.
 #[repr(C)]
@@ -96,14 +130,6 @@ pub trait HealthProbe: Send + Sync {
 /// An owned [`HealthProbe`] trait object.
 pub type HealthProbeBox = HealthProbe_TO<'static, RBox<()>>;
 
-pub(crate) struct HealthAdapter(pub(crate) Health);
-
-impl HealthProbe for HealthAdapter {
-    fn is_healthy(&self) -> bool {
-        self.0.get()
-    }
-}
-
 /// A transaction logger as the host sees it (the *driven* port). See [`TransactionLogger`].
 #[sabi_trait]
 pub trait LoggerApi: Send {
@@ -165,165 +191,4 @@ impl RootModule for PluginModRef {
     // the root module must stay exactly 1.0's. The handshake does the version check
     // (see `versioning`).
     const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
-}
-
-/// Runs `f`, turning a panic into an `internal` error so it never unwinds across FFI.
-pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(payload) => Err(PluginError::internal(format!(
-            "plug-in panicked in {what}: {}",
-            panic_message(&*payload)
-        ))),
-    }
-}
-
-/// Wraps an author's [`TransactionLogger`] as a [`LoggerApi`], catching panics.
-/// After a panic the logger is considered broken and refuses further calls.
-pub struct LoggerAdapter<L> {
-    logger: Option<L>,
-}
-
-impl<L: TransactionLogger> LoggerAdapter<L> {
-    fn with<T>(
-        &mut self,
-        what: &str,
-        f: impl FnOnce(&mut L) -> Result<T, PluginError>,
-    ) -> RResult<T, PluginError> {
-        let Some(logger) = self.logger.as_mut() else {
-            return RResult::RErr(PluginError::internal(format!(
-                "logger unusable after an earlier panic; refusing {what}"
-            )));
-        };
-        let result = guard(what, || f(logger));
-        if matches!(&result, Err(e) if e.message().starts_with("plug-in panicked")) {
-            // The logger's state is unknown after a panic: never use it again.
-            std::mem::forget(self.logger.take());
-        }
-        result.into()
-    }
-}
-
-impl<L: TransactionLogger> LoggerApi for LoggerAdapter<L> {
-    fn health_probe(&self) -> ROption<HealthProbeBox> {
-        let health = self
-            .logger
-            .as_ref()
-            .and_then(|l| guard("health", || Ok(l.health())).ok().flatten());
-        health
-            .map(|h| {
-                HealthProbe_TO::from_value(HealthAdapter(h), abi_stable::sabi_trait::TD_Opaque)
-            })
-            .into()
-    }
-
-    fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
-        self.with("append", |l| l.append(batch.as_slice()))
-    }
-
-    fn replay(&mut self, mut sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
-        self.with("replay", |l| {
-            l.replay(&mut |events: &[Event<'_>]| sink.accept(events.into()).into())
-        })
-    }
-
-    fn close(&mut self) -> RResult<(), PluginError> {
-        self.with("close", |l| l.close())
-    }
-}
-
-/// Wraps an author's [`Frontend`] as a [`FrontendApi`], catching panics.
-pub struct FrontendAdapter<F> {
-    frontend: F,
-}
-
-impl<F: Frontend> FrontendApi for FrontendAdapter<F> {
-    fn endpoints(&self) -> RVec<RString> {
-        guard("endpoints", || Ok(self.frontend.endpoints()))
-            .unwrap_or_default()
-            .into_iter()
-            .map(RString::from)
-            .collect()
-    }
-
-    fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
-        guard("stop", || {
-            self.frontend.stop(Duration::from_millis(deadline_ms))
-        })
-        .into()
-    }
-}
-
-/// Implementation of a logger library's `open_logger`; used by [`export_plugin!`](crate::export_plugin).
-#[doc(hidden)]
-pub fn open_logger_with<L: TransactionLogger>(
-    config: RStr<'_>,
-    open: fn(&str) -> Result<L, PluginError>,
-) -> RResult<LoggerBox, PluginError> {
-    guard("open_logger", || open(config.as_str()))
-        .map(|logger| {
-            LoggerApi_TO::from_value(
-                LoggerAdapter {
-                    logger: Some(logger),
-                },
-                abi_stable::sabi_trait::TD_Opaque,
-            )
-        })
-        .into()
-}
-
-/// Implementation of a frontend library's `start_frontend`; used by [`export_plugin!`](crate::export_plugin).
-#[doc(hidden)]
-pub fn start_frontend_with<F: Frontend>(
-    store: StoreBox,
-    config: RStr<'_>,
-    start: fn(Store, &str) -> Result<F, PluginError>,
-) -> RResult<FrontendBox, PluginError> {
-    start_and_wrap(Store::new(store), config, start)
-}
-
-/// Runs the author's `start` (catching a panic) and wraps the frontend as a
-/// [`FrontendBox`]; shared by the entry points of every minor version.
-pub(crate) fn start_and_wrap<F: Frontend>(
-    store: Store,
-    config: RStr<'_>,
-    start: fn(Store, &str) -> Result<F, PluginError>,
-) -> RResult<FrontendBox, PluginError> {
-    guard("start_frontend", || start(store, config.as_str()))
-        .map(|frontend| {
-            FrontendApi_TO::from_value(
-                FrontendAdapter { frontend },
-                abi_stable::sabi_trait::TD_Opaque,
-            )
-        })
-        .into()
-}
-
-/// The `open_logger` of a frontend library.
-#[doc(hidden)]
-pub extern "C" fn not_a_logger(_config: RStr<'_>) -> RResult<LoggerBox, PluginError> {
-    RResult::RErr(PluginError::invalid_input(
-        "this plug-in is a frontend, not a logger",
-    ))
-}
-
-/// The `start_frontend` of a logger library.
-#[doc(hidden)]
-pub extern "C" fn not_a_frontend(
-    _store: StoreBox,
-    _config: RStr<'_>,
-) -> RResult<FrontendBox, PluginError> {
-    RResult::RErr(PluginError::invalid_input(
-        "this plug-in is a logger, not a frontend",
-    ))
 }

@@ -10,9 +10,12 @@ use tokio::sync::oneshot;
 
 use crate::context::RequestContext;
 use crate::error::PluginError;
+use crate::native::current::StoreBox;
 use crate::native::v1_1::{self, RequestContextRef};
 use crate::native::v1_3::{self, StoreStats};
-use crate::native::{Limits, StoreBox, WriteCallback, WriteCallback_TO};
+use crate::native::{self as v1_0, Limits, WriteCallback, WriteCallback_TO};
+
+mod older;
 
 /// A cheap-to-clone handle on the host's store, handed to a frontend when it starts.
 ///
@@ -25,15 +28,10 @@ use crate::native::{Limits, StoreBox, WriteCallback, WriteCallback_TO};
 /// passes on what the client presented.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Backend>,
-}
-
-/// The store object the host handed over: a 1.1 one carries request contexts, a 1.3
-/// one also answers [`Store::stats`].
-enum Backend {
-    V1_0(StoreBox),
-    V1_1(v1_1::StoreBox),
-    V1_3(v1_3::StoreBox),
+    inner: Arc<StoreBox>,
+    /// False when the store object came from a host before 1.3 (through a deprecated
+    /// constructor), which cannot say how much it holds.
+    has_stats: bool,
 }
 
 struct OneshotCallback(Option<oneshot::Sender<Result<(), PluginError>>>);
@@ -67,25 +65,51 @@ async fn outcome(rx: oneshot::Receiver<Result<(), PluginError>>) -> Result<(), P
 }
 
 impl Store {
-    /// Wraps the 1.0 store object a 1.0 host passes to `start_frontend`. Calls made
-    /// through it cannot carry a context: the host sees an anonymous caller.
-    pub fn new(store: StoreBox) -> Self {
+    /// Wraps the store object a host passes to a frontend of this crate's generation
+    /// (1.4). [`export_plugin!`](crate::export_plugin) calls this; a frontend's tests
+    /// may too, with a store of their own behind
+    /// [`StoreApi`](crate::native::current::StoreApi).
+    pub fn from_v1_4(store: StoreBox) -> Self {
         Store {
-            inner: Arc::new(Backend::V1_0(store)),
+            inner: Arc::new(store),
+            has_stats: true,
         }
     }
 
-    /// Wraps the 1.1 store object a 1.1 host passes to `start_frontend`.
+    /// Wraps a 1.0 store object. Calls made through it cannot carry a context: the host
+    /// sees an anonymous caller.
+    #[deprecated(
+        since = "1.4.0",
+        note = "plug-ins get a 1.4 store; use `Store::from_v1_4`"
+    )]
+    pub fn new(store: v1_0::StoreBox) -> Self {
+        Store {
+            inner: Arc::new(older::from_v1_0(store)),
+            has_stats: false,
+        }
+    }
+
+    /// Wraps a 1.1 store object.
+    #[deprecated(
+        since = "1.4.0",
+        note = "plug-ins get a 1.4 store; use `Store::from_v1_4`"
+    )]
     pub fn from_v1_1(store: v1_1::StoreBox) -> Self {
         Store {
-            inner: Arc::new(Backend::V1_1(store)),
+            inner: Arc::new(older::from_v1_1(store)),
+            has_stats: false,
         }
     }
 
-    /// Wraps the 1.3 store object a 1.3 host passes to `start_frontend`.
+    /// Wraps a 1.3 store object.
+    #[deprecated(
+        since = "1.4.0",
+        note = "plug-ins get a 1.4 store; use `Store::from_v1_4`"
+    )]
     pub fn from_v1_3(store: v1_3::StoreBox) -> Self {
         Store {
-            inner: Arc::new(Backend::V1_3(store)),
+            inner: Arc::new(older::from_v1_3(store)),
+            has_stats: true,
         }
     }
 
@@ -94,12 +118,7 @@ impl Store {
         ctx: &RequestContextRef<'_>,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, PluginError> {
-        let value: Result<_, _> = match &*self.inner {
-            Backend::V1_0(s) => s.get(key.into()),
-            Backend::V1_1(s) => s.get(ctx, key.into()),
-            Backend::V1_3(s) => s.get(ctx, key.into()),
-        }
-        .into();
+        let value: Result<_, _> = self.inner.get(ctx, key.into()).into();
         Ok(value?.into_option().map(RVec::into_vec))
     }
 
@@ -110,11 +129,7 @@ impl Store {
         value: Vec<u8>,
     ) -> oneshot::Receiver<Result<(), PluginError>> {
         let (done, rx) = callback();
-        match &*self.inner {
-            Backend::V1_0(s) => s.put(key.into(), value.into(), done),
-            Backend::V1_1(s) => s.put(ctx, key.into(), value.into(), done),
-            Backend::V1_3(s) => s.put(ctx, key.into(), value.into(), done),
-        }
+        self.inner.put(ctx, key.into(), value.into(), done);
         rx
     }
 
@@ -124,11 +139,7 @@ impl Store {
         key: Vec<u8>,
     ) -> oneshot::Receiver<Result<(), PluginError>> {
         let (done, rx) = callback();
-        match &*self.inner {
-            Backend::V1_0(s) => s.delete(key.into(), done),
-            Backend::V1_1(s) => s.delete(ctx, key.into(), done),
-            Backend::V1_3(s) => s.delete(ctx, key.into(), done),
-        }
+        self.inner.delete(ctx, key.into(), done);
         rx
     }
 
@@ -155,15 +166,11 @@ impl Store {
         key: &[u8],
         consistency: crate::Consistency,
     ) -> Result<Option<Vec<u8>>, PluginError> {
-        match &*self.inner {
-            Backend::V1_3(s) => {
-                let value: Result<_, _> = s
-                    .get_consistent(&ctx.into(), key.into(), consistency.0)
-                    .into();
-                Ok(value?.into_option().map(RVec::into_vec))
-            }
-            _ => self.get_with(ctx, key),
-        }
+        let value: Result<_, _> = self
+            .inner
+            .get_consistent(&ctx.into(), key.into(), consistency.0)
+            .into();
+        Ok(value?.into_option().map(RVec::into_vec))
     }
 
     /// Stores `value` under `key` for an anonymous caller, resolving once durable.
@@ -229,29 +236,18 @@ impl Store {
 
     /// False while the host is starting or stopping: answer readiness probes with this.
     pub fn is_ready(&self) -> bool {
-        match &*self.inner {
-            Backend::V1_0(s) => s.is_ready(),
-            Backend::V1_1(s) => s.is_ready(),
-            Backend::V1_3(s) => s.is_ready(),
-        }
+        self.inner.is_ready()
     }
 
     /// The host's key and value size limits.
     pub fn limits(&self) -> Limits {
-        match &*self.inner {
-            Backend::V1_0(s) => s.limits(),
-            Backend::V1_1(s) => s.limits(),
-            Backend::V1_3(s) => s.limits(),
-        }
+        self.inner.limits()
     }
 
-    /// How many keys and bytes the store holds (1.3). `None` when the host that
-    /// started this frontend predates 1.3 and cannot say.
+    /// How many keys and bytes the store holds (1.3). `None` only for a store made
+    /// with a deprecated constructor from a pre-1.3 store object, which cannot say.
     pub fn stats(&self) -> Option<StoreStats> {
-        match &*self.inner {
-            Backend::V1_3(s) => Some(s.stats()),
-            _ => None,
-        }
+        self.has_stats.then(|| self.inner.stats())
     }
 }
 

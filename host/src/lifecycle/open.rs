@@ -1,61 +1,52 @@
-//! Opening a logger plug-in, native or WASM, local or shared, by the newest contract
-//! generation it speaks.
+//! Opening a logger plug-in, native or WASM, local or shared, through its [`Entry`]
+//! (crate::ports::Entry).
 
 use std::sync::Arc;
 
-use abi_stable::std_types::RStr;
 use anyhow::{Result, anyhow};
-use kvs_plugin_api::PluginError;
-use kvs_plugin_api::native::{LoggerBox, v1_3::SharedLoggerBox};
+use kvs_plugin_api::capability::LOG_SHARED;
 
-use crate::handles::host_box;
 use crate::metrics::WasmMeter;
-use crate::plugins::{Module, NativeModule, Plugin};
+use crate::plugins::Plugin;
+use crate::ports::{HealthCheck, Log, SharedLog};
 
-/// Opens the named logger plug-in with its config table.
-pub fn open_logger(plugin: &Plugin, config: &str) -> Result<LoggerBox> {
+/// Opens the logger plug-in `plugin` with its config table.
+pub fn open_logger(plugin: &Plugin, config: &str) -> Result<Box<dyn Log>> {
     open_logger_metered(plugin, config, None)
 }
 
 /// [`open_logger`], counting a WASM logger's guest calls in `meter`.
-pub(super) fn open_logger_metered(
+fn open_logger_metered(
     plugin: &Plugin,
     config: &str,
     meter: Option<Arc<WasmMeter>>,
-) -> Result<LoggerBox> {
-    let result: Result<_, PluginError> = match &plugin.module {
-        Module::Native(native) => match (native.v1_3, native.v1_1) {
-            (Some(v1_3), _) => {
-                (v1_3.open_logger)(RStr::from_str(config), host_box(&plugin.name)).into()
-            }
-            (None, Some(v1_1)) => {
-                (v1_1.open_logger)(RStr::from_str(config), host_box(&plugin.name)).into()
-            }
-            (None, None) => native.v1_0.open_logger()(RStr::from_str(config)).into(),
-        },
-        Module::Wasm => crate::wasm::open_logger(&plugin.path, &plugin.name, config, meter),
-    };
-    result.map_err(|e| {
-        anyhow!(
-            "cannot open the {} logger ({}): {e}",
-            plugin.name,
-            plugin.path.display()
-        )
-    })
+) -> Result<Box<dyn Log>> {
+    plugin
+        .entry
+        .open_logger(plugin, config, meter)
+        .map_err(|e| cannot_open(plugin, e))
+}
+
+fn cannot_open(plugin: &Plugin, e: kvs_plugin_api::PluginError) -> anyhow::Error {
+    anyhow!(
+        "cannot open the {} logger ({}): {e}",
+        plugin.name,
+        plugin.path.display()
+    )
 }
 
 /// An open logger: one the host applies writes for, or a shared log whose delivery
 /// applies them (`shared`).
 pub(super) enum Opened {
-    Local(LoggerBox),
-    Shared(Arc<SharedLoggerBox>),
+    Local(Box<dyn Log>),
+    Shared(Arc<dyn SharedLog>),
 }
 
 impl Opened {
-    pub(super) fn health_probe(&self) -> Option<kvs_plugin_api::native::HealthProbeBox> {
+    pub(super) fn health(&self) -> Option<HealthCheck> {
         match self {
-            Opened::Local(l) => l.health_probe().into_option(),
-            Opened::Shared(s) => s.health_probe().into_option(),
+            Opened::Local(l) => l.health(),
+            Opened::Shared(s) => s.health(),
         }
     }
 
@@ -73,27 +64,10 @@ pub(super) fn open_any(
     config: &str,
     meter: Option<Arc<WasmMeter>>,
 ) -> Result<Opened> {
-    let shared = plugin
-        .capabilities
-        .iter()
-        .any(|c| c == kvs_plugin_api::capability::LOG_SHARED);
-    if !shared {
-        return open_logger_metered(plugin, config, meter).map(Opened::Local);
+    if plugin.capabilities.iter().any(|c| c == LOG_SHARED) {
+        let log = plugin.entry.open_shared_log(plugin, config);
+        log.map(Opened::Shared).map_err(|e| cannot_open(plugin, e))
+    } else {
+        open_logger_metered(plugin, config, meter).map(Opened::Local)
     }
-    let opened: Result<SharedLoggerBox, PluginError> = match &plugin.module {
-        Module::Native(NativeModule {
-            v1_3: Some(v1_3), ..
-        }) => (v1_3.open_shared_logger)(RStr::from_str(config), host_box(&plugin.name)).into(),
-        _ => Err(PluginError::invalid_input(
-            "it declares log:shared but has no plugin-api 1.3 native entry points (WASM \
-             loggers cannot share a log)",
-        )),
-    };
-    opened.map(|l| Opened::Shared(Arc::new(l))).map_err(|e| {
-        anyhow!(
-            "cannot open the {} logger ({}): {e}",
-            plugin.name,
-            plugin.path.display()
-        )
-    })
 }

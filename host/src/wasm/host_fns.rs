@@ -330,7 +330,7 @@ pub(super) fn host_log(
             let fields = fields.join(" ");
             let fields = cut(&fields, max.saturating_sub(message.len()));
             let target = cut(&r.target, 128);
-            crate::handles::plugin_event(&name, r.level, &target, &message, &fields);
+            crate::native::plugin_event(&name, r.level, &target, &message, &fields);
         }
         Err(e) => tracing::warn!(plugin = name, "malformed kvs_log message: {e}"),
     }

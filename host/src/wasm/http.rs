@@ -6,15 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RResult, RString, RVec},
-};
 use extism::Plugin;
-use kvs_plugin_api::native::{FrontendApi, FrontendApi_TO, FrontendBox};
 use kvs_plugin_api::wire;
 use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 
+use crate::ports::RunningFrontend;
 use crate::store::Store;
 
 use super::host_fns::{CALL_CONTEXT, CallContext, Deferred};
@@ -256,21 +252,18 @@ fn bearer_challenge(presented_token: bool) -> &'static str {
     }
 }
 
-impl FrontendApi for WasmHttpFrontend {
-    fn endpoints(&self) -> RVec<RString> {
+impl RunningFrontend for WasmHttpFrontend {
+    fn endpoints(&self) -> Vec<String> {
         let scheme = if self.tls { "https" } else { "http" };
-        RVec::from(vec![RString::from(format!(
-            "{scheme}://{}",
-            self.server.local_addr()
-        ))])
+        vec![format!("{scheme}://{}", self.server.local_addr())]
     }
 
-    fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
+    fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
         self.server.begin_stopping();
         // Requests still waiting for an instance are answered 503 at once instead of
         // being served during the drain.
         self.pool.permits.close();
-        self.server.stop(Duration::from_millis(deadline_ms)).into()
+        self.server.stop(deadline)
     }
 }
 
@@ -280,7 +273,7 @@ pub fn start_frontend(
     name: &str,
     store: &Arc<Store>,
     table: &str,
-) -> Result<FrontendBox, PluginError> {
+) -> Result<Box<dyn RunningFrontend>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     // At most `pool_size` instances ever exist (one per permit): their memory must fit.
     let reserved = u64::from(sandbox.memory_max_mb) * sandbox.pool_size as u64;
@@ -350,12 +343,9 @@ pub fn start_frontend(
             request_timeout: Duration::from_millis(sandbox.request_timeout_ms),
         })
     })?;
-    Ok(FrontendApi_TO::from_value(
-        WasmHttpFrontend {
-            pool,
-            server,
-            tls: sandbox.tls.is_some(),
-        },
-        TD_Opaque,
-    ))
+    Ok(Box::new(WasmHttpFrontend {
+        pool,
+        server,
+        tls: sandbox.tls.is_some(),
+    }))
 }

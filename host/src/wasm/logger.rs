@@ -10,18 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{ROption, RResult, RSlice},
-};
 use extism::Plugin;
-use kvs_plugin_api::native::{HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox, ReplaySinkMut};
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{Event, PluginError};
 
 use super::module::{CallError, Compiled, call, compile, instance, metered_call};
 use super::sandbox::Sandbox;
 use crate::metrics::WasmMeter;
+use crate::ports::{HealthCheck, Log};
 
 /// Consecutive empty non-final replay chunks after which a guest's replay is declared
 /// stuck.
@@ -98,12 +94,12 @@ impl WasmLogger {
     }
 }
 
-impl LoggerApi for WasmLogger {
-    fn health_probe(&self) -> ROption<HealthProbeBox> {
-        ROption::RNone
+impl Log for WasmLogger {
+    fn health(&self) -> Option<HealthCheck> {
+        None
     }
 
-    fn append(&mut self, batch: RSlice<'_, Event<'_>>) -> RResult<(), PluginError> {
+    fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
         let mut w = Writer::default();
         wire::encode_events(
             &mut w,
@@ -114,26 +110,24 @@ impl LoggerApi for WasmLogger {
                 value: e.value.as_slice(),
             }),
         );
-        self.call("kvs_logger_append", &w.0).map(drop).into()
+        self.call("kvs_logger_append", &w.0).map(drop)
     }
 
-    fn replay(&mut self, mut sink: ReplaySinkMut<'_>) -> RResult<(), PluginError> {
+    fn replay(
+        &mut self,
+        sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
         let mut cursor = 0u64;
         let mut empty_chunks = 0u32;
         let (started, mut delivered, mut chunks) = (Instant::now(), 0u64, 0u64);
         loop {
-            let out = match self.call("kvs_logger_replay", &cursor.to_le_bytes()) {
-                Ok(out) => out,
-                Err(e) => return RResult::RErr(e),
-            };
+            let out = self.call("kvs_logger_replay", &cursor.to_le_bytes())?;
             let mut r = Reader::new(&out);
             let parsed = (|| {
                 Ok::<_, wire::WireError>((r.u64()?, r.u8()? != 0, wire::decode_events(&mut r)?))
             })();
-            let (next, done, events) = match parsed {
-                Ok(p) => p,
-                Err(e) => return RResult::RErr(PluginError::internal(format!("replay: {e}"))),
-            };
+            let (next, done, events) =
+                parsed.map_err(|e| PluginError::internal(format!("replay: {e}")))?;
             let native: Vec<Event<'_>> = events
                 .iter()
                 .map(|e| Event {
@@ -143,17 +137,15 @@ impl LoggerApi for WasmLogger {
                     value: e.value.into(),
                 })
                 .collect();
-            if let RResult::RErr(e) = sink.accept(RSlice::from_slice(&native)) {
-                return RResult::RErr(e);
-            }
+            sink(&native)?;
             if done {
-                return RResult::ROk(());
+                return Ok(());
             }
             delivered += native.len() as u64;
             chunks += 1;
             // Progress is not enough: a guest can hand out new events forever.
             if started.elapsed() > self.replay_timeout {
-                return RResult::RErr(PluginError::unavailable(format!(
+                return Err(PluginError::unavailable(format!(
                     "WASM logger {}: replay did not finish within replay_timeout_ms = {} \
                      ({delivered} events in {chunks} chunks, cursor at {next}); if the log is \
                      really that long, raise replay_timeout_ms in [plugins.{}]",
@@ -170,7 +162,7 @@ impl LoggerApi for WasmLogger {
                 0
             };
             if next <= cursor || empty_chunks > MAX_EMPTY_REPLAY_CHUNKS {
-                return RResult::RErr(PluginError::internal(format!(
+                return Err(PluginError::internal(format!(
                     "WASM logger {}: replay is not making progress (cursor {cursor} -> {next}, \
                      {empty_chunks} empty chunk(s) in a row): a replay cursor must increase \
                      and chunks must carry events; the guest's replay is broken",
@@ -181,11 +173,11 @@ impl LoggerApi for WasmLogger {
         }
     }
 
-    fn close(&mut self) -> RResult<(), PluginError> {
+    fn close(&mut self) -> Result<(), PluginError> {
         if self.instance.is_none() {
-            return RResult::ROk(());
+            return Ok(());
         }
-        self.call("kvs_logger_close", &[]).map(drop).into()
+        self.call("kvs_logger_close", &[]).map(drop)
     }
 }
 
@@ -195,7 +187,7 @@ pub fn open_logger(
     name: &str,
     table: &str,
     meter: Option<Arc<WasmMeter>>,
-) -> Result<LoggerBox, PluginError> {
+) -> Result<Box<dyn Log>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     let compiled = compile(path, name, &sandbox, None).map_err(PluginError::internal)?;
     let mut logger = WasmLogger {
@@ -209,5 +201,5 @@ pub fn open_logger(
     };
     // Open now, so a bad config or a missing grant fails start-up, not the first write.
     logger.reopen()?;
-    Ok(LoggerApi_TO::from_value(logger, TD_Opaque))
+    Ok(Box::new(logger))
 }

@@ -2,8 +2,10 @@
 //!
 //! * [`handshake`]: instantiate with default limits, call `kvs_handshake`, check the
 //!   version with the same rule and messages as native plug-ins.
-//! * [`open_logger`]: a `WasmLogger` — one instance, reopened after a trap — wrapped as
-//!   a `LoggerBox`, so the writer cannot tell it from a native logger.
+//! * [`open_logger`]: a `WasmLogger` — one instance, reopened after a trap — behind the
+//!   host's [`Log`](crate::ports::Log) port, so the writer cannot tell it from a native
+//!   logger.
+//! * [`entry`]: all of these as one plug-in's [`Entry`], which the lifecycle calls.
 //! * [`start_frontend`]: the host owns the listener (the sandbox has no sockets): an
 //!   axum server that answers `/healthz` and `/readyz` itself and hands every other
 //!   request to `kvs_http_handle` on an instance from a pool. An instance serves one
@@ -36,3 +38,47 @@ pub use logger::open_logger;
 pub use module::handshake;
 pub use sandbox::Sandbox;
 pub use stream::start_stream_frontend;
+
+use std::sync::Arc;
+
+use kvs_plugin_api::{PluginError, capability};
+
+use crate::metrics::WasmMeter;
+use crate::plugins::Plugin;
+use crate::ports::{Entry, Log, RunningFrontend};
+use crate::store::Store;
+
+/// A `.wasm` plug-in's entry points: compiled with its sandbox settings when opened.
+pub fn entry() -> Arc<dyn Entry> {
+    Arc::new(WasmEntry)
+}
+
+struct WasmEntry;
+
+impl Entry for WasmEntry {
+    fn open_logger(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        meter: Option<Arc<WasmMeter>>,
+    ) -> Result<Box<dyn Log>, PluginError> {
+        open_logger(&plugin.path, &plugin.name, config, meter)
+    }
+
+    fn start_frontend(
+        &self,
+        plugin: &Plugin,
+        store: &Arc<Store>,
+        config: &str,
+    ) -> Result<Box<dyn RunningFrontend>, PluginError> {
+        if plugin
+            .capabilities
+            .iter()
+            .any(|c| c == capability::FRONTEND_STREAM)
+        {
+            start_stream_frontend(&plugin.path, &plugin.name, store, config)
+        } else {
+            start_frontend(&plugin.path, &plugin.name, store, config)
+        }
+    }
+}

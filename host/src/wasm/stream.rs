@@ -19,17 +19,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RResult, RString, RVec},
-};
 use extism::Plugin;
-use kvs_plugin_api::native::{FrontendApi, FrontendApi_TO, FrontendBox};
 use kvs_plugin_api::wire::{self, Writer};
 use kvs_plugin_api::{PluginError, RequestContext};
 use kvs_serve::tcp::Accepted;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::ports::RunningFrontend;
 use crate::store::Store;
 
 use super::host_fns::{CALL_CONTEXT, CallContext, Deferred};
@@ -246,17 +242,14 @@ struct WasmStreamFrontend {
     tls: bool,
 }
 
-impl FrontendApi for WasmStreamFrontend {
-    fn endpoints(&self) -> RVec<RString> {
+impl RunningFrontend for WasmStreamFrontend {
+    fn endpoints(&self) -> Vec<String> {
         let scheme = if self.tls { "tls" } else { "tcp" };
-        RVec::from(vec![RString::from(format!(
-            "{scheme}://{}",
-            self.server.local_addr()
-        ))])
+        vec![format!("{scheme}://{}", self.server.local_addr())]
     }
 
-    fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
-        self.server.stop(Duration::from_millis(deadline_ms)).into()
+    fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        self.server.stop(deadline)
     }
 }
 
@@ -267,7 +260,7 @@ pub fn start_stream_frontend(
     name: &str,
     store: &Arc<Store>,
     table: &str,
-) -> Result<FrontendBox, PluginError> {
+) -> Result<Box<dyn RunningFrontend>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     refuse_guest_keys(name, &guest_config, "a WASM stream frontend")?;
     let compiled =
@@ -312,11 +305,8 @@ pub fn start_stream_frontend(
     let server = kvs_serve::tcp::TcpServer::start(&settings, |_, _| {
         move |accepted| serve(accepted, shared.clone())
     })?;
-    Ok(FrontendApi_TO::from_value(
-        WasmStreamFrontend {
-            server,
-            tls: sandbox.tls.is_some(),
-        },
-        TD_Opaque,
-    ))
+    Ok(Box::new(WasmStreamFrontend {
+        server,
+        tls: sandbox.tls.is_some(),
+    }))
 }

@@ -23,8 +23,6 @@ use crate::context::RequestContext;
 use crate::error::PluginError;
 use crate::log::Level;
 use crate::native::{FrontendBox, Limits, LoggerBox, WriteCallbackBox};
-use crate::ports::{Frontend, TransactionLogger};
-use crate::store::Store;
 
 /// The exported symbol holding a 1.1 plug-in's [`Exports`], NUL-terminated for `dlsym`.
 pub const SYMBOL: &[u8] = b"KVS_PLUGIN_V1_1\0";
@@ -170,50 +168,4 @@ impl Exports {
             module,
         }
     }
-}
-
-/// Implementation of a logger library's 1.1 `open_logger`; used by
-/// [`export_plugin!`](crate::export_plugin).
-#[doc(hidden)]
-pub fn open_logger_with<L: TransactionLogger>(
-    config: RStr<'_>,
-    host: HostBox,
-    open: fn(&str) -> Result<L, PluginError>,
-) -> RResult<LoggerBox, PluginError> {
-    crate::log::install(host);
-    crate::native::open_logger_with(config, open)
-}
-
-/// Implementation of a frontend library's 1.1 `start_frontend`; used by
-/// [`export_plugin!`](crate::export_plugin).
-#[doc(hidden)]
-pub fn start_frontend_with<F: Frontend>(
-    store: StoreBox,
-    config: RStr<'_>,
-    host: HostBox,
-    start: fn(Store, &str) -> Result<F, PluginError>,
-) -> RResult<FrontendBox, PluginError> {
-    crate::log::install(host);
-    crate::native::start_and_wrap(Store::from_v1_1(store), config, start)
-}
-
-/// The 1.1 `open_logger` of a frontend library.
-#[doc(hidden)]
-pub extern "C" fn not_a_logger(
-    config: RStr<'_>,
-    _host: HostBox,
-) -> RResult<LoggerBox, PluginError> {
-    crate::native::not_a_logger(config)
-}
-
-const NOT_A_FRONTEND: &str = "this plug-in is a logger, not a frontend";
-
-/// The 1.1 `start_frontend` of a logger library.
-#[doc(hidden)]
-pub extern "C" fn not_a_frontend(
-    _store: StoreBox,
-    _config: RStr<'_>,
-    _host: HostBox,
-) -> RResult<FrontendBox, PluginError> {
-    RResult::RErr(PluginError::invalid_input(NOT_A_FRONTEND))
 }

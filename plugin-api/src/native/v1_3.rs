@@ -27,11 +27,7 @@ use abi_stable::{
 use crate::error::PluginError;
 use crate::event::Event;
 use crate::native::v1_1::{HostBox, RequestContextRef};
-use crate::native::{
-    FrontendBox, HealthProbe_TO, HealthProbeBox, Limits, LoggerBox, WriteCallbackBox, guard,
-};
-use crate::ports::{Follower, Frontend, SharedLog, TransactionLogger};
-use crate::store::Store;
+use crate::native::{FrontendBox, HealthProbeBox, Limits, LoggerBox, WriteCallbackBox};
 
 /// The exported symbol holding a 1.3 plug-in's [`Exports`], NUL-terminated for `dlsym`.
 pub const SYMBOL: &[u8] = b"KVS_PLUGIN_V1_3\0";
@@ -87,7 +83,7 @@ pub trait StoreApi: Send + Sync {
 /// An owned 1.3 [`StoreApi`] trait object, as handed to a 1.3 `start_frontend`.
 pub type StoreBox = StoreApi_TO<'static, RBox<()>>;
 
-/// The host's side of a shared log's delivery (see [`Follower`]).
+/// The host's side of a shared log's delivery (see [`Follower`](crate::Follower)).
 #[sabi_trait]
 pub trait FollowSink: Send + Sync {
     /// A snapshot starts.
@@ -102,98 +98,24 @@ pub trait FollowSink: Send + Sync {
 /// An owned [`FollowSink`] trait object.
 pub type FollowSinkBox = FollowSink_TO<'static, RBox<()>>;
 
-/// A shared logger as the host sees it. See [`SharedLog`].
+/// A shared logger as the host sees it. See [`SharedLog`](crate::SharedLog).
 #[sabi_trait]
 pub trait SharedLogApi: Send + Sync {
     /// The logger's health flag, if it keeps one.
     fn health_probe(&self) -> ROption<HealthProbeBox>;
-    /// Appends a batch; the position of its last event. See [`SharedLog::append`].
+    /// Appends a batch; the position of its last event. See [`SharedLog::append`](crate::SharedLog::append).
     fn append(&self, batch: RSlice<'_, Event<'_>>) -> RResult<u64, PluginError>;
-    /// Starts delivery to `sink`. See [`SharedLog::follow`].
+    /// Starts delivery to `sink`. See [`SharedLog::follow`](crate::SharedLog::follow).
     fn follow(&self, sink: FollowSinkBox) -> RResult<(), PluginError>;
-    /// A quorum position. See [`SharedLog::barrier`].
+    /// A quorum position. See [`SharedLog::barrier`](crate::SharedLog::barrier).
     fn barrier(&self) -> RResult<u64, PluginError>;
-    /// Stops and releases. See [`SharedLog::close`].
+    /// Stops and releases. See [`SharedLog::close`](crate::SharedLog::close).
     #[sabi(last_prefix_field)]
     fn close(&self) -> RResult<(), PluginError>;
 }
 
 /// An owned [`SharedLogApi`] trait object.
 pub type SharedLoggerBox = SharedLogApi_TO<'static, RBox<()>>;
-
-/// Wraps an author's [`SharedLog`] as a [`SharedLogApi`], catching panics.
-struct SharedLogAdapter<L>(L);
-
-impl<L: SharedLog> SharedLogApi for SharedLogAdapter<L> {
-    fn health_probe(&self) -> ROption<HealthProbeBox> {
-        guard("health", || Ok(self.0.health()))
-            .ok()
-            .flatten()
-            .map(|h| {
-                HealthProbe_TO::from_value(
-                    crate::native::HealthAdapter(h),
-                    abi_stable::sabi_trait::TD_Opaque,
-                )
-            })
-            .into()
-    }
-
-    fn append(&self, batch: RSlice<'_, Event<'_>>) -> RResult<u64, PluginError> {
-        guard("append", || self.0.append(batch.as_slice())).into()
-    }
-
-    fn follow(&self, sink: FollowSinkBox) -> RResult<(), PluginError> {
-        guard("follow", || {
-            self.0.follow(Follower(std::sync::Arc::new(sink)))
-        })
-        .into()
-    }
-
-    fn barrier(&self) -> RResult<u64, PluginError> {
-        guard("barrier", || self.0.barrier()).into()
-    }
-
-    fn close(&self) -> RResult<(), PluginError> {
-        guard("close", || self.0.close()).into()
-    }
-}
-
-/// Implementation of a shared logger library's `open_shared_logger`; used by
-/// [`export_plugin!`](crate::export_plugin).
-#[doc(hidden)]
-pub fn open_shared_logger_with<L: SharedLog>(
-    config: RStr<'_>,
-    host: HostBox,
-    open: fn(&str) -> Result<L, PluginError>,
-) -> RResult<SharedLoggerBox, PluginError> {
-    crate::log::install(host);
-    guard("open_shared_logger", || open(config.as_str()))
-        .map(|l| {
-            SharedLogApi_TO::from_value(SharedLogAdapter(l), abi_stable::sabi_trait::TD_Opaque)
-        })
-        .into()
-}
-
-/// The `open_shared_logger` of a library that is not a shared logger.
-#[doc(hidden)]
-pub extern "C" fn not_a_shared_logger(
-    _config: RStr<'_>,
-    _host: HostBox,
-) -> RResult<SharedLoggerBox, PluginError> {
-    RResult::RErr(PluginError::invalid_input(
-        "this plug-in is not a shared logger",
-    ))
-}
-
-/// The plain `open_logger` entry points of a shared logger: it cannot serve a host that
-/// would apply writes itself.
-#[doc(hidden)]
-pub fn shared_only(_config: RStr<'_>) -> RResult<LoggerBox, PluginError> {
-    RResult::RErr(PluginError::invalid_input(
-        "this logger shares its log with other kvs nodes (log:shared): it needs a kvs with \
-         plugin-api 1.3 or later",
-    ))
-}
 
 /// The 1.3 entry points.
 #[repr(C)]
@@ -210,7 +132,7 @@ pub struct Module {
         config: RStr<'_>,
         host: HostBox,
     ) -> RResult<FrontendBox, PluginError>,
-    /// Opens a shared logger ([`SharedLog`]) with its TOML config table and the host's
+    /// Opens a shared logger ([`SharedLog`](crate::SharedLog)) with its TOML config table and the host's
     /// services. Shared loggers only (capability `log:shared`); others return an
     /// `invalid input` error.
     pub open_shared_logger:
@@ -237,40 +159,4 @@ impl Exports {
             module,
         }
     }
-}
-
-/// Implementation of a logger library's 1.3 `open_logger` (the same as 1.1's); used
-/// by [`export_plugin!`](crate::export_plugin).
-#[doc(hidden)]
-pub fn open_logger_with<L: TransactionLogger>(
-    config: RStr<'_>,
-    host: HostBox,
-    open: fn(&str) -> Result<L, PluginError>,
-) -> RResult<LoggerBox, PluginError> {
-    crate::native::v1_1::open_logger_with(config, host, open)
-}
-
-/// Implementation of a frontend library's 1.3 `start_frontend`; used by
-/// [`export_plugin!`](crate::export_plugin).
-#[doc(hidden)]
-pub fn start_frontend_with<F: Frontend>(
-    store: StoreBox,
-    config: RStr<'_>,
-    host: HostBox,
-    start: fn(Store, &str) -> Result<F, PluginError>,
-) -> RResult<FrontendBox, PluginError> {
-    crate::log::install(host);
-    crate::native::start_and_wrap(Store::from_v1_3(store), config, start)
-}
-
-/// The 1.3 `start_frontend` of a logger library.
-#[doc(hidden)]
-pub extern "C" fn not_a_frontend(
-    _store: StoreBox,
-    _config: RStr<'_>,
-    _host: HostBox,
-) -> RResult<FrontendBox, PluginError> {
-    RResult::RErr(PluginError::invalid_input(
-        "this plug-in is a logger, not a frontend",
-    ))
 }

@@ -1,0 +1,88 @@
+//! The host's store as one native frontend reaches it, whatever its generation: each
+//! generation's `StoreApi` is a thin layer over [`StoreHandle`].
+
+use std::sync::Arc;
+
+use abi_stable::std_types::{ROption, RResult, RSlice, RVec};
+use kvs_plugin_api::native::WriteCallbackBox;
+use kvs_plugin_api::native::v1_1::RequestContextRef;
+use kvs_plugin_api::{Consistency, PluginError};
+
+use crate::caller::Caller;
+use crate::metrics::FrontendMeter;
+use crate::store::{Store, held};
+use crate::telemetry;
+use crate::write_request::Completion;
+
+/// The store, the frontend's name (every call is a [`Caller`] of it) and its meter.
+pub(super) struct StoreHandle {
+    pub(super) store: Arc<Store>,
+    frontend: Arc<str>,
+    meter: Arc<FrontendMeter>,
+}
+
+pub(super) type GetReply = RResult<ROption<RVec<u8>>, PluginError>;
+
+impl StoreHandle {
+    pub(super) fn new(store: &Arc<Store>, frontend: &str) -> StoreHandle {
+        StoreHandle {
+            store: store.clone(),
+            frontend: frontend.into(),
+            meter: store.metrics().frontend(frontend),
+        }
+    }
+
+    fn caller<'a>(&'a self, ctx: &'a RequestContextRef<'a>) -> Caller<'a> {
+        Caller {
+            meter: Some(&self.meter),
+            ..super::v1_1::caller(&self.frontend, ctx)
+        }
+    }
+
+    pub(super) fn get(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+        consistency: Consistency,
+    ) -> GetReply {
+        let caller = self.caller(ctx);
+        let span = telemetry::frontend_span(&caller, "get");
+        let _in_span = span.enter();
+        self.store
+            .get_as_consistent(&caller, key.as_slice(), consistency)
+            .map(|v| v.map(RVec::from).into())
+            .into()
+    }
+
+    pub(super) fn put(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    ) {
+        let caller = self.caller(ctx);
+        let span = telemetry::frontend_span(&caller, "put");
+        let _in_span = span.enter();
+        let done = held(span.clone(), completion(done));
+        self.store
+            .put_as(&caller, key.into_vec(), value.into_vec(), done);
+    }
+
+    pub(super) fn delete(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        done: WriteCallbackBox,
+    ) {
+        let caller = self.caller(ctx);
+        let span = telemetry::frontend_span(&caller, "delete");
+        let _in_span = span.enter();
+        let done = held(span.clone(), completion(done));
+        self.store.delete_as(&caller, key.into_vec(), done);
+    }
+}
+
+fn completion(mut done: WriteCallbackBox) -> Completion {
+    Completion::new(move |r| done.complete(r.into()))
+}

@@ -1,0 +1,115 @@
+//! Plug-ins of plugin-api 1.4, which export their own generation only: the handshake
+//! and `KVS_PLUGIN_ENTRIES`, an `Entries` of 1.4's `Module`.
+
+use std::sync::Arc;
+
+use abi_stable::library::RawLibrary;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RSlice, RStr, RVec};
+use kvs_plugin_api::native::v1_1::RequestContextRef;
+use kvs_plugin_api::native::v1_3::StoreStats;
+use kvs_plugin_api::native::{ENTRIES_SYMBOL, Entries, WriteCallbackBox, v1_4};
+use kvs_plugin_api::{Consistency, Limits, PluginError};
+
+use super::load::{checked, exported};
+use super::store_handle::{GetReply, StoreHandle};
+use super::v1_1::host_box;
+use crate::metrics::WasmMeter;
+use crate::plugins::Plugin;
+use crate::ports::{Entry, Log, RunningFrontend, SharedLog};
+use crate::store::Store;
+
+/// The 1.4 entry points of a plug-in whose handshake says 1.4.
+pub(super) fn load(raw: &'static RawLibrary, api: (u16, u16)) -> Result<Arc<dyn Entry>, String> {
+    // SAFETY: a plug-in declaring 1.4 exports this symbol as `Entries<v1_4::Module>`;
+    // its layout is checked before the module is used.
+    let entries: &'static Entries<v1_4::Module> =
+        unsafe { exported(raw, ENTRIES_SYMBOL, api, "1.4")? };
+    Ok(Arc::new(V1_4(checked(
+        entries.layout,
+        &entries.module,
+        "1.4",
+    )?)))
+}
+
+struct V1_4(&'static v1_4::Module);
+
+impl Entry for V1_4 {
+    fn open_logger(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        _meter: Option<Arc<WasmMeter>>,
+    ) -> Result<Box<dyn Log>, PluginError> {
+        super::logger((self.0.open_logger)(
+            RStr::from_str(config),
+            host_box(&plugin.name),
+        ))
+    }
+
+    fn open_shared_log(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+    ) -> Result<Arc<dyn SharedLog>, PluginError> {
+        super::shared_log((self.0.open_shared_logger)(
+            RStr::from_str(config),
+            host_box(&plugin.name),
+        ))
+    }
+
+    fn start_frontend(
+        &self,
+        plugin: &Plugin,
+        store: &Arc<Store>,
+        config: &str,
+    ) -> Result<Box<dyn RunningFrontend>, PluginError> {
+        let store = v1_4::StoreApi_TO::from_value(StoreHandle::new(store, &plugin.name), TD_Opaque);
+        super::frontend((self.0.start_frontend)(
+            store,
+            RStr::from_str(config),
+            host_box(&plugin.name),
+        ))
+    }
+}
+
+impl v1_4::StoreApi for StoreHandle {
+    fn get(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> GetReply {
+        StoreHandle::get(self, ctx, key, Consistency::DEFAULT)
+    }
+
+    fn get_consistent(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+        consistency: u8,
+    ) -> GetReply {
+        StoreHandle::get(self, ctx, key, Consistency(consistency))
+    }
+
+    fn put(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    ) {
+        StoreHandle::put(self, ctx, key, value, done)
+    }
+
+    fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
+        StoreHandle::delete(self, ctx, key, done)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.store.is_ready()
+    }
+
+    fn limits(&self) -> Limits {
+        self.store.limits()
+    }
+
+    fn stats(&self) -> StoreStats {
+        super::v1_3::stats(&self.store)
+    }
+}

@@ -1,0 +1,86 @@
+#![allow(non_local_definitions)] // abi_stable 0.11's #[sabi_trait] expands to impls inside a const.
+//! The native interface of plugin-api 1.4.
+//!
+//! **Not released yet.** 1.4 is released when its packaged crate and its layout snapshot
+//! are committed (see [`versioning`](crate::versioning)); from then on nothing here
+//! changes and the next minor adds a module beside this one.
+//!
+//! From 1.4 on a plug-in exports only its own generation: its handshake and the static
+//! `KVS_PLUGIN_ENTRIES` ([`ENTRIES_SYMBOL`](super::ENTRIES_SYMBOL)), an
+//! [`Entries`](super::Entries) of this [`Module`]. No 1.0 root module and no older entry
+//! points: a host older than 1.4 refuses the plug-in by its handshake before it would
+//! look for them. The objects passed are those of earlier minors ([`LoggerBox`] of 1.0,
+//! [`HostBox`] of 1.1, [`SharedLoggerBox`] of 1.3), except the store a frontend gets,
+//! which is 1.4's own [`StoreApi`] (today the same methods as 1.3's).
+
+use abi_stable::{
+    StableAbi, sabi_trait,
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RVec},
+};
+
+use crate::error::PluginError;
+use crate::native::v1_1::{HostBox, RequestContextRef};
+use crate::native::v1_3::{SharedLoggerBox, StoreStats};
+use crate::native::{FrontendBox, Limits, LoggerBox, WriteCallbackBox};
+
+/// The host's store as a 1.4 frontend sees it.
+#[sabi_trait]
+pub trait StoreApi: Send + Sync {
+    /// The value stored under `key`, if any, for the caller `ctx` describes.
+    fn get(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+    ) -> RResult<ROption<RVec<u8>>, PluginError>;
+    /// [`StoreApi::get`] with the read consistency the client asked for (a
+    /// [`Consistency`](crate::Consistency) value).
+    fn get_consistent(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+        consistency: u8,
+    ) -> RResult<ROption<RVec<u8>>, PluginError>;
+    /// Stores `value` under `key`; `done` is called once the write is durable or failed.
+    fn put(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    );
+    /// Removes `key` (a missing key is not an error); `done` as for `put`.
+    fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox);
+    /// Whether the host is serving: false while starting up or shutting down.
+    fn is_ready(&self) -> bool;
+    /// The host's key and value size limits.
+    fn limits(&self) -> Limits;
+    /// How many keys, and how many bytes of keys and values, the store holds.
+    #[sabi(last_prefix_field)]
+    fn stats(&self) -> StoreStats;
+}
+
+/// An owned 1.4 [`StoreApi`] trait object, as handed to a 1.4 `start_frontend`.
+pub type StoreBox = StoreApi_TO<'static, RBox<()>>;
+
+/// The 1.4 entry points. A library fills the ones of its kind and the
+/// [`export`](super::export) refusals in the others.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct Module {
+    /// Opens the logger with its TOML config table and the host's services. Loggers
+    /// only; others return an `invalid input` error.
+    pub open_logger:
+        extern "C" fn(config: RStr<'_>, host: HostBox) -> RResult<LoggerBox, PluginError>,
+    /// Opens a shared logger ([`SharedLog`](crate::SharedLog)) with its TOML config table
+    /// and the host's services. Shared loggers only (capability `log:shared`); others
+    /// return an `invalid input` error.
+    pub open_shared_logger:
+        extern "C" fn(config: RStr<'_>, host: HostBox) -> RResult<SharedLoggerBox, PluginError>,
+    /// Starts the frontend, serving `store`, with its TOML config table and the host's
+    /// services. Frontends only; others return an `invalid input` error.
+    pub start_frontend: extern "C" fn(
+        store: StoreBox,
+        config: RStr<'_>,
+        host: HostBox,
+    ) -> RResult<FrontendBox, PluginError>,
+}

@@ -1,0 +1,127 @@
+//! Store objects of earlier generations seen as the current one, for [`Store`]'s
+//! deprecated constructors (`Store::new`, `from_v1_1`, `from_v1_3`): code written
+//! against plugin-api 1.0-1.3 that built a `Store` itself, e.g. over a test double,
+//! keeps compiling and working. A host never hands a 1.4 plug-in one of these.
+//!
+//! [`Store`]: super::Store
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice, RVec},
+};
+
+use crate::error::PluginError;
+use crate::native::current::{StoreApi, StoreApi_TO, StoreBox};
+use crate::native::v1_1::RequestContextRef;
+use crate::native::v1_3::StoreStats;
+use crate::native::{self as v1_0, Limits, WriteCallbackBox, v1_1, v1_3};
+
+type Got = RResult<ROption<RVec<u8>>, PluginError>;
+
+struct V1_0(v1_0::StoreBox);
+
+impl StoreApi for V1_0 {
+    fn get(&self, _ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> Got {
+        self.0.get(key)
+    }
+    fn get_consistent(&self, _: &RequestContextRef<'_>, key: RSlice<'_, u8>, _: u8) -> Got {
+        self.0.get(key)
+    }
+    fn put(
+        &self,
+        _: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    ) {
+        self.0.put(key, value, done)
+    }
+    fn delete(&self, _: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
+        self.0.delete(key, done)
+    }
+    fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+    fn limits(&self) -> Limits {
+        self.0.limits()
+    }
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
+}
+
+struct V1_1(v1_1::StoreBox);
+
+impl StoreApi for V1_1 {
+    fn get(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> Got {
+        self.0.get(ctx, key)
+    }
+    fn get_consistent(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>, _: u8) -> Got {
+        self.0.get(ctx, key)
+    }
+    fn put(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    ) {
+        self.0.put(ctx, key, value, done)
+    }
+    fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
+        self.0.delete(ctx, key, done)
+    }
+    fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+    fn limits(&self) -> Limits {
+        self.0.limits()
+    }
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
+}
+
+struct V1_3(v1_3::StoreBox);
+
+impl StoreApi for V1_3 {
+    fn get(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> Got {
+        self.0.get(ctx, key)
+    }
+    fn get_consistent(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>, c: u8) -> Got {
+        self.0.get_consistent(ctx, key, c)
+    }
+    fn put(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RVec<u8>,
+        value: RVec<u8>,
+        done: WriteCallbackBox,
+    ) {
+        self.0.put(ctx, key, value, done)
+    }
+    fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
+        self.0.delete(ctx, key, done)
+    }
+    fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+    fn limits(&self) -> Limits {
+        self.0.limits()
+    }
+    fn stats(&self) -> StoreStats {
+        self.0.stats()
+    }
+}
+
+pub(super) fn from_v1_0(store: v1_0::StoreBox) -> StoreBox {
+    StoreApi_TO::from_value(V1_0(store), TD_Opaque)
+}
+
+pub(super) fn from_v1_1(store: v1_1::StoreBox) -> StoreBox {
+    StoreApi_TO::from_value(V1_1(store), TD_Opaque)
+}
+
+pub(super) fn from_v1_3(store: v1_3::StoreBox) -> StoreBox {
+    StoreApi_TO::from_value(V1_3(store), TD_Opaque)
+}
