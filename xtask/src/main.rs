@@ -4,7 +4,9 @@
 //! enough: their `.so` files must be staged into the plugins directory the host scans
 //! (`<target>/<profile>/plugins/`, beside the `kvs` binary, its default).
 //!
-//! * `cargo xtask build [--release]`: build everything, stage the plug-ins.
+//! * `cargo xtask build [--release]`: build everything, stage the plug-ins; the compat
+//!   fixtures are built against each released plugin-api in `compat/releases/`
+//!   (`compat.rs`).
 //! * `cargo xtask run [ARGS...]`: release build, then `kvs --config config.toml ARGS...`.
 //! * `cargo xtask test [ARGS...]`: install the Debian packages the tests need if any is
 //!   missing (as root; otherwise say which), check that `vendor/extism` is exactly
@@ -17,6 +19,7 @@
 //!   on it (the `etcd` logger) on loopback ports, until Ctrl-C (`cluster.rs`).
 
 mod cluster;
+mod compat;
 mod outside;
 mod prerequisites;
 
@@ -169,18 +172,22 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Runs cargo in another workspace of the repository (`compat`, `wasm-plugins`), with
-/// the shared target directory.
-fn cargo_in(workspace: &str, args: &[&str]) -> Result<()> {
+/// Runs cargo in another workspace (`wasm-plugins/`, the generated compat one in the
+/// target directory), with the shared target directory.
+fn cargo_in(workspace: &Path, args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
-        .current_dir(workspace_root().join(workspace))
+        .current_dir(workspace)
         .env("CARGO_TARGET_DIR", target_dir())
         .status()
-        .with_context(|| format!("cannot run cargo for {workspace}/"))?;
+        .with_context(|| format!("cannot run cargo in {}", workspace.display()))?;
     if !status.success() {
-        bail!("building {workspace}/ failed: `cargo {}`", args.join(" "));
+        bail!(
+            "building {} failed: `cargo {}`",
+            workspace.display(),
+            args.join(" ")
+        );
     }
     Ok(())
 }
@@ -195,14 +202,8 @@ fn build(release: bool) -> Result<PathBuf> {
     cargo(&args)?;
     // The compatibility fixtures (compat/): plug-ins built against each released
     // plugin-api 1.x, native ones here and WASM ones in build_wasm.
-    cargo_in(
-        "compat",
-        &[
-            &["build"][..],
-            if release { &["--release"][..] } else { &[][..] },
-        ]
-        .concat(),
-    )?;
+    let compat = compat::prepare()?;
+    compat.build_native(release)?;
     let profile_dir = target_dir().join(if release { "release" } else { "debug" });
     let plugins = profile_dir.join("plugins");
     std::fs::create_dir_all(&plugins)
@@ -221,7 +222,7 @@ fn build(release: bool) -> Result<PathBuf> {
             staged.push(name.to_string());
         }
     }
-    for wasm in build_wasm()? {
+    for wasm in build_wasm(&compat)? {
         let name = wasm.file_name().unwrap().to_string_lossy().to_string();
         // Shipped WASM plug-ins only; fixtures and templates stay where the tests find them.
         if name.contains("fixture") || name.contains("template") || name.contains("compat") {
@@ -245,9 +246,10 @@ fn build(release: bool) -> Result<PathBuf> {
 /// The WASM target the guests build for (WASI, so a logger can use its granted dir).
 const WASM_TARGET: &str = "wasm32-wasip1";
 
-/// Builds the `wasm-plugins/` workspace (adding the target with rustup if missing) and
-/// returns the `.wasm` files, fixtures included, in `<target>/wasm32-wasip1/release/`.
-fn build_wasm() -> Result<Vec<PathBuf>> {
+/// Builds the `wasm-plugins/` workspace and the WASM compat fixtures (adding the target
+/// with rustup if missing) and returns the `.wasm` files, fixtures included, in
+/// `<target>/wasm32-wasip1/release/`.
+fn build_wasm(compat: &compat::Workspace) -> Result<Vec<PathBuf>> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -268,22 +270,10 @@ fn build_wasm() -> Result<Vec<PathBuf>> {
         }
     }
     cargo_in(
-        "wasm-plugins",
+        &workspace_root().join("wasm-plugins"),
         &["build", "--release", "--target", WASM_TARGET],
     )?;
-    let compat_wasm = [
-        "kvs-compat-wasm-logger-1-0",
-        "kvs-compat-wasm-logger-1-1",
-        "kvs-compat-wasm-frontend-1-0",
-        "kvs-compat-wasm-frontend-1-1",
-        "kvs-compat-wasm-logger-1-2",
-        "kvs-compat-wasm-frontend-1-2",
-    ];
-    let mut args = vec!["build", "--release", "--target", WASM_TARGET];
-    for p in compat_wasm {
-        args.extend(["-p", p]);
-    }
-    cargo_in("compat", &args)?;
+    compat.build_wasm()?;
     let dir = target_dir().join(WASM_TARGET).join("release");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir)? {
