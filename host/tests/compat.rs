@@ -1,17 +1,21 @@
 //! The 1.x promise, end to end: this host loads loggers and frontends built against
-//! every earlier minor (the `compat/` fixtures, native and WASM), each works through a
-//! real `kvs` process and keeps its data across a restart; 1.1 ones log through the
-//! host and carry request contexts.
+//! every released minor (the `compat/` fixtures, native and WASM, built by `cargo xtask
+//! build` against each crate in `compat/releases/`), each works through a real `kvs`
+//! process and keeps its data across a restart; 1.1+ ones log through the host and
+//! carry request contexts, 1.3 ones read the store's stats.
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{Kvs, Line, http_client, lib, put_status, wasm_module};
+use crate::util::{
+    Kvs, Line, http_client, lib, minor_of, put_status, released_minors, wasm_module,
+};
 
-/// A plugins dir holding every compat fixture of both versions.
+/// A plugins dir holding every compat fixture of every released minor.
 fn compat_plugins(dir: &Path, native: bool) -> PathBuf {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    for v in ["1_0", "1_1", "1_2"] {
+    for v in released_minors() {
+        let v = v.replace('-', "_");
         let files = if native {
             [
                 lib(&format!("kvs_compat_native_logger_{v}")),
@@ -30,16 +34,27 @@ fn compat_plugins(dir: &Path, native: bool) -> PathBuf {
     plugins
 }
 
-#[test]
-fn native_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
+/// (logger, frontend) minors to run together: each released minor with itself, and
+/// the oldest with newer ones both ways.
+fn combinations() -> Vec<(String, String)> {
+    let minors = released_minors();
+    let mut pairs: Vec<(String, String)> = minors.iter().map(|v| (v.clone(), v.clone())).collect();
     for (logger, frontend) in [
-        ("1-0", "1-0"),
-        ("1-1", "1-1"),
         ("1-0", "1-1"),
         ("1-1", "1-0"),
-        ("1-2", "1-2"),
         ("1-0", "1-2"),
+        ("1-0", "1-3"),
+        ("1-3", "1-0"),
     ] {
+        assert!(minors.iter().any(|v| v == frontend) && minors.iter().any(|v| v == logger));
+        pairs.push((logger.to_string(), frontend.to_string()));
+    }
+    pairs
+}
+
+#[test]
+fn native_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
+    for (logger, frontend) in combinations() {
         let dir = tempfile::tempdir().unwrap();
         let plugins = compat_plugins(dir.path(), true);
         let (logger, frontend) = (
@@ -63,6 +78,16 @@ fn native_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
         assert_eq!(line.ask("PUT b two"), "OK");
         assert_eq!(line.ask("DEL b"), "OK");
         assert_eq!(line.ask("GET a"), "VALUE one");
+        // A 1.3 frontend's store answers stats; older ones have no such call.
+        let stats = line.ask("STATS");
+        if minor_of(&frontend) >= 3 {
+            assert_eq!(stats, "KEYS 1", "{frontend}");
+        } else {
+            assert!(
+                stats.starts_with("ERR unknown command"),
+                "{frontend}: {stats}"
+            );
+        }
         drop(line);
         let log = kvs.stop();
         // A 1.1 logger's messages are host events with its name; a 1.0 one has no channel.
@@ -81,12 +106,12 @@ fn native_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
 #[test]
 fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
     let http = http_client();
-    for v in ["1-0", "1-1", "1-2"] {
+    for (logger, frontend) in combinations() {
         let dir = tempfile::tempdir().unwrap();
         let plugins = compat_plugins(dir.path(), false);
         let (logger, frontend) = (
-            format!("compat-wasm-logger-{v}"),
-            format!("compat-wasm-frontend-{v}"),
+            format!("compat-wasm-logger-{logger}"),
+            format!("compat-wasm-frontend-{frontend}"),
         );
         let config = dir.path().join("config.toml");
         std::fs::write(
@@ -108,26 +133,38 @@ fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
             .body("one")
             .send()
             .unwrap();
-        assert_eq!(put.status(), 201, "{v}");
+        assert_eq!(put.status(), 201, "{logger} + {frontend}");
         // A 1.1 guest sees the context the host carried in; a 1.0 guest cannot ask.
         let seen = put
             .headers()
             .get("x-seen-traceparent")
             .map(|h| h.to_str().unwrap().to_string());
-        assert_eq!(seen.as_deref(), (v != "1-0").then_some(traceparent), "{v}");
+        assert_eq!(
+            seen.as_deref(),
+            (minor_of(&frontend) >= 1).then_some(traceparent),
+            "{frontend}"
+        );
         assert_eq!(put_status(&http, format!("{base}/k/b"), "two"), 201);
         assert_eq!(
             http.delete(format!("{base}/k/b")).send().unwrap().status(),
             200
         );
+        // A 1.3 guest asks the host for stats (`kvs_stats`); older ones answer 404.
+        let stats = http.get(format!("{base}/stats")).send().unwrap();
+        if minor_of(&frontend) >= 3 {
+            assert_eq!(stats.status(), 200, "{frontend}");
+            assert_eq!(stats.text().unwrap(), "1", "{frontend}");
+        } else {
+            assert_eq!(stats.status(), 404, "{frontend}");
+        }
         let log = kvs.stop();
         let logged = log.contains("compat wasm logger opened") && log.contains(&logger);
-        assert_eq!(logged, v != "1-0", "{v}:\n{log}");
+        assert_eq!(logged, minor_of(&logger) >= 1, "{logger}:\n{log}");
 
         let kvs = Kvs::start(&config, &plugins, &[]);
         let base = kvs.endpoint(&frontend);
         let got = http.get(format!("{base}/k/a")).send().unwrap();
-        assert_eq!(got.status(), 200, "{v} replay");
+        assert_eq!(got.status(), 200, "{logger} replay");
         assert_eq!(got.text().unwrap(), "one");
         assert_eq!(
             http.get(format!("{base}/k/b")).send().unwrap().status(),

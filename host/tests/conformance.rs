@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{lib, staged_plugins, wasm_module};
+use crate::util::{lib, released_minors, staged_plugins, wasm_module};
 
 fn check(file: &Path, table: &str, env: &[(&str, &str)]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvs"))
@@ -45,6 +45,7 @@ fn shipped_plug_ins_and_templates_pass() {
         (wasm_module("kvs_wasm_template_frontend"), listen),
         // A third party's frontend with its own line protocol over TCP.
         (lib("kvs_compat_native_frontend_1_1"), listen),
+        (lib("kvs_compat_native_frontend_1_3"), listen),
     ];
     for (file, table) in cases {
         let (code, out) = check(&file, table, &[]);
@@ -75,19 +76,12 @@ fn shipped_plug_ins_and_templates_pass() {
 
 #[test]
 fn loggers_built_against_every_1x_contract_load_and_pass() {
-    for (lib_name, declared) in [
-        (
-            "kvs_compat_native_logger_1_0",
-            "compat-logger-1-0 (plugin-api 1.0)",
-        ),
-        (
-            "kvs_compat_native_logger_1_1",
-            "compat-logger-1-1 (plugin-api 1.1)",
-        ),
-    ] {
-        let (code, out) = check(&lib(lib_name), "path = \"{tmp}/compat.log\"", &[]);
+    for v in released_minors() {
+        let lib_name = format!("kvs_compat_native_logger_{}", v.replace('-', "_"));
+        let declared = format!("compat-logger-{v} (plugin-api {})", v.replace('-', "."));
+        let (code, out) = check(&lib(&lib_name), "path = \"{tmp}/compat.log\"", &[]);
         assert_eq!(code, 0, "{out}");
-        assert!(out.contains(declared), "{out}");
+        assert!(out.contains(&declared), "{out}");
     }
 }
 

@@ -1,6 +1,6 @@
 //! Request contexts reach the host: what a client presents to rest, grpc, wasm-rest and
-//! a third party's 1.1 frontend arrives at the host's request hook, and the hook's
-//! refusal is the request's outcome. A 1.0 frontend's calls arrive anonymous.
+//! a third party's 1.1 or 1.3 frontend arrives at the host's request hook, and the
+//! hook's refusal is the request's outcome. A 1.0 frontend's calls arrive anonymous.
 
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +67,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
     for name in [
         "kvs_compat_native_frontend_1_0",
         "kvs_compat_native_frontend_1_1",
+        "kvs_compat_native_frontend_1_3",
         "kvs_template_native_frontend",
     ] {
         let f = lib(name);
@@ -77,13 +78,14 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
         &plugins,
         "file",
         &format!(
-            "frontends = [\"rest\", \"grpc\", \"wasm-rest\", \"compat-frontend-1-0\", \"compat-frontend-1-1\", \"template-frontend\"]\n\
+            "frontends = [\"rest\", \"grpc\", \"wasm-rest\", \"compat-frontend-1-0\", \"compat-frontend-1-1\", \"compat-frontend-1-3\", \"template-frontend\"]\n\
              [plugins.file]\npath = {:?}\n\
              [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
              [plugins.grpc]\nlisten = \"127.0.0.1:0\"\n\
              [plugins.wasm-rest]\nlisten = \"127.0.0.1:0\"\n\
              [plugins.compat-frontend-1-0]\nlisten = \"127.0.0.1:0\"\n\
              [plugins.compat-frontend-1-1]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.compat-frontend-1-3]\nlisten = \"127.0.0.1:0\"\n\
              [plugins.template-frontend]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("kvs.log")
         ),
@@ -203,10 +205,11 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
     assert_eq!(seen.traceparent.as_deref(), Some(TRACEPARENT));
     assert!(seen.has_peer && seen.has_deadline, "{seen:?}");
 
-    // A third party's native frontend: 1.1 carries what its protocol presented; 1.0
-    // cannot, so its calls arrive anonymous.
+    // A third party's native frontend: 1.1 and later carry what its protocol presented;
+    // 1.0 cannot, so its calls arrive anonymous.
     for (frontend, carries) in [
         ("compat-frontend-1-1", true),
+        ("compat-frontend-1-3", true),
         ("compat-frontend-1-0", false),
     ] {
         let mut line = Line::connect(&endpoint(frontend));

@@ -6,7 +6,7 @@
 //! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
 //! * `cluster`: kvs nodes sharing one etcd cluster (the `etcd` logger): crashes, member
 //!   stops, quorum loss, linearizable reads.
-//! * `compat`: plug-ins built against every plugin-api 1.x (the `compat/` fixtures,
+//! * `compat`: plug-ins built against every released plugin-api 1.x (the `compat/` fixtures,
 //!   native and WASM) working end to end in a real `kvs`; 1.1 ones logging through it.
 //! * `context`: request contexts from rest, grpc, wasm-rest and a third party's
 //!   frontend arriving at the host's request hook, whose refusal is the answer.

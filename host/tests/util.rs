@@ -44,6 +44,26 @@ pub fn wasm_module(name: &str) -> PathBuf {
     path
 }
 
+/// The released plugin-api minors the compat fixtures are built against, as their names
+/// end: `["1-0", "1-1", ...]`, from `compat/releases/releases.toml` (the one list of
+/// them; `cargo xtask build` builds `kvs_compat_{kind}_1_N` for each).
+pub fn released_minors() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compat/releases/releases.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let list: toml::Table = toml::from_str(&text).unwrap();
+    list["release"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["minor"].as_str().unwrap().replace('.', "-"))
+        .collect()
+}
+
+/// `N` of a fixture name's `1-N` suffix.
+pub fn minor_of(name: &str) -> u16 {
+    name.rsplit('-').next().unwrap().parse().unwrap()
+}
+
 /// The HTTP client every test uses: no proxy (the requests go to loopback), and a
 /// timeout so that a test fails rather than hangs.
 pub fn http_client() -> reqwest::blocking::Client {
