@@ -234,8 +234,9 @@ fn unpack(release: &Release, dir: &Path) -> Result<String> {
     let sum = sha256(&file)?;
     if !sum.eq_ignore_ascii_case(&release.sha256) {
         bail!(
-            "{} has sha256 {sum}, but compat/releases/releases.toml says {}: a released \
-             crate never changes (restore it with `git checkout compat/releases/`)",
+            "{} has sha256 {sum}, but compat/releases/releases.toml says {}: refusing \
+             it. A released crate never changes: restore the file (`git checkout \
+             compat/releases/`); if you are adding this release, put its sha256 in the list",
             file.display(),
             release.sha256
         );
