@@ -95,6 +95,7 @@ pub mod ports;
 pub mod store;
 pub mod version;
 pub mod versioning;
+pub mod wasm_abi;
 pub mod wire;
 
 #[cfg(all(test, feature = "native"))]

@@ -1,0 +1,483 @@
+//! Released contract minors are frozen: what a plug-in of 1.0, 1.1, 1.2 or 1.3 and a
+//! host agree on never changes, and this test says so when it does.
+//!
+//! For every released minor in [`RELEASED`] it compares, against the snapshots in
+//! `plugin-api/frozen/`:
+//!
+//! * `native-1.N.txt`: the abi_stable layouts (`<T as StableAbi>::LAYOUT`) of the
+//!   minor's native roots and every type they reach (see `frozen/layout.rs`), plus
+//!   the offsets the host reads by hand, without abi_stable's check;
+//! * `wasm-1.N.txt`: the host functions a guest of that minor may import and the
+//!   exports a host of that minor calls, from [`kvs_plugin_api::wasm_abi`].
+//!
+//! On a difference it fails, naming the minor, the type (or WASM function) and the
+//! lines that differ. A snapshot is never regenerated: a released minor's contract
+//! does not change, so the change belongs in the next minor's module. When a minor is
+//! released, add its row to [`RELEASED`] and write its snapshots once with
+//! `KVS_FREEZE_MINOR=1.N cargo test -p kvs-plugin-api --test frozen`, which writes only
+//! snapshots that are missing and refuses to overwrite one.
+
+#[path = "frozen/layout.rs"]
+mod layout;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use abi_stable::StableAbi;
+use abi_stable::type_layout::TypeLayout;
+use kvs_plugin_api::handshake::HandshakePrefix;
+use kvs_plugin_api::native::{self, v1_1, v1_3};
+use kvs_plugin_api::wasm_abi::{GUEST_EXPORTS, HOST_FUNCTIONS, HOST_MODULE, ValType};
+use kvs_plugin_api::{API_MAJOR, Handshake};
+
+/// A released minor of major 1.
+struct Released {
+    minor: u16,
+    /// The roots of the native types this minor added, or why it has none.
+    native: Native,
+}
+
+enum Native {
+    /// The minor's native roots: abi_stable checks what they reach when it loads a
+    /// plug-in.
+    Roots(&'static [&'static TypeLayout]),
+    /// The minor added no native types.
+    None(&'static str),
+}
+
+/// Every released minor: a new minor is one row, added when it is released.
+const RELEASED: &[Released] = &[
+    Released {
+        minor: 0,
+        // The root module (a prefix type, reached through its `PrefixRef`, as
+        // abi_stable's library header checks it) and the handshake.
+        native: Native::Roots(&[
+            <native::PluginModRef as StableAbi>::LAYOUT,
+            <Handshake as StableAbi>::LAYOUT,
+        ]),
+    },
+    Released {
+        minor: 1,
+        native: Native::Roots(&[<v1_1::Module as StableAbi>::LAYOUT]),
+    },
+    Released {
+        minor: 2,
+        native: Native::None(
+            "1.2 added no native types; a 1.2 plug-in exports 1.1's entry points \
+             (see native-1.1.txt)",
+        ),
+    },
+    Released {
+        minor: 3,
+        native: Native::Roots(&[<v1_3::Module as StableAbi>::LAYOUT]),
+    },
+];
+
+/// What the host reads without abi_stable's layout check: the handshake, by offset,
+/// before anything else (1.0).
+fn by_hand(minor: u16) -> Vec<(String, Vec<String>)> {
+    if minor != 0 {
+        return Vec::new();
+    }
+    macro_rules! field {
+        ($t:ty, $f:ident) => {{
+            let t = std::mem::MaybeUninit::<$t>::uninit();
+            // The field's size without reading it: the size of what a pointer to it
+            // points to.
+            fn size<T>(_: *const T) -> usize {
+                std::mem::size_of::<T>()
+            }
+            // SAFETY: addr_of! on a field of an uninitialised value reads nothing.
+            let size = size(unsafe { std::ptr::addr_of!((*t.as_ptr()).$f) });
+            format!(
+                "offset {} size {}: `{}`",
+                std::mem::offset_of!($t, $f),
+                size,
+                stringify!($f)
+            )
+        }};
+    }
+    let sized =
+        |name: &str, size: usize, align: usize| format!("{name}: size {size}; align {align}");
+    vec![
+        (
+            "offsets kvs_plugin_api::handshake::HandshakePrefix (read by every host, any major)"
+                .to_string(),
+            vec![
+                sized(
+                    "HandshakePrefix",
+                    size_of::<HandshakePrefix>(),
+                    align_of::<HandshakePrefix>(),
+                ),
+                field!(HandshakePrefix, magic),
+                field!(HandshakePrefix, api_major),
+                field!(HandshakePrefix, api_minor),
+            ],
+        ),
+        (
+            "offsets kvs_plugin_api::handshake::Handshake (read whole once its version is checked)"
+                .to_string(),
+            vec![
+                sized("Handshake", size_of::<Handshake>(), align_of::<Handshake>()),
+                field!(Handshake, magic),
+                field!(Handshake, api_major),
+                field!(Handshake, api_minor),
+                field!(Handshake, kind),
+                field!(Handshake, name),
+                field!(Handshake, version),
+                field!(Handshake, description),
+                field!(Handshake, capabilities),
+            ],
+        ),
+    ]
+}
+
+/// A snapshot's content: `root` lines, then sections (a header line and its lines).
+#[derive(Debug, PartialEq, Default)]
+struct Snapshot {
+    roots: Vec<String>,
+    sections: BTreeMap<String, Vec<String>>,
+    /// Section headers in the order written.
+    order: Vec<String>,
+}
+
+impl Snapshot {
+    fn section(&mut self, header: String, lines: Vec<String>) {
+        self.order.push(header.clone());
+        self.sections.insert(header, lines);
+    }
+
+    /// The file: `# comment` lines, `root` lines, then each section (its lines
+    /// indented by two spaces) after an empty line.
+    fn text(&self, comment: &[String]) -> String {
+        let mut out = String::new();
+        for c in comment {
+            writeln!(out, "# {c}").unwrap();
+        }
+        for root in &self.roots {
+            writeln!(out, "root {root}").unwrap();
+        }
+        for header in &self.order {
+            writeln!(out, "\n{header}").unwrap();
+            for line in &self.sections[header] {
+                writeln!(out, "  {line}").unwrap();
+            }
+        }
+        out
+    }
+
+    fn parse(text: &str) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        let mut current: Option<(String, Vec<String>)> = None;
+        for line in text.lines() {
+            if let Some(l) = line.strip_prefix("  ") {
+                match &mut current {
+                    Some((_, lines)) => lines.push(l.to_string()),
+                    None => panic!("a snapshot line outside any section: {line}"),
+                }
+            } else if line.is_empty() || line.starts_with('#') {
+                continue;
+            } else {
+                if let Some((header, lines)) = current.take() {
+                    snapshot.section(header, lines);
+                }
+                match line.strip_prefix("root ") {
+                    Some(root) => snapshot.roots.push(root.to_string()),
+                    None => current = Some((line.to_string(), Vec::new())),
+                }
+            }
+        }
+        if let Some((header, lines)) = current {
+            snapshot.section(header, lines);
+        }
+        snapshot
+    }
+}
+
+fn native_snapshot(released: &Released) -> Option<Snapshot> {
+    let Native::Roots(roots) = released.native else {
+        return None;
+    };
+    let dump = layout::dump(roots);
+    let mut snapshot = Snapshot {
+        roots: dump.roots.clone(),
+        ..Snapshot::default()
+    };
+    let rest = dump.types.keys().filter(|k| !dump.roots.contains(k));
+    for name in dump.roots.iter().chain(rest) {
+        snapshot.section(format!("type {name}"), dump.types[name].clone());
+    }
+    for (header, lines) in by_hand(released.minor) {
+        snapshot.section(header, lines);
+    }
+    Some(snapshot)
+}
+
+fn types(ts: &[ValType]) -> String {
+    let names: Vec<&str> = ts.iter().map(|t| t.name()).collect();
+    format!("({})", names.join(", "))
+}
+
+/// What a guest of `minor` may import and must (or may) export.
+fn wasm_snapshot(minor: u16) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    for f in HOST_FUNCTIONS.iter().filter(|f| f.since_minor <= minor) {
+        snapshot.section(
+            format!("host function {}", f.name),
+            vec![format!(
+                "import {HOST_MODULE}::{}: {} -> {}; since 1.{}",
+                f.name,
+                types(f.params),
+                types(f.results),
+                f.since_minor
+            )],
+        );
+    }
+    for e in GUEST_EXPORTS.iter().filter(|e| e.since_minor <= minor) {
+        snapshot.section(
+            format!("guest export {}", e.name),
+            vec![format!(
+                "export {}: {} -> {}; {} {}; since 1.{}",
+                e.name,
+                types(e.params),
+                types(e.results),
+                if e.required {
+                    "required of"
+                } else {
+                    "optional for"
+                },
+                e.exporter.describe(),
+                e.since_minor
+            )],
+        );
+    }
+    snapshot
+}
+
+/// The lines of `old` and `new` that differ, in order (`- ` removed, `+ ` added), by
+/// longest common subsequence.
+fn line_diff(old: &[String], new: &[String]) -> Vec<String> {
+    let (n, m) = (old.len(), new.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if old[i] == new[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && old[i] == new[j] {
+            i += 1;
+            j += 1;
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push(format!("- {}", old[i]));
+            i += 1;
+        } else {
+            out.push(format!("+ {}", new[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// What changed from the frozen snapshot to today's contract, one paragraph per
+/// section; empty if nothing did.
+fn differences(frozen: &Snapshot, now: &Snapshot) -> String {
+    let mut out = String::new();
+    for line in line_diff(&frozen.roots, &now.roots) {
+        writeln!(out, "roots: {line}").unwrap();
+    }
+    for (header, lines) in &frozen.sections {
+        match now.sections.get(header) {
+            None => writeln!(out, "{header}: - removed (or no longer reached)").unwrap(),
+            Some(now_lines) if now_lines != lines => {
+                writeln!(out, "{header}:").unwrap();
+                for line in line_diff(lines, now_lines) {
+                    writeln!(out, "    {line}").unwrap();
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for (header, lines) in &now.sections {
+        if !frozen.sections.contains_key(header) {
+            writeln!(out, "{header}: + added (newly reached)").unwrap();
+            for line in lines {
+                writeln!(out, "    + {line}").unwrap();
+            }
+        }
+    }
+    out
+}
+
+fn frozen_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("frozen")
+}
+
+/// `1.N` of a minor of this major.
+fn version(minor: u16) -> String {
+    format!("{API_MAJOR}.{minor}")
+}
+
+/// The minor `KVS_FREEZE_MINOR` names (`1.N`), if set.
+fn freeze_minor() -> Option<u16> {
+    let value = std::env::var("KVS_FREEZE_MINOR").ok()?;
+    let minor = value
+        .strip_prefix(&format!("{API_MAJOR}."))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("KVS_FREEZE_MINOR={value}: expected {API_MAJOR}.N"));
+    assert!(
+        RELEASED.iter().any(|r| r.minor == minor),
+        "KVS_FREEZE_MINOR={value}: {value} is not in RELEASED (plugin-api/tests/frozen.rs): \
+         add its row first"
+    );
+    Some(minor)
+}
+
+/// Checks one snapshot file (or writes it, if missing and `freeze` says so); the
+/// failure, if any.
+fn check(
+    minor: u16,
+    file: &str,
+    what: &str,
+    comment: &[String],
+    now: &Snapshot,
+    freeze: Option<u16>,
+) -> Option<String> {
+    let path = frozen_dir().join(file);
+    let v = version(minor);
+    let frozen = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            if freeze == Some(minor) {
+                return Some(format!(
+                    "KVS_FREEZE_MINOR={v}: frozen/{file} exists; a snapshot is never \
+                     regenerated in place (plugin-api {v} is released: its contract does \
+                     not change). Unset KVS_FREEZE_MINOR."
+                ));
+            }
+            Snapshot::parse(&text)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if freeze == Some(minor) {
+                std::fs::create_dir_all(frozen_dir()).unwrap();
+                std::fs::write(&path, now.text(comment)).unwrap();
+                eprintln!("froze plugin-api {v}: wrote {}", path.display());
+                return None;
+            }
+            return Some(format!(
+                "plugin-api {v} is listed as released but has no snapshot frozen/{file}: \
+                 freeze it once, from the code as released, with \
+                 `KVS_FREEZE_MINOR={v} cargo test -p kvs-plugin-api --test frozen`"
+            ));
+        }
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    };
+    let diff = differences(&frozen, now);
+    (!diff.is_empty()).then(|| {
+        let next = RELEASED.iter().map(|r| r.minor).max().unwrap_or(0) + 1;
+        format!(
+            "plugin-api {v} changed, which is released and frozen ({what}, against \
+             plugin-api/frozen/{file}):\n{diff}\
+             A plug-in built against {v} no longer matches what a host expects of {v}. \
+             Leave what {v} defined as it is and add the change to the next minor instead \
+             (native types: a new module `native::v1_{next}` with its own entry points; \
+             WASM: a new row with since_minor {next} in `wasm_abi`); see \
+             plugin-api/src/versioning.rs. Never regenerate a released snapshot.\n"
+        )
+    })
+}
+
+#[test]
+fn released_minors_are_frozen() {
+    let freeze = freeze_minor();
+    let mut failures = Vec::new();
+    for released in RELEASED {
+        let v = version(released.minor);
+        if let Some(now) = native_snapshot(released) {
+            let comment = [
+                format!(
+                    "plugin-api {v}, native: the abi_stable layouts of the types {v} added, \
+                     and of every type they reach."
+                ),
+                "Frozen: written once by plugin-api/tests/frozen.rs (KVS_FREEZE_MINOR) and \
+                 never regenerated; the test fails when the code no longer matches it."
+                    .to_string(),
+            ];
+            let file = format!("native-{v}.txt");
+            failures.extend(check(
+                released.minor,
+                &file,
+                "native layout",
+                &comment,
+                &now,
+                freeze,
+            ));
+        }
+        let mut comment = vec![
+            format!(
+                "plugin-api {v}, WASM: the host functions a {v} guest may import and the \
+                 exports a {v} host calls (from kvs_plugin_api::wasm_abi)."
+            ),
+            "Frozen: written once by plugin-api/tests/frozen.rs (KVS_FREEZE_MINOR) and never \
+             regenerated; the test fails when the table no longer matches it."
+                .to_string(),
+        ];
+        if let Native::None(why) = released.native {
+            comment.push(format!("No native-{v}.txt: {why}."));
+        }
+        let file = format!("wasm-{v}.txt");
+        let now = wasm_snapshot(released.minor);
+        failures.extend(check(
+            released.minor,
+            &file,
+            "WASM imports and exports",
+            &comment,
+            &now,
+            freeze,
+        ));
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn released_minors_are_listed_in_order() {
+    let minors: Vec<u16> = RELEASED.iter().map(|r| r.minor).collect();
+    let expected: Vec<u16> = (0..minors.len() as u16).collect();
+    assert_eq!(
+        minors, expected,
+        "RELEASED lists every minor from 0, in order"
+    );
+    assert!(
+        minors.last() <= Some(&kvs_plugin_api::API_MINOR),
+        "RELEASED lists a minor newer than this crate's API_MINOR"
+    );
+}
+
+#[test]
+fn snapshots_round_trip() {
+    for released in RELEASED {
+        let snapshots = native_snapshot(released)
+            .into_iter()
+            .chain([wasm_snapshot(released.minor)]);
+        for snapshot in snapshots {
+            let parsed = Snapshot::parse(&snapshot.text(&["comment".to_string()]));
+            assert_eq!(parsed, snapshot);
+        }
+    }
+}
+
+#[test]
+fn a_difference_names_the_line() {
+    let old = Snapshot::parse("root a\n\ntype a\n  x\n  y\n\ntype b\n  z\n");
+    let new = Snapshot::parse("root a\n\ntype a\n  x\n  y2\n\ntype c\n  w\n");
+    assert_eq!(
+        differences(&old, &new),
+        "type a:\n    - y\n    + y2\ntype b: - removed (or no longer reached)\n\
+         type c: + added (newly reached)\n    + w\n"
+    );
+}
