@@ -17,7 +17,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use extism::{CurrentPlugin, Function, PTR, UserData, Val};
+use extism::{CurrentPlugin, Function, UserData, Val, ValType};
+use kvs_plugin_api::wasm_abi::{self, HostFunction};
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 
@@ -147,24 +148,44 @@ enum StoreCall {
     Stats,
 }
 
-/// The host functions `kvs_get`, `kvs_put` and `kvs_delete`, reaching `store`.
+/// An extism host function with the name and signature `f` has in the contract's table
+/// ([`wasm_abi`]): what a guest imports is what the table says, and a change to a
+/// registered signature is a change to the table (which `plugin-api/tests/frozen.rs`
+/// checks against every released minor).
+pub(super) fn host_function<T: 'static>(
+    f: &HostFunction,
+    data: UserData<T>,
+    run: impl Fn(&mut CurrentPlugin, &[Val], &mut [Val], UserData<T>) -> Result<(), extism::Error>
+    + Sync
+    + Send
+    + 'static,
+) -> Function {
+    let val_type = |t: &wasm_abi::ValType| match t {
+        wasm_abi::ValType::I32 => ValType::I32,
+        wasm_abi::ValType::I64 => ValType::I64,
+        wasm_abi::ValType::F32 => ValType::F32,
+        wasm_abi::ValType::F64 => ValType::F64,
+    };
+    Function::new(
+        f.name,
+        f.params.iter().map(val_type),
+        f.results.iter().map(val_type),
+        data,
+        run,
+    )
+}
+
+/// The host functions `kvs_get`, `kvs_put`, `kvs_delete` and `kvs_stats`, reaching
+/// `store`.
 pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
     [
-        ("kvs_get", StoreCall::Get),
-        ("kvs_put", StoreCall::Put),
-        ("kvs_delete", StoreCall::Delete),
-        ("kvs_stats", StoreCall::Stats),
+        (wasm_abi::KVS_GET, StoreCall::Get),
+        (wasm_abi::KVS_PUT, StoreCall::Put),
+        (wasm_abi::KVS_DELETE, StoreCall::Delete),
+        (wasm_abi::KVS_STATS, StoreCall::Stats),
     ]
     .into_iter()
-    .map(|(name, call)| {
-        Function::new(
-            name,
-            [PTR],
-            [PTR],
-            UserData::new((store.clone(), call)),
-            host_store,
-        )
-    })
+    .map(|(f, call)| host_function(&f, UserData::new((store.clone(), call)), host_store))
     .collect()
 }
 

@@ -4,15 +4,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use extism::{Function, Manifest, PTR, Plugin, PluginBuilder, UserData, Wasm};
+use extism::{Manifest, Plugin, PluginBuilder, UserData, Wasm};
 use kvs_plugin_api::capability;
 use kvs_plugin_api::version::check_compatible;
+use kvs_plugin_api::wasm_abi::{KVS_HANDSHAKE, KVS_LOG};
 use kvs_plugin_api::wire::{self};
 use kvs_plugin_api::{API_MAJOR, API_MINOR, PluginError, PluginKind};
 
 use crate::metrics::WasmMeter;
 
-use super::host_fns::{LogGate, StoreRef, host_log, in_multi_thread_runtime, store_functions};
+use super::host_fns::{
+    LogGate, StoreRef, host_function, host_log, in_multi_thread_runtime, store_functions,
+};
 use super::sandbox::Sandbox;
 
 /// A guest call running this long is no longer treated as quick: if it runs on an async
@@ -82,10 +85,8 @@ pub(super) fn compile(
         manifest = manifest.with_allowed_path(dir.display().to_string(), "/data");
     }
     let mut functions = store_functions(store);
-    functions.push(Function::new(
-        "kvs_log",
-        [PTR],
-        [],
+    functions.push(host_function(
+        &KVS_LOG,
         UserData::new(LogGate::new(
             name,
             sandbox.log_lines_per_sec,
@@ -212,21 +213,19 @@ pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
             format!("cannot instantiate: {why}")
         }
     })?;
-    if !plugin.function_exists("kvs_handshake") {
-        return Err(
-            "not a kvs plug-in: it has no kvs_handshake export (WASM plug-ins declare one \
-                    with kvs_plugin_api's export_wasm_logger! or export_wasm_http_frontend!)"
-                .into(),
-        );
+    let export = KVS_HANDSHAKE.name;
+    if !plugin.function_exists(export) {
+        return Err(format!(
+            "not a kvs plug-in: it has no {export} export (WASM plug-ins declare one \
+             with kvs_plugin_api's export_wasm_logger! or export_wasm_http_frontend!)"
+        ));
     }
-    let out = plugin
-        .call::<&[u8], Vec<u8>>("kvs_handshake", &[])
-        .map_err(|e| {
-            format!(
-                "kvs_handshake failed: {}",
-                first_line(&e.root_cause().to_string())
-            )
-        })?;
+    let out = plugin.call::<&[u8], Vec<u8>>(export, &[]).map_err(|e| {
+        format!(
+            "{export} failed: {}",
+            first_line(&e.root_cause().to_string())
+        )
+    })?;
     let api =
         wire::Handshake::decode_version(&out).map_err(|e| format!("not a kvs plug-in: {e}"))?;
     check_compatible(api, (API_MAJOR, API_MINOR)).map_err(|e| e.to_string())?;
