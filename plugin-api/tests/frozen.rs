@@ -339,12 +339,19 @@ fn freeze_minor() -> Option<u16> {
     Some(minor)
 }
 
+/// Which contract a snapshot holds.
+#[derive(Clone, Copy)]
+enum Kind {
+    Native,
+    Wasm,
+}
+
 /// Checks one snapshot file (or writes it, if missing and `freeze` says so); the
 /// failure, if any.
 fn check(
     minor: u16,
     file: &str,
-    what: &str,
+    kind: Kind,
     comment: &[String],
     now: &Snapshot,
     freeze: Option<u16>,
@@ -380,14 +387,27 @@ fn check(
     let diff = differences(&frozen, now);
     (!diff.is_empty()).then(|| {
         let next = RELEASED.iter().map(|r| r.minor).max().unwrap_or(0) + 1;
+        let instead = match kind {
+            Kind::Native => format!(
+                "new native types go in a new module `native::v1_{next}` with its own entry \
+                 points (`KVS_PLUGIN_V1_{next}`), beside the released ones"
+            ),
+            Kind::Wasm => format!(
+                "a new host function or export, under a new name, in a new row of \
+                 `kvs_plugin_api::wasm_abi` with since_minor {next}"
+            ),
+        };
+        let what = match kind {
+            Kind::Native => "native layout",
+            Kind::Wasm => "WASM imports and exports",
+        };
         format!(
             "plugin-api {v} changed, which is released and frozen ({what}, against \
              plugin-api/frozen/{file}):\n{diff}\
              A plug-in built against {v} no longer matches what a host expects of {v}. \
-             Leave what {v} defined as it is and add the change to the next minor instead \
-             (native types: a new module `native::v1_{next}` with its own entry points; \
-             WASM: a new row with since_minor {next} in `wasm_abi`); see \
-             plugin-api/src/versioning.rs. Never regenerate a released snapshot.\n"
+             Leave what {v} defined as it is and add the change to the next minor instead: \
+             {instead}; see plugin-api/src/versioning.rs. Never regenerate a released \
+             snapshot.\n"
         )
     })
 }
@@ -412,7 +432,7 @@ fn released_minors_are_frozen() {
             failures.extend(check(
                 released.minor,
                 &file,
-                "native layout",
+                Kind::Native,
                 &comment,
                 &now,
                 freeze,
@@ -435,7 +455,7 @@ fn released_minors_are_frozen() {
         failures.extend(check(
             released.minor,
             &file,
-            "WASM imports and exports",
+            Kind::Wasm,
             &comment,
             &now,
             freeze,
