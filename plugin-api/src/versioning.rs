@@ -93,6 +93,24 @@
 //! `magic`, `api_major`, `api_minor` ([`HandshakePrefix`](crate::handshake::HandshakePrefix),
 //! frozen across *all* majors so any host can say "wrong version").
 //!
+//! **Frozen by a test, not a comment.** Released minors are frozen by
+//! `plugin-api/tests/frozen.rs` against the snapshots in `plugin-api/frozen/`, one row
+//! of its `RELEASED` table per minor: `native-1.N.txt`, a text dump of abi_stable's
+//! layout of the native types that minor added and of every type they reach (fields,
+//! function pointers, vtables and their `last_prefix_field`, sizes, alignments, module
+//! paths; 1.0's also the handshake's offsets; 1.2 added no native types), and
+//! `wasm-1.N.txt`, the host functions and exports of [`wasm_abi`](crate::wasm_abi) up
+//! to that minor. Changing any of them fails the test, naming the minor, the type or
+//! function and the lines that differ: put the change in the next minor instead. A
+//! snapshot is written once, when its minor is released
+//! (`KVS_FREEZE_MINOR=1.N cargo test -p kvs-plugin-api --test frozen`), and never
+//! regenerated. The 1.0 and 1.1 snapshots are what those minors shipped (they equal the
+//! layouts of the released copies in `compat/plugin-api-1.x`). 1.3's is its layout as
+//! of commit d28f6c6, not as first declared: `Module::open_shared_logger` and
+//! `StoreApi::get_consistent` were added after 1.3.0 was first declared (20e92de), so
+//! a native plug-in built at 20e92de does not pass today's 1.3 layout check — a host
+//! refuses its `KVS_PLUGIN_V1_3` entry points and says to rebuild it.
+//!
 //! **WASM plug-ins** follow the same rule through the [`wire`](crate::wire) format: the
 //! handshake's version decides, a 1.1 host provides every host function of 1.0 and 1.1
 //! (`kvs_log` is new in 1.1), and a request message carries 1.1's context after the
