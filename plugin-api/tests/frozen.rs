@@ -17,11 +17,14 @@
 //! `KVS_FREEZE_MINOR=1.N cargo test -p kvs-plugin-api --test frozen`, which writes only
 //! snapshots that are missing and refuses to overwrite one.
 
+// The native layouts need the `native` feature (the default).
+#![cfg(feature = "native")]
+
 #[path = "frozen/layout.rs"]
 mod layout;
+#[path = "frozen/snapshot.rs"]
+mod snapshot;
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use abi_stable::StableAbi;
@@ -30,6 +33,7 @@ use kvs_plugin_api::handshake::HandshakePrefix;
 use kvs_plugin_api::native::{self, v1_1, v1_3};
 use kvs_plugin_api::wasm_abi::{GUEST_EXPORTS, HOST_FUNCTIONS, HOST_MODULE, ValType};
 use kvs_plugin_api::{API_MAJOR, Handshake};
+use snapshot::{Snapshot, differences};
 
 /// A released minor of major 1.
 struct Released {
@@ -133,68 +137,6 @@ fn by_hand(minor: u16) -> Vec<(String, Vec<String>)> {
     ]
 }
 
-/// A snapshot's content: `root` lines, then sections (a header line and its lines).
-#[derive(Debug, PartialEq, Default)]
-struct Snapshot {
-    roots: Vec<String>,
-    sections: BTreeMap<String, Vec<String>>,
-    /// Section headers in the order written.
-    order: Vec<String>,
-}
-
-impl Snapshot {
-    fn section(&mut self, header: String, lines: Vec<String>) {
-        self.order.push(header.clone());
-        self.sections.insert(header, lines);
-    }
-
-    /// The file: `# comment` lines, `root` lines, then each section (its lines
-    /// indented by two spaces) after an empty line.
-    fn text(&self, comment: &[String]) -> String {
-        let mut out = String::new();
-        for c in comment {
-            writeln!(out, "# {c}").unwrap();
-        }
-        for root in &self.roots {
-            writeln!(out, "root {root}").unwrap();
-        }
-        for header in &self.order {
-            writeln!(out, "\n{header}").unwrap();
-            for line in &self.sections[header] {
-                writeln!(out, "  {line}").unwrap();
-            }
-        }
-        out
-    }
-
-    fn parse(text: &str) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        let mut current: Option<(String, Vec<String>)> = None;
-        for line in text.lines() {
-            if let Some(l) = line.strip_prefix("  ") {
-                match &mut current {
-                    Some((_, lines)) => lines.push(l.to_string()),
-                    None => panic!("a snapshot line outside any section: {line}"),
-                }
-            } else if line.is_empty() || line.starts_with('#') {
-                continue;
-            } else {
-                if let Some((header, lines)) = current.take() {
-                    snapshot.section(header, lines);
-                }
-                match line.strip_prefix("root ") {
-                    Some(root) => snapshot.roots.push(root.to_string()),
-                    None => current = Some((line.to_string(), Vec::new())),
-                }
-            }
-        }
-        if let Some((header, lines)) = current {
-            snapshot.section(header, lines);
-        }
-        snapshot
-    }
-}
-
 fn native_snapshot(released: &Released) -> Option<Snapshot> {
     let Native::Roots(roots) = released.native else {
         return None;
@@ -253,66 +195,6 @@ fn wasm_snapshot(minor: u16) -> Snapshot {
         );
     }
     snapshot
-}
-
-/// The lines of `old` and `new` that differ, in order (`- ` removed, `+ ` added), by
-/// longest common subsequence.
-fn line_diff(old: &[String], new: &[String]) -> Vec<String> {
-    let (n, m) = (old.len(), new.len());
-    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if old[i] == new[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < n || j < m {
-        if i < n && j < m && old[i] == new[j] {
-            i += 1;
-            j += 1;
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push(format!("- {}", old[i]));
-            i += 1;
-        } else {
-            out.push(format!("+ {}", new[j]));
-            j += 1;
-        }
-    }
-    out
-}
-
-/// What changed from the frozen snapshot to today's contract, one paragraph per
-/// section; empty if nothing did.
-fn differences(frozen: &Snapshot, now: &Snapshot) -> String {
-    let mut out = String::new();
-    for line in line_diff(&frozen.roots, &now.roots) {
-        writeln!(out, "roots: {line}").unwrap();
-    }
-    for (header, lines) in &frozen.sections {
-        match now.sections.get(header) {
-            None => writeln!(out, "{header}: - removed (or no longer reached)").unwrap(),
-            Some(now_lines) if now_lines != lines => {
-                writeln!(out, "{header}:").unwrap();
-                for line in line_diff(lines, now_lines) {
-                    writeln!(out, "    {line}").unwrap();
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    for (header, lines) in &now.sections {
-        if !frozen.sections.contains_key(header) {
-            writeln!(out, "{header}: + added (newly reached)").unwrap();
-            for line in lines {
-                writeln!(out, "    + {line}").unwrap();
-            }
-        }
-    }
-    out
 }
 
 fn frozen_dir() -> PathBuf {
