@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use kvs_plugin_api::EventKind;
 
 use crate::format::{self, HEADER_LEN, RECORD_HEADER_LEN, RecordHeader};
-use crate::io;
+use crate::{io, warn};
 
 /// The temporary file a compaction writes, beside the log.
 pub fn temp_path(log: &Path) -> PathBuf {
@@ -159,4 +159,113 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>
         kept: live.len() as u64,
         dropped: records - live.len() as u64,
     }))
+}
+
+impl crate::FileLogger {
+    /// Starts a background compaction if the log has grown enough and none is running.
+    pub(crate) fn maybe_compact(&mut self) {
+        let pct = self.config.compact_growth_percent;
+        let grown_enough = self.len >= self.config.compact_min_bytes
+            && self.len >= self.compacted_len.saturating_mul(100 + pct) / 100;
+        if pct == 0 || self.compaction.is_some() || !grown_enough {
+            return;
+        }
+        match start(&self.config.path, self.len) {
+            Ok(c) => self.compaction = Some(c),
+            Err(e) => {
+                warn(&format!(
+                    "{}: cannot start compaction: {e}",
+                    self.config.path.display()
+                ));
+                self.compacted_len = self.len; // wait for more growth before retrying
+            }
+        }
+    }
+
+    /// If a background rewrite has finished, switches to it: copy the records appended
+    /// since it started, fsync, rename over the log, fsync the directory. Any failure
+    /// before the rename keeps the old log and drops the rewrite.
+    pub(crate) fn finish_compaction(&mut self) {
+        let outcome = match self.compaction.as_ref().map(|c| c.done.try_recv()) {
+            None | Some(Err(mpsc::TryRecvError::Empty)) => return,
+            Some(Ok(outcome)) => outcome,
+            Some(Err(mpsc::TryRecvError::Disconnected)) => Err("compaction thread died".into()),
+        };
+        if let Some(c) = self.compaction.take() {
+            let _ = c.thread.join();
+        }
+        let new = match outcome {
+            Ok(None) => {
+                // Mostly live data: wait for the log to grow again before rescanning.
+                self.compacted_len = self.len;
+                return;
+            }
+            Ok(Some(new)) => new,
+            Err(why) => return self.abandon_compaction(&why),
+        };
+        match self.copy_tail_and_rename(&new) {
+            Ok(tail) => self.switch_to(new, tail),
+            Err(why) => self.abandon_compaction(&why),
+        }
+    }
+
+    /// Copies the records appended since the rewrite started to its end, fsyncs it and
+    /// renames it over the log (then fsyncs the directory, warning if that fails).
+    /// Returns the bytes copied.
+    fn copy_tail_and_rename(&self, new: &Rewritten) -> Result<u64, String> {
+        let path = &self.config.path;
+        let tail = self.len - new.covered;
+        let mut chunk = vec![0u8; tail.min(1 << 20) as usize];
+        let mut copied = 0;
+        while copied < tail {
+            let n = chunk.len().min((tail - copied) as usize);
+            self.file
+                .read_exact_at(&mut chunk[..n], new.covered + copied)
+                .and_then(|()| io::write_at(&new.file, &chunk[..n], new.len + copied))
+                .map_err(|e| format!("copying the tail: {e}"))?;
+            copied += n as u64;
+        }
+        io::sync_data(&new.file).map_err(|e| format!("fsync: {e}"))?;
+        io::rename(&new.temp, path).map_err(|e| format!("rename: {e}"))?;
+        if let Err(e) = io::sync_dir(path) {
+            warn(&format!(
+                "{}: compaction: directory fsync failed: {e}",
+                path.display()
+            ));
+        }
+        Ok(tail)
+    }
+
+    /// Appends go to the renamed rewrite from now on.
+    fn switch_to(&mut self, new: Rewritten, tail: u64) {
+        let before = self.len;
+        self.file = std::sync::Arc::new(new.file);
+        *self.current.lock().unwrap() = self.file.clone();
+        self.len = new.len + tail;
+        self.allocated = self.len;
+        self.compacted_len = self.len;
+        kvs_plugin_api::log::log(
+            kvs_plugin_api::log::Level::INFO,
+            "compaction",
+            "compacted the log",
+            &[
+                ("path", &self.config.path.display()),
+                ("bytes_before", &before),
+                ("bytes_after", &self.len),
+                ("kept", &new.kept),
+                ("dropped", &new.dropped),
+            ],
+        );
+    }
+
+    /// Keeps the old log: removes the rewrite and waits for more growth.
+    fn abandon_compaction(&mut self, why: &str) {
+        let path = &self.config.path;
+        let _ = io::remove(&temp_path(path));
+        self.compacted_len = self.len;
+        warn(&format!(
+            "{}: compaction abandoned, log unchanged: {why}",
+            path.display()
+        ));
+    }
 }

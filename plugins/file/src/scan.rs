@@ -1,11 +1,52 @@
 //! Replay: reading the log from the start, in chunks, with torn-tail recovery,
 //! corruption detection and (on request) repair.
 
-use super::*;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+
+use kvs_plugin_api::{Event, PluginError};
+
+use crate::format::{self, HEADER_LEN, RECORD_HEADER_LEN, RecordHeader};
+use crate::{FileLogger, io_err, warn};
 
 /// Events handed to the host per `replay` chunk, and bytes buffered per chunk.
 const REPLAY_CHUNK_EVENTS: usize = 4096;
 const REPLAY_CHUNK_BYTES: usize = 8 << 20;
+
+/// What reading the log found.
+struct Scanned {
+    /// Where the valid records end: the file's end, the start of zeros written ahead,
+    /// or the bad record.
+    end: u64,
+    /// Valid records read.
+    records: u64,
+    /// Zeros written ahead by `append` follow the last record.
+    zero_tail: bool,
+    /// The bad record that stopped the scan, if any.
+    problem: Option<Problem>,
+}
+
+/// A record the scan could not accept.
+struct Problem {
+    /// Its offset.
+    at: u64,
+    /// What is wrong with it.
+    why: String,
+    /// Whether it is the last thing written (only zeros, or nothing, after it): a write
+    /// torn by a crash, never acknowledged.
+    torn: bool,
+}
+
+/// The next thing in the log after a valid record (or the header).
+enum Next {
+    /// A valid record, its body appended to the arena.
+    Record { len: usize, sequence: u64 },
+    /// Only zeros follow (space written ahead): the end.
+    ZeroTail,
+    /// A record that cannot be accepted: why, and whether it is torn.
+    Bad(String, bool),
+}
 
 impl FileLogger {
     /// Reads every record from the start, handing events to `sink` in chunks; truncates a
@@ -20,143 +61,195 @@ impl FileLogger {
             .metadata()
             .map_err(|e| io_err(&path, "cannot stat", e))?
             .len();
-        let mut reader = BufReader::with_capacity(1 << 20, &*self.file);
-        reader
-            .seek(SeekFrom::Start(HEADER_LEN))
-            .map_err(|e| io_err(&path, "cannot read", e))?;
-        let mut offset = HEADER_LEN;
-        let mut records: u64 = 0;
-        let mut last_sequence: Option<u64> = None;
-        let mut arena: Vec<u8> = Vec::with_capacity(REPLAY_CHUNK_BYTES);
-        let mut bodies: Vec<(usize, usize)> = Vec::with_capacity(REPLAY_CHUNK_EVENTS);
-        let mut flush = |arena: &mut Vec<u8>,
-                         bodies: &mut Vec<(usize, usize)>|
-         -> Result<(), PluginError> {
-            // Bodies were verified when read; decoding again only borrows. One Vec per
-            // chunk, not per record.
-            let chunk: Vec<Event<'_>> = bodies
-                .iter()
-                .map(|&(start, len)| format::decode(&arena[start..start + len]).expect("verified"))
-                .collect();
-            let result = sink(&chunk);
-            drop(chunk);
-            arena.clear();
-            bodies.clear();
-            result
-        };
-        // Zeros after the last record are space written ahead by `append`: the end.
-        let mut zero_tail = false;
-        let problem: Option<(u64, String, bool)> = loop {
-            if offset == file_len {
-                break None;
-            }
-            let remaining = file_len - offset;
-            if remaining < RECORD_HEADER_LEN as u64 {
-                if rest_is_zero(&mut reader).map_err(|e| io_err(&path, "cannot read", e))? {
-                    zero_tail = true;
-                    break None;
-                }
-                break Some((offset, "incomplete record header".into(), true));
-            }
-            let mut h = [0u8; RECORD_HEADER_LEN];
-            reader
-                .read_exact(&mut h)
-                .map_err(|e| io_err(&path, "cannot read", e))?;
-            let (len, body_crc) = match format::parse_header(&h) {
-                RecordHeader::Valid { len, body_crc } => (len, body_crc),
-                RecordHeader::Damaged => {
-                    let torn =
-                        rest_is_zero(&mut reader).map_err(|e| io_err(&path, "cannot read", e))?;
-                    if torn && h.iter().all(|&b| b == 0) {
-                        zero_tail = true;
-                        break None;
-                    }
-                    break Some((offset, "damaged record length".into(), torn));
-                }
-            };
-            if len as u64 > remaining - RECORD_HEADER_LEN as u64 {
-                break Some((offset, "record cut short".into(), true));
-            }
-            let start = arena.len();
-            arena.resize(start + len, 0);
-            reader
-                .read_exact(&mut arena[start..])
-                .map_err(|e| io_err(&path, "cannot read", e))?;
-            let body = &arena[start..];
-            if crc32c::crc32c(body) != body_crc {
-                arena.truncate(start);
-                // The last record written, if only zeros (or nothing) follow it.
-                let torn =
-                    rest_is_zero(&mut reader).map_err(|e| io_err(&path, "cannot read", e))?;
-                break Some((offset, "checksum mismatch".into(), torn));
-            }
-            let sequence = match format::decode(body) {
-                Ok(e) => e.sequence,
-                Err(why) => {
-                    arena.truncate(start);
-                    break Some((offset, why, false));
-                }
-            };
-            if last_sequence.is_some_and(|last| sequence <= last) {
-                arena.truncate(start);
-                break Some((
-                    offset,
-                    format!(
-                        "sequence {sequence} does not follow {}",
-                        last_sequence.unwrap()
-                    ),
-                    false,
-                ));
-            }
-            last_sequence = Some(sequence);
-            bodies.push((start, len));
-            records += 1;
-            offset += (RECORD_HEADER_LEN + len) as u64;
-            if bodies.len() >= REPLAY_CHUNK_EVENTS || arena.len() >= REPLAY_CHUNK_BYTES {
-                flush(&mut arena, &mut bodies)?;
-            }
-        };
-        if !bodies.is_empty() {
-            flush(&mut arena, &mut bodies)?;
+        let scanned = read_records(&self.file, file_len, sink)
+            .map_err(|e| e.unwrap_or_else(|e| io_err(&path, "cannot read", e)))?;
+        if let Some(problem) = &scanned.problem {
+            self.settle(problem, file_len, scanned.records)?;
         }
-        drop(reader);
-        if let Some((bad_at, why, torn)) = problem {
-            let dropped = file_len - bad_at;
-            if torn {
-                warn(&format!(
-                    "{}: torn record at the end (offset {bad_at}, {why}): truncated {dropped} \
-                     byte(s) of a write that was never acknowledged; {records} record(s) kept",
-                    path.display()
-                ));
-            } else if self.config.repair {
-                let lost = count_records(&self.file, bad_at, file_len);
-                warn(&format!(
-                    "{}: repair: corrupt record at offset {bad_at} ({why}); truncated there, \
-                     dropping {lost} record(s) ({dropped} bytes): the bad one and everything \
-                     after it; {records} record(s) kept",
-                    path.display()
-                ));
-            } else {
-                return Err(PluginError::internal(format!(
-                    "{}: corrupt record at byte offset {bad_at} ({why}), {dropped} bytes before \
-                     the end; {records} record(s) before it are intact. Refusing to start; the \
-                     file was not changed. Back it up, then restart with `repair = true` in \
-                     [plugins.file] (or `kvs --repair-log`) to drop the bad record and \
-                     everything after it",
-                    path.display()
-                )));
-            }
-            crate::io::set_len(&self.file, bad_at)
-                .and_then(|()| crate::io::sync_all(&self.file))
-                .map_err(|e| io_err(&path, "cannot truncate", e))?;
-        }
-        // On a problem the loop stopped with `offset` at the bad record, now the end.
-        self.len = offset;
-        self.allocated = if zero_tail { file_len } else { offset };
-        self.compacted_len = offset;
+        // On a problem the scan stopped at the bad record, now the end.
+        self.len = scanned.end;
+        self.allocated = if scanned.zero_tail {
+            file_len
+        } else {
+            scanned.end
+        };
+        self.compacted_len = scanned.end;
         self.scanned = true;
         Ok(())
     }
+
+    /// Deals with a bad record: a torn one is truncated with a warning; corruption
+    /// refuses to start, or with `repair` is truncated too, saying what was lost.
+    fn settle(&self, problem: &Problem, file_len: u64, records: u64) -> Result<(), PluginError> {
+        let path = &self.config.path;
+        let Problem {
+            at: bad_at,
+            why,
+            torn,
+        } = problem;
+        let dropped = file_len - bad_at;
+        if *torn {
+            warn(&format!(
+                "{}: torn record at the end (offset {bad_at}, {why}): truncated {dropped} \
+                 byte(s) of a write that was never acknowledged; {records} record(s) kept",
+                path.display()
+            ));
+        } else if self.config.repair {
+            let lost = count_records(&self.file, *bad_at, file_len);
+            warn(&format!(
+                "{}: repair: corrupt record at offset {bad_at} ({why}); truncated there, \
+                 dropping {lost} record(s) ({dropped} bytes): the bad one and everything \
+                 after it; {records} record(s) kept",
+                path.display()
+            ));
+        } else {
+            return Err(PluginError::internal(format!(
+                "{}: corrupt record at byte offset {bad_at} ({why}), {dropped} bytes before \
+                 the end; {records} record(s) before it are intact. Refusing to start; the \
+                 file was not changed. Back it up, then restart with `repair = true` in \
+                 [plugins.file] (or `kvs --repair-log`) to drop the bad record and \
+                 everything after it",
+                path.display()
+            )));
+        }
+        crate::io::set_len(&self.file, *bad_at)
+            .and_then(|()| crate::io::sync_all(&self.file))
+            .map_err(|e| io_err(path, "cannot truncate", e))
+    }
+}
+
+/// Reads the records of `file` after its header, handing them to `sink` in chunks, up to
+/// the end or the first record it cannot accept. An `Err(Ok(_))` is the sink's error,
+/// an `Err(Err(_))` a read that failed.
+fn read_records(
+    file: &File,
+    file_len: u64,
+    sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+) -> Result<Scanned, Result<PluginError, std::io::Error>> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader.seek(SeekFrom::Start(HEADER_LEN)).map_err(Err)?;
+    let mut scanned = Scanned {
+        end: HEADER_LEN,
+        records: 0,
+        zero_tail: false,
+        problem: None,
+    };
+    let mut last_sequence: Option<u64> = None;
+    let mut arena: Vec<u8> = Vec::with_capacity(REPLAY_CHUNK_BYTES);
+    let mut bodies: Vec<(usize, usize)> = Vec::with_capacity(REPLAY_CHUNK_EVENTS);
+    while scanned.end < file_len {
+        let start = arena.len();
+        let next = next_record(
+            &mut reader,
+            file_len - scanned.end,
+            &mut arena,
+            last_sequence,
+        )
+        .map_err(Err)?;
+        let (len, sequence) = match next {
+            Next::Record { len, sequence } => (len, sequence),
+            Next::ZeroTail => {
+                scanned.zero_tail = true;
+                break;
+            }
+            Next::Bad(why, torn) => {
+                scanned.problem = Some(Problem {
+                    at: scanned.end,
+                    why,
+                    torn,
+                });
+                break;
+            }
+        };
+        last_sequence = Some(sequence);
+        bodies.push((start, len));
+        scanned.records += 1;
+        scanned.end += (RECORD_HEADER_LEN + len) as u64;
+        if bodies.len() >= REPLAY_CHUNK_EVENTS || arena.len() >= REPLAY_CHUNK_BYTES {
+            flush(&mut arena, &mut bodies, sink).map_err(Ok)?;
+        }
+    }
+    if !bodies.is_empty() {
+        flush(&mut arena, &mut bodies, sink).map_err(Ok)?;
+    }
+    Ok(scanned)
+}
+
+/// Hands the records buffered in `arena` to `sink` as one chunk, and empties the buffers.
+fn flush(
+    arena: &mut Vec<u8>,
+    bodies: &mut Vec<(usize, usize)>,
+    sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    // Bodies were verified when read; decoding again only borrows. One Vec per chunk,
+    // not per record.
+    let chunk: Vec<Event<'_>> = bodies
+        .iter()
+        .map(|&(start, len)| format::decode(&arena[start..start + len]).expect("verified"))
+        .collect();
+    let result = sink(&chunk);
+    drop(chunk);
+    arena.clear();
+    bodies.clear();
+    result
+}
+
+/// Reads the record at the reader's position (`remaining` bytes before the file's end),
+/// appending its body to `arena` if it is valid; on anything else `arena` is left as it
+/// was.
+fn next_record(
+    reader: &mut impl Read,
+    remaining: u64,
+    arena: &mut Vec<u8>,
+    last_sequence: Option<u64>,
+) -> std::io::Result<Next> {
+    if remaining < RECORD_HEADER_LEN as u64 {
+        return Ok(if rest_is_zero(reader)? {
+            Next::ZeroTail
+        } else {
+            Next::Bad("incomplete record header".into(), true)
+        });
+    }
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    reader.read_exact(&mut h)?;
+    let (len, body_crc) = match format::parse_header(&h) {
+        RecordHeader::Valid { len, body_crc } => (len, body_crc),
+        RecordHeader::Damaged => {
+            let torn = rest_is_zero(reader)?;
+            if torn && h.iter().all(|&b| b == 0) {
+                return Ok(Next::ZeroTail);
+            }
+            return Ok(Next::Bad("damaged record length".into(), torn));
+        }
+    };
+    if len as u64 > remaining - RECORD_HEADER_LEN as u64 {
+        return Ok(Next::Bad("record cut short".into(), true));
+    }
+    let start = arena.len();
+    arena.resize(start + len, 0);
+    reader.read_exact(&mut arena[start..])?;
+    let body = &arena[start..];
+    if crc32c::crc32c(body) != body_crc {
+        arena.truncate(start);
+        // The last record written, if only zeros (or nothing) follow it.
+        return Ok(Next::Bad("checksum mismatch".into(), rest_is_zero(reader)?));
+    }
+    let bad = match format::decode(body) {
+        Ok(e) if last_sequence.is_some_and(|last| e.sequence <= last) => format!(
+            "sequence {} does not follow {}",
+            e.sequence,
+            last_sequence.unwrap()
+        ),
+        Ok(e) => {
+            return Ok(Next::Record {
+                len,
+                sequence: e.sequence,
+            });
+        }
+        Err(why) => why,
+    };
+    arena.truncate(start);
+    Ok(Next::Bad(bad, false))
 }
 
 /// How many records lie in `[from, end)`, counting by their length headers: the bad
