@@ -8,7 +8,8 @@
 //!   no Redis accepts) are a [`ProtocolError`], after which the connection must be
 //!   closed, as Redis does, because the stream cannot be resynchronised.
 //! * [`Reply`]: server replies, encoded for RESP2 or RESP3.
-//! * [`commands`]: the command table kvs answers `COMMAND` from.
+//! * [`commands`]: the command table kvs answers `COMMAND` from, and [`execute`], which
+//!   runs one command against a [`Backend`] (the store as a frontend reaches it).
 //!
 //! Why not the `redis-protocol` crate: its decoder buffers a frame until complete, so it
 //! would hold a 1 GiB length claim's bytes before anyone could refuse them; enforcing the
