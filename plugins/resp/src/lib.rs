@@ -33,7 +33,7 @@ use kvs_resp::{
     Backend, Decoded, Decoder, ErrorKind, Flow, Reply, ServerInfo, Session, StoreError,
 };
 use kvs_serve::tcp::{Accepted, OpenConnections};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 mod config;
 
@@ -242,6 +242,92 @@ fn trim() {
     }
 }
 
+/// What the commands of one read came to.
+struct Ran {
+    /// Input consumed: every complete command (a partial one waits for more bytes).
+    consumed: usize,
+    /// Commands run.
+    commands: u64,
+    /// Whether to close the connection once the replies are sent.
+    flow: Flow,
+}
+
+impl Connection {
+    /// Runs every complete command in `input`, appending the replies to `out`.
+    async fn run_commands(
+        &mut self,
+        decoder: &mut Decoder,
+        session: &mut Session,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        stream: &mut (impl AsyncWrite + Unpin),
+    ) -> Ran {
+        let mut ran = Ran {
+            consumed: 0,
+            commands: 0,
+            flow: Flow::Continue,
+        };
+        while ran.flow == Flow::Continue {
+            match decoder.decode(&input[ran.consumed..]) {
+                Ok((n, None)) => {
+                    ran.consumed += n;
+                    break;
+                }
+                Ok((n, Some(Decoded::TooLarge(why)))) => {
+                    ran.consumed += n;
+                    Reply::new(out, session.protocol).error(&format!("ERR {why}"));
+                }
+                Ok((n, Some(Decoded::Command(args)))) => {
+                    if !args.is_empty() {
+                        ran.commands += 1;
+                        ran.flow = self.run_command(&args, session, out, stream).await;
+                    }
+                    ran.consumed += n;
+                }
+                Err(e) => {
+                    self.settle(out, session.protocol).await;
+                    Reply::new(out, session.protocol).error(&format!("ERR {e}"));
+                    ran.flow = Flow::Close;
+                }
+            }
+        }
+        ran
+    }
+
+    /// Runs one command, first waiting for the queued writes if it reads the store, and
+    /// sending the replies so far if too many are unsent. Its writes are queued with
+    /// the range of its reply, to be replaced if one fails.
+    async fn run_command(
+        &mut self,
+        args: &[&[u8]],
+        session: &mut Session,
+        out: &mut Vec<u8>,
+        stream: &mut (impl AsyncWrite + Unpin),
+    ) -> Flow {
+        if !self.pending.is_empty() && !kvs_resp::commands::runs_ahead_of_writes(args[0]) {
+            self.settle(out, session.protocol).await;
+        }
+        // Replies the client has not taken yet are bounded: past the bound, send them
+        // (waiting while the client does not read) before running more of its commands.
+        if out.len() >= MAX_UNSENT_BYTES {
+            self.settle(out, session.protocol).await;
+            if stream.write_all(out).await.is_err() {
+                return Flow::Close;
+            }
+            out.clear();
+        }
+        let start = out.len();
+        let queued = self.pending.len();
+        let flow = kvs_resp::execute(args, session, self, out);
+        let end = out.len();
+        for p in &mut self.pending[queued..] {
+            p.reply = start..end;
+        }
+        flow
+    }
+}
+
+/// Serves one connection until it closes or the frontend stops.
 async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let context = accepted.request_context();
     let Accepted {
@@ -276,63 +362,13 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let mut pos = 0;
-        let mut flow = Flow::Continue;
-        let mut commands = 0;
-        loop {
-            match decoder.decode(&buf[pos..]) {
-                Ok((n, None)) => {
-                    pos += n;
-                    break;
-                }
-                Ok((n, Some(Decoded::TooLarge(why)))) => {
-                    pos += n;
-                    Reply::new(&mut out, session.protocol).error(&format!("ERR {why}"));
-                }
-                Ok((n, Some(Decoded::Command(args)))) => {
-                    if args.is_empty() {
-                        pos += n;
-                        continue;
-                    }
-                    commands += 1;
-                    if !conn.pending.is_empty()
-                        && !kvs_resp::commands::runs_ahead_of_writes(args[0])
-                    {
-                        conn.settle(&mut out, session.protocol).await;
-                    }
-                    // Replies the client has not taken yet are bounded: past the
-                    // bound, send them (waiting while the client does not read)
-                    // before running more of its commands.
-                    if out.len() >= MAX_UNSENT_BYTES {
-                        conn.settle(&mut out, session.protocol).await;
-                        if stream.write_all(&out).await.is_err() {
-                            flow = Flow::Close;
-                            break;
-                        }
-                        out.clear();
-                    }
-                    let start = out.len();
-                    let queued = conn.pending.len();
-                    flow = kvs_resp::execute(&args, &mut session, &mut conn, &mut out);
-                    let end = out.len();
-                    for p in &mut conn.pending[queued..] {
-                        p.reply = start..end;
-                    }
-                    pos += n;
-                    if flow == Flow::Close {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    conn.settle(&mut out, session.protocol).await;
-                    Reply::new(&mut out, session.protocol).error(&format!("ERR {e}"));
-                    flow = Flow::Close;
-                    break;
-                }
-            }
-        }
-        buf.drain(..pos);
-        shared.total_commands.fetch_add(commands, Ordering::Relaxed);
+        let ran = conn
+            .run_commands(&mut decoder, &mut session, &buf, &mut out, &mut stream)
+            .await;
+        buf.drain(..ran.consumed);
+        shared
+            .total_commands
+            .fetch_add(ran.commands, Ordering::Relaxed);
         conn.settle(&mut out, session.protocol).await;
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -340,7 +376,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             }
             out.clear();
         }
-        if flow == Flow::Close {
+        if ran.flow == Flow::Close {
             break;
         }
         shrink(&mut buf);
