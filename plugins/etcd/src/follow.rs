@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{
+    Client, EventType, GetOptions, WatchOptions, WatchResponse, WatchResponseStream,
+};
 use kvs_plugin_api::{Event, Follower, Health, PluginError, log};
 
 use crate::{MAX_RESPONSE_BYTES, prefix_end, retry, unavailable};
@@ -80,62 +82,79 @@ pub(crate) struct FollowParts {
 
 /// Delivers the log under `prefix` to `follower` for as long as the task runs.
 pub(crate) async fn follow(parts: FollowParts, follower: Follower) {
-    let FollowParts {
-        client,
-        prefix,
-        page_size,
-        timeout,
-        attempt,
-        readiness,
-        awaited,
-    } = parts;
     // The revision to watch from: one past the last event (or snapshot) delivered;
     // `None` until a snapshot has been read. It moves only with what was delivered.
     let mut from: Option<i64> = None;
     let mut retry = Duration::from_millis(100);
     loop {
-        readiness.set_caught_up(false);
-        if from.is_none() {
-            match snapshot(&client, &prefix, page_size, &follower).await {
-                Ok(revision) => from = Some(revision + 1),
-                Err(e) => {
-                    log::warn(&format!("etcd snapshot failed, retrying: {e}"));
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(Duration::from_secs(2));
-                    continue;
+        parts.readiness.set_caught_up(false);
+        let start = match from {
+            Some(start) => start,
+            None => {
+                match snapshot(&parts.client, &parts.prefix, parts.page_size, &follower).await {
+                    Ok(revision) => revision + 1,
+                    Err(e) => {
+                        log::warn(&format!("etcd snapshot failed, retrying: {e}"));
+                        back_off(&mut retry).await;
+                        continue;
+                    }
                 }
             }
-        }
-        let start = from.expect("set above");
+        };
+        from = Some(start);
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
-        let (_watcher, mut responses) = match client
+        // The request half is kept alive for as long as this watch is read.
+        let (_watcher, responses) = match parts
+            .client
             .watch_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
-            .watch(prefix.clone(), Some(options))
+            .watch(parts.prefix.clone(), Some(options))
             .await
         {
             Ok(stream) => stream.split(),
             Err(e) => {
                 log::debug(&format!("etcd watch from {start} failed, retrying: {e}"));
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(2));
+                back_off(&mut retry).await;
                 continue;
             }
         };
         retry = Duration::from_millis(100);
+        from = parts.watch(start, responses, &follower).await;
+        parts.readiness.set_caught_up(false);
+        tokio::time::sleep(retry).await;
+    }
+}
+
+/// Waits `retry`, then doubles it up to 2 s.
+async fn back_off(retry: &mut Duration) {
+    tokio::time::sleep(*retry).await;
+    *retry = (*retry * 2).min(Duration::from_secs(2));
+}
+
+impl FollowParts {
+    /// Delivers what one watch, from revision `start`, sends until it breaks, stalls or
+    /// says this node fell behind a compaction. Returns the revision to resume from, or
+    /// `None` to reload the snapshot.
+    async fn watch(
+        &self,
+        start: i64,
+        mut responses: WatchResponseStream,
+        follower: &Follower,
+    ) -> Option<i64> {
+        let mut from = Some(start);
         // Caught up once a marker written after the watch began has come back through
         // it: everything a quorum had before then has been delivered.
         let mut marker = tokio::spawn(marker_until_written(
-            client.kv_client(),
-            prefix.clone(),
-            timeout,
-            attempt,
-            awaited.clone(),
-            readiness.clone(),
+            self.client.kv_client(),
+            self.prefix.clone(),
+            self.timeout,
+            self.attempt,
+            self.awaited.clone(),
+            self.readiness.clone(),
         ));
         // A watch that delivers nothing while a revision this node wrote is awaited is
         // stuck (its member hangs): restart it, on a member that answers.
-        let mut check = tokio::time::interval(attempt / 4);
+        let mut check = tokio::time::interval(self.attempt / 4);
         let mut probe: Option<tokio::task::JoinHandle<()>> = None;
         let mut heard = tokio::time::Instant::now();
         let mut caught_up_at: Option<u64> = None;
@@ -147,30 +166,13 @@ pub(crate) async fn follow(parts: FollowParts, follower: Follower) {
                     let revision = written.unwrap_or(u64::MAX);
                     caught_up_at = Some(revision);
                     if last >= revision {
-                        readiness.set_caught_up(true);
+                        self.readiness.set_caught_up(true);
                     }
                     continue;
                 }
                 _ = check.tick() => {
-                    // After a failed append, probe with a marker until etcd takes writes
-                    // again (a node nobody writes through would otherwise stay unready).
-                    if !readiness.appending() && probe.as_ref().is_none_or(|p| p.is_finished()) {
-                        let (kv, marker, readiness) =
-                            (client.kv_client(), prefix.clone(), readiness.clone());
-                        probe = Some(tokio::spawn(async move {
-                            if put_marker(kv, marker, timeout, attempt).await.is_ok() {
-                                readiness.set_appending(true);
-                            }
-                        }));
-                    }
-                    let waiting_for = awaited.load(Ordering::Acquire);
-                    if waiting_for > last && heard.elapsed() >= attempt {
-                        log::warn(&format!(
-                            "the etcd watch delivered nothing for {} ms while revision \
-                             {waiting_for} is awaited: restarting it from {}",
-                            heard.elapsed().as_millis(),
-                            last + 1
-                        ));
+                    self.probe_appends(&mut probe);
+                    if self.stalled(last, heard) {
                         break;
                     }
                     continue;
@@ -199,61 +201,123 @@ pub(crate) async fn follow(parts: FollowParts, follower: Follower) {
                 }
                 break;
             }
-            // A creation or a progress notification says nothing this node can trust
-            // about delivery (see the module docs): only events move it.
-            let Some(newest) = message.events().iter().filter_map(|e| e.kv()).next_back() else {
-                continue;
-            };
-            let newest = newest.mod_revision() as u64;
-            let in_order =
-                message
-                    .events()
-                    .iter()
-                    .filter_map(|e| e.kv())
-                    .try_fold(last, |before, kv| {
-                        let revision = kv.mod_revision() as u64;
-                        // A transaction's events share a revision.
-                        (revision >= before && revision >= start as u64).then_some(revision)
-                    });
-            if in_order.is_none() {
-                log::error(&format!(
-                    "the etcd watch delivered revisions out of order (after {last}, from \
-                     {start}): this node cannot tell what it missed, so it stops answering \
-                     as current and reloads the snapshot"
-                ));
-                from = None;
-                break;
-            }
-            let kvs_events: Vec<Event<'_>> = message
-                .events()
-                .iter()
-                .filter_map(|e| {
-                    let kv = e.kv()?;
-                    let key = kv.key().strip_prefix(prefix.as_slice())?;
-                    if key.is_empty() {
-                        return None; // the marker: a position, not a kvs key
+            match deliver(&message, &self.prefix, last, start as u64, follower) {
+                Delivery::Nothing => continue,
+                Delivery::OutOfOrder => {
+                    log::error(&format!(
+                        "the etcd watch delivered revisions out of order (after {last}, from \
+                         {start}): this node cannot tell what it missed, so it stops answering \
+                         as current and reloads the snapshot"
+                    ));
+                    from = None;
+                    break;
+                }
+                Delivery::Delivered(newest) => {
+                    last = newest;
+                    from = Some(newest as i64 + 1);
+                    if caught_up_at.is_some_and(|m| last >= m) {
+                        self.readiness.set_caught_up(true);
                     }
-                    let position = kv.mod_revision() as u64;
-                    Some(match e.event_type() {
-                        EventType::Put => Event::put(position, key, kv.value()),
-                        EventType::Delete => Event::delete(position, key),
-                    })
-                })
-                .collect();
-            follower.deliver(&kvs_events, newest);
-            last = newest;
-            from = Some(newest as i64 + 1);
-            if caught_up_at.is_some_and(|m| last >= m) {
-                readiness.set_caught_up(true);
+                }
             }
         }
         marker.abort();
         if let Some(probe) = probe {
             probe.abort();
         }
-        readiness.set_caught_up(false);
-        tokio::time::sleep(retry).await;
+        from
     }
+
+    /// After a failed append, probes with a marker (one at a time) until etcd takes
+    /// writes again: a node nobody writes through would otherwise stay unready.
+    fn probe_appends(&self, probe: &mut Option<tokio::task::JoinHandle<()>>) {
+        if self.readiness.appending() || probe.as_ref().is_some_and(|p| !p.is_finished()) {
+            return;
+        }
+        let (kv, marker, readiness) = (
+            self.client.kv_client(),
+            self.prefix.clone(),
+            self.readiness.clone(),
+        );
+        let (timeout, attempt) = (self.timeout, self.attempt);
+        *probe = Some(tokio::spawn(async move {
+            if put_marker(kv, marker, timeout, attempt).await.is_ok() {
+                readiness.set_appending(true);
+            }
+        }));
+    }
+
+    /// Whether the watch is stuck: a revision this node wrote is awaited past `last`, and
+    /// nothing has been heard for an attempt's time (logged when so).
+    fn stalled(&self, last: u64, heard: tokio::time::Instant) -> bool {
+        let waiting_for = self.awaited.load(Ordering::Acquire);
+        if waiting_for <= last || heard.elapsed() < self.attempt {
+            return false;
+        }
+        log::warn(&format!(
+            "the etcd watch delivered nothing for {} ms while revision \
+             {waiting_for} is awaited: restarting it from {}",
+            heard.elapsed().as_millis(),
+            last + 1
+        ));
+        true
+    }
+}
+
+/// What a watch message delivered.
+enum Delivery {
+    /// No events (a creation or a progress notification): nothing this node can trust
+    /// about delivery (see the module docs), so it does not move.
+    Nothing,
+    /// Events up to this revision, handed to the follower.
+    Delivered(u64),
+    /// Events before `last` or before the watch's start: nothing delivered.
+    OutOfOrder,
+}
+
+/// Hands `message`'s events under `prefix` to `follower` (the marker only moves the
+/// position), if they follow `last` and the watch's `start` in order.
+fn deliver(
+    message: &WatchResponse,
+    prefix: &[u8],
+    last: u64,
+    start: u64,
+    follower: &Follower,
+) -> Delivery {
+    let Some(newest) = message.events().iter().filter_map(|e| e.kv()).next_back() else {
+        return Delivery::Nothing;
+    };
+    let newest = newest.mod_revision() as u64;
+    let in_order = message
+        .events()
+        .iter()
+        .filter_map(|e| e.kv())
+        .try_fold(last, |before, kv| {
+            let revision = kv.mod_revision() as u64;
+            // A transaction's events share a revision.
+            (revision >= before && revision >= start).then_some(revision)
+        });
+    if in_order.is_none() {
+        return Delivery::OutOfOrder;
+    }
+    let kvs_events: Vec<Event<'_>> = message
+        .events()
+        .iter()
+        .filter_map(|e| {
+            let kv = e.kv()?;
+            let key = kv.key().strip_prefix(prefix)?;
+            if key.is_empty() {
+                return None; // the marker: a position, not a kvs key
+            }
+            let position = kv.mod_revision() as u64;
+            Some(match e.event_type() {
+                EventType::Put => Event::put(position, key, kv.value()),
+                EventType::Delete => Event::delete(position, key),
+            })
+        })
+        .collect();
+    follower.deliver(&kvs_events, newest);
+    Delivery::Delivered(newest)
 }
 
 /// Writes a marker, retrying every half second while etcd has no quorum; its revision.
