@@ -17,7 +17,7 @@ use crate::metrics::FrontendMeter;
 
 /// What a request is about to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub enum Action {
     /// A read.
     Get,
     /// A write of a value.
@@ -79,7 +79,7 @@ impl<'a> Caller<'a> {
 pub trait RequestHook: Send + Sync {
     /// Decides about `op` on `key` for `caller`.
     /// (The caller's `meter` counts the outcome either way.)
-    fn check(&self, op: Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError>;
+    fn check(&self, op: Action, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError>;
 
     /// Decides whether `caller` may read the host's admin endpoints (`/metrics`,
     /// `/plugins`). Default: anyone may.

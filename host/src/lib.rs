@@ -2,7 +2,6 @@
 //!
 //! # Layout
 //!
-//! * [`check`]: `kvs plugins check`, the contract's behavioural checks on one file.
 //! * [`config`]: the config file, `KVS_*` environment and flags, resolved into [`config::Config`].
 //! * [`plugins`]: scans the plugins directory, handshakes each file, finds plug-ins by name.
 //! * [`store`]: the store frontends use: limits, readiness, the request hook.
@@ -20,16 +19,15 @@
 //! * [`lifecycle`]: start (logger, replay, writer, frontends) and graceful stop.
 //! * [`metrics`]: what kvs counts (atomics on the hot path) and its Prometheus text.
 //! * [`admin`]: the host's admin listener: `/metrics`, `/healthz`, `/readyz`, `/plugins`.
-//! * [`top`]: `kvs top`, a terminal view of a running kvs's metrics.
 //! * [`telemetry`]: the log subscriber (text or JSON) and trace export over OTLP.
 //! * [`wasm`]: `.wasm` plug-ins (Extism): handshake, sandbox, logger and HTTP frontend adapters.
 //!
-//! `main.rs` is the CLI around these: parse flags, start, wait for SIGTERM/SIGINT, stop.
+//! The `kvs` binary (`src/bin/kvs/`) is the CLI around these: parse flags, start, wait
+//! for SIGTERM/SIGINT, stop; and its commands `kvs plugins check` and `kvs top`.
 
 pub mod access;
 pub mod admin;
 pub mod caller;
-pub mod check;
 pub mod config;
 pub mod file_modes;
 pub mod lifecycle;
@@ -41,7 +39,6 @@ pub mod ports;
 pub mod shared;
 pub mod store;
 pub mod telemetry;
-pub mod top;
 pub mod wasm;
 pub mod write_request;
 pub mod writer;

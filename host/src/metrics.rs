@@ -17,7 +17,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::caller::Op;
+use crate::caller::Action;
 
 /// Latency buckets, seconds: 10 us (a GET) to 10 s (a stalled logger).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -40,21 +40,21 @@ pub const OUTCOMES: [&str; 8] = [
     "permission_denied",
     "internal",
 ];
-const OPS: [Op; 3] = [Op::Get, Op::Put, Op::Delete];
+const OPS: [Action; 3] = [Action::Get, Action::Put, Action::Delete];
 
-fn op_name(op: Op) -> &'static str {
+fn op_name(op: Action) -> &'static str {
     match op {
-        Op::Get => "get",
-        Op::Put => "put",
-        Op::Delete => "delete",
+        Action::Get => "get",
+        Action::Put => "put",
+        Action::Delete => "delete",
     }
 }
 
-fn op_index(op: Op) -> usize {
+fn op_index(op: Action) -> usize {
     match op {
-        Op::Get => 0,
-        Op::Put => 1,
-        Op::Delete => 2,
+        Action::Get => 0,
+        Action::Put => 1,
+        Action::Delete => 2,
     }
 }
 
@@ -112,68 +112,75 @@ fn must<T>(r: prometheus::Result<T>) -> T {
     r.expect("metric definitions are valid")
 }
 
+/// Creates series and registers them, failing loudly on a name clash (a bug).
+struct Registrar<'r>(&'r Registry);
+
+impl Registrar<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        must(self.0.register(Box::new(c.clone())));
+        c
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(must(IntCounterVec::new(Opts::new(name, help), labels)))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(must(IntGauge::new(name, help)))
+    }
+
+    fn int_counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(must(IntCounter::new(name, help)))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.register(must(Histogram::with_opts(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        )))
+    }
+
+    /// `kvs_build_info`: always 1, its labels say what is running.
+    fn build_info(&self) {
+        let build = self.register(must(IntGaugeVec::new(
+            Opts::new("kvs_build_info", "Always 1; labels say what is running."),
+            &["version", "plugin_api"],
+        )));
+        let api = format!(
+            "{}.{}",
+            kvs_plugin_api::API_MAJOR,
+            kvs_plugin_api::API_MINOR
+        );
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), &api])
+            .set(1);
+    }
+}
+
 impl Metrics {
     /// A fresh set, registered in its own registry. `per_request`: whether frontends'
     /// requests are counted and timed (kvs turns it off when no admin listener can
     /// show them; everything else is counted per batch or read when scraped).
     pub fn new(per_request: bool) -> Arc<Metrics> {
         let registry = Registry::new();
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
-            must(registry.register(Box::new(c.clone())));
-            c
-        };
-        let int_gauge = |name: &str, help: &str| {
-            let g = must(IntGauge::new(name, help));
-            must(registry.register(Box::new(g.clone())));
-            g
-        };
-        let int_counter = |name: &str, help: &str| {
-            let c = must(IntCounter::new(name, help));
-            must(registry.register(Box::new(c.clone())));
-            c
-        };
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let h = must(Histogram::with_opts(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-            ));
-            must(registry.register(Box::new(h.clone())));
-            h
-        };
-        let requests = counter_vec(
+        let r = Registrar(&registry);
+        let requests = r.counter_vec(
             "kvs_requests_total",
             "Frontend requests served, by frontend, operation and outcome.",
             &["frontend", "op", "outcome"],
         );
-        let request_seconds = must(HistogramVec::new(
+        let request_seconds = r.register(must(HistogramVec::new(
             HistogramOpts::new(
                 "kvs_request_duration_seconds",
                 "Time from a frontend's store call to its answer (writes: until durable).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["frontend", "op"],
-        ));
-        must(registry.register(Box::new(request_seconds.clone())));
-        let replay_seconds = must(Gauge::new(
+        )));
+        let replay_seconds = r.register(must(Gauge::new(
             "kvs_replay_duration_seconds",
             "How long replaying the transaction log took at start-up.",
-        ));
-        must(registry.register(Box::new(replay_seconds.clone())));
-        let build = must(IntGaugeVec::new(
-            Opts::new("kvs_build_info", "Always 1; labels say what is running."),
-            &["version", "plugin_api"],
-        ));
-        must(registry.register(Box::new(build.clone())));
-        build
-            .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                &format!(
-                    "{}.{}",
-                    kvs_plugin_api::API_MAJOR,
-                    kvs_plugin_api::API_MINOR
-                ),
-            ])
-            .set(1);
+        )));
+        r.build_info();
         #[cfg(target_os = "linux")]
         must(registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -182,40 +189,40 @@ impl Metrics {
             per_request,
             requests,
             request_seconds,
-            queue_depth: int_gauge("kvs_writer_queue_depth", "Writes waiting for the writer."),
-            batch_size: histogram(
+            queue_depth: r.int_gauge("kvs_writer_queue_depth", "Writes waiting for the writer."),
+            batch_size: r.histogram(
                 "kvs_writer_batch_size",
                 "Writes per logger append (group commit).",
                 BATCH_BUCKETS,
             ),
-            append_seconds: histogram(
+            append_seconds: r.histogram(
                 "kvs_logger_append_duration_seconds",
                 "How long the logger's append took (with sync = always: including fsync).",
                 LATENCY_BUCKETS,
             ),
-            append_errors: int_counter(
+            append_errors: r.int_counter(
                 "kvs_logger_append_errors_total",
                 "Logger appends that failed (their writes were answered with the error).",
             ),
-            logger_healthy: int_gauge(
+            logger_healthy: r.int_gauge(
                 "kvs_logger_healthy",
                 "1 while the logger reports itself healthy (or reports nothing), else 0.",
             ),
-            keys: int_gauge("kvs_keys", "Keys held."),
-            bytes: int_gauge("kvs_data_bytes", "Bytes of keys and values held."),
+            keys: r.int_gauge("kvs_keys", "Keys held."),
+            bytes: r.int_gauge("kvs_data_bytes", "Bytes of keys and values held."),
             replay_seconds,
-            replay_events: int_gauge("kvs_replay_events", "Events replayed at start-up."),
-            wasm_calls: counter_vec(
+            replay_events: r.int_gauge("kvs_replay_events", "Events replayed at start-up."),
+            wasm_calls: r.counter_vec(
                 "kvs_wasm_calls_total",
                 "Calls into WASM guests, by plug-in.",
                 &["plugin"],
             ),
-            wasm_failures: counter_vec(
+            wasm_failures: r.counter_vec(
                 "kvs_wasm_failures_total",
                 "Guest calls that trapped, ran out of memory or timed out, by plug-in and kind.",
                 &["plugin", "kind"],
             ),
-            wasm_replacements: counter_vec(
+            wasm_replacements: r.counter_vec(
                 "kvs_wasm_instance_replacements_total",
                 "Guest instances discarded after a failure and replaced, by plug-in.",
                 &["plugin"],
@@ -275,7 +282,7 @@ impl FrontendMeter {
     }
 
     /// Counts one request and its latency.
-    pub fn record(&self, op: Op, outcome: Result<(), &PluginError>, took: Duration) {
+    pub fn record(&self, op: Action, outcome: Result<(), &PluginError>, took: Duration) {
         let o = match outcome {
             Ok(()) => 0,
             Err(e) => outcome_index(e.code()),

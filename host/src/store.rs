@@ -15,7 +15,7 @@ use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
 use crate::ports::HealthCheck;
 use crate::telemetry;
-use crate::write_request::{Completion, Msg, Op, WriteRequest};
+use crate::write_request::{Completion, Msg, WriteOp, WriteRequest};
 
 pub use crate::map::Map;
 
@@ -57,7 +57,7 @@ pub(crate) fn held(span: tracing::Span, done: Completion) -> Completion {
 }
 
 /// `done`, counting the write's outcome and latency (until durable) on completion.
-fn metered(caller: &Caller<'_>, op: caller::Op, done: Completion) -> Completion {
+fn metered(caller: &Caller<'_>, op: caller::Action, done: Completion) -> Completion {
     let Some(meter) = caller.meter.filter(|m| m.enabled()).cloned() else {
         return done;
     };
@@ -149,7 +149,12 @@ impl Store {
         }
     }
 
-    fn admit(&self, op: caller::Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
+    fn admit(
+        &self,
+        op: caller::Action,
+        key: &[u8],
+        caller: &Caller<'_>,
+    ) -> Result<(), PluginError> {
         match &self.hook {
             Some(hook) => hook.check(op, key, caller),
             None => Ok(()),
@@ -168,18 +173,18 @@ impl Store {
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Vec<u8>>, PluginError> {
-        let span = telemetry::store_span(caller::Op::Get);
+        let span = telemetry::store_span(caller::Action::Get);
         let _in_span = span.enter();
         let meter = caller.meter.filter(|m| m.enabled());
         let started = meter.map(|_| Instant::now());
         let result = self
-            .admit(caller::Op::Get, key, caller)
+            .admit(caller::Action::Get, key, caller)
             .and_then(|()| self.get_before(key, consistency, caller.deadline));
         if let (Some(meter), Some(started)) = (meter, started) {
             match &result {
-                Ok(Some(_)) => meter.record(caller::Op::Get, Ok(()), started.elapsed()),
+                Ok(Some(_)) => meter.record(caller::Action::Get, Ok(()), started.elapsed()),
                 Ok(None) => meter.record_miss(started.elapsed()),
-                Err(e) => meter.record(caller::Op::Get, Err(e), started.elapsed()),
+                Err(e) => meter.record(caller::Action::Get, Err(e), started.elapsed()),
             }
         }
         result
@@ -187,10 +192,10 @@ impl Store {
 
     /// [`Store::put`] on behalf of a frontend's caller: the request hook decides first.
     pub fn put_as(&self, caller: &Caller<'_>, key: Vec<u8>, value: Vec<u8>, done: Completion) {
-        let span = telemetry::store_span(caller::Op::Put);
+        let span = telemetry::store_span(caller::Action::Put);
         let _in_span = span.enter();
-        let done = metered(caller, caller::Op::Put, held(span.clone(), done));
-        match self.admit(caller::Op::Put, &key, caller) {
+        let done = metered(caller, caller::Action::Put, held(span.clone(), done));
+        match self.admit(caller::Action::Put, &key, caller) {
             Ok(()) => self.put(key, value, done),
             Err(e) => done.complete(Err(e)),
         }
@@ -198,10 +203,10 @@ impl Store {
 
     /// [`Store::delete`] on behalf of a frontend's caller: the request hook decides first.
     pub fn delete_as(&self, caller: &Caller<'_>, key: Vec<u8>, done: Completion) {
-        let span = telemetry::store_span(caller::Op::Delete);
+        let span = telemetry::store_span(caller::Action::Delete);
         let _in_span = span.enter();
-        let done = metered(caller, caller::Op::Delete, held(span.clone(), done));
-        match self.admit(caller::Op::Delete, &key, caller) {
+        let done = metered(caller, caller::Action::Delete, held(span.clone(), done));
+        match self.admit(caller::Action::Delete, &key, caller) {
             Ok(()) => self.delete(key, done),
             Err(e) => done.complete(Err(e)),
         }
@@ -263,7 +268,7 @@ impl Store {
     pub fn put(&self, key: Vec<u8>, value: Vec<u8>, done: Completion) {
         let checked = self.check_key(&key).and_then(|()| self.check_value(&value));
         match checked {
-            Ok(()) => self.submit(Op::Put(key.into(), value.into()), done),
+            Ok(()) => self.submit(WriteOp::Put(key.into(), value.into()), done),
             Err(e) => done.complete(Err(e)),
         }
     }
@@ -271,12 +276,12 @@ impl Store {
     /// Queues a DELETE; `done` as for [`Store::put`]. Deleting a missing key succeeds.
     pub fn delete(&self, key: Vec<u8>, done: Completion) {
         match self.check_key(&key) {
-            Ok(()) => self.submit(Op::Delete(key.into()), done),
+            Ok(()) => self.submit(WriteOp::Delete(key.into()), done),
             Err(e) => done.complete(Err(e)),
         }
     }
 
-    fn submit(&self, op: Op, done: Completion) {
+    fn submit(&self, op: WriteOp, done: Completion) {
         if !matches!(self.phase(), Phase::Serving | Phase::Draining) {
             return done.complete(Err(PluginError::unavailable(
                 "kvs is not serving writes (starting up or shut down); retry later",
@@ -374,3 +379,6 @@ impl Store {
         all
     }
 }
+
+#[cfg(test)]
+mod tests;

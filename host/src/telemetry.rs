@@ -194,11 +194,11 @@ pub fn frontend_span(caller: &crate::caller::Caller<'_>, what: &str) -> tracing:
 }
 
 /// The span of one store operation (a child of the current frontend span).
-pub fn store_span(op: crate::caller::Op) -> tracing::Span {
+pub fn store_span(op: crate::caller::Action) -> tracing::Span {
     let name = match op {
-        crate::caller::Op::Get => "store get",
-        crate::caller::Op::Put => "store put",
-        crate::caller::Op::Delete => "store delete",
+        crate::caller::Action::Get => "store get",
+        crate::caller::Action::Put => "store put",
+        crate::caller::Action::Delete => "store delete",
     };
     tracing::trace_span!(target: TRACE_TARGET, "store", otel.name = name)
 }

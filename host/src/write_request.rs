@@ -1,4 +1,4 @@
-//! A write on its way to the writer: what to do ([`Op`]), whom to tell ([`Completion`]),
+//! A write on its way to the writer: what to do ([`WriteOp`]), whom to tell ([`Completion`]),
 //! and the queue message that carries it ([`Msg`]).
 //!
 //! Its own module so that the store (which queues writes) and the writer (which takes
@@ -7,7 +7,7 @@
 use kvs_plugin_api::PluginError;
 
 /// A write waiting for the writer.
-pub enum Op {
+pub enum WriteOp {
     /// Set a key.
     Put(Box<[u8]>, Box<[u8]>),
     /// Remove a key.
@@ -17,7 +17,7 @@ pub enum Op {
 /// A write and whom to tell when it is done.
 pub struct WriteRequest {
     /// What to write.
-    pub op: Op,
+    pub op: WriteOp,
     /// Called once with the outcome.
     pub done: Completion,
     /// The request's store span (disabled when tracing is off): the writer's batch
@@ -74,7 +74,7 @@ mod tests {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let request = WriteRequest {
             trace: tracing::Span::none(),
-            op: Op::Delete(b"k".to_vec().into()),
+            op: WriteOp::Delete(b"k".to_vec().into()),
             done: Completion::new(move |r| done_tx.send(r).unwrap()),
         };
         assert!(tx.send(Msg::Write(request)).is_ok());

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::ports::Log;
 use crate::store::Map;
 use crate::telemetry::{self, TRACE_TARGET};
-use crate::write_request::{Completion, Msg, Op, WriteRequest};
+use crate::write_request::{Completion, Msg, WriteOp, WriteRequest};
 
 /// What the writer did, returned when it stops.
 #[derive(Debug, Default, Clone, Copy)]
@@ -167,8 +167,8 @@ impl WriterLoop {
             .iter()
             .zip(first..)
             .map(|(req, seq)| match &req.op {
-                Op::Put(k, v) => Event::put(seq, k, v),
-                Op::Delete(k) => Event::delete(seq, k),
+                WriteOp::Put(k, v) => Event::put(seq, k, v),
+                WriteOp::Delete(k) => Event::delete(seq, k),
             })
             .collect();
         // The batch span links to each write's span and each write's to it; the
@@ -218,8 +218,8 @@ impl WriterLoop {
                     .drain(..)
                     .map(|req| {
                         data_bytes += match &req.op {
-                            Op::Put(k, v) => self.map.insert(k, v),
-                            Op::Delete(k) => self.map.remove(k),
+                            WriteOp::Put(k, v) => self.map.insert(k, v),
+                            WriteOp::Delete(k) => self.map.remove(k),
                         };
                         req.done
                     })
@@ -305,3 +305,6 @@ pub fn replay(logger: &mut dyn Log, map: &Map) -> Result<ReplayStats, PluginErro
     logger.replay(&mut |events| sink.accept(events))?;
     Ok(sink.stats)
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kvs_host::caller::{Caller, Op, RequestHook};
+use kvs_host::caller::{Action, Caller, RequestHook};
 use kvs_host::lifecycle::{self, StartOptions};
 use kvs_host::plugins::Catalog;
 use kvs_plugin_api::PluginError;
@@ -16,7 +16,7 @@ use crate::util::{Line, config, copy_of_staged_plugins, http_client, lib};
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     frontend: String,
-    op: Op,
+    op: Action,
     key: Vec<u8>,
     bearer: Option<String>,
     traceparent: Option<String>,
@@ -29,7 +29,7 @@ struct Seen {
 struct Recorder(Mutex<Vec<Seen>>);
 
 impl RequestHook for Recorder {
-    fn check(&self, op: Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
+    fn check(&self, op: Action, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
         self.0.lock().unwrap().push(Seen {
             frontend: caller.frontend.to_string(),
             op,
@@ -47,7 +47,7 @@ impl RequestHook for Recorder {
 }
 
 impl Recorder {
-    fn find(&self, frontend: &str, op: Op, key: &[u8]) -> Seen {
+    fn find(&self, frontend: &str, op: Action, key: &[u8]) -> Seen {
         self.0
             .lock()
             .unwrap()
@@ -122,7 +122,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
             .send()
             .unwrap();
         assert_eq!(put.status(), 201, "{frontend}");
-        let seen = hook.find(frontend, Op::Put, format!("k-{frontend}").as_bytes());
+        let seen = hook.find(frontend, Action::Put, format!("k-{frontend}").as_bytes());
         assert_eq!(seen.bearer.as_deref(), Some(token.as_str()), "{frontend}");
         assert_eq!(seen.traceparent.as_deref(), Some(TRACEPARENT), "{frontend}");
         assert!(seen.has_peer, "{frontend}");
@@ -132,7 +132,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
             .send()
             .unwrap();
         assert_eq!(get.status(), 200);
-        let seen = hook.find(frontend, Op::Get, format!("k-{frontend}").as_bytes());
+        let seen = hook.find(frontend, Action::Get, format!("k-{frontend}").as_bytes());
         assert_eq!(seen.bearer.as_deref(), Some(token.as_str()));
 
         // The hook's refusal is the answer, and the write is never applied.
@@ -167,7 +167,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
         .unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.text().unwrap(), "v");
-    let seen = hook.find("template-frontend", Op::Get, b"k-rest");
+    let seen = hook.find("template-frontend", Action::Get, b"k-rest");
     assert_eq!(seen.bearer.as_deref(), Some("token-template"));
     assert_eq!(seen.traceparent.as_deref(), Some(TRACEPARENT));
     assert!(seen.has_peer);
@@ -200,7 +200,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
                 .unwrap_err();
             assert_eq!(denied.code(), tonic::Code::InvalidArgument);
         });
-    let seen = hook.find("grpc", Op::Put, b"k-grpc");
+    let seen = hook.find("grpc", Action::Put, b"k-grpc");
     assert_eq!(seen.bearer.as_deref(), Some("token-grpc"));
     assert_eq!(seen.traceparent.as_deref(), Some(TRACEPARENT));
     assert!(seen.has_peer && seen.has_deadline, "{seen:?}");
@@ -219,7 +219,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
             assert_eq!(ask(&format!("TRACE {TRACEPARENT}")), "OK");
         }
         assert_eq!(ask("PUT k-line v"), "OK");
-        let seen = hook.find(frontend, Op::Put, b"k-line");
+        let seen = hook.find(frontend, Action::Put, b"k-line");
         assert_eq!(seen.bearer.as_deref(), carries.then_some("token-line"));
         assert_eq!(seen.traceparent.as_deref(), carries.then_some(TRACEPARENT));
         assert_eq!(seen.has_peer, carries);

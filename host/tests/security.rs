@@ -882,7 +882,7 @@ fn a_bad_tls_or_auth_config_stops_kvs_at_start_naming_the_problem() {
 #[test]
 fn rsa_eddsa_and_jwks_keys_verify_tokens_of_their_own_algorithm_only() {
     use kvs_host::access::{AccessControl, AuthConfig};
-    use kvs_host::caller::{Caller, Op, RequestHook};
+    use kvs_host::caller::{Action, Caller, RequestHook};
     use kvs_plugin_api::ErrorCode;
 
     let dir = tempfile::tempdir().unwrap();
@@ -944,7 +944,7 @@ fn rsa_eddsa_and_jwks_keys_verify_tokens_of_their_own_algorithm_only() {
             ..Caller::default()
         };
         access
-            .check(Op::Get, b"k", &caller)
+            .check(Action::Get, b"k", &caller)
             .map_err(|e| (e.code(), e.message().to_string()))
     };
     let claims = |sub: &str| json!({"sub": sub, "exp": now() + 600});

@@ -32,7 +32,7 @@ use anyhow::{Context, Result};
 use kvs_plugin_api::PluginError;
 use serde::Deserialize;
 
-use crate::caller::{Caller, Op, RequestHook};
+use crate::caller::{Action, Caller, RequestHook};
 use rules::Rules;
 use tokens::Verifier;
 
@@ -190,7 +190,7 @@ impl AccessControl {
 
     fn refuse(
         &self,
-        op: Op,
+        op: Action,
         key: &[u8],
         caller: &Caller<'_>,
         principal: &str,
@@ -308,7 +308,7 @@ impl AuditLimit {
 }
 
 impl RequestHook for AccessControl {
-    fn check(&self, op: Op, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
+    fn check(&self, op: Action, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError> {
         let principal = match self.principal(caller) {
             Ok(p) => p,
             Err(why) => {
@@ -337,8 +337,8 @@ impl RequestHook for AccessControl {
             return Ok(());
         }
         let verb = match op {
-            Op::Get => "read",
-            Op::Put | Op::Delete => "write",
+            Action::Get => "read",
+            Action::Put | Action::Delete => "write",
         };
         let error = if principal == Principal::Anonymous {
             PluginError::unauthenticated(format!(

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use super::AuthConfig;
-use crate::caller::Op;
+use crate::caller::Action;
 
 /// One `[auth.roles.NAME]` table as written.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -33,10 +33,10 @@ impl Grants {
         self.write.extend(role.write.iter().cloned());
     }
 
-    fn allows(&self, op: Op, key: &[u8]) -> bool {
+    fn allows(&self, op: Action, key: &[u8]) -> bool {
         let prefixes = match op {
-            Op::Get => &self.read,
-            Op::Put | Op::Delete => &self.write,
+            Action::Get => &self.read,
+            Action::Put | Action::Delete => &self.write,
         };
         prefixes.iter().any(|p| key.starts_with(p))
     }
@@ -123,7 +123,7 @@ impl Rules {
 
     /// Whether `principal` (`None`: anonymous) may do `op` on `key`. Everyone has the
     /// anonymous grants; a principal not listed has only those.
-    pub fn allows(&self, principal: Option<&str>, op: Op, key: &[u8]) -> bool {
+    pub fn allows(&self, principal: Option<&str>, op: Action, key: &[u8]) -> bool {
         self.anonymous.allows(op, key)
             || principal
                 .and_then(|p| self.principals.get(p))
@@ -158,19 +158,19 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert!(r.allows(Some("alice"), Op::Get, b"app/x"));
-        assert!(r.allows(Some("alice"), Op::Get, b"\xffbinary"));
-        assert!(!r.allows(Some("alice"), Op::Put, b"app/x"));
-        assert!(!r.allows(Some("alice"), Op::Get, b"other/x"));
-        assert!(!r.allows(Some("alice"), Op::Get, b"app"));
+        assert!(r.allows(Some("alice"), Action::Get, b"app/x"));
+        assert!(r.allows(Some("alice"), Action::Get, b"\xffbinary"));
+        assert!(!r.allows(Some("alice"), Action::Put, b"app/x"));
+        assert!(!r.allows(Some("alice"), Action::Get, b"other/x"));
+        assert!(!r.allows(Some("alice"), Action::Get, b"app"));
         assert!(
-            r.allows(Some("alice"), Op::Get, b"pub/x"),
+            r.allows(Some("alice"), Action::Get, b"pub/x"),
             "anonymous grants are everyone's"
         );
-        assert!(r.allows(None, Op::Get, b"pub/x"));
-        assert!(!r.allows(None, Op::Delete, b"pub/x"));
-        assert!(!r.allows(Some("mallory"), Op::Get, b"app/x"));
-        assert!(r.allows(Some("root"), Op::Delete, b"anything"));
+        assert!(r.allows(None, Action::Get, b"pub/x"));
+        assert!(!r.allows(None, Action::Delete, b"pub/x"));
+        assert!(!r.allows(Some("mallory"), Action::Get, b"app/x"));
+        assert!(r.allows(Some("root"), Action::Delete, b"anything"));
     }
 
     #[test]

@@ -94,39 +94,40 @@ struct Edge {
     request_timeout: Duration,
 }
 
-async fn edge(
-    axum::extract::State(edge): axum::extract::State<Edge>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<kvs_serve::Peer>,
-    request: axum::extract::Request,
-) -> axum::response::Response {
+fn text(status: u16, msg: String) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let text = |status: u16, msg: String| {
-        (
-            axum::http::StatusCode::from_u16(status).unwrap(),
-            format!("{msg}\n"),
-        )
-            .into_response()
-    };
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    match path.as_str() {
-        "/healthz" => return text(200, "ok".into()),
-        "/readyz" => {
-            return if edge.store.is_ready() && !edge.stopping.load(Ordering::Acquire) {
+    (
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        format!("{msg}\n"),
+    )
+        .into_response()
+}
+
+fn timed_out() -> axum::response::Response {
+    text(
+        504,
+        "request timed out (request_timeout_ms); a write may still complete".into(),
+    )
+}
+
+/// The host answers the probes itself: they must work while every instance is busy.
+fn probe(edge: &Edge, path: &str) -> Option<axum::response::Response> {
+    match path {
+        "/healthz" => Some(text(200, "ok".into())),
+        "/readyz" => Some(
+            if edge.store.is_ready() && !edge.stopping.load(Ordering::Acquire) {
                 text(200, "ready".into())
             } else {
                 text(503, "not ready".into())
-            };
-        }
-        _ => {}
+            },
+        ),
+        _ => None,
     }
-    let received = Instant::now();
-    // What the client presented, as the native `rest` frontend reads it: the host
-    // carries it to the store for the guest (see `CallContext`).
+}
+
+/// What the client presented, as the native `rest` frontend reads it: the host carries
+/// it to the store for the guest (see `CallContext`).
+fn presented(request: &axum::extract::Request, peer: &kvs_serve::Peer) -> RequestContext {
     let mut context = RequestContext::from_headers(
         request
             .headers()
@@ -135,7 +136,18 @@ async fn edge(
     );
     context.peer = Some(String::from(&*peer.text));
     context.client_identity = peer.identity.as_deref().map(String::from);
-    let presented_token = context.bearer_token.is_some();
+    context
+}
+
+/// The request as the guest reads it, once its body has arrived (by `deadline`, within
+/// the value limit).
+async fn guest_request(
+    edge: &Edge,
+    request: axum::extract::Request,
+    path: String,
+    deadline: tokio::time::Instant,
+    context: &RequestContext,
+) -> Result<Vec<u8>, axum::response::Response> {
     let method = request.method().as_str().to_string();
     let headers = request
         .headers()
@@ -143,36 +155,51 @@ async fn edge(
         .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
     let limit = usize::try_from(edge.store.limits().max_value_bytes).unwrap_or(usize::MAX);
-    // The request deadline, as `rest` applies it: a body that trickles in (or never
-    // comes) is answered 504 once `request_timeout_ms` has passed, rather than holding
-    // the connection open for as long as the client likes.
-    let deadline = tokio::time::Instant::from_std(received) + edge.request_timeout;
-    let timed_out = || {
-        text(
-            504,
-            "request timed out (request_timeout_ms); a write may still complete".into(),
-        )
+    let body = axum::body::to_bytes(request.into_body(), limit);
+    let body = match tokio::time::timeout_at(deadline, body).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Ok(b)) => b.to_vec(),
+        Ok(Err(_)) => {
+            return Err(text(
+                413,
+                format!("value is larger than the limit of {limit} bytes"),
+            ));
+        }
     };
-    let body =
-        match tokio::time::timeout_at(deadline, axum::body::to_bytes(request.into_body(), limit))
-            .await
-        {
-            Err(_) => return timed_out(),
-            Ok(Ok(b)) => b.to_vec(),
-            Ok(Err(_)) => {
-                return text(
-                    413,
-                    format!("value is larger than the limit of {limit} bytes"),
-                );
-            }
-        };
-    let encoded = wire::HttpRequest {
+    Ok(wire::HttpRequest {
         method,
         path,
         headers,
         body,
     }
-    .encode_with_context(&context);
+    .encode_with_context(context))
+}
+
+async fn edge(
+    axum::extract::State(edge): axum::extract::State<Edge>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<kvs_serve::Peer>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    if let Some(answer) = probe(&edge, &path) {
+        return answer;
+    }
+    let received = Instant::now();
+    let context = presented(&request, &peer);
+    let presented_token = context.bearer_token.is_some();
+    // The request deadline, as `rest` applies it: a body that trickles in (or never
+    // comes) is answered 504 once `request_timeout_ms` has passed, rather than holding
+    // the connection open for as long as the client likes.
+    let deadline = tokio::time::Instant::from_std(received) + edge.request_timeout;
+    let encoded = match guest_request(&edge, request, path, deadline, &context).await {
+        Ok(encoded) => encoded,
+        Err(answer) => return answer,
+    };
     // The request's span: the guest's store calls are its children.
     let span = crate::telemetry::frontend_span(
         &crate::caller::Caller::from_context(&edge.name, &context, received),
@@ -210,6 +237,14 @@ async fn edge(
             format!("the write was not made durable: {}", e.message()),
         );
     }
+    http_answer(response, presented_token)
+}
+
+/// The guest's answer (or its failure) as the HTTP response.
+fn http_answer(
+    response: Result<Vec<u8>, CallError>,
+    presented_token: bool,
+) -> axum::response::Response {
     let response = response.and_then(|bytes| {
         wire::HttpResponse::decode(&bytes)
             .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))

@@ -1,0 +1,254 @@
+//! `kvs`: the command line around the host library (see `lib.rs` for the layout).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kvs_host::config::{Config, Overrides, RawConfig};
+use kvs_host::telemetry;
+
+mod check;
+mod plugins;
+mod serve;
+mod top;
+
+use plugins::{check_plugin, list_plugins, print_all};
+use serve::serve;
+
+/// A durable key-value store whose frontends and transaction loggers are plug-ins.
+///
+/// kvs loads the logger and frontends you name from its plugins directory, replays the
+/// logger's transaction log into memory, then serves clients through the frontends until
+/// SIGTERM or SIGINT, when it drains them, flushes the log and exits 0.
+#[derive(Parser, Debug)]
+#[command(name = "kvs", version, long_about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Config file (TOML). Without it, ./config.toml is used if present, else built-in
+    /// defaults (logger "file", frontend "rest"). Give it before a subcommand:
+    /// `kvs --config FILE plugins list`.
+    #[arg(long, short = 'c', env = "KVS_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Directory holding plug-in files (.so, .wasm). Default: `plugins/` beside the kvs
+    /// executable, where `cargo xtask build` puts them.
+    #[arg(long, env = "KVS_PLUGINS_DIR", value_name = "DIR", global = true)]
+    plugins_dir: Option<PathBuf>,
+
+    /// Transaction logger to use, by the name it declares (see `kvs plugins list`).
+    #[arg(long, env = "KVS_LOGGER", value_name = "NAME")]
+    logger: Option<String>,
+
+    /// Frontend to start, by the name it declares. Repeat for several; replaces the
+    /// config file's `frontends`. KVS_FRONTENDS takes a comma-separated list.
+    #[arg(
+        long = "frontend",
+        env = "KVS_FRONTENDS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    frontends: Vec<String>,
+
+    /// Let the logger repair a damaged log: passes `repair = true` to its config table.
+    /// The file logger then truncates at the first corrupt record (reporting what it
+    /// dropped) instead of refusing to start. Back the log up first.
+    #[arg(long)]
+    repair_log: bool,
+
+    /// How log lines look: `text` for people, `json` for one JSON object per line (for
+    /// log shippers). Plug-ins' messages come through kvs in the same format.
+    #[arg(
+        long,
+        env = "KVS_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Watch a running kvs: requests per second, errors and latency percentiles per
+    /// frontend and operation, the writer, the logger and WASM plug-ins, refreshed every
+    /// interval. Reads the admin listener's /metrics (`[admin] listen`); with `[auth]`
+    /// on, set KVS_TOKEN to a token of a principal with a role.
+    Top {
+        /// The admin listener's URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
+        admin: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+        /// Stop after this many screens (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Inspect the plug-ins kvs can load.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+    /// Print a shell completion script, e.g. `kvs completions bash >
+    /// /etc/bash_completion.d/kvs` (zsh: a `_kvs` file on `$fpath`; fish:
+    /// `~/.config/fish/completions/kvs.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `kvs man | man -l -`.
+    Man,
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginsCommand {
+    /// List the plug-ins found in the plugins directory, and the files refused and why.
+    List,
+    /// Load one .so or .wasm on its own and run the contract's behavioural checks on it,
+    /// printing PASS or FAIL per check. Exits 1 if any check fails.
+    Check {
+        /// The plug-in file.
+        file: PathBuf,
+        /// Its config table as TOML, e.g. 'path = "{tmp}/log"'; `{tmp}` becomes a fresh
+        /// temporary directory.
+        #[arg(
+            long = "config",
+            id = "table",
+            value_name = "TABLE",
+            default_value = ""
+        )]
+        table: String,
+    },
+}
+
+const AFTER_HELP: &str = "\
+Precedence: flags > KVS_* environment > config file > defaults.
+Logs go to stderr; filter them with RUST_LOG (e.g. RUST_LOG=debug).
+
+Examples:
+  kvs --logger file --frontend rest
+  kvs --config /etc/kvs/config.toml
+  kvs plugins list
+  kvs top --admin http://127.0.0.1:9090
+  kvs completions bash > /etc/bash_completion.d/kvs
+  kvs --log-format json
+  kvs plugins check target/debug/plugins/libkvs_plugin_file.so --config 'path = \"{tmp}/log\"'";
+
+/// With the `mimalloc` feature, the host's allocator. Plug-ins keep their own: what
+/// crosses the boundary (abi_stable's `RVec`, boxes) is freed by whoever allocated it.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    // Backtrace capture makes every WASM call ~2.5x slower (RUST_BACKTRACE=1 is common on
+    // developer machines); kvs reports errors, not library backtraces.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kvs: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let raw = match &cli.config {
+        Some(path) => RawConfig::load(path)?,
+        None if Path::new("config.toml").is_file() => RawConfig::load(Path::new("config.toml"))?,
+        None => RawConfig::default(),
+    };
+    Config::resolve(
+        raw,
+        Overrides {
+            plugins_dir: cli.plugins_dir.clone(),
+            logger: cli.logger.clone(),
+            frontends: cli.frontends.clone(),
+            repair_log: cli.repair_log,
+        },
+    )
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let format = match cli.log_format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    };
+    // Generated from the CLI definition; they need neither config nor logging.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "kvs", &mut script);
+            return print_all(&script);
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .context("cannot render the manual page")?;
+            return print_all(&page);
+        }
+        _ => {}
+    }
+    let serving = cli.command.is_none();
+    // The config is read before logging starts, since it says where traces go; its
+    // errors are printed by `main` all the same.
+    let config = if serving {
+        Some(load_config(&cli)?)
+    } else {
+        None
+    };
+    let telemetry_config = config.as_ref().map(|c| c.telemetry.clone());
+    let _telemetry = telemetry::init(format, &telemetry_config.unwrap_or_default())?;
+    if let Some(config) = config {
+        return serve(&config);
+    }
+    if let Some(Command::Plugins {
+        command: PluginsCommand::Check { file, table },
+    }) = &cli.command
+    {
+        return check_plugin(file, table);
+    }
+    if let Some(Command::Top {
+        admin,
+        interval,
+        count,
+    }) = &cli.command
+    {
+        let interval = std::time::Duration::try_from_secs_f64(*interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--interval must be a positive number of seconds")?;
+        return top::run(admin, interval, *count);
+    }
+    let config = load_config(&cli)?;
+    match cli.command {
+        Some(Command::Plugins {
+            command: PluginsCommand::List,
+        }) => list_plugins(&config),
+        Some(Command::Plugins {
+            command: PluginsCommand::Check { .. },
+        })
+        | Some(Command::Top { .. })
+        | Some(Command::Completions { .. })
+        | Some(Command::Man)
+        | None => unreachable!("handled above"),
+    }
+}
