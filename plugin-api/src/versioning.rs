@@ -47,9 +47,19 @@
 //!   for WASM frontends of every minor: a guest's `put`/`delete` return once the write is
 //!   accepted, and the host holds the guest's answer until the write is durable (see
 //!   `guest::put`). Plug-ins built against 1.0, 1.1 and 1.2 load and work unchanged (the
-//!   `compat/` tests run all three, native and WASM).
-//! * 1.N (when it needs new native types) will be `native::v1_N` and
-//!   `KVS_PLUGIN_V1_N`, beside the others.
+//!   `compat/` tests run every released minor, native and WASM).
+//! * 1.4 (not released yet: it is released when its packaged crate and its layout
+//!   snapshot are committed, and the minor's additions land until then) is
+//!   [`native::v1_4`](crate::native::v1_4): its own `StoreApi` and `Module`. From 1.4
+//!   a plug-in exports its own generation only: the handshake and `KVS_PLUGIN_ENTRIES`
+//!   ([`native::ENTRIES_SYMBOL`](crate::native::ENTRIES_SYMBOL)), an
+//!   [`Entries`](crate::native::Entries) of its minor's `Module` — no 1.0 root module,
+//!   no older entry points. An older host refuses a 1.4 plug-in by its handshake before
+//!   it would look for them, so nothing it reads goes missing.
+//!   [`native::current`](crate::native::current) names the generation this crate builds
+//!   plug-ins as; `Store`'s constructors for older store objects are deprecated.
+//! * 1.N (when it needs new native types) will be `native::v1_N`, exported under the
+//!   same `KVS_PLUGIN_ENTRIES` symbol (the handshake says which `Module` it is).
 //!
 //! **Patch releases** of this crate change no contract: nothing new crosses the
 //! boundary, no public item is added, and the handshake still says the same minor.
@@ -58,14 +68,16 @@
 //! are encoded into buffers of the right size (a WASM REST GET runs ~4% fewer
 //! instructions). Guests built with 1.3.0 and 1.3.1 behave alike on every host.
 //!
-//! A plug-in exports the handshake, the 1.0 root module and the entry points of its own
-//! minor ([`export_plugin!`](crate::export_plugin) writes all of them). The host reads
-//! the handshake first, then runs abi_stable's check on the 1.0 root module, then — only
-//! if the handshake's `api_minor` says they exist — looks up the newest entry points it
-//! and the plug-in share, checks their layout with abi_stable
-//! (`check_layout_compatibility`, the plug-in's `Exports::layout` against its own), and
-//! uses them. A 1.0 plug-in is driven through the 1.0 types and gets no host services:
-//! its stderr stays its own and its frontend's calls arrive as an anonymous caller.
+//! A host reads a plug-in's handshake first and then drives it through exactly one
+//! generation: the newest at or below the plug-in's minor (1.0, 1.1 for 1.1 and 1.2,
+//! 1.3, 1.4). It looks up that generation's entry points (the 1.0 root module through
+//! abi_stable's library header, `KVS_PLUGIN_V1_1`, `KVS_PLUGIN_V1_3`, or
+//! `KVS_PLUGIN_ENTRIES`), checks their layout with abi_stable
+//! (`check_layout_compatibility`, the layout the plug-in was built with against its own),
+//! and uses them. Plug-ins of 1.0-1.3 also exported older generations' entry points
+//! (their `export_plugin!` wrote them all); a host no longer reads those. A 1.0
+//! plug-in gets no host services: its stderr stays its own and its frontend's calls
+//! arrive as an anonymous caller.
 //!
 //! **Why not append to the 1.0 types?** abi_stable's prefix types let a *library* have
 //! more fields than its *loader* expects, never fewer: its layout check refuses a
@@ -76,7 +88,7 @@
 //! test caught exactly that. Hence whole new types per minor.
 //!
 //! **A minor version may only add:**
-//! * a `native::v1_N` module and its `KVS_PLUGIN_V1_N` symbol, as above;
+//! * a `native::v1_N` module, exported as `KVS_PLUGIN_ENTRIES`, as above;
 //! * new optional WASM exports, new host functions, and new wire-message fields at the
 //!   end of a message (readers ignore bytes they do not know);
 //! * new [`ErrorCode`](crate::ErrorCode), [`EventKind`](crate::EventKind),
@@ -105,7 +117,7 @@
 //! snapshot is written once, when its minor is released
 //! (`KVS_FREEZE_MINOR=1.N cargo test -p kvs-plugin-api --test frozen`), and never
 //! regenerated. The 1.0 and 1.1 snapshots are what those minors shipped (they equal the
-//! layouts of the released copies in `compat/plugin-api-1.x`). 1.3's is its layout as
+//! layouts of the released crates in `compat/releases/`). 1.3's is its layout as
 //! of commit d28f6c6, not as first declared: `Module::open_shared_logger` and
 //! `StoreApi::get_consistent` were added after 1.3.0 was first declared (20e92de), so
 //! a native plug-in built at 20e92de does not pass today's 1.3 layout check — a host

@@ -271,8 +271,8 @@ fn check(
         let next = RELEASED.iter().map(|r| r.minor).max().unwrap_or(0) + 1;
         let instead = match kind {
             Kind::Native => format!(
-                "new native types go in a new module `native::v1_{next}` with its own entry \
-                 points (`KVS_PLUGIN_V1_{next}`), beside the released ones"
+                "new native types go in the next minor's module `native::v1_{next}` (its \
+                 `Module`, exported as `KVS_PLUGIN_ENTRIES`), beside the released ones"
             ),
             Kind::Wasm => format!(
                 "a new host function or export, under a new name, in a new row of \
@@ -357,6 +357,32 @@ fn released_minors_are_listed_in_order() {
     assert!(
         minors.last() <= Some(&kvs_plugin_api::API_MINOR),
         "RELEASED lists a minor newer than this crate's API_MINOR"
+    );
+}
+
+/// The released crates the compat fixtures are built from (`compat/releases/`) and the
+/// frozen layouts here name the same minors: a minor is released with both.
+#[test]
+fn every_released_crate_has_frozen_layouts() {
+    let list = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../compat/releases/releases.toml"
+    );
+    // Outside kvs's tree (the packaged crate) there is no list to compare with.
+    let Ok(text) = std::fs::read_to_string(list) else {
+        return;
+    };
+    let packaged: Vec<u16> = text
+        .lines()
+        .filter_map(|l| l.split("minor = \"1.").nth(1))
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect();
+    let frozen: Vec<u16> = RELEASED.iter().map(|r| r.minor).collect();
+    assert_eq!(
+        packaged, frozen,
+        "compat/releases/releases.toml lists minors {packaged:?} but tests/frozen.rs's \
+         RELEASED has {frozen:?}: a minor is released with its .crate and its layout \
+         snapshots together (ARCHITECTURE.md, \"Adding a minor\")"
     );
 }
 
