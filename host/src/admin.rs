@@ -112,6 +112,8 @@ impl Admin {
             alpn: kvs_serve::Settings::HTTP_ALPN,
             max_connections: config.max_connections,
             max_connections_per_peer: config.max_connections_per_peer,
+            // The admin listener is what the descriptor reserve is kept for.
+            descriptor_reserve: false,
             max_header_bytes: config.max_header_bytes,
             deadlines: kvs_serve::Deadlines::from_ms(
                 config.handshake_timeout_ms,

@@ -26,6 +26,20 @@ pub enum Action {
     Delete,
 }
 
+impl Action {
+    /// The contract's [`kvs_plugin_api::Action`] (what a frontend asks `check` about).
+    pub fn from_contract(action: kvs_plugin_api::Action) -> Result<Action, PluginError> {
+        match action {
+            kvs_plugin_api::Action::GET => Ok(Action::Get),
+            kvs_plugin_api::Action::PUT => Ok(Action::Put),
+            kvs_plugin_api::Action::DELETE => Ok(Action::Delete),
+            kvs_plugin_api::Action(other) => Err(PluginError::invalid_input(format!(
+                "unknown store action {other}: this kvs knows get (1), put (2), delete (3)"
+            ))),
+        }
+    }
+}
+
 /// The caller of one store operation, borrowing from the frontend's request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Caller<'a> {

@@ -161,6 +161,19 @@ impl Store {
         }
     }
 
+    /// Whether `caller` may do `action` on `key`: what the store and the request hook
+    /// would answer the call itself, without making it (plugin-api 1.4's `check`). A
+    /// frontend asks it for every key of a multi-key write before queueing any.
+    pub fn check_as(
+        &self,
+        caller: &Caller<'_>,
+        action: caller::Action,
+        key: &[u8],
+    ) -> Result<(), PluginError> {
+        self.check_key(key)?;
+        self.admit(action, key, caller)
+    }
+
     /// [`Store::get`] on behalf of a frontend's caller: the request hook decides first.
     pub fn get_as(&self, caller: &Caller<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
         self.get_as_consistent(caller, key, Consistency::DEFAULT)

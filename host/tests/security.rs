@@ -1017,6 +1017,31 @@ fn resp_auth_presents_a_token_and_the_host_decides() {
     assert_eq!(as_user(&bob, &["SET", "app/x", "1"]), "OK");
     assert_eq!(as_user(&alice, &["GET", "app/x"]), "1");
     assert!(as_user(&alice, &["GET", "other/y"]).starts_with("NOPERM"));
+    // A multi-key write with one key the caller may not write writes none of them: the
+    // frontend asks the host about every key first (plugin-api 1.4's `check`).
+    let refused = as_user(
+        &bob,
+        &["MSET", "app/m1", "v1", "secret/m2", "v2", "app/m3", "v3"],
+    );
+    assert!(refused.starts_with("NOPERM"), "{refused}");
+    for key in ["app/m1", "app/m3"] {
+        assert_eq!(
+            as_user(&bob, &["EXISTS", key]),
+            "0",
+            "{key} written by a refused MSET"
+        );
+    }
+    let refused = as_user(&bob, &["DEL", "app/x", "secret/y"]);
+    assert!(refused.starts_with("NOPERM"), "{refused}");
+    assert_eq!(
+        as_user(&bob, &["GET", "app/x"]),
+        "1",
+        "deleted by a refused DEL"
+    );
+    assert_eq!(
+        as_user(&bob, &["MSET", "app/m1", "v1", "app/m3", "v3"]),
+        "OK"
+    );
     for (what, token, _) in issuer.bad_tokens() {
         let answer = as_user(&token, &["GET", "app/x"]);
         assert!(answer.starts_with("NOAUTH"), "{what}: {answer}");
@@ -1246,6 +1271,49 @@ fn silent_connections_and_stalled_handshakes_are_closed() {
         ),
         std::fs::read(pki.dir.join("server.der")).unwrap()
     );
+    kvs.stop();
+}
+
+/// When clients hold every descriptor a frontend may have, the last ones are still kept
+/// for the host: the admin listener answers `/readyz` at once while the frontend closes
+/// new connections, and says why.
+#[test]
+fn the_admin_listener_answers_when_clients_hold_every_other_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let text = std::fs::read_to_string(&config).unwrap() + "max_connections_per_peer = 0\n";
+    std::fs::write(&config, text).unwrap();
+    // 400 descriptors: a quarter (100) is kept back from the frontends.
+    let kvs = Kvs::start_under(&["prlimit", "--nofile=400:400"], &config, &staged_plugins());
+    let rest = kvs.endpoint("rest").trim_start_matches("http://").to_string();
+    let admin = kvs.admin();
+    let mut held = Vec::new();
+    for _ in 0..450 {
+        match std::net::TcpStream::connect(&rest) {
+            Ok(c) => held.push(c),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    let http = http_client();
+    let started = Instant::now();
+    let ready = http.get(format!("{admin}/readyz")).send().unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "/readyz took {:?} with 450 idle clients",
+        started.elapsed()
+    );
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = kvs.log();
+        if log.contains("last open-file descriptors") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(log.contains("last open-file descriptors"), "{log}");
+    assert!(!log.contains("accept failed"), "{log}");
+    drop(held);
     kvs.stop();
 }
 

@@ -105,6 +105,20 @@ mod tests {
     }
 }
 
+/// What a store call is about to do, for [`Store::check_with`](crate::Store::check_with)
+/// (1.4): the host answers as it would answer the call itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Action(pub u8);
+
+impl Action {
+    /// A read of the key.
+    pub const GET: Action = Action(1);
+    /// A write of the key.
+    pub const PUT: Action = Action(2);
+    /// A removal of the key.
+    pub const DELETE: Action = Action(3);
+}
+
 /// How fresh a read must be (1.3). Matters only when kvs nodes share a log (the `etcd`
 /// logger): a single kvs answers every read linearizably anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

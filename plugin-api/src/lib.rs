@@ -101,7 +101,7 @@ pub mod wire;
 #[cfg(all(test, feature = "native"))]
 mod tests;
 
-pub use context::{Consistency, RequestContext};
+pub use context::{Action, Consistency, RequestContext};
 pub use error::ErrorCode;
 #[cfg(feature = "native")]
 pub use error::PluginError;

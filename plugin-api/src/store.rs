@@ -173,6 +173,20 @@ impl Store {
         Ok(value?.into_option().map(RVec::into_vec))
     }
 
+    /// Whether the caller `ctx` describes may do `action` on `key`, as the host would
+    /// answer the call itself (the key's limits, credentials, permissions), without
+    /// making it (1.4). Ask it for every key of a multi-key write before making any, so
+    /// that a refusal leaves nothing half-written. Through a deprecated constructor's
+    /// older store object only the key's limits are checked.
+    pub fn check_with(
+        &self,
+        ctx: &RequestContext,
+        action: crate::Action,
+        key: &[u8],
+    ) -> Result<(), PluginError> {
+        self.inner.check(&ctx.into(), action.0, key.into()).into()
+    }
+
     /// Stores `value` under `key` for an anonymous caller, resolving once durable.
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), PluginError> {
         outcome(self.put_ref(&RequestContextRef::default(), key, value)).await

@@ -100,8 +100,18 @@ pub const KVS_STATS: HostFunction = HostFunction {
     since_minor: 3,
 };
 
+/// `kvs_check`: action:u8 key -> result(): may the caller do this to the key? The
+/// host's answer to the call itself, without making it (1.4).
+pub const KVS_CHECK: HostFunction = HostFunction {
+    name: "kvs_check",
+    params: &[PTR],
+    results: &[PTR],
+    since_minor: 4,
+};
+
 /// Every host function, in the order they were introduced.
-pub const HOST_FUNCTIONS: &[HostFunction] = &[KVS_GET, KVS_PUT, KVS_DELETE, KVS_LOG, KVS_STATS];
+pub const HOST_FUNCTIONS: &[HostFunction] =
+    &[KVS_GET, KVS_PUT, KVS_DELETE, KVS_LOG, KVS_STATS, KVS_CHECK];
 
 /// Which guests export something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

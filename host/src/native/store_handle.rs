@@ -83,6 +83,20 @@ impl StoreHandle {
     }
 }
 
+impl StoreHandle {
+    /// plugin-api 1.4's `check`: may this caller do `action` (an `Action` value) to `key`?
+    pub(super) fn check(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        action: u8,
+        key: RSlice<'_, u8>,
+    ) -> Result<(), PluginError> {
+        let action = crate::caller::Action::from_contract(kvs_plugin_api::Action(action))?;
+        self.store
+            .check_as(&self.caller(ctx), action, key.as_slice())
+    }
+}
+
 fn completion(mut done: WriteCallbackBox) -> Completion {
     Completion::new(move |r| done.complete(r.into()))
 }

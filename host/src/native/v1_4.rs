@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use abi_stable::library::RawLibrary;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RSlice, RStr, RVec};
+use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
 use kvs_plugin_api::native::v1_1::RequestContextRef;
 use kvs_plugin_api::native::v1_3::StoreStats;
 use kvs_plugin_api::native::{ENTRIES_SYMBOL, Entries, WriteCallbackBox, v1_4};
@@ -111,5 +111,14 @@ impl v1_4::StoreApi for StoreHandle {
 
     fn stats(&self) -> StoreStats {
         super::v1_3::stats(&self.store)
+    }
+
+    fn check(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        action: u8,
+        key: RSlice<'_, u8>,
+    ) -> RResult<(), PluginError> {
+        StoreHandle::check(self, ctx, action, key).into()
     }
 }

@@ -146,6 +146,8 @@ enum StoreCall {
     Delete,
     /// `kvs_stats`: -> result(keys:u64 data_bytes:u64) (1.3).
     Stats,
+    /// `kvs_check`: action:u8 key -> result() (1.4).
+    Check,
 }
 
 /// An extism host function with the name and signature `f` has in the contract's table
@@ -175,7 +177,7 @@ pub(super) fn host_function<T: 'static>(
     )
 }
 
-/// The host functions `kvs_get`, `kvs_put`, `kvs_delete` and `kvs_stats`, reaching
+/// The host functions `kvs_get`, `kvs_put`, `kvs_delete`, `kvs_stats` and `kvs_check`, reaching
 /// `store`.
 pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
     [
@@ -183,6 +185,7 @@ pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
         (wasm_abi::KVS_PUT, StoreCall::Put),
         (wasm_abi::KVS_DELETE, StoreCall::Delete),
         (wasm_abi::KVS_STATS, StoreCall::Stats),
+        (wasm_abi::KVS_CHECK, StoreCall::Check),
     ]
     .into_iter()
     .map(|(f, call)| host_function(&f, UserData::new((store.clone(), call)), host_store))
@@ -238,9 +241,15 @@ fn run(
         w.u64(stats.keys).u64(stats.data_bytes);
         return Ok(w.0);
     }
+    if let StoreCall::Check = call {
+        let action =
+            crate::caller::Action::from_contract(kvs_plugin_api::Action(r.u8().map_err(bad)?))?;
+        store.check_as(caller, action, r.bytes().map_err(bad)?)?;
+        return Ok(Vec::new());
+    }
     let key = r.bytes().map_err(bad)?;
     match call {
-        StoreCall::Stats => unreachable!("answered above"),
+        StoreCall::Stats | StoreCall::Check => unreachable!("answered above"),
         StoreCall::Get => {
             deferred.settle_blocking();
             let mut w = Writer::default();

@@ -357,6 +357,7 @@ pub fn start_frontend(
         tls: sandbox.tls.as_ref(),
         alpn: kvs_serve::Settings::HTTP_ALPN,
         max_connections_per_peer: sandbox.max_connections_per_peer,
+        descriptor_reserve: true,
         max_connections: sandbox
             .max_connections
             .unwrap_or(kvs_serve::DEFAULT_MAX_CONNECTIONS),

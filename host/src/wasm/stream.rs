@@ -278,6 +278,7 @@ pub fn start_stream_frontend(
         worker_threads: sandbox.worker_threads,
         thread_name: "kvs-wasm-stream",
         max_connections_per_peer: sandbox.max_connections_per_peer,
+        descriptor_reserve: true,
         max_connections: sandbox.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         tls: sandbox.tls.as_ref(),
         deadlines: kvs_serve::Deadlines::from_ms(

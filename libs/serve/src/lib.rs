@@ -14,8 +14,11 @@
 mod connection;
 pub mod deadline;
 mod peers;
+mod reserve;
 pub mod tcp;
 pub mod tls;
+
+pub use reserve::DESCRIPTOR_RESERVE;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,6 +92,10 @@ pub struct Settings<'a> {
     /// Most connections one client address may have open at once (0: no per-peer cap);
     /// more from it are closed as soon as they are accepted.
     pub max_connections_per_peer: usize,
+    /// Close a connection that would take one of the last descriptors the process may
+    /// open ([`DESCRIPTOR_RESERVE`]): true for every frontend, false for the host's
+    /// admin listener, which the reserve is kept for.
+    pub descriptor_reserve: bool,
     /// Largest request header block in bytes (at least 8192).
     pub max_header_bytes: usize,
     /// How long a connection may take to start talking and stay silent.
@@ -150,6 +157,7 @@ impl Server {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             max_connections: settings.max_connections,
             peers: peers::PeerSlots::new(settings.max_connections_per_peer),
+            reserve: reserve::Reserve::new(settings.descriptor_reserve),
             deadlines: settings.deadlines,
             last_full_warning: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
@@ -277,6 +285,7 @@ struct Acceptor {
     connections: Arc<Semaphore>,
     max_connections: usize,
     peers: peers::PeerSlots,
+    reserve: reserve::Reserve,
     deadlines: Deadlines,
     /// Seconds since `started`, plus one, when "at max_connections" was last logged
     /// (0: never). Logged at most every 10 s, however many connections are refused.
@@ -303,11 +312,20 @@ impl Acceptor {
                 },
                 _ = &mut shutdown => break,
             };
+            if !self.reserve.admits(std::os::fd::AsRawFd::as_raw_fd(&tcp)) {
+                self.warn_refusing(|table, _| reserve::refusal(table));
+                continue; // dropping `tcp` closes it
+            }
             let Some(peer_slot) = self.peers.take(addr.ip(), &self.table, self.log) else {
                 continue; // dropping `tcp` closes it
             };
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                self.warn_full();
+                self.warn_refusing(|table, max| {
+                    format!(
+                        "{table}: {max} connections are open (max_connections); closing new \
+                         ones until some close"
+                    )
+                });
                 continue;
             };
             let _ = tcp.set_nodelay(true);
@@ -358,7 +376,8 @@ impl Acceptor {
         graceful.shutdown().await;
     }
 
-    fn warn_full(&self) {
+    /// Logs why new connections are being closed, at most every 10 s.
+    fn warn_refusing(&self, why: impl FnOnce(&str, usize) -> String) {
         let now = self.started.elapsed().as_secs() + 1;
         let last = self.last_full_warning.load(Ordering::Relaxed);
         if (last == 0 || now >= last + 10)
@@ -367,14 +386,7 @@ impl Acceptor {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            (self.log)(
-                Level::WARN,
-                &format!(
-                    "{}: {} connections are open (max_connections); closing new ones until \
-                     some close",
-                    self.table, self.max_connections
-                ),
-            );
+            (self.log)(Level::WARN, &why(&self.table, self.max_connections));
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct TcpSettings<'a> {
     pub max_connections: usize,
     /// Most connections one client address may have open at once (0: no per-peer cap).
     pub max_connections_per_peer: usize,
+    /// As [`crate::Settings::descriptor_reserve`]: true for every frontend.
+    pub descriptor_reserve: bool,
     /// TLS, if the listener's table has a `tls` table.
     pub tls: Option<&'a TlsConfig>,
     /// How long a connection may take to start talking and stay silent (see
@@ -125,6 +127,7 @@ impl TcpServer {
             open: open.clone(),
             max_connections: settings.max_connections,
             peers: crate::peers::PeerSlots::new(settings.max_connections_per_peer),
+            reserve: crate::reserve::Reserve::new(settings.descriptor_reserve),
             deadlines: settings.deadlines,
             tls: tls.clone(),
             table: table.to_string(),
@@ -205,6 +208,7 @@ struct Acceptor {
     open: OpenConnections,
     max_connections: usize,
     peers: crate::peers::PeerSlots,
+    reserve: crate::reserve::Reserve,
     deadlines: crate::Deadlines,
     tls: Option<Arc<tls::Tls>>,
     table: String,
@@ -235,19 +239,25 @@ impl Acceptor {
                 _ = stopping.changed() => return,
             };
             let open = self.open.count();
-            if open >= self.max_connections {
+            let refused = if !self
+                .reserve
+                .admits(std::os::fd::AsRawFd::as_raw_fd(&stream))
+            {
+                Some(crate::reserve::refusal(&self.table))
+            } else if open >= self.max_connections {
+                Some(format!(
+                    "{}: refusing connections: {open} open, the limit is max_connections = {}",
+                    self.table, self.max_connections
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = refused {
                 // Logged at most every 10 s, however many are refused; dropping the
                 // stream closes it.
                 if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                     last_warning = Some(Instant::now());
-                    (self.log)(
-                        Level::WARN,
-                        &format!(
-                            "{}: refusing connections: {open} open, the limit is \
-                             max_connections = {}",
-                            self.table, self.max_connections
-                        ),
-                    );
+                    (self.log)(Level::WARN, &why);
                 }
                 continue;
             }

@@ -1,5 +1,5 @@
-//! The host functions a guest calls: the store ([`get`], [`put`], [`delete`], [`stats`])
-//! and the host's log.
+//! The host functions a guest calls: the store ([`get`], [`put`], [`delete`], [`stats`],
+//! [`check`]) and the host's log.
 
 use super::GuestError;
 use crate::wire::{self, Reader, Writer};
@@ -18,6 +18,8 @@ unsafe extern "C" {
     fn host_kvs_log(input: u64);
     #[link_name = "kvs_stats"]
     fn host_kvs_stats(input: u64) -> u64;
+    #[link_name = "kvs_check"]
+    fn host_kvs_check(input: u64) -> u64;
 }
 
 /// Sends a log message to the host (`kvs_log`); used by [`crate::log`] (without the
@@ -106,6 +108,15 @@ pub fn put(key: &[u8], value: &[u8]) -> Result<(), GuestError> {
 /// Removes `key`, acknowledged as for [`put`]. A missing key is not an error.
 pub fn delete(key: &[u8]) -> Result<(), GuestError> {
     call_host(host_kvs_delete, &key_input(key, None)).map(drop)
+}
+
+/// Whether the caller whose request this call serves may do `action` to `key`: the
+/// host's answer to that call (limits, credentials, permissions) without making it
+/// (1.4). Ask it for every key of a multi-key write before writing any.
+pub fn check(action: crate::Action, key: &[u8]) -> Result<(), GuestError> {
+    let mut w = Writer(Vec::with_capacity(5 + key.len()));
+    w.u8(action.0).bytes(key);
+    call_host(host_kvs_check, &w.0).map(drop)
 }
 
 /// How many keys, and bytes of keys and values, the host's store holds (1.3).

@@ -11,7 +11,8 @@
 //! points: a host older than 1.4 refuses the plug-in by its handshake before it would
 //! look for them. The objects passed are those of earlier minors ([`LoggerBox`] of 1.0,
 //! [`HostBox`] of 1.1, [`SharedLoggerBox`] of 1.3), except the store a frontend gets,
-//! which is 1.4's own [`StoreApi`] (today the same methods as 1.3's).
+//! which is 1.4's own [`StoreApi`]: 1.3's methods, and `check` (may this caller do this
+//! to this key?).
 
 use abi_stable::{
     StableAbi, sabi_trait,
@@ -55,8 +56,18 @@ pub trait StoreApi: Send + Sync {
     /// The host's key and value size limits.
     fn limits(&self) -> Limits;
     /// How many keys, and how many bytes of keys and values, the store holds.
-    #[sabi(last_prefix_field)]
     fn stats(&self) -> StoreStats;
+    /// Whether the caller `ctx` may do `action` (an [`Action`](crate::Action) value) on
+    /// `key`: the host's answer to the call itself — the key's limits, credentials,
+    /// permissions — without making it. A frontend asks it for every key of a
+    /// multi-key write before queueing any, so the write is all or nothing.
+    #[sabi(last_prefix_field)]
+    fn check(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        action: u8,
+        key: RSlice<'_, u8>,
+    ) -> RResult<(), PluginError>;
 }
 
 /// An owned 1.4 [`StoreApi`] trait object, as handed to a 1.4 `start_frontend`.

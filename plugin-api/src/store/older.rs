@@ -17,10 +17,31 @@ use crate::native::v1_3::StoreStats;
 use crate::native::{self as v1_0, Limits, WriteCallbackBox, v1_1, v1_3};
 
 type Got = RResult<ROption<RVec<u8>>, PluginError>;
+type Checked = RResult<(), PluginError>;
+
+/// What an older store object can say about a key without writing it: its limits.
+fn limits_only(limits: Limits, key: RSlice<'_, u8>) -> Checked {
+    if key.is_empty() {
+        RResult::RErr(PluginError::invalid_input("key is empty"))
+    } else if key.len() as u64 > limits.max_key_bytes {
+        RResult::RErr(PluginError::new(
+            crate::ErrorCode::TOO_LARGE,
+            format!(
+                "key is longer than the limit of {} bytes",
+                limits.max_key_bytes
+            ),
+        ))
+    } else {
+        RResult::ROk(())
+    }
+}
 
 struct V1_0(v1_0::StoreBox);
 
 impl StoreApi for V1_0 {
+    fn check(&self, _: &RequestContextRef<'_>, _: u8, key: RSlice<'_, u8>) -> Checked {
+        limits_only(self.0.limits(), key)
+    }
     fn get(&self, _ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> Got {
         self.0.get(key)
     }
@@ -53,6 +74,9 @@ impl StoreApi for V1_0 {
 struct V1_1(v1_1::StoreBox);
 
 impl StoreApi for V1_1 {
+    fn check(&self, _: &RequestContextRef<'_>, _: u8, key: RSlice<'_, u8>) -> Checked {
+        limits_only(self.0.limits(), key)
+    }
     fn get(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> Got {
         self.0.get(ctx, key)
     }
@@ -85,6 +109,9 @@ impl StoreApi for V1_1 {
 struct V1_3(v1_3::StoreBox);
 
 impl StoreApi for V1_3 {
+    fn check(&self, _: &RequestContextRef<'_>, _: u8, key: RSlice<'_, u8>) -> Checked {
+        limits_only(self.0.limits(), key)
+    }
     fn get(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> Got {
         self.0.get(ctx, key)
     }

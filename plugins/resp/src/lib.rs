@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kvs_plugin_api::{ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin};
+use kvs_plugin_api::{
+    Action, ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin,
+};
 use kvs_resp::{
     Backend, Decoded, Decoder, ErrorKind, Flow, Reply, ServerInfo, Session, StoreError,
 };
@@ -115,9 +117,19 @@ impl Backend for Connection {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        // The store's limits, known here. Whether the caller may write the key only the
-        // host's request hook can say, and plugin-api (1.3) has no call that asks it
-        // without writing: a refusal there still stops a multi-key write midway.
+        // The host answers for the key (limits, credentials, permissions) as it would
+        // answer the write, without making it (plugin-api 1.4's `check`); the value's
+        // size is known here. Asked for every key of a multi-key write before any is
+        // queued, so a refusal leaves nothing half-written.
+        let action = if value.is_some() {
+            Action::PUT
+        } else {
+            Action::DELETE
+        };
+        self.shared
+            .store
+            .check_with(&self.context, action, key)
+            .map_err(store_error)?;
         let limits = self.shared.store.limits();
         kvs_resp::commands::check_sizes(key, value, limits.max_key_bytes, limits.max_value_bytes)
     }
@@ -408,6 +420,7 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         thread_name: "kvs-resp",
         max_connections: config.max_connections,
         max_connections_per_peer: config.max_connections_per_peer,
+        descriptor_reserve: true,
         tls: config.tls.as_ref(),
         deadlines: kvs_serve::Deadlines::from_ms(
             config.handshake_timeout_ms,

@@ -381,6 +381,7 @@ impl RestFrontend {
             alpn: kvs_serve::Settings::HTTP_ALPN,
             max_connections: config.max_connections,
             max_connections_per_peer: config.max_connections_per_peer,
+            descriptor_reserve: true,
             max_header_bytes: config.max_header_bytes,
             deadlines: kvs_serve::Deadlines::from_ms(
                 config.handshake_timeout_ms,

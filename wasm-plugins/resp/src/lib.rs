@@ -9,7 +9,7 @@
 //! the native `resp` frontend where `[auth]` is on).
 
 use kvs_plugin_api::guest::{self, Flow, GuestError, StreamConnection};
-use kvs_plugin_api::{ErrorCode, RequestContext, export_wasm_stream_frontend};
+use kvs_plugin_api::{Action, ErrorCode, RequestContext, export_wasm_stream_frontend};
 use kvs_resp::{Backend, Decoded, Decoder, ErrorKind, Reply, ServerInfo, Session, StoreError};
 
 /// One client connection: its unparsed bytes and its RESP session.
@@ -53,9 +53,17 @@ impl Backend for Host {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        // A guest does not know the host's limits; values over MAX_BULK never reach
-        // here (the decoder skips them), so only the empty key is checked up front.
-        kvs_resp::commands::check_sizes(key, value, u64::MAX, u64::MAX)
+        // The host answers for the key (limits, credentials, permissions) as it would
+        // answer the write, without making it (`kvs_check`, 1.4): asked for every key
+        // of a multi-key write before any is made. Values over MAX_BULK never reach
+        // here (the decoder skips them).
+        kvs_resp::commands::check_sizes(key, value, u64::MAX, u64::MAX)?;
+        let action = if value.is_some() {
+            Action::PUT
+        } else {
+            Action::DELETE
+        };
+        guest::check(action, key).map_err(store_error)
     }
 
     fn info(&self) -> ServerInfo {
