@@ -1285,7 +1285,10 @@ fn the_admin_listener_answers_when_clients_hold_every_other_descriptor() {
     std::fs::write(&config, text).unwrap();
     // 400 descriptors: a quarter (100) is kept back from the frontends.
     let kvs = Kvs::start_under(&["prlimit", "--nofile=400:400"], &config, &staged_plugins());
-    let rest = kvs.endpoint("rest").trim_start_matches("http://").to_string();
+    let rest = kvs
+        .endpoint("rest")
+        .trim_start_matches("http://")
+        .to_string();
     let admin = kvs.admin();
     let mut held = Vec::new();
     for _ in 0..450 {
