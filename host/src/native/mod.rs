@@ -12,11 +12,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RStr},
+};
+use kvs_plugin_api::native::v1_1::HostBox;
 use kvs_plugin_api::native::v1_3::{FollowSink_TO, SharedLoggerBox};
 use kvs_plugin_api::native::{FrontendBox, HealthProbeBox, LoggerBox, ReplaySink, ReplaySink_TO};
 use kvs_plugin_api::{Event, PluginError};
 
+use crate::plugins::Plugin;
 use crate::ports::{Entry, FollowSink, HealthCheck, Log, RunningFrontend, SharedLog};
 
 mod load;
@@ -146,6 +151,42 @@ impl kvs_plugin_api::native::v1_3::FollowSink for FollowInto {
     fn deliver(&self, events: abi_stable::std_types::RSlice<'_, Event<'_>>, through: u64) {
         self.0.deliver(events.as_slice(), through)
     }
+}
+
+/// An entry point of 1.1 and later that takes a config table and the host's services.
+type WithHost<T> = for<'a> extern "C" fn(RStr<'a>, HostBox) -> RResult<T, PluginError>;
+
+/// Opens a logger through an entry point of 1.1 or later.
+fn open_logger(
+    open: WithHost<LoggerBox>,
+    plugin: &Plugin,
+    config: &str,
+) -> Result<Box<dyn Log>, PluginError> {
+    logger(open(RStr::from_str(config), v1_1::host_box(&plugin.name)))
+}
+
+/// Opens a shared log through an entry point of 1.3 or later.
+fn open_shared_log(
+    open: WithHost<SharedLoggerBox>,
+    plugin: &Plugin,
+    config: &str,
+) -> Result<Arc<dyn SharedLog>, PluginError> {
+    shared_log(open(RStr::from_str(config), v1_1::host_box(&plugin.name)))
+}
+
+/// Starts a frontend through an entry point of 1.1 or later, handing it `store` (its
+/// generation's store object).
+fn start_frontend<S>(
+    start: for<'a> extern "C" fn(S, RStr<'a>, HostBox) -> RResult<FrontendBox, PluginError>,
+    store: S,
+    plugin: &Plugin,
+    config: &str,
+) -> Result<Box<dyn RunningFrontend>, PluginError> {
+    frontend(start(
+        store,
+        RStr::from_str(config),
+        v1_1::host_box(&plugin.name),
+    ))
 }
 
 fn logger(opened: RResult<LoggerBox, PluginError>) -> Result<Box<dyn Log>, PluginError> {

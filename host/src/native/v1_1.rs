@@ -46,10 +46,7 @@ impl Entry for V1_1 {
         config: &str,
         _meter: Option<Arc<WasmMeter>>,
     ) -> Result<Box<dyn Log>, PluginError> {
-        super::logger((self.0.open_logger)(
-            RStr::from_str(config),
-            host_box(&plugin.name),
-        ))
+        super::open_logger(self.0.open_logger, plugin, config)
     }
 
     fn start_frontend(
@@ -59,11 +56,7 @@ impl Entry for V1_1 {
         config: &str,
     ) -> Result<Box<dyn RunningFrontend>, PluginError> {
         let store = v1_1::StoreApi_TO::from_value(StoreHandle::new(store, &plugin.name), TD_Opaque);
-        super::frontend((self.0.start_frontend)(
-            store,
-            RStr::from_str(config),
-            host_box(&plugin.name),
-        ))
+        super::start_frontend(self.0.start_frontend, store, plugin, config)
     }
 }
 

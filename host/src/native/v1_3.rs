@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use abi_stable::library::RawLibrary;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RSlice, RStr, RVec};
+use abi_stable::std_types::{RSlice, RVec};
 use kvs_plugin_api::native::WriteCallbackBox;
 use kvs_plugin_api::native::v1_1::RequestContextRef;
 use kvs_plugin_api::native::v1_3::{self, StoreStats};
@@ -13,7 +13,6 @@ use kvs_plugin_api::{Consistency, Limits, PluginError};
 
 use super::load::{checked, exported};
 use super::store_handle::{GetReply, StoreHandle};
-use super::v1_1::host_box;
 use crate::metrics::WasmMeter;
 use crate::plugins::Plugin;
 use crate::ports::{Entry, Log, RunningFrontend, SharedLog};
@@ -40,10 +39,7 @@ impl Entry for V1_3 {
         config: &str,
         _meter: Option<Arc<WasmMeter>>,
     ) -> Result<Box<dyn Log>, PluginError> {
-        super::logger((self.0.open_logger)(
-            RStr::from_str(config),
-            host_box(&plugin.name),
-        ))
+        super::open_logger(self.0.open_logger, plugin, config)
     }
 
     fn open_shared_log(
@@ -51,10 +47,7 @@ impl Entry for V1_3 {
         plugin: &Plugin,
         config: &str,
     ) -> Result<Arc<dyn SharedLog>, PluginError> {
-        super::shared_log((self.0.open_shared_logger)(
-            RStr::from_str(config),
-            host_box(&plugin.name),
-        ))
+        super::open_shared_log(self.0.open_shared_logger, plugin, config)
     }
 
     fn start_frontend(
@@ -64,11 +57,7 @@ impl Entry for V1_3 {
         config: &str,
     ) -> Result<Box<dyn RunningFrontend>, PluginError> {
         let store = v1_3::StoreApi_TO::from_value(StoreHandle::new(store, &plugin.name), TD_Opaque);
-        super::frontend((self.0.start_frontend)(
-            store,
-            RStr::from_str(config),
-            host_box(&plugin.name),
-        ))
+        super::start_frontend(self.0.start_frontend, store, plugin, config)
     }
 }
 
