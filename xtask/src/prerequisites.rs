@@ -92,6 +92,16 @@ const NEEDS: &[Need] = &[
         package: "redis-tools",
     },
     Need {
+        what: "redis-server (the differential test compares kvs's replies with Redis's)",
+        present: || command_exists("redis-server"),
+        package: "redis-server",
+    },
+    Need {
+        what: "tclsh (`cargo xtask redis-compat` runs Redis's own Tcl tests)",
+        present: || command_exists("tclsh"),
+        package: "tcl",
+    },
+    Need {
         what: "redis-py (the Redis frontends' tests)",
         present: || python_module("redis"),
         package: "python3-redis",

@@ -55,6 +55,7 @@ pub fn execute(
     session.commands += 1;
     let result = match lookup(name) {
         Some(spec) if !arity_ok(spec.arity, args.len()) => Err(arity_error(name)),
+        Some(spec) if keys_of(spec, args).any(<[u8]>::is_empty) => Err(EMPTY_KEY.into()),
         Some(spec) => run(spec.name, args, session, backend, out),
         None => Err(table::unknown(name, &args[1..])),
     };
@@ -65,6 +66,29 @@ pub fn execute(
             Flow::Continue
         }
     }
+}
+
+/// What every command that takes keys answers when one of them is empty, before it
+/// reads or writes anything: kvs reserves the empty key (the host checks credentials
+/// with it, and a shared log's marker is stored under it), so a command naming one is
+/// refused whole — an `MSET` or `DEL` with an empty key among others changes nothing.
+pub const EMPTY_KEY: &str =
+    "ERR kvs does not accept empty keys: the empty key is reserved; use a key of at least one byte";
+
+/// The key arguments of a command, as its table entry places them.
+fn keys_of<'a>(spec: &Spec, args: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let (first, step) = (spec.first_key as usize, spec.step.max(1) as usize);
+    let last = if spec.last_key < 0 {
+        (args.len() as i64 + spec.last_key) as usize
+    } else {
+        spec.last_key as usize
+    };
+    let range = if first == 0 { 1..1 } else { first..last + 1 };
+    args[..args.len().min(range.end)]
+        .iter()
+        .skip(range.start)
+        .step_by(step)
+        .copied()
 }
 
 fn arity_ok(arity: i64, argc: usize) -> bool {

@@ -86,20 +86,27 @@ struct Skip {
 pub struct Decoder {
     limits: Limits,
     skip: Option<Skip>,
+    /// The last inline command's arguments, unquoted (kept to reuse their buffers).
+    inline_args: Vec<Vec<u8>>,
 }
 
 impl Decoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Decoder { limits, skip: None }
+        Decoder {
+            limits,
+            skip: None,
+            inline_args: Vec::new(),
+        }
     }
 
     /// Decodes the command at the start of `buf`. Returns how many bytes it consumed —
     /// drop them — and the command, or `None` when more bytes are needed (then call
     /// again, with the rest of `buf` plus what arrives next). The consumed count may be
-    /// non-zero with `None`: those were bytes of a command being skipped.
+    /// non-zero with `None`: those were bytes of a command being skipped. An inline
+    /// command's arguments may borrow the decoder (quotes and escapes are undone into it).
     pub fn decode<'a>(
-        &mut self,
+        &'a mut self,
         buf: &'a [u8],
     ) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
         if self.skip.is_some() {
@@ -217,7 +224,13 @@ impl Decoder {
         }
     }
 
-    fn inline<'a>(&mut self, buf: &'a [u8]) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
+    /// An inline command: one line, split as Redis splits it (`sdssplitargs`): blanks
+    /// separate arguments, `"..."` takes escapes (`\\x41`, `\\n`, `\\"`, ...), `'...'` takes
+    /// `\\'`; an unbalanced quote is a protocol error.
+    fn inline<'a>(
+        &'a mut self,
+        buf: &'a [u8],
+    ) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
         let window = &buf[..buf.len().min(self.limits.max_inline_bytes + 1)];
         let Some(end) = window.iter().position(|&b| b == b'\n') else {
             if buf.len() > self.limits.max_inline_bytes {
@@ -225,12 +238,103 @@ impl Decoder {
             }
             return Ok((0, None));
         };
-        let args = buf[..end]
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|a| !a.is_empty())
+        let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+        // Redis reads the line as a C string: a NUL ends it.
+        let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
+        let count = split_inline(line, &mut self.inline_args)
+            .ok_or_else(|| protocol("unbalanced quotes in request"))?;
+        let args = self.inline_args[..count]
+            .iter()
+            .map(Vec::as_slice)
             .collect();
         Ok((end + 1, Some(Decoded::Command(args))))
     }
+}
+
+/// Splits an inline command line into `args` (reusing its buffers) as Redis's
+/// `sdssplitargs` does; the number of arguments, or `None` for unbalanced quotes.
+fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Option<usize> {
+    let at = |i: usize| line.get(i).copied().unwrap_or(0);
+    // C's isspace: a closing quote must be followed by one (or the end).
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let mut count = 0;
+    let mut p = 0;
+    loop {
+        while p < line.len() && space(line[p]) {
+            p += 1;
+        }
+        if p >= line.len() {
+            return Some(count);
+        }
+        if args.len() == count {
+            args.push(Vec::new());
+        }
+        let arg = &mut args[count];
+        arg.clear();
+        count += 1;
+        let (mut double, mut single) = (false, false);
+        loop {
+            let c = at(p);
+            if double {
+                if c == b'\\'
+                    && at(p + 1) == b'x'
+                    && hex(at(p + 2)).is_some()
+                    && hex(at(p + 3)).is_some()
+                {
+                    arg.push(hex(at(p + 2))? * 16 + hex(at(p + 3))?);
+                    p += 3;
+                } else if c == b'\\' && p + 1 < line.len() {
+                    p += 1;
+                    arg.push(match line[p] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'a' => 0x07,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    if p + 1 < line.len() && !space(line[p + 1]) {
+                        return None;
+                    }
+                    p += 1;
+                    break;
+                } else if p >= line.len() {
+                    return None;
+                } else {
+                    arg.push(c);
+                }
+            } else if single {
+                if c == b'\\' && at(p + 1) == b'\'' {
+                    p += 1;
+                    arg.push(b'\'');
+                } else if c == b'\'' {
+                    if p + 1 < line.len() && !space(line[p + 1]) {
+                        return None;
+                    }
+                    p += 1;
+                    break;
+                } else if p >= line.len() {
+                    return None;
+                } else {
+                    arg.push(c);
+                }
+            } else if p >= line.len() || matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                break;
+            } else if c == b'"' {
+                double = true;
+            } else if c == b'\'' {
+                single = true;
+            } else {
+                arg.push(c);
+            }
+            p += 1;
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Reads `<integer>\r\n` starting at `buf[start]`: the integer and the position after
@@ -254,14 +358,18 @@ fn header(buf: &[u8], start: usize, what: &str) -> Result<Option<(i64, usize)>, 
 }
 
 /// A decimal integer with an optional `-`, as RESP headers write them; `None` for
-/// anything else or an overflow. (On the hot path: every argument has a header.)
-fn parse_i64(digits: &[u8]) -> Option<i64> {
+/// anything else or an overflow. Strict as Redis's `string2ll`: no leading zeros, no
+/// `-0`. (On the hot path: every argument has a header.)
+pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
     let (negative, digits) = match digits.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, digits),
     };
-    if digits.is_empty() {
-        return None;
+    match digits {
+        [] => return None,
+        [b'0', _, ..] => return None,
+        [b'0'] if negative => return None,
+        _ => {}
     }
     let mut n: i64 = 0;
     for &d in digits {
@@ -379,6 +487,17 @@ mod tests {
             b"*1\r\n$4\r\nPINGxx",
             b"*1\r\n$99999999999999999999999999999999999999\r\n",
             b"*1\r\n$4\rX",
+            // Redis's string2ll: no leading zeros, no -0.
+            b"*01\r\n$4\r\nPING\r\n",
+            b"*1\r\n$04\r\nPING\r\n",
+            b"*1\r\n$-0\r\n",
+            b"*-0\r\n",
+            // An unbalanced quote, or a closing one not followed by a blank.
+            b"ECHO \"a\r\n",
+            b"ECHO 'a\r\n",
+            b"ECHO \"a\"b\r\n",
+            b"ECHO 'a'b\r\n",
+            b"ECHO \"a\\\"\r\n",
         ] {
             for step in 1..=bad.len() {
                 let got = feed(small(), bad, step);
@@ -400,8 +519,63 @@ mod tests {
         assert_eq!(parse_i64(b"0"), Some(0));
         assert_eq!(parse_i64(b"-1"), Some(-1));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [&b""[..], b"-", b"+1", b"1x", b" 1", b"9223372036854775808"] {
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b"1x",
+            b" 1",
+            b"9223372036854775808",
+            b"01",
+            b"00",
+            b"-0",
+            b"-01",
+        ] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn inline_commands_are_split_with_redis_quoting() {
+        let cases: &[(&[u8], &[&[u8]])] = &[
+            (b"SET k v\r\n", &[b"SET", b"k", b"v"]),
+            (b"  SET \t k   v  \n", &[b"SET", b"k", b"v"]),
+            (b"SET iq \"b c\"\r\n", &[b"SET", b"iq", b"b c"]),
+            (
+                b"ECHO \"\\x41\\n\\t\\\"\\\\\\q\"\r\n",
+                &[b"ECHO", b"A\n\t\"\\q"],
+            ),
+            (b"ECHO \"\\xZZ\"\r\n", &[b"ECHO", b"xZZ"]),
+            (b"ECHO 'it\\'s \\n'\r\n", &[b"ECHO", b"it's \\n"]),
+            (b"ECHO \"\" ''\r\n", &[b"ECHO", b"", b""]),
+            (b"ECHO a\"b c\"\r\n", &[b"ECHO", b"ab c"]),
+            (b"ECHO a\x0bb\r\n", &[b"ECHO", b"a\x0bb"]),
+            (b"ECHO a\rb\r\n", &[b"ECHO", b"a", b"b"]),
+            (b"ECHO a\0b c\r\n", &[b"ECHO", b"a"]),
+            (b"ECHO \"\\x00\"\r\n", &[b"ECHO", b"\0"]),
+        ];
+        for (input, want) in cases {
+            let want: Vec<Seen> = vec![Ok(want.iter().map(|a| a.to_vec()).collect())];
+            for step in 1..=input.len() {
+                let got = feed(small_inline(), input, step).unwrap();
+                assert_eq!(
+                    got,
+                    want,
+                    "{:?} step {step}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+        assert_eq!(
+            feed(small(), b"\r\n  \r\n", 1).unwrap(),
+            vec![cmd(&[]), cmd(&[])]
+        );
+    }
+
+    fn small_inline() -> Limits {
+        Limits {
+            max_inline_bytes: 64,
+            ..small()
         }
     }
 

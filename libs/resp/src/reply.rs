@@ -51,6 +51,19 @@ impl<'a> Reply<'a> {
         self
     }
 
+    /// Text for a person (`INFO`): a verbatim string (`=`, format `txt`) in RESP3, a
+    /// bulk string in RESP2, as Redis answers.
+    pub fn verbatim(&mut self, text: &[u8]) -> &mut Self {
+        if self.protocol == Protocol::Resp2 {
+            return self.bulk(text);
+        }
+        self.header(b'=', text.len() as i64 + 4);
+        self.out.extend_from_slice(b"txt:");
+        self.out.extend_from_slice(text);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
     /// A bulk string, or null.
     pub fn optional(&mut self, bytes: Option<&[u8]>) -> &mut Self {
         match bytes {
@@ -135,7 +148,13 @@ mod tests {
             b"+OK\r\n-ERR bad  thing\r\n:-3\r\n:-9223372036854775808\r\n:0\r\n$4\r\na\r\nb\r\n$-1\r\n*2\r\n*2\r\n"
         );
         let mut out = Vec::new();
-        Reply::new(&mut out, Protocol::Resp3).null().map(2);
-        assert_eq!(out, b"_\r\n%2\r\n");
+        Reply::new(&mut out, Protocol::Resp3)
+            .null()
+            .map(2)
+            .verbatim(b"a\r\nb");
+        assert_eq!(out, b"_\r\n%2\r\n=8\r\ntxt:a\r\nb\r\n");
+        let mut out = Vec::new();
+        Reply::new(&mut out, Protocol::Resp2).verbatim(b"ab");
+        assert_eq!(out, b"$2\r\nab\r\n");
     }
 }

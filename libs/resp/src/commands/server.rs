@@ -5,6 +5,19 @@ use super::{Backend, ErrorKind, REDIS_COMPAT_VERSION, ServerInfo, Session, Store
 use super::{arity_error, lower, store};
 use crate::reply::{Protocol, Reply};
 
+/// Redis's error for an argument that should be an integer.
+const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+
+/// What Redis answers a client name it refuses (`CLIENT SETNAME`, `HELLO ... SETNAME`).
+const BAD_CLIENT_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// Whether `CLIENT SETNAME` and `HELLO ... SETNAME` accept `name`: printable ASCII
+/// without spaces, as in Redis.
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|b| *b > b' ' && *b <= b'~')
+}
+
 /// What Redis answers a refused `AUTH` or `HELLO ... AUTH`.
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
@@ -43,10 +56,12 @@ pub(super) fn ping(args: &[&[u8]], session: &Session, out: &mut Vec<u8>) -> Resu
     Ok(())
 }
 
-/// `SELECT 0`: kvs has one database.
+/// `SELECT 0`: kvs has one database. Redis's errors: not an integer, out of range.
 pub(super) fn select(index: &[u8], session: &Session, out: &mut Vec<u8>) -> Result<(), String> {
-    if index != b"0" {
-        return Err("ERR DB index is out of range (kvs has one database, 0)".into());
+    match crate::decode::parse_i64(index) {
+        None => return Err(NOT_AN_INTEGER.into()),
+        Some(0) => {}
+        Some(_) => return Err("ERR DB index is out of range".into()),
     }
     Reply::new(out, session.protocol).simple("OK");
     Ok(())
@@ -61,7 +76,7 @@ pub(super) fn info(
 ) -> Result<(), String> {
     backend.check_authenticated(session).map_err(store)?;
     let text = info_text(&backend.info(), sections);
-    Reply::new(out, session.protocol).bulk(text.as_bytes());
+    Reply::new(out, session.protocol).verbatim(text.as_bytes());
     Ok(())
 }
 
@@ -86,6 +101,9 @@ pub(super) fn auth(
 /// `save` and `appendonly`), answered as what kvs does: no snapshots, every write
 /// logged. Other `CONFIG` subcommands are refused.
 pub(super) fn config(args: &[&[u8]], session: &Session, out: &mut Vec<u8>) -> Result<(), String> {
+    if args[1].eq_ignore_ascii_case(b"get") && args.len() < 3 {
+        return Err("ERR wrong number of arguments for 'config|get' command".into());
+    }
     if !args[1].eq_ignore_ascii_case(b"get") {
         return Err(format!(
             "ERR CONFIG {} is not supported by kvs: configure it in config.toml",
@@ -119,11 +137,8 @@ pub(super) fn client(
     let mut reply = Reply::new(out, session.protocol);
     match (sub.as_str(), args.len()) {
         ("setname", 3) => {
-            if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
-                return Err(
-                    "ERR Client names cannot contain spaces, newlines or special characters."
-                        .into(),
-                );
+            if !valid_client_name(args[2]) {
+                return Err(BAD_CLIENT_NAME.into());
             }
             session.name = (!args[2].is_empty()).then(|| args[2].to_vec());
             reply.simple("OK");
@@ -177,19 +192,25 @@ pub(super) fn hello(
     let mut protocol = session.protocol;
     let mut rest = &args[1..];
     if let Some(version) = rest.first() {
-        protocol = match &version[..] {
-            b"2" => Protocol::Resp2,
-            b"3" => Protocol::Resp3,
-            _ => return Err("NOPROTO unsupported protocol version".into()),
+        protocol = match crate::decode::parse_i64(version) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Err("NOPROTO unsupported protocol version".into()),
+            None => return Err("ERR Protocol version is not an integer or out of range".into()),
         };
         rest = &rest[1..];
     }
+    // Every option is checked before any takes effect, as in Redis.
     let mut name = None;
+    let mut token = None;
     while let Some(option) = rest.first() {
         if option.eq_ignore_ascii_case(b"auth") && rest.len() >= 3 {
-            backend.authenticate(session, rest[2]).map_err(auth_error)?;
+            token = Some(rest[2]);
             rest = &rest[3..];
         } else if option.eq_ignore_ascii_case(b"setname") && rest.len() >= 2 {
+            if !valid_client_name(rest[1]) {
+                return Err(BAD_CLIENT_NAME.into());
+            }
             name = Some(rest[1].to_vec());
             rest = &rest[2..];
         } else {
@@ -198,6 +219,9 @@ pub(super) fn hello(
                 String::from_utf8_lossy(option)
             ));
         }
+    }
+    if let Some(token) = token {
+        backend.authenticate(session, token).map_err(auth_error)?;
     }
     session.protocol = protocol;
     if name.is_some() {

@@ -69,61 +69,69 @@ pub const TABLE: &[Spec] = &[
     spec("config", -2, &["admin", "loading", "stale"], (0, 0, 0)),
 ];
 
-/// Redis commands kvs knows but does not serve, and why.
-const UNSUPPORTED: &[(&[&str], &str)] = &[
+/// Redis commands kvs knows but does not serve, with Redis's arity (a wrong argument
+/// count gets Redis's arity error first, as clients expect), and why.
+const UNSUPPORTED: &[(&[(&str, i64)], &str)] = &[
     (
         &[
-            "incr",
-            "incrby",
-            "incrbyfloat",
-            "decr",
-            "decrby",
-            "append",
-            "getdel",
-            "getset",
-            "setnx",
-            "setrange",
-            "getrange",
-            "msetnx",
-            "lcs",
-            "copy",
-            "rename",
-            "renamenx",
+            ("incr", 2),
+            ("incrby", 3),
+            ("incrbyfloat", 3),
+            ("decr", 2),
+            ("decrby", 3),
+            ("append", 3),
+            ("getdel", 2),
+            ("getset", 3),
+            ("setnx", 3),
+            ("setrange", 4),
+            ("getrange", 4),
+            ("msetnx", -3),
+            ("lcs", -3),
+            ("copy", -3),
+            ("rename", 3),
+            ("renamenx", 3),
         ],
         "the store offers no atomic read-modify-write",
     ),
     (
         &[
-            "expire",
-            "pexpire",
-            "expireat",
-            "pexpireat",
-            "ttl",
-            "pttl",
-            "persist",
-            "setex",
-            "psetex",
-            "getex",
-            "expiretime",
-            "pexpiretime",
+            ("expire", -3),
+            ("pexpire", -3),
+            ("expireat", -3),
+            ("pexpireat", -3),
+            ("ttl", 2),
+            ("pttl", 2),
+            ("persist", 2),
+            ("setex", 4),
+            ("psetex", 4),
+            ("getex", -2),
+            ("expiretime", 2),
+            ("pexpiretime", 2),
         ],
         "kvs keys do not expire",
     ),
     (
         &[
-            "keys",
-            "scan",
-            "randomkey",
-            "flushdb",
-            "flushall",
-            "swapdb",
-            "move",
+            ("keys", 2),
+            ("scan", -2),
+            ("randomkey", 1),
+            ("flushdb", -1),
+            ("flushall", -1),
+            ("swapdb", 3),
+            ("move", 3),
         ],
         "kvs does not list or drop keys in bulk",
     ),
     (
         &[
-            "multi", "exec", "discard", "watch", "unwatch", "eval", "evalsha", "fcall",
+            ("multi", 1),
+            ("exec", 1),
+            ("discard", 1),
+            ("watch", -2),
+            ("unwatch", 1),
+            ("eval", -3),
+            ("evalsha", -3),
+            ("fcall", -3),
         ],
         "kvs has no transactions or scripts",
     ),
@@ -146,24 +154,37 @@ pub fn runs_ahead_of_writes(name: &[u8]) -> bool {
         .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// The error for a command kvs does not run: why, for a Redis command it knows but does
-/// not serve; Redis's own "unknown command" line otherwise.
+/// The error for a command kvs does not run: Redis's arity error or why not, for a
+/// Redis command it knows but does not serve; Redis's own "unknown command" line
+/// otherwise (the name cut at 128 bytes, the arguments quoted until 128 bytes of them).
 pub(super) fn unknown(name: &[u8], args: &[&[u8]]) -> String {
     let lname = lower(name);
     for (names, why) in UNSUPPORTED {
-        if names.contains(&lname.as_str()) {
+        if let Some((_, arity)) = names.iter().find(|(n, _)| *n == lname) {
+            if !super::arity_ok(*arity, args.len() + 1) {
+                return super::arity_error(name);
+            }
             return format!("ERR '{lname}' is not supported by kvs: {why}");
         }
     }
-    let shown: Vec<String> = args
-        .iter()
-        .take(4)
-        .map(|a| format!("'{}'", String::from_utf8_lossy(&a[..a.len().min(64)])))
-        .collect();
+    // Redis prints them with `%s`: each stops at a NUL byte.
+    let c_str = |a: &[u8]| a[..a.iter().position(|&b| b == 0).unwrap_or(a.len())].to_vec();
+    let mut shown = Vec::new();
+    for arg in args {
+        if shown.len() >= 128 {
+            break;
+        }
+        let room = 128 - shown.len();
+        let arg = c_str(arg);
+        shown.push(b'\'');
+        shown.extend_from_slice(&arg[..arg.len().min(room)]);
+        shown.extend_from_slice(b"' ");
+    }
+    let name = c_str(name);
     format!(
         "ERR unknown command '{}', with args beginning with: {}",
-        String::from_utf8_lossy(&name[..name.len().min(64)]),
-        shown.join(" ")
+        String::from_utf8_lossy(&name[..name.len().min(128)]),
+        String::from_utf8_lossy(&shown)
     )
 }
 

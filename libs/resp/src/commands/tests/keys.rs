@@ -149,3 +149,41 @@ fn size_checks_give_the_hosts_messages() {
     assert!(check_sizes(b"abcd", Some(b"vvvv"), 4, 4).is_ok());
     assert!(check_sizes(b"abcd", None, 4, 0).is_ok());
 }
+
+/// Every command that takes keys refuses an empty one with the same error, before any
+/// store call: a multi-key command with one applies nothing.
+#[test]
+fn an_empty_key_refuses_the_whole_command() {
+    let refused = format!("-{EMPTY_KEY}\r\n");
+    let cases: &[&[&[u8]]] = &[
+        &[b"MSET", b"ma", b"1", b"", b"2", b"mb", b"3"],
+        &[b"MSET", b"", b"1"],
+        &[b"DEL", b"da", b""],
+        &[b"DEL", b""],
+        &[b"MGET", b"ga", b""],
+        &[b"EXISTS", b"da", b"", b"da"],
+        &[b"SET", b"", b"v"],
+        &[b"GET", b""],
+        &[b"STRLEN", b""],
+    ];
+    for args in cases {
+        let mut c = Conn::new();
+        c.set("da", "1");
+        c.set("ga", "2");
+        let (reply, _) = c.run_args(args);
+        assert_eq!(reply, refused, "{args:?}");
+        assert!(
+            c.backend.calls.is_empty(),
+            "{args:?}: {:?}",
+            c.backend.calls
+        );
+        assert_eq!(c.value("ma"), None);
+        assert_eq!(c.value("mb"), None);
+        assert_eq!(c.value("da"), Some(&b"1"[..]), "{args:?}");
+    }
+    // A value may be empty; only keys may not.
+    let mut c = Conn::new();
+    let (reply, _) = c.run_args(&[b"MSET", b"k", b"", b"j", b"x"]);
+    assert_eq!(reply, "+OK\r\n");
+    assert_eq!(c.value("k"), Some(&b""[..]));
+}

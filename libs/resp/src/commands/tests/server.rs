@@ -62,6 +62,31 @@ fn hello_options() {
         c.run("HELLO 3 AUTH user"),
         "-ERR Syntax error in HELLO option 'AUTH'\r\n"
     );
+    // Redis's checks: the version is an integer, the name one CLIENT SETNAME takes.
+    for (command, error) in [
+        (
+            "HELLO abc",
+            "ERR Protocol version is not an integer or out of range",
+        ),
+        (
+            "HELLO 03",
+            "ERR Protocol version is not an integer or out of range",
+        ),
+        ("HELLO 4", "NOPROTO unsupported protocol version"),
+        ("HELLO 1", "NOPROTO unsupported protocol version"),
+    ] {
+        assert_eq!(c.run(command), format!("-{error}\r\n"), "{command}");
+    }
+    let mut c = Conn::new();
+    let (reply, _) = c.run_args(&[b"HELLO", b"3", b"SETNAME", b"a b"]);
+    assert_eq!(
+        reply,
+        "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(
+        (c.session.protocol, c.session.name),
+        (Protocol::Resp2, None)
+    );
 }
 
 #[test]
@@ -148,6 +173,11 @@ fn info_and_dbsize() {
         c.run("INFO STATS clients"),
         format!("${}\r\n{two}\r\n", two.len())
     );
+    // RESP3: a verbatim string, as Redis answers INFO.
+    assert_eq!(
+        Conn::new().resp3().run("INFO keyspace"),
+        "=16\r\ntxt:# Keyspace\r\n\r\n"
+    );
     // Without store stats: no memory section, an empty keyspace, and no DBSIZE.
     c.backend.no_stats = true;
     assert_eq!(c.run("INFO keyspace memory"), "$12\r\n# Keyspace\r\n\r\n");
@@ -185,10 +215,13 @@ fn ping_echo_select_quit() {
     assert_eq!(c.run("ping hi"), "$2\r\nhi\r\n");
     assert_eq!(c.run("ECHO hello"), "$5\r\nhello\r\n");
     assert_eq!(c.run("SELECT 0"), "+OK\r\n");
-    assert_eq!(
-        c.run("SELECT 1"),
-        "-ERR DB index is out of range (kvs has one database, 0)\r\n"
-    );
+    assert_eq!(c.run("SELECT 1"), "-ERR DB index is out of range\r\n");
+    for bad in ["x", "00", "-0", "1.0"] {
+        assert_eq!(
+            c.run(&format!("SELECT {bad}")),
+            "-ERR value is not an integer or out of range\r\n"
+        );
+    }
     assert_eq!(c.run_flow("QUIT"), ("+OK\r\n".to_string(), Flow::Close));
 }
 
@@ -204,6 +237,10 @@ fn config_get_answers_what_tools_ask() {
         "%1\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"
     );
     assert_eq!(c.run("CONFIG GET maxmemory"), "*0\r\n");
+    assert_eq!(
+        c.run("CONFIG GET"),
+        "-ERR wrong number of arguments for 'config|get' command\r\n"
+    );
     assert_eq!(
         c.run("CONFIG SET save x"),
         "-ERR CONFIG SET is not supported by kvs: configure it in config.toml\r\n"

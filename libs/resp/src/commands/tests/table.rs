@@ -34,7 +34,7 @@ fn unknown_and_unsupported_commands() {
     let mut c = Conn::new();
     assert_eq!(
         c.run("FOO bar baz"),
-        "-ERR unknown command 'FOO', with args beginning with: 'bar' 'baz'\r\n"
+        "-ERR unknown command 'FOO', with args beginning with: 'bar' 'baz' \r\n"
     );
     assert_eq!(
         c.run("NOPE"),
@@ -55,6 +55,34 @@ fn unknown_and_unsupported_commands() {
     assert_eq!(
         c.run("MULTI"),
         "-ERR 'multi' is not supported by kvs: kvs has no transactions or scripts\r\n"
+    );
+    // A wrong argument count gets Redis's arity error first, as clients expect.
+    for (command, name) in [
+        ("INCR", "incr"),
+        ("TTL", "ttl"),
+        ("MULTI x", "multi"),
+        ("keys", "keys"),
+    ] {
+        assert_eq!(
+            c.run(command),
+            format!("-ERR wrong number of arguments for '{name}' command\r\n")
+        );
+    }
+    // Redis cuts the arguments it quotes at 128 bytes, and the name too.
+    let long = "x".repeat(300);
+    assert_eq!(
+        c.run(&format!("FOO {long} y")),
+        format!(
+            "-ERR unknown command 'FOO', with args beginning with: '{}' \r\n",
+            "x".repeat(128)
+        )
+    );
+    assert_eq!(
+        c.run(&format!("{long} a")),
+        format!(
+            "-ERR unknown command '{}', with args beginning with: 'a' \r\n",
+            "x".repeat(128)
+        )
     );
     // An empty command is no command: nothing is answered or counted.
     let before = c.session.commands;
