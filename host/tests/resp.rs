@@ -14,7 +14,7 @@ use crate::util::{Kvs, copy_of_staged_plugins, wasm_module, write_config};
 const FRONTENDS: [&str; 2] = ["resp", "wasm-resp"];
 
 /// A config for the file logger (fsync per batch) and `frontend` on a free port.
-fn config(dir: &Path, frontend: &str, extra_table: &str) -> PathBuf {
+pub(crate) fn config(dir: &Path, frontend: &str, extra_table: &str) -> PathBuf {
     let path = write_config(dir, "");
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "frontends = [\"rest\"]",
@@ -25,7 +25,7 @@ fn config(dir: &Path, frontend: &str, extra_table: &str) -> PathBuf {
 }
 
 /// The port of a frontend's endpoint (`redis://127.0.0.1:N` or `tcp://127.0.0.1:N`).
-fn port(kvs: &Kvs, frontend: &str) -> String {
+pub(crate) fn port(kvs: &Kvs, frontend: &str) -> String {
     let endpoint = kvs.endpoint(frontend);
     endpoint.rsplit(':').next().unwrap().to_string()
 }

@@ -18,6 +18,8 @@
 //! * `wasm`: `.wasm` plug-ins: end to end, mixed with native ones, hostile guests.
 //! * `resp`: the Redis frontends (native `resp`, WASM `wasm-resp`) under redis-cli,
 //!   redis-benchmark, redis-py and malformed input; a trapping stream guest.
+//! * `redis_diff`: random command sequences sent to a real `redis-server` and to both
+//!   Redis frontends, replies compared byte for byte except where kvs's dialect says.
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
 //!   by a real HTTP client.
 
@@ -35,6 +37,7 @@ mod observability;
 mod postgres;
 mod power_loss;
 mod process;
+mod redis_diff;
 mod resp;
 mod security;
 mod write_path;

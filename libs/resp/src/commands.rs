@@ -54,7 +54,12 @@ pub fn execute(
     };
     session.commands += 1;
     let result = match lookup(name) {
-        Some(spec) if !arity_ok(spec.arity, args.len()) => Err(arity_error(name)),
+        // A command of key-value pairs (MSET) needs them whole, as Redis checks first.
+        Some(spec)
+            if !arity_ok(spec.arity, args.len()) || (spec.step == 2 && args.len() % 2 == 0) =>
+        {
+            Err(arity_error(name))
+        }
         Some(spec) if keys_of(spec, args).any(<[u8]>::is_empty) => Err(EMPTY_KEY.into()),
         Some(spec) => run(spec.name, args, session, backend, out),
         None => Err(table::unknown(name, &args[1..])),

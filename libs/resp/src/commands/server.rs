@@ -111,18 +111,20 @@ pub(super) fn config(args: &[&[u8]], session: &Session, out: &mut Vec<u8>) -> Re
         ));
     }
     let known: &[(&str, &str)] = &[("save", ""), ("appendonly", "yes")];
-    let found: Vec<_> = known
-        .iter()
-        .filter(|(k, _)| {
-            args[2..]
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(k.as_bytes()))
-        })
-        .collect();
+    // Each setting once, named as the client asked for it (Redis echoes the pattern).
+    let mut found: Vec<(&[u8], &str)> = Vec::new();
+    for (name, value) in known {
+        if let Some(asked) = args[2..]
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            found.push((asked, value));
+        }
+    }
     let mut reply = Reply::new(out, session.protocol);
     reply.map(found.len());
     for (k, v) in found {
-        reply.bulk(k.as_bytes()).bulk(v.as_bytes());
+        reply.bulk(k).bulk(v.as_bytes());
     }
     Ok(())
 }

@@ -234,7 +234,7 @@ fn config_get_answers_what_tools_ask() {
     );
     assert_eq!(
         Conn::new().resp3().run("config get APPENDONLY"),
-        "%1\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"
+        "%1\r\n$10\r\nAPPENDONLY\r\n$3\r\nyes\r\n"
     );
     assert_eq!(c.run("CONFIG GET maxmemory"), "*0\r\n");
     assert_eq!(
