@@ -272,7 +272,7 @@ fn unpack(release: &Release, dir: &Path) -> Result<String> {
 }
 
 /// The lower-case hex sha256 of `file` (by `sha256sum`, as xtask's other checks).
-fn sha256(file: &Path) -> Result<String> {
+pub(crate) fn sha256(file: &Path) -> Result<String> {
     let out = Command::new("sha256sum")
         .arg(file)
         .output()

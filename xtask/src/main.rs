@@ -15,6 +15,9 @@
 //!   check them (`outside.rs`).
 //! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
+//! * `cargo xtask redis-compat [--frontend resp|wasm-resp] [--source DIR]`: Redis's own
+//!   Tcl tests in external mode against a kvs it starts, per-file results
+//!   (`redis_compat.rs`; not part of `test`: it downloads Redis's release tarball).
 //! * `cargo xtask cluster`: debug build, then a 3-member etcd cluster and 3 kvs nodes
 //!   on it (the `etcd` logger) on loopback ports, until Ctrl-C (`cluster.rs`).
 
@@ -22,6 +25,7 @@ mod cluster;
 mod compat;
 mod outside;
 mod prerequisites;
+mod redis_compat;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,6 +62,10 @@ fn run() -> Result<()> {
         "cluster" => {
             let dir = build(false)?;
             cluster::run(&dir)
+        }
+        "redis-compat" => {
+            let dir = build(false)?;
+            redis_compat::run(&dir, &rest)
         }
         "bench" => {
             let dir = build(true)?;
@@ -126,7 +134,9 @@ fn run() -> Result<()> {
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
                  bench [writes|rest|resp|cluster|security|observability|memory|instructions]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
-                 cluster            3 etcd members and 3 kvs nodes on them, on loopback, until Ctrl-C"
+                 cluster            3 etcd members and 3 kvs nodes on them, on loopback, until Ctrl-C\n  \
+                 redis-compat [--frontend resp|wasm-resp] [--source DIR]\n                    \
+                    Redis's own tests (external mode) against kvs, per-file results"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())

@@ -161,7 +161,9 @@ pub(super) fn unknown(name: &[u8], args: &[&[u8]]) -> String {
     let lname = lower(name);
     for (names, why) in UNSUPPORTED {
         if let Some((_, arity)) = names.iter().find(|(n, _)| *n == lname) {
-            if !super::arity_ok(*arity, args.len() + 1) {
+            // MSETNX takes key-value pairs, as MSET.
+            let unpaired = lname == "msetnx" && args.len() % 2 == 1;
+            if !super::arity_ok(*arity, args.len() + 1) || unpaired {
                 return super::arity_error(name);
             }
             return format!("ERR '{lname}' is not supported by kvs: {why}");
