@@ -332,7 +332,8 @@ fn wrong_arity(rng: &mut Rng) -> Vec<Vec<u8>> {
         &[b"SELECT"],
         &[b"DBSIZE", b"x"],
     ];
-    args(*rng.pick(forms))
+    let form: &[&[u8]] = forms[rng.below(forms.len() as u64) as usize];
+    args(form)
 }
 
 /// Bytes that end a connection: Redis answers a protocol error (or `QUIT`'s `+OK`) and

@@ -56,7 +56,8 @@ pub fn execute(
     let result = match lookup(name) {
         // A command of key-value pairs (MSET) needs them whole, as Redis checks first.
         Some(spec)
-            if !arity_ok(spec.arity, args.len()) || (spec.step == 2 && args.len() % 2 == 0) =>
+            if !arity_ok(spec.arity, args.len())
+                || (spec.step == 2 && args.len().is_multiple_of(2)) =>
         {
             Err(arity_error(name))
         }

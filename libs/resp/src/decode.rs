@@ -1,5 +1,7 @@
 //! Client bytes -> commands, streaming and bounded.
 
+mod inline;
+
 /// How much one command may claim. Anything over these is refused before it is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -241,7 +243,7 @@ impl Decoder {
         let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
         // Redis reads the line as a C string: a NUL ends it.
         let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
-        let count = split_inline(line, &mut self.inline_args)
+        let count = inline::split(line, &mut self.inline_args)
             .ok_or_else(|| protocol("unbalanced quotes in request"))?;
         let args = self.inline_args[..count]
             .iter()
@@ -249,92 +251,6 @@ impl Decoder {
             .collect();
         Ok((end + 1, Some(Decoded::Command(args))))
     }
-}
-
-/// Splits an inline command line into `args` (reusing its buffers) as Redis's
-/// `sdssplitargs` does; the number of arguments, or `None` for unbalanced quotes.
-fn split_inline(line: &[u8], args: &mut Vec<Vec<u8>>) -> Option<usize> {
-    let at = |i: usize| line.get(i).copied().unwrap_or(0);
-    // C's isspace: a closing quote must be followed by one (or the end).
-    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
-    let mut count = 0;
-    let mut p = 0;
-    loop {
-        while p < line.len() && space(line[p]) {
-            p += 1;
-        }
-        if p >= line.len() {
-            return Some(count);
-        }
-        if args.len() == count {
-            args.push(Vec::new());
-        }
-        let arg = &mut args[count];
-        arg.clear();
-        count += 1;
-        let (mut double, mut single) = (false, false);
-        loop {
-            let c = at(p);
-            if double {
-                if c == b'\\'
-                    && at(p + 1) == b'x'
-                    && hex(at(p + 2)).is_some()
-                    && hex(at(p + 3)).is_some()
-                {
-                    arg.push(hex(at(p + 2))? * 16 + hex(at(p + 3))?);
-                    p += 3;
-                } else if c == b'\\' && p + 1 < line.len() {
-                    p += 1;
-                    arg.push(match line[p] {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        other => other,
-                    });
-                } else if c == b'"' {
-                    if p + 1 < line.len() && !space(line[p + 1]) {
-                        return None;
-                    }
-                    p += 1;
-                    break;
-                } else if p >= line.len() {
-                    return None;
-                } else {
-                    arg.push(c);
-                }
-            } else if single {
-                if c == b'\\' && at(p + 1) == b'\'' {
-                    p += 1;
-                    arg.push(b'\'');
-                } else if c == b'\'' {
-                    if p + 1 < line.len() && !space(line[p + 1]) {
-                        return None;
-                    }
-                    p += 1;
-                    break;
-                } else if p >= line.len() {
-                    return None;
-                } else {
-                    arg.push(c);
-                }
-            } else if p >= line.len() || matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                break;
-            } else if c == b'"' {
-                double = true;
-            } else if c == b'\'' {
-                single = true;
-            } else {
-                arg.push(c);
-            }
-            p += 1;
-        }
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Reads `<integer>\r\n` starting at `buf[start]`: the integer and the position after
@@ -435,12 +351,13 @@ mod tests {
     #[test]
     fn every_split_of_a_pipeline_decodes_the_same() {
         let input =
-            b"*3\r\n$3\r\nSET\r\n$2\r\nk\x00\r\n$4\r\na\r\nb\r\nPING\r\n*1\r\n$4\r\nPING\r\n\r\n";
+            b"*3\r\n$3\r\nSET\r\n$2\r\nk\x00\r\n$4\r\na\r\nb\r\nPING\r\n*1\r\n$4\r\nPING\r\n\r\nECHO \"a b\" 'c'\r\n";
         let want = vec![
             Ok(vec![b"SET".to_vec(), b"k\x00".to_vec(), b"a\r\nb".to_vec()]),
             cmd(&["PING"]),
             cmd(&["PING"]),
             cmd(&[]),
+            cmd(&["ECHO", "a b", "c"]),
         ];
         for step in 1..=input.len() {
             assert_eq!(feed(small(), input, step).unwrap(), want, "step {step}");
@@ -532,50 +449,6 @@ mod tests {
             b"-01",
         ] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn inline_commands_are_split_with_redis_quoting() {
-        let cases: &[(&[u8], &[&[u8]])] = &[
-            (b"SET k v\r\n", &[b"SET", b"k", b"v"]),
-            (b"  SET \t k   v  \n", &[b"SET", b"k", b"v"]),
-            (b"SET iq \"b c\"\r\n", &[b"SET", b"iq", b"b c"]),
-            (
-                b"ECHO \"\\x41\\n\\t\\\"\\\\\\q\"\r\n",
-                &[b"ECHO", b"A\n\t\"\\q"],
-            ),
-            (b"ECHO \"\\xZZ\"\r\n", &[b"ECHO", b"xZZ"]),
-            (b"ECHO 'it\\'s \\n'\r\n", &[b"ECHO", b"it's \\n"]),
-            (b"ECHO \"\" ''\r\n", &[b"ECHO", b"", b""]),
-            (b"ECHO a\"b c\"\r\n", &[b"ECHO", b"ab c"]),
-            (b"ECHO a\x0bb\r\n", &[b"ECHO", b"a\x0bb"]),
-            (b"ECHO a\rb\r\n", &[b"ECHO", b"a", b"b"]),
-            (b"ECHO a\0b c\r\n", &[b"ECHO", b"a"]),
-            (b"ECHO \"\\x00\"\r\n", &[b"ECHO", b"\0"]),
-        ];
-        for (input, want) in cases {
-            let want: Vec<Seen> = vec![Ok(want.iter().map(|a| a.to_vec()).collect())];
-            for step in 1..=input.len() {
-                let got = feed(small_inline(), input, step).unwrap();
-                assert_eq!(
-                    got,
-                    want,
-                    "{:?} step {step}",
-                    String::from_utf8_lossy(input)
-                );
-            }
-        }
-        assert_eq!(
-            feed(small(), b"\r\n  \r\n", 1).unwrap(),
-            vec![cmd(&[]), cmd(&[])]
-        );
-    }
-
-    fn small_inline() -> Limits {
-        Limits {
-            max_inline_bytes: 64,
-            ..small()
         }
     }
 
