@@ -116,11 +116,11 @@ const DIALECT: &[Intended] = &[
               Redis 7.0 does not know it",
     },
     Intended {
-        what: "HELLO, INFO, CLIENT ID, COMMAND COUNT",
+        what: "HELLO, INFO, CLIENT ID, CLIENT INFO, COMMAND COUNT",
         applies: |c| {
             let sub = |s: &[u8]| c.args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(s));
             matches!(c.name().as_str(), "hello" | "info")
-                || (c.name() == "client" && sub(b"id"))
+                || (c.name() == "client" && (sub(b"id") || sub(b"info")))
                 || (c.name() == "command" && sub(b"count"))
         },
         answer: Answer::SameType,

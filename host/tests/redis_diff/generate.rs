@@ -274,7 +274,7 @@ fn client(rng: &mut Rng) -> Vec<Vec<u8>> {
             rng.pick(names).to_vec(),
         ],
         2 => args(&[b"CLIENT", b"GETNAME"]),
-        3 => args(&[b"CLIENT", b"ID"]),
+        3 => args(&[b"CLIENT", *rng.pick(&[&b"ID"[..], b"INFO"])]),
         4 => args(&[b"CLIENT", b"SETINFO", b"lib-name", b"kvs-diff"]),
         _ => args(&[b"CLIENT", b"GETNAME", b"extra"]),
     }

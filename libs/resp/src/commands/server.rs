@@ -166,7 +166,7 @@ pub(super) fn client(
                 "id={} name={name} db=0 cmd=client|info resp={resp}\n",
                 session.id
             );
-            reply.bulk(line.as_bytes());
+            reply.verbatim(line.as_bytes());
         }
         ("setname" | "getname" | "id" | "setinfo" | "info", _) => {
             return Err(format!(

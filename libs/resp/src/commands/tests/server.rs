@@ -142,7 +142,7 @@ fn client_subcommands() {
     c.run("HELLO 3");
     assert_eq!(
         c.run("CLIENT INFO"),
-        "$40\r\nid=42 name= db=0 cmd=client|info resp=3\n\r\n"
+        "=44\r\ntxt:id=42 name= db=0 cmd=client|info resp=3\n\r\n"
     );
 }
 
