@@ -21,6 +21,7 @@
 //! * `cargo xtask cluster`: debug build, then a 3-member etcd cluster and 3 kvs nodes
 //!   on it (the `etcd` logger) on loopback ports, until Ctrl-C (`cluster.rs`).
 
+mod abi_guests;
 mod cluster;
 mod compat;
 mod outside;
@@ -47,6 +48,10 @@ fn run() -> Result<()> {
         "build" => {
             let release = rest.iter().any(|a| a == "--release");
             build(release)?;
+            Ok(())
+        }
+        "abi-guests" => {
+            abi_guests::build()?;
             Ok(())
         }
         "run" => {
@@ -131,6 +136,7 @@ fn run() -> Result<()> {
                  tasks:\n  \
                  build [--release]  build the workspace and stage plug-ins beside kvs\n  \
                  run [ARGS...]      release build, then run kvs on config.toml with ARGS\n  \
+                 abi-guests         build only the C and AssemblyScript guests (into <target>/wasm-abi)\n  \
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
                  bench [writes|rest|resp|cluster|security|observability|memory|instructions]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
@@ -236,6 +242,8 @@ fn build(release: bool) -> Result<PathBuf> {
             staged.push(name.to_string());
         }
     }
+    // The C and AssemblyScript guests (docs/wasm-abi.md): built, not staged.
+    abi_guests::build()?;
     for wasm in build_wasm(&compat)? {
         let name = wasm.file_name().unwrap().to_string_lossy().to_string();
         // Shipped WASM plug-ins only; fixtures and templates stay where the tests find them.

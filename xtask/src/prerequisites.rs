@@ -1,7 +1,8 @@
 //! What the test suite needs from Debian besides the Rust toolchain, checked before
 //! anything is built: `cargo xtask test` on a fresh machine installs what is missing
 //! when run as root (`apt-get update` once, then one `apt-get install`), and otherwise
-//! stops with the one command to run.
+//! stops with the one command to run. `cargo xtask build` checks (and installs) only the
+//! toolchains of the C and AssemblyScript guests it builds.
 
 use std::process::{Command, Stdio};
 
@@ -33,6 +34,50 @@ fn python_module(name: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// What `cargo xtask build` needs for the non-Rust guests (`wasm-plugins/c`,
+/// `wasm-plugins/assemblyscript`; see `abi_guests`): checked, and installed when run as
+/// root, by `build` as well as `test`.
+const GUEST_NEEDS: &[Need] = &[
+    Need {
+        what: "clang (compiles the C guest for wasm32-wasi)",
+        present: || command_exists("clang"),
+        package: "clang",
+    },
+    Need {
+        what: "wasm-ld (links the C guest)",
+        present: || command_exists("wasm-ld"),
+        package: "lld",
+    },
+    Need {
+        what: "wasi-libc (the C guest's libc, /usr/include/wasm32-wasi)",
+        present: || std::path::Path::new("/usr/include/wasm32-wasi/stdio.h").is_file(),
+        package: "wasi-libc",
+    },
+    Need {
+        what: "compiler-rt's builtins for wasm32 (clang links them into every wasm32-wasi module)",
+        present: || {
+            std::fs::read_dir("/usr/lib/llvm-14/lib/clang").is_ok_and(|versions| {
+                versions.filter_map(|v| v.ok()).any(|v| {
+                    v.path()
+                        .join("lib/wasi/libclang_rt.builtins-wasm32.a")
+                        .is_file()
+                })
+            })
+        },
+        package: "libclang-rt-14-dev-wasm32",
+    },
+    Need {
+        what: "node (runs the AssemblyScript compiler)",
+        present: || command_exists("node"),
+        package: "nodejs",
+    },
+    Need {
+        what: "npm (installs the pinned AssemblyScript compiler into the target directory)",
+        present: || command_exists("npm"),
+        package: "npm",
+    },
+];
 
 const NEEDS: &[Need] = &[
     Need {
@@ -133,8 +178,8 @@ const NEEDS: &[Need] = &[
     },
 ];
 
-fn missing() -> Vec<&'static Need> {
-    NEEDS.iter().filter(|n| !(n.present)()).collect()
+fn missing(needs: &'static [Need]) -> Vec<&'static Need> {
+    needs.iter().filter(|n| !(n.present)()).collect()
 }
 
 fn is_root() -> bool {
@@ -146,7 +191,18 @@ fn is_root() -> bool {
 
 /// Makes sure every package the tests need is installed (see the module docs).
 pub fn ensure() -> Result<()> {
-    let missing = missing();
+    ensure_packages(NEEDS)?;
+    ensure_guest_toolchains()
+}
+
+/// Makes sure the C and AssemblyScript guests' toolchains are installed (`cargo xtask
+/// build` builds those guests).
+pub fn ensure_guest_toolchains() -> Result<()> {
+    ensure_packages(GUEST_NEEDS)
+}
+
+fn ensure_packages(needs: &'static [Need]) -> Result<()> {
+    let missing = missing(needs);
     if missing.is_empty() {
         return Ok(());
     }
@@ -161,8 +217,8 @@ pub fn ensure() -> Result<()> {
     let command = format!("apt-get install -y {}", packages.join(" "));
     if !is_root() {
         bail!(
-            "the tests need Debian packages that are not installed; install them with\n\n    \
-             sudo apt-get update && sudo {command}\n\nand run `cargo xtask test` again"
+            "the build or the tests need Debian packages that are not installed; install them \
+             with\n\n    sudo apt-get update && sudo {command}\n\nand run `cargo xtask` again"
         );
     }
     eprintln!("xtask: installing {} (apt-get)", packages.join(" "));
@@ -181,7 +237,7 @@ pub fn ensure() -> Result<()> {
     if !apt(&install) {
         bail!("`{command}` failed");
     }
-    let still: Vec<&str> = self::missing().iter().map(|n| n.what).collect();
+    let still: Vec<&str> = self::missing(needs).iter().map(|n| n.what).collect();
     if !still.is_empty() {
         bail!("still missing after installing: {}", still.join("; "));
     }
