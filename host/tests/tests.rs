@@ -16,6 +16,8 @@
 //! * `postgres`: the postgres logger against a throwaway PostgreSQL server
 //!   (`kvs_testkit::pg`).
 //! * `wasm`: `.wasm` plug-ins: end to end, mixed with native ones, hostile guests.
+//! * `wasm_abi`: guests in C and AssemblyScript, written from docs/wasm-abi.md alone,
+//!   through `kvs plugins check` and a real kvs.
 //! * `resp`: the Redis frontends (native `resp`, WASM `wasm-resp`) under redis-cli,
 //!   redis-benchmark, redis-py and malformed input; a trapping stream guest.
 //! * `redis_diff`: random command sequences sent to a real `redis-server` and to both
@@ -26,6 +28,7 @@
 mod util;
 
 mod wasm;
+mod wasm_abi;
 
 mod cluster;
 mod compat;
