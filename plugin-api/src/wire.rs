@@ -22,12 +22,15 @@
 //! kvs_get   = key:bytes -> result(found:u8 value:bytes)
 //! kvs_put   = key:bytes value:bytes -> result()
 //! kvs_delete= key:bytes -> result()
-//! kvs_stats = (nothing) -> result(keys:u64 data_bytes:u64)      (1.3)
+//! kvs_stats = (empty) -> result(keys:u64 data_bytes:u64)        (1.3)
+//! kvs_check = action:u8 key:bytes -> result()                   (1.4)
 //! stream_open  = conn:u64 context -> result()                    (1.3)
 //! stream_data  = conn:u64 data:bytes -> result(stream_out)       (1.3)
 //! stream_out   = close:u8 data:bytes
 //! stream_close = conn:u64 -> result()                            (1.3)
 //! ```
+//!
+//! docs/wasm-abi.md specifies all of it for other languages.
 //!
 //! Like the native handshake, the first three handshake fields keep their positions in
 //! every major version. A minor version may append fields to the end of any message;
