@@ -38,7 +38,7 @@ function keyOf(path: string): Uint8Array | null {
   const key = new Uint8Array(raw.length);
   let n = 0;
   for (let i = 0; i < raw.length; ) {
-    if (raw[i] == 37 && i + 2 < raw.length + 0 && hex(raw[i + 1]) >= 0 && hex(raw[i + 2]) >= 0) {
+    if (raw[i] == 37 && i + 2 < raw.length && hex(raw[i + 1]) >= 0 && hex(raw[i + 2]) >= 0) {
       key[n++] = ((hex(raw[i + 1]) << 4) | hex(raw[i + 2])) as u8;
       i += 3;
     } else {
