@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 
 use crate::util::{
     Kvs, assert_reads_back, copy_of_staged_plugins, encode_key, get_status, http_client,
-    profile_dir,
+    profile_dir, put_status,
 };
 
 /// A guest `cargo xtask build` built into `<target>/wasm-abi/`.
@@ -117,6 +117,11 @@ fn the_c_logger_and_the_assemblyscript_frontend_serve_and_keep_data_across_a_res
         (b"a/b c".to_vec(), b"tab\there".to_vec()),
         (b"nul\0\n".to_vec(), b"".to_vec()),
         ("ключ".as_bytes().to_vec(), vec![0xff; 70_000]),
+        // The largest value kvs takes by default (limits.max_value_bytes).
+        (
+            b"big".to_vec(),
+            (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect(),
+        ),
     ];
     let http = http_client();
     let kvs = Kvs::start(&cfg, &plugins, &[]);
@@ -151,6 +156,31 @@ fn the_c_logger_and_the_assemblyscript_frontend_serve_and_keep_data_across_a_res
         StatusCode::BAD_REQUEST
     );
     assert_eq!(get_status(&http, kvs.at("/other")), StatusCode::NOT_FOUND);
+    // The rest of the book's curl session (process.rs): overwrite, delete twice, the
+    // short form /v1/{key}.
+    let url = kvs.at("/v1/key/key-a");
+    assert_eq!(put_status(&http, &url, "Hello"), StatusCode::CREATED);
+    assert_eq!(put_status(&http, &url, "overwritten"), StatusCode::CREATED);
+    assert_eq!(
+        http.get(&url).send().unwrap().text().unwrap(),
+        "overwritten"
+    );
+    assert_eq!(http.delete(&url).send().unwrap().status(), StatusCode::OK);
+    assert_eq!(get_status(&http, &url), StatusCode::NOT_FOUND);
+    assert_eq!(http.delete(&url).send().unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        put_status(&http, kvs.at("/v1/short"), "s"),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        http.get(kvs.at("/v1/short"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "s"
+    );
+    assert_eq!(get_status(&http, kvs.at("/healthz")), StatusCode::OK);
     // The host answers the probes itself.
     assert_eq!(get_status(&http, kvs.at("/readyz")), StatusCode::OK);
     let log = kvs.stop();

@@ -1,4 +1,5 @@
-// as-rest: the book's REST API (PUT/GET/DELETE /v1/key/{key}) as a kvs WASM HTTP
+// as-rest: the book's REST API (PUT/GET/DELETE /v1/key/{key}, or the short form
+// /v1/{key}) as a kvs WASM HTTP
 // frontend in AssemblyScript, written from docs/wasm-abi.md. Declares contract 1.2 (its
 // capability protocol:kvs-rest is a 1.2 promise); uses only 1.0 host functions.
 import {
@@ -8,6 +9,7 @@ import {
 
 
 const PREFIX = "/v1/key/";
+const SHORT = "/v1/";
 
 export function kvs_handshake(): i32 {
   // The handshake is the output itself: no result frame around it.
@@ -30,11 +32,11 @@ function hex(c: u8): i32 {
   return -1;
 }
 
-// The key a path names under PREFIX: without ?query, percent-decoded; null if empty.
-function keyOf(path: string): Uint8Array | null {
+// The key a path names under `prefix`: without ?query, percent-decoded; null if empty.
+function keyOf(path: string, prefix: string): Uint8Array | null {
   const q = path.indexOf("?");
   const p = q < 0 ? path : path.substring(0, q);
-  const raw = Uint8Array.wrap(String.UTF8.encode(p.substring(PREFIX.length)));
+  const raw = Uint8Array.wrap(String.UTF8.encode(p.substring(prefix.length)));
   const key = new Uint8Array(raw.length);
   let n = 0;
   for (let i = 0; i < raw.length; ) {
@@ -87,12 +89,13 @@ export function kvs_http_handle(): i32 {
     const w = new Writer().u8(INVALID_INPUT).str("malformed request message");
     return output(w.finish());
   }
-  if (!path.startsWith(PREFIX)) return text(404, "not found");
+  const prefix = path.startsWith(PREFIX) ? PREFIX : path.startsWith(SHORT) ? SHORT : "";
+  if (prefix == "") return text(404, "not found");
   if (method != "GET" && method != "HEAD" && method != "PUT" && method != "DELETE") {
     return respond(405, [new Header("allow", utf8("GET,HEAD,PUT,DELETE"))],
       utf8("method not allowed\n"));
   }
-  const key = keyOf(path);
+  const key = keyOf(path, prefix);
   if (key == null) return text(400, "empty key");
   if (method == "PUT") {
     return put(key, body) ? respond(201, [], new Uint8Array(0)) : failed(lastError);
