@@ -196,7 +196,7 @@ pub fn ensure() -> Result<()> {
 }
 
 /// Makes sure the C and AssemblyScript guests' toolchains are installed (`cargo xtask
-/// build` builds those guests).
+/// test` and `cargo xtask abi-guests` build those guests).
 pub fn ensure_guest_toolchains() -> Result<()> {
     ensure_packages(GUEST_NEEDS)
 }
