@@ -18,12 +18,16 @@
 //! * `cargo xtask redis-compat [--frontend resp|wasm-resp] [--source DIR]`: Redis's own
 //!   Tcl tests in external mode against a kvs it starts, per-file results
 //!   (`redis_compat.rs`; not part of `test`: it downloads Redis's release tarball).
+//! * `cargo xtask dist [--check]`: release build, then the Debian package
+//!   `<target>/dist/kvs_VERSION_ARCH.deb` (`dist.rs`); `--check` (as root, CI) installs
+//!   it on this machine, serves the book's curl session with it, and removes it again.
 //! * `cargo xtask cluster`: debug build, then a 3-member etcd cluster and 3 kvs nodes
 //!   on it (the `etcd` logger) on loopback ports, until Ctrl-C (`cluster.rs`).
 
 mod abi_guests;
 mod cluster;
 mod compat;
+mod dist;
 mod outside;
 mod prerequisites;
 mod redis_compat;
@@ -109,6 +113,7 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
+        "dist" => dist::run(&rest),
         "test" => {
             prerequisites::ensure()?;
             verify_extism_fork()?;
@@ -144,6 +149,8 @@ fn run() -> Result<()> {
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
                  bench [writes|rest|resp|cluster|security|observability|memory|instructions]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
+                 dist [--check]     release build, then the Debian package in <target>/dist/ (--check,\n                    \
+                    as root: install it here, use it, remove it)\n  \
                  cluster            3 etcd members and 3 kvs nodes on them, on loopback, until Ctrl-C\n  \
                  redis-compat [--frontend resp|wasm-resp] [--source DIR]\n                    \
                     Redis's own tests (external mode) against kvs, per-file results"

@@ -107,12 +107,12 @@ pub fn templates_outside_the_tree(profile_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn package_version(manifest: &Path) -> Result<String> {
+pub(crate) fn package_version(manifest: &Path) -> Result<String> {
     let text = std::fs::read_to_string(manifest)?;
     text.lines()
         .find_map(|l| l.strip_prefix("version = \""))
         .map(|v| v.trim_end_matches('"').to_string())
-        .context("no version in plugin-api/Cargo.toml")
+        .with_context(|| format!("no version in {}", manifest.display()))
 }
 
 /// Copies a template to `outside/`, gives it a standalone manifest, builds it; returns
