@@ -605,19 +605,16 @@ fn install_check(deb: &Path) -> Result<()> {
         if !Path::new(STATE).join("kvs.log").is_file() {
             bail!("no transaction log in {STATE}");
         }
-        // SIGTERM: a clean stop, exit 0.
-        let mut child = cleanup.kvs.take().unwrap();
-        bounded(
-            Command::new("kill").args(["-TERM", &child.id().to_string()]),
-            5,
-        )?;
+        // SIGTERM: a clean stop, exit 0. (Cleanup kills it if this fails.)
+        let pid = cleanup.kvs.as_ref().unwrap().id().to_string();
+        bounded(Command::new("kill").args(["-TERM", &pid]), 5)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = cleanup.kvs.as_mut().unwrap().try_wait()? {
+                cleanup.kvs = None;
                 break status;
             }
             if Instant::now() > deadline {
-                cleanup.kvs = Some(child);
                 bail!("kvs did not stop within 20 s of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -806,4 +803,29 @@ fn replace_once(text: &str, from: &str, to: &str) -> Result<String> {
 
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_packaged_config_has_absolute_paths() {
+        let shipped = std::fs::read_to_string(workspace_root().join("config.toml")).unwrap();
+        let text = packaged_config(&shipped).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let plugins = table["plugins"].as_table().unwrap();
+        assert_eq!(
+            plugins["file"]["path"].as_str(),
+            Some("/var/lib/kvs/kvs.log")
+        );
+        assert_eq!(
+            plugins["wasm-log"]["data_dir"].as_str(),
+            Some("/var/lib/kvs/wasm")
+        );
+        // The check moves these two to free ports.
+        assert_eq!(plugins["rest"]["listen"].as_str(), Some("127.0.0.1:8080"));
+        assert_eq!(table["admin"]["listen"].as_str(), Some("127.0.0.1:9090"));
+        assert!(packaged_config("logger = \"file\"\n").is_err());
+    }
 }
