@@ -264,6 +264,12 @@ fn header(buf: &[u8], start: usize, what: &str) -> Result<Option<(i64, usize)>, 
         return Ok(None);
     };
     if cr + 1 >= window.len() {
+        // A CR in the window's last byte: its LF would be past the longest header, so
+        // the line is too long. (Waiting instead would wait forever, the connection's
+        // buffer growing with whatever the client sends: found by fuzzing.)
+        if window.len() >= MAX_HEADER {
+            return Err(protocol(what));
+        }
         return Ok(None);
     }
     if window[cr + 1] != b'\n' {
@@ -429,6 +435,28 @@ mod tests {
             feed(small(), &[b'a'; 40], 7).is_err(),
             "inline line over the limit"
         );
+    }
+
+    /// Found by `fuzz/` (resp_decoder): a header line whose CR is its 32nd byte (the
+    /// last the decoder looks at) was neither accepted nor refused; the decoder waited
+    /// for more bytes forever while the frontend buffered everything the client sent.
+    #[test]
+    fn a_header_cr_at_the_window_edge_is_an_error_not_an_endless_wait() {
+        for prefix in [&b"*"[..], b"*1\r\n$"] {
+            let mut input = prefix.to_vec();
+            input.extend_from_slice(&[b'0'; MAX_HEADER - 1]);
+            input.push(b'\r');
+            input.extend_from_slice(&[b'x'; 200]);
+            for step in [1, 7, input.len()] {
+                let got = feed(small(), &input, step);
+                assert!(got.is_err(), "step {step}: {got:?}");
+            }
+        }
+        // One digit fewer leaves room for the LF: a valid (if zero-padded) header.
+        let mut ok = b"*".to_vec();
+        ok.extend_from_slice(&[b'0'; MAX_HEADER - 3]);
+        ok.extend_from_slice(b"1\r\n$1\r\nx\r\n");
+        assert_eq!(feed(small(), &ok, 1).unwrap(), vec![cmd(&["x"])]);
     }
 
     #[test]
