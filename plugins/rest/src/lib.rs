@@ -42,6 +42,9 @@ use kvs_plugin_api::{
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+#[doc(hidden)]
+pub mod key;
+
 /// The `[plugins.rest]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,7 +171,7 @@ fn store_error(e: PluginError, ctx: &RequestContext) -> Response {
     response
 }
 
-/// The key: everything after the route prefix, percent-decoded to raw bytes. Refuses
+/// The key: everything after the route prefix, percent-decoded to raw bytes ([`key`]). Refuses
 /// an empty key (400) and one over the host's limit (414) before any handler runs.
 pub struct Key(pub Vec<u8>);
 
@@ -176,12 +179,7 @@ impl FromRequestParts<AppState> for Key {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let path = parts.uri.path();
-        let raw = path
-            .strip_prefix("/v1/key/")
-            .or_else(|| path.strip_prefix("/v1/"))
-            .unwrap_or("");
-        let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+        let key = key::from_path(parts.uri.path());
         if key.is_empty() {
             return Err(error_response(StatusCode::BAD_REQUEST, "empty key"));
         }
