@@ -10,9 +10,23 @@ use kvs_plugin_api::{Event, PluginError};
 use crate::format::{self, HEADER_LEN, RECORD_HEADER_LEN, RecordHeader};
 use crate::{FileLogger, io_err, warn};
 
-/// Events handed to the host per `replay` chunk, and bytes buffered per chunk.
+/// Events handed to the host per `replay` chunk, bytes buffered per chunk, and the
+/// read buffer.
+#[cfg(not(fuzzing))]
 const REPLAY_CHUNK_EVENTS: usize = 4096;
+#[cfg(not(fuzzing))]
 const REPLAY_CHUNK_BYTES: usize = 8 << 20;
+#[cfg(not(fuzzing))]
+const READ_BUFFER_BYTES: usize = 1 << 20;
+/// Tiny under `cargo fuzz` (`--cfg fuzzing`): the fuzzer's logs are a few hundred bytes,
+/// so chunk boundaries are reached, and a sanitizer build does not map megabytes per
+/// replay (that cost the `file_*` targets most of their speed).
+#[cfg(fuzzing)]
+const REPLAY_CHUNK_EVENTS: usize = 3;
+#[cfg(fuzzing)]
+const REPLAY_CHUNK_BYTES: usize = 64;
+#[cfg(fuzzing)]
+const READ_BUFFER_BYTES: usize = 64;
 
 /// What reading the log found.
 struct Scanned {
@@ -126,7 +140,7 @@ fn read_records(
     file_len: u64,
     sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
 ) -> Result<Scanned, Result<PluginError, std::io::Error>> {
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
     reader.seek(SeekFrom::Start(HEADER_LEN)).map_err(Err)?;
     let mut scanned = Scanned {
         end: HEADER_LEN,
