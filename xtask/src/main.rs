@@ -21,6 +21,9 @@
 //! * `cargo xtask dist [--check]`: release build, then the Debian package
 //!   `<target>/dist/kvs_VERSION_ARCH.deb` (`dist.rs`); `--check` (as root, CI) installs
 //!   it on this machine, serves the book's curl session with it, and removes it again.
+//! * `cargo xtask fuzz [TARGET] [--secs N]`: build `fuzz/` with `cargo +nightly fuzz`,
+//!   run every target (or TARGET) for N seconds (default 30), print execs/s and
+//!   coverage per target; fails on a crash (`fuzz.rs`, fuzz/README.md).
 //! * `cargo xtask cluster`: debug build, then a 3-member etcd cluster and 3 kvs nodes
 //!   on it (the `etcd` logger) on loopback ports, until Ctrl-C (`cluster.rs`).
 
@@ -28,6 +31,7 @@ mod abi_guests;
 mod cluster;
 mod compat;
 mod dist;
+mod fuzz;
 mod outside;
 mod prerequisites;
 mod redis_compat;
@@ -114,6 +118,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         "dist" => dist::run(&rest),
+        "fuzz" => fuzz::run(&rest),
         "test" => {
             prerequisites::ensure()?;
             verify_extism_fork()?;
@@ -151,6 +156,8 @@ fn run() -> Result<()> {
                  bench [writes|rest|resp|cluster|security|observability|memory|instructions]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
                  dist [--check]     release build, then the Debian package in <target>/dist/ (--check,\n                    \
                     as root: install it here, use it, remove it)\n  \
+                 fuzz [TARGET] [--secs N]  cargo +nightly fuzz: build fuzz/, run each target (or\n                    \
+                    TARGET) N seconds (default 30), print execs/s and coverage\n  \
                  cluster            3 etcd members and 3 kvs nodes on them, on loopback, until Ctrl-C\n  \
                  redis-compat [--frontend resp|wasm-resp] [--source DIR]\n                    \
                     Redis's own tests (external mode) against kvs, per-file results"
