@@ -4,14 +4,15 @@
 //! kvs: a log of N puts is written with the file logger as a library, then a release
 //! `kvs` replays it; the figure is the growth of its resident set over an empty kvs.
 //! Redis: `used_memory` (its allocator's count) and `used_memory_rss` before and after
-//! `DEBUG POPULATE`, in a throwaway server.
+//! `DEBUG POPULATE`, in a throwaway server. Then the same with a deadline on every key
+//! (a day away: kvs's `PUT_UNTIL` events, Redis's `PEXPIREAT`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kvs_plugin_api::{Event, TransactionLogger};
+use kvs_plugin_api::{Event, EventKind, TransactionLogger};
 
 use crate::rest::start_kvs_with;
 use crate::{KillOnDrop, free_port, wait_for_port, which};
@@ -70,55 +71,79 @@ fn kvs_rss(plugins: &Path, log: &Path) -> Result<(u64, Duration)> {
     Ok((rss(kvs.0.id())?, took))
 }
 
+/// Writes a log of the `KEYS` keys, each expiring at `deadline` if given.
+fn write_log(path: &Path, deadline: Option<u64>) -> Result<()> {
+    let mut logger = kvs_plugin_file::FileLogger::open(kvs_plugin_file::Config::parse(&format!(
+        "path = {path:?}\nsync = \"never\""
+    ))?)?;
+    logger.replay(&mut |_| Ok(()))?;
+    let mut batch = Vec::new();
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(10_000) {
+        batch.clear();
+        batch.extend(chunk.iter().map(|&i| {
+            let mut value = deadline.map_or(Vec::new(), |d| d.to_le_bytes().to_vec());
+            value.extend_from_slice(&value_of(i));
+            (i, key_of(i), value)
+        }));
+        let events: Vec<Event<'_>> = batch
+            .iter()
+            .map(|(i, k, v)| Event {
+                kind: if deadline.is_some() {
+                    EventKind::PUT_UNTIL
+                } else {
+                    EventKind::PUT
+                },
+                ..Event::put(i + 1, k, v)
+            })
+            .collect();
+        logger.append(&events)?;
+    }
+    logger.close()?;
+    Ok(())
+}
+
 pub(crate) fn memory(plugins: &Path) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let empty_log = dir.path().join("empty.log");
     let full_log = dir.path().join("full.log");
-    {
-        let mut logger = kvs_plugin_file::FileLogger::open(kvs_plugin_file::Config::parse(
-            &format!("path = {full_log:?}\nsync = \"never\""),
-        )?)?;
-        logger.replay(&mut |_| Ok(()))?;
-        let mut batch_keys = Vec::new();
-        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(10_000) {
-            batch_keys.clear();
-            batch_keys.extend(chunk.iter().map(|&i| (i, key_of(i), value_of(i))));
-            let events: Vec<Event<'_>> = batch_keys
-                .iter()
-                .map(|(i, k, v)| Event::put(i + 1, k, v))
-                .collect();
-            logger.append(&events)?;
-        }
-        logger.close()?;
-    }
+    let ttl_log = dir.path().join("ttl.log");
+    let a_day_away = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        + 86_400_000;
+    write_log(&full_log, None)?;
+    write_log(&ttl_log, Some(a_day_away))?;
     let data_bytes: u64 = (0..KEYS)
         .map(|i| key_of(i).len() as u64 + VALUE as u64)
         .sum();
     let per_key_data = data_bytes as f64 / KEYS as f64;
     let (empty, _) = kvs_rss(plugins, &empty_log)?;
-    let (full, replay) = kvs_rss(plugins, &full_log)?;
-    let kvs_per_key = (full.saturating_sub(empty)) as f64 / KEYS as f64;
     println!(
         "== memory: {KEYS} keys `key:N` with {VALUE}-byte values ({per_key_data:.1} bytes of \
          data per key)"
     );
     println!(
-        "{:>24}  {:>14}  {:>20}",
+        "{:>30}  {:>14}  {:>20}",
         "", "bytes per key", "beyond key + value"
     );
-    println!(
-        "{:>24}  {:>14.1}  {:>20.1}   (replay took {} ms)",
-        "kvs (RSS growth)",
-        kvs_per_key,
-        kvs_per_key - per_key_data,
-        replay.as_millis()
-    );
-    match redis_memory() {
-        Ok((used, rss)) => {
-            for (what, bytes) in [("Redis used_memory", used), ("Redis RSS growth", rss)] {
+    for (what, log) in [
+        ("kvs (RSS growth)", &full_log),
+        ("kvs, with TTLs", &ttl_log),
+    ] {
+        let (full, replay) = kvs_rss(plugins, log)?;
+        let kvs_per_key = (full.saturating_sub(empty)) as f64 / KEYS as f64;
+        println!(
+            "{what:>30}  {kvs_per_key:>14.1}  {:>20.1}   (replay took {} ms)",
+            kvs_per_key - per_key_data,
+            replay.as_millis()
+        );
+    }
+    match redis_memory(a_day_away) {
+        Ok(figures) => {
+            for (what, bytes) in figures {
                 let per_key = bytes as f64 / KEYS as f64;
                 println!(
-                    "{what:>24}  {per_key:>14.1}  {:>20.1}",
+                    "{what:>30}  {per_key:>14.1}  {:>20.1}",
                     per_key - per_key_data
                 );
             }
@@ -128,8 +153,9 @@ pub(crate) fn memory(plugins: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Growth of Redis's `used_memory` and `used_memory_rss` from `DEBUG POPULATE`.
-fn redis_memory() -> Result<(u64, u64)> {
+/// Growth of Redis's `used_memory` and `used_memory_rss` from `DEBUG POPULATE`, then
+/// with every key given a deadline (`PEXPIREAT`, through `redis-cli --pipe`).
+fn redis_memory(deadline: u64) -> Result<Vec<(&'static str, u64)>> {
     which("redis-server")?;
     which("redis-cli")?;
     let port = free_port()?;
@@ -179,5 +205,33 @@ fn redis_memory() -> Result<(u64, u64)> {
     let after = cli(&["INFO", "memory"])?;
     let used = memory(&after, "used_memory")? - memory(&before, "used_memory")?;
     let rss = memory(&after, "used_memory_rss")? - memory(&before, "used_memory_rss")?;
-    Ok((used, rss))
+    let mut commands = Vec::new();
+    for i in 0..KEYS {
+        let key = format!("key:{i}");
+        let at = deadline.to_string();
+        commands.extend_from_slice(
+            format!(
+                "*3\r\n$9\r\nPEXPIREAT\r\n${}\r\n{key}\r\n${}\r\n{at}\r\n",
+                key.len(),
+                at.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let mut pipe = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::io::Write::write_all(pipe.stdin.as_mut().context("stdin")?, &commands)?;
+    drop(pipe.stdin.take());
+    anyhow::ensure!(pipe.wait()?.success(), "redis-cli --pipe failed");
+    std::thread::sleep(Duration::from_millis(500));
+    let with_ttl = cli(&["INFO", "memory"])?;
+    let used_ttl = memory(&with_ttl, "used_memory")? - memory(&before, "used_memory")?;
+    Ok(vec![
+        ("Redis used_memory", used),
+        ("Redis RSS growth", rss),
+        ("Redis used_memory, TTLs", used_ttl),
+    ])
 }

@@ -60,6 +60,16 @@ impl Redis {
         self.port
     }
 
+    /// Empties it (`FLUSHALL`), so a round starts from the keyspace the last one did.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "FLUSHALL"])
+            .output()
+            .context("redis-cli (Debian package redis-tools)")?;
+        anyhow::ensure!(out.status.success(), "FLUSHALL failed: {out:?}");
+        Ok(())
+    }
+
     /// The server's process id (for its CPU time).
     pub(crate) fn pid(&self) -> u32 {
         self.server.0.id()

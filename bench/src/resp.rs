@@ -1,9 +1,9 @@
 //! `kvs-bench resp`: like for like against Redis — the same client (`redis-benchmark`),
 //! the same commands, the same transport (RESP over loopback TCP), the same durability
 //! (Redis `appendfsync always`, kvs `sync = "always"`). Contenders: Redis, kvs's native
-//! `resp` frontend, and the `wasm-resp` guest. SET and GET at `-P 1` and `-P 16`,
-//! 32 clients, 100-byte values over 10000 keys; rounds with the contenders taking turns,
-//! medians; the server's CPU microseconds per request beside each rate.
+//! `resp` frontend, and the `wasm-resp` guest. SET, GET, INCR and SET NX at `-P 1` and
+//! `-P 16`, 32 clients, 100-byte values over 10000 keys; rounds with the contenders
+//! taking turns, medians; the server's CPU microseconds per request beside each rate.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,30 +16,97 @@ use crate::variants::{CpuTime, Run};
 use crate::{VALUE_BYTES, which};
 
 const CONTENDERS: [&str; 3] = ["Redis", "kvs resp", "kvs wasm-resp"];
-/// (command, pipeline depth, requests per run).
-const CASES: [(&str, usize, usize); 4] = [
-    ("set", 1, 60_000),
-    ("get", 1, 100_000),
-    ("set", 16, 300_000),
-    ("get", 16, 600_000),
+
+/// One benchmarked command: its label, `redis-benchmark`'s arguments for it, pipeline
+/// depth, requests per run.
+struct Case {
+    label: &'static str,
+    command: &'static [&'static str],
+    pipeline: usize,
+    requests: usize,
+}
+
+const CASES: [Case; 8] = [
+    Case {
+        label: "SET -P 1",
+        command: &["-t", "set"],
+        pipeline: 1,
+        requests: 60_000,
+    },
+    Case {
+        label: "GET -P 1",
+        command: &["-t", "get"],
+        pipeline: 1,
+        requests: 100_000,
+    },
+    Case {
+        label: "SET -P 16",
+        command: &["-t", "set"],
+        pipeline: 16,
+        requests: 300_000,
+    },
+    Case {
+        label: "GET -P 16",
+        command: &["-t", "get"],
+        pipeline: 16,
+        requests: 600_000,
+    },
+    // Atomic updates (plugin-api 1.4): counters over the same 10000 keys, and SET NX
+    // over 10 times as many (most succeed, so most are writes that need an fsync).
+    Case {
+        label: "INCR -P 1",
+        command: &["-t", "incr"],
+        pipeline: 1,
+        requests: 60_000,
+    },
+    Case {
+        label: "INCR -P 16",
+        command: &["-t", "incr"],
+        pipeline: 16,
+        requests: 300_000,
+    },
+    Case {
+        label: "SET NX -P 1",
+        command: &["SET", "nx:__rand_int__", "value", "NX"],
+        pipeline: 1,
+        requests: 60_000,
+    },
+    Case {
+        label: "SET NX -P 16",
+        command: &["SET", "nx:__rand_int__", "value", "NX"],
+        pipeline: 16,
+        requests: 300_000,
+    },
 ];
 
-/// One `redis-benchmark` run against `port`: its rate and the server's CPU per request.
-fn run(port: u16, pid: u32, op: &str, pipeline: usize, requests: usize) -> Result<Run> {
+/// One `redis-benchmark` run of `case` against `port`: its rate and the server's CPU
+/// per request.
+fn run(port: u16, pid: u32, case: &Case) -> Result<Run> {
     let before = CpuTime::of(pid)?;
+    let keys = if case.command[0] == "SET" {
+        "100000"
+    } else {
+        "10000"
+    };
     let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", op])
-        .args(["-c", "32", "-P", &pipeline.to_string()])
-        .args(["-n", &requests.to_string(), "-d", &VALUE_BYTES.to_string()])
-        .args(["-r", "10000", "-q"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", "32", "-P", &case.pipeline.to_string()])
+        .args([
+            "-n",
+            &case.requests.to_string(),
+            "-d",
+            &VALUE_BYTES.to_string(),
+        ])
+        .args(["-r", keys, "-q"])
+        .args(case.command)
         .output()?;
-    let (cpu_us, user_us) = before.per_request_since(pid, requests as f64)?;
+    let (cpu_us, user_us) = before.per_request_since(pid, case.requests as f64)?;
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
     let rate: f64 = text
         .lines()
         .rev()
         .find(|l| l.contains("requests per second"))
-        .and_then(|l| l.split(':').nth(1))
+        .and_then(|l| l.rsplit(':').next())
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no rate in redis-benchmark output:\n{text}"))?;
@@ -54,7 +121,8 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
     which("redis-benchmark").context("redis-benchmark is needed: apt-get install redis-tools")?;
     let rounds = 3;
     println!(
-        "== RESP like for like: redis-benchmark -c 32 -d {VALUE_BYTES} -r 10000, loopback;\n   \
+        "== RESP like for like: redis-benchmark -c 32 -d {VALUE_BYTES} -r 10000 (SET NX: \
+         -r 100000), loopback;\n   \
          Redis with appendfsync always, kvs with the file logger at sync = always (a fresh\n   \
          kvs per contender per round). {rounds} rounds, the contenders taking turns; medians.\n   \
          cpu = the server's CPU time (user + system) per request"
@@ -63,6 +131,8 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
     // results[contender][case] = runs
     let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); CASES.len()]; CONTENDERS.len()];
     for round in 1..=rounds {
+        // A fresh Redis store per round too, so SET NX finds the same empty keyspace.
+        redis.flush()?;
         for (c, contender) in CONTENDERS.iter().enumerate() {
             let kvs = match c {
                 0 => None,
@@ -73,19 +143,16 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
                 None => (redis.port(), redis.pid()),
                 Some((k, port, _)) => (*port, k.0.id()),
             };
-            for (i, (op, pipeline, requests)) in CASES.iter().enumerate() {
-                let r = run(port, pid, op, *pipeline, *requests)
-                    .with_context(|| format!("{contender} {op} -P {pipeline}"))?;
+            for (i, case) in CASES.iter().enumerate() {
+                let r =
+                    run(port, pid, case).with_context(|| format!("{contender} {}", case.label))?;
                 results[c][i].push(r);
             }
             drop(kvs);
         }
         eprintln!("   round {round}/{rounds} done");
     }
-    println!(
-        "   {:<15} {:>22} {:>22} {:>22} {:>22}",
-        "", "SET -P 1", "GET -P 1", "SET -P 16", "GET -P 16"
-    );
+    // medians[contender][case] = (rate, cpu, user)
     let medians: Vec<Vec<(f64, f64, f64)>> = results
         .iter()
         .map(|cases| {
@@ -100,34 +167,41 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
                 .collect()
         })
         .collect();
-    for (c, contender) in CONTENDERS.iter().enumerate() {
-        let cells: Vec<String> = medians[c]
-            .iter()
-            .map(|(rate, cpu, _)| format!("{rate:>9.0}/s {cpu:>5.1} us cpu"))
+    println!(
+        "   {:<13} {:>24} {:>32} {:>32}",
+        "", CONTENDERS[0], CONTENDERS[1], CONTENDERS[2]
+    );
+    for (i, case) in CASES.iter().enumerate() {
+        let redis_rate = medians[0][i].0;
+        let cells: Vec<String> = (0..CONTENDERS.len())
+            .map(|c| {
+                let (rate, cpu, _) = medians[c][i];
+                if c == 0 {
+                    format!("{rate:>9.0}/s {cpu:>5.1} us cpu")
+                } else {
+                    format!(
+                        "{rate:>9.0}/s {cpu:>5.1} us cpu {:>5.2}x",
+                        rate / redis_rate
+                    )
+                }
+            })
             .collect();
         println!(
-            "   {contender:<15} {:>22} {:>22} {:>22} {:>22}",
-            cells[0], cells[1], cells[2], cells[3]
-        );
-    }
-    for (c, contender) in CONTENDERS.iter().enumerate().skip(1) {
-        let ratios: Vec<String> = (0..CASES.len())
-            .map(|i| format!("{:.2}x", medians[c][i].0 / medians[0][i].0))
-            .collect();
-        println!(
-            "   {contender} / Redis (rate): SET -P 1 {}, GET -P 1 {}, SET -P 16 {}, GET -P 16 {}",
-            ratios[0], ratios[1], ratios[2], ratios[3]
+            "   {:<13} {:>24} {:>32} {:>32}",
+            case.label, cells[0], cells[1], cells[2]
         );
     }
     println!("\n   cpu split, us per request: user + system (the kernel's TCP, fsync, wake-ups)");
-    for (c, contender) in CONTENDERS.iter().enumerate() {
-        let cells: Vec<String> = medians[c]
-            .iter()
-            .map(|(_, cpu, user)| format!("{user:.1} + {:.1}", cpu - user))
+    for (i, case) in CASES.iter().enumerate() {
+        let cells: Vec<String> = (0..CONTENDERS.len())
+            .map(|c| {
+                let (_, cpu, user) = medians[c][i];
+                format!("{user:.1} + {:.1}", cpu - user)
+            })
             .collect();
         println!(
-            "   {contender:<15} {:>22} {:>22} {:>22} {:>22}",
-            cells[0], cells[1], cells[2], cells[3]
+            "   {:<13} {:>24} {:>32} {:>32}",
+            case.label, cells[0], cells[1], cells[2]
         );
     }
     Ok(())

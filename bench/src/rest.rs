@@ -319,6 +319,7 @@ fn grpc_load(port: u16, put: bool, secs: u64) -> Result<(f64, u64)> {
         seed.put(PutRequest {
             key: b"hot".to_vec(),
             value: vec![b'x'; VALUE_BYTES],
+            ..Default::default()
         })
         .await?;
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -335,6 +336,7 @@ fn grpc_load(port: u16, put: bool, secs: u64) -> Result<(f64, u64)> {
                             .put(PutRequest {
                                 key,
                                 value: vec![b'x'; VALUE_BYTES],
+                                ..Default::default()
                             })
                             .await?;
                     } else {

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::plugins::{Catalog, Format, Plugin};
 use crate::ports::{Log, RunningFrontend};
 use crate::shared;
-use crate::store::{Map, Phase, Store};
+use crate::store::{Map, Phase, Store, WriteFeatures};
 use crate::writer::{self, Acknowledge, ReplayStats, Writer, WriterStats};
 
 mod open;
@@ -143,16 +143,22 @@ impl<'a> Builder<'a> {
         let metrics = Metrics::new(self.admin.is_some());
         let plugins: PluginList = Default::default();
         // The logger opens first: a bad logger config fails before any port is bound.
-        let (logger, logger_name) = match self.logger {
+        let (logger, logger_name, stores_expiry) = match self.logger {
             LoggerSource::Plugin(plugin, table) => {
+                let stores_expiry = plugin
+                    .capabilities
+                    .iter()
+                    .any(|c| c == kvs_plugin_api::capability::LOG_EXPIRY);
                 let meter = (plugin.format == Format::Wasm).then(|| metrics.wasm(&plugin.name));
                 let logger = open_any(plugin, &table, meter)?;
                 let shown = status("logger", plugin, Vec::new());
                 plugins.write().unwrap().push(shown);
-                (logger, plugin.name.clone())
+                (logger, plugin.name.clone(), stores_expiry)
             }
-            LoggerSource::Open(logger, name) => (Opened::Local(logger), name),
+            // The host's own loggers (tools, tests) take every event kind.
+            LoggerSource::Open(logger, name) => (Opened::Local(logger), name, true),
         };
+        let shared = matches!(logger, Opened::Shared(_));
         let map = Arc::new(Map::default());
         let (tx, rx) = crossbeam_channel::bounded(self.queue_capacity);
         let store = Arc::new(Store::new(
@@ -193,7 +199,14 @@ impl<'a> Builder<'a> {
             next_sequence: caught_up.replayed.last_sequence + 1,
             max_batch: self.max_batch,
             acknowledge: caught_up.acknowledge,
+            stores_expiry,
+            max_value_bytes: self.limits.max_value_bytes,
         };
+        store.set_write_features(WriteFeatures {
+            expiry: stores_expiry && !shared,
+            atomic: !shared,
+            logger: logger_name.clone(),
+        });
         let writer = match Writer::spawn(logger, map, (tx, rx), settings, metrics) {
             Ok(writer) => writer,
             Err((e, logger)) => {

@@ -1,73 +1,121 @@
 //! The in-memory map: every key and value kvs holds, compactly.
 //!
-//! Each entry is one heap allocation — the key's length as a LEB128 varint, the key,
-//! the value — behind a `DashMap` slot of one fat pointer (16 bytes), instead of two
+//! Each entry is one heap allocation — a header of varints (the key's length and
+//! whether a deadline follows, the key's revision), the deadline if any, the key, the
+//! value — behind a `DashMap` slot of one fat pointer (16 bytes), instead of two
 //! allocations behind two fat pointers. For small keys and values that halves what kvs
-//! needs beyond the data itself (`kvs-bench memory`). Entries hash and compare by their
-//! key alone, so lookups take a plain `&[u8]`. Replacing a key's entry swaps it in place
-//! under its shard's write lock: a reader sees the old value or the new one, never none.
+//! needs beyond the data itself (`kvs-bench memory`); varints keep the revision to the
+//! 3 bytes that a few million writes need. Entries hash and compare by their key alone,
+//! so lookups take a plain `&[u8]`. Replacing a key's entry swaps it in place under its
+//! shard's write lock: a reader sees the old value or the new one, never none.
+//!
+//! Keys with a deadline are also in an index ordered by deadline, which the expiry
+//! sweep reads; keys without one cost nothing there.
 
 use std::borrow::Borrow;
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as Slot;
 
-/// One key and its value in a single allocation.
+/// One key and its value, revision and deadline in a single allocation.
 struct Entry(Box<[u8]>);
 
-impl Entry {
-    fn new(key: &[u8], value: &[u8]) -> Entry {
-        let mut bytes = Vec::with_capacity(varint_len(key.len()) + key.len() + value.len());
-        let mut n = key.len();
-        while n >= 0x80 {
-            bytes.push((n as u8) | 0x80);
-            n >>= 7;
+/// Where an entry's parts are.
+struct Layout {
+    revision: u64,
+    deadline: Option<u64>,
+    key_at: usize,
+    key_len: usize,
+}
+
+fn put_varint(bytes: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        bytes.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    bytes.push(n as u8);
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let (mut n, mut shift) = (0u64, 0);
+    loop {
+        let b = bytes[*at];
+        n |= ((b & 0x7f) as u64) << shift;
+        *at += 1;
+        if b & 0x80 == 0 {
+            return n;
         }
-        bytes.push(n as u8);
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        Entry(bytes.into_boxed_slice())
-    }
-
-    /// Where the key starts, and its length.
-    fn key_span(&self) -> (usize, usize) {
-        let (mut len, mut shift, mut at) = (0usize, 0, 0);
-        loop {
-            let b = self.0[at];
-            len |= ((b & 0x7f) as usize) << shift;
-            at += 1;
-            if b & 0x80 == 0 {
-                return (at, len);
-            }
-            shift += 7;
-        }
-    }
-
-    fn key(&self) -> &[u8] {
-        let (at, len) = self.key_span();
-        &self.0[at..at + len]
-    }
-
-    fn value(&self) -> &[u8] {
-        let (at, len) = self.key_span();
-        &self.0[at + len..]
-    }
-
-    /// Bytes of key and value (what `kvs_data_bytes` counts).
-    fn data_len(&self) -> usize {
-        let (at, _) = self.key_span();
-        self.0.len() - at
+        shift += 7;
     }
 }
 
-fn varint_len(mut n: usize) -> usize {
+fn varint_len(mut n: u64) -> usize {
     let mut len = 1;
     while n >= 0x80 {
         n >>= 7;
         len += 1;
     }
     len
+}
+
+impl Entry {
+    fn new(key: &[u8], value: &[u8], revision: u64, deadline: Option<u64>) -> Entry {
+        let head = ((key.len() as u64) << 1) | deadline.is_some() as u64;
+        let mut bytes = Vec::with_capacity(
+            varint_len(head)
+                + varint_len(revision)
+                + deadline.map_or(0, |_| 8)
+                + key.len()
+                + value.len(),
+        );
+        put_varint(&mut bytes, head);
+        put_varint(&mut bytes, revision);
+        if let Some(deadline) = deadline {
+            bytes.extend_from_slice(&deadline.to_le_bytes());
+        }
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value);
+        Entry(bytes.into_boxed_slice())
+    }
+
+    fn layout(&self) -> Layout {
+        let mut at = 0;
+        let head = read_varint(&self.0, &mut at);
+        let revision = read_varint(&self.0, &mut at);
+        let deadline = (head & 1 == 1).then(|| {
+            let d = u64::from_le_bytes(self.0[at..at + 8].try_into().unwrap());
+            at += 8;
+            d
+        });
+        Layout {
+            revision,
+            deadline,
+            key_at: at,
+            key_len: (head >> 1) as usize,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        let mut at = 0;
+        let head = read_varint(&self.0, &mut at);
+        read_varint(&self.0, &mut at);
+        if head & 1 == 1 {
+            at += 8;
+        }
+        &self.0[at..at + (head >> 1) as usize]
+    }
+
+    fn value(&self, layout: &Layout) -> &[u8] {
+        &self.0[layout.key_at + layout.key_len..]
+    }
+
+    /// Bytes of key and value (what `kvs_data_bytes` counts).
+    fn data_len(&self) -> usize {
+        self.0.len() - self.layout().key_at
+    }
 }
 
 impl Hash for Entry {
@@ -96,6 +144,8 @@ impl Borrow<[u8]> for Entry {
 pub struct MapEntry {
     key: Vec<u8>,
     value: Vec<u8>,
+    revision: u64,
+    deadline: Option<u64>,
 }
 
 impl MapEntry {
@@ -108,44 +158,129 @@ impl MapEntry {
     pub fn value(&self) -> &[u8] {
         &self.value
     }
+
+    /// The log position of the write that last changed the key.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// When the key expires (milliseconds since the Unix epoch), if it does.
+    pub fn deadline(&self) -> Option<u64> {
+        self.deadline
+    }
+
+    /// Whether the key has expired at `now` (milliseconds since the Unix epoch).
+    pub fn expired_at(&self, now: u64) -> bool {
+        self.deadline.is_some_and(|d| d <= now)
+    }
+
+    /// The value, moved out.
+    pub fn into_value(self) -> Vec<u8> {
+        self.value
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock (deadlines are wall-clock
+/// times, as Redis 7 logs `PXAT`, so they mean the same after a restart).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Any bytes to any bytes, sharded so readers and the writer rarely meet.
 #[derive(Default)]
 pub struct Map {
     entries: DashMap<Entry, ()>,
+    /// Keys with a deadline, by deadline. Changed only by whoever applies writes (one
+    /// thread at a time), read by the expiry sweep.
+    deadlines: Mutex<BTreeSet<(u64, Box<[u8]>)>>,
 }
 
 impl Map {
-    /// A copy of the value under `key`.
+    /// A copy of the value under `key`, unless it has expired.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.entries.get(key).map(|e| e.key().value().to_vec())
+        let slot = self.entries.get(key)?;
+        let entry = slot.key();
+        let layout = entry.layout();
+        if layout.deadline.is_some_and(|d| d <= now_ms()) {
+            return None;
+        }
+        Some(entry.value(&layout).to_vec())
     }
 
-    /// Sets `key` to `value`; returns the change in data bytes.
-    pub fn insert(&self, key: &[u8], value: &[u8]) -> i64 {
-        let entry = Entry::new(key, value);
+    /// A copy of everything stored under `key`, expired or not.
+    pub fn entry(&self, key: &[u8]) -> Option<MapEntry> {
+        let slot = self.entries.get(key)?;
+        Some(copy(slot.key()))
+    }
+
+    /// Sets `key` to `value` at `revision`, expiring at `deadline` if given; returns
+    /// the change in data bytes.
+    pub fn insert(&self, key: &[u8], value: &[u8], revision: u64, deadline: Option<u64>) -> i64 {
+        let entry = Entry::new(key, value, revision, deadline);
         let added = entry.data_len() as i64;
-        match self.entries.entry(entry) {
+        let old_deadline = match self.entries.entry(entry) {
             Slot::Occupied(slot) => {
                 let (old, ()) = slot.replace_entry(());
-                added - old.data_len() as i64
+                let layout = old.layout();
+                let change = added - old.data_len() as i64;
+                self.reindex(key, layout.deadline, deadline);
+                return change;
             }
             Slot::Vacant(slot) => {
                 slot.insert(());
-                added
+                None
             }
-        }
+        };
+        self.reindex(key, old_deadline, deadline);
+        added
     }
 
     /// Removes `key`; returns the change in data bytes.
     pub fn remove(&self, key: &[u8]) -> i64 {
-        self.entries
-            .remove(key)
-            .map_or(0, |(old, ())| -(old.data_len() as i64))
+        match self.entries.remove(key) {
+            Some((old, ())) => {
+                self.reindex(key, old.layout().deadline, None);
+                -(old.data_len() as i64)
+            }
+            None => 0,
+        }
     }
 
-    /// Number of keys.
+    fn reindex(&self, key: &[u8], old: Option<u64>, new: Option<u64>) {
+        if old.is_none() && new.is_none() || old == new {
+            return;
+        }
+        let mut deadlines = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = old {
+            deadlines.remove(&(old, Box::from(key)));
+        }
+        if let Some(new) = new {
+            deadlines.insert((new, Box::from(key)));
+        }
+    }
+
+    /// Up to `limit` keys whose deadline is at or before `now`, earliest first, with
+    /// their revisions (for the sweep's conditional deletes).
+    pub fn expired(&self, now: u64, limit: usize) -> Vec<(Vec<u8>, u64)> {
+        let deadlines = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
+        deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .take(limit)
+            .filter_map(|(_, key)| Some((key.to_vec(), self.entry(key)?.revision)))
+            .collect()
+    }
+
+    /// The earliest deadline of any key, if some key has one.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let deadlines = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
+        deadlines.first().map(|(deadline, _)| *deadline)
+    }
+
+    /// Number of keys (including expired ones the sweep has not removed yet, as Redis's
+    /// `DBSIZE` counts them).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -155,12 +290,20 @@ impl Map {
         self.entries.is_empty()
     }
 
-    /// Copies of every entry, in no particular order. For tests and tools.
+    /// Copies of every entry, expired or not, in no particular order. For tests and
+    /// tools.
     pub fn iter(&self) -> impl Iterator<Item = MapEntry> + '_ {
-        self.entries.iter().map(|e| MapEntry {
-            key: e.key().key().to_vec(),
-            value: e.key().value().to_vec(),
-        })
+        self.entries.iter().map(|e| copy(e.key()))
+    }
+}
+
+fn copy(entry: &Entry) -> MapEntry {
+    let layout = entry.layout();
+    MapEntry {
+        key: entry.key().to_vec(),
+        value: entry.value(&layout).to_vec(),
+        revision: layout.revision,
+        deadline: layout.deadline,
     }
 }
 
@@ -172,10 +315,11 @@ mod tests {
     fn keys_of_any_length_and_replacement_in_place() {
         let map = Map::default();
         let long_key = vec![7u8; 300]; // a two-byte varint
-        assert_eq!(map.insert(b"", b"empty key"), 9);
-        assert_eq!(map.insert(&long_key, b"v"), 301);
-        assert_eq!(map.insert(b"k", b"one"), 4);
-        assert_eq!(map.insert(b"k", b"three"), 2);
+        assert_eq!(map.insert(b"", b"empty key", 1, None), 9);
+        assert_eq!(map.insert(&long_key, b"v", 2, None), 301);
+        assert_eq!(map.insert(b"k", b"one", 3, None), 4);
+        assert_eq!(map.insert(b"k", b"three", u64::MAX, None), 2);
+        assert_eq!(map.entry(b"k").unwrap().revision(), u64::MAX);
         assert_eq!(map.get(b"k").unwrap(), b"three");
         assert_eq!(map.get(&long_key).unwrap(), b"v");
         assert_eq!(map.get(b"").unwrap(), b"empty key");
@@ -192,12 +336,12 @@ mod tests {
     #[test]
     fn a_reader_never_sees_a_key_vanish_while_it_is_replaced() {
         let map = std::sync::Arc::new(Map::default());
-        map.insert(b"k", b"0");
+        map.insert(b"k", b"0", 1, None);
         let writer = {
             let map = map.clone();
             std::thread::spawn(move || {
                 for i in 0..20_000u32 {
-                    map.insert(b"k", &i.to_le_bytes());
+                    map.insert(b"k", &i.to_le_bytes(), i as u64 + 2, None);
                 }
             })
         };
@@ -205,5 +349,34 @@ mod tests {
             assert!(map.get(b"k").is_some());
         }
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn deadlines_hide_keys_and_are_indexed_until_the_key_changes() {
+        let map = Map::default();
+        let now = now_ms();
+        map.insert(b"gone", b"v", 1, Some(now - 1));
+        map.insert(b"later", b"v", 2, Some(now + 60_000));
+        map.insert(b"plain", b"v", 3, None);
+        assert_eq!(map.get(b"gone"), None);
+        assert_eq!(map.entry(b"gone").unwrap().deadline(), Some(now - 1));
+        assert_eq!(map.get(b"later").unwrap(), b"v");
+        assert_eq!(map.expired(now, 10), vec![(b"gone".to_vec(), 1)]);
+        assert_eq!(map.next_deadline(), Some(now - 1));
+        // Set again without a deadline: out of the index, visible.
+        map.insert(b"gone", b"back", 4, None);
+        assert_eq!(map.get(b"gone").unwrap(), b"back");
+        assert!(map.expired(now, 10).is_empty());
+        assert_eq!(map.next_deadline(), Some(now + 60_000));
+        map.remove(b"later");
+        assert_eq!(map.next_deadline(), None);
+        // The header holds large revisions and long keys with a deadline.
+        let key = vec![1u8; 200];
+        map.insert(&key, b"xyz", 1 << 40, Some(u64::MAX));
+        let e = map.entry(&key).unwrap();
+        assert_eq!(
+            (e.revision(), e.deadline(), e.value()),
+            (1 << 40, Some(u64::MAX), &b"xyz"[..])
+        );
     }
 }

@@ -86,6 +86,8 @@ pub struct Metrics {
     pub append_seconds: Histogram,
     /// `append` calls that failed.
     pub append_errors: IntCounter,
+    /// Keys the expiry sweep removed.
+    pub expired_keys: IntCounter,
     /// 1 while the logger reports itself healthy (or reports nothing), else 0.
     pub logger_healthy: IntGauge,
     /// Keys held, set when scraped.
@@ -203,6 +205,10 @@ impl Metrics {
             append_errors: r.int_counter(
                 "kvs_logger_append_errors_total",
                 "Logger appends that failed (their writes were answered with the error).",
+            ),
+            expired_keys: r.int_counter(
+                "kvs_expired_keys_total",
+                "Keys removed by the expiry sweep once past their deadline (logged as deletes).",
             ),
             logger_healthy: r.int_gauge(
                 "kvs_logger_healthy",

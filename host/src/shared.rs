@@ -183,7 +183,10 @@ impl FollowSink for Sink {
                 continue;
             }
             bytes += match e.kind {
-                EventKind::PUT => d.map.insert(e.key.as_slice(), e.value.as_slice()),
+                EventKind::PUT => {
+                    d.map
+                        .insert(e.key.as_slice(), e.value.as_slice(), e.sequence, None)
+                }
                 EventKind::DELETE => d.map.remove(e.key.as_slice()),
                 other => {
                     tracing::error!(

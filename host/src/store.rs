@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 pub use kvs_plugin_api::Limits;
-use kvs_plugin_api::{Consistency, PluginError};
+use kvs_plugin_api::update::Entry;
+use kvs_plugin_api::{Change, Condition, Consistency, Expiry, PluginError, Update};
 
 use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
@@ -43,6 +44,19 @@ pub struct Store {
     read_barrier: std::sync::OnceLock<(ReadBarrier, bool)>,
     /// What this kvs counts.
     metrics: Arc<Metrics>,
+    /// What the write path can do beyond puts and deletes; set once, at start-up.
+    features: std::sync::OnceLock<WriteFeatures>,
+}
+
+/// What the write path can do beyond plain puts and deletes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteFeatures {
+    /// The logger stores deadlines (`log:expiry`).
+    pub expiry: bool,
+    /// The writer evaluates atomic updates (not yet over a shared log).
+    pub atomic: bool,
+    /// The logger's name, for messages.
+    pub logger: String,
 }
 
 /// `done`, keeping `span` open until the write completes (a write's span lasts until it
@@ -53,7 +67,7 @@ pub(crate) fn held(span: tracing::Span, done: Completion) -> Completion {
     }
     // tracing-opentelemetry ends a span at its last exit: entering it to complete makes
     // it end once the outcome is delivered.
-    Completion::new(move |result| span.in_scope(|| done.complete(result)))
+    Completion::with_outcome(move |result| span.in_scope(|| done.complete_with(result)))
 }
 
 /// `done`, counting the write's outcome and latency (until durable) on completion.
@@ -62,10 +76,31 @@ fn metered(caller: &Caller<'_>, op: caller::Action, done: Completion) -> Complet
         return done;
     };
     let started = Instant::now();
-    Completion::new(move |result| {
+    Completion::with_outcome(move |result| {
         meter.record(op, result.as_ref().map(|_| ()), started.elapsed());
-        done.complete(result)
+        done.complete_with(result)
     })
+}
+
+/// A frontend caller's read, `read`, in a get's span and counted as a get: found, a
+/// miss, or the error.
+fn read_as<T>(
+    caller: &Caller<'_>,
+    read: impl FnOnce() -> Result<Option<T>, PluginError>,
+) -> Result<Option<T>, PluginError> {
+    let span = telemetry::store_span(caller::Action::Get);
+    let _in_span = span.enter();
+    let meter = caller.meter.filter(|m| m.enabled());
+    let started = meter.map(|_| Instant::now());
+    let result = read();
+    if let (Some(meter), Some(started)) = (meter, started) {
+        match &result {
+            Ok(Some(_)) => meter.record(caller::Action::Get, Ok(()), started.elapsed()),
+            Ok(None) => meter.record_miss(started.elapsed()),
+            Err(e) => meter.record(caller::Action::Get, Err(e), started.elapsed()),
+        }
+    }
+    result
 }
 
 /// The host's life, as the store sees it.
@@ -111,7 +146,13 @@ impl Store {
             hook,
             read_barrier: std::sync::OnceLock::new(),
             metrics,
+            features: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Says what the write path can do beyond puts and deletes. Set once, at start-up.
+    pub(crate) fn set_write_features(&self, features: WriteFeatures) {
+        let _ = self.features.set(features);
     }
 
     /// Gives reads over a shared log their barrier: used by every read if
@@ -186,21 +227,10 @@ impl Store {
         key: &[u8],
         consistency: Consistency,
     ) -> Result<Option<Vec<u8>>, PluginError> {
-        let span = telemetry::store_span(caller::Action::Get);
-        let _in_span = span.enter();
-        let meter = caller.meter.filter(|m| m.enabled());
-        let started = meter.map(|_| Instant::now());
-        let result = self
-            .admit(caller::Action::Get, key, caller)
-            .and_then(|()| self.get_before(key, consistency, caller.deadline));
-        if let (Some(meter), Some(started)) = (meter, started) {
-            match &result {
-                Ok(Some(_)) => meter.record(caller::Action::Get, Ok(()), started.elapsed()),
-                Ok(None) => meter.record_miss(started.elapsed()),
-                Err(e) => meter.record(caller::Action::Get, Err(e), started.elapsed()),
-            }
-        }
-        result
+        read_as(caller, || {
+            self.admit(caller::Action::Get, key, caller)
+                .and_then(|()| self.get_before(key, consistency, caller.deadline))
+        })
     }
 
     /// [`Store::put`] on behalf of a frontend's caller: the request hook decides first.
@@ -223,6 +253,110 @@ impl Store {
             Ok(()) => self.delete(key, done),
             Err(e) => done.complete(Err(e)),
         }
+    }
+
+    /// [`Store::update`] on behalf of a frontend's caller. The request hook decides
+    /// first: an update needs the write it makes (put, or delete for
+    /// [`Change::Delete`]), and one that reveals the value (returns it, a new count or
+    /// length, or compares against it) needs read as well.
+    pub fn update_as(&self, caller: &Caller<'_>, update: Update, done: Completion) {
+        let action = match update.change {
+            Change::Delete => caller::Action::Delete,
+            _ => caller::Action::Put,
+        };
+        let span = telemetry::store_span(action);
+        let _in_span = span.enter();
+        let done = metered(caller, action, held(span.clone(), done));
+        let reveals = update.return_previous
+            || matches!(update.condition, Condition::Value(_))
+            || matches!(
+                update.change,
+                Change::Increment(_) | Change::IncrementFloat(_) | Change::Append(_)
+            );
+        let admitted = self.admit(action, &update.key, caller).and_then(|()| {
+            if reveals {
+                self.admit(caller::Action::Get, &update.key, caller)
+            } else {
+                Ok(())
+            }
+        });
+        match admitted {
+            Ok(()) => self.update(update, done),
+            Err(e) => done.complete(Err(e)),
+        }
+    }
+
+    /// Queues an atomic update (a condition, a read-modify-write, a deadline), evaluated
+    /// by the writer in log order; `done` gets its [`Outcome`](kvs_plugin_api::Outcome)
+    /// once what it wrote is durable (at once if it writes nothing).
+    pub fn update(&self, mut update: Update, done: Completion) {
+        let checked = self
+            .check_key(&update.key)
+            .and_then(|()| match &update.change {
+                Change::Put(value) | Change::Append(value) => self.check_value(value),
+                _ => Ok(()),
+            });
+        if let Err(e) = checked {
+            return done.complete(Err(e));
+        }
+        let features = self.features.get().cloned().unwrap_or_default();
+        if !features.atomic {
+            return done.complete(Err(PluginError::unavailable(
+                "atomic operations (conditions, counters, expiry) are not available over a \
+                 shared log yet; use plain puts and deletes",
+            )));
+        }
+        if let Expiry::After(ms) = update.expiry {
+            // Deadlines are stored as wall-clock times, so they mean the same after a
+            // restart and on every node.
+            update.expiry = Expiry::At(crate::map::now_ms().saturating_add(ms));
+        }
+        if matches!(update.expiry, Expiry::At(_)) && !features.expiry {
+            return done.complete(Err(PluginError::invalid_input(format!(
+                "the logger `{}` cannot store expiry deadlines (it does not declare \
+                 `log:expiry`: built against plugin-api 1.3 or older, or it has no place \
+                 for them), so a write with a TTL is refused rather than made permanent; \
+                 use a logger that does (file, postgres)",
+                features.logger
+            ))));
+        }
+        self.submit(WriteOp::Update(Box::new(update)), done)
+    }
+
+    /// [`Store::get_entry`] on behalf of a frontend's caller: the request hook decides
+    /// first; counted and traced as a get.
+    pub fn get_entry_as(
+        &self,
+        caller: &Caller<'_>,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<Option<Entry>, PluginError> {
+        read_as(caller, || {
+            self.admit(caller::Action::Get, key, caller)
+                .and_then(|()| self.get_entry(key, consistency, caller.deadline))
+        })
+    }
+
+    /// The value under `key` with its revision and deadline, unless it is absent or
+    /// past its deadline.
+    pub fn get_entry(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Entry>, PluginError> {
+        // Through the same checks and barrier as a plain read.
+        self.get_before(key, consistency, deadline)?;
+        let now = crate::map::now_ms();
+        Ok(self
+            .map
+            .entry(key)
+            .filter(|e| !e.expired_at(now))
+            .map(|e| Entry {
+                revision: e.revision(),
+                expires_at: e.deadline(),
+                value: e.into_value(),
+            }))
     }
 
     /// The value under `key`, if any. Never touches the logger. The host's own calls

@@ -4,7 +4,7 @@
 //! Its own module so that the store (which queues writes) and the writer (which takes
 //! them) both depend on it and not on each other.
 
-use kvs_plugin_api::PluginError;
+use kvs_plugin_api::{Outcome, PluginError, Update};
 
 /// A write waiting for the writer.
 pub enum WriteOp {
@@ -12,6 +12,23 @@ pub enum WriteOp {
     Put(Box<[u8]>, Box<[u8]>),
     /// Remove a key.
     Delete(Box<[u8]>),
+    /// An atomic update, evaluated by the writer in log order (`crate::update`). Its
+    /// expiry is absolute by now ([`Expiry::After`](kvs_plugin_api::Expiry) was
+    /// resolved when it was queued).
+    Update(Box<Update>),
+    /// The expiry sweep: remove a key that has passed its deadline, if it is still at
+    /// this revision (set again since, it stays).
+    Expire(Box<[u8]>, u64),
+}
+
+impl WriteOp {
+    /// The key written.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WriteOp::Put(k, _) | WriteOp::Delete(k) | WriteOp::Expire(k, _) => k,
+            WriteOp::Update(u) => &u.key,
+        }
+    }
 }
 
 /// A write and whom to tell when it is done.
@@ -33,7 +50,12 @@ pub enum Msg {
     Stop,
 }
 
-type Callback = Box<dyn FnOnce(Result<(), PluginError>) + Send>;
+enum Callback {
+    /// Wants to know only whether the write succeeded (puts and deletes).
+    Done(Box<dyn FnOnce(Result<(), PluginError>) + Send>),
+    /// Wants the update's [`Outcome`].
+    Outcome(Box<dyn FnOnce(Result<Outcome, PluginError>) + Send>),
+}
 
 /// Tells a writer's caller the outcome, exactly once. If dropped uncompleted (a write
 /// still queued when the writer exited), it completes with `unavailable`, so no caller
@@ -41,23 +63,40 @@ type Callback = Box<dyn FnOnce(Result<(), PluginError>) + Send>;
 pub struct Completion(Option<Callback>);
 
 impl Completion {
-    /// Wraps the function to call with the outcome.
+    /// Wraps the function to call with whether the write succeeded.
     pub fn new(f: impl FnOnce(Result<(), PluginError>) + Send + 'static) -> Self {
-        Completion(Some(Box::new(f)))
+        Completion(Some(Callback::Done(Box::new(f))))
+    }
+
+    /// Wraps the function to call with the write's [`Outcome`].
+    pub fn with_outcome(f: impl FnOnce(Result<Outcome, PluginError>) + Send + 'static) -> Self {
+        Completion(Some(Callback::Outcome(Box::new(f))))
+    }
+
+    /// Delivers success or failure (a success's outcome is the default: applied, no
+    /// revision).
+    pub fn complete(self, result: Result<(), PluginError>) {
+        self.complete_with(result.map(|()| Outcome {
+            applied: true,
+            ..Outcome::default()
+        }))
     }
 
     /// Delivers the outcome.
-    pub fn complete(mut self, result: Result<(), PluginError>) {
-        if let Some(f) = self.0.take() {
-            f(result);
+    pub fn complete_with(mut self, result: Result<Outcome, PluginError>) {
+        match self.0.take() {
+            Some(Callback::Done(f)) => f(result.map(|_| ())),
+            Some(Callback::Outcome(f)) => f(result),
+            None => {}
         }
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f(Err(PluginError::unavailable(
+        if self.0.is_some() {
+            let this = Completion(self.0.take());
+            this.complete(Err(PluginError::unavailable(
                 "kvs shut down before this write was logged; it was not applied",
             )));
         }

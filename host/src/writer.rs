@@ -15,9 +15,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
-use kvs_plugin_api::{Event, EventKind, PluginError};
+use std::collections::HashMap;
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use kvs_plugin_api::event::split_deadline;
+use kvs_plugin_api::update::{Current, Effect, evaluate};
+use kvs_plugin_api::{Event, EventKind, Outcome, PluginError};
+
+use crate::map::now_ms;
 use crate::metrics::Metrics;
 use crate::ports::Log;
 use crate::store::Map;
@@ -52,6 +57,10 @@ pub struct WriterSettings {
     pub max_batch: usize,
     /// What happens to a logged batch.
     pub acknowledge: Acknowledge,
+    /// Whether the logger stores deadlines (`log:expiry`).
+    pub stores_expiry: bool,
+    /// The store's value limit (what an `APPEND` may grow a value to).
+    pub max_value_bytes: u64,
 }
 
 /// The running writer thread.
@@ -79,6 +88,9 @@ impl Writer {
             rx,
             next_sequence: settings.next_sequence,
             max_batch: settings.max_batch,
+            stores_expiry: settings.stores_expiry,
+            max_value_bytes: settings.max_value_bytes,
+            next_sweep: Instant::now(),
             stats: WriterStats::default(),
             metrics,
         };
@@ -122,6 +134,10 @@ struct WriterLoop {
     rx: Receiver<Msg>,
     next_sequence: u64,
     max_batch: usize,
+    stores_expiry: bool,
+    max_value_bytes: u64,
+    /// When the expiry sweep runs next.
+    next_sweep: Instant,
     stats: WriterStats,
     metrics: Arc<Metrics>,
 }
@@ -132,9 +148,14 @@ impl WriterLoop {
         let mut batch = Vec::with_capacity(self.max_batch);
         loop {
             if !stopping {
-                match self.rx.recv() {
+                let received = match self.sweep_wait() {
+                    None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(wait) => self.rx.recv_timeout(wait),
+                };
+                match received {
                     Ok(Msg::Write(req)) => batch.push(req),
-                    Ok(Msg::Stop) | Err(_) => stopping = true,
+                    Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+                    Err(RecvTimeoutError::Timeout) => {}
                 }
             }
             // Group commit: everything that queued up while the last append ran.
@@ -144,6 +165,9 @@ impl WriterLoop {
                     Ok(Msg::Stop) => stopping = true,
                     Err(_) => break,
                 }
+            }
+            if !stopping {
+                self.sweep_into(&mut batch);
             }
             if batch.is_empty() {
                 if stopping {
@@ -158,17 +182,219 @@ impl WriterLoop {
         (self.stats, closed)
     }
 
+    /// Adds the sweep's removals of expired keys to `batch`, at most
+    /// [`SWEEP_MAX_KEYS`] every [`SWEEP_EVERY`], so expiry costs a bounded share of the
+    /// writer however many keys expire at once.
+    fn sweep_into(&mut self, batch: &mut Vec<WriteRequest>) {
+        let now = Instant::now();
+        if now < self.next_sweep || matches!(self.acknowledge, Acknowledge::Handoff(_)) {
+            return;
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        for (key, revision) in self.map.expired(now_ms(), SWEEP_MAX_KEYS) {
+            batch.push(WriteRequest {
+                op: WriteOp::Expire(key.into(), revision),
+                done: Completion::new(|_| {}),
+                trace: tracing::Span::none(),
+            });
+        }
+    }
+
+    /// How long the writer may wait for a write before the sweep is due, if some key
+    /// has a deadline.
+    fn sweep_wait(&self) -> Option<std::time::Duration> {
+        let deadline = self.map.next_deadline()?;
+        let until_deadline = deadline.saturating_sub(now_ms());
+        let until_tick = self.next_sweep.saturating_duration_since(Instant::now());
+        Some(until_tick.max(std::time::Duration::from_millis(until_deadline)))
+    }
+
+    /// Decides what each write of the batch logs, in order: plain puts and deletes as
+    /// they are, updates evaluated against the map and the batch's earlier writes.
+    fn resolve(&self, batch: &[WriteRequest], first: u64) -> Vec<Resolved> {
+        let mut next = first;
+        let mut position = |logged: &Logged| {
+            if matches!(logged, Logged::Nothing) {
+                0
+            } else {
+                next += 1;
+                next - 1
+            }
+        };
+        let evaluated = batch
+            .iter()
+            .any(|r| matches!(r.op, WriteOp::Update(_) | WriteOp::Expire(..)));
+        if !evaluated {
+            // The common case: nothing to evaluate, nothing to copy.
+            return batch
+                .iter()
+                .map(|req| {
+                    let logged = match req.op {
+                        WriteOp::Delete(_) => Logged::Delete,
+                        _ => Logged::PutOwn,
+                    };
+                    let sequence = position(&logged);
+                    Resolved {
+                        logged,
+                        sequence,
+                        outcome: Ok(applied()),
+                    }
+                })
+                .collect();
+        }
+        let now = now_ms();
+        // The batch's writes so far, by key: what a later update in it must see.
+        let mut written: HashMap<&[u8], Option<Current>> = HashMap::new();
+        let mut resolved = Vec::with_capacity(batch.len());
+        for req in batch {
+            let key = req.op.key();
+            let raw = match written.get(key) {
+                Some(state) => state.clone(),
+                None => self.map.entry(key).map(|e| Current {
+                    revision: e.revision(),
+                    deadline: e.deadline(),
+                    value: e.into_value(),
+                }),
+            };
+            let (logged, outcome) = match &req.op {
+                WriteOp::Put(_, _) => (Logged::PutOwn, Ok(applied())),
+                WriteOp::Delete(_) => (Logged::Delete, Ok(applied())),
+                WriteOp::Expire(_, revision) => {
+                    let due = raw.as_ref().is_some_and(|c| {
+                        c.revision == *revision && c.deadline.is_some_and(|d| d <= now)
+                    });
+                    let logged = if due { Logged::Delete } else { Logged::Nothing };
+                    (logged, Ok(Outcome::default()))
+                }
+                WriteOp::Update(update) => {
+                    let live = raw.as_ref().filter(|c| c.deadline.is_none_or(|d| d > now));
+                    match evaluate(update, live, now, self.max_value_bytes) {
+                        Ok((Effect::Nothing, outcome)) => (Logged::Nothing, Ok(outcome)),
+                        Ok((Effect::Delete, outcome)) => (Logged::Delete, Ok(outcome)),
+                        Ok((
+                            Effect::Put {
+                                deadline: Some(_), ..
+                            },
+                            _,
+                        )) if !self.stores_expiry => (
+                            Logged::Nothing,
+                            Err(PluginError::invalid_input(
+                                "the logger cannot store expiry deadlines; the write was refused",
+                            )),
+                        ),
+                        Ok((Effect::Put { value, deadline }, outcome)) => {
+                            (Logged::Put { value, deadline }, Ok(outcome))
+                        }
+                        Err(refused) => (
+                            Logged::Nothing,
+                            Err(PluginError::new(refused.code, refused.message)),
+                        ),
+                    }
+                }
+            };
+            let sequence = position(&logged);
+            let after = match (&logged, &req.op) {
+                (Logged::Nothing, _) => None,
+                (Logged::Delete, _) => Some(None),
+                (Logged::PutOwn, WriteOp::Put(_, value)) => Some(Some(Current {
+                    value: value.to_vec(),
+                    revision: sequence,
+                    deadline: None,
+                })),
+                (Logged::Put { value, deadline }, _) => Some(Some(Current {
+                    value: value.clone(),
+                    revision: sequence,
+                    deadline: *deadline,
+                })),
+                (Logged::PutOwn, _) => unreachable!("only a plain put logs its own value"),
+            };
+            if let Some(after) = after {
+                written.insert(key, after);
+            }
+            resolved.push(Resolved {
+                logged,
+                sequence,
+                outcome,
+            });
+        }
+        resolved
+    }
+
     fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
         let first = self.next_sequence;
+        let mut resolved = self.resolve(batch, first);
+        if matches!(self.acknowledge, Acknowledge::Handoff(_)) {
+            // Delivery applies a shared log's writes; it cannot evaluate updates yet.
+            for (req, r) in batch.iter().zip(resolved.iter_mut()) {
+                if matches!(req.op, WriteOp::Update(_) | WriteOp::Expire(..)) {
+                    r.logged = Logged::Nothing;
+                    r.outcome = Err(PluginError::unavailable(
+                        "atomic operations (conditions, counters, expiry) are not available \
+                         over a shared log yet",
+                    ));
+                }
+            }
+        }
+        let logged = resolved
+            .iter()
+            .filter(|r| !matches!(r.logged, Logged::Nothing))
+            .count();
+        if logged == 0 {
+            // Every write's outcome is known without the log (failed conditions).
+            for (req, r) in batch.drain(..).zip(resolved) {
+                req.done.complete_with(r.outcome);
+            }
+            return;
+        }
         // Never reuse a number, even if this append fails: a partly written batch must
         // not be mistaken for a later one on replay.
-        self.next_sequence += batch.len() as u64;
+        self.next_sequence += logged as u64;
+        let with_deadlines: Vec<Vec<u8>> = resolved
+            .iter()
+            .filter_map(|r| match &r.logged {
+                Logged::Put {
+                    value,
+                    deadline: Some(deadline),
+                } => {
+                    let mut bytes = Vec::with_capacity(8 + value.len());
+                    bytes.extend_from_slice(&deadline.to_le_bytes());
+                    bytes.extend_from_slice(value);
+                    Some(bytes)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut with_deadlines = with_deadlines.iter();
         let events: Vec<Event<'_>> = batch
             .iter()
-            .zip(first..)
-            .map(|(req, seq)| match &req.op {
-                WriteOp::Put(k, v) => Event::put(seq, k, v),
-                WriteOp::Delete(k) => Event::delete(seq, k),
+            .zip(&resolved)
+            .filter_map(|(req, r)| {
+                let key = req.op.key();
+                Some(match (&r.logged, &req.op) {
+                    (Logged::Nothing, _) => return None,
+                    (Logged::Delete, _) => Event::delete(r.sequence, key),
+                    (Logged::PutOwn, WriteOp::Put(_, v)) => Event::put(r.sequence, key, v),
+                    (Logged::PutOwn, _) => unreachable!("only a plain put logs its own value"),
+                    (
+                        Logged::Put {
+                            value,
+                            deadline: None,
+                        },
+                        _,
+                    ) => Event::put(r.sequence, key, value),
+                    (
+                        Logged::Put {
+                            deadline: Some(_), ..
+                        },
+                        _,
+                    ) => {
+                        let bytes = with_deadlines.next().expect("one per put with a deadline");
+                        Event {
+                            kind: EventKind::PUT_UNTIL,
+                            ..Event::put(r.sequence, key, bytes)
+                        }
+                    }
+                })
             })
             .collect();
         // The batch span links to each write's span and each write's to it; the
@@ -206,33 +432,64 @@ impl WriterLoop {
         self.stats.batches += 1;
         match result {
             Ok(()) => {
-                self.stats.writes += batch.len() as u64;
+                self.stats.writes += logged as u64;
                 // Apply everything first so that a caller who is told "done" and then
                 // reads sees its own write and every write logged before it.
                 if let Acknowledge::Handoff(hand_off) = &mut self.acknowledge {
-                    hand_off(batch.drain(..).map(|req| req.done).collect());
+                    let mut dones = Vec::with_capacity(batch.len());
+                    for (req, r) in batch.drain(..).zip(resolved) {
+                        match r.outcome {
+                            Err(e) => req.done.complete_with(Err(e)),
+                            Ok(_) => dones.push(req.done),
+                        }
+                    }
+                    hand_off(dones);
                     return;
                 }
                 let mut data_bytes = 0i64;
-                let dones: Vec<Completion> = batch
+                let mut expired = 0u64;
+                let dones: Vec<(Completion, Result<Outcome, PluginError>)> = batch
                     .drain(..)
-                    .map(|req| {
-                        data_bytes += match &req.op {
-                            WriteOp::Put(k, v) => self.map.insert(k, v),
-                            WriteOp::Delete(k) => self.map.remove(k),
+                    .zip(resolved)
+                    .map(|(req, r)| {
+                        let key = req.op.key();
+                        data_bytes += match (&r.logged, &req.op) {
+                            (Logged::Nothing, _) => 0,
+                            (Logged::Delete, WriteOp::Expire(..)) => {
+                                expired += 1;
+                                self.map.remove(key)
+                            }
+                            (Logged::Delete, _) => self.map.remove(key),
+                            (Logged::PutOwn, WriteOp::Put(_, v)) => {
+                                self.map.insert(key, v, r.sequence, None)
+                            }
+                            (Logged::PutOwn, _) => 0,
+                            (Logged::Put { value, deadline }, _) => {
+                                self.map.insert(key, value, r.sequence, *deadline)
+                            }
                         };
-                        req.done
+                        let outcome = r.outcome.map(|mut outcome| {
+                            match r.logged {
+                                Logged::Nothing => {}
+                                Logged::Delete => outcome.revision = 0,
+                                _ => outcome.revision = r.sequence,
+                            }
+                            outcome
+                        });
+                        (req.done, outcome)
                     })
                     .collect();
                 self.metrics.bytes.add(data_bytes);
-                for done in dones {
-                    done.complete(Ok(()));
+                self.metrics.expired_keys.inc_by(expired);
+                for (done, outcome) in dones {
+                    done.complete_with(outcome);
                 }
             }
             Err(err) => {
                 self.stats.failed += batch.len() as u64;
                 self.metrics.append_errors.inc();
                 tracing::warn!(code = %err.code(), "logger refused a batch of {}: {err}", batch.len());
+                // Outcomes computed against this batch's earlier writes are void too.
                 for req in batch.drain(..) {
                     req.done.complete(Err(err.clone()));
                 }
@@ -240,6 +497,43 @@ impl WriterLoop {
         }
     }
 }
+
+/// What a write of a batch logs.
+enum Logged {
+    /// Nothing (a failed condition, an update that changes nothing, an error).
+    Nothing,
+    /// A plain put, of the request's own value.
+    PutOwn,
+    /// A put of a value the writer computed, or with a deadline.
+    Put {
+        value: Vec<u8>,
+        deadline: Option<u64>,
+    },
+    /// A delete.
+    Delete,
+}
+
+/// A write of a batch, resolved: what it logs, at which position, and what its caller
+/// is told once that is durable.
+struct Resolved {
+    logged: Logged,
+    /// Its sequence number (0 if it logs nothing).
+    sequence: u64,
+    outcome: Result<Outcome, PluginError>,
+}
+
+/// A plain put's or delete's outcome: it always applies.
+fn applied() -> Outcome {
+    Outcome {
+        applied: true,
+        ..Outcome::default()
+    }
+}
+
+/// How often the sweep looks for expired keys.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Most expired keys one sweep removes (so at most 10,000 a second).
+const SWEEP_MAX_KEYS: usize = 1000;
 
 /// What replay found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -269,7 +563,23 @@ impl MapSink<'_> {
             }
             match e.kind {
                 EventKind::PUT => {
-                    self.stats.data_bytes += self.map.insert(e.key.as_slice(), e.value.as_slice());
+                    self.stats.data_bytes +=
+                        self.map
+                            .insert(e.key.as_slice(), e.value.as_slice(), e.sequence, None);
+                }
+                EventKind::PUT_UNTIL => {
+                    // Kept even if its deadline has passed: reads hide it, and the sweep
+                    // logs its removal, so the log's compaction can drop it.
+                    let (deadline, value) =
+                        split_deadline(e.value.as_slice()).ok_or_else(|| {
+                            PluginError::internal(format!(
+                                "event {} is a PUT_UNTIL without a deadline; the log is damaged",
+                                e.sequence
+                            ))
+                        })?;
+                    self.stats.data_bytes +=
+                        self.map
+                            .insert(e.key.as_slice(), value, e.sequence, Some(deadline));
                 }
                 EventKind::DELETE => {
                     self.stats.data_bytes += self.map.remove(e.key.as_slice());

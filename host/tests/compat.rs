@@ -173,3 +173,55 @@ fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
         kvs.stop();
     }
 }
+
+/// A logger built against an older minor (here 1.3, which has no `log:expiry`) serves
+/// conditions and counters through a current frontend, and refuses a deadline saying
+/// why rather than make the key permanent.
+#[test]
+fn an_older_logger_serves_conditions_and_refuses_deadlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = compat_plugins(dir.path(), true);
+    let rest = lib("kvs_plugin_rest");
+    std::fs::copy(&rest, plugins.join(rest.file_name().unwrap())).unwrap();
+    let logger = "compat-logger-1-3";
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "logger = {logger:?}\nfrontends = [\"rest\"]\n\
+             [plugins.{logger}]\npath = {:?}\n[plugins.rest]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("compat.log")
+        ),
+    )
+    .unwrap();
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    let client = http_client();
+    let url = kvs.at("/v1/key/k");
+    let put = |headers: &[(&str, &str)]| {
+        let mut request = client.put(&url).body("v");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().unwrap()
+    };
+    assert_eq!(put(&[("if-none-match", "*")]).status(), 201);
+    assert_eq!(put(&[("if-none-match", "*")]).status(), 412);
+    let refused = put(&[("kvs-ttl-ms", "5000")]);
+    assert_eq!(refused.status(), 400);
+    let why = refused.text().unwrap();
+    assert!(
+        why.contains("cannot store expiry deadlines") && why.contains(logger),
+        "{why}"
+    );
+    let got = client.get(&url).send().unwrap();
+    assert!(
+        !got.headers().contains_key("kvs-ttl-ms"),
+        "nothing was made to expire"
+    );
+    let etag = got.headers()["etag"].clone();
+    kvs.stop();
+    let kvs = Kvs::start(&config, &plugins, &[]);
+    let got = client.get(kvs.at("/v1/key/k")).send().unwrap();
+    assert_eq!(got.headers()["etag"], etag, "the revision is replayed");
+    kvs.stop();
+}

@@ -185,6 +185,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
             let mut request = tonic::Request::new(v1::PutRequest {
                 key: b"k-grpc".to_vec(),
                 value: b"v".to_vec(),
+                ..Default::default()
             });
             request.set_timeout(std::time::Duration::from_secs(5));
             let md = request.metadata_mut();
@@ -195,6 +196,7 @@ fn credentials_and_trace_context_from_every_frontend_reach_the_host() {
                 .put(v1::PutRequest {
                     key: b"deny-grpc".to_vec(),
                     value: b"v".to_vec(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err();

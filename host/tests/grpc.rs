@@ -90,6 +90,7 @@ fn the_books_service_and_the_bytes_service_share_one_store_with_rest() {
             .put(v1::PutRequest {
                 key: key.clone(),
                 value: value.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -103,6 +104,7 @@ fn the_books_service_and_the_bytes_service_share_one_store_with_rest() {
             .put(v1::PutRequest {
                 key: b"text".to_vec(),
                 value: vec![0xc3, 0x28],
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -116,6 +118,100 @@ fn the_books_service_and_the_bytes_service_share_one_store_with_rest() {
             "{}",
             err.message()
         );
+
+        // Conditions, counters and deadlines (kvs.v1 since plugin-api 1.4).
+        let absent = || {
+            Some(v1::Condition {
+                when: Some(v1::condition::When::Absent(true)),
+            })
+        };
+        let created = bytes
+            .put(v1::PutRequest {
+                key: b"cas".to_vec(),
+                value: b"1".to_vec(),
+                condition: absent(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(created.applied && created.revision > 0, "{created:?}");
+        let again = bytes
+            .put(v1::PutRequest {
+                key: b"cas".to_vec(),
+                value: b"2".to_vec(),
+                condition: absent(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!again.applied, "{again:?}");
+        let got = bytes
+            .get(v1::GetRequest {
+                key: b"cas".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (got.value.as_slice(), got.revision),
+            (&b"1"[..], created.revision)
+        );
+        let at_revision = |r| {
+            Some(v1::Condition {
+                when: Some(v1::condition::When::Revision(r)),
+            })
+        };
+        let stale = bytes
+            .delete(v1::DeleteRequest {
+                key: b"cas".to_vec(),
+                condition: at_revision(created.revision + 1000),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!stale.applied);
+        let swapped = bytes
+            .put(v1::PutRequest {
+                key: b"cas".to_vec(),
+                value: b"3".to_vec(),
+                condition: at_revision(created.revision),
+                ttl_ms: 60_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(swapped.applied && swapped.revision > created.revision);
+        let got = bytes
+            .get(v1::GetRequest {
+                key: b"cas".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(got.expires_at_ms > 0, "{got:?}");
+        for expected in [5, 3] {
+            let by = if expected == 5 { 5 } else { -2 };
+            let n = bytes
+                .increment(v1::IncrementRequest {
+                    key: b"count".to_vec(),
+                    by,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(n.value, expected);
+        }
+        let err = bytes
+            .increment(v1::IncrementRequest {
+                key: b"text".to_vec(),
+                by: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
         // REST and gRPC see each other's writes.
         bookc.put(put("shared", "from grpc")).await.unwrap();
@@ -157,6 +253,7 @@ fn an_oversized_value_is_invalid_argument_naming_the_limit() {
             .put(v1::PutRequest {
                 key: b"k".to_vec(),
                 value: vec![1; 1001],
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -165,6 +262,7 @@ fn an_oversized_value_is_invalid_argument_naming_the_limit() {
         c.put(v1::PutRequest {
             key: b"k".to_vec(),
             value: vec![1; 1000],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -289,6 +387,7 @@ async fn raw_put_with_deadline(endpoint: &str, timeout: &str) -> (i32, Duration)
     let message = v1::PutRequest {
         key: b"slow".to_vec(),
         value: b"v".to_vec(),
+        ..Default::default()
     }
     .encode_to_vec();
     let mut frame = vec![0u8];

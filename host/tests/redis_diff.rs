@@ -50,7 +50,7 @@ struct Intended {
 /// "Redis dialect" paragraph says the same in prose.
 const DIALECT: &[Intended] = &[
     Intended {
-        what: "a command naming an empty key (GET, SET, STRLEN, MSET, MGET, DEL, EXISTS)",
+        what: "a command naming an empty key (GET, SET, INCR, EXPIRE, MSET, DEL, ...)",
         applies: names_an_empty_key,
         answer: Answer::KvsRefuses(EMPTY_KEY),
         why: "kvs reserves the empty key (the host checks credentials with it, a shared \
@@ -58,13 +58,13 @@ const DIALECT: &[Intended] = &[
               command never applies part of itself",
     },
     Intended {
-        what: "SET with options (NX, XX, EX, GET, KEEPTTL, ...)",
-        applies: |c| c.name() == "set" && c.args.len() > 3,
-        answer: Answer::KvsRefuses("ERR SET with "),
-        why: "the store has no atomic compare-and-set and keys do not expire",
+        what: "TTL and PTTL of a key with a deadline",
+        applies: |c| ["ttl", "pttl"].contains(&c.name().as_str()) && c.args.len() == 2,
+        answer: Answer::SameType,
+        why: "the time left depends on when each server read its clock",
     },
     Intended {
-        what: "Redis commands kvs does not serve (INCR, APPEND, EXPIRE, TTL, KEYS, MULTI, ...), \
+        what: "Redis commands kvs does not serve (SETRANGE, GETRANGE, MSETNX, KEYS, MULTI, ...), \
                with a right argument count",
         applies: |c| {
             UNSERVED.iter().any(|(name, rest)| {
@@ -72,8 +72,9 @@ const DIALECT: &[Intended] = &[
             })
         },
         answer: Answer::KvsRefuses("ERR '"),
-        why: "no atomic read-modify-write, no expiry, no bulk listing, no transactions or \
-              scripts: refused saying why (a wrong argument count gets Redis's arity error)",
+        why: "no range commands, no multi-key atomic writes, no bulk listing, no \
+              transactions or scripts: refused saying why (a wrong argument count gets \
+              Redis's arity error)",
     },
     Intended {
         what: "SELECT of a database other than 0",
@@ -133,8 +134,14 @@ const DIALECT: &[Intended] = &[
 fn names_an_empty_key(c: &Cmd) -> bool {
     let (a, n) = (&c.args, c.args.len());
     let keys: Vec<&Vec<u8>> = match c.name().as_str() {
-        "get" | "strlen" if n == 2 => vec![&a[1]],
-        "set" if n >= 3 => vec![&a[1]],
+        "get" | "strlen" | "getdel" | "incr" | "decr" | "persist" | "ttl" | "pttl" if n == 2 => {
+            vec![&a[1]]
+        }
+        "setnx" | "getset" | "incrby" | "decrby" | "incrbyfloat" | "append" if n == 3 => {
+            vec![&a[1]]
+        }
+        "setex" if n == 4 => vec![&a[1]],
+        "set" | "expire" if n >= 3 => vec![&a[1]],
         "mset" if n >= 3 && n % 2 == 1 => a[1..].iter().step_by(2).collect(),
         "del" | "exists" | "mget" if n >= 2 => a[1..].iter().collect(),
         _ => vec![],

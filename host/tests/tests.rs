@@ -3,6 +3,8 @@
 //! They need the plug-ins built and staged: run them with `cargo xtask test`, which
 //! builds the workspace first (plain `cargo test` does not build cdylibs).
 //!
+//! * `atomic`: conditions, counters and expiry (redis-py on both Redis frontends, REST
+//!   `If-Match`), each checked again after a restart.
 //! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
 //! * `cluster`: kvs nodes sharing one etcd cluster (the `etcd` logger): crashes, member
 //!   stops, quorum loss, linearizable reads.
@@ -30,6 +32,7 @@ mod util;
 mod wasm;
 mod wasm_abi;
 
+mod atomic;
 mod cluster;
 mod compat;
 mod conformance;

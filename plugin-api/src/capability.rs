@@ -31,3 +31,9 @@ pub const PROTOCOL_RESP: &str = "protocol:resp";
 /// which declares this for it. The host then applies writes only as the log delivers
 /// them.
 pub const LOG_SHARED: &str = "log:shared";
+
+/// A logger that stores expiry deadlines (1.4): it accepts
+/// [`EventKind::PUT_UNTIL`](crate::EventKind::PUT_UNTIL) events and replays them
+/// unchanged. The host refuses a write with a deadline when its logger does not declare
+/// this (a logger built against an older minor cannot), rather than make it permanent.
+pub const LOG_EXPIRY: &str = "log:expiry";

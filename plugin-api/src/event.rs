@@ -19,6 +19,20 @@ impl EventKind {
     pub const PUT: EventKind = EventKind(1);
     /// Remove `key`; `value` is empty.
     pub const DELETE: EventKind = EventKind(2);
+    /// Set `key` until a deadline (1.4): `value` is the deadline, a little-endian `u64`
+    /// of milliseconds since the Unix epoch, then the value. Past the deadline the key
+    /// is gone; the host logs a DELETE once it removes it. Sent only to loggers that
+    /// declare [`LOG_EXPIRY`](crate::capability::LOG_EXPIRY); a logger stores it as it
+    /// stores a PUT and replays it unchanged (it may drop one whose deadline has passed
+    /// when it compacts).
+    pub const PUT_UNTIL: EventKind = EventKind(3);
+}
+
+/// Splits a [`EventKind::PUT_UNTIL`] event's value into its deadline (milliseconds since
+/// the Unix epoch) and the value; `None` if it is shorter than a deadline.
+pub fn split_deadline(value: &[u8]) -> Option<(u64, &[u8])> {
+    let (deadline, value) = value.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*deadline), value))
 }
 
 impl fmt::Debug for EventKind {
@@ -26,6 +40,7 @@ impl fmt::Debug for EventKind {
         match *self {
             Self::PUT => f.write_str("PUT"),
             Self::DELETE => f.write_str("DELETE"),
+            Self::PUT_UNTIL => f.write_str("PUT_UNTIL"),
             EventKind(other) => write!(f, "EventKind({other})"),
         }
     }

@@ -45,7 +45,7 @@ pub use http::{configure_call, http_call, key_from_path, request_context};
 pub use logger::{Logger, OwnedEvent, logger_call};
 #[cfg(not(feature = "native"))]
 pub(crate) use store::host_log;
-pub use store::{check, delete, get, put, stats};
+pub use store::{check, delete, get, get_entry, put, stats, update};
 pub use stream::{Connections, Flow, StreamConnection, stream_call};
 
 use crate::ErrorCode;

@@ -93,6 +93,7 @@ pub mod native;
 pub mod ports;
 #[cfg(feature = "native")]
 pub mod store;
+pub mod update;
 pub mod version;
 pub mod versioning;
 pub mod wasm_abi;
@@ -117,6 +118,7 @@ pub use native::Limits;
 pub use ports::{Follower, Frontend, Health, SharedLog, TransactionLogger};
 #[cfg(feature = "native")]
 pub use store::Store;
+pub use update::{Change, Condition, Expiry, Outcome, Update};
 pub use version::{API_MAJOR, API_MINOR};
 
 /// Re-exported so generated code and hosts use the same version as this crate.

@@ -10,10 +10,11 @@ use tokio::sync::oneshot;
 
 use crate::context::RequestContext;
 use crate::error::PluginError;
-use crate::native::current::StoreBox;
+use crate::native::current::{StoreBox, UpdateCallback, UpdateCallback_TO};
 use crate::native::v1_1::{self, RequestContextRef};
 use crate::native::v1_3::{self, StoreStats};
 use crate::native::{self as v1_0, Limits, WriteCallback, WriteCallback_TO};
+use crate::update::{Entry, Outcome, Update};
 
 mod older;
 
@@ -40,6 +41,17 @@ impl WriteCallback for OneshotCallback {
     fn complete(&mut self, result: RResult<(), PluginError>) {
         if let Some(tx) = self.0.take() {
             // The receiver may be gone (client hung up); the write happened regardless.
+            let _ = tx.send(result.into());
+        }
+    }
+}
+
+struct OutcomeCallback(Option<oneshot::Sender<Result<RVec<u8>, PluginError>>>);
+
+impl UpdateCallback for OutcomeCallback {
+    fn complete(&mut self, result: RResult<RVec<u8>, PluginError>) {
+        if let Some(tx) = self.0.take() {
+            // The receiver may be gone (client hung up); the update happened regardless.
             let _ = tx.send(result.into());
         }
     }
@@ -185,6 +197,67 @@ impl Store {
         key: &[u8],
     ) -> Result<(), PluginError> {
         self.inner.check(&ctx.into(), action.0, key.into()).into()
+    }
+
+    /// The value under `key` with its revision (an `ETag`) and deadline, for the caller
+    /// `ctx` describes, at the read consistency it asked for (1.4). `None` if the key is
+    /// absent or past its deadline.
+    pub fn get_entry_with(
+        &self,
+        ctx: &RequestContext,
+        key: &[u8],
+        consistency: crate::Consistency,
+    ) -> Result<Option<Entry>, PluginError> {
+        let got: Result<_, _> = self
+            .inner
+            .get_entry(&ctx.into(), key.into(), consistency.0)
+            .into();
+        match got?.into_option() {
+            None => Ok(None),
+            Some(bytes) => Entry::decode_owned(bytes.into_vec())
+                .map(Some)
+                .map_err(|e| PluginError::internal(format!("the host's entry: {e}"))),
+        }
+    }
+
+    /// Makes an atomic update for the caller `ctx` describes — a condition, a
+    /// read-modify-write, a deadline; see [`update`](crate::update) — resolving to its
+    /// [`Outcome`] once what it wrote is durable (1.4). A failed condition is an outcome
+    /// (`applied: false`), not an error. The context is read when this is called, not
+    /// when it is awaited.
+    pub fn update_with(
+        &self,
+        ctx: &RequestContext,
+        update: &Update,
+    ) -> impl Future<Output = Result<Outcome, PluginError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let done = UpdateCallback_TO::from_value(OutcomeCallback(Some(tx)), TD_Opaque);
+        self.inner.update(&ctx.into(), update.encode().into(), done);
+        async move {
+            let bytes = rx.await.unwrap_or_else(|_| {
+                Err(PluginError::internal(
+                    "the host dropped an update without completing it",
+                ))
+            })?;
+            Outcome::decode(&bytes)
+                .map_err(|e| PluginError::internal(format!("the host's outcome: {e}")))
+        }
+    }
+
+    /// [`Store::update_with`] for threads that may block (not async worker threads).
+    pub fn update_blocking_with(
+        &self,
+        ctx: &RequestContext,
+        update: &Update,
+    ) -> Result<Outcome, PluginError> {
+        let (tx, rx) = oneshot::channel();
+        let done = UpdateCallback_TO::from_value(OutcomeCallback(Some(tx)), TD_Opaque);
+        self.inner.update(&ctx.into(), update.encode().into(), done);
+        let bytes = rx
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(PluginError::internal("update dropped by the host")))?;
+        Outcome::decode(&bytes)
+            .map_err(|e| PluginError::internal(format!("the host's outcome: {e}")))
     }
 
     /// Stores `value` under `key` for an anonymous caller, resolving once durable.

@@ -109,9 +109,36 @@ pub const KVS_CHECK: HostFunction = HostFunction {
     since_minor: 4,
 };
 
+/// `kvs_update`: update -> result(outcome): an atomic update (a condition, a
+/// read-modify-write, a deadline; [`update`](crate::update)), returning once what it
+/// wrote is durable, with its outcome (1.4).
+pub const KVS_UPDATE: HostFunction = HostFunction {
+    name: "kvs_update",
+    params: &[PTR],
+    results: &[PTR],
+    since_minor: 4,
+};
+
+/// `kvs_get_entry`: key -> result(found:u8 entry): the value with its revision and
+/// deadline (1.4).
+pub const KVS_GET_ENTRY: HostFunction = HostFunction {
+    name: "kvs_get_entry",
+    params: &[PTR],
+    results: &[PTR],
+    since_minor: 4,
+};
+
 /// Every host function, in the order they were introduced.
-pub const HOST_FUNCTIONS: &[HostFunction] =
-    &[KVS_GET, KVS_PUT, KVS_DELETE, KVS_LOG, KVS_STATS, KVS_CHECK];
+pub const HOST_FUNCTIONS: &[HostFunction] = &[
+    KVS_GET,
+    KVS_PUT,
+    KVS_DELETE,
+    KVS_LOG,
+    KVS_STATS,
+    KVS_CHECK,
+    KVS_UPDATE,
+    KVS_GET_ENTRY,
+];
 
 /// Which guests export something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

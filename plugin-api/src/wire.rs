@@ -24,6 +24,9 @@
 //! kvs_delete= key:bytes -> result()
 //! kvs_stats = (empty) -> result(keys:u64 data_bytes:u64)        (1.3)
 //! kvs_check = action:u8 key:bytes -> result()                   (1.4)
+//! kvs_update    = update -> result(outcome)                       (1.4)
+//! kvs_get_entry = key:bytes -> result(found:u8 entry)             (1.4)
+//!   update, outcome, entry: see crate::update
 //! stream_open  = conn:u64 context -> result()                    (1.3)
 //! stream_data  = conn:u64 data:bytes -> result(stream_out)       (1.3)
 //! stream_out   = close:u8 data:bytes

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use abi_stable::std_types::{ROption, RResult, RSlice, RVec};
 use kvs_plugin_api::native::WriteCallbackBox;
 use kvs_plugin_api::native::v1_1::RequestContextRef;
-use kvs_plugin_api::{Consistency, PluginError};
+use kvs_plugin_api::native::v1_4::UpdateCallbackBox;
+use kvs_plugin_api::{Consistency, PluginError, Update};
 
 use crate::caller::Caller;
 use crate::metrics::FrontendMeter;
@@ -84,6 +85,47 @@ impl StoreHandle {
 }
 
 impl StoreHandle {
+    /// plugin-api 1.4's `get_entry`: the encoded entry under `key`.
+    pub(super) fn get_entry(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+        consistency: Consistency,
+    ) -> GetReply {
+        let caller = self.caller(ctx);
+        let span = telemetry::frontend_span(&caller, "get");
+        let _in_span = span.enter();
+        self.store
+            .get_entry_as(&caller, key.as_slice(), consistency)
+            .map(|e| e.map(|e| RVec::from(e.encode())).into())
+            .into()
+    }
+
+    /// plugin-api 1.4's `update`: an encoded update; `done` gets the encoded outcome.
+    pub(super) fn update(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        update: RVec<u8>,
+        mut done: UpdateCallbackBox,
+    ) {
+        let update = match Update::decode(&update) {
+            Ok(update) => update,
+            Err(e) => {
+                return done.complete(RResult::RErr(PluginError::invalid_input(format!(
+                    "the update: {e}"
+                ))));
+            }
+        };
+        let caller = self.caller(ctx);
+        let span = telemetry::frontend_span(&caller, "update");
+        let _in_span = span.enter();
+        let completion = Completion::with_outcome(move |r| {
+            done.complete(r.map(|outcome| RVec::from(outcome.encode())).into())
+        });
+        self.store
+            .update_as(&caller, update, held(span.clone(), completion));
+    }
+
     /// plugin-api 1.4's `check`: may this caller do `action` (an `Action` value) to `key`?
     pub(super) fn check(
         &self,

@@ -8,6 +8,7 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RSlice, RVec};
 use kvs_plugin_api::native::v1_1::RequestContextRef;
 use kvs_plugin_api::native::v1_3::StoreStats;
+use kvs_plugin_api::native::v1_4::UpdateCallbackBox;
 use kvs_plugin_api::native::{ENTRIES_SYMBOL, Entries, WriteCallbackBox, v1_4};
 use kvs_plugin_api::{Consistency, Limits, PluginError};
 
@@ -109,5 +110,18 @@ impl v1_4::StoreApi for StoreHandle {
         key: RSlice<'_, u8>,
     ) -> RResult<(), PluginError> {
         StoreHandle::check(self, ctx, action, key).into()
+    }
+
+    fn get_entry(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+        consistency: u8,
+    ) -> GetReply {
+        StoreHandle::get_entry(self, ctx, key, Consistency(consistency))
+    }
+
+    fn update(&self, ctx: &RequestContextRef<'_>, update: RVec<u8>, done: UpdateCallbackBox) {
+        StoreHandle::update(self, ctx, update, done)
     }
 }

@@ -1,5 +1,7 @@
 //! The host functions a guest imports: the store (`kvs_get`, `kvs_put`, `kvs_delete`,
-//! `kvs_stats`), reached as the caller whose request the call serves, and `kvs_log`.
+//! `kvs_stats`, `kvs_check`, `kvs_update`, `kvs_get_entry`), reached as the caller whose
+//! request the call serves, and `kvs_log`. `kvs_update` waits for its outcome (the guest
+//! answers with it); plain writes are deferred.
 //!
 //! A guest's writes are *deferred* ([`Deferred`]): queued and accepted at once, not
 //! waited for, so the instance serves on during the fsync and one call can queue a whole
@@ -20,7 +22,7 @@ use std::time::Instant;
 use extism::{CurrentPlugin, Function, UserData, Val, ValType};
 use kvs_plugin_api::wasm_abi::{self, HostFunction};
 use kvs_plugin_api::wire::{self, Reader, Writer};
-use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
+use kvs_plugin_api::{ErrorCode, PluginError, RequestContext, Update};
 
 use crate::caller::Caller;
 use crate::store::Store;
@@ -148,6 +150,10 @@ enum StoreCall {
     Stats,
     /// `kvs_check`: action:u8 key -> result() (1.4).
     Check,
+    /// `kvs_update`: update -> result(outcome) (1.4).
+    Update,
+    /// `kvs_get_entry`: key -> result(found:u8 entry) (1.4).
+    GetEntry,
 }
 
 /// An extism host function with the name and signature `f` has in the contract's table
@@ -177,8 +183,8 @@ pub(super) fn host_function<T: 'static>(
     )
 }
 
-/// The host functions `kvs_get`, `kvs_put`, `kvs_delete`, `kvs_stats` and `kvs_check`, reaching
-/// `store`.
+/// The store's host functions (`kvs_get`, `kvs_put`, `kvs_delete`, `kvs_stats`,
+/// `kvs_check`, `kvs_update`, `kvs_get_entry`), reaching `store`.
 pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
     [
         (wasm_abi::KVS_GET, StoreCall::Get),
@@ -186,6 +192,8 @@ pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
         (wasm_abi::KVS_DELETE, StoreCall::Delete),
         (wasm_abi::KVS_STATS, StoreCall::Stats),
         (wasm_abi::KVS_CHECK, StoreCall::Check),
+        (wasm_abi::KVS_UPDATE, StoreCall::Update),
+        (wasm_abi::KVS_GET_ENTRY, StoreCall::GetEntry),
     ]
     .into_iter()
     .map(|(f, call)| host_function(&f, UserData::new((store.clone(), call)), host_store))
@@ -247,9 +255,46 @@ fn run(
         store.check_as(caller, action, r.bytes().map_err(bad)?)?;
         return Ok(Vec::new());
     }
+    if let StoreCall::Update = call {
+        let update = Update::decode(r.rest()).map_err(bad)?;
+        // The guest needs the outcome to answer, so this call waits for it (after the
+        // call's earlier writes, which the writer orders before it).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.update_as(
+            caller,
+            update,
+            Completion::with_outcome(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let wait = || {
+            rx.blocking_recv()
+                .unwrap_or_else(|_| Err(PluginError::unavailable("update dropped")))
+        };
+        let outcome = if in_multi_thread_runtime() {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        }?;
+        return Ok(outcome.encode());
+    }
     let key = r.bytes().map_err(bad)?;
     match call {
-        StoreCall::Stats | StoreCall::Check => unreachable!("answered above"),
+        StoreCall::Stats | StoreCall::Check | StoreCall::Update => unreachable!("answered above"),
+        StoreCall::GetEntry => {
+            deferred.settle_blocking();
+            let mut w = Writer::default();
+            match store.get_entry_as(caller, key, kvs_plugin_api::Consistency::DEFAULT)? {
+                Some(entry) => {
+                    w.u8(1);
+                    w.0.extend_from_slice(&entry.encode());
+                }
+                None => {
+                    w.u8(0);
+                }
+            }
+            Ok(w.0)
+        }
         StoreCall::Get => {
             deferred.settle_blocking();
             let mut w = Writer::default();

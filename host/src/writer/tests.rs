@@ -75,6 +75,8 @@ fn run_writer(
         next_sequence: 7,
         max_batch,
         acknowledge: Acknowledge::Apply,
+        stores_expiry: true,
+        max_value_bytes: 1 << 20,
     };
     let writer = match Writer::spawn(
         Box::new(log),
@@ -159,4 +161,193 @@ fn a_refused_batch_is_answered_with_its_error_applied_nowhere_and_its_numbers_ne
         }
     }
     assert_eq!((stats.batches, stats.writes, stats.failed), (2, 1, 2));
+}
+
+type Updated = Arc<Mutex<Vec<Result<kvs_plugin_api::Outcome, PluginError>>>>;
+
+/// Queues `update`, whose outcome lands in `outcomes`.
+fn queue_update(tx: &Sender<Msg>, update: kvs_plugin_api::Update, outcomes: &Updated) {
+    let outcomes = outcomes.clone();
+    let request = WriteRequest {
+        op: WriteOp::Update(Box::new(update)),
+        done: Completion::with_outcome(move |r| outcomes.lock().unwrap().push(r)),
+        trace: tracing::Span::none(),
+    };
+    assert!(tx.send(Msg::Write(request)).is_ok());
+}
+
+fn spawn(log: Recording, map: &Arc<Map>, stores_expiry: bool) -> (Writer, Sender<Msg>) {
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let settings = WriterSettings {
+        next_sequence: 7,
+        max_batch: 64,
+        acknowledge: Acknowledge::Apply,
+        stores_expiry,
+        max_value_bytes: 1 << 20,
+    };
+    match Writer::spawn(
+        Box::new(log),
+        map.clone(),
+        (tx.clone(), rx),
+        settings,
+        Metrics::new(false),
+    ) {
+        Ok(writer) => (writer, tx),
+        Err((e, _)) => panic!("cannot start the writer: {e}"),
+    }
+}
+
+#[test]
+fn updates_in_one_batch_see_the_writes_before_them_and_log_only_their_effect() {
+    use kvs_plugin_api::{Change, Condition, Expiry, Update};
+    let batches = Recorded::default();
+    let log = Recording {
+        batches: batches.clone(),
+        refuse: Vec::new(),
+    };
+    let map = Arc::new(Map::default());
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (puts, updates) = (Outcomes::default(), Updated::default());
+    // All queued before the writer starts: one batch.
+    queue_put(&tx, "a", &puts);
+    queue_update(
+        &tx,
+        Update::new("a", Change::Append(b"w".to_vec())),
+        &updates,
+    );
+    queue_update(
+        &tx,
+        Update::new("a", Change::Put(b"x".to_vec())).when(Condition::Absent),
+        &updates,
+    );
+    queue_update(&tx, Update::new("n", Change::Increment(41)), &updates);
+    queue_update(&tx, Update::new("n", Change::Increment(1)), &updates);
+    queue_update(&tx, Update::new("a", Change::Increment(1)), &updates);
+    let deadline = crate::map::now_ms() + 60_000;
+    queue_update(
+        &tx,
+        Update::new("t", Change::Put(b"v".to_vec())).expiring(Expiry::At(deadline)),
+        &updates,
+    );
+    let settings = WriterSettings {
+        next_sequence: 7,
+        max_batch: 64,
+        acknowledge: Acknowledge::Apply,
+        stores_expiry: true,
+        max_value_bytes: 1 << 20,
+    };
+    let writer = Writer::spawn(
+        Box::new(log),
+        map.clone(),
+        (tx, rx),
+        settings,
+        Metrics::new(false),
+    )
+    .unwrap_or_else(|(e, _)| panic!("{e}"));
+    let (stats, closed) = writer.stop();
+    closed.unwrap();
+    let batches = batches.lock().unwrap();
+    assert_eq!(batches.len(), 1, "one group commit");
+    let logged: Vec<(u64, EventKind, &[u8])> = batches[0]
+        .iter()
+        .map(|(s, k, key)| (*s, *k, key.as_slice()))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            (7, EventKind::PUT, &b"a"[..]),
+            (8, EventKind::PUT, b"a"),
+            (9, EventKind::PUT, b"n"),
+            (10, EventKind::PUT, b"n"),
+            (11, EventKind::PUT_UNTIL, b"t"),
+        ],
+        "the failed condition and the failed increment log nothing"
+    );
+    assert_eq!(stats.writes, 5);
+    let updates = updates.lock().unwrap();
+    let appended = updates[0].as_ref().unwrap();
+    assert_eq!((appended.length, appended.revision), (2, 8), "vw");
+    let refused = updates[1].as_ref().unwrap();
+    assert!(!refused.applied);
+    assert_eq!(
+        refused.revision, 8,
+        "the revision of the batch's earlier write"
+    );
+    assert_eq!(
+        updates[2].as_ref().unwrap().value.as_deref(),
+        Some(&b"41"[..])
+    );
+    assert_eq!(
+        updates[3].as_ref().unwrap().value.as_deref(),
+        Some(&b"42"[..])
+    );
+    let not_a_number = updates[4].as_ref().unwrap_err();
+    assert!(
+        not_a_number.message().contains("not an integer"),
+        "{not_a_number}"
+    );
+    assert_eq!(updates[5].as_ref().unwrap().expires_at, Some(deadline));
+    assert_eq!(map.get(b"a").unwrap(), b"vw");
+    assert_eq!(map.entry(b"n").unwrap().revision(), 10);
+    assert_eq!(map.entry(b"t").unwrap().deadline(), Some(deadline));
+}
+
+#[test]
+fn the_sweep_logs_the_removal_of_an_expired_key_unless_it_was_set_again() {
+    let batches = Recorded::default();
+    let log = Recording {
+        batches: batches.clone(),
+        refuse: Vec::new(),
+    };
+    let map = Arc::new(Map::default());
+    let past = crate::map::now_ms() - 1;
+    map.insert(b"old", b"v", 3, Some(past));
+    map.insert(b"kept", b"v", 4, None);
+    let (writer, _tx) = spawn(log, &map, true);
+    let waited = Instant::now();
+    while map.entry(b"old").is_some() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(5),
+            "never swept"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (_, closed) = writer.stop();
+    closed.unwrap();
+    let batches = batches.lock().unwrap();
+    assert_eq!(batches.concat(), [(7, EventKind::DELETE, b"old".to_vec())]);
+    assert!(map.get(b"kept").is_some());
+}
+
+#[test]
+fn a_deadline_the_logger_cannot_store_is_refused_and_nothing_logged() {
+    use kvs_plugin_api::{Change, Expiry, Update};
+    let batches = Recorded::default();
+    let log = Recording {
+        batches: batches.clone(),
+        refuse: Vec::new(),
+    };
+    let map = Arc::new(Map::default());
+    let (writer, tx) = spawn(log, &map, false);
+    let updates = Updated::default();
+    let deadline = crate::map::now_ms() + 60_000;
+    queue_update(
+        &tx,
+        Update::new("t", Change::Put(b"v".to_vec())).expiring(Expiry::At(deadline)),
+        &updates,
+    );
+    queue_update(&tx, Update::new("n", Change::Increment(1)), &updates);
+    let (_, closed) = writer.stop();
+    closed.unwrap();
+    let updates = updates.lock().unwrap();
+    assert!(
+        updates[0]
+            .as_ref()
+            .unwrap_err()
+            .message()
+            .contains("expiry")
+    );
+    assert!(updates[1].is_ok(), "an update without a deadline is fine");
+    assert_eq!(batches.lock().unwrap().concat().len(), 1);
+    assert!(map.get(b"t").is_none());
 }

@@ -174,15 +174,12 @@ fn args(words: &[&[u8]]) -> Vec<Vec<u8>> {
 
 /// Redis commands kvs does not serve, each in a form with the right argument count.
 pub const UNSERVED: &[(&str, &[&str])] = &[
-    ("INCR", &["k0"]),
-    ("APPEND", &["k1", "x"]),
-    ("GETDEL", &["k2"]),
-    ("EXPIRE", &["k0", "100"]),
-    ("TTL", &["k0"]),
+    ("SETRANGE", &["k0", "0", "x"]),
+    ("GETRANGE", &["k1", "0", "1"]),
+    ("MSETNX", &["k2", "v"]),
     ("KEYS", &["*"]),
     ("FLUSHDB", &[]),
     ("MULTI", &[]),
-    ("SETNX", &["k3", "v"]),
 ];
 
 /// One random command.
@@ -216,19 +213,63 @@ pub fn command(rng: &mut Rng) -> Cmd {
             a
         }
         86..=89 => unserved(rng),
-        90..=91 => vec![
-            b"SET".to_vec(),
-            key(rng),
-            value(rng),
-            rng.pick(&[&b"NX"[..], b"XX", b"EX", b"GET", b"KEEPTTL"])
-                .to_vec(),
-        ],
+        90..=97 => atomic(rng),
         _ => wrong_arity(rng),
     };
     Cmd {
         args,
         inline: rng.chance(15),
     }
+}
+
+/// An atomic update or a TTL read. Deadlines are far off (no key expires during a
+/// run), float increments are exact in binary (so both servers print the same sum).
+fn atomic(rng: &mut Rng) -> Vec<Vec<u8>> {
+    const NUMBERS: &[&[u8]] = &[b"1", b"-3", b"100", b"x", b"9223372036854775807", b"0"];
+    let k = key(rng);
+    let mut a = match rng.below(14) {
+        0 => {
+            let mut a = vec![b"SET".to_vec(), k, value(rng)];
+            let options: &[&[&[u8]]] = &[
+                &[b"NX"],
+                &[b"XX"],
+                &[b"GET"],
+                &[b"KEEPTTL"],
+                &[b"EX", b"1000"],
+                &[b"PX", b"1000000"],
+                &[b"NX", b"GET"],
+                &[b"XX", b"EX", b"1000"],
+                &[b"EX"],
+                &[b"EX", b"0"],
+                &[b"NX", b"XX"],
+                &[b"BOGUS"],
+            ];
+            a.extend(rng.pick(options).iter().map(|o| o.to_vec()));
+            a
+        }
+        1 => vec![b"SETNX".to_vec(), k, value(rng)],
+        2 => vec![b"GETSET".to_vec(), k, value(rng)],
+        3 => vec![b"GETDEL".to_vec(), k],
+        4 => vec![b"INCR".to_vec(), k],
+        5 => vec![b"DECR".to_vec(), k],
+        6 => vec![b"INCRBY".to_vec(), k, rng.pick(NUMBERS).to_vec()],
+        7 => vec![b"DECRBY".to_vec(), k, rng.pick(NUMBERS).to_vec()],
+        8 => vec![
+            b"INCRBYFLOAT".to_vec(),
+            k,
+            rng.pick(&[&b"1.5"[..], b"-0.25", b"3", b"x", b"0.125"])
+                .to_vec(),
+        ],
+        9 => vec![b"APPEND".to_vec(), k, value(rng)],
+        10 => vec![b"EXPIRE".to_vec(), k, b"1000".to_vec()],
+        11 => vec![b"PERSIST".to_vec(), k],
+        12 => vec![rng.pick(&[&b"TTL"[..], b"PTTL"]).to_vec(), k],
+        _ => vec![b"SETEX".to_vec(), k, b"1000".to_vec(), value(rng)],
+    };
+    if rng.chance(10) {
+        a.pop(); // a wrong argument count, or a missing option value
+    }
+    a
 }
 
 /// `MSET k v ...` or `MGET/DEL/EXISTS k ...`, keys sometimes repeated.

@@ -4,7 +4,8 @@
 //!
 //! * [`book`]: the book's `keyvalue.proto` (no proto package: the service is `KeyValue`),
 //!   unchanged so clients generated from the book's file work as they are.
-//! * [`v1`]: `kvs.v1.KeyValue`, the same calls with `bytes` keys and values.
+//! * [`v1`]: `kvs.v1.KeyValue`, the same calls with `bytes` keys and values, and
+//!   conditions, counters and deadlines.
 //!
 //! Kept apart from the plug-in because a plug-in library exports fixed symbols: two of
 //! them cannot be linked into one test binary, but this crate can be.

@@ -5,6 +5,7 @@
 //! differ only in their `Backend` (the native frontend defers durable writes itself, the
 //! WASM host does it for its guest) and in what they can say in `INFO`.
 
+mod atomic;
 mod backend;
 mod keys;
 mod server;
@@ -12,6 +13,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use atomic::Render;
 pub use backend::{
     Backend, ErrorKind, REDIS_COMPAT_VERSION, ServerInfo, Session, StoreError, check_sizes,
 };
@@ -120,7 +122,24 @@ fn run(
 ) -> Result<Flow, String> {
     match name {
         "get" => keys::get(args[1], session, backend, out)?,
-        "set" => keys::set(args, session, backend, out)?,
+        "set" => atomic::set(args, session, backend, out)?,
+        "setnx" => atomic::setnx(args, session, backend, out)?,
+        "setex" => atomic::setex(args, 1000, session, backend, out)?,
+        "psetex" => atomic::setex(args, 1, session, backend, out)?,
+        "getset" => atomic::getset(args, session, backend, out)?,
+        "getdel" => atomic::getdel(args, session, backend, out)?,
+        "getex" => atomic::getex(args, session, backend, out)?,
+        "incr" | "decr" | "incrby" | "decrby" => atomic::incr(name, args, session, backend, out)?,
+        "incrbyfloat" => atomic::incrbyfloat(args, session, backend, out)?,
+        "append" => atomic::append(args, session, backend, out)?,
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            atomic::expire(name, args, session, backend, out)?
+        }
+        "persist" => atomic::persist(args, session, backend, out)?,
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
+            let now = backend.clock_ms();
+            atomic::ttl(name, args[1], now, session, backend, out)?
+        }
         "del" => keys::del(args, session, backend, out)?,
         "exists" => keys::exists(&args[1..], session, backend, out)?,
         "mget" => keys::mget(&args[1..], session, backend, out)?,

@@ -19,6 +19,6 @@ pub mod commands;
 mod decode;
 mod reply;
 
-pub use commands::{Backend, ErrorKind, Flow, ServerInfo, Session, StoreError, execute};
+pub use commands::{Backend, ErrorKind, Flow, Render, ServerInfo, Session, StoreError, execute};
 pub use decode::{Decoded, Decoder, Limits, ProtocolError};
 pub use reply::{Protocol, Reply};

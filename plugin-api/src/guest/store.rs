@@ -1,5 +1,5 @@
 //! The host functions a guest calls: the store ([`get`], [`put`], [`delete`], [`stats`],
-//! [`check`]) and the host's log.
+//! [`check`], [`update`], [`get_entry`]) and the host's log.
 
 use super::GuestError;
 use crate::wire::{self, Reader, Writer};
@@ -20,6 +20,10 @@ unsafe extern "C" {
     fn host_kvs_stats(input: u64) -> u64;
     #[link_name = "kvs_check"]
     fn host_kvs_check(input: u64) -> u64;
+    #[link_name = "kvs_update"]
+    fn host_kvs_update(input: u64) -> u64;
+    #[link_name = "kvs_get_entry"]
+    fn host_kvs_get_entry(input: u64) -> u64;
 }
 
 /// Sends a log message to the host (`kvs_log`); used by [`crate::log`] (without the
@@ -125,4 +129,30 @@ pub fn stats() -> Result<(u64, u64), GuestError> {
     let mut r = Reader::new(&frame[1..]);
     let bad = |e: wire::WireError| GuestError::internal(e.to_string());
     Ok((r.u64().map_err(bad)?, r.u64().map_err(bad)?))
+}
+
+/// Makes an atomic update — a condition, a read-modify-write, a deadline; see
+/// [`update`](crate::update) — and returns its [`Outcome`](crate::Outcome) once what it
+/// wrote is durable (1.4). It runs after the call's earlier writes. A failed condition is
+/// an outcome (`applied: false`), not an error.
+pub fn update(update: &crate::Update) -> Result<crate::Outcome, GuestError> {
+    let frame = call_host(host_kvs_update, &update.encode())?;
+    crate::Outcome::decode(&frame[1..]).map_err(|e| GuestError::internal(e.to_string()))
+}
+
+/// The value under `key` with its revision and deadline, if present and not expired
+/// (1.4). Sees the call's earlier writes.
+pub fn get_entry(key: &[u8]) -> Result<Option<crate::update::Entry>, GuestError> {
+    let frame = call_host(host_kvs_get_entry, &key_input(key, None))?;
+    let bad = |e: wire::WireError| GuestError::internal(e.to_string());
+    let mut r = Reader::new(&frame[1..]);
+    if r.u8().map_err(bad)? == 0 {
+        return Ok(None);
+    }
+    let start = frame.len() - r.rest().len();
+    let mut frame = frame;
+    frame.drain(..start);
+    crate::update::Entry::decode_owned(frame)
+        .map(Some)
+        .map_err(bad)
 }

@@ -11,8 +11,13 @@
 //! points: a host older than 1.4 refuses the plug-in by its handshake before it would
 //! look for them. The objects passed are those of earlier minors ([`LoggerBox`] of 1.0,
 //! [`HostBox`] of 1.1, [`SharedLoggerBox`] of 1.3), except the store a frontend gets,
-//! which is 1.4's own [`StoreApi`]: 1.3's methods, and `check` (may this caller do this
-//! to this key?).
+//! which is 1.4's own [`StoreApi`]: 1.3's methods, `check` (may this caller do this
+//! to this key?), and the atomic operations: `update` (a condition, a
+//! read-modify-write, a deadline; see [`update`](crate::update)) and `get_entry` (a
+//! value with its revision and deadline). Those two pass their arguments and results in
+//! the [`update`](crate::update) module's byte encodings — the same bytes a WASM
+//! frontend passes to `kvs_update` — so a later minor can add a kind of condition or
+//! change, or a field, without a new method.
 
 use abi_stable::{
     StableAbi, sabi_trait,
@@ -61,14 +66,39 @@ pub trait StoreApi: Send + Sync {
     /// `key`: the host's answer to the call itself — the key's limits, credentials,
     /// permissions — without making it. A frontend asks it for every key of a
     /// multi-key write before queueing any, so the write is all or nothing.
-    #[sabi(last_prefix_field)]
     fn check(
         &self,
         ctx: &RequestContextRef<'_>,
         action: u8,
         key: RSlice<'_, u8>,
     ) -> RResult<(), PluginError>;
+    /// The value under `key` with its revision and deadline, as an encoded
+    /// [`Entry`](crate::update::Entry); `None` if absent or expired.
+    fn get_entry(
+        &self,
+        ctx: &RequestContextRef<'_>,
+        key: RSlice<'_, u8>,
+        consistency: u8,
+    ) -> RResult<ROption<RVec<u8>>, PluginError>;
+    /// Queues an atomic update, an encoded [`Update`](crate::Update); `done` gets the
+    /// encoded [`Outcome`](crate::Outcome) once what it wrote is durable (or at once,
+    /// if it writes nothing), or the error.
+    #[sabi(last_prefix_field)]
+    fn update(&self, ctx: &RequestContextRef<'_>, update: RVec<u8>, done: UpdateCallbackBox);
 }
+
+/// Completes one [`StoreApi::update`]. The host calls [`UpdateCallback::complete`]
+/// exactly once, from its writer thread or the calling one.
+#[sabi_trait]
+pub trait UpdateCallback: Send {
+    /// Delivers the encoded [`Outcome`](crate::Outcome), or why the update failed.
+    /// Must return quickly: it may run on the host's writer thread.
+    #[sabi(last_prefix_field)]
+    fn complete(&mut self, result: RResult<RVec<u8>, PluginError>);
+}
+
+/// An owned [`UpdateCallback`] trait object.
+pub type UpdateCallbackBox = UpdateCallback_TO<'static, RBox<()>>;
 
 /// An owned 1.4 [`StoreApi`] trait object, as handed to a 1.4 `start_frontend`.
 pub type StoreBox = StoreApi_TO<'static, RBox<()>>;

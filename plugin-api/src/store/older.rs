@@ -14,10 +14,31 @@ use crate::error::PluginError;
 use crate::native::current::{StoreApi, StoreApi_TO, StoreBox};
 use crate::native::v1_1::RequestContextRef;
 use crate::native::v1_3::StoreStats;
+use crate::native::v1_4::UpdateCallbackBox;
 use crate::native::{self as v1_0, Limits, WriteCallbackBox, v1_1, v1_3};
 
 type Got = RResult<ROption<RVec<u8>>, PluginError>;
 type Checked = RResult<(), PluginError>;
+
+/// What an older store object answers for 1.4's atomic operations.
+fn too_old() -> PluginError {
+    PluginError::invalid_input(
+        "this store object predates plugin-api 1.4: it has no atomic operations \
+         (conditions, counters, expiry); build the frontend with `Store::from_v1_4`",
+    )
+}
+
+/// The atomic operations an older store object cannot make.
+macro_rules! no_atomics {
+    () => {
+        fn get_entry(&self, _: &RequestContextRef<'_>, _: RSlice<'_, u8>, _: u8) -> Got {
+            RResult::RErr(too_old())
+        }
+        fn update(&self, _: &RequestContextRef<'_>, _: RVec<u8>, mut done: UpdateCallbackBox) {
+            done.complete(RResult::RErr(too_old()))
+        }
+    };
+}
 
 /// What an older store object can say about a key without writing it: its limits.
 fn limits_only(limits: Limits, key: RSlice<'_, u8>) -> Checked {
@@ -39,6 +60,7 @@ fn limits_only(limits: Limits, key: RSlice<'_, u8>) -> Checked {
 struct V1_0(v1_0::StoreBox);
 
 impl StoreApi for V1_0 {
+    no_atomics!();
     fn check(&self, _: &RequestContextRef<'_>, _: u8, key: RSlice<'_, u8>) -> Checked {
         limits_only(self.0.limits(), key)
     }
@@ -74,6 +96,7 @@ impl StoreApi for V1_0 {
 struct V1_1(v1_1::StoreBox);
 
 impl StoreApi for V1_1 {
+    no_atomics!();
     fn check(&self, _: &RequestContextRef<'_>, _: u8, key: RSlice<'_, u8>) -> Checked {
         limits_only(self.0.limits(), key)
     }
@@ -109,6 +132,7 @@ impl StoreApi for V1_1 {
 struct V1_3(v1_3::StoreBox);
 
 impl StoreApi for V1_3 {
+    no_atomics!();
     fn check(&self, _: &RequestContextRef<'_>, _: u8, key: RSlice<'_, u8>) -> Checked {
         limits_only(self.0.limits(), key)
     }

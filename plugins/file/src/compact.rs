@@ -84,6 +84,9 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>
     let mut offset = HEADER_LEN;
     let mut body = Vec::new();
     let mut records = 0u64;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     while offset < covered {
         let mut h = [0u8; RECORD_HEADER_LEN];
         reader.read_exact(&mut h).map_err(|e| io("read", e))?;
@@ -97,7 +100,14 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>
         }
         let event = format::decode(&body)?;
         let total = RECORD_HEADER_LEN + len;
-        let is_put = event.kind == EventKind::PUT;
+        // A put whose deadline has passed is as good as deleted (the host hides it, and
+        // logs its removal when its sweep gets to it).
+        let is_put = match event.kind {
+            EventKind::PUT => true,
+            EventKind::PUT_UNTIL => kvs_plugin_api::event::split_deadline(event.value.as_slice())
+                .is_some_and(|(deadline, _)| deadline > now_ms),
+            _ => false,
+        };
         match last.get_mut(event.key.as_slice()) {
             Some(entry) => *entry = (offset, total, is_put),
             None => {

@@ -99,6 +99,10 @@ pub fn parse_header(h: &[u8; RECORD_HEADER_LEN]) -> RecordHeader {
     }
 }
 
+/// The event kinds a record may hold: PUT, DELETE, and PUT_UNTIL (a put with its
+/// deadline in front of the value, plugin-api 1.4; stored like a PUT).
+pub const KINDS: [EventKind; 3] = [EventKind::PUT, EventKind::DELETE, EventKind::PUT_UNTIL];
+
 /// Decodes a checksum-verified body into an event borrowing from it.
 pub fn decode(body: &[u8]) -> Result<Event<'_>, String> {
     if body.len() < MIN_BODY_LEN {
@@ -114,7 +118,7 @@ pub fn decode(body: &[u8]) -> Result<Event<'_>, String> {
         ));
     }
     let (key, value) = rest.split_at(key_len);
-    if kind != EventKind::PUT && kind != EventKind::DELETE {
+    if !KINDS.contains(&kind) {
         return Err(format!("record {sequence}: unknown event kind {}", kind.0));
     }
     Ok(Event {

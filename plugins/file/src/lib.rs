@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kvs_plugin_api::{Event, EventKind, PluginError, TransactionLogger, export_plugin, log};
+use kvs_plugin_api::{Event, PluginError, TransactionLogger, export_plugin, log};
 
 /// The logger. See the crate docs.
 pub struct FileLogger {
@@ -130,7 +130,7 @@ impl TransactionLogger for FileLogger {
         self.finish_compaction();
         self.buf.clear();
         for event in batch {
-            if event.kind != EventKind::PUT && event.kind != EventKind::DELETE {
+            if !format::KINDS.contains(&event.kind) {
                 return Err(PluginError::invalid_input(format!(
                     "unknown event kind {}",
                     event.kind.0
@@ -210,7 +210,8 @@ fn open(config: &str) -> Result<FileLogger, PluginError> {
 export_plugin!(
     logger: open,
     name: "file",
-    description: "append-only checksummed log file; fsync per batch (sync = always|interval|never)"
+    description: "append-only checksummed log file; fsync per batch (sync = always|interval|never)",
+    capabilities: ["log:expiry"]
 );
 
 #[cfg(test)]

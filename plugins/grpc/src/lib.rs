@@ -6,7 +6,9 @@
 //! * `KeyValue` (the book's `keyvalue.proto`, no package): `string` keys and values. A
 //!   key must be non-empty; a stored value that is not UTF-8 cannot be returned as a
 //!   proto3 `string`, so `Get` answers FAILED_PRECONDITION naming `kvs.v1.KeyValue`.
-//! * `kvs.v1.KeyValue`: the same calls with `bytes`, for any key and value.
+//! * `kvs.v1.KeyValue`: the same calls with `bytes`, for any key and value; and
+//!   conditional puts and deletes (`Condition`: absent, present, at a revision, holding
+//!   a value), `Increment`, TTLs on `Put`, and each key's revision and deadline on `Get`.
 //!
 //! Store errors become statuses in one place, [`status_of`]. Client deadlines
 //! (`grpc-timeout`) are honoured: a call past its deadline ends with DEADLINE_EXCEEDED.
@@ -19,7 +21,8 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use kvs_plugin_api::{
-    Consistency, ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin,
+    Change, Condition, Consistency, ErrorCode, Expiry, Frontend, Outcome, PluginError,
+    RequestContext, Store, Update, export_plugin,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -250,6 +253,26 @@ impl book::key_value_server::KeyValue for Service {
     }
 }
 
+/// A `kvs.v1.Condition` as the contract's.
+fn condition_of(condition: Option<v1::Condition>) -> Condition {
+    use v1::condition::When;
+    match condition.and_then(|c| c.when) {
+        None => Condition::Always,
+        Some(When::Absent(_)) => Condition::Absent,
+        Some(When::Present(_)) => Condition::Present,
+        Some(When::Revision(r)) => Condition::Revision(r),
+        Some(When::Value(v)) => Condition::Value(v),
+    }
+}
+
+impl Service {
+    /// Makes `update` within the caller's deadline.
+    async fn update(&self, ctx: &RequestContext, update: Update) -> Result<Outcome, Status> {
+        let outcome = self.store.update_with(ctx, &update);
+        within(ctx.deadline, async { outcome.await.map_err(status_of) }).await
+    }
+}
+
 #[tonic::async_trait]
 impl v1::key_value_server::KeyValue for Service {
     async fn get(
@@ -257,8 +280,24 @@ impl v1::key_value_server::KeyValue for Service {
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::GetResponse>, Status> {
         let (ctx, consistency) = (context_of(&request), consistency_of(&request));
-        let value = Service::get(self, ctx, request.into_inner().key, consistency).await?;
-        Ok(Response::new(v1::GetResponse { value }))
+        let key = request.into_inner().key;
+        let result = if consistency == Consistency::LINEARIZABLE {
+            // As `Service::get`: a barrier may wait, on a blocking thread.
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.get_entry_with(&ctx, &key, consistency))
+                .await
+                .map_err(|e| Status::internal(format!("the read failed: {e}")))?
+        } else {
+            self.store.get_entry_with(&ctx, &key, consistency)
+        };
+        match result.map_err(status_of)? {
+            Some(entry) => Ok(Response::new(v1::GetResponse {
+                value: entry.value,
+                revision: entry.revision,
+                expires_at_ms: entry.expires_at.unwrap_or(0),
+            })),
+            None => Err(Status::not_found("no such key")),
+        }
     }
 
     async fn put(
@@ -266,10 +305,35 @@ impl v1::key_value_server::KeyValue for Service {
         request: Request<v1::PutRequest>,
     ) -> Result<Response<v1::PutResponse>, Status> {
         let ctx = context_of(&request);
-        let v1::PutRequest { key, value } = request.into_inner();
-        let write = self.store.put_with(&ctx, key, value);
-        within(ctx.deadline, async { write.await.map_err(status_of) }).await?;
-        Ok(Response::new(v1::PutResponse {}))
+        let v1::PutRequest {
+            key,
+            value,
+            condition,
+            ttl_ms,
+            keep_ttl,
+        } = request.into_inner();
+        if condition.is_none() && ttl_ms == 0 && !keep_ttl {
+            // The book's put: no evaluation needed.
+            let write = self.store.put_with(&ctx, key, value);
+            within(ctx.deadline, async { write.await.map_err(status_of) }).await?;
+            return Ok(Response::new(v1::PutResponse {
+                applied: true,
+                revision: 0,
+            }));
+        }
+        let expiry = match (ttl_ms, keep_ttl) {
+            (0, true) => Expiry::Keep,
+            (0, false) => Expiry::Clear,
+            (ms, _) => Expiry::After(ms),
+        };
+        let update = Update::new(key, Change::Put(value))
+            .when(condition_of(condition))
+            .expiring(expiry);
+        let outcome = self.update(&ctx, update).await?;
+        Ok(Response::new(v1::PutResponse {
+            applied: outcome.applied,
+            revision: outcome.revision,
+        }))
     }
 
     async fn delete(
@@ -277,9 +341,37 @@ impl v1::key_value_server::KeyValue for Service {
         request: Request<v1::DeleteRequest>,
     ) -> Result<Response<v1::DeleteResponse>, Status> {
         let ctx = context_of(&request);
-        let write = self.store.delete_with(&ctx, request.into_inner().key);
-        within(ctx.deadline, async { write.await.map_err(status_of) }).await?;
-        Ok(Response::new(v1::DeleteResponse {}))
+        let v1::DeleteRequest { key, condition } = request.into_inner();
+        if condition.is_none() {
+            let write = self.store.delete_with(&ctx, key);
+            within(ctx.deadline, async { write.await.map_err(status_of) }).await?;
+            return Ok(Response::new(v1::DeleteResponse { applied: true }));
+        }
+        let update = Update::new(key, Change::Delete).when(condition_of(condition));
+        let outcome = self.update(&ctx, update).await?;
+        Ok(Response::new(v1::DeleteResponse {
+            applied: outcome.applied,
+        }))
+    }
+
+    async fn increment(
+        &self,
+        request: Request<v1::IncrementRequest>,
+    ) -> Result<Response<v1::IncrementResponse>, Status> {
+        let ctx = context_of(&request);
+        let v1::IncrementRequest { key, by } = request.into_inner();
+        let outcome = self
+            .update(&ctx, Update::new(key, Change::Increment(by)))
+            .await?;
+        let value = outcome
+            .value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .ok_or_else(|| Status::internal("the host's outcome carried no count"))?;
+        Ok(Response::new(v1::IncrementResponse {
+            value,
+            revision: outcome.revision,
+        }))
     }
 }
 

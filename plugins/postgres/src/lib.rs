@@ -2,7 +2,9 @@
 //!
 //! * **Table**: the book's `transactions(sequence, event_type, key, value)`, with `BYTEA`
 //!   keys and values and `sequence` as the primary key; `event_type` keeps the book's
-//!   numbering (1 = DELETE, 2 = PUT). Created if missing; `kvs_schema` records its
+//!   numbering (1 = DELETE, 2 = PUT), and 3 for kvs's own PUT_UNTIL (a put with a
+//!   deadline in front of its value; capability `log:expiry`, plugin-api 1.4), which
+//!   the book's code does not write and skips. Created if missing; `kvs_schema` records its
 //!   schema version so a later plug-in can migrate it.
 //! * **append** is one `INSERT ... SELECT FROM unnest(...)` statement (atomic on its
 //!   own) acknowledged after commit. `ON CONFLICT DO NOTHING` makes a retry after a lost
@@ -35,6 +37,8 @@ pub use config::Config;
 /// The book's event numbering, kept in the table.
 const BOOK_DELETE: i16 = 1;
 const BOOK_PUT: i16 = 2;
+/// kvs's own: a put with its deadline in front of the value (not in the book).
+const PUT_UNTIL: i16 = 3;
 /// The table layout this plug-in writes.
 const SCHEMA_VERSION: i32 = 1;
 /// Rows handed to the host per replay chunk.
@@ -186,12 +190,10 @@ impl PostgresLogger {
         let seqs: Vec<i64> = batch.iter().map(|e| e.sequence as i64).collect();
         let kinds: Vec<i16> = batch
             .iter()
-            .map(|e| {
-                if e.kind == EventKind::PUT {
-                    BOOK_PUT
-                } else {
-                    BOOK_DELETE
-                }
+            .map(|e| match e.kind {
+                EventKind::PUT => BOOK_PUT,
+                EventKind::PUT_UNTIL => PUT_UNTIL,
+                _ => BOOK_DELETE,
             })
             .collect();
         let keys: Vec<&[u8]> = batch.iter().map(|e| e.key.as_slice()).collect();
@@ -422,6 +424,7 @@ impl TransactionLogger for PostgresLogger {
                         let kind = match *kind {
                             BOOK_PUT => EventKind::PUT,
                             BOOK_DELETE => EventKind::DELETE,
+                            PUT_UNTIL => EventKind::PUT_UNTIL,
                             other => {
                                 return Err(PluginError::internal(format!(
                                     "row {seq}: unknown event_type {other}"
@@ -474,5 +477,6 @@ fn open(config: &str) -> Result<PostgresLogger, PluginError> {
 export_plugin!(
     logger: open,
     name: "postgres",
-    description: "PostgreSQL table of events; retries with backoff, circuit breaker, background compaction"
+    description: "PostgreSQL table of events; retries with backoff, circuit breaker, background compaction",
+    capabilities: ["log:expiry"]
 );

@@ -6,10 +6,12 @@
 //!
 //! * **Pipelining with group commit.** A connection reads whatever the client sent,
 //!   runs every complete command in it, and sends all the replies in one write. Writes
-//!   (`SET`, `MSET`, `DEL`) are queued at the store as they are met, so the 16 `SET`s of
-//!   a `-P 16` pipeline share one fsync; their replies are sent only once every one of
-//!   them is durable. A write that fails after it was queued (the logger failed) has its
-//!   reply replaced by the error before anything is sent.
+//!   (`SET`, `MSET`, `DEL`, and atomic updates such as `INCR`) are queued at the store
+//!   as they are met, so the 16 `SET`s or `INCR`s of a `-P 16` pipeline share one
+//!   fsync; their replies are sent only once every one of them is durable. An update's
+//!   reply is made from its outcome then; a write that fails after it was queued (the
+//!   logger failed, the value was not a number) has its reply replaced by the error
+//!   before anything is sent.
 //! * **Order.** A command that reads the store (`GET`, `DEL`, `EXISTS`, ...) first waits
 //!   for the connection's queued writes, so a pipeline sees its own writes, as in Redis.
 //! * **Bad input.** Limits come from the store's key and value limits and
@@ -28,11 +30,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use kvs_plugin_api::update::Entry;
 use kvs_plugin_api::{
-    Action, ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin,
+    Action, Consistency, ErrorCode, Frontend, Outcome, PluginError, RequestContext, Store, Update,
+    export_plugin,
 };
 use kvs_resp::{
-    Backend, Decoded, Decoder, ErrorKind, Flow, Reply, ServerInfo, Session, StoreError,
+    Backend, Decoded, Decoder, ErrorKind, Flow, Render, Reply, ServerInfo, Session, StoreError,
 };
 use kvs_serve::tcp::{Accepted, OpenConnections};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -55,8 +59,21 @@ struct Shared {
 
 /// A write queued at the store, and where its reply sits in the output.
 struct Pending {
-    outcome: Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send>>,
+    outcome: Pin<Box<dyn Future<Output = Result<Outcome, PluginError>> + Send>>,
     reply: Range<usize>,
+    /// Which of the connection's commands queued it (an update's reply range is empty,
+    /// so two in a row share one: the command tells them apart).
+    command: u64,
+    /// For an atomic update: how its reply is made from its outcome, once known (its
+    /// range is empty until then).
+    render: Option<Render>,
+}
+
+/// A plain write's outcome as an update's.
+async fn acknowledged(
+    write: impl Future<Output = Result<(), PluginError>>,
+) -> Result<Outcome, PluginError> {
+    write.await.map(|()| Outcome::default())
 }
 
 /// One connection's view of the store: its context, its queued writes.
@@ -64,6 +81,8 @@ struct Connection {
     shared: Arc<Shared>,
     context: RequestContext,
     pending: Vec<Pending>,
+    /// Commands run so far (what tells [`Pending`]s of different commands apart).
+    commands: u64,
 }
 
 fn store_error(e: PluginError) -> StoreError {
@@ -96,17 +115,51 @@ impl Backend for Connection {
             .store
             .put_with(&self.context, key.to_vec(), value.to_vec());
         self.pending.push(Pending {
-            outcome: Box::pin(outcome),
+            outcome: Box::pin(acknowledged(outcome)),
             reply: 0..0,
+            command: 0,
+            render: None,
         });
         Ok(())
+    }
+
+    fn update(
+        &mut self,
+        _: &Session,
+        update: Update,
+        render: Render,
+        _out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        // Queued now, evaluated by the host's writer after this connection's earlier
+        // writes; the reply is made when the outcome is durable (`settle`).
+        let outcome = self.shared.store.update_with(&self.context, &update);
+        self.pending.push(Pending {
+            outcome: Box::pin(outcome),
+            reply: 0..0,
+            command: 0,
+            render: Some(render),
+        });
+        Ok(())
+    }
+
+    fn get_entry(&mut self, _: &Session, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        debug_assert!(
+            self.pending.is_empty(),
+            "reads run after queued writes settle"
+        );
+        self.shared
+            .store
+            .get_entry_with(&self.context, key, Consistency::DEFAULT)
+            .map_err(store_error)
     }
 
     fn delete(&mut self, _: &Session, key: &[u8]) -> Result<(), StoreError> {
         let outcome = self.shared.store.delete_with(&self.context, key.to_vec());
         self.pending.push(Pending {
-            outcome: Box::pin(outcome),
+            outcome: Box::pin(acknowledged(outcome)),
             reply: 0..0,
+            command: 0,
+            render: None,
         });
         Ok(())
     }
@@ -185,24 +238,36 @@ impl Backend for Connection {
 
 impl Connection {
     /// Waits for every queued write; replaces the reply of any that failed with its
-    /// error. Afterwards `out` holds only acknowledgements of durable writes.
+    /// error, and puts each update's reply, made from its outcome, in its place.
+    /// Afterwards `out` holds only acknowledgements of durable writes.
     async fn settle(&mut self, out: &mut Vec<u8>, protocol: kvs_resp::Protocol) {
-        let mut failed: Vec<(Range<usize>, String)> = Vec::new();
+        // Replies to put in place of a range of `out`: in order, one per command.
+        let mut replaced: Vec<(u64, Range<usize>, Vec<u8>)> = Vec::new();
         for p in self.pending.drain(..) {
-            if let Err(e) = p.outcome.await
-                && failed.last().is_none_or(|(r, _)| *r != p.reply)
-            {
-                failed.push((p.reply, store_error(e).reply()));
+            let outcome = p.outcome.await;
+            if replaced.last().is_some_and(|(c, ..)| *c == p.command) {
+                continue; // this command's reply is already replaced (MSET's first error)
             }
+            let mut reply = Vec::new();
+            match (outcome, p.render) {
+                (Err(e), _) => {
+                    Reply::new(&mut reply, protocol).error(&store_error(e).reply());
+                }
+                (Ok(outcome), Some(render)) => {
+                    render(&outcome, &mut Reply::new(&mut reply, protocol));
+                }
+                (Ok(_), None) => continue,
+            }
+            replaced.push((p.command, p.reply, reply));
         }
-        if failed.is_empty() {
+        if replaced.is_empty() {
             return;
         }
-        let mut rebuilt = Vec::with_capacity(out.len());
+        let mut rebuilt = Vec::with_capacity(out.len() + 16 * replaced.len());
         let mut at = 0;
-        for (range, message) in failed {
+        for (_, range, reply) in replaced {
             rebuilt.extend_from_slice(&out[at..range.start]);
-            Reply::new(&mut rebuilt, protocol).error(&message);
+            rebuilt.extend_from_slice(&reply);
             at = range.end;
         }
         rebuilt.extend_from_slice(&out[at..]);
@@ -332,8 +397,10 @@ impl Connection {
         let queued = self.pending.len();
         let flow = kvs_resp::execute(args, session, self, out);
         let end = out.len();
+        self.commands += 1;
         for p in &mut self.pending[queued..] {
             p.reply = start..end;
+            p.command = self.commands;
         }
         flow
     }
@@ -358,6 +425,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         shared: shared.clone(),
         context,
         pending: Vec::new(),
+        commands: 0,
     };
     let mut decoder = Decoder::new(shared.limits);
     let mut buf: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);

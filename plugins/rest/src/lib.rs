@@ -7,6 +7,13 @@
 //! |                                 | `kvs-consistency: linearizable` or `local` on   |
 //! |                                 | a kvs cluster)                                  |
 //! | `DELETE /v1/key/{key}`          | 200, also for a missing key                    |
+//! | `GET` answers carry `ETag`      | the key's revision, `"42"`; `kvs-ttl-ms`: the  |
+//! |                                 | time left, for a key with a deadline; 304 for  |
+//! |                                 | `If-None-Match` naming the current tag          |
+//! | `PUT`/`DELETE` with `If-Match:  | only if the key is at that revision (or exists);|
+//! | "42"` or `*`                    | else 412 with the current `ETag`               |
+//! | `PUT` with `If-None-Match: *`   | only if the key is absent; else 412            |
+//! | `PUT` with `kvs-ttl-ms: N`      | the key expires N ms later                     |
 //! | other methods on those paths    | 405 with `Allow`                               |
 //! | `/v1/{key}`                     | the same three (the book uses both forms)      |
 //! | `GET /healthz`                  | 200 while the process answers                  |
@@ -37,11 +44,13 @@ use axum::{
     routing::{get, put},
 };
 use kvs_plugin_api::{
-    Consistency, ErrorCode, Frontend, PluginError, RequestContext, Store, export_plugin,
+    Change, Consistency, ErrorCode, Frontend, Outcome, PluginError, RequestContext, Store, Update,
+    export_plugin,
 };
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+pub mod conditions;
 #[doc(hidden)]
 pub mod key;
 
@@ -233,11 +242,37 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadConsistency {
     }
 }
 
+/// A GET's `If-None-Match`, read in place (the whole `HeaderMap` would be cloned).
+pub struct IfNoneMatch(pub Option<header::HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(IfNoneMatch(
+            parts.headers.get(header::IF_NONE_MATCH).cloned(),
+        ))
+    }
+}
+
+/// A write's conditional headers ([`conditions::read`]), or why kvs cannot honour them.
+pub struct WriteConditions(pub Result<Option<conditions::Conditional>, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for WriteConditions {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let put = parts.method == axum::http::Method::PUT;
+        Ok(WriteConditions(conditions::read(&parts.headers, put)))
+    }
+}
+
 async fn get_key(
     State(state): State<AppState>,
     Key(key): Key,
     ClientContext(ctx): ClientContext,
     ReadConsistency(consistency): ReadConsistency,
+    IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Response {
     let result = if consistency == Consistency::LINEARIZABLE {
         // A linearizable read may wait for a quorum barrier: wait on a blocking thread,
@@ -246,22 +281,44 @@ async fn get_key(
         let mut ctx = ctx.clone();
         ctx.deadline = Some(ctx.deadline.map_or(state.timeout, |d| d.min(state.timeout)));
         let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || store.get_consistent(&ctx, &key, consistency))
+        match tokio::task::spawn_blocking(move || store.get_entry_with(&ctx, &key, consistency))
             .await
         {
             Ok(result) => result,
             Err(e) => Err(PluginError::internal(format!("the read failed: {e}"))),
         }
     } else {
-        state.store.get_consistent(&ctx, &key, consistency)
+        state.store.get_entry_with(&ctx, &key, consistency)
     };
     match result {
-        Ok(Some(value)) => {
-            let mut response = Response::new(axum::body::Body::from(value));
-            response.headers_mut().insert(
+        Ok(Some(entry))
+            if if_none_match
+                .as_ref()
+                .is_some_and(|tags| conditions::not_modified(tags, entry.revision)) =>
+        {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            response
+                .headers_mut()
+                .insert(header::ETAG, conditions::etag(entry.revision));
+            response
+        }
+        Ok(Some(entry)) => {
+            let mut response = Response::new(axum::body::Body::from(entry.value));
+            let headers = response.headers_mut();
+            headers.insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/octet-stream"),
             );
+            headers.insert(header::ETAG, conditions::etag(entry.revision));
+            if let Some(at) = entry.expires_at {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                headers.insert(
+                    conditions::TTL_HEADER,
+                    header::HeaderValue::from(at.saturating_sub(now)),
+                );
+            }
             response
         }
         Ok(None) => error_response(StatusCode::NOT_FOUND, "no such key"),
@@ -273,8 +330,13 @@ async fn put_key(
     State(state): State<AppState>,
     Key(key): Key,
     ClientContext(ctx): ClientContext,
+    WriteConditions(conditional): WriteConditions,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let conditional = match conditional {
+        Ok(conditional) => conditional,
+        Err(why) => return error_response(StatusCode::BAD_REQUEST, &why),
+    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -286,9 +348,45 @@ async fn put_key(
         }
         Err(rejection) => return error_response(rejection.status(), &rejection.body_text()),
     };
-    match state.store.put_with(&ctx, key, body.to_vec()).await {
-        Ok(()) => StatusCode::CREATED.into_response(),
-        Err(e) => store_error(e, &ctx),
+    let Some(conditional) = conditional else {
+        return match state.store.put_with(&ctx, key, body.to_vec()).await {
+            Ok(()) => StatusCode::CREATED.into_response(),
+            Err(e) => store_error(e, &ctx),
+        };
+    };
+    let update = Update::new(key, Change::Put(body.to_vec()))
+        .when(conditional.condition)
+        .expiring(conditional.expiry);
+    let outcome = state.store.update_with(&ctx, &update).await;
+    updated(outcome, StatusCode::CREATED, &ctx)
+}
+
+/// A conditional write's answer: `status` with the new entity tag, or 412 with the
+/// current one (if the key exists) when its precondition failed.
+fn updated(
+    outcome: Result<Outcome, PluginError>,
+    status: StatusCode,
+    ctx: &RequestContext,
+) -> Response {
+    match outcome {
+        Ok(outcome) => {
+            let mut response = if outcome.applied {
+                status.into_response()
+            } else {
+                error_response(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition failed: the key changed (or does or does not exist); read it \
+                     again and retry",
+                )
+            };
+            if outcome.revision != 0 {
+                response
+                    .headers_mut()
+                    .insert(header::ETAG, conditions::etag(outcome.revision));
+            }
+            response
+        }
+        Err(e) => store_error(e, ctx),
     }
 }
 
@@ -296,7 +394,17 @@ async fn delete_key(
     State(state): State<AppState>,
     Key(key): Key,
     ClientContext(ctx): ClientContext,
+    WriteConditions(conditional): WriteConditions,
 ) -> Response {
+    match conditional {
+        Err(why) => return error_response(StatusCode::BAD_REQUEST, &why),
+        Ok(Some(conditional)) => {
+            let update = Update::new(key, Change::Delete).when(conditional.condition);
+            let outcome = state.store.update_with(&ctx, &update).await;
+            return updated(outcome, StatusCode::OK, &ctx);
+        }
+        Ok(None) => {}
+    }
     match state.store.delete_with(&ctx, key).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => store_error(e, &ctx),

@@ -9,8 +9,11 @@
 //! the native `resp` frontend where `[auth]` is on).
 
 use kvs_plugin_api::guest::{self, Flow, GuestError, StreamConnection};
-use kvs_plugin_api::{Action, ErrorCode, RequestContext, export_wasm_stream_frontend};
-use kvs_resp::{Backend, Decoded, Decoder, ErrorKind, Reply, ServerInfo, Session, StoreError};
+use kvs_plugin_api::update::Entry;
+use kvs_plugin_api::{Action, ErrorCode, RequestContext, Update, export_wasm_stream_frontend};
+use kvs_resp::{
+    Backend, Decoded, Decoder, ErrorKind, Render, Reply, ServerInfo, Session, StoreError,
+};
 
 /// One client connection: its unparsed bytes and its RESP session.
 struct Connection {
@@ -45,6 +48,23 @@ impl Backend for Host {
 
     fn delete(&mut self, _: &Session, key: &[u8]) -> Result<(), StoreError> {
         guest::delete(key).map_err(store_error)
+    }
+
+    fn update(
+        &mut self,
+        session: &Session,
+        update: Update,
+        render: Render,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        // `kvs_update` returns once the update is durable, with its outcome.
+        let outcome = guest::update(&update).map_err(store_error)?;
+        render(&outcome, &mut Reply::new(out, session.protocol));
+        Ok(())
+    }
+
+    fn get_entry(&mut self, _: &Session, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        guest::get_entry(key).map_err(store_error)
     }
 
     fn check_write(

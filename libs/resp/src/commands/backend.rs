@@ -1,6 +1,10 @@
 //! The store as a Redis frontend reaches it ([`Backend`]), a connection's [`Session`],
 //! and what a store call's failure looks like.
 
+use kvs_plugin_api::Update;
+use kvs_plugin_api::update::Entry;
+
+use super::Render;
 use crate::reply::Protocol;
 
 /// Why a store call failed, as far as a Redis client can tell.
@@ -91,6 +95,26 @@ pub trait Backend {
     fn put(&mut self, session: &Session, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// Removes `key`, as for `put`.
     fn delete(&mut self, session: &Session, key: &[u8]) -> Result<(), StoreError>;
+    /// Makes an atomic update (plugin-api 1.4). Its reply is `render` of its outcome,
+    /// appended to `out` once the outcome is known: at once, or — a backend that defers
+    /// durability — in place once the update is durable (and replaced by the error if
+    /// it fails). An error known before queueing is returned.
+    fn update(
+        &mut self,
+        session: &Session,
+        update: Update,
+        render: Render,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError>;
+    /// The value under `key` with its revision and deadline (`TTL`), including this
+    /// connection's earlier writes.
+    fn get_entry(&mut self, session: &Session, key: &[u8]) -> Result<Option<Entry>, StoreError>;
+    /// The wall clock, in milliseconds since the Unix epoch (what `TTL` counts from).
+    fn clock_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
     /// Whether a `put` of `value` (`Some`) or a `delete` (`None`) under `key` would be
     /// accepted, as far as the backend can tell without queueing it. A command that
     /// writes several keys (`MSET`, `DEL`) asks for every one before it queues any, so

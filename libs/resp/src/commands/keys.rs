@@ -1,5 +1,5 @@
-//! The commands that read or write keys: `GET`, `SET`, `DEL`, `EXISTS`, `MGET`, `MSET`,
-//! `STRLEN`. Every read of a command comes before its writes, so a backend that defers
+//! The commands that read or write keys plainly: `GET`, `DEL`, `EXISTS`, `MGET`, `MSET`,
+//! `STRLEN` (`SET` is with the atomic updates, for its options). Every read of a command comes before its writes, so a backend that defers
 //! writes never has to wait inside one; a command that writes several keys checks every
 //! one before it queues any.
 
@@ -15,25 +15,6 @@ pub(super) fn get(
 ) -> Result<(), String> {
     let value = backend.get(session, key).map_err(store)?;
     Reply::new(out, session.protocol).optional(value.as_deref());
-    Ok(())
-}
-
-/// `SET key value`; any option (`NX`, `EX`, ...) is refused, saying why.
-pub(super) fn set(
-    args: &[&[u8]],
-    session: &Session,
-    backend: &mut impl Backend,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    if let Some(option) = args.get(3) {
-        return Err(format!(
-            "ERR SET with {} is not supported by kvs: its store has no atomic \
-             compare-and-set and keys do not expire; use SET key value",
-            String::from_utf8_lossy(option).to_ascii_uppercase()
-        ));
-    }
-    backend.put(session, args[1], args[2]).map_err(store)?;
-    Reply::new(out, session.protocol).simple("OK");
     Ok(())
 }
 

@@ -46,6 +46,27 @@ pub const TABLE: &[Spec] = &[
     spec("mget", -2, &["readonly", "fast"], (1, -1, 1)),
     spec("mset", -3, &["write", "denyoom"], (1, -1, 2)),
     spec("strlen", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("setnx", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("setex", 4, &["write", "denyoom"], (1, 1, 1)),
+    spec("psetex", 4, &["write", "denyoom"], (1, 1, 1)),
+    spec("getset", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("getdel", 2, &["write", "fast"], (1, 1, 1)),
+    spec("getex", -2, &["write", "fast"], (1, 1, 1)),
+    spec("incr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("decr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("incrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("decrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("incrbyfloat", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("append", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("expire", -3, &["write", "fast"], (1, 1, 1)),
+    spec("pexpire", -3, &["write", "fast"], (1, 1, 1)),
+    spec("expireat", -3, &["write", "fast"], (1, 1, 1)),
+    spec("pexpireat", -3, &["write", "fast"], (1, 1, 1)),
+    spec("persist", 2, &["write", "fast"], (1, 1, 1)),
+    spec("ttl", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("pttl", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("expiretime", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("pexpiretime", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("dbsize", 1, &["readonly", "fast"], (0, 0, 0)),
     spec("ping", -1, &["fast"], (0, 0, 0)),
     spec("echo", 2, &["fast"], (0, 0, 0)),
@@ -74,41 +95,19 @@ pub const TABLE: &[Spec] = &[
 const UNSUPPORTED: &[(&[(&str, i64)], &str)] = &[
     (
         &[
-            ("incr", 2),
-            ("incrby", 3),
-            ("incrbyfloat", 3),
-            ("decr", 2),
-            ("decrby", 3),
-            ("append", 3),
-            ("getdel", 2),
-            ("getset", 3),
-            ("setnx", 3),
             ("setrange", 4),
             ("getrange", 4),
-            ("msetnx", -3),
             ("lcs", -3),
             ("copy", -3),
             ("rename", 3),
             ("renamenx", 3),
         ],
-        "the store offers no atomic read-modify-write",
+        "kvs's atomic operations are SET's options, SETNX, SETEX, GETSET, GETDEL, GETEX, \
+         INCR/DECR, INCRBYFLOAT, APPEND and the EXPIRE family; this one is not among them",
     ),
     (
-        &[
-            ("expire", -3),
-            ("pexpire", -3),
-            ("expireat", -3),
-            ("pexpireat", -3),
-            ("ttl", 2),
-            ("pttl", 2),
-            ("persist", 2),
-            ("setex", 4),
-            ("psetex", 4),
-            ("getex", -2),
-            ("expiretime", 2),
-            ("pexpiretime", 2),
-        ],
-        "kvs keys do not expire",
+        &[("msetnx", -3)],
+        "kvs's atomic operations act on one key; use SET key value NX per key",
     ),
     (
         &[
@@ -144,14 +143,39 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
         .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// Whether a command may run before the connection's earlier writes are durable. Only
-/// blind writes (`SET`, `MSET`) and commands that touch no key may; everything else
-/// reads the store (`DEL` counts what it removed), so a frontend that defers durability
-/// must settle its pending writes first to keep a pipeline's order visible.
+/// Whether a command may run before the connection's earlier writes are durable: blind
+/// writes (`SET`, `MSET`), atomic updates (evaluated by the host's writer in order
+/// after them) and commands that touch no key. Everything else reads the store (`DEL`
+/// counts what it removed), so a frontend that defers durability must settle its
+/// pending writes first to keep a pipeline's order visible.
 pub fn runs_ahead_of_writes(name: &[u8]) -> bool {
-    ["set", "mset", "ping", "echo"]
-        .iter()
-        .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    [
+        "set",
+        "mset",
+        "ping",
+        "echo", // blind writes, no key
+        // Atomic updates: the writer evaluates them after the connection's earlier
+        // writes, and their replies are made from their outcomes.
+        "setnx",
+        "setex",
+        "psetex",
+        "getset",
+        "getdel",
+        "getex",
+        "incr",
+        "decr",
+        "incrby",
+        "decrby",
+        "incrbyfloat",
+        "append",
+        "expire",
+        "pexpire",
+        "expireat",
+        "pexpireat",
+        "persist",
+    ]
+    .iter()
+    .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// The error for a command kvs does not run: Redis's arity error or why not, for a

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::reply::Protocol;
 
+mod atomic;
 mod keys;
 mod server;
 mod table;
@@ -16,6 +17,10 @@ mod table;
 #[derive(Default)]
 struct Memory {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Deadlines of the keys that have one (ms since the Unix epoch).
+    deadlines: BTreeMap<Vec<u8>, u64>,
+    /// The clock, as `clock_ms` answers and updates are evaluated at.
+    now: u64,
     refused: Vec<&'static [u8]>,
     require_auth: bool,
     no_stats: bool,
@@ -47,13 +52,15 @@ impl Backend for Memory {
                 message: "the store is unavailable".into(),
             });
         }
-        Ok(self.map.get(key).cloned())
+        let expired = self.deadlines.get(key).is_some_and(|&d| d <= self.now);
+        Ok(self.map.get(key).filter(|_| !expired).cloned())
     }
     fn put(&mut self, _: &Session, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.calls
             .push(format!("put {}", String::from_utf8_lossy(key)));
         self.refuse(key)?;
         self.map.insert(key.to_vec(), value.to_vec());
+        self.deadlines.remove(key);
         Ok(())
     }
     fn delete(&mut self, _: &Session, key: &[u8]) -> Result<(), StoreError> {
@@ -61,10 +68,75 @@ impl Backend for Memory {
             .push(format!("delete {}", String::from_utf8_lossy(key)));
         self.refuse(key)?;
         self.map.remove(key);
+        self.deadlines.remove(key);
         Ok(())
     }
     fn check_write(&mut self, _: &Session, key: &[u8], _: Option<&[u8]>) -> Result<(), StoreError> {
         self.refuse(key)
+    }
+    fn update(
+        &mut self,
+        session: &Session,
+        update: kvs_plugin_api::Update,
+        render: Render,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        use kvs_plugin_api::update::{Current, Effect, evaluate};
+        self.calls
+            .push(format!("update {}", String::from_utf8_lossy(&update.key)));
+        self.refuse(&update.key)?;
+        let key = update.key.clone();
+        let deadline = self.deadlines.get(&key).copied();
+        let current = self
+            .map
+            .get(&key)
+            .filter(|_| deadline.is_none_or(|d| d > self.now))
+            .map(|v| Current {
+                value: v.clone(),
+                revision: 1,
+                deadline,
+            });
+        match evaluate(&update, current.as_ref(), self.now, 1 << 20) {
+            Err(refused) => {
+                Reply::new(out, session.protocol).error(&format!("ERR {}", refused.message));
+            }
+            Ok((effect, outcome)) => {
+                match effect {
+                    Effect::Nothing => {}
+                    Effect::Delete => {
+                        self.map.remove(&key);
+                        self.deadlines.remove(&key);
+                    }
+                    Effect::Put { value, deadline } => {
+                        self.map.insert(key.clone(), value);
+                        match deadline {
+                            Some(d) => self.deadlines.insert(key, d),
+                            None => self.deadlines.remove(&key),
+                        };
+                    }
+                }
+                render(&outcome, &mut Reply::new(out, session.protocol));
+            }
+        }
+        Ok(())
+    }
+    fn get_entry(
+        &mut self,
+        _: &Session,
+        key: &[u8],
+    ) -> Result<Option<kvs_plugin_api::update::Entry>, StoreError> {
+        let expires_at = self.deadlines.get(key).copied();
+        if expires_at.is_some_and(|d| d <= self.now) {
+            return Ok(None);
+        }
+        Ok(self.map.get(key).map(|v| kvs_plugin_api::update::Entry {
+            value: v.clone(),
+            revision: 1,
+            expires_at,
+        }))
+    }
+    fn clock_ms(&self) -> u64 {
+        self.now
     }
     fn info(&self) -> ServerInfo {
         ServerInfo {

@@ -1,4 +1,4 @@
-//! GET, SET, MGET, MSET, DEL, EXISTS, STRLEN and the size checks.
+//! GET, plain SET, MGET, MSET, DEL, EXISTS, STRLEN and the size checks.
 
 use super::*;
 
@@ -16,23 +16,6 @@ fn get_and_set() {
     assert_eq!(c.session.commands, 5);
     // RESP3's null is its own type.
     assert_eq!(Conn::new().resp3().run("GET missing"), "_\r\n");
-}
-
-#[test]
-fn set_options_are_refused_and_write_nothing() {
-    let mut c = Conn::new();
-    assert_eq!(
-        c.run("SET k v nx"),
-        "-ERR SET with NX is not supported by kvs: its store has no atomic compare-and-set \
-         and keys do not expire; use SET key value\r\n"
-    );
-    assert_eq!(
-        c.run("SET k v EX 10"),
-        "-ERR SET with EX is not supported by kvs: its store has no atomic compare-and-set \
-         and keys do not expire; use SET key value\r\n"
-    );
-    assert_eq!(c.value("k"), None);
-    assert!(c.backend.calls.is_empty(), "{:?}", c.backend.calls);
 }
 
 #[test]

@@ -1,0 +1,339 @@
+//! The commands that are atomic updates (plugin-api 1.4): `SET` with options, `SETNX`,
+//! `SETEX`, `PSETEX`, `GETSET`, `GETDEL`, `GETEX`, the `INCR`/`DECR` family, `APPEND`,
+//! the `EXPIRE` family and `PERSIST`; and the reads of a key's deadline, `TTL`, `PTTL`,
+//! `EXPIRETIME`, `PEXPIRETIME`.
+//!
+//! Each parses its arguments into one [`Update`], which the host's writer evaluates in
+//! log order, and names how its reply is made from the [`Outcome`] ([`Render`]): the
+//! backend appends that reply once the outcome is known, so a pipeline of `INCR`s is
+//! queued whole and shares one fsync. Errors are Redis's own lines.
+
+use kvs_plugin_api::{Change, Condition, Expiry, Outcome, Update};
+
+use super::{Backend, Session, store};
+use crate::reply::Reply;
+
+/// How a command's reply is made from its update's outcome.
+pub type Render = fn(&Outcome, &mut Reply<'_>);
+
+const SYNTAX: &str = "ERR syntax error";
+const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+
+fn reply_ok_or_nil(o: &Outcome, r: &mut Reply<'_>) {
+    if o.applied {
+        r.simple("OK");
+    } else {
+        r.null();
+    }
+}
+
+fn reply_ok(_: &Outcome, r: &mut Reply<'_>) {
+    r.simple("OK");
+}
+
+fn reply_previous(o: &Outcome, r: &mut Reply<'_>) {
+    r.optional(o.previous.as_deref());
+}
+
+fn reply_applied(o: &Outcome, r: &mut Reply<'_>) {
+    r.integer(o.applied as i64);
+}
+
+fn reply_integer_value(o: &Outcome, r: &mut Reply<'_>) {
+    let n = o
+        .value
+        .as_deref()
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0);
+    r.integer(n);
+}
+
+fn reply_value(o: &Outcome, r: &mut Reply<'_>) {
+    r.optional(o.value.as_deref());
+}
+
+fn reply_length(o: &Outcome, r: &mut Reply<'_>) {
+    r.integer(o.length as i64);
+}
+
+/// An integer argument as Redis reads one.
+fn integer(arg: &[u8]) -> Result<i64, String> {
+    let text = std::str::from_utf8(arg).map_err(|_| NOT_INTEGER.to_string())?;
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+    {
+        return Err(NOT_INTEGER.into());
+    }
+    text.parse().map_err(|_| NOT_INTEGER.to_string())
+}
+
+/// A time argument of `command` in `unit_ms` milliseconds, as a deadline: relative
+/// (`EX`, `PX`) or absolute (`EXAT`, `PXAT`). Non-positive or overflowing: Redis's
+/// "invalid expire time".
+fn deadline(arg: &[u8], unit_ms: i64, absolute: bool, command: &str) -> Result<Expiry, String> {
+    let n = integer(arg)?;
+    let invalid = || format!("ERR invalid expire time in '{command}' command");
+    if n <= 0 {
+        return Err(invalid());
+    }
+    let ms = n.checked_mul(unit_ms).ok_or_else(invalid)? as u64;
+    Ok(if absolute {
+        Expiry::At(ms)
+    } else {
+        Expiry::After(ms)
+    })
+}
+
+/// Queues `update`, whose reply `render` makes.
+fn run(
+    update: Update,
+    render: Render,
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    backend.update(session, update, render, out).map_err(store)
+}
+
+/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
+pub(super) fn set(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let mut condition = Condition::Always;
+    let mut expiry = Expiry::Clear;
+    let (mut get, mut has_expiry, mut keep_ttl) = (false, false, false);
+    let mut at = 3;
+    while at < args.len() {
+        let option = args[at].to_ascii_uppercase();
+        let value = args.get(at + 1);
+        match option.as_slice() {
+            b"NX" if condition == Condition::Always => condition = Condition::Absent,
+            b"XX" if condition == Condition::Always => condition = Condition::Present,
+            b"GET" if !get => get = true,
+            b"KEEPTTL" if !has_expiry && !keep_ttl => {
+                keep_ttl = true;
+                expiry = Expiry::Keep;
+            }
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !has_expiry && !keep_ttl => {
+                let Some(value) = value else {
+                    return Err(SYNTAX.into());
+                };
+                let unit = if option.starts_with(b"E") { 1000 } else { 1 };
+                expiry = deadline(value, unit, option.ends_with(b"AT"), "set")?;
+                has_expiry = true;
+                at += 1;
+            }
+            _ => return Err(SYNTAX.into()),
+        }
+        at += 1;
+    }
+    if args.len() == 3 {
+        // No options: a plain put, as before 1.4 (any deadline is cleared).
+        backend.put(session, args[1], args[2]).map_err(store)?;
+        Reply::new(out, session.protocol).simple("OK");
+        return Ok(());
+    }
+    let mut update = Update::new(args[1], Change::Put(args[2].to_vec()))
+        .when(condition)
+        .expiring(expiry);
+    update.return_previous = get;
+    let render: Render = if get { reply_previous } else { reply_ok_or_nil };
+    run(update, render, session, backend, out)
+}
+
+/// `SETNX key value`: 1 if set, 0 if the key existed.
+pub(super) fn setnx(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let update = Update::new(args[1], Change::Put(args[2].to_vec()))
+        .when(Condition::Absent)
+        .expiring(Expiry::Clear);
+    run(update, reply_applied, session, backend, out)
+}
+
+/// `SETEX key seconds value` and `PSETEX key milliseconds value`.
+pub(super) fn setex(
+    args: &[&[u8]],
+    unit_ms: i64,
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let command = if unit_ms == 1 { "psetex" } else { "setex" };
+    let expiry = deadline(args[2], unit_ms, false, command)?;
+    let update = Update::new(args[1], Change::Put(args[3].to_vec())).expiring(expiry);
+    run(update, reply_ok, session, backend, out)
+}
+
+/// `GETSET key value`: the old value; the key loses any deadline.
+pub(super) fn getset(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let update = Update::new(args[1], Change::Put(args[2].to_vec()))
+        .expiring(Expiry::Clear)
+        .returning_previous();
+    run(update, reply_previous, session, backend, out)
+}
+
+/// `GETDEL key`: the value, and the key removed.
+pub(super) fn getdel(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let update = Update::new(args[1], Change::Delete).returning_previous();
+    run(update, reply_previous, session, backend, out)
+}
+
+/// `GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]`: the value, with its deadline changed.
+pub(super) fn getex(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let expiry = match args.get(2).map(|o| o.to_ascii_uppercase()).as_deref() {
+        None => Expiry::Keep,
+        Some(b"PERSIST") if args.len() == 3 => Expiry::Clear,
+        Some(option @ (b"EX" | b"PX" | b"EXAT" | b"PXAT")) if args.len() == 4 => {
+            let unit = if option.starts_with(b"E") { 1000 } else { 1 };
+            deadline(args[3], unit, option.ends_with(b"AT"), "getex")?
+        }
+        Some(_) => return Err(SYNTAX.into()),
+    };
+    let update = Update::new(args[1], Change::Keep)
+        .expiring(expiry)
+        .returning_previous();
+    run(update, reply_previous, session, backend, out)
+}
+
+/// `INCR`, `DECR`, `INCRBY`, `DECRBY`: the new value.
+pub(super) fn incr(
+    name: &str,
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let by = match name {
+        "incr" => 1,
+        "decr" => -1,
+        "incrby" => integer(args[2])?,
+        _ => integer(args[2])?
+            .checked_neg()
+            .ok_or_else(|| "ERR decrement would overflow".to_string())?,
+    };
+    let update = Update::new(args[1], Change::Increment(by));
+    run(update, reply_integer_value, session, backend, out)
+}
+
+/// `INCRBYFLOAT key increment`: the new value, as stored.
+pub(super) fn incrbyfloat(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let by = std::str::from_utf8(args[2])
+        .ok()
+        .filter(|t| !t.is_empty() && t.trim() == *t)
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| "ERR value is not a valid float".to_string())?;
+    let update = Update::new(args[1], Change::IncrementFloat(by));
+    run(update, reply_value, session, backend, out)
+}
+
+/// `APPEND key value`: the new length.
+pub(super) fn append(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let update = Update::new(args[1], Change::Append(args[2].to_vec()));
+    run(update, reply_length, session, backend, out)
+}
+
+/// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`: 1 if the key exists (and now expires
+/// then), 0 if not. A time not in the future removes the key, as in Redis.
+pub(super) fn expire(
+    name: &str,
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    if let Some(option) = args.get(3) {
+        return Err(format!(
+            "ERR {} with {} is not supported by kvs; use it without options",
+            name.to_ascii_uppercase(),
+            String::from_utf8_lossy(option).to_ascii_uppercase()
+        ));
+    }
+    let n = integer(args[2])?;
+    let unit: i64 = if name.starts_with('p') { 1 } else { 1000 };
+    let invalid = || format!("ERR invalid expire time in '{name}' command");
+    let ms = n.checked_mul(unit).ok_or_else(invalid)?;
+    let expiry = match (name.ends_with("at"), ms) {
+        // At or before now: the key goes (`At(0)` is long past).
+        (_, ms) if ms <= 0 => Expiry::At(0),
+        (true, ms) => Expiry::At(ms as u64),
+        (false, ms) => Expiry::After(ms as u64),
+    };
+    let update = Update::new(args[1], Change::Keep).expiring(expiry);
+    run(update, reply_applied, session, backend, out)
+}
+
+/// `PERSIST key`: 1 if a deadline was removed, 0 if the key has none or is absent.
+pub(super) fn persist(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let update = Update::new(args[1], Change::Keep).expiring(Expiry::Clear);
+    run(update, reply_applied, session, backend, out)
+}
+
+/// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME`: -2 for an absent key, -1 for one without
+/// a deadline, else the time left (rounded as Redis rounds it) or the deadline.
+pub(super) fn ttl(
+    name: &str,
+    key: &[u8],
+    now_ms: u64,
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let entry = backend.get_entry(session, key).map_err(store)?;
+    let n = match entry {
+        None => -2,
+        Some(e) => match e.expires_at {
+            None => -1,
+            Some(at) => {
+                let left = at.saturating_sub(now_ms) as i64;
+                match name {
+                    "ttl" => (left + 500) / 1000,
+                    "pttl" => left,
+                    "expiretime" => (at / 1000) as i64,
+                    _ => at as i64,
+                }
+            }
+        },
+    };
+    Reply::new(out, session.protocol).integer(n);
+    Ok(())
+}

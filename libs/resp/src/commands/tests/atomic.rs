@@ -1,0 +1,150 @@
+//! The atomic updates and TTL reads: their replies and errors as Redis gives them, over
+//! a backend that evaluates updates with the contract's own rule.
+
+use super::*;
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn conn() -> Conn {
+    Conn::with(Memory {
+        now: NOW,
+        ..Memory::default()
+    })
+}
+
+#[test]
+fn set_with_conditions_and_get() {
+    let mut c = conn();
+    assert_eq!(c.run("SET k v1 NX"), "+OK\r\n");
+    assert_eq!(c.run("SET k v2 NX"), "$-1\r\n");
+    assert_eq!(c.run("SET k v3 XX"), "+OK\r\n");
+    assert_eq!(c.run("SET other v XX"), "$-1\r\n");
+    assert_eq!(c.run("SET k v4 GET"), "$2\r\nv3\r\n");
+    assert_eq!(c.run("SET fresh v NX GET"), "$-1\r\n");
+    assert_eq!(c.value("fresh"), Some(&b"v"[..]));
+    assert_eq!(conn().resp3().run("SET k v XX"), "_\r\n");
+    for bad in [
+        "SET k v NX XX",
+        "SET k v EX",
+        "SET k v EX 10 PX 10",
+        "SET k v KEEPTTL EX 1",
+        "SET k v BOGUS",
+    ] {
+        assert_eq!(c.run(bad), "-ERR syntax error\r\n", "{bad}");
+    }
+    assert_eq!(
+        c.run("SET k v EX 0"),
+        "-ERR invalid expire time in 'set' command\r\n"
+    );
+    assert_eq!(
+        c.run("SET k v PX x"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(c.value("k"), Some(&b"v4"[..]), "refused SETs wrote nothing");
+}
+
+#[test]
+fn deadlines_and_ttls() {
+    let mut c = conn();
+    assert_eq!(c.run("TTL k"), ":-2\r\n");
+    assert_eq!(c.run("SET k v PX 1500"), "+OK\r\n");
+    assert_eq!(c.run("PTTL k"), ":1500\r\n");
+    assert_eq!(c.run("TTL k"), ":2\r\n", "rounded as Redis rounds");
+    assert_eq!(c.run("PEXPIRETIME k"), format!(":{}\r\n", NOW + 1500));
+    assert_eq!(c.run("SET k v2 KEEPTTL"), "+OK\r\n");
+    assert_eq!(c.run("PTTL k"), ":1500\r\n");
+    assert_eq!(c.run("PERSIST k"), ":1\r\n");
+    assert_eq!(c.run("PERSIST k"), ":0\r\n");
+    assert_eq!(c.run("TTL k"), ":-1\r\n");
+    assert_eq!(c.run("EXPIRE k 10"), ":1\r\n");
+    assert_eq!(c.run("TTL k"), ":10\r\n");
+    assert_eq!(c.run("EXPIRE missing 10"), ":0\r\n");
+    assert_eq!(c.run(&format!("PEXPIREAT k {}", NOW + 20)), ":1\r\n");
+    assert_eq!(c.run("PTTL k"), ":20\r\n");
+    assert_eq!(c.run("SET k v3"), "+OK\r\n");
+    assert_eq!(c.run("TTL k"), ":-1\r\n", "a plain SET clears the deadline");
+    assert_eq!(c.run("SETEX s 5 v"), "+OK\r\n");
+    assert_eq!(c.run("PSETEX p 5 v"), "+OK\r\n");
+    assert_eq!(c.run("PTTL s"), ":5000\r\n");
+    assert_eq!(c.run("PTTL p"), ":5\r\n");
+    assert_eq!(
+        c.run("SETEX s -1 v"),
+        "-ERR invalid expire time in 'setex' command\r\n"
+    );
+    assert_eq!(c.run("GETEX s PERSIST"), "$1\r\nv\r\n");
+    assert_eq!(c.run("TTL s"), ":-1\r\n");
+    assert_eq!(c.run("GETEX s EX 7"), "$1\r\nv\r\n");
+    assert_eq!(c.run("TTL s"), ":7\r\n");
+    assert_eq!(c.run("GETEX missing EX 7"), "$-1\r\n");
+    assert_eq!(c.run("GETEX s EX"), "-ERR syntax error\r\n");
+    // A time not in the future removes the key.
+    assert_eq!(c.run("EXPIRE s 0"), ":1\r\n");
+    assert_eq!(c.run("GET s"), "$-1\r\n");
+    assert_eq!(c.run("EXISTS s"), ":0\r\n");
+    // Past its deadline a key is gone for every read.
+    c.backend.now = NOW + 10_000;
+    assert_eq!(c.run("GET p"), "$-1\r\n");
+    assert_eq!(c.run("TTL p"), ":-2\r\n");
+    assert_eq!(
+        c.run("EXPIRE k 10 NX"),
+        "-ERR EXPIRE with NX is not supported by kvs; use it without options\r\n"
+    );
+}
+
+#[test]
+fn counters_and_appends() {
+    let mut c = conn();
+    assert_eq!(c.run("INCR n"), ":1\r\n");
+    assert_eq!(c.run("INCRBY n 41"), ":42\r\n");
+    assert_eq!(c.run("DECR n"), ":41\r\n");
+    assert_eq!(c.run("DECRBY n 50"), ":-9\r\n");
+    assert_eq!(
+        c.run("INCRBY n x"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        c.run("DECRBY n -9223372036854775808"),
+        "-ERR decrement would overflow\r\n"
+    );
+    c.set("s", "abc");
+    assert_eq!(
+        c.run("INCR s"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    c.set("big", "9223372036854775807");
+    assert_eq!(
+        c.run("INCR big"),
+        "-ERR increment or decrement would overflow\r\n"
+    );
+    assert_eq!(c.run("INCRBYFLOAT f 10.5"), "$4\r\n10.5\r\n");
+    assert_eq!(c.run("INCRBYFLOAT f 0.1"), "$4\r\n10.6\r\n");
+    assert_eq!(
+        c.run("INCRBYFLOAT f x"),
+        "-ERR value is not a valid float\r\n"
+    );
+    assert_eq!(
+        c.run("INCRBYFLOAT s 1"),
+        "-ERR value is not a valid float\r\n"
+    );
+    assert_eq!(c.run("APPEND s def"), ":6\r\n");
+    assert_eq!(c.run("APPEND new x"), ":1\r\n");
+    assert_eq!(c.run("GETSET s v"), "$6\r\nabcdef\r\n");
+    assert_eq!(c.run("GETDEL s"), "$1\r\nv\r\n");
+    assert_eq!(c.run("GETDEL s"), "$-1\r\n");
+    assert_eq!(c.run("SETNX s 1"), ":1\r\n");
+    assert_eq!(c.run("SETNX s 2"), ":0\r\n");
+    // INCR keeps a deadline; GETSET drops it.
+    assert_eq!(c.run("SET t 1 EX 100"), "+OK\r\n");
+    assert_eq!(c.run("INCR t"), ":2\r\n");
+    assert_eq!(c.run("TTL t"), ":100\r\n");
+    assert_eq!(c.run("GETSET t 5"), "$1\r\n2\r\n");
+    assert_eq!(c.run("TTL t"), ":-1\r\n");
+    // A refused key is refused before anything is evaluated.
+    c.backend.refused = vec![b"ro"];
+    assert_eq!(c.run("INCR ro"), "-NOPERM no role grants a write of ro\r\n");
+    assert_eq!(
+        c.run("MSETNX a 1 b 2"),
+        "-ERR 'msetnx' is not supported by kvs: kvs's atomic operations act on one key; \
+         use SET key value NX per key\r\n"
+    );
+}
