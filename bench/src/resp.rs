@@ -137,7 +137,9 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
             let kvs = match c {
                 0 => None,
                 1 => Some(start_kvs(plugins, "resp", "worker_threads = 2")?),
-                _ => Some(start_kvs(plugins, "wasm-resp", "")?),
+                // An instance per connection: 32 of 16 MB fit the default 1024 MB budget
+                // (the default 64 MB each would refuse connections past the 16th).
+                _ => Some(start_kvs(plugins, "wasm-resp", "memory_max_mb = 16")?),
             };
             let (port, pid) = match &kvs {
                 None => (redis.port(), redis.pid()),

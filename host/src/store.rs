@@ -299,19 +299,35 @@ impl Store {
         if let Err(e) = checked {
             return done.complete(Err(e));
         }
-        let features = self.features.get().cloned().unwrap_or_default();
+        let Some(features) = self.features.get() else {
+            // Set before kvs serves: until then, as every write, "starting".
+            return done.complete(Err(PluginError::unavailable(
+                "kvs is not serving writes (starting up or shut down); retry later",
+            )));
+        };
         if !features.atomic {
             return done.complete(Err(PluginError::unavailable(
                 "atomic operations (conditions, counters, expiry) are not available over a \
                  shared log yet; use plain puts and deletes",
             )));
         }
+        let now = crate::map::now_ms();
         if let Expiry::After(ms) = update.expiry {
             // Deadlines are stored as wall-clock times, so they mean the same after a
             // restart and on every node.
-            update.expiry = Expiry::At(crate::map::now_ms().saturating_add(ms));
+            update.expiry = Expiry::At(now.saturating_add(ms));
         }
-        if matches!(update.expiry, Expiry::At(_)) && !features.expiry {
+        if let Expiry::At(at) = update.expiry
+            && at > i64::MAX as u64
+        {
+            // Redis's bound too: a deadline must fit a signed 64-bit count of ms.
+            return done.complete(Err(PluginError::invalid_input(
+                "invalid expire time: the deadline is past the end of time (2^63 ms)",
+            )));
+        }
+        // A deadline already past only removes the key: any logger can log that.
+        let stores_a_deadline = matches!(update.expiry, Expiry::At(at) if at > now);
+        if stores_a_deadline && !features.expiry {
             return done.complete(Err(PluginError::invalid_input(format!(
                 "the logger `{}` cannot store expiry deadlines (it does not declare \
                  `log:expiry`: built against plugin-api 1.3 or older, or it has no place \

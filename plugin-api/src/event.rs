@@ -23,8 +23,11 @@ impl EventKind {
     /// of milliseconds since the Unix epoch, then the value. Past the deadline the key
     /// is gone; the host logs a DELETE once it removes it. Sent only to loggers that
     /// declare [`LOG_EXPIRY`](crate::capability::LOG_EXPIRY); a logger stores it as it
-    /// stores a PUT and replays it unchanged (it may drop one whose deadline has passed
-    /// when it compacts).
+    /// stores a PUT and replays it unchanged, also when its deadline has passed (the
+    /// host hides it). Like a superseded record, one whose deadline has passed may be
+    /// dropped when the logger compacts — but, as for every record, never the log's
+    /// newest: the host numbers its next write after the highest sequence it replays,
+    /// and keys' revisions (clients' ETags) are those numbers.
     pub const PUT_UNTIL: EventKind = EventKind(3);
 }
 

@@ -35,7 +35,11 @@ pub trait TransactionLogger: Send + 'static {
     /// Feeds every logged event to `sink` in sequence order, in chunks of any size.
     ///
     /// Called once, before the first `append`. If `sink` returns an error, stop and
-    /// return it.
+    /// return it. A logger that compacts may leave out superseded events (a key's
+    /// earlier puts, deletes of keys put no more), but must still replay its newest
+    /// event: the host numbers its next write after the highest sequence replayed, and
+    /// keys' revisions (clients' entity tags, 1.4) are those numbers, so they must
+    /// never be handed out twice.
     fn replay(
         &mut self,
         sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,

@@ -40,7 +40,8 @@ pub enum Condition {
     Absent,
     /// Only if the key is present (`SET XX`).
     Present,
-    /// Only if the key's revision is this one (`If-Match`); 0 means "absent".
+    /// Only if the key's revision is this one (`If-Match`); 0 means "absent" (no
+    /// present key has revision 0).
     Revision(u64),
     /// Only if the key holds exactly this value (compare-and-set by value).
     Value(Vec<u8>),
@@ -198,14 +199,18 @@ impl Update {
     }
 }
 
-/// What an [`Update`] did.
+/// What an [`Update`] did. When nothing was written (`applied` false, or a change that
+/// changed nothing), `revision`, `expires_at` and `length` describe the key as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Whether the condition held and the change was made. False for a failed condition,
-    /// and for [`Change::Keep`] on an absent key.
+    /// Whether the condition held and the change was made. False for a failed condition;
+    /// for [`Change::Delete`] or [`Change::Keep`] on an absent key; and for `Keep` with
+    /// [`Expiry::Clear`] on a key without a deadline (`PERSIST`'s 0). True for a
+    /// deadline already past on a present key (it was removed).
     pub applied: bool,
     /// The key's revision afterwards: the log position of the write that last changed
-    /// it; 0 if the key is absent.
+    /// it (any write: a new deadline is a new revision); 0 means absent — no present key
+    /// has revision 0.
     pub revision: u64,
     /// The key's deadline afterwards, in milliseconds since the Unix epoch, if it has one.
     pub expires_at: Option<u64>,

@@ -73,7 +73,11 @@ pub fn start(log: &Path, covered: u64) -> std::io::Result<Compaction> {
     Ok(Compaction { done, thread })
 }
 
-fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>, String> {
+pub(crate) fn rewrite(
+    source: &File,
+    temp: &Path,
+    covered: u64,
+) -> Result<Option<Rewritten>, String> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     // Pass 1: the last record of every key, as (offset, total length, is a PUT).
     let mut last: HashMap<Vec<u8>, (u64, usize, bool)> = HashMap::new();
@@ -84,6 +88,7 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>
     let mut offset = HEADER_LEN;
     let mut body = Vec::new();
     let mut records = 0u64;
+    let mut newest: Option<(u64, usize)> = None;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -115,6 +120,7 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>
             }
         }
         records += 1;
+        newest = Some((offset, total));
         offset += total as u64;
     }
     // Pass 2: copy live PUTs in log order (so sequence numbers keep increasing).
@@ -123,6 +129,14 @@ fn rewrite(source: &File, temp: &Path, covered: u64) -> Result<Option<Rewritten>
         .filter(|&(_, _, is_put)| is_put)
         .map(|(at, total, _)| (at, total))
         .collect();
+    // And the newest record, whatever it is: the host numbers its next write after the
+    // highest sequence it replays, and a key's revision is that number, so dropping a
+    // trailing DELETE would hand an old revision (an ETag a client may hold) out again.
+    if let Some(newest) = newest
+        && !live.contains(&newest)
+    {
+        live.push(newest);
+    }
     // Rewriting a log that is nearly all live would cost a full copy to save little.
     if (records - live.len() as u64) * 10 < records {
         return Ok(None);

@@ -405,3 +405,52 @@ fn a_log_whose_creation_was_cut_short_is_started_afresh() {
         .expect("opened a damaged log");
     assert!(err.message().contains("not a kvs log file"), "{err:?}");
 }
+
+#[test]
+fn compaction_keeps_the_newest_record_and_drops_expired_puts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    replay_all(&mut logger).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let until = |deadline: u64| [deadline.to_le_bytes().as_slice(), b"v"].concat();
+    let (past, future) = (until(now - 1000), until(now + 3_600_000));
+    for seq in 1..=20 {
+        logger.append(&[Event::put(seq, b"a", b"v")]).unwrap();
+    }
+    fn expiring<'a>(seq: u64, key: &'a [u8], value: &'a [u8]) -> Event<'a> {
+        Event {
+            kind: EventKind::PUT_UNTIL,
+            ..Event::put(seq, key, value)
+        }
+    }
+    logger.append(&[expiring(21, b"gone", &past)]).unwrap();
+    logger.append(&[expiring(22, b"lease", &future)]).unwrap();
+    logger.append(&[Event::delete(23, b"a")]).unwrap();
+    logger.close().unwrap();
+    let source = std::fs::File::open(&path).unwrap();
+    let covered = source.metadata().unwrap().len();
+    let temp = super::compact::temp_path(&path);
+    let rewritten = super::compact::rewrite(&source, &temp, covered)
+        .unwrap()
+        .expect("most records are superseded");
+    drop(rewritten);
+    std::fs::rename(&temp, &path).unwrap();
+    let mut again = FileLogger::open(config(&path)).unwrap();
+    let kept: Vec<(u64, EventKind, Vec<u8>)> = replay_all(&mut again)
+        .unwrap()
+        .into_iter()
+        .map(|(s, k, key, _)| (s, k, key))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (22, EventKind::PUT_UNTIL, b"lease".to_vec()),
+            (23, EventKind::DELETE, b"a".to_vec()),
+        ],
+        "the live put, and the newest record so its sequence number is not reused"
+    );
+}

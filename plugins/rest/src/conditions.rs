@@ -27,10 +27,13 @@ pub fn etag(revision: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{revision}\"")).expect("digits and quotes")
 }
 
-/// The revision an entity tag names: `"42"`; a weak tag (`W/"42"`) never matches a
-/// write's strong comparison, so it names none.
+/// The revision an entity tag names: exactly as kvs writes them (`"42"`: digits, no
+/// leading zero, not 0, which no key has), since entity tags compare byte for byte; a
+/// weak tag (`W/"42"`) never matches a write's strong comparison, so it names none.
 fn revision_of(tag: &str) -> Option<u64> {
-    tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+    let digits = tag.strip_prefix('"')?.strip_suffix('"')?;
+    let revision: u64 = digits.parse().ok()?;
+    (revision != 0 && digits == revision.to_string()).then_some(revision)
 }
 
 /// Reads a write's conditional headers. `Ok(None)`: a plain write. `Err`: a header kvs
@@ -124,6 +127,13 @@ mod tests {
             }))
         };
         assert_eq!(read(&[("if-match", "\"7\"")]), only(Condition::Revision(7)));
+        for never in ["\"0\"", "\"007\"", "\"+7\"", "\"x\""] {
+            assert_eq!(
+                read(&[("if-match", never)]),
+                only(Condition::Revision(u64::MAX)),
+                "{never} is no tag kvs gave out"
+            );
+        }
         assert_eq!(read(&[("if-match", "*")]), only(Condition::Present));
         assert_eq!(read(&[("if-none-match", "*")]), only(Condition::Absent));
         assert_eq!(

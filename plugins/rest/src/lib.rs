@@ -44,8 +44,8 @@ use axum::{
     routing::{get, put},
 };
 use kvs_plugin_api::{
-    Change, Consistency, ErrorCode, Frontend, Outcome, PluginError, RequestContext, Store, Update,
-    export_plugin,
+    Change, Condition, Consistency, ErrorCode, Frontend, Outcome, PluginError, RequestContext,
+    Store, Update, export_plugin,
 };
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -399,8 +399,16 @@ async fn delete_key(
     match conditional {
         Err(why) => return error_response(StatusCode::BAD_REQUEST, &why),
         Ok(Some(conditional)) => {
+            let absent_asked = conditional.condition == Condition::Absent;
             let update = Update::new(key, Change::Delete).when(conditional.condition);
-            let outcome = state.store.update_with(&ctx, &update).await;
+            let outcome = state.store.update_with(&ctx, &update).await.map(|mut o| {
+                // `If-None-Match: *` holds for a missing key: the delete succeeds (there
+                // was nothing to remove), as a plain delete of a missing key does.
+                if absent_asked && o.revision == 0 {
+                    o.applied = true;
+                }
+                o
+            });
             return updated(outcome, StatusCode::OK, &ctx);
         }
         Ok(None) => {}

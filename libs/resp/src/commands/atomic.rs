@@ -56,34 +56,32 @@ fn reply_length(o: &Outcome, r: &mut Reply<'_>) {
     r.integer(o.length as i64);
 }
 
-/// An integer argument as Redis reads one.
+/// An integer argument as Redis reads one: no sign but `-`, no leading zero, not `-0`.
 fn integer(arg: &[u8]) -> Result<i64, String> {
-    let text = std::str::from_utf8(arg).map_err(|_| NOT_INTEGER.to_string())?;
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-    {
-        return Err(NOT_INTEGER.into());
-    }
-    text.parse().map_err(|_| NOT_INTEGER.to_string())
+    kvs_plugin_api::update::parse_integer(arg).ok_or_else(|| NOT_INTEGER.to_string())
 }
 
 /// A time argument of `command` in `unit_ms` milliseconds, as a deadline: relative
-/// (`EX`, `PX`) or absolute (`EXAT`, `PXAT`). Non-positive or overflowing: Redis's
-/// "invalid expire time".
-fn deadline(arg: &[u8], unit_ms: i64, absolute: bool, command: &str) -> Result<Expiry, String> {
+/// (`EX`, `PX`) or absolute (`EXAT`, `PXAT`). Non-positive, or past 2^63 ms once added
+/// to now: Redis's "invalid expire time".
+fn deadline(
+    arg: &[u8],
+    unit_ms: i64,
+    absolute: bool,
+    command: &str,
+    now_ms: u64,
+) -> Result<Expiry, String> {
     let n = integer(arg)?;
     let invalid = || format!("ERR invalid expire time in '{command}' command");
     if n <= 0 {
         return Err(invalid());
     }
-    let ms = n.checked_mul(unit_ms).ok_or_else(invalid)? as u64;
-    Ok(if absolute {
-        Expiry::At(ms)
-    } else {
-        Expiry::After(ms)
-    })
+    let ms = n.checked_mul(unit_ms).ok_or_else(invalid)?;
+    if absolute {
+        return Ok(Expiry::At(ms as u64));
+    }
+    ms.checked_add(now_ms as i64).ok_or_else(invalid)?;
+    Ok(Expiry::After(ms as u64))
 }
 
 /// Queues `update`, whose reply `render` makes.
@@ -104,28 +102,33 @@ pub(super) fn set(
     backend: &mut impl Backend,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    // As Redis 7.0 parses them: an option may repeat (the last time option wins), but
+    // NX and XX, or two different time options, or KEEPTTL and a time, conflict.
     let mut condition = Condition::Always;
     let mut expiry = Expiry::Clear;
-    let (mut get, mut has_expiry, mut keep_ttl) = (false, false, false);
+    let mut get = false;
+    let mut time_option: Option<Vec<u8>> = None; // EX, PX, EXAT, PXAT or KEEPTTL
+    let now = backend.clock_ms();
     let mut at = 3;
     while at < args.len() {
         let option = args[at].to_ascii_uppercase();
         let value = args.get(at + 1);
+        let time_ok = time_option.as_ref().is_none_or(|t| *t == option);
         match option.as_slice() {
-            b"NX" if condition == Condition::Always => condition = Condition::Absent,
-            b"XX" if condition == Condition::Always => condition = Condition::Present,
-            b"GET" if !get => get = true,
-            b"KEEPTTL" if !has_expiry && !keep_ttl => {
-                keep_ttl = true;
+            b"NX" if condition != Condition::Present => condition = Condition::Absent,
+            b"XX" if condition != Condition::Absent => condition = Condition::Present,
+            b"GET" => get = true,
+            b"KEEPTTL" if time_ok => {
+                time_option = Some(option);
                 expiry = Expiry::Keep;
             }
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !has_expiry && !keep_ttl => {
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if time_ok => {
                 let Some(value) = value else {
                     return Err(SYNTAX.into());
                 };
                 let unit = if option.starts_with(b"E") { 1000 } else { 1 };
-                expiry = deadline(value, unit, option.ends_with(b"AT"), "set")?;
-                has_expiry = true;
+                expiry = deadline(value, unit, option.ends_with(b"AT"), "set", now)?;
+                time_option = Some(option);
                 at += 1;
             }
             _ => return Err(SYNTAX.into()),
@@ -168,7 +171,7 @@ pub(super) fn setex(
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let command = if unit_ms == 1 { "psetex" } else { "setex" };
-    let expiry = deadline(args[2], unit_ms, false, command)?;
+    let expiry = deadline(args[2], unit_ms, false, command, backend.clock_ms())?;
     let update = Update::new(args[1], Change::Put(args[3].to_vec())).expiring(expiry);
     run(update, reply_ok, session, backend, out)
 }
@@ -209,7 +212,13 @@ pub(super) fn getex(
         Some(b"PERSIST") if args.len() == 3 => Expiry::Clear,
         Some(option @ (b"EX" | b"PX" | b"EXAT" | b"PXAT")) if args.len() == 4 => {
             let unit = if option.starts_with(b"E") { 1000 } else { 1 };
-            deadline(args[3], unit, option.ends_with(b"AT"), "getex")?
+            deadline(
+                args[3],
+                unit,
+                option.ends_with(b"AT"),
+                "getex",
+                backend.clock_ms(),
+            )?
         }
         Some(_) => return Err(SYNTAX.into()),
     };
@@ -287,7 +296,12 @@ pub(super) fn expire(
     let unit: i64 = if name.starts_with('p') { 1 } else { 1000 };
     let invalid = || format!("ERR invalid expire time in '{name}' command");
     let ms = n.checked_mul(unit).ok_or_else(invalid)?;
-    let expiry = match (name.ends_with("at"), ms) {
+    let absolute = name.ends_with("at");
+    if !absolute && ms > 0 {
+        ms.checked_add(backend.clock_ms() as i64)
+            .ok_or_else(invalid)?;
+    }
+    let expiry = match (absolute, ms) {
         // At or before now: the key goes (`At(0)` is long past).
         (_, ms) if ms <= 0 => Expiry::At(0),
         (true, ms) => Expiry::At(ms as u64),
@@ -324,12 +338,15 @@ pub(super) fn ttl(
         Some(e) => match e.expires_at {
             None => -1,
             Some(at) => {
-                let left = at.saturating_sub(now_ms) as i64;
+                // Deadlines are below 2^63 ms (the store refuses later ones); rounded
+                // to seconds as Redis rounds them.
+                let at = at.min(i64::MAX as u64) as i64;
+                let left = at.saturating_sub(now_ms as i64).max(0);
                 match name {
-                    "ttl" => (left + 500) / 1000,
+                    "ttl" => left.saturating_add(500) / 1000,
                     "pttl" => left,
-                    "expiretime" => (at / 1000) as i64,
-                    _ => at as i64,
+                    "expiretime" => at.saturating_add(500) / 1000,
+                    _ => at,
                 }
             }
         },

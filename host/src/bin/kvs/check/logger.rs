@@ -119,6 +119,41 @@ pub(super) fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>)
     );
     let mut all = odd;
     all.extend(many);
+    if plugin
+        .capabilities
+        .iter()
+        .any(|c| c == kvs_plugin_api::capability::LOG_EXPIRY)
+    {
+        // It promised to store deadlines: a put until a day from now, and one already
+        // past (a logger may drop that one only when it compacts, not on replay).
+        let day_ms = 86_400_000u64;
+        let now = kvs_host::map::now_ms();
+        let until = |deadline: u64, value: &[u8]| {
+            let mut bytes = deadline.to_le_bytes().to_vec();
+            bytes.extend_from_slice(value);
+            bytes
+        };
+        let expiring: Vec<Owned> = vec![
+            (
+                10_005,
+                EventKind::PUT_UNTIL,
+                b"lease".to_vec(),
+                until(now + day_ms, b"v"),
+            ),
+            (
+                10_006,
+                EventKind::PUT_UNTIL,
+                b"gone".to_vec(),
+                until(now - day_ms, b""),
+            ),
+        ];
+        check(
+            out,
+            "append: PUT_UNTIL events (it declares log:expiry)",
+            append(logger.as_mut(), &expiring),
+        );
+        all.extend(expiring);
+    }
     match replay_after_reopen(logger.as_mut(), open) {
         Ok(got) => {
             check(

@@ -41,6 +41,39 @@ fn set_with_conditions_and_get() {
         "-ERR value is not an integer or out of range\r\n"
     );
     assert_eq!(c.value("k"), Some(&b"v4"[..]), "refused SETs wrote nothing");
+    // Redis 7.0 lets an option repeat (the last time option wins).
+    assert_eq!(c.run("SET r v NX NX GET GET"), "$-1\r\n");
+    assert_eq!(c.run("SET r v EX 5 EX 7"), "+OK\r\n");
+    assert_eq!(c.run("TTL r"), ":7\r\n");
+    assert_eq!(c.run("SET r v EX 5 PX 7"), "-ERR syntax error\r\n");
+}
+
+#[test]
+fn times_past_the_end_of_time_are_refused_as_redis_does() {
+    let mut c = conn();
+    c.set("k", "v");
+    assert_eq!(
+        c.run("PEXPIRE k 9223372036854775807"),
+        "-ERR invalid expire time in 'pexpire' command\r\n"
+    );
+    assert_eq!(
+        c.run("SET k v PX 9223372036854775807"),
+        "-ERR invalid expire time in 'set' command\r\n"
+    );
+    assert_eq!(
+        c.run("EXPIRE k 9223372036854775807"),
+        "-ERR invalid expire time in 'expire' command\r\n"
+    );
+    assert_eq!(
+        c.run("INCRBY k -0"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    // EXPIRETIME rounds to the nearest second, as Redis does.
+    assert_eq!(c.run(&format!("PEXPIREAT k {}", NOW + 1_700)), ":1\r\n");
+    assert_eq!(
+        c.run("EXPIRETIME k"),
+        format!(":{}\r\n", (NOW + 1_700 + 500) / 1000)
+    );
 }
 
 #[test]
