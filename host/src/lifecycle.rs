@@ -143,20 +143,20 @@ impl<'a> Builder<'a> {
         let metrics = Metrics::new(self.admin.is_some());
         let plugins: PluginList = Default::default();
         // The logger opens first: a bad logger config fails before any port is bound.
-        let (logger, logger_name, stores_expiry) = match self.logger {
+        let (logger, logger_name, stores_expiry, conditional) = match self.logger {
             LoggerSource::Plugin(plugin, table) => {
-                let stores_expiry = plugin
-                    .capabilities
-                    .iter()
-                    .any(|c| c == kvs_plugin_api::capability::LOG_EXPIRY);
+                let declares =
+                    |capability: &str| plugin.capabilities.iter().any(|c| c == capability);
+                let stores_expiry = declares(kvs_plugin_api::capability::LOG_EXPIRY);
+                let conditional = declares(kvs_plugin_api::capability::LOG_CONDITIONAL);
                 let meter = (plugin.format == Format::Wasm).then(|| metrics.wasm(&plugin.name));
                 let logger = open_any(plugin, &table, meter)?;
                 let shown = status("logger", plugin, Vec::new());
                 plugins.write().unwrap().push(shown);
-                (logger, plugin.name.clone(), stores_expiry)
+                (logger, plugin.name.clone(), stores_expiry, conditional)
             }
             // The host's own loggers (tools, tests) take every event kind.
-            LoggerSource::Open(logger, name) => (Opened::Local(logger), name, true),
+            LoggerSource::Open(logger, name) => (Opened::Local(logger), name, true, false),
         };
         let shared = matches!(logger, Opened::Shared(_));
         let map = Arc::new(Map::default());
@@ -184,6 +184,7 @@ impl<'a> Builder<'a> {
             metrics: metrics.clone(),
             map: map.clone(),
             logger_name: &logger_name,
+            conditional,
         };
         let caught_up = match steps.run(&mut partial) {
             Ok(caught_up) => caught_up,
@@ -204,7 +205,7 @@ impl<'a> Builder<'a> {
         };
         store.set_write_features(WriteFeatures {
             expiry: stores_expiry && !shared,
-            atomic: !shared,
+            atomic: !shared || conditional,
             logger: logger_name.clone(),
         });
         let writer = match Writer::spawn(logger, map, (tx, rx), settings, metrics) {
@@ -259,6 +260,8 @@ struct Steps<'b, 'a> {
     metrics: Arc<Metrics>,
     map: Arc<Map>,
     logger_name: &'b str,
+    /// The shared log appends conditionally (`log:conditional`): atomic operations.
+    conditional: bool,
 }
 
 /// A log replayed (or a shared log caught up): where the writer goes on from.
@@ -322,17 +325,20 @@ impl Steps<'_, '_> {
         store: &Store,
     ) -> Result<(CaughtUp, Box<dyn Log>)> {
         let timeout = Duration::from_millis(self.cluster.timeout_ms);
-        let following = shared::follow(log, self.map.clone(), self.metrics.clone(), timeout)
-            .and_then(|following| {
-                let barrier = shared::read_barrier(
-                    following.log.clone(),
-                    following.delivered.clone(),
-                    timeout,
-                )?;
-                store.set_read_barrier(barrier, self.cluster.reads == Reads::Linearizable);
-                Ok(following)
-            })
-            .map_err(|e| anyhow!("cannot catch up with the {} log: {e}", self.logger_name))?;
+        let following = shared::follow(
+            log,
+            self.map.clone(),
+            self.metrics.clone(),
+            timeout,
+            self.conditional,
+        )
+        .and_then(|following| {
+            let barrier =
+                shared::read_barrier(following.log.clone(), following.delivered.clone(), timeout)?;
+            store.set_read_barrier(barrier, self.cluster.reads == Reads::Linearizable);
+            Ok(following)
+        })
+        .map_err(|e| anyhow!("cannot catch up with the {} log: {e}", self.logger_name))?;
         let replayed = writer::ReplayStats {
             events: following.events,
             last_sequence: following.delivered.through(),

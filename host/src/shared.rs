@@ -267,6 +267,7 @@ pub fn follow(
     map: Arc<Map>,
     metrics: Arc<Metrics>,
     timeout: Duration,
+    conditional: bool,
 ) -> Result<Following, PluginError> {
     let delivered = Delivered::new(map, metrics);
     let target = log.barrier()?;
@@ -275,11 +276,24 @@ pub fn follow(
     let events = delivered.state.lock().unwrap().events;
     let last_position = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let acknowledge = {
-        let (delivered, last_position) = (delivered.clone(), last_position.clone());
-        crate::writer::Acknowledge::Handoff(Box::new(move |dones| {
-            let position = last_position.load(std::sync::atomic::Ordering::Acquire);
-            delivered.complete_at(position, dones, timeout);
-        }))
+        let (hand, position) = (delivered.clone(), last_position.clone());
+        let hand_off = Box::new(move |dones| {
+            let position = position.load(std::sync::atomic::Ordering::Acquire);
+            hand.complete_at(position, dones, timeout);
+        });
+        // After a conditional append conflicted: everything the log holds now, applied.
+        let catch_up = conditional.then(|| {
+            let (log, delivered) = (log.clone(), delivered.clone());
+            Box::new(move || {
+                let target = log.barrier()?;
+                delivered.wait_through(target, timeout)
+            }) as Box<dyn FnMut() -> Result<(), PluginError> + Send>
+        });
+        crate::writer::Acknowledge::Handoff(crate::writer::Handoff {
+            hand_off,
+            last_position: last_position.clone(),
+            catch_up,
+        })
     };
     // Writes stuck waiting for delivery (the log stopped delivering) are answered
     // after `timeout`; the thread ends with the last holder of `delivered`.

@@ -53,7 +53,8 @@ pub struct Store {
 pub struct WriteFeatures {
     /// The logger stores deadlines (`log:expiry`).
     pub expiry: bool,
-    /// The writer evaluates atomic updates (not yet over a shared log).
+    /// The writer can make atomic updates: a local log, or a shared one that appends
+    /// conditionally (`log:conditional`).
     pub atomic: bool,
     /// The logger's name, for messages.
     pub logger: String,
@@ -306,10 +307,12 @@ impl Store {
             )));
         };
         if !features.atomic {
-            return done.complete(Err(PluginError::unavailable(
-                "atomic operations (conditions, counters, expiry) are not available over a \
-                 shared log yet; use plain puts and deletes",
-            )));
+            return done.complete(Err(PluginError::unavailable(format!(
+                "the shared log `{}` cannot append conditionally (it does not declare \
+                 `log:conditional`), so kvs cannot make atomic operations (conditions, \
+                 counters, expiry) over it; use plain puts and deletes",
+                features.logger
+            ))));
         }
         let now = crate::map::now_ms();
         if let Expiry::After(ms) = update.expiry {

@@ -46,8 +46,25 @@ pub enum Acknowledge {
     Apply,
     /// Hand its writes' completions over (a shared log, whose delivery applies the batch
     /// and completes them once it has come back: `shared`).
-    Handoff(Box<dyn FnMut(Vec<Completion>) + Send>),
+    Handoff(Handoff),
 }
+
+/// The writer's side of a shared log (`shared::follow`).
+pub struct Handoff {
+    /// Gives a logged batch's completions to delivery, to complete once it has applied
+    /// the batch.
+    pub hand_off: Box<dyn FnMut(Vec<Completion>) + Send>,
+    /// The position the last append reached.
+    pub last_position: Arc<std::sync::atomic::AtomicU64>,
+    /// Waits until delivery has applied everything the log held when called (a quorum
+    /// barrier), so an update whose conditional append conflicted is evaluated again on
+    /// current state. `None`: the log cannot append conditionally (no updates).
+    pub catch_up: Option<Box<dyn FnMut() -> Result<(), PluginError> + Send>>,
+}
+
+/// How often an update over a shared log is evaluated again after its conditional
+/// append found the key moved, before it fails as contended.
+const SHARED_UPDATE_ATTEMPTS: usize = 64;
 
 /// How a writer runs.
 pub struct WriterSettings {
@@ -321,20 +338,147 @@ impl WriterLoop {
     }
 
     fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
-        let first = self.next_sequence;
-        let mut resolved = self.resolve(batch, first);
-        if matches!(self.acknowledge, Acknowledge::Handoff(_)) {
-            // Delivery applies a shared log's writes; it cannot evaluate updates yet.
-            for (req, r) in batch.iter().zip(resolved.iter_mut()) {
-                if matches!(req.op, WriteOp::Update(_) | WriteOp::Expire(..)) {
-                    r.logged = Logged::Nothing;
-                    r.outcome = Err(PluginError::unavailable(
-                        "atomic operations (conditions, counters, expiry) are not available \
-                         over a shared log yet",
-                    ));
+        if matches!(self.acknowledge, Acknowledge::Handoff(_))
+            && batch
+                .iter()
+                .any(|r| matches!(r.op, WriteOp::Update(_) | WriteOp::Expire(..)))
+        {
+            return self.commit_shared_in_order(batch);
+        }
+        self.commit_plain(batch)
+    }
+
+    /// A shared log's batch with updates: its plain writes in runs, each update on its
+    /// own, in queue order (a connection's `SET k 1` then `INCR k` must stay in order).
+    fn commit_shared_in_order(&mut self, batch: &mut Vec<WriteRequest>) {
+        let mut run = Vec::new();
+        for req in std::mem::take(batch) {
+            if let WriteOp::Update(_) | WriteOp::Expire(..) = req.op {
+                if !run.is_empty() {
+                    self.commit_plain(&mut run);
+                }
+                self.commit_shared_update(req);
+            } else {
+                run.push(req);
+            }
+        }
+        if !run.is_empty() {
+            self.commit_plain(&mut run);
+        }
+    }
+
+    /// One update over a shared log: evaluated against the delivered map, appended on
+    /// the condition that its key has not moved since (`EventKind::EXPECT`: etcd
+    /// compares the key's mod revision), and on a conflict evaluated again once
+    /// delivery has caught up. The append that succeeds is where it takes effect, so it
+    /// is linearizable whatever other nodes do; a failed condition is appended too (with
+    /// no change), so that it also takes effect at a point in the log.
+    fn commit_shared_update(&mut self, req: WriteRequest) {
+        let WriteOp::Update(update) = &req.op else {
+            // The sweep runs only on local logs: nothing to do.
+            return req.done.complete(Ok(()));
+        };
+        if !matches!(
+            self.acknowledge,
+            Acknowledge::Handoff(Handoff {
+                catch_up: Some(_),
+                ..
+            })
+        ) {
+            return req.done.complete(Err(PluginError::unavailable(
+                "this shared log cannot append conditionally, so kvs cannot make atomic \
+                 operations over it",
+            )));
+        }
+        let key: &[u8] = &update.key;
+        for attempt in 0..SHARED_UPDATE_ATTEMPTS {
+            if attempt > 0
+                && let Acknowledge::Handoff(Handoff {
+                    catch_up: Some(catch_up),
+                    ..
+                }) = &mut self.acknowledge
+                && let Err(e) = catch_up()
+            {
+                return req.done.complete(Err(e));
+            }
+            let now = now_ms();
+            let current = self.map.entry(key).map(|e| Current {
+                revision: e.revision(),
+                deadline: e.deadline(),
+                value: e.into_value(),
+            });
+            let observed = current.as_ref().map_or(0, |c| c.revision);
+            let live = current
+                .as_ref()
+                .filter(|c| c.deadline.is_none_or(|d| d > now));
+            let (effect, mut outcome) = match evaluate(update, live, now, self.max_value_bytes) {
+                Ok(evaluated) => evaluated,
+                Err(refused) => {
+                    return req
+                        .done
+                        .complete(Err(PluginError::new(refused.code, refused.message)));
+                }
+            };
+            let sequence = self.next_sequence;
+            self.next_sequence += 2;
+            let mut events = vec![Event {
+                sequence: observed,
+                kind: EventKind::EXPECT,
+                key: key.into(),
+                value: (&[][..]).into(),
+            }];
+            match &effect {
+                Effect::Nothing => {}
+                Effect::Delete => events.push(Event::delete(sequence, key)),
+                Effect::Put {
+                    deadline: Some(_), ..
+                } => {
+                    return req.done.complete(Err(PluginError::invalid_input(
+                        "deadlines are not stored over a shared log yet",
+                    )));
+                }
+                Effect::Put { value, .. } => events.push(Event::put(sequence, key, value)),
+            }
+            let appended = self.logger.append(&events);
+            self.stats.batches += 1;
+            match appended {
+                Ok(()) => {
+                    self.stats.writes += 1;
+                    let Acknowledge::Handoff(handoff) = &mut self.acknowledge else {
+                        unreachable!("only over a shared log")
+                    };
+                    let position = handoff
+                        .last_position
+                        .load(std::sync::atomic::Ordering::Acquire);
+                    match effect {
+                        Effect::Put { .. } => outcome.revision = position,
+                        Effect::Delete => outcome.revision = 0,
+                        Effect::Nothing => {}
+                    }
+                    // Completed once delivery has applied it, as every shared write.
+                    let done = req.done;
+                    let answer = Completion::new(move |r| done.complete_with(r.map(|()| outcome)));
+                    (handoff.hand_off)(vec![answer]);
+                    return;
+                }
+                // The key moved: the next attempt catches up first.
+                Err(e) if e.code() == kvs_plugin_api::ErrorCode::CONFLICT => continue,
+                Err(e) => {
+                    self.stats.failed += 1;
+                    self.metrics.append_errors.inc();
+                    return req.done.complete(Err(e));
                 }
             }
         }
+        req.done.complete(Err(PluginError::unavailable(format!(
+            "the key kept changing on other nodes: {SHARED_UPDATE_ATTEMPTS} attempts at this \
+             update conflicted; retry"
+        ))))
+    }
+
+    fn commit_plain(&mut self, batch: &mut Vec<WriteRequest>) {
+        let first = self.next_sequence;
+        let resolved = self.resolve(batch, first);
         let logged = resolved
             .iter()
             .filter(|r| !matches!(r.logged, Logged::Nothing))
@@ -435,7 +579,7 @@ impl WriterLoop {
                 self.stats.writes += logged as u64;
                 // Apply everything first so that a caller who is told "done" and then
                 // reads sees its own write and every write logged before it.
-                if let Acknowledge::Handoff(hand_off) = &mut self.acknowledge {
+                if let Acknowledge::Handoff(handoff) = &mut self.acknowledge {
                     let mut dones = Vec::with_capacity(batch.len());
                     for (req, r) in batch.drain(..).zip(resolved) {
                         match r.outcome {
@@ -443,7 +587,7 @@ impl WriterLoop {
                             Ok(_) => dones.push(req.done),
                         }
                     }
-                    hand_off(dones);
+                    (handoff.hand_off)(dones);
                     return;
                 }
                 let mut data_bytes = 0i64;

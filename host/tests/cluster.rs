@@ -980,3 +980,134 @@ fn large_values_fit_etcds_limits_in_batches_and_snapshots() {
     b.stop();
     a.stop();
 }
+
+/// Atomic operations across nodes: every node takes `INCR`s of one counter (redis-cli)
+/// and REST compare-and-set increments (GET, then PUT `If-Match`, retried on 412) at
+/// once. No increment is lost, every node ends with the same count, and the recorded
+/// compare-and-sets pass the linearizability checker as a compare-and-set register.
+#[test]
+fn increments_and_compare_and_set_from_every_node_lose_no_update() {
+    use kvs_testkit::linearizable::{Action, Op, check};
+    const INCRS: usize = 40; // per redis-cli, two per node
+    const CAS: usize = 4; // successful compare-and-sets per REST client, one per node
+    let etcd = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = staged_plugins();
+    let nodes: Vec<Kvs> = (0..3)
+        .map(|n| {
+            let config = dir.path().join(format!("cas{n}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "logger = \"etcd\"\nfrontends = [\"rest\", \"resp\"]\n\
+                     shutdown_timeout_ms = 5000\n[cluster]\nreads = \"linearizable\"\n\
+                     [plugins.etcd]\nendpoints = {:?}\nprefix = \"t9/\"\ntimeout_ms = 2000\n\
+                     [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
+                     [plugins.resp]\nlisten = \"127.0.0.1:0\"\n",
+                    etcd.endpoints()
+                ),
+            )
+            .unwrap();
+            Kvs::start(&config, &plugins, &[])
+        })
+        .collect();
+    let began = Instant::now();
+    let history: Arc<Mutex<Vec<Op>>> = Default::default();
+    let mut threads = Vec::new();
+    for node in &nodes {
+        let port = crate::resp::port(node, "resp");
+        for _ in 0..2 {
+            let port = port.clone();
+            threads.push(std::thread::spawn(move || {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-h", "127.0.0.1", "-p", &port, "-r", &INCRS.to_string()])
+                    .args(["INCR", "counter"])
+                    .output()
+                    .expect("redis-cli");
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert_eq!(text.lines().count(), INCRS, "{text}");
+                assert!(text.lines().all(|l| l.parse::<u64>().is_ok()), "{text}");
+            }));
+        }
+        let (url, history) = (node.url.clone(), history.clone());
+        threads.push(std::thread::spawn(move || {
+            let http = http_client();
+            let key_url = format!("{url}/v1/key/register");
+            let mut done = 0;
+            while done < CAS {
+                let got = http.get(&key_url).send().unwrap();
+                let (expected, etag) = match got.status().as_u16() {
+                    200 => {
+                        let etag = got.headers()["etag"].to_str().unwrap().to_string();
+                        (Some(got.text().unwrap()), etag)
+                    }
+                    404 => (None, String::new()),
+                    other => panic!("GET: {other}"),
+                };
+                let next = expected
+                    .as_deref()
+                    .map_or(1, |v| v.parse::<u64>().unwrap() + 1)
+                    .to_string();
+                let start = began.elapsed().as_nanos() as u64;
+                let put = http.put(&key_url).body(next.clone());
+                let put = match &expected {
+                    Some(_) => put.header("if-match", etag),
+                    None => put.header("if-none-match", "*"),
+                };
+                let (end, ok) = match put.send().map(|r| r.status().as_u16()) {
+                    Ok(201) => (began.elapsed().as_nanos() as u64, Some(true)),
+                    Ok(412) => (began.elapsed().as_nanos() as u64, Some(false)),
+                    _ => (u64::MAX, None),
+                };
+                done += usize::from(ok == Some(true));
+                history.lock().unwrap().push(Op {
+                    key: "register".into(),
+                    start,
+                    end,
+                    action: Action::Cas {
+                        expected,
+                        new: next,
+                        ok,
+                    },
+                });
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let http = http_client();
+    let total = (3 * 2 * INCRS).to_string();
+    for node in &nodes {
+        // Linearizable reads: every node answers with every increment.
+        assert_eq!(
+            get(&http, &node.url, "counter").as_deref(),
+            Some(total.as_str())
+        );
+        assert_eq!(
+            get(&http, &node.url, "register").as_deref(),
+            Some((3 * CAS).to_string().as_str())
+        );
+    }
+    let history = history.lock().unwrap().clone();
+    let conflicts = history
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.action,
+                Action::Cas {
+                    ok: Some(false),
+                    ..
+                }
+            )
+        })
+        .count();
+    eprintln!(
+        "{} compare-and-sets, {conflicts} refused with 412",
+        history.len()
+    );
+    check(&history).unwrap();
+    for n in nodes {
+        n.stop();
+    }
+}

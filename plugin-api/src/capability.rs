@@ -37,3 +37,10 @@ pub const LOG_SHARED: &str = "log:shared";
 /// unchanged. The host refuses a write with a deadline when its logger does not declare
 /// this (a logger built against an older minor cannot), rather than make it permanent.
 pub const LOG_EXPIRY: &str = "log:expiry";
+
+/// A shared log that appends conditionally (1.4): it honours an
+/// [`EventKind::EXPECT`](crate::EventKind::EXPECT) leading a batch, and fails the append
+/// with [`ErrorCode::CONFLICT`](crate::ErrorCode::CONFLICT) when the key has moved. Over
+/// such a log a kvs cluster serves atomic operations; over one without it they are
+/// refused.
+pub const LOG_CONDITIONAL: &str = "log:conditional";

@@ -35,6 +35,10 @@ impl ErrorCode {
     /// The caller is known but may not do this to this key (REST 403, gRPC
     /// PERMISSION_DENIED). Since 1.2; a 1.0/1.1 plug-in reads it as [`ErrorCode::INTERNAL`].
     pub const PERMISSION_DENIED: ErrorCode = ErrorCode(7);
+    /// A conditional append found the log moved on: the key is no longer where the
+    /// batch's [`EventKind::EXPECT`](crate::EventKind::EXPECT) said (1.4; shared logs).
+    /// The host evaluates the update again; clients never see it.
+    pub const CONFLICT: ErrorCode = ErrorCode(8);
 
     /// This code if this version of the contract knows it, else [`ErrorCode::INTERNAL`].
     pub fn known(self) -> ErrorCode {
@@ -45,7 +49,8 @@ impl ErrorCode {
             | Self::UNAVAILABLE
             | Self::INTERNAL
             | Self::UNAUTHENTICATED
-            | Self::PERMISSION_DENIED => self,
+            | Self::PERMISSION_DENIED
+            | Self::CONFLICT => self,
             _ => Self::INTERNAL,
         }
     }
@@ -59,6 +64,7 @@ impl ErrorCode {
             Self::UNAVAILABLE => "unavailable",
             Self::UNAUTHENTICATED => "unauthenticated",
             Self::PERMISSION_DENIED => "permission denied",
+            Self::CONFLICT => "conflict",
             _ => "internal",
         }
     }

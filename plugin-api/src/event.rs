@@ -29,6 +29,15 @@ impl EventKind {
     /// newest: the host numbers its next write after the highest sequence it replays,
     /// and keys' revisions (clients' ETags) are those numbers.
     pub const PUT_UNTIL: EventKind = EventKind(3);
+    /// Not a change but a condition on the batch it leads (1.4): the batch applies only
+    /// if `key`'s newest event in the log is at position `sequence` (0: the key has
+    /// none, or its newest is a delete); otherwise `append` applies nothing and fails
+    /// with [`ErrorCode::CONFLICT`](crate::ErrorCode::CONFLICT). Its `value` is empty;
+    /// it is never delivered back. Sent only to shared logs that declare
+    /// [`LOG_CONDITIONAL`](crate::capability::LOG_CONDITIONAL): it is how a kvs cluster
+    /// makes compare-and-set and counters linearizable (etcd: a transaction comparing
+    /// the key's `mod_revision`).
+    pub const EXPECT: EventKind = EventKind(4);
 }
 
 /// Splits a [`EventKind::PUT_UNTIL`] event's value into its deadline (milliseconds since
@@ -44,6 +53,7 @@ impl fmt::Debug for EventKind {
             Self::PUT => f.write_str("PUT"),
             Self::DELETE => f.write_str("DELETE"),
             Self::PUT_UNTIL => f.write_str("PUT_UNTIL"),
+            Self::EXPECT => f.write_str("EXPECT"),
             EventKind(other) => write!(f, "EventKind({other})"),
         }
     }

@@ -1,4 +1,5 @@
-//! A linearizability checker for histories of reads and writes on registers (keys),
+//! A linearizability checker for histories of reads, writes and compare-and-sets on
+//! registers (keys),
 //! exhaustive over short histories: Wing and Gong's search with memoisation (as in
 //! porcupine). Keys are independent objects, so each is checked alone.
 //!
@@ -15,6 +16,16 @@ pub enum Action {
     Write(String),
     /// Read this value (`None`: the key was missing).
     Read(Option<String>),
+    /// Set `new` if the register held `expected` (`None`: missing); `ok` is whether it
+    /// did, `None` if the outcome is unknown (then `end` is `u64::MAX`).
+    Cas {
+        /// The value it had to hold.
+        expected: Option<String>,
+        /// The value it was set to.
+        new: String,
+        /// What the client was told.
+        ok: Option<bool>,
+    },
 }
 
 /// One client operation on one key: when it was invoked and when it returned, in any
@@ -84,13 +95,25 @@ fn search(
         if earliest_end.is_some_and(|end| end < ops[i].start) {
             continue;
         }
-        let next = match &ops[i].action {
-            Action::Write(v) => Some(Some(v.clone())),
-            Action::Read(v) if v == state => Some(state.clone()),
-            Action::Read(_) => None,
+        let next: Vec<Option<String>> = match &ops[i].action {
+            Action::Write(v) => vec![Some(v.clone())],
+            Action::Read(v) if v == state => vec![state.clone()],
+            Action::Read(_) => vec![],
+            Action::Cas { expected, new, ok } => {
+                let holds = expected == state;
+                match ok {
+                    Some(true) if holds => vec![Some(new.clone())],
+                    Some(false) if !holds => vec![state.clone()],
+                    Some(_) => vec![],
+                    // Unknown: it may have applied (if it could) or not.
+                    None if holds => vec![Some(new.clone()), state.clone()],
+                    None => vec![state.clone()],
+                }
+            }
         };
-        if let Some(next) = next
-            && search(ops, done | (1 << i), &next, seen)
+        if next
+            .iter()
+            .any(|next| search(ops, done | (1 << i), next, seen))
         {
             return true;
         }
@@ -117,6 +140,44 @@ mod tests {
             end,
             action: Action::Read(v.map(Into::into)),
         }
+    }
+
+    fn cas(start: u64, end: u64, expected: Option<&str>, new: &str, ok: bool) -> Op {
+        Op {
+            key: "k".into(),
+            start,
+            end,
+            action: Action::Cas {
+                expected: expected.map(Into::into),
+                new: new.into(),
+                ok: Some(ok),
+            },
+        }
+    }
+
+    #[test]
+    fn compare_and_set_is_checked_against_the_register() {
+        // Two concurrent CAS from the same value: only one may succeed.
+        assert!(
+            check(&[
+                w(0, 1, "0"),
+                cas(2, 5, Some("0"), "1", true),
+                cas(2, 5, Some("0"), "1", false),
+                r(6, 7, Some("1")),
+            ])
+            .is_ok()
+        );
+        assert!(
+            check(&[
+                w(0, 1, "0"),
+                cas(2, 5, Some("0"), "a", true),
+                cas(2, 5, Some("0"), "b", true),
+            ])
+            .is_err(),
+            "a lost update: both CAS from 0 succeeded"
+        );
+        assert!(check(&[cas(0, 1, None, "x", true), r(2, 3, Some("x"))]).is_ok());
+        assert!(check(&[cas(0, 1, None, "x", false), r(2, 3, None)]).is_err());
     }
 
     #[test]

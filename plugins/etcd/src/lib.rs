@@ -4,6 +4,10 @@
 //!
 //! * **Keys** are the kvs keys under `prefix` (bytes, unescaped); a put or a delete is
 //!   an etcd put or delete of that key.
+//! * **Conditional append** (capability `log:conditional`, plugin-api 1.4): a batch led
+//!   by an `EXPECT` event is one transaction that also compares the key's
+//!   `mod_revision` with the expected position, and fails with CONFLICT if it moved:
+//!   how kvs nodes make compare-and-set and counters linearizable.
 //! * **Append**: one etcd transaction per group-commit batch (split at `max_txn_ops`,
 //!   etcd's per-transaction limit, and at `max_txn_bytes`, under its request limit; two writes to one key in one transaction collapse
 //!   into the later, which is what the batch amounts to). The position is the revision
@@ -231,18 +235,44 @@ impl EtcdLog {
 
 impl SharedLog for EtcdLog {
     fn append(&self, batch: &[Event<'_>]) -> Result<u64, PluginError> {
+        // A leading EXPECT makes the batch conditional on its key's mod revision (the
+        // position of its newest event; 0 when absent): one transaction, which etcd
+        // applies only if the compare holds.
+        let (expect, batch) = match batch.split_first() {
+            Some((first, rest)) if first.kind == EventKind::EXPECT => (
+                Some((self.key(first.key.as_slice()), first.sequence as i64)),
+                rest,
+            ),
+            _ => (None, batch),
+        };
         let txns = self.transactions(batch);
+        if expect.is_some() && txns.len() > 1 {
+            return Err(PluginError::invalid_input(
+                "a conditional batch must fit one etcd transaction (max_txn_ops, max_txn_bytes)",
+            ));
+        }
+        let txns = if txns.is_empty() && expect.is_some() {
+            // Only the condition: a transaction of the marker alone, so its outcome
+            // has a revision, as any append's.
+            vec![vec![TxnOp::put(self.prefix.clone(), Vec::new(), None)]]
+        } else {
+            txns
+        };
         let kv = self.client.kv_client();
         let (timeout, attempt) = (self.timeout(), self.attempt());
         let result = self.runtime.block_on(async {
             let mut revision = 0;
             for ops in txns {
-                revision = self.writer.commit(&kv, ops, timeout, attempt).await?;
+                revision = self
+                    .writer
+                    .commit(&kv, ops, expect.clone(), timeout, attempt)
+                    .await?;
                 self.awaited.fetch_max(revision, Ordering::AcqRel);
             }
             Ok::<u64, PluginError>(revision)
         });
-        self.readiness.set_appending(result.is_ok());
+        let conflict = matches!(&result, Err(e) if e.code() == kvs_plugin_api::ErrorCode::CONFLICT);
+        self.readiness.set_appending(result.is_ok() || conflict);
         result
     }
 
@@ -341,5 +371,5 @@ export_plugin!(
     shared_logger: open,
     name: "etcd",
     description: "a log shared by many kvs nodes on one etcd cluster",
-    capabilities: ["net:connect"]
+    capabilities: ["net:connect", "log:conditional"]
 );

@@ -60,6 +60,7 @@ impl Writer {
         &self,
         kv: &KvClient,
         ops: Vec<TxnOp>,
+        expect: Option<(Vec<u8>, i64)>,
         timeout: Duration,
         attempt: Duration,
     ) -> Result<u64, PluginError> {
@@ -73,12 +74,20 @@ impl Writer {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let response = retry(left, attempt, false, || {
                 let mut kv = kv.clone();
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        self.key.clone(),
+                let mut when = vec![Compare::mod_revision(
+                    self.key.clone(),
+                    CompareOp::Equal,
+                    last,
+                )];
+                if let Some((key, revision)) = &expect {
+                    when.push(Compare::mod_revision(
+                        key.clone(),
                         CompareOp::Equal,
-                        last,
-                    )])
+                        *revision,
+                    ));
+                }
+                let txn = Txn::new()
+                    .when(when)
                     .and_then(ops.clone())
                     .or_else([TxnOp::get(self.key.clone(), None)]);
                 async move { kv.txn(txn).await }
@@ -107,6 +116,18 @@ impl Writer {
                     .and_then(|v| v.parse::<u64>().ok())
                     .is_some_and(|n| n < number)
             };
+            // Unmoved since this node's last transaction: not this one's, nor an earlier
+            // one that applied late; so the expected key's compare is what failed.
+            let unmoved = match &found {
+                Some((_, revision)) => *revision == last,
+                None => last == 0,
+            };
+            if expect.is_some() && unmoved {
+                return Err(PluginError::new(
+                    kvs_plugin_api::ErrorCode::CONFLICT,
+                    "the key moved on in the shared log since this node read it",
+                ));
+            }
             match found {
                 Some((value, revision)) if value == token => {
                     self.last.store(revision, Ordering::Release);
