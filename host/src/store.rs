@@ -10,7 +10,7 @@ use std::time::Instant;
 use crossbeam_channel::{Sender, TrySendError};
 pub use kvs_plugin_api::Limits;
 use kvs_plugin_api::update::Entry;
-use kvs_plugin_api::{Change, Condition, Consistency, Expiry, PluginError, Update};
+use kvs_plugin_api::{Change, Condition, Consistency, Expiry, Outcome, PluginError, Update};
 
 use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
@@ -259,7 +259,8 @@ impl Store {
     /// [`Store::update`] on behalf of a frontend's caller. The request hook decides
     /// first: an update needs the write it makes (put, or delete for
     /// [`Change::Delete`]), and one that reveals the value (returns it, a new count or
-    /// length, or compares against it) needs read as well.
+    /// length, or compares against it) needs read as well. A caller without read gets
+    /// only whether it applied.
     pub fn update_as(&self, caller: &Caller<'_>, update: Update, done: Completion) {
         let action = match update.change {
             Change::Delete => caller::Action::Delete,
@@ -281,10 +282,27 @@ impl Store {
                 Ok(())
             }
         });
-        match admitted {
-            Ok(()) => self.update(update, done),
-            Err(e) => done.complete(Err(e)),
+        if let Err(e) = admitted {
+            return done.complete(Err(e));
         }
+        // A caller who may write the key but not read it learns whether its update
+        // applied (as a Redis user with write-only access does from SET NX), not the
+        // key's revision, deadline or length.
+        let done = if !reveals
+            && self
+                .admit(caller::Action::Get, &update.key, caller)
+                .is_err()
+        {
+            Completion::with_outcome(move |result| {
+                done.complete_with(result.map(|outcome| Outcome {
+                    applied: outcome.applied,
+                    ..Outcome::default()
+                }))
+            })
+        } else {
+            done
+        };
+        self.update(update, done)
     }
 
     /// Queues an atomic update (a condition, a read-modify-write, a deadline), evaluated

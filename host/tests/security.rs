@@ -189,9 +189,12 @@ read = ["app/"]
 [auth.roles.writer]
 read = ["app/"]
 write = ["app/"]
+[auth.roles.dropbox]
+write = ["drop/"]
 [auth.principals]
 alice = ["reader"]
 bob = ["writer"]
+dave = ["dropbox"]
 client1 = ["writer"]
 "#,
             public = dir.join("jwt-es.pub"),
@@ -481,6 +484,53 @@ fn tokens_and_roles_decide_alike_for_rest_grpc_and_wasm_rest() {
 }
 
 /// Runs curl; returns (exit code, HTTP status or 0, body).
+/// Atomic operations under roles: a write-only principal learns whether its
+/// conditional write applied, not the key's revision; a reader may not write
+/// conditionally; an update that reveals the value needs read too (RESP `INCR`).
+#[test]
+fn atomic_operations_reveal_nothing_a_role_does_not_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(dir.path());
+    let config = secured_config(dir.path(), &issuer.auth, "");
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = http_client();
+    let dave = issuer.hs256(&Issuer::claims("dave")); // write drop/, read nothing
+    let bob = issuer.hs256(&Issuer::claims("bob")); // read and write app/
+    let alice = issuer.hs256(&Issuer::claims("alice")); // read app/
+    let url = |key: &str| format!("{}/v1/key/{key}", kvs.endpoint("rest"));
+    let put = |key: &str, token: &str, header: (&str, &str)| {
+        http.put(url(key))
+            .bearer_auth(token)
+            .header(header.0, header.1)
+            .body("v")
+            .send()
+            .unwrap()
+    };
+    let first = put("drop/x", &dave, ("if-none-match", "*"));
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(
+        !first.headers().contains_key("etag"),
+        "dave cannot read drop/x"
+    );
+    let again = put("drop/x", &dave, ("if-none-match", "*"));
+    assert_eq!(again.status(), StatusCode::PRECONDITION_FAILED);
+    assert!(
+        !again.headers().contains_key("etag"),
+        "nor learn its revision"
+    );
+    // bob may read app/: his conditional writes carry the ETag.
+    let created = put("app/c", &bob, ("if-none-match", "*"));
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(created.headers().contains_key("etag"));
+    let refused = put("app/c", &alice, ("if-match", "*"));
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "alice only reads");
+    assert!(!refused.headers().contains_key("etag"));
+    // A TTL is a write like any other: dave may set one, and not see it.
+    let ttl = put("drop/t", &dave, ("kvs-ttl-ms", "60000"));
+    assert_eq!(ttl.status(), StatusCode::CREATED);
+    kvs.stop();
+}
+
 fn curl(args: &[&str]) -> (i32, u16, String) {
     let out = Command::new("curl")
         .args([
