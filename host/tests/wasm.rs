@@ -88,6 +88,16 @@ fn native_and_wasm_plug_ins_mix_both_ways() {
             .send()
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED, "{logger}+{frontend}");
+        if frontend == "rest" {
+            // wasm-log declares log:expiry: a deadline is stored and replayed.
+            let r = http
+                .put(kvs.at("/v1/key/lease"))
+                .header("kvs-ttl-ms", "60000")
+                .body("v")
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED, "{logger}: {:?}", r.text());
+        }
         kvs.stop();
         let kvs = Kvs::start(&cfg, &staged_plugins(), &[]);
         assert_eq!(
@@ -98,6 +108,13 @@ fn native_and_wasm_plug_ins_mix_both_ways() {
                 .unwrap(),
             logger
         );
+        if frontend == "rest" {
+            let r = http.get(kvs.at("/v1/key/lease")).send().unwrap();
+            assert!(
+                r.headers().contains_key("kvs-ttl-ms"),
+                "{logger}: the deadline"
+            );
+        }
         kvs.stop();
     }
 }

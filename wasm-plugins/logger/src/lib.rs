@@ -105,5 +105,7 @@ export_wasm_logger!(
     WasmLog,
     name: "wasm-log",
     description: "checksummed batches in a granted directory, synced per batch (WASM)",
-    capabilities: ["fs:data-dir"],
+    // It stores every event kind as it came and replays it unchanged, so deadlines
+    // (PUT_UNTIL, plugin-api 1.4) too.
+    capabilities: ["fs:data-dir", "log:expiry"],
 );
