@@ -47,6 +47,16 @@ pub fn check_header(h: &[u8]) -> Result<(), String> {
             "log format version {version}, but this plug-in reads version {FORMAT_VERSION}"
         ));
     }
+    // Events mean what the contract's major says they mean: a log written under another
+    // major could hold kinds this plug-in would misread.
+    let major = u32::from_le_bytes(h[12..16].try_into().unwrap());
+    if major != u32::from(kvs_plugin_api::API_MAJOR) {
+        return Err(format!(
+            "written by a kvs of plugin-api {major}.x, but this plug-in speaks {}.x: open it \
+             with a file logger of that major",
+            kvs_plugin_api::API_MAJOR
+        ));
+    }
     Ok(())
 }
 
@@ -157,6 +167,23 @@ mod tests {
             at += RECORD_HEADER_LEN + len;
         }
         assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn a_header_of_another_format_or_major_is_refused_saying_which() {
+        assert_eq!(check_header(&header()), Ok(()));
+        let mut other_major = header();
+        other_major[12..16].copy_from_slice(&2u32.to_le_bytes());
+        let why = check_header(&other_major).unwrap_err();
+        assert!(why.contains("plugin-api 2.x"), "{why}");
+        let mut other_format = header();
+        other_format[8..12].copy_from_slice(&9u32.to_le_bytes());
+        assert!(
+            check_header(&other_format)
+                .unwrap_err()
+                .contains("version 9")
+        );
+        assert!(check_header(b"KVSTXLO").is_err());
     }
 
     #[test]
