@@ -269,7 +269,10 @@ impl Map {
             .iter()
             .take_while(|(deadline, _)| *deadline <= now)
             .take(limit)
-            .filter_map(|(_, key)| Some((key.to_vec(), self.entry(key)?.revision)))
+            .filter_map(|(_, key)| {
+                let slot = self.entries.get(&**key)?;
+                Some((key.to_vec(), slot.key().layout().revision))
+            })
             .collect()
     }
 

@@ -9,8 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 pub use kvs_plugin_api::Limits;
-use kvs_plugin_api::update::Entry;
-use kvs_plugin_api::{Change, Condition, Consistency, Expiry, Outcome, PluginError, Update};
+use kvs_plugin_api::{Consistency, PluginError};
 
 use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
@@ -46,18 +45,6 @@ pub struct Store {
     metrics: Arc<Metrics>,
     /// What the write path can do beyond puts and deletes; set once, at start-up.
     features: std::sync::OnceLock<WriteFeatures>,
-}
-
-/// What the write path can do beyond plain puts and deletes.
-#[derive(Debug, Clone, Default)]
-pub struct WriteFeatures {
-    /// The logger stores deadlines (`log:expiry`).
-    pub expiry: bool,
-    /// The writer can make atomic updates: a local log, or a shared one that appends
-    /// conditionally (`log:conditional`).
-    pub atomic: bool,
-    /// The logger's name, for messages.
-    pub logger: String,
 }
 
 /// `done`, keeping `span` open until the write completes (a write's span lasts until it
@@ -256,146 +243,6 @@ impl Store {
         }
     }
 
-    /// [`Store::update`] on behalf of a frontend's caller. The request hook decides
-    /// first: an update needs the write it makes (put, or delete for
-    /// [`Change::Delete`]), and one that reveals the value (returns it, a new count or
-    /// length, or compares against it) needs read as well. A caller without read gets
-    /// only whether it applied.
-    pub fn update_as(&self, caller: &Caller<'_>, update: Update, done: Completion) {
-        let action = match update.change {
-            Change::Delete => caller::Action::Delete,
-            _ => caller::Action::Put,
-        };
-        let span = telemetry::store_span(action);
-        let _in_span = span.enter();
-        let done = metered(caller, action, held(span.clone(), done));
-        let reveals = update.return_previous
-            || matches!(update.condition, Condition::Value(_))
-            || matches!(
-                update.change,
-                Change::Increment(_) | Change::IncrementFloat(_) | Change::Append(_)
-            );
-        let admitted = self.admit(action, &update.key, caller).and_then(|()| {
-            if reveals {
-                self.admit(caller::Action::Get, &update.key, caller)
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = admitted {
-            return done.complete(Err(e));
-        }
-        // A caller who may write the key but not read it learns whether its update
-        // applied (as a Redis user with write-only access does from SET NX), not the
-        // key's revision, deadline or length.
-        let done = if !reveals
-            && self
-                .admit(caller::Action::Get, &update.key, caller)
-                .is_err()
-        {
-            Completion::with_outcome(move |result| {
-                done.complete_with(result.map(|outcome| Outcome {
-                    applied: outcome.applied,
-                    ..Outcome::default()
-                }))
-            })
-        } else {
-            done
-        };
-        self.update(update, done)
-    }
-
-    /// Queues an atomic update (a condition, a read-modify-write, a deadline), evaluated
-    /// by the writer in log order; `done` gets its [`Outcome`](kvs_plugin_api::Outcome)
-    /// once what it wrote is durable (at once if it writes nothing).
-    pub fn update(&self, mut update: Update, done: Completion) {
-        let checked = self
-            .check_key(&update.key)
-            .and_then(|()| match &update.change {
-                Change::Put(value) | Change::Append(value) => self.check_value(value),
-                _ => Ok(()),
-            });
-        if let Err(e) = checked {
-            return done.complete(Err(e));
-        }
-        let Some(features) = self.features.get() else {
-            // Set before kvs serves: until then, as every write, "starting".
-            return done.complete(Err(PluginError::unavailable(
-                "kvs is not serving writes (starting up or shut down); retry later",
-            )));
-        };
-        if !features.atomic {
-            return done.complete(Err(PluginError::unavailable(format!(
-                "the shared log `{}` cannot append conditionally (it does not declare \
-                 `log:conditional`), so kvs cannot make atomic operations (conditions, \
-                 counters, expiry) over it; use plain puts and deletes",
-                features.logger
-            ))));
-        }
-        let now = crate::map::now_ms();
-        if let Expiry::After(ms) = update.expiry {
-            // Deadlines are stored as wall-clock times, so they mean the same after a
-            // restart and on every node.
-            update.expiry = Expiry::At(now.saturating_add(ms));
-        }
-        if let Expiry::At(at) = update.expiry
-            && at > i64::MAX as u64
-        {
-            // Redis's bound too: a deadline must fit a signed 64-bit count of ms.
-            return done.complete(Err(PluginError::invalid_input(
-                "invalid expire time: the deadline is past the end of time (2^63 ms)",
-            )));
-        }
-        // A deadline already past only removes the key: any logger can log that.
-        let stores_a_deadline = matches!(update.expiry, Expiry::At(at) if at > now);
-        if stores_a_deadline && !features.expiry {
-            return done.complete(Err(PluginError::invalid_input(format!(
-                "the logger `{}` cannot store expiry deadlines (it does not declare \
-                 `log:expiry`: built against plugin-api 1.3 or older, or it has no place \
-                 for them), so a write with a TTL is refused rather than made permanent; \
-                 use a logger that does (file, postgres)",
-                features.logger
-            ))));
-        }
-        self.submit(WriteOp::Update(Box::new(update)), done)
-    }
-
-    /// [`Store::get_entry`] on behalf of a frontend's caller: the request hook decides
-    /// first; counted and traced as a get.
-    pub fn get_entry_as(
-        &self,
-        caller: &Caller<'_>,
-        key: &[u8],
-        consistency: Consistency,
-    ) -> Result<Option<Entry>, PluginError> {
-        read_as(caller, || {
-            self.admit(caller::Action::Get, key, caller)
-                .and_then(|()| self.get_entry(key, consistency, caller.deadline))
-        })
-    }
-
-    /// The value under `key` with its revision and deadline, unless it is absent or
-    /// past its deadline.
-    pub fn get_entry(
-        &self,
-        key: &[u8],
-        consistency: Consistency,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Entry>, PluginError> {
-        // Through the same checks and barrier as a plain read.
-        self.get_before(key, consistency, deadline)?;
-        let now = crate::map::now_ms();
-        Ok(self
-            .map
-            .entry(key)
-            .filter(|e| !e.expired_at(now))
-            .map(|e| Entry {
-                revision: e.revision(),
-                expires_at: e.deadline(),
-                value: e.into_value(),
-            }))
-    }
-
     /// The value under `key`, if any. Never touches the logger. The host's own calls
     /// (tools, tests) use this directly; a frontend's go through [`Store::get_as`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
@@ -418,6 +265,18 @@ impl Store {
         consistency: Consistency,
         deadline: Option<Instant>,
     ) -> Result<Option<Vec<u8>>, PluginError> {
+        self.ready_to_read(key, consistency, deadline)?;
+        Ok(self.map.get(key))
+    }
+
+    /// Whether `key` may be read now, at `consistency`: the key's limits, not while
+    /// replaying, and after the barrier the consistency calls for.
+    fn ready_to_read(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+        deadline: Option<Instant>,
+    ) -> Result<(), PluginError> {
         self.check_key(key)?;
         if self.phase() == Phase::Starting {
             // The map is half-replayed: an answer now could be stale or missing.
@@ -425,16 +284,6 @@ impl Store {
                 "kvs is starting: replaying the transaction log; retry shortly",
             ));
         }
-        self.read(key, consistency, deadline)
-    }
-
-    /// A read from the map after the barrier the consistency calls for.
-    fn read(
-        &self,
-        key: &[u8],
-        consistency: Consistency,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Vec<u8>>, PluginError> {
         if let Some((barrier, by_default)) = self.read_barrier.get() {
             let linearizable = match consistency {
                 Consistency::LINEARIZABLE => true,
@@ -445,7 +294,7 @@ impl Store {
                 barrier(deadline)?;
             }
         }
-        Ok(self.map.get(key))
+        Ok(())
     }
 
     /// Queues a PUT; `done` runs once it is durable and applied, or has failed.
@@ -563,6 +412,10 @@ impl Store {
         all
     }
 }
+
+mod atomic;
+
+pub use atomic::WriteFeatures;
 
 #[cfg(test)]
 mod tests;

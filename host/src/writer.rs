@@ -15,11 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use std::collections::HashMap;
-
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use kvs_plugin_api::event::split_deadline;
-use kvs_plugin_api::update::{Current, Effect, evaluate};
 use kvs_plugin_api::{Event, EventKind, Outcome, PluginError};
 
 use crate::map::now_ms;
@@ -61,10 +57,6 @@ pub struct Handoff {
     /// current state. `None`: the log cannot append conditionally (no updates).
     pub catch_up: Option<Box<dyn FnMut() -> Result<(), PluginError> + Send>>,
 }
-
-/// How often an update over a shared log is evaluated again after its conditional
-/// append found the key moved, before it fails as contended.
-const SHARED_UPDATE_ATTEMPTS: usize = 64;
 
 /// How a writer runs.
 pub struct WriterSettings {
@@ -226,117 +218,6 @@ impl WriterLoop {
         Some(until_tick.max(std::time::Duration::from_millis(until_deadline)))
     }
 
-    /// Decides what each write of the batch logs, in order: plain puts and deletes as
-    /// they are, updates evaluated against the map and the batch's earlier writes.
-    fn resolve(&self, batch: &[WriteRequest], first: u64) -> Vec<Resolved> {
-        let mut next = first;
-        let mut position = |logged: &Logged| {
-            if matches!(logged, Logged::Nothing) {
-                0
-            } else {
-                next += 1;
-                next - 1
-            }
-        };
-        let evaluated = batch
-            .iter()
-            .any(|r| matches!(r.op, WriteOp::Update(_) | WriteOp::Expire(..)));
-        if !evaluated {
-            // The common case: nothing to evaluate, nothing to copy.
-            return batch
-                .iter()
-                .map(|req| {
-                    let logged = match req.op {
-                        WriteOp::Delete(_) => Logged::Delete,
-                        _ => Logged::PutOwn,
-                    };
-                    let sequence = position(&logged);
-                    Resolved {
-                        logged,
-                        sequence,
-                        outcome: Ok(applied()),
-                    }
-                })
-                .collect();
-        }
-        let now = now_ms();
-        // The batch's writes so far, by key: what a later update in it must see.
-        let mut written: HashMap<&[u8], Option<Current>> = HashMap::new();
-        let mut resolved = Vec::with_capacity(batch.len());
-        for req in batch {
-            let key = req.op.key();
-            let raw = match written.get(key) {
-                Some(state) => state.clone(),
-                None => self.map.entry(key).map(|e| Current {
-                    revision: e.revision(),
-                    deadline: e.deadline(),
-                    value: e.into_value(),
-                }),
-            };
-            let (logged, outcome) = match &req.op {
-                WriteOp::Put(_, _) => (Logged::PutOwn, Ok(applied())),
-                WriteOp::Delete(_) => (Logged::Delete, Ok(applied())),
-                WriteOp::Expire(_, revision) => {
-                    let due = raw.as_ref().is_some_and(|c| {
-                        c.revision == *revision && c.deadline.is_some_and(|d| d <= now)
-                    });
-                    let logged = if due { Logged::Delete } else { Logged::Nothing };
-                    (logged, Ok(Outcome::default()))
-                }
-                WriteOp::Update(update) => {
-                    let live = raw.as_ref().filter(|c| c.deadline.is_none_or(|d| d > now));
-                    match evaluate(update, live, now, self.max_value_bytes) {
-                        Ok((Effect::Nothing, outcome)) => (Logged::Nothing, Ok(outcome)),
-                        Ok((Effect::Delete, outcome)) => (Logged::Delete, Ok(outcome)),
-                        Ok((
-                            Effect::Put {
-                                deadline: Some(_), ..
-                            },
-                            _,
-                        )) if !self.stores_expiry => (
-                            Logged::Nothing,
-                            Err(PluginError::invalid_input(
-                                "the logger cannot store expiry deadlines; the write was refused",
-                            )),
-                        ),
-                        Ok((Effect::Put { value, deadline }, outcome)) => {
-                            (Logged::Put { value, deadline }, Ok(outcome))
-                        }
-                        Err(refused) => (
-                            Logged::Nothing,
-                            Err(PluginError::new(refused.code, refused.message)),
-                        ),
-                    }
-                }
-            };
-            let sequence = position(&logged);
-            let after = match (&logged, &req.op) {
-                (Logged::Nothing, _) => None,
-                (Logged::Delete, _) => Some(None),
-                (Logged::PutOwn, WriteOp::Put(_, value)) => Some(Some(Current {
-                    value: value.to_vec(),
-                    revision: sequence,
-                    deadline: None,
-                })),
-                (Logged::Put { value, deadline }, _) => Some(Some(Current {
-                    value: value.clone(),
-                    revision: sequence,
-                    deadline: *deadline,
-                })),
-                (Logged::PutOwn, _) => unreachable!("only a plain put logs its own value"),
-            };
-            if let Some(after) = after {
-                written.insert(key, after);
-            }
-            resolved.push(Resolved {
-                logged,
-                sequence,
-                outcome,
-            });
-        }
-        resolved
-    }
-
     fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
         if matches!(self.acknowledge, Acknowledge::Handoff(_))
             && batch
@@ -346,134 +227,6 @@ impl WriterLoop {
             return self.commit_shared_in_order(batch);
         }
         self.commit_plain(batch)
-    }
-
-    /// A shared log's batch with updates: its plain writes in runs, each update on its
-    /// own, in queue order (a connection's `SET k 1` then `INCR k` must stay in order).
-    fn commit_shared_in_order(&mut self, batch: &mut Vec<WriteRequest>) {
-        let mut run = Vec::new();
-        for req in std::mem::take(batch) {
-            if let WriteOp::Update(_) | WriteOp::Expire(..) = req.op {
-                if !run.is_empty() {
-                    self.commit_plain(&mut run);
-                }
-                self.commit_shared_update(req);
-            } else {
-                run.push(req);
-            }
-        }
-        if !run.is_empty() {
-            self.commit_plain(&mut run);
-        }
-    }
-
-    /// One update over a shared log: evaluated against the delivered map, appended on
-    /// the condition that its key has not moved since (`EventKind::EXPECT`: etcd
-    /// compares the key's mod revision), and on a conflict evaluated again once
-    /// delivery has caught up. The append that succeeds is where it takes effect, so it
-    /// is linearizable whatever other nodes do; a failed condition is appended too (with
-    /// no change), so that it also takes effect at a point in the log.
-    fn commit_shared_update(&mut self, req: WriteRequest) {
-        let WriteOp::Update(update) = &req.op else {
-            // The sweep runs only on local logs: nothing to do.
-            return req.done.complete(Ok(()));
-        };
-        if !matches!(
-            self.acknowledge,
-            Acknowledge::Handoff(Handoff {
-                catch_up: Some(_),
-                ..
-            })
-        ) {
-            return req.done.complete(Err(PluginError::unavailable(
-                "this shared log cannot append conditionally, so kvs cannot make atomic \
-                 operations over it",
-            )));
-        }
-        let key: &[u8] = &update.key;
-        for attempt in 0..SHARED_UPDATE_ATTEMPTS {
-            if attempt > 0
-                && let Acknowledge::Handoff(Handoff {
-                    catch_up: Some(catch_up),
-                    ..
-                }) = &mut self.acknowledge
-                && let Err(e) = catch_up()
-            {
-                return req.done.complete(Err(e));
-            }
-            let now = now_ms();
-            let current = self.map.entry(key).map(|e| Current {
-                revision: e.revision(),
-                deadline: e.deadline(),
-                value: e.into_value(),
-            });
-            let observed = current.as_ref().map_or(0, |c| c.revision);
-            let live = current
-                .as_ref()
-                .filter(|c| c.deadline.is_none_or(|d| d > now));
-            let (effect, mut outcome) = match evaluate(update, live, now, self.max_value_bytes) {
-                Ok(evaluated) => evaluated,
-                Err(refused) => {
-                    return req
-                        .done
-                        .complete(Err(PluginError::new(refused.code, refused.message)));
-                }
-            };
-            let sequence = self.next_sequence;
-            self.next_sequence += 2;
-            let mut events = vec![Event {
-                sequence: observed,
-                kind: EventKind::EXPECT,
-                key: key.into(),
-                value: (&[][..]).into(),
-            }];
-            match &effect {
-                Effect::Nothing => {}
-                Effect::Delete => events.push(Event::delete(sequence, key)),
-                Effect::Put {
-                    deadline: Some(_), ..
-                } => {
-                    return req.done.complete(Err(PluginError::invalid_input(
-                        "deadlines are not stored over a shared log yet",
-                    )));
-                }
-                Effect::Put { value, .. } => events.push(Event::put(sequence, key, value)),
-            }
-            let appended = self.logger.append(&events);
-            self.stats.batches += 1;
-            match appended {
-                Ok(()) => {
-                    self.stats.writes += 1;
-                    let Acknowledge::Handoff(handoff) = &mut self.acknowledge else {
-                        unreachable!("only over a shared log")
-                    };
-                    let position = handoff
-                        .last_position
-                        .load(std::sync::atomic::Ordering::Acquire);
-                    match effect {
-                        Effect::Put { .. } => outcome.revision = position,
-                        Effect::Delete => outcome.revision = 0,
-                        Effect::Nothing => {}
-                    }
-                    // Completed once delivery has applied it, as every shared write.
-                    let done = req.done;
-                    let answer = Completion::new(move |r| done.complete_with(r.map(|()| outcome)));
-                    (handoff.hand_off)(vec![answer]);
-                    return;
-                }
-                // The key moved: the next attempt catches up first.
-                Err(e) if e.code() == kvs_plugin_api::ErrorCode::CONFLICT => continue,
-                Err(e) => {
-                    self.stats.failed += 1;
-                    self.metrics.append_errors.inc();
-                    return req.done.complete(Err(e));
-                }
-            }
-        }
-        req.done.complete(Err(PluginError::unavailable(format!(
-            "the key kept changing on other nodes: {SHARED_UPDATE_ATTEMPTS} attempts at this \
-             update conflicted; retry"
-        ))))
     }
 
     fn commit_plain(&mut self, batch: &mut Vec<WriteRequest>) {
@@ -642,123 +395,17 @@ impl WriterLoop {
     }
 }
 
-/// What a write of a batch logs.
-enum Logged {
-    /// Nothing (a failed condition, an update that changes nothing, an error).
-    Nothing,
-    /// A plain put, of the request's own value.
-    PutOwn,
-    /// A put of a value the writer computed, or with a deadline.
-    Put {
-        value: Vec<u8>,
-        deadline: Option<u64>,
-    },
-    /// A delete.
-    Delete,
-}
-
-/// A write of a batch, resolved: what it logs, at which position, and what its caller
-/// is told once that is durable.
-struct Resolved {
-    logged: Logged,
-    /// Its sequence number (0 if it logs nothing).
-    sequence: u64,
-    outcome: Result<Outcome, PluginError>,
-}
-
-/// A plain put's or delete's outcome: it always applies.
-fn applied() -> Outcome {
-    Outcome {
-        applied: true,
-        ..Outcome::default()
-    }
-}
-
 /// How often the sweep looks for expired keys.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Most expired keys one sweep removes (so at most 10,000 a second).
 const SWEEP_MAX_KEYS: usize = 1000;
 
-/// What replay found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReplayStats {
-    /// Events replayed.
-    pub events: u64,
-    /// The last sequence number seen (0 for an empty log).
-    pub last_sequence: u64,
-    /// Bytes of keys and values in the map afterwards.
-    pub data_bytes: i64,
-}
+mod replay;
+mod resolve;
+mod shared_update;
 
-struct MapSink<'m> {
-    map: &'m Map,
-    stats: ReplayStats,
-    started: Instant,
-}
-
-impl MapSink<'_> {
-    fn accept(&mut self, events: &[Event<'_>]) -> Result<(), PluginError> {
-        for e in events.iter() {
-            if self.stats.events > 0 && e.sequence <= self.stats.last_sequence {
-                return Err(PluginError::internal(format!(
-                    "log out of order: sequence {} follows {}; the log is damaged",
-                    e.sequence, self.stats.last_sequence
-                )));
-            }
-            match e.kind {
-                EventKind::PUT => {
-                    self.stats.data_bytes +=
-                        self.map
-                            .insert(e.key.as_slice(), e.value.as_slice(), e.sequence, None);
-                }
-                EventKind::PUT_UNTIL => {
-                    // Kept even if its deadline has passed: reads hide it, and the sweep
-                    // logs its removal, so the log's compaction can drop it.
-                    let (deadline, value) =
-                        split_deadline(e.value.as_slice()).ok_or_else(|| {
-                            PluginError::internal(format!(
-                                "event {} is a PUT_UNTIL without a deadline; the log is damaged",
-                                e.sequence
-                            ))
-                        })?;
-                    self.stats.data_bytes +=
-                        self.map
-                            .insert(e.key.as_slice(), value, e.sequence, Some(deadline));
-                }
-                EventKind::DELETE => {
-                    self.stats.data_bytes += self.map.remove(e.key.as_slice());
-                }
-                other => {
-                    return Err(PluginError::internal(format!(
-                        "unknown event kind {} at sequence {}; this log was written by a newer kvs",
-                        other.0, e.sequence
-                    )));
-                }
-            }
-            self.stats.last_sequence = e.sequence;
-            self.stats.events += 1;
-            if self.stats.events.is_multiple_of(1_000_000) {
-                tracing::info!(
-                    events = self.stats.events,
-                    elapsed_ms = self.started.elapsed().as_millis() as u64,
-                    "replaying"
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Replays the logger's events into `map`, checking that sequence numbers increase.
-pub fn replay(logger: &mut dyn Log, map: &Map) -> Result<ReplayStats, PluginError> {
-    let mut sink = MapSink {
-        map,
-        stats: ReplayStats::default(),
-        started: Instant::now(),
-    };
-    logger.replay(&mut |events| sink.accept(events))?;
-    Ok(sink.stats)
-}
+pub use replay::{ReplayStats, replay};
+use resolve::Logged;
 
 #[cfg(test)]
 mod tests;

@@ -216,41 +216,17 @@ pub fn parse_float(bytes: &[u8]) -> Option<f64> {
     text.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
-/// A float as `INCRBYFLOAT` stores it: positional (no exponent), at most 15 significant
-/// digits, no trailing zeros, so `0.1 + 0.2` is `0.3` as in Redis.
+/// A float as `INCRBYFLOAT` stores it: positional (no exponent), the shortest digits
+/// that read back as the same `f64` — so adding 0 never changes a value, and what is
+/// stored can always be read again. Redis computes in a long double and prints 17
+/// digits, so where the `f64` sum is inexact the digits may differ (`0.1 + 0.2` is
+/// `0.30000000000000004` here, `0.3` in Redis).
 pub fn format_float(f: f64) -> String {
     if f == 0.0 {
-        return "0".into();
+        return "0".into(); // not "-0"
     }
-    // 15 significant digits (all an f64 holds exactly for any decimal input), then
-    // written out without an exponent.
-    let scientific = format!("{:.14e}", f);
-    let (mantissa, exponent) = scientific.split_once('e').expect("an exponent");
-    let exponent: i32 = exponent.parse().expect("a number");
-    let negative = mantissa.starts_with('-');
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let point = exponent + 1; // digits before the decimal point
-    let mut out = String::new();
-    if negative {
-        out.push('-');
-    }
-    if point <= 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-point) as usize));
-        out.push_str(&digits);
-    } else if point as usize >= digits.len() {
-        out.push_str(&digits);
-        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
-    } else {
-        out.push_str(&digits[..point as usize]);
-        out.push('.');
-        out.push_str(&digits[point as usize..]);
-    }
-    if out.contains('.') {
-        let trimmed = out.trim_end_matches('0').trim_end_matches('.');
-        out = trimmed.to_string();
-    }
-    out
+    // Rust writes an f64 positionally, with its shortest round-trip digits.
+    format!("{f}")
 }
 
 #[cfg(test)]
@@ -347,8 +323,25 @@ mod tests {
         let float = |by| Update::new("k", Change::IncrementFloat(by));
         assert_eq!(
             run(float(0.2), Some(at("0.1", 1, None))).0,
-            put("0.3", None)
+            put("0.30000000000000004", None),
+            "the f64 sum, exactly"
         );
+        // Adding 0 never changes a value, and the largest f64 reads back.
+        for value in [
+            "123456789012345680",
+            "9007199254740992",
+            "0.12345678901234568",
+        ] {
+            assert_eq!(
+                run(float(0.0), Some(at(value, 1, None))).0,
+                put(value, None)
+            );
+        }
+        let (max, _) = run(float(f64::MAX), None);
+        let Effect::Put { value, .. } = max else {
+            panic!("{max:?}")
+        };
+        assert_eq!(parse_float(&value), Some(f64::MAX));
         assert_eq!(
             run(float(0.1), Some(at("10.5", 1, None))).0,
             put("10.6", None)

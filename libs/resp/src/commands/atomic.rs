@@ -84,6 +84,12 @@ fn deadline(
     Ok(Expiry::After(ms as u64))
 }
 
+/// The deadline an `EX`, `PX`, `EXAT` or `PXAT` option (upper case) gives with `value`.
+fn time_option(option: &[u8], value: &[u8], command: &str, now_ms: u64) -> Result<Expiry, String> {
+    let unit = if option.starts_with(b"E") { 1000 } else { 1 };
+    deadline(value, unit, option.ends_with(b"AT"), command, now_ms)
+}
+
 /// Queues `update`, whose reply `render` makes.
 fn run(
     update: Update,
@@ -107,28 +113,27 @@ pub(super) fn set(
     let mut condition = Condition::Always;
     let mut expiry = Expiry::Clear;
     let mut get = false;
-    let mut time_option: Option<Vec<u8>> = None; // EX, PX, EXAT, PXAT or KEEPTTL
+    let mut time_given: Option<Vec<u8>> = None; // EX, PX, EXAT, PXAT or KEEPTTL
     let now = backend.clock_ms();
     let mut at = 3;
     while at < args.len() {
         let option = args[at].to_ascii_uppercase();
         let value = args.get(at + 1);
-        let time_ok = time_option.as_ref().is_none_or(|t| *t == option);
+        let time_ok = time_given.as_ref().is_none_or(|t| *t == option);
         match option.as_slice() {
             b"NX" if condition != Condition::Present => condition = Condition::Absent,
             b"XX" if condition != Condition::Absent => condition = Condition::Present,
             b"GET" => get = true,
             b"KEEPTTL" if time_ok => {
-                time_option = Some(option);
+                time_given = Some(option);
                 expiry = Expiry::Keep;
             }
             b"EX" | b"PX" | b"EXAT" | b"PXAT" if time_ok => {
                 let Some(value) = value else {
                     return Err(SYNTAX.into());
                 };
-                let unit = if option.starts_with(b"E") { 1000 } else { 1 };
-                expiry = deadline(value, unit, option.ends_with(b"AT"), "set", now)?;
-                time_option = Some(option);
+                expiry = time_option(&option, value, "set", now)?;
+                time_given = Some(option);
                 at += 1;
             }
             _ => return Err(SYNTAX.into()),
@@ -207,21 +212,26 @@ pub(super) fn getex(
     backend: &mut impl Backend,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let expiry = match args.get(2).map(|o| o.to_ascii_uppercase()).as_deref() {
-        None => Expiry::Keep,
-        Some(b"PERSIST") if args.len() == 3 => Expiry::Clear,
-        Some(option @ (b"EX" | b"PX" | b"EXAT" | b"PXAT")) if args.len() == 4 => {
-            let unit = if option.starts_with(b"E") { 1000 } else { 1 };
-            deadline(
-                args[3],
-                unit,
-                option.ends_with(b"AT"),
-                "getex",
-                backend.clock_ms(),
-            )?
+    // As Redis 7.0: an option may repeat (the last wins); two different ones conflict.
+    let (mut expiry, mut given, mut at) = (Expiry::Keep, None::<Vec<u8>>, 2);
+    let now = backend.clock_ms();
+    while at < args.len() {
+        let option = args[at].to_ascii_uppercase();
+        let same = given.as_ref().is_none_or(|g| *g == option);
+        match option.as_slice() {
+            b"PERSIST" if same => expiry = Expiry::Clear,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if same => {
+                let Some(value) = args.get(at + 1) else {
+                    return Err(SYNTAX.into());
+                };
+                expiry = time_option(&option, value, "getex", now)?;
+                at += 1;
+            }
+            _ => return Err(SYNTAX.into()),
         }
-        Some(_) => return Err(SYNTAX.into()),
-    };
+        given = Some(option);
+        at += 1;
+    }
     let update = Update::new(args[1], Change::Keep)
         .expiring(expiry)
         .returning_previous();

@@ -110,6 +110,9 @@ fn deadlines_and_ttls() {
     assert_eq!(c.run("TTL s"), ":7\r\n");
     assert_eq!(c.run("GETEX missing EX 7"), "$-1\r\n");
     assert_eq!(c.run("GETEX s EX"), "-ERR syntax error\r\n");
+    assert_eq!(c.run("GETEX s EX 10 EX 20"), "$1\r\nv\r\n", "the last wins");
+    assert_eq!(c.run("TTL s"), ":20\r\n");
+    assert_eq!(c.run("GETEX s EX 10 PERSIST"), "-ERR syntax error\r\n");
     // A time not in the future removes the key.
     assert_eq!(c.run("EXPIRE s 0"), ":1\r\n");
     assert_eq!(c.run("GET s"), "$-1\r\n");
