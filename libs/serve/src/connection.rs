@@ -3,6 +3,7 @@
 //! header, and a response body that counts as work in progress until it is dropped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -21,6 +22,10 @@ pub(crate) struct Connection {
     pub(crate) watcher: Watcher,
     pub(crate) activity: Arc<deadline::Activity>,
     pub(crate) deadlines: Deadlines,
+    /// The server's stopping flag: HTTP/1 responses say `Connection: close` once raised.
+    pub(crate) stopping: Arc<AtomicBool>,
+    /// Counts requests begun, server-wide.
+    pub(crate) requests: Arc<AtomicU64>,
 }
 
 impl Connection {
@@ -32,20 +37,32 @@ impl Connection {
         let activity = self.activity;
         let io = deadline::Watched::new(io, &activity);
         let requests = activity.clone();
+        let (stopping, begun) = (self.stopping, self.requests);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            begun.fetch_add(1, Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(peer.clone()));
+            let http1 = request.version() < hyper::Version::HTTP_2;
+            let stopping = stopping.clone();
             let mut app = app.clone();
             let refused = ambiguous_credentials(&request);
             // In progress (not idle) until the response body is done with.
             let busy = deadline::Busy::new(&requests);
             async move {
-                let response = match refused {
+                let mut response = match refused {
                     Some(response) => response,
                     None => match app.call(request.map(axum::body::Body::new)).await {
                         Ok(response) => response,
                         Err(never) => match never {},
                     },
                 };
+                // Draining: the client's next request goes to a new connection (the
+                // replacement's, in a live swap), never to one about to close.
+                if http1 && stopping.load(Ordering::Acquire) {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, std::convert::Infallible>(
                     response.map(|body| InProgress { body, _busy: busy }),
                 )

@@ -15,6 +15,7 @@ mod connection;
 pub mod deadline;
 mod peers;
 mod reserve;
+mod reuse;
 pub mod tcp;
 pub mod tls;
 
@@ -115,7 +116,8 @@ impl Settings<'_> {
 pub struct Server {
     runtime: Option<Runtime>,
     task: Option<JoinHandle<std::io::Result<()>>>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Carries the drain deadline to the acceptor.
+    shutdown: Option<oneshot::Sender<Duration>>,
     stopping: Arc<AtomicBool>,
     addr: SocketAddr,
     protocol: String,
@@ -149,7 +151,7 @@ impl Server {
         let runtime = builder.build()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let app = make(stopping.clone());
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let (shutdown, shutdown_rx) = oneshot::channel::<Duration>();
         let accept = Acceptor {
             app,
             tls: tls.clone(),
@@ -163,6 +165,8 @@ impl Server {
             started: Instant::now(),
             log: settings.log,
             table: table.to_string(),
+            stopping: stopping.clone(),
+            requests: Arc::new(AtomicU64::new(0)),
         };
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -208,7 +212,7 @@ impl Server {
     pub fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
         self.begin_stopping();
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(deadline);
         }
         let (Some(runtime), Some(task)) = (self.runtime.take(), self.task.take()) else {
             return Ok(());
@@ -252,12 +256,27 @@ fn load_tls(
 }
 
 /// Binds `listen` (non-blocking, for tokio); the error says which table sets it.
+///
+/// Every listener is bound with `SO_REUSEPORT`, so that a newer build of the same
+/// frontend, started by the host while this one still serves (a live swap), can bind the
+/// same address and take the new connections while this one drains. Sharing is only
+/// with this process: unless a listener of this process already holds the address, a
+/// plain bind is tried first, so another process on the port (another kvs, say) is still
+/// an "address in use" error, as without the option.
 fn bind(listen: &str, table: &str) -> Result<(std::net::TcpListener, SocketAddr), PluginError> {
-    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+    let in_use = |e: std::io::Error| {
         PluginError::invalid_input(format!(
             "cannot listen on {listen}: {e}; set {table} listen to a free address"
         ))
-    })?;
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(listen)
+        .map_err(in_use)?
+        .next()
+        .ok_or_else(|| in_use(std::io::Error::other("the name resolves to no address")))?;
+    if addr.port() != 0 && !reuse::held_by_this_process(addr) {
+        drop(std::net::TcpListener::bind(addr).map_err(in_use)?);
+    }
+    let listener = reuse::bind_shared(addr).map_err(in_use)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
@@ -293,12 +312,20 @@ struct Acceptor {
     started: Instant,
     log: LogFn,
     table: String,
+    /// Raised when stopping begins: HTTP/1 responses then say `Connection: close`.
+    stopping: Arc<AtomicBool>,
+    /// Requests begun on every connection, to see when clients have gone quiet.
+    requests: Arc<AtomicU64>,
 }
 
 impl Acceptor {
-    async fn run(self, listener: tokio::net::TcpListener, mut shutdown: oneshot::Receiver<()>) {
+    async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        mut shutdown: oneshot::Receiver<Duration>,
+    ) {
         let graceful = GracefulShutdown::new();
-        loop {
+        let deadline = loop {
             let (tcp, addr) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -310,70 +337,105 @@ impl Acceptor {
                         continue;
                     }
                 },
-                _ = &mut shutdown => break,
+                deadline = &mut shutdown => break deadline.unwrap_or(Duration::ZERO),
             };
-            if !self.reserve.admits(std::os::fd::AsRawFd::as_raw_fd(&tcp)) {
-                self.warn_refusing(|table, _| reserve::refusal(table));
-                continue; // dropping `tcp` closes it
-            }
-            let Some(peer_slot) = self.peers.take(addr.ip(), &self.table, self.log) else {
-                continue; // dropping `tcp` closes it
-            };
-            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                self.warn_refusing(|table, max| {
-                    format!(
-                        "{table}: {max} connections are open (max_connections); closing new \
-                         ones until some close"
-                    )
-                });
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let connection = connection::Connection {
-                app: self.app.clone(),
-                http: self.http.clone(),
-                watcher: graceful.watcher(),
-                activity: deadline::Activity::new(),
-                deadlines: self.deadlines,
-            };
-            let tls = self.tls.clone();
-            let handshake = self.deadlines.handshake;
-            tokio::spawn(async move {
-                let _permit = (permit, peer_slot);
-                let text: Arc<str> = addr.to_string().into();
-                match tls {
-                    None => {
-                        let peer = Peer {
-                            addr,
-                            text,
-                            identity: None,
-                        };
-                        connection.serve(tcp, peer).await;
-                    }
-                    Some(tls) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                        // A failed or stalled handshake (wrong CA, no client
-                        // certificate under mTLS, plain HTTP) just closes the
-                        // connection: rustls has already sent the client its alert.
-                        let Ok(Ok(stream)) =
-                            tokio::time::timeout(handshake, acceptor.accept(tcp)).await
-                        else {
-                            return;
-                        };
-                        let identity = tls::client_identity(stream.get_ref().1);
-                        let peer = Peer {
-                            addr,
-                            text,
-                            identity,
-                        };
-                        connection.serve(stream, peer).await;
-                    }
-                }
-            });
+            self.admit(tcp, addr, &graceful);
+        };
+        // Connections the kernel has already queued on this listener would be reset when
+        // it closes (a replacement bound beside it takes the new ones from then on):
+        // take them first. A zero timeout still polls `accept` once.
+        while let Ok(Ok((tcp, addr))) =
+            tokio::time::timeout(Duration::ZERO, listener.accept()).await
+        {
+            self.admit(tcp, addr, &graceful);
         }
         drop(listener);
+        // First let clients leave on their own: every HTTP/1 response now says
+        // `Connection: close`, so a busy keep-alive client moves to a new connection
+        // after its next answer, and none is closed under a request it is sending. This
+        // lasts while requests keep coming (up to 1 s, or half the deadline); then the
+        // rest are closed gracefully: HTTP/2 gets GOAWAY, idle HTTP/1 connections are
+        // closed at once, busy ones after their response.
+        let leave_by = Instant::now() + (deadline / 2).min(Duration::from_secs(1));
+        let mut seen = self.requests.load(Ordering::Relaxed);
+        let mut quiet_since = Instant::now();
+        while self.connections.available_permits() < self.max_connections
+            && Instant::now() < leave_by
+            && quiet_since.elapsed() < Duration::from_millis(200)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let now = self.requests.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                quiet_since = Instant::now();
+            }
+        }
         // Open connections finish their requests; `Server::stop` bounds the wait.
         graceful.shutdown().await;
+    }
+
+    /// Serves one accepted connection on its own task, unless a cap refuses it.
+    fn admit(&self, tcp: tokio::net::TcpStream, addr: SocketAddr, graceful: &GracefulShutdown) {
+        if !self.reserve.admits(std::os::fd::AsRawFd::as_raw_fd(&tcp)) {
+            self.warn_refusing(|table, _| reserve::refusal(table));
+            return; // dropping `tcp` closes it
+        }
+        let Some(peer_slot) = self.peers.take(addr.ip(), &self.table, self.log) else {
+            return; // dropping `tcp` closes it
+        };
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            self.warn_refusing(|table, max| {
+                format!(
+                    "{table}: {max} connections are open (max_connections); closing new \
+                     ones until some close"
+                )
+            });
+            return;
+        };
+        let _ = tcp.set_nodelay(true);
+        let connection = connection::Connection {
+            app: self.app.clone(),
+            http: self.http.clone(),
+            watcher: graceful.watcher(),
+            activity: deadline::Activity::new(),
+            deadlines: self.deadlines,
+            stopping: self.stopping.clone(),
+            requests: self.requests.clone(),
+        };
+        let tls = self.tls.clone();
+        let handshake = self.deadlines.handshake;
+        tokio::spawn(async move {
+            let _permit = (permit, peer_slot);
+            let text: Arc<str> = addr.to_string().into();
+            match tls {
+                None => {
+                    let peer = Peer {
+                        addr,
+                        text,
+                        identity: None,
+                    };
+                    connection.serve(tcp, peer).await;
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    // A failed or stalled handshake (wrong CA, no client
+                    // certificate under mTLS, plain HTTP) just closes the
+                    // connection: rustls has already sent the client its alert.
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake, acceptor.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    let identity = tls::client_identity(stream.get_ref().1);
+                    let peer = Peer {
+                        addr,
+                        text,
+                        identity,
+                    };
+                    connection.serve(stream, peer).await;
+                }
+            }
+        });
     }
 
     /// Logs why new connections are being closed, at most every 10 s.
