@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::ReloadSlot;
 use crate::store::Store;
 
 /// The `[admin]` table.
@@ -81,6 +82,11 @@ pub struct PluginStatus {
     pub endpoints: Vec<String>,
     /// `ok`, `unhealthy` (a logger reporting trouble), `starting` or `stopping`.
     pub health: String,
+    /// The hex SHA-256 of the file as loaded.
+    pub sha256: String,
+    /// Set when the file at `file` is no longer the one loaded: the SHA-256 of the one
+    /// there now (`kvs reload` would swap it in), or `missing`. Filled in when asked.
+    pub waiting: Option<String>,
 }
 
 /// What `/plugins` lists; filled in as kvs starts its plug-ins.
@@ -90,6 +96,7 @@ pub type PluginList = Arc<RwLock<Vec<PluginStatus>>>;
 struct AdminState {
     store: Arc<Store>,
     plugins: PluginList,
+    reload: ReloadSlot,
 }
 
 /// The running admin listener.
@@ -100,7 +107,12 @@ pub struct Admin {
 
 impl Admin {
     /// Binds and serves.
-    pub fn start(config: &AdminConfig, store: Arc<Store>, plugins: PluginList) -> Result<Admin> {
+    pub fn start(
+        config: &AdminConfig,
+        store: Arc<Store>,
+        plugins: PluginList,
+        reload: ReloadSlot,
+    ) -> Result<Admin> {
         let settings = kvs_serve::Settings {
             listen: &config.listen,
             table: "[admin]",
@@ -128,7 +140,12 @@ impl Admin {
                 .route("/healthz", get(|| async { "ok\n" }))
                 .route("/readyz", get(readyz))
                 .route("/plugins", get(plugins_json))
-                .with_state(AdminState { store, plugins })
+                .route("/reload", axum::routing::post(reload_now))
+                .with_state(AdminState {
+                    store,
+                    plugins,
+                    reload,
+                })
         })
         .map_err(|e| anyhow!("cannot start the admin listener: {e}"))?;
         Ok(Admin {
@@ -237,9 +254,63 @@ async fn plugins_json(
                 Phase::Serving => "ok",
             }
             .into();
+            p.waiting = match std::fs::read(&p.file) {
+                Ok(bytes) => {
+                    let now = hex_sha256(&bytes);
+                    (now != p.sha256).then_some(now)
+                }
+                Err(_) => Some("missing".into()),
+            };
             p
         })
         .collect();
     let body = serde_json::to_string_pretty(&list).expect("plain data serializes");
     ([(header::CONTENT_TYPE, "application/json")], body + "\n").into_response()
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `POST /reload`: what `kvs reload` and SIGHUP do — re-read the config file and the
+/// plugins directory and apply what changed. Answers the report as JSON: 200 when
+/// everything was applied, 422 when something was refused (the report says what and
+/// why; what could be applied was). Asked of `check_admin`, like `/plugins`.
+async fn reload_now(State(state): State<AdminState>, request: axum::extract::Request) -> Response {
+    if let Some(refused) = refused(&state.store, &request) {
+        return refused;
+    }
+    let Some(reload) = state.reload.get().cloned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kvs is still starting (or was started without a config to reload); retry later\n",
+        )
+            .into_response();
+    };
+    let report = match tokio::task::spawn_blocking(move || reload()).await {
+        Ok(report) => report,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the reload failed: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let status = if report.refused.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = serde_json::to_string_pretty(&report).expect("plain data serializes");
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body + "\n",
+    )
+        .into_response()
 }

@@ -27,6 +27,9 @@ pub struct RawConfig {
     /// setups only: such a file runs as kvs.
     #[serde(default)]
     pub plugins_insecure_modes: bool,
+    /// Reload when the config file or the plugins directory changes.
+    #[serde(default)]
+    pub watch: bool,
     /// The logger's declared name.
     pub logger: Option<String>,
     /// The frontends' declared names.
@@ -152,6 +155,8 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     /// `plugins_insecure_modes`: loose modes on a native plug-in warn instead of refuse.
     pub plugins_insecure_modes: bool,
+    /// `watch`: reload when the config file or the plugins directory changes.
+    pub watch: bool,
     /// Name of the logger to open.
     pub logger: String,
     /// Names of the frontends to start, in order.
@@ -228,6 +233,7 @@ impl Config {
                 .or(file.plugins_dir)
                 .unwrap_or_else(default_plugins_dir),
             plugins_insecure_modes: file.plugins_insecure_modes,
+            watch: file.watch,
             logger,
             frontends,
             limits,

@@ -24,9 +24,11 @@ use crate::store::{Map, Phase, Store, WriteFeatures};
 use crate::writer::{self, Acknowledge, ReplayStats, Writer, WriterStats};
 
 mod open;
+mod reload;
 
 pub use open::open_logger;
 use open::{Opened, open_any};
+pub use reload::{ReloadFn, ReloadReport, ReloadSlot};
 
 /// Host-side choices that are not configuration: what embedders and tests may add.
 #[derive(Default, Clone)]
@@ -45,6 +47,8 @@ pub struct Running {
     frontends: Vec<Started>,
     shutdown_timeout: Duration,
     admin: Option<Admin>,
+    /// What a reload compares with and changes.
+    live: reload::Live,
 }
 
 /// A frontend that started, with what it reported.
@@ -52,6 +56,9 @@ struct Started {
     name: String,
     endpoints: Vec<String>,
     handle: Box<dyn RunningFrontend>,
+    /// The plug-in it runs and the table it was given: what a reload compares.
+    plugin: Plugin,
+    table: String,
 }
 
 /// Where the logger of a [`Builder`] comes from.
@@ -74,6 +81,8 @@ pub struct Builder<'a> {
     options: StartOptions,
     admin: Option<AdminConfig>,
     cluster: ClusterConfig,
+    /// The configuration it was built from, if any: what a reload compares with.
+    config: Option<Config>,
 }
 
 impl<'a> Builder<'a> {
@@ -102,6 +111,7 @@ impl<'a> Builder<'a> {
             },
             admin: config.admin.clone(),
             cluster: config.cluster.clone(),
+            config: Some(config.clone()),
         })
     }
 
@@ -118,6 +128,7 @@ impl<'a> Builder<'a> {
             options: StartOptions::default(),
             admin: None,
             cluster: ClusterConfig::default(),
+            config: None,
         }
     }
 
@@ -142,9 +153,12 @@ impl<'a> Builder<'a> {
         // Per-request series only when an admin listener can show them.
         let metrics = Metrics::new(self.admin.is_some());
         let plugins: PluginList = Default::default();
+        let reload_slot = reload::Slot::default();
+        let mut logger_plugin = None;
         // The logger opens first: a bad logger config fails before any port is bound.
         let (logger, logger_name, stores_expiry, conditional) = match self.logger {
             LoggerSource::Plugin(plugin, table) => {
+                logger_plugin = Some((plugin.clone(), table.clone()));
                 let declares =
                     |capability: &str| plugin.capabilities.iter().any(|c| c == capability);
                 let stores_expiry = declares(kvs_plugin_api::capability::LOG_EXPIRY);
@@ -176,6 +190,7 @@ impl<'a> Builder<'a> {
             frontends: Vec::new(),
             shutdown_timeout: self.shutdown_timeout,
         };
+        let steps_plugins = plugins.clone();
         let steps = Steps {
             admin: self.admin.as_ref(),
             frontends: self.frontends,
@@ -185,6 +200,7 @@ impl<'a> Builder<'a> {
             map: map.clone(),
             logger_name: &logger_name,
             conditional,
+            reload: reload_slot.clone(),
         };
         let caught_up = match steps.run(&mut partial) {
             Ok(caught_up) => caught_up,
@@ -208,7 +224,7 @@ impl<'a> Builder<'a> {
             atomic: !shared || conditional,
             logger: logger_name.clone(),
         });
-        let writer = match Writer::spawn(logger, map, (tx, rx), settings, metrics) {
+        let writer = match Writer::spawn(logger, map, (tx, rx), settings, metrics.clone()) {
             Ok(writer) => writer,
             Err((e, logger)) => {
                 partial.logger = Some(Opened::Local(logger));
@@ -224,6 +240,14 @@ impl<'a> Builder<'a> {
             frontends: partial.frontends,
             shutdown_timeout: self.shutdown_timeout,
             admin: partial.admin,
+            live: reload::Live {
+                config: self.config,
+                logger: logger_plugin,
+                shared,
+                plugins: steps_plugins,
+                metrics,
+                slot: reload_slot,
+            },
         })
     }
 }
@@ -262,6 +286,8 @@ struct Steps<'b, 'a> {
     logger_name: &'b str,
     /// The shared log appends conditionally (`log:conditional`): atomic operations.
     conditional: bool,
+    /// Where the admin listener's `POST /reload` finds the reload.
+    reload: reload::Slot,
 }
 
 /// A log replayed (or a shared log caught up): where the writer goes on from.
@@ -276,7 +302,12 @@ impl Steps<'_, '_> {
     fn run(self, partial: &mut Partial) -> Result<CaughtUp> {
         // The admin listener comes up first, so it shows "not ready" during replay.
         if let Some(config) = self.admin {
-            let admin = Admin::start(config, partial.store.clone(), self.plugins.clone())?;
+            let admin = Admin::start(
+                config,
+                partial.store.clone(),
+                self.plugins.clone(),
+                self.reload.clone(),
+            )?;
             tracing::info!("admin listener serving on {}", admin.url());
             partial.admin = Some(admin);
         }
@@ -355,6 +386,8 @@ impl Steps<'_, '_> {
 /// A plug-in as `/plugins` lists it (health is filled in when asked).
 fn status(role: &'static str, plugin: &Plugin, endpoints: Vec<String>) -> PluginStatus {
     PluginStatus {
+        sha256: plugin.hash.clone(),
+        waiting: None,
         role,
         name: plugin.name.clone(),
         format: plugin.format.to_string(),
@@ -403,6 +436,8 @@ fn start_frontend(plugin: &Plugin, store: &Arc<Store>, table: &str) -> Result<St
         name: plugin.name.clone(),
         endpoints,
         handle,
+        plugin: plugin.clone(),
+        table: table.to_string(),
     })
 }
 

@@ -101,6 +101,12 @@ pub struct Metrics {
     wasm_calls: IntCounterVec,
     wasm_failures: IntCounterVec,
     wasm_replacements: IntCounterVec,
+    /// Reloads, by outcome: `applied`, `partial` (something refused), `refused`
+    /// (nothing changed).
+    pub reloads: IntCounterVec,
+    /// Plug-ins swapped by a reload, by role (`logger`, `frontend`) and outcome (`ok`,
+    /// `failed`: the old one kept serving).
+    pub swaps: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -232,6 +238,16 @@ impl Metrics {
                 "kvs_wasm_instance_replacements_total",
                 "Guest instances discarded after a failure and replaced, by plug-in.",
                 &["plugin"],
+            ),
+            reloads: r.counter_vec(
+                "kvs_reloads_total",
+                "Reloads (SIGHUP, POST /reload, kvs reload), by outcome: applied, partial, refused.",
+                &["outcome"],
+            ),
+            swaps: r.counter_vec(
+                "kvs_plugin_swaps_total",
+                "Plug-ins replaced by a reload, by role and outcome (failed: the old one kept serving).",
+                &["role", "outcome"],
             ),
             registry,
         })

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use kvs_plugin_api::PluginKind;
 
+use sha2::Digest;
+
 use crate::ports::Entry;
 
 /// How a plug-in is packaged.
@@ -55,6 +57,9 @@ pub struct Plugin {
     pub capabilities: Vec<String>,
     /// Its entry points, as the host calls them.
     pub entry: Arc<dyn Entry>,
+    /// The hex SHA-256 of the file's bytes as loaded: how a reload tells a changed file
+    /// (a new build) from the one in use, whatever its name or mtime.
+    pub hash: String,
 }
 
 impl fmt::Debug for Plugin {
@@ -65,6 +70,7 @@ impl fmt::Debug for Plugin {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("api", &self.api)
+            .field("hash", &self.hash)
             .finish_non_exhaustive()
     }
 }
@@ -236,6 +242,11 @@ pub fn load_with(path: &Path, insecure_modes: bool) -> Result<Plugin, String> {
 
 fn load_wasm(path: &Path) -> Result<Plugin, String> {
     let h = crate::wasm::handshake(path)?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let hash = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(Plugin {
         path: path.to_path_buf(),
         format: Format::Wasm,
@@ -246,5 +257,6 @@ fn load_wasm(path: &Path) -> Result<Plugin, String> {
         api: (h.api_major, h.api_minor),
         capabilities: h.capabilities,
         entry: crate::wasm::entry(),
+        hash,
     })
 }

@@ -63,6 +63,15 @@ pub trait RunningFrontend: Send {
     fn endpoints(&self) -> Vec<String>;
     /// Stops gracefully, waiting at most `deadline` for requests in flight.
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError>;
+    /// Takes `plugin` (a new file of this frontend, or the same) with `table` while
+    /// serving, keeping its listener and connections: a WASM frontend swaps its module,
+    /// a native one of plugin-api 1.4+ may reconfigure itself. `None`: it cannot (its
+    /// listener would change, or it does not know how), and the host replaces it
+    /// instead — a new instance beside it, then this one drains.
+    fn swap_in_place(&mut self, plugin: &Plugin, table: &str) -> Option<Result<(), PluginError>> {
+        let _ = (plugin, table);
+        None
+    }
 }
 
 /// A plug-in's code as the host calls it: the entry points of its contract generation

@@ -4,9 +4,10 @@
 //! writer ([`crate::writer`]), which logs them and only then applies them to the map.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use crossbeam_channel::{Sender, TrySendError};
 pub use kvs_plugin_api::Limits;
 use kvs_plugin_api::{Consistency, PluginError};
@@ -30,21 +31,25 @@ pub struct Store {
     /// Queue to the writer. Bounded, so an overloaded host answers `unavailable` rather
     /// than growing without limit.
     writes: Sender<Msg>,
-    /// Size limits enforced before a write is queued.
-    limits: Limits,
+    /// Size limits enforced before a write is queued; a reload may change them.
+    max_key_bytes: AtomicU64,
+    max_value_bytes: AtomicU64,
     /// Where the host is in its life: see [`Phase`].
     phase: AtomicU8,
-    /// The logger's own health, if it reports one: part of readiness.
-    logger_health: Option<HealthCheck>,
-    /// Sees every frontend request first (see [`crate::caller`]).
-    hook: Option<Arc<dyn RequestHook>>,
+    /// The logger's own health, if it reports one: part of readiness. Replaced when
+    /// the logger is swapped.
+    logger_health: ArcSwapOption<HealthCheck>,
+    /// Sees every frontend request first (see [`crate::caller`]); a reload may
+    /// replace it (new access rules).
+    hook: ArcSwapOption<Arc<dyn RequestHook>>,
     /// A linearizable read's barrier, with a shared log; and whether reads use it
     /// unless the client asks otherwise.
     read_barrier: std::sync::OnceLock<(ReadBarrier, bool)>,
     /// What this kvs counts.
     metrics: Arc<Metrics>,
-    /// What the write path can do beyond puts and deletes; set once, at start-up.
-    features: std::sync::OnceLock<WriteFeatures>,
+    /// What the write path can do beyond puts and deletes; set at start-up and when
+    /// the logger is swapped.
+    features: ArcSwapOption<WriteFeatures>,
 }
 
 /// `done`, keeping `span` open until the write completes (a write's span lasts until it
@@ -128,19 +133,46 @@ impl Store {
         Store {
             map,
             writes,
-            limits,
+            max_key_bytes: AtomicU64::new(limits.max_key_bytes),
+            max_value_bytes: AtomicU64::new(limits.max_value_bytes),
             phase: AtomicU8::new(Phase::Starting as u8),
-            logger_health,
-            hook,
+            logger_health: ArcSwapOption::new(logger_health.map(Arc::new)),
+            hook: ArcSwapOption::new(hook.map(Arc::new)),
             read_barrier: std::sync::OnceLock::new(),
             metrics,
-            features: std::sync::OnceLock::new(),
+            features: ArcSwapOption::empty(),
         }
     }
 
-    /// Says what the write path can do beyond puts and deletes. Set once, at start-up.
+    /// Says what the write path can do beyond puts and deletes: at start-up, and again
+    /// when the logger is swapped.
     pub(crate) fn set_write_features(&self, features: WriteFeatures) {
-        let _ = self.features.set(features);
+        self.features.store(Some(Arc::new(features)));
+    }
+
+    /// Queues a control message for the writer behind the writes queued so far,
+    /// waiting for room; false if the writer has stopped.
+    pub(crate) fn send_to_writer(&self, msg: Msg) -> bool {
+        self.writes.send(msg).is_ok()
+    }
+
+    /// The health check of the logger swapped in.
+    pub(crate) fn set_logger_health(&self, health: Option<HealthCheck>) {
+        self.logger_health.store(health.map(Arc::new));
+    }
+
+    /// New size limits, from a reload: writes checked from now on see them.
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        self.max_key_bytes
+            .store(limits.max_key_bytes, Ordering::Relaxed);
+        self.max_value_bytes
+            .store(limits.max_value_bytes, Ordering::Relaxed);
+    }
+
+    /// A new request hook (or none), from a reload: requests that begin from now on go
+    /// through it.
+    pub(crate) fn set_request_hook(&self, hook: Option<Arc<dyn RequestHook>>) {
+        self.hook.store(hook.map(Arc::new));
     }
 
     /// Gives reads over a shared log their barrier: used by every read if
@@ -166,13 +198,16 @@ impl Store {
 
     /// Whether the logger says it is healthy (true if it reports nothing).
     pub fn logger_healthy(&self) -> bool {
-        self.logger_health.as_ref().is_none_or(|healthy| healthy())
+        self.logger_health
+            .load()
+            .as_deref()
+            .is_none_or(|healthy| healthy())
     }
 
     /// Whether `caller` may read the admin listener's `/metrics` and `/plugins`: the
     /// request hook decides (no hook: anyone may).
     pub fn admit_admin(&self, caller: &Caller<'_>) -> Result<(), PluginError> {
-        match &self.hook {
+        match &*self.hook.load() {
             Some(hook) => hook.check_admin(caller),
             None => Ok(()),
         }
@@ -184,7 +219,7 @@ impl Store {
         key: &[u8],
         caller: &Caller<'_>,
     ) -> Result<(), PluginError> {
-        match &self.hook {
+        match &*self.hook.load() {
             Some(hook) => hook.check(op, key, caller),
             None => Ok(()),
         }
@@ -336,22 +371,22 @@ impl Store {
         if key.is_empty() {
             return Err(PluginError::invalid_input("key is empty"));
         }
-        if key.len() as u64 > self.limits.max_key_bytes {
+        if key.len() as u64 > self.max_key_bytes.load(Ordering::Relaxed) {
             return Err(PluginError::too_large(format!(
                 "key is {} bytes; the limit is {} (limits.max_key_bytes)",
                 key.len(),
-                self.limits.max_key_bytes
+                self.max_key_bytes.load(Ordering::Relaxed)
             )));
         }
         Ok(())
     }
 
     fn check_value(&self, value: &[u8]) -> Result<(), PluginError> {
-        if value.len() as u64 > self.limits.max_value_bytes {
+        if value.len() as u64 > self.max_value_bytes.load(Ordering::Relaxed) {
             return Err(PluginError::too_large(format!(
                 "value is {} bytes; the limit is {} (limits.max_value_bytes)",
                 value.len(),
-                self.limits.max_value_bytes
+                self.max_value_bytes.load(Ordering::Relaxed)
             )));
         }
         Ok(())
@@ -360,8 +395,7 @@ impl Store {
     /// Whether kvs is ready: replay is done, shutdown has not begun, and the logger (if
     /// it reports its health) expects writes to succeed.
     pub fn is_ready(&self) -> bool {
-        self.phase() == Phase::Serving
-            && self.logger_health.as_ref().is_none_or(|healthy| healthy())
+        self.phase() == Phase::Serving && self.logger_healthy()
     }
 
     /// The current phase.
@@ -380,7 +414,10 @@ impl Store {
 
     /// The configured size limits.
     pub fn limits(&self) -> Limits {
-        self.limits
+        Limits {
+            max_key_bytes: self.max_key_bytes.load(Ordering::Relaxed),
+            max_value_bytes: self.max_value_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Number of keys.

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
@@ -37,6 +38,9 @@ pub struct TelemetryConfig {
     pub sample_ratio: Option<f64>,
     /// `service.name` of the exported spans. Default `kvs`.
     pub service_name: Option<String>,
+    /// Which log lines are shown, in `RUST_LOG`'s syntax (e.g. `info,kvs_host=debug`),
+    /// when `RUST_LOG` is not set. Default `info`. A reload applies a change.
+    pub log: Option<String>,
 }
 
 /// How log lines look.
@@ -51,7 +55,53 @@ pub enum LogFormat {
 /// Keeps the exporter alive; dropping it flushes the spans not yet sent.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Replaces the log filter (`None`: `RUST_LOG` set it, and it stays).
+    filter: Option<reload::Handle<EnvFilter, tracing_subscriber::Registry>>,
+    /// The filter applied last, as configured.
+    applied: std::sync::Mutex<Option<String>>,
 }
+
+impl Telemetry {
+    /// Applies `[telemetry] log` from a reloaded config; says what happened, and
+    /// whether it changed anything.
+    pub fn set_log_filter(&self, log: Option<&str>) -> Result<(bool, String), String> {
+        let Some(handle) = &self.filter else {
+            return Ok((
+                false,
+                "log filter: RUST_LOG set it at start; it stays".into(),
+            ));
+        };
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if applied.as_deref() == log {
+            return Ok((false, "log filter: unchanged".into()));
+        }
+        let filter = log_filter(log)?;
+        handle
+            .reload(filter)
+            .map_err(|e| format!("log filter: cannot apply it: {e}"))?;
+        *applied = log.map(String::from);
+        Ok((
+            true,
+            format!("log filter: now {:?}", log.unwrap_or(DEFAULT_LOG)),
+        ))
+    }
+}
+
+/// The filter for `[telemetry] log` (default `info`), trace spans always off.
+fn log_filter(log: Option<&str>) -> Result<EnvFilter, String> {
+    let filter = EnvFilter::builder()
+        .parse(log.unwrap_or(DEFAULT_LOG))
+        .map_err(|e| format!("[telemetry] log: {e}"))?;
+    Ok(filter.add_directive(
+        format!("{TRACE_TARGET}=off")
+            .parse()
+            .expect("a valid directive"),
+    ))
+}
+
+/// extism logs each failed guest call with a full wasm backtrace; kvs logs one line per
+/// failure itself.
+const DEFAULT_LOG: &str = "info,extism=off";
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
@@ -63,16 +113,20 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber: logs in `format`, and traces if `config` says where.
 pub fn init(format: LogFormat, config: &TelemetryConfig) -> Result<Telemetry> {
-    let filter = EnvFilter::try_from_default_env()
-        // extism logs each failed guest call with a full wasm backtrace; kvs logs one
-        // line per failure itself.
-        .unwrap_or_else(|_| EnvFilter::new("info,extism=off"));
-    // Trace spans are for the exporter only, whatever RUST_LOG says.
-    let logs_filter = filter.add_directive(
-        format!("{TRACE_TARGET}=off")
-            .parse()
-            .expect("a valid directive"),
-    );
+    // RUST_LOG, if set, wins and stays; else `[telemetry] log`, which a reload changes.
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::builder().parse(v).ok());
+    let fixed = from_env.is_some();
+    let filter = match from_env {
+        Some(f) => f.add_directive(
+            format!("{TRACE_TARGET}=off")
+                .parse()
+                .expect("a valid directive"),
+        ),
+        None => log_filter(config.log.as_deref()).map_err(|e| anyhow::anyhow!(e))?,
+    };
+    let (logs_filter, handle) = reload::Layer::new(filter);
     let logs = fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
         LogFormat::Text => logs
@@ -103,7 +157,11 @@ pub fn init(format: LogFormat, config: &TelemetryConfig) -> Result<Telemetry> {
         .with(traces)
         .try_init()
         .context("cannot install the log subscriber")?;
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        filter: (!fixed).then_some(handle),
+        applied: std::sync::Mutex::new(config.log.clone()),
+    })
 }
 
 fn provider(endpoint: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider> {

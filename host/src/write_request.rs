@@ -6,6 +6,8 @@
 
 use kvs_plugin_api::{Outcome, PluginError, Update};
 
+use crate::ports::HealthCheck;
+
 /// A write waiting for the writer.
 pub enum WriteOp {
     /// Set a key.
@@ -48,6 +50,32 @@ pub enum Msg {
     Write(WriteRequest),
     /// Log what is queued, close the logger, exit.
     Stop,
+    /// From a reload: log what is queued, then swap the logger (see [`LogSwap`]).
+    SwapLog(LogSwap),
+    /// From a reload: the value limit an `APPEND` may grow a value to.
+    MaxValueBytes(u64),
+}
+
+/// What a [`LogSwap`] did: the health check of the logger in use afterwards, as `Ok`
+/// if it is the new one, else with why not.
+pub type SwapOutcome = Result<Option<HealthCheck>, (String, Option<HealthCheck>)>;
+
+/// Opens a logger, on the writer's thread, between two batches.
+pub type OpenLog = Box<dyn FnOnce() -> Result<Box<dyn crate::ports::Log>, String> + Send>;
+
+/// Replacing the writer's logger between two batches: the old one closes, `open` opens
+/// the new one over the same storage; if that fails, `reopen` opens the old one again.
+pub struct LogSwap {
+    /// Opens the new logger.
+    pub open: OpenLog,
+    /// Opens the old logger again, if the new one cannot open.
+    pub reopen: OpenLog,
+    /// Whether the new logger stores deadlines (`log:expiry`).
+    pub stores_expiry: bool,
+    /// Told the outcome: once the new logger takes the writes, its health check; else
+    /// why not (and whether the old one serves again), with the health check of the
+    /// logger that serves now.
+    pub done: std::sync::mpsc::SyncSender<SwapOutcome>,
 }
 
 enum Callback {

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::ports::Log;
 use crate::store::Map;
 use crate::telemetry::{self, TRACE_TARGET};
-use crate::write_request::{Completion, Msg, WriteOp, WriteRequest};
+use crate::write_request::{Completion, LogSwap, Msg, WriteOp, WriteRequest};
 
 /// What the writer did, returned when it stops.
 #[derive(Debug, Default, Clone, Copy)]
@@ -155,6 +155,8 @@ impl WriterLoop {
     fn run(mut self) -> (WriterStats, Result<(), PluginError>) {
         let mut stopping = false;
         let mut batch = Vec::with_capacity(self.max_batch);
+        // A logger swap waits for the writes queued before it to be committed.
+        let mut swap = None;
         loop {
             if !stopping {
                 let received = match self.sweep_wait() {
@@ -162,33 +164,94 @@ impl WriterLoop {
                     Some(wait) => self.rx.recv_timeout(wait),
                 };
                 match received {
-                    Ok(Msg::Write(req)) => batch.push(req),
-                    Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+                    Ok(msg) => self.take(msg, &mut batch, &mut stopping, &mut swap),
+                    Err(RecvTimeoutError::Disconnected) => stopping = true,
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             }
             // Group commit: everything that queued up while the last append ran.
-            while batch.len() < self.max_batch {
+            while batch.len() < self.max_batch && swap.is_none() {
                 match self.rx.try_recv() {
-                    Ok(Msg::Write(req)) => batch.push(req),
-                    Ok(Msg::Stop) => stopping = true,
+                    Ok(msg) => self.take(msg, &mut batch, &mut stopping, &mut swap),
                     Err(_) => break,
                 }
             }
-            if !stopping {
+            if !stopping && swap.is_none() {
                 self.sweep_into(&mut batch);
             }
-            if batch.is_empty() {
-                if stopping {
-                    break;
-                }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            if let Some(swap) = swap.take() {
+                self.swap_log(swap);
                 continue;
             }
-            self.commit(&mut batch);
+            if batch.is_empty() && stopping {
+                break;
+            }
         }
         tracing::debug!(?self.stats, "writer stopping; closing logger");
         let closed = self.logger.close();
         (self.stats, closed)
+    }
+
+    /// Files one queue message.
+    fn take(
+        &mut self,
+        msg: Msg,
+        batch: &mut Vec<WriteRequest>,
+        stopping: &mut bool,
+        swap: &mut Option<LogSwap>,
+    ) {
+        match msg {
+            Msg::Write(req) => batch.push(req),
+            Msg::Stop => *stopping = true,
+            Msg::MaxValueBytes(max) => self.max_value_bytes = max,
+            Msg::SwapLog(next) => *swap = Some(next),
+        }
+    }
+
+    /// Replaces the logger between two batches: closes it, opens the new one; if that
+    /// fails, opens the old one again. The writes queued meanwhile wait in the queue and
+    /// are answered once durable in whichever logger serves next.
+    fn swap_log(&mut self, swap: LogSwap) {
+        let started = Instant::now();
+        if let Err(e) = self.logger.close() {
+            // It may still hold its storage: opening another over it is not safe.
+            let why = format!("the logger in use did not close ({e}); it keeps serving");
+            let _ = swap.done.send(Err((why, self.logger.health())));
+            return;
+        }
+        let outcome = match (swap.open)() {
+            Ok(next) => {
+                self.logger = next;
+                self.stores_expiry = swap.stores_expiry;
+                Ok(self.logger.health())
+            }
+            Err(why) => match (swap.reopen)() {
+                Ok(old) => {
+                    self.logger = old;
+                    Err(format!(
+                        "{why}; the logger in use was reopened and keeps serving"
+                    ))
+                }
+                Err(again) => {
+                    self.logger = Box::new(Unusable(again.clone()));
+                    Err(format!(
+                        "{why}; reopening the logger in use failed too ({again}): writes fail \
+                         until kvs is restarted"
+                    ))
+                }
+            },
+        };
+        tracing::info!(
+            paused_ms = started.elapsed().as_millis() as u64,
+            ok = outcome.is_ok(),
+            "logger swap"
+        );
+        let _ = swap
+            .done
+            .send(outcome.map_err(|why| (why, self.logger.health())));
     }
 
     /// Adds the sweep's removals of expired keys to `batch`, at most
@@ -409,3 +472,31 @@ use resolve::Logged;
 
 #[cfg(test)]
 mod tests;
+
+/// The writer's logger after a failed swap whose old logger could not be reopened:
+/// every append fails, saying why, and nothing is acknowledged.
+struct Unusable(String);
+
+impl Log for Unusable {
+    fn append(&mut self, _batch: &[kvs_plugin_api::Event<'_>]) -> Result<(), PluginError> {
+        Err(PluginError::unavailable(format!(
+            "no logger: a swap failed and the old logger could not be reopened ({}); restart kvs",
+            self.0
+        )))
+    }
+
+    fn replay(
+        &mut self,
+        _sink: &mut dyn FnMut(&[kvs_plugin_api::Event<'_>]) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn health(&self) -> Option<crate::ports::HealthCheck> {
+        Some(Arc::new(|| false))
+    }
+}

@@ -24,6 +24,8 @@
 //!   redis-benchmark, redis-py and malformed input; a trapping stream guest.
 //! * `redis_diff`: random command sequences sent to a real `redis-server` and to both
 //!   Redis frontends, replies compared byte for byte except where kvs's dialect says.
+//! * `live`: `kvs reload` under a steady load of every kind of client: limits, access
+//!   rules, frontends and the logger replaced while serving; broken offers refused.
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
 //!   by a real HTTP client.
 
@@ -38,6 +40,7 @@ mod compat;
 mod conformance;
 mod context;
 mod grpc;
+mod live;
 mod loading;
 mod observability;
 mod postgres;

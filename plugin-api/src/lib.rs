@@ -185,7 +185,7 @@ macro_rules! export_plugin {
             store: $crate::native::current::StoreBox,
             config: $crate::abi_stable::std_types::RStr<'_>,
             host: $crate::native::v1_1::HostBox,
-        ) -> $crate::abi_stable::std_types::RResult<$crate::native::FrontendBox, $crate::PluginError> {
+        ) -> $crate::abi_stable::std_types::RResult<$crate::native::current::FrontendBox, $crate::PluginError> {
             $crate::native::export::start_frontend(store, config, host, $start)
         }
 

@@ -160,4 +160,16 @@ pub trait Frontend: Send + 'static {
     /// Stops gracefully: stop accepting, let in-flight requests finish for at most
     /// `deadline`, then return. No call follows.
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError>;
+
+    /// Applies a changed config table while serving, keeping the listener and open
+    /// connections: what `kvs reload` asks when only this frontend's table changed
+    /// (plugin-api 1.4). Return `None` (the default) when it cannot — say, `listen`
+    /// changed —: the host then starts a new instance with the new table beside this
+    /// one (same address: a listener with `SO_REUSEPORT` shares it) and stops this one.
+    /// `Some(Err(_))` refuses the table, saying why; this frontend keeps the old one.
+    /// Called from the host's reload thread while requests are being served.
+    fn reconfigure(&mut self, config: &str) -> Option<Result<(), PluginError>> {
+        let _ = config;
+        None
+    }
 }

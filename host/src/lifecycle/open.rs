@@ -16,7 +16,7 @@ pub fn open_logger(plugin: &Plugin, config: &str) -> Result<Box<dyn Log>> {
 }
 
 /// [`open_logger`], counting a WASM logger's guest calls in `meter`.
-fn open_logger_metered(
+pub(super) fn open_logger_metered(
     plugin: &Plugin,
     config: &str,
     meter: Option<Arc<WasmMeter>>,

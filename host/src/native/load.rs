@@ -1,7 +1,7 @@
 //! Loading a native plug-in: `dlopen`, the handshake, then the adapter of its generation.
 //!
 //! Each step can refuse the file:
-//! 1. `dlopen` (not a shared library -> refused). The library is leaked at once: its
+//! 1. `dlopen` of a private copy of the file, known by the SHA-256 of its bytes (not a shared library -> refused). The library is leaked at once: its
 //!    initialisers have run, so it is never unloaded, refused or not;
 //! 2. copy the frozen prefix of its `KVS_PLUGIN_HANDSHAKE` static ([`HandshakePrefix`]:
 //!    magic and contract version) — bad magic, another major or a newer minor is
@@ -10,7 +10,10 @@
 //!    generation's entry points and has abi_stable check their layout against this
 //!    host's.
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
 
 use abi_stable::StableAbi;
 use abi_stable::library::RawLibrary;
@@ -20,32 +23,14 @@ use kvs_plugin_api::{
     version::check_compatible,
 };
 
+use sha2::{Digest, Sha256};
+
 use crate::plugins::{Format, Plugin};
 
 /// Loads the library `checked` holds open (through `/proc/self/fd/N`), reporting it as
 /// `path`.
 pub(crate) fn load(path: &Path, checked: crate::file_modes::Checked) -> Result<Plugin, String> {
-    let raw = RawLibrary::load_at(&checked.load_path()).map_err(|e| {
-        let why = one_line(&e.to_string());
-        // A WASM guest (extism-pdk) compiled for the host imports the host functions
-        // as ordinary symbols, which no library provides.
-        if why.contains("undefined symbol: kvs_") || why.contains("undefined symbol: extism_") {
-            format!(
-                "a WASM plug-in built for this machine instead of WebAssembly ({why}): \
-                 rebuild it with `cargo build --release --target wasm32-wasip1` and put the \
-                 .wasm file in the plugins directory"
-            )
-        } else {
-            format!("not a loadable shared library: {why}")
-        }
-    })?;
-    // The descriptor stays open as long as the library (for ever): glibc knows a loaded
-    // library by the name it was opened under, and a reused /proc/self/fd/N would
-    // otherwise hand back this library for another file.
-    std::mem::forget(checked.file);
-    // Never unload: its initialisers have run, and the module, the handshake and every
-    // object the plug-in hands out point into the library.
-    let raw: &'static RawLibrary = Box::leak(Box::new(raw));
+    let (raw, hash) = load_private_copy(checked)?;
     // SAFETY: dlsym's address of a symbol of this name. Whatever it is, we copy only the
     // frozen 12-byte prefix (`read_unaligned`: no alignment or validity is assumed of
     // the bytes, and no reference into the library is formed) and check its magic
@@ -97,7 +82,77 @@ pub(crate) fn load(path: &Path, checked: crate::file_modes::Checked) -> Result<P
             .map(|c| c.as_str().to_string())
             .collect(),
         entry,
+        hash,
     })
+}
+
+/// The libraries loaded so far, by the SHA-256 of their bytes: loading the same bytes
+/// again (a rescan on reload) finds the same library instead of running a second copy.
+static LOADED: Mutex<BTreeMap<[u8; 32], &'static RawLibrary>> = Mutex::new(BTreeMap::new());
+
+/// `dlopen`s a private copy of the file `checked` holds open, never the file itself,
+/// so that overwriting the file in place while kvs runs (`cp new.so plugins/`) can
+/// neither crash kvs (the old library's pages would change under it: SIGBUS) nor be
+/// ignored (glibc hands back the library already loaded from the same inode). The copy
+/// is written to a directory of its own and removed once loaded: the mapping keeps it
+/// alive, on disk rather than in memory. Returns the library and the hex SHA-256 of its
+/// bytes.
+fn load_private_copy(
+    mut checked: crate::file_modes::Checked,
+) -> Result<(&'static RawLibrary, String), String> {
+    let mut bytes = Vec::new();
+    checked
+        .file
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let hash = hex(&digest);
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(raw) = loaded.get(&digest) {
+        return Ok((raw, hash));
+    }
+    let dir = private_dir().map_err(|e| format!("cannot make a private copy to load: {e}"))?;
+    let copy = dir.path().join(format!("{hash}.so"));
+    std::fs::write(&copy, &bytes)
+        .map_err(|e| format!("cannot make a private copy to load: {e}"))?;
+    drop(bytes);
+    let raw = RawLibrary::load_at(&copy).map_err(|e| {
+        let why = one_line(&e.to_string());
+        // A WASM guest (extism-pdk) compiled for the host imports the host functions as
+        // ordinary symbols, which no library provides.
+        if why.contains("undefined symbol: kvs_") || why.contains("undefined symbol: extism_") {
+            format!(
+                "a WASM plug-in built for this machine instead of WebAssembly ({why}): \
+                 rebuild it with `cargo build --release --target wasm32-wasip1` and put the \
+                 .wasm file in the plugins directory"
+            )
+        } else {
+            format!("not a loadable shared library: {why}")
+        }
+    });
+    // The copy goes (the mapping keeps its pages); glibc knows the library by the
+    // copy's name, which names these bytes only.
+    drop(dir);
+    // Never unload: its initialisers have run (refused or not), and the module, the
+    // handshake and every object the plug-in hands out point into the library.
+    let raw: &'static RawLibrary = Box::leak(Box::new(raw?));
+    loaded.insert(digest, raw);
+    Ok((raw, hash))
+}
+
+/// A new directory only this user can enter, for one copy: under `/var/tmp` (on disk
+/// on most systems, where `/tmp` may be memory), else the temporary directory.
+fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    let make = |parent: &Path| {
+        tempfile::Builder::new()
+            .prefix("kvs-plugin-")
+            .tempdir_in(parent)
+    };
+    make(Path::new("/var/tmp")).or_else(|_| make(&std::env::temp_dir()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The static named `symbol`, read as a `T`.

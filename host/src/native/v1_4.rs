@@ -2,10 +2,11 @@
 //! and `KVS_PLUGIN_ENTRIES`, an `Entries` of 1.4's `Module`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use abi_stable::library::RawLibrary;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RSlice, RVec};
+use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
 use kvs_plugin_api::native::v1_1::RequestContextRef;
 use kvs_plugin_api::native::v1_3::StoreStats;
 use kvs_plugin_api::native::v1_4::UpdateCallbackBox;
@@ -59,7 +60,49 @@ impl Entry for V1_4 {
         config: &str,
     ) -> Result<Box<dyn RunningFrontend>, PluginError> {
         let store = v1_4::StoreApi_TO::from_value(StoreHandle::new(store, &plugin.name), TD_Opaque);
-        super::start_frontend(self.0.start_frontend, store, plugin, config)
+        let started = (self.0.start_frontend)(
+            store,
+            RStr::from_str(config),
+            super::v1_1::host_box(&plugin.name),
+        );
+        Result::from(started).map(|f| {
+            Box::new(Frontend {
+                frontend: f,
+                hash: plugin.hash.clone(),
+            }) as Box<dyn RunningFrontend>
+        })
+    }
+}
+
+/// A 1.4 frontend: it may take a new table while serving (`reconfigure`).
+struct Frontend {
+    frontend: v1_4::FrontendBox,
+    /// The file it runs: a new file is never a reconfiguration.
+    hash: String,
+}
+
+impl RunningFrontend for Frontend {
+    fn endpoints(&self) -> Vec<String> {
+        self.frontend
+            .endpoints()
+            .into_iter()
+            .map(|e| e.into_string())
+            .collect()
+    }
+
+    fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        let ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        self.frontend.stop(ms).into()
+    }
+
+    fn swap_in_place(&mut self, plugin: &Plugin, table: &str) -> Option<Result<(), PluginError>> {
+        if plugin.hash != self.hash {
+            return None;
+        }
+        self.frontend
+            .reconfigure(RStr::from_str(table))
+            .into_option()
+            .map(Result::from)
     }
 }
 

@@ -87,7 +87,8 @@ impl Store {
         if let Err(e) = checked {
             return done.complete(Err(e));
         }
-        let Some(features) = self.features.get() else {
+        let features = self.features.load();
+        let Some(features) = features.as_deref() else {
             // Set before kvs serves: until then, as every write, "starting".
             return done.complete(Err(PluginError::unavailable(
                 "kvs is not serving writes (starting up or shut down); retry later",

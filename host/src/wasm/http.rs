@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use extism::Plugin;
 use kvs_plugin_api::wire;
 use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 
+use crate::plugins::Format;
 use crate::ports::RunningFrontend;
 use crate::store::Store;
 
@@ -31,6 +33,8 @@ struct Pool {
     write_limits: super::host_fns::WriteLimits,
     idle: Mutex<Vec<Plugin>>,
     permits: tokio::sync::Semaphore,
+    /// `request_timeout_ms`.
+    request_timeout: Duration,
 }
 
 impl Pool {
@@ -76,9 +80,15 @@ impl Pool {
 }
 
 struct WasmHttpFrontend {
-    pool: Arc<Pool>,
+    /// The pool requests go to; a swap replaces it under the listener.
+    pool: Arc<ArcSwap<Pool>>,
     server: kvs_serve::Server,
     tls: bool,
+    name: String,
+    store: Arc<Store>,
+    /// What the listener was started with: a new table that differs here needs a new
+    /// listener (the host's replacement), not a swap under this one.
+    listener: String,
 }
 
 #[derive(Clone)]
@@ -86,12 +96,11 @@ struct Edge {
     /// The frontend's declared name.
     name: Arc<str>,
     store: Arc<Store>,
-    pool: Arc<Pool>,
+    /// The pool of the module in use; a request keeps the one it began with.
+    pool: Arc<ArcSwap<Pool>>,
     stopping: Arc<AtomicBool>,
     /// Where this frontend's requests are counted.
     meter: Arc<crate::metrics::FrontendMeter>,
-    /// `request_timeout_ms`.
-    request_timeout: Duration,
 }
 
 fn text(status: u16, msg: String) -> axum::response::Response {
@@ -190,12 +199,15 @@ async fn edge(
         return answer;
     }
     let received = Instant::now();
+    // The module in use when the request arrived serves all of it, even if a swap
+    // puts another in place meanwhile.
+    let pool = edge.pool.load_full();
     let context = presented(&request, &peer);
     let presented_token = context.bearer_token.is_some();
     // The request deadline, as `rest` applies it: a body that trickles in (or never
     // comes) is answered 504 once `request_timeout_ms` has passed, rather than holding
     // the connection open for as long as the client likes.
-    let deadline = tokio::time::Instant::from_std(received) + edge.request_timeout;
+    let deadline = tokio::time::Instant::from_std(received) + pool.request_timeout;
     let encoded = match guest_request(&edge, request, path, deadline, &context).await {
         Ok(encoded) => encoded,
         Err(answer) => return answer,
@@ -210,9 +222,9 @@ async fn edge(
         meter: edge.meter.clone(),
         context,
         received,
-        deferred: Deferred::new(edge.pool.write_limits),
+        deferred: Deferred::new(pool.write_limits),
     };
-    let permit = match tokio::time::timeout_at(deadline, edge.pool.permits.acquire()).await {
+    let permit = match tokio::time::timeout_at(deadline, pool.permits.acquire()).await {
         Err(_) => return timed_out(),
         Ok(Err(_)) => return text(503, "shutting down".into()),
         Ok(Ok(permit)) => permit,
@@ -222,7 +234,7 @@ async fn edge(
     // turns out long (`LONG_CALL`) hands the worker's other tasks to another thread
     // first, so nothing else waits behind it. Its writes are deferred: queued, not
     // waited for, so the instance is free for the next request during the fsync.
-    let (response, deferred) = span.in_scope(|| edge.pool.handle(&encoded, call_context));
+    let (response, deferred) = span.in_scope(|| pool.handle(&encoded, call_context));
     drop(permit);
     // The guest's answer may acknowledge its writes: it is sent only once they are
     // durable, and replaced by the failure if one was not.
@@ -297,19 +309,66 @@ impl RunningFrontend for WasmHttpFrontend {
         self.server.begin_stopping();
         // Requests still waiting for an instance are answered 503 at once instead of
         // being served during the drain.
-        self.pool.permits.close();
+        self.pool.load().permits.close();
         self.server.stop(deadline)
+    }
+
+    /// Swaps the module (or its table) under the listener: requests that began keep
+    /// the old pool until they finish, new ones go to the new pool. `None` when the
+    /// listener itself would change (another address, TLS, caps): the host replaces
+    /// the whole frontend then.
+    fn swap_in_place(
+        &mut self,
+        plugin: &crate::plugins::Plugin,
+        table: &str,
+    ) -> Option<Result<(), PluginError>> {
+        let (sandbox, guest_config) = match Sandbox::split(table) {
+            Ok(split) => split,
+            Err(e) => return Some(Err(e)),
+        };
+        if listener_settings(&sandbox) != self.listener || plugin.format != Format::Wasm {
+            return None;
+        }
+        Some(
+            new_pool(
+                &plugin.path,
+                &self.name,
+                &self.store,
+                &sandbox,
+                guest_config,
+            )
+            .map(|pool| self.pool.store(Arc::new(pool))),
+        )
     }
 }
 
-/// Starts a `.wasm` HTTP frontend: the host listens and calls the guest per request.
-pub fn start_frontend(
+/// The settings the listener is started with, to compare a new table's against.
+fn listener_settings(sandbox: &Sandbox) -> String {
+    format!(
+        "{:?}",
+        (
+            &sandbox.listen,
+            sandbox.worker_threads,
+            &sandbox.tls,
+            sandbox.max_connections,
+            sandbox.max_connections_per_peer,
+            sandbox.max_header_bytes,
+            sandbox.handshake_timeout_ms,
+            sandbox.idle_timeout_ms,
+            sandbox.pool_size,
+        )
+    )
+}
+
+/// Compiles the module at `path` and makes its pool, with one instance started (and
+/// configured, if it takes a config) so that a guest that cannot start fails here.
+fn new_pool(
     path: &Path,
     name: &str,
     store: &Arc<Store>,
-    table: &str,
-) -> Result<Box<dyn RunningFrontend>, PluginError> {
-    let (sandbox, guest_config) = Sandbox::split(table)?;
+    sandbox: &Sandbox,
+    guest_config: String,
+) -> Result<Pool, PluginError> {
     // At most `pool_size` instances ever exist (one per permit): their memory must fit.
     let reserved = u64::from(sandbox.memory_max_mb) * sandbox.pool_size as u64;
     if reserved > u64::from(sandbox.memory_budget_mb) {
@@ -320,9 +379,9 @@ pub fn start_frontend(
         )));
     }
     let compiled =
-        compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
+        compile(path, name, sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     // One instance now: it tells whether the guest takes a config, and a bad config
-    // (or a guest that cannot start) stops kvs at start-up rather than at a request.
+    // (or a guest that cannot start) fails here rather than at a request.
     let mut first = instance(&compiled)?;
     let config = if first.function_exists(CONFIGURE) {
         call(&mut first, CONFIGURE, guest_config.as_bytes()).map_err(|e| {
@@ -338,14 +397,32 @@ pub fn start_frontend(
         )?;
         None
     };
-    let pool = Arc::new(Pool {
+    Ok(Pool {
         permits: tokio::sync::Semaphore::new(sandbox.pool_size),
         idle: Mutex::new(vec![first]),
         compiled,
         config,
         meter: store.metrics().wasm(name),
         write_limits: sandbox.write_limits(),
-    });
+        request_timeout: Duration::from_millis(sandbox.request_timeout_ms),
+    })
+}
+
+/// Starts a `.wasm` HTTP frontend: the host listens and calls the guest per request.
+pub fn start_frontend(
+    path: &Path,
+    name: &str,
+    store: &Arc<Store>,
+    table: &str,
+) -> Result<Box<dyn RunningFrontend>, PluginError> {
+    let (sandbox, guest_config) = Sandbox::split(table)?;
+    let pool = Arc::new(ArcSwap::from_pointee(new_pool(
+        path,
+        name,
+        store,
+        &sandbox,
+        guest_config,
+    )?));
     let table_name = format!("[plugins.{name}]");
     let settings = kvs_serve::Settings {
         listen: &sandbox.listen,
@@ -376,12 +453,14 @@ pub fn start_frontend(
             pool: pool.clone(),
             stopping,
             meter: store.metrics().frontend(name),
-            request_timeout: Duration::from_millis(sandbox.request_timeout_ms),
         })
     })?;
     Ok(Box::new(WasmHttpFrontend {
         pool,
         server,
         tls: sandbox.tls.is_some(),
+        name: name.to_string(),
+        store: store.clone(),
+        listener: listener_settings(&sandbox),
     }))
 }

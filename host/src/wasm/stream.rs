@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use extism::Plugin;
 use kvs_plugin_api::wire::{self, Writer};
 use kvs_plugin_api::{PluginError, RequestContext};
@@ -41,6 +42,8 @@ const READ_CHUNK: usize = 64 << 10;
 struct Instance {
     plugin: Plugin,
     live: Arc<AtomicUsize>,
+    /// The module it was made from: one swapped out is not reused.
+    module: u64,
 }
 
 impl Drop for Instance {
@@ -59,7 +62,9 @@ enum Checkout {
 /// What every connection of one stream frontend shares.
 struct Shared {
     name: Arc<str>,
-    compiled: Compiled,
+    /// The module new connections get instances of, and its number (a swap
+    /// increments it; connections already open keep their instance).
+    compiled: ArcSwap<(u64, Compiled)>,
     idle: Mutex<Vec<Instance>>,
     keep_idle: usize,
     /// Instances that exist (serving or idle).
@@ -88,8 +93,13 @@ impl Shared {
             })
             .map_err(|_| Checkout::OverBudget)?;
         let live = self.live.clone();
-        match instance(&self.compiled) {
-            Ok(plugin) => Ok(Instance { plugin, live }),
+        let compiled = self.compiled.load();
+        match instance(&compiled.1) {
+            Ok(plugin) => Ok(Instance {
+                plugin,
+                live,
+                module: compiled.0,
+            }),
             Err(e) => {
                 live.fetch_sub(1, Ordering::AcqRel);
                 Err(Checkout::Failed(e))
@@ -124,7 +134,7 @@ impl Shared {
 
     fn give_back(&self, plugin: Instance) {
         let mut idle = self.idle.lock().unwrap();
-        if idle.len() < self.keep_idle {
+        if idle.len() < self.keep_idle && plugin.module == self.compiled.load().0 {
             idle.push(plugin);
         }
     }
@@ -240,6 +250,10 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
 struct WasmStreamFrontend {
     server: kvs_serve::tcp::TcpServer,
     tls: bool,
+    shared: Arc<Shared>,
+    store: Arc<Store>,
+    /// The table it was started with: a swap in place takes a new file, not a new table.
+    table: String,
 }
 
 impl RunningFrontend for WasmStreamFrontend {
@@ -250,6 +264,34 @@ impl RunningFrontend for WasmStreamFrontend {
 
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
         self.server.stop(deadline)
+    }
+
+    /// A new file with the same table: new connections get instances of the new
+    /// module; open ones keep theirs until they close.
+    fn swap_in_place(
+        &mut self,
+        plugin: &crate::plugins::Plugin,
+        table: &str,
+    ) -> Option<Result<(), PluginError>> {
+        if table != self.table || plugin.format != crate::plugins::Format::Wasm {
+            return None;
+        }
+        let swapped = Sandbox::split(table).and_then(|(sandbox, _)| {
+            let compiled = compile(
+                &plugin.path,
+                &plugin.name,
+                &sandbox,
+                Some(self.store.clone()),
+            )
+            .map_err(PluginError::internal)?;
+            // One instance now, so a module that cannot start is refused here.
+            drop(instance(&compiled)?);
+            let next = self.shared.compiled.load().0 + 1;
+            self.shared.compiled.store(Arc::new((next, compiled)));
+            self.shared.idle.lock().unwrap().clear();
+            Ok(())
+        });
+        Some(swapped)
     }
 }
 
@@ -270,11 +312,12 @@ pub fn start_stream_frontend(
     let first = Instance {
         plugin: instance(&compiled)?,
         live: live.clone(),
+        module: 0,
     };
-    let table = format!("[plugins.{name}]");
+    let table_name = format!("[plugins.{name}]");
     let settings = kvs_serve::tcp::TcpSettings {
         listen: &sandbox.listen,
-        table: &table,
+        table: &table_name,
         worker_threads: sandbox.worker_threads,
         thread_name: "kvs-wasm-stream",
         max_connections_per_peer: sandbox.max_connections_per_peer,
@@ -284,13 +327,13 @@ pub fn start_stream_frontend(
         deadlines: kvs_serve::Deadlines::from_ms(
             sandbox.handshake_timeout_ms,
             sandbox.idle_timeout_ms,
-            &table,
+            &table_name,
         )?,
         log: crate::telemetry::listener_log,
     };
     let shared = Arc::new(Shared {
         name: name.into(),
-        compiled,
+        compiled: ArcSwap::from_pointee((0, compiled)),
         idle: Mutex::new(vec![first]),
         keep_idle: sandbox.pool_size,
         live,
@@ -303,11 +346,15 @@ pub fn start_stream_frontend(
         meter: store.metrics().frontend(name),
         next_id: AtomicU64::new(1),
     });
+    let serving = shared.clone();
     let server = kvs_serve::tcp::TcpServer::start(&settings, |_, _| {
-        move |accepted| serve(accepted, shared.clone())
+        move |accepted| serve(accepted, serving.clone())
     })?;
     Ok(Box::new(WasmStreamFrontend {
         server,
         tls: sandbox.tls.is_some(),
+        shared,
+        store: store.clone(),
+        table: table.to_string(),
     }))
 }

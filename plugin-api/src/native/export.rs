@@ -21,8 +21,8 @@ use super::current::{self, StoreBox};
 use super::v1_1::HostBox;
 use super::v1_3::{FollowSinkBox, SharedLogApi, SharedLogApi_TO, SharedLoggerBox};
 use super::{
-    FrontendApi, FrontendApi_TO, FrontendBox, HealthProbe, HealthProbe_TO, HealthProbeBox,
-    LoggerApi, LoggerApi_TO, LoggerBox, ReplaySinkMut,
+    FrontendApi, HealthProbe, HealthProbe_TO, HealthProbeBox, LoggerApi, LoggerApi_TO, LoggerBox,
+    ReplaySinkMut,
 };
 use crate::error::PluginError;
 use crate::event::Event;
@@ -148,6 +148,26 @@ impl<F: Frontend> FrontendApi for FrontendAdapter<F> {
     }
 }
 
+impl<F: Frontend> current::FrontendApi for FrontendAdapter<F> {
+    fn endpoints(&self) -> RVec<RString> {
+        FrontendApi::endpoints(self)
+    }
+
+    fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError> {
+        FrontendApi::stop(self, deadline_ms)
+    }
+
+    fn reconfigure(&mut self, config: RStr<'_>) -> ROption<RResult<(), PluginError>> {
+        match guard("reconfigure", || {
+            Ok(self.frontend.reconfigure(config.as_str()))
+        }) {
+            Ok(None) => ROption::RNone,
+            Ok(Some(result)) => ROption::RSome(result.into()),
+            Err(panicked) => ROption::RSome(RResult::RErr(panicked)),
+        }
+    }
+}
+
 /// Wraps an author's [`SharedLog`] as a [`SharedLogApi`], catching panics. Its calls
 /// come from several host threads at once; after one panics, every later call is
 /// refused.
@@ -251,12 +271,12 @@ pub fn start_frontend<F: Frontend>(
     config: RStr<'_>,
     host: HostBox,
     start: fn(Store, &str) -> Result<F, PluginError>,
-) -> RResult<FrontendBox, PluginError> {
+) -> RResult<current::FrontendBox, PluginError> {
     crate::log::install(host);
     guard("start_frontend", || {
         start(Store::from_v1_4(store), config.as_str())
     })
-    .map(|frontend| FrontendApi_TO::from_value(FrontendAdapter { frontend }, TD_Opaque))
+    .map(|frontend| current::FrontendApi_TO::from_value(FrontendAdapter { frontend }, TD_Opaque))
     .into()
 }
 
@@ -277,7 +297,7 @@ pub extern "C" fn not_a_frontend(
     _store: current::StoreBox,
     _config: RStr<'_>,
     _host: HostBox,
-) -> RResult<FrontendBox, PluginError> {
+) -> RResult<current::FrontendBox, PluginError> {
     RResult::RErr(PluginError::invalid_input(
         "this plug-in is a logger, not a frontend",
     ))

@@ -10,8 +10,9 @@
 //! [`Entries`](super::Entries) of this [`Module`]. No 1.0 root module and no older entry
 //! points: a host older than 1.4 refuses the plug-in by its handshake before it would
 //! look for them. The objects passed are those of earlier minors ([`LoggerBox`] of 1.0,
-//! [`HostBox`] of 1.1, [`SharedLoggerBox`] of 1.3), except the store a frontend gets,
-//! which is 1.4's own [`StoreApi`]: 1.3's methods, `check` (may this caller do this
+//! [`HostBox`] of 1.1, [`SharedLoggerBox`] of 1.3), except a frontend's: it returns
+//! 1.4's own [`FrontendApi`] (1.0's methods and `reconfigure`, for a live config change)
+//! and gets 1.4's own [`StoreApi`]: 1.3's methods, `check` (may this caller do this
 //! to this key?), and the atomic operations: `update` (a condition, a
 //! read-modify-write, a deadline; see [`update`](crate::update)) and `get_entry` (a
 //! value with its revision and deadline). Those two pass their arguments and results in
@@ -21,13 +22,13 @@
 
 use abi_stable::{
     StableAbi, sabi_trait,
-    std_types::{RBox, ROption, RResult, RSlice, RStr, RVec},
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
 use crate::error::PluginError;
 use crate::native::v1_1::{HostBox, RequestContextRef};
 use crate::native::v1_3::{SharedLoggerBox, StoreStats};
-use crate::native::{FrontendBox, Limits, LoggerBox, WriteCallbackBox};
+use crate::native::{Limits, LoggerBox, WriteCallbackBox};
 
 /// The host's store as a 1.4 frontend sees it.
 #[sabi_trait]
@@ -102,6 +103,24 @@ pub type UpdateCallbackBox = UpdateCallback_TO<'static, RBox<()>>;
 
 /// An owned 1.4 [`StoreApi`] trait object, as handed to a 1.4 `start_frontend`.
 pub type StoreBox = StoreApi_TO<'static, RBox<()>>;
+
+/// A running 1.4 frontend: 1.0's methods and `reconfigure`.
+#[sabi_trait]
+pub trait FrontendApi: Send {
+    /// Where clients reach it, e.g. `http://127.0.0.1:8080`.
+    fn endpoints(&self) -> RVec<RString>;
+    /// Stops gracefully, waiting at most `deadline_ms` for in-flight requests.
+    fn stop(&mut self, deadline_ms: u64) -> RResult<(), PluginError>;
+    /// Applies a changed TOML config table while serving, keeping its listener and
+    /// connections (`kvs reload`). `None`: it cannot, and the host replaces it with a
+    /// new instance started with the new table; `Some(Err)`: the table is refused and
+    /// the old one stays in effect.
+    #[sabi(last_prefix_field)]
+    fn reconfigure(&mut self, config: RStr<'_>) -> ROption<RResult<(), PluginError>>;
+}
+
+/// An owned 1.4 [`FrontendApi`] trait object, as a 1.4 `start_frontend` returns it.
+pub type FrontendBox = FrontendApi_TO<'static, RBox<()>>;
 
 /// The 1.4 entry points. A library fills the ones of its kind and the
 /// [`export`](super::export) refusals in the others.

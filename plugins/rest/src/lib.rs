@@ -29,7 +29,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::{
@@ -62,7 +62,14 @@ struct AppState {
     /// Set when `stop` begins: readiness answers 503 from then on.
     stopping: Arc<AtomicBool>,
     limiter: Arc<Semaphore>,
-    timeout: Duration,
+    /// `request_timeout_ms`; `reconfigure` may change it.
+    timeout_ms: Arc<AtomicU64>,
+}
+
+impl AppState {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// The store's error codes as HTTP statuses: the one place they are decided.
@@ -200,7 +207,8 @@ async fn get_key(
         // not on the async workers (which also answer /healthz and /readyz), and no
         // longer than request_timeout_ms (the host stops waiting at the deadline).
         let mut ctx = ctx.clone();
-        ctx.deadline = Some(ctx.deadline.map_or(state.timeout, |d| d.min(state.timeout)));
+        let timeout = state.timeout();
+        ctx.deadline = Some(ctx.deadline.map_or(timeout, |d| d.min(timeout)));
         let store = state.store.clone();
         match tokio::task::spawn_blocking(move || store.get_entry_with(&ctx, &key, consistency))
             .await
@@ -361,7 +369,7 @@ async fn limit_and_time(State(state): State<AppState>, req: Request, next: Next)
     let Ok(_permit) = state.limiter.clone().acquire_owned().await else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
-    match tokio::time::timeout(state.timeout, next.run(req)).await {
+    match tokio::time::timeout(state.timeout(), next.run(req)).await {
         Ok(response) => response,
         Err(_) => error_response(
             StatusCode::GATEWAY_TIMEOUT,
@@ -400,6 +408,10 @@ fn app(state: AppState) -> Router {
 pub struct RestFrontend {
     server: kvs_serve::Server,
     tls: bool,
+    /// The table it serves with, to tell what a new one changes.
+    config: Config,
+    limiter: Arc<Semaphore>,
+    timeout_ms: Arc<AtomicU64>,
 }
 
 impl RestFrontend {
@@ -425,17 +437,22 @@ impl RestFrontend {
             )?,
             log: kvs_serve::plugin_log,
         };
+        let limiter = Arc::new(Semaphore::new(config.max_concurrent_requests));
+        let timeout_ms = Arc::new(AtomicU64::new(config.request_timeout_ms));
         let server = kvs_serve::Server::start(&settings, |stopping| {
             app(AppState {
                 store,
                 stopping,
-                limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-                timeout: Duration::from_millis(config.request_timeout_ms),
+                limiter: limiter.clone(),
+                timeout_ms: timeout_ms.clone(),
             })
         })?;
         Ok(RestFrontend {
             server,
             tls: config.tls.is_some(),
+            config,
+            limiter,
+            timeout_ms,
         })
     }
 
@@ -455,6 +472,49 @@ impl Frontend for RestFrontend {
         // Graceful shutdown stops accepting at once and waits for open connections'
         // in-flight requests; give it until the deadline.
         self.server.stop(deadline)
+    }
+
+    /// `request_timeout_ms` and `max_concurrent_requests` change while serving; any
+    /// other key needs a new listener, which the host starts (`None`).
+    fn reconfigure(&mut self, config: &str) -> Option<Result<(), PluginError>> {
+        let next = match Config::parse(config) {
+            Ok(next) => next,
+            Err(e) => return Some(Err(e)),
+        };
+        let listener = |c: &Config| {
+            format!(
+                "{:?}",
+                Config {
+                    request_timeout_ms: 0,
+                    max_concurrent_requests: 0,
+                    ..c.clone()
+                }
+            )
+        };
+        if listener(&next) != listener(&self.config) {
+            return None;
+        }
+        self.timeout_ms
+            .store(next.request_timeout_ms, Ordering::Relaxed);
+        let (was, now) = (
+            self.config.max_concurrent_requests,
+            next.max_concurrent_requests,
+        );
+        if now > was {
+            self.limiter.add_permits(now - was);
+        } else if now < was {
+            // Taken back as requests finish: those in flight are not cut short.
+            let (limiter, fewer) = (self.limiter.clone(), (was - now) as u32);
+            if let Some(runtime) = self.server.handle() {
+                runtime.spawn(async move {
+                    if let Ok(permits) = limiter.acquire_many(fewer).await {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+        self.config = next;
+        Some(Ok(()))
     }
 }
 

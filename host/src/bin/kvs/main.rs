@@ -10,6 +10,7 @@ use kvs_host::telemetry;
 
 mod check;
 mod plugins;
+mod reload;
 mod serve;
 mod top;
 
@@ -93,6 +94,17 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Make a running kvs re-read its config file and plugins directory and apply what
+    /// changed while it serves: limits, access rules, the log filter, frontends added,
+    /// removed or replaced by a new file, the logger replaced by a new file. Prints what
+    /// changed, what was kept and why, and what was refused (exit status 1). The same
+    /// as SIGHUP or `POST /reload` on the admin listener; with `[auth]` on, set
+    /// KVS_TOKEN to a token of a principal with a role.
+    Reload {
+        /// The admin listener's URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
+        admin: String,
+    },
     /// Inspect the plug-ins kvs can load.
     Plugins {
         #[command(subcommand)]
@@ -140,6 +152,7 @@ Examples:
   kvs --config /etc/kvs/config.toml
   kvs plugins list
   kvs top --admin http://127.0.0.1:9090
+  kvs reload                      (or: kill -HUP <pid>)
   kvs completions bash > /etc/bash_completion.d/kvs
   kvs --log-format json
   kvs plugins check target/debug/plugins/libkvs_plugin_file.so --config 'path = \"{tmp}/log\"'";
@@ -164,6 +177,15 @@ fn main() -> ExitCode {
             eprintln!("kvs: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The config file `load_config` reads, if any.
+fn config_file(cli: &Cli) -> Option<PathBuf> {
+    match &cli.config {
+        Some(path) => Some(path.clone()),
+        None if Path::new("config.toml").is_file() => Some(PathBuf::from("config.toml")),
+        None => None,
     }
 }
 
@@ -216,9 +238,23 @@ fn run(cli: Cli) -> Result<()> {
         None
     };
     let telemetry_config = config.as_ref().map(|c| c.telemetry.clone());
-    let _telemetry = telemetry::init(format, &telemetry_config.unwrap_or_default())?;
+    let telemetry = telemetry::init(format, &telemetry_config.unwrap_or_default())?;
     if let Some(config) = config {
-        return serve(&config);
+        // A reload reads the same file with the same flags and environment.
+        let again = Cli {
+            command: None,
+            ..cli
+        };
+        let config_file = config_file(&again);
+        return serve(
+            &config,
+            config_file.as_deref(),
+            move || load_config(&again),
+            &telemetry,
+        );
+    }
+    if let Some(Command::Reload { admin }) = &cli.command {
+        return reload::run(admin);
     }
     if let Some(Command::Plugins {
         command: PluginsCommand::Check { file, table },
@@ -247,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             command: PluginsCommand::Check { .. },
         })
         | Some(Command::Top { .. })
+        | Some(Command::Reload { .. })
         | Some(Command::Completions { .. })
         | Some(Command::Man)
         | None => unreachable!("handled above"),

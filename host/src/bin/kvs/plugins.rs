@@ -51,7 +51,7 @@ pub(crate) fn list_plugins(config: &Config) -> Result<()> {
     if catalog.plugins.is_empty() {
         writeln!(out, "  (no usable plug-ins)")?;
     } else {
-        let rows: Vec<[String; 6]> = catalog
+        let rows: Vec<[String; 7]> = catalog
             .plugins
             .iter()
             .map(|p| {
@@ -61,12 +61,14 @@ pub(crate) fn list_plugins(config: &Config) -> Result<()> {
                     p.format.to_string(),
                     p.version.clone(),
                     format!("{}.{}", p.api.0, p.api.1),
+                    p.hash[..12].to_string(),
                     p.path.display().to_string(),
                 ]
             })
             .collect();
-        let header = ["KIND", "NAME", "FORMAT", "VERSION", "API", "PATH"].map(String::from);
-        let mut widths = [0usize; 6];
+        let header =
+            ["KIND", "NAME", "FORMAT", "VERSION", "API", "SHA256", "PATH"].map(String::from);
+        let mut widths = [0usize; 7];
         for row in std::iter::once(&header).chain(&rows) {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.len());
@@ -84,6 +86,7 @@ pub(crate) fn list_plugins(config: &Config) -> Result<()> {
             writeln!(out, "  {} {}: {}", p.kind, p.name, p.description)?;
         }
     }
+    in_use(config, &mut out)?;
     for ((kind, name), paths) in catalog.duplicates() {
         let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         writeln!(
@@ -100,4 +103,59 @@ pub(crate) fn list_plugins(config: &Config) -> Result<()> {
         }
     }
     print_all(out.as_bytes())
+}
+
+/// What the kvs running with this config (its admin listener) has loaded, and whether
+/// a different file now waits for `kvs reload`. Nothing if no kvs answers there.
+fn in_use(config: &Config, out: &mut String) -> Result<()> {
+    use std::fmt::Write as _;
+    #[derive(serde::Deserialize)]
+    struct InUse {
+        role: String,
+        name: String,
+        version: String,
+        sha256: String,
+        waiting: Option<String>,
+    }
+    let Some(admin) = &config.admin else {
+        return Ok(());
+    };
+    let url = format!("http://{}/plugins", admin.listen);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(1)))
+        .build()
+        .into();
+    let mut request = agent.get(&url);
+    if let Ok(token) = std::env::var("KVS_TOKEN") {
+        request = request.header("authorization", format!("Bearer {}", token.trim()));
+    }
+    let Ok(mut response) = request.call() else {
+        return Ok(());
+    };
+    let Ok(body) = response.body_mut().read_to_string() else {
+        return Ok(());
+    };
+    let Ok(list) = serde_json::from_str::<Vec<InUse>>(&body) else {
+        return Ok(());
+    };
+    writeln!(out, "in use by the kvs at {url}:")?;
+    for p in list {
+        let waiting = match p.waiting.as_deref() {
+            None => String::new(),
+            Some("missing") => "; its file is gone".into(),
+            Some(hash) => format!(
+                "; a different file is waiting (sha256 {}): `kvs reload` swaps it in",
+                &hash[..hash.len().min(12)]
+            ),
+        };
+        writeln!(
+            out,
+            "  {} {} {} sha256 {}{waiting}",
+            p.role,
+            p.name,
+            p.version,
+            &p.sha256[..p.sha256.len().min(12)]
+        )?;
+    }
+    Ok(())
 }

@@ -1,8 +1,14 @@
-//! `kvs` serving: signals on their own thread, the open-file limit, start, systemd//! notifications, and the stop.
+//! `kvs` serving: signals on their own thread, the open-file limit, start, systemd
+//! notifications, reloads (SIGHUP, `POST /reload`) and the stop.
 
 use anyhow::{Context, Result};
+use std::path::Path;
+use std::time::Duration;
+
 use kvs_host::config::Config;
+use kvs_host::lifecycle::ReloadReport;
 use kvs_host::plugins::Catalog;
+use kvs_host::telemetry::Telemetry;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// Raises the open-file soft limit to the hard limit: every connection holds a
@@ -41,20 +47,25 @@ fn raise_descriptor_limit() {
     }
 }
 
-pub(crate) fn serve(config: &Config) -> Result<()> {
+pub(crate) fn serve(
+    config: &Config,
+    config_file: Option<&Path>,
+    reload_config: impl Fn() -> Result<Config> + Send + Sync + 'static,
+    telemetry: &Telemetry,
+) -> Result<()> {
     // Register before starting so a signal during replay is not lost; it is acted on
     // once start-up completes.
-    // SIGHUP is taken too, so it never kills kvs: each TLS listener reloads its
-    // certificate on it (kvs-serve registers its own handler, chained after this one).
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
-    let stop_asked = watch_signals(signals, config.shutdown_timeout)?;
+    let (control, requests) = std::sync::mpsc::sync_channel(16);
+    watch_signals(signals, config.shutdown_timeout, control.clone())?;
     raise_descriptor_limit();
     let catalog = Catalog::scan_with(&config.plugins_dir, config.plugins_insecure_modes)?;
     for refused in &catalog.refused {
         tracing::warn!("refused {}: {}", refused.path.display(), refused.reason);
     }
-    let running = kvs_host::lifecycle::start(config, &catalog)?;
+    let mut running = kvs_host::lifecycle::start(config, &catalog)?;
+    drop(catalog);
     tracing::info!(
         keys = running.store.len(),
         "kvs ready (logger {}, frontends {})",
@@ -62,11 +73,168 @@ pub(crate) fn serve(config: &Config) -> Result<()> {
         config.frontends.join(", ")
     );
     warn_if_open(config, &running);
+    let control_for_watch = control.clone();
+    running.set_reload(std::sync::Arc::new(move || {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let asked = Control::Reload {
+            reply: Some(reply),
+            hangup: false,
+        };
+        if control.send(asked).is_err() {
+            return ReloadReport::refusing("kvs is stopping");
+        }
+        answer
+            .recv()
+            .unwrap_or_else(|_| ReloadReport::refusing("kvs stopped during the reload"))
+    }));
     notify_ready(&running.store);
-    let _ = stop_asked.recv();
+    // Kept for as long as kvs serves: dropping it stops the watching.
+    let _watching = if config.watch {
+        Some(watch(&config.plugins_dir, config_file, control_for_watch)?)
+    } else {
+        None
+    };
+    // One thread applies reloads and the stop, in the order they were asked for.
+    while let Ok(Control::Reload { reply, hangup }) = requests.recv() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let mut report = reload(&mut running, &reload_config, telemetry).one_line_each();
+        if !hangup {
+            // TLS listeners (kvs-serve's, in every plug-in that links it) re-read their
+            // certificates on SIGHUP: send one, which the signal thread then skips.
+            TLS_HANGUPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: raise only sends this process a signal whose handlers are installed.
+            unsafe { libc::raise(SIGHUP) };
+        }
+        report
+            .kept
+            .push("tls: listeners re-read their certificates and keys".into());
+        report.log();
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(reply) = reply {
+            let _ = reply.send(report);
+        }
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     running.stop()?;
     Ok(())
+}
+
+/// How long the watched files must be quiet before a reload: a `cp` of a large plug-in
+/// or an editor's save is several events.
+const WATCH_QUIET: Duration = Duration::from_millis(500);
+
+/// `watch = true`: reloads when the plugins directory or the config file changes,
+/// once they have been quiet for [`WATCH_QUIET`].
+fn watch(
+    plugins_dir: &Path,
+    config_file: Option<&Path>,
+    control: std::sync::mpsc::SyncSender<Control>,
+) -> Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let shown = plugins_dir.display().to_string();
+    let (events, changes) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+        {
+            let _ = events.send(event.paths);
+        }
+    })
+    .context("cannot watch for changes (watch = true)")?;
+    watcher
+        .watch(plugins_dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", plugins_dir.display()))?;
+    // The config file's directory: editors and config tools replace the file by renaming
+    // another over it, which a watch on the file itself would miss.
+    let config_file = config_file.map(|f| std::path::absolute(f).unwrap_or(f.to_path_buf()));
+    if let Some(file) = &config_file {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+    }
+    let plugins_dir = std::path::absolute(plugins_dir).unwrap_or(plugins_dir.to_path_buf());
+    let relevant = move |paths: &[std::path::PathBuf]| {
+        paths
+            .iter()
+            .any(|p| p.starts_with(&plugins_dir) || config_file.as_deref().is_some_and(|f| p == f))
+    };
+    std::thread::Builder::new()
+        .name("kvs-watch".into())
+        .spawn(move || {
+            while let Ok(paths) = changes.recv() {
+                if !relevant(&paths) {
+                    continue;
+                }
+                // Wait for quiet: every further event restarts the wait.
+                while let Ok(_more) = changes.recv_timeout(WATCH_QUIET) {}
+                tracing::info!("watch: the config or the plugins directory changed; reloading");
+                let asked = Control::Reload {
+                    reply: None,
+                    hangup: false,
+                };
+                if control.send(asked).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the watch thread")?;
+    tracing::info!("watching {shown} and the config file for changes (watch = true)");
+    Ok(watcher)
+}
+
+/// SIGHUPs a reload sent itself so that TLS listeners re-read their certificates (as
+/// on an operator's SIGHUP), which the signal thread must not take for a new reload.
+static TLS_HANGUPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// What the control loop is asked to do.
+enum Control {
+    /// Reload; answer the report if someone waits for it. `hangup`: asked by SIGHUP,
+    /// which the TLS listeners have seen too.
+    Reload {
+        reply: Option<std::sync::mpsc::SyncSender<ReloadReport>>,
+        hangup: bool,
+    },
+    /// Stop serving.
+    Stop,
+}
+
+/// Reads the config file and the plugins directory again and applies them.
+fn reload(
+    running: &mut kvs_host::lifecycle::Running,
+    reload_config: &dyn Fn() -> Result<Config>,
+    telemetry: &Telemetry,
+) -> ReloadReport {
+    let next = match reload_config() {
+        Ok(next) => next,
+        Err(e) => return ReloadReport::refusing(format!("config: {e:#}; nothing changed")),
+    };
+    let catalog = match Catalog::scan_with(&next.plugins_dir, next.plugins_insecure_modes) {
+        Ok(catalog) => catalog,
+        Err(e) => return ReloadReport::refusing(format!("plugins: {e:#}; nothing changed")),
+    };
+    let mut report = running.reload(&next, &catalog);
+    if report
+        .refused
+        .first()
+        .is_some_and(|r| r.ends_with("nothing changed"))
+    {
+        return report;
+    }
+    match telemetry.set_log_filter(next.telemetry.log.as_deref()) {
+        Ok((true, line)) => report.changed.push(line),
+        Ok((false, line)) => report.kept.push(line),
+        Err(why) => report.refused.push(why),
+    }
+    for refused in &catalog.refused {
+        tracing::warn!("refused {}: {}", refused.path.display(), refused.reason);
+        report.kept.push(format!(
+            "file {}: not a usable plug-in: {}",
+            refused.path.display(),
+            refused.reason
+        ));
+    }
+    report
 }
 
 /// systemd's notify protocol (`Type=notify`; a no-op unless `NOTIFY_SOCKET` is set):
@@ -98,24 +266,39 @@ fn notify_ready(store: &std::sync::Arc<kvs_host::store::Store>) {
     }
 }
 
-/// Handles signals on a thread of their own: SIGHUP is logged (each TLS listener
-/// reloads on it), the first SIGTERM or SIGINT is passed on through the returned
-/// channel, and from then on kvs has `shutdown_timeout` to exit — whatever start-up,
-/// replay, a frontend's drain or a plug-in's call is doing — or it exits with status 1
-/// (acknowledged writes are durable by then, as after kill -9). A second signal exits
-/// at once.
+/// Handles signals on a thread of their own: SIGHUP asks for a reload (which includes
+/// TLS listeners re-reading their certificates: kvs-serve's own handler); the first
+/// SIGTERM or SIGINT asks to stop, and from then on kvs has `shutdown_timeout` to exit —
+/// whatever start-up, replay, a frontend's drain or a plug-in's call is doing — or it
+/// exits with status 1 (acknowledged writes are durable by then, as after kill -9). A
+/// second signal exits at once.
 fn watch_signals(
     mut signals: signal_hook::iterator::Signals,
     shutdown_timeout: std::time::Duration,
-) -> Result<std::sync::mpsc::Receiver<()>> {
-    let (stop, stop_asked) = std::sync::mpsc::sync_channel(1);
+    control: std::sync::mpsc::SyncSender<Control>,
+) -> Result<()> {
     std::thread::Builder::new()
         .name("kvs-signals".into())
         .spawn(move || {
             let mut stopping = false;
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    tracing::info!("received SIGHUP: TLS listeners re-read their certificates");
+                    let ours = TLS_HANGUPS
+                        .fetch_update(
+                            std::sync::atomic::Ordering::SeqCst,
+                            std::sync::atomic::Ordering::SeqCst,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok();
+                    if ours {
+                        continue; // sent by a reload, for the TLS listeners only
+                    }
+                    tracing::info!("received SIGHUP: reloading");
+                    // A full queue already holds a reload that will see the same files.
+                    let _ = control.try_send(Control::Reload {
+                        reply: None,
+                        hangup: true,
+                    });
                     continue;
                 }
                 if stopping {
@@ -123,7 +306,8 @@ fn watch_signals(
                 }
                 stopping = true;
                 tracing::info!("received signal {signal}; shutting down");
-                let _ = stop.try_send(());
+                // Blocking: a stop must not be lost to a queue full of reloads.
+                let _ = control.send(Control::Stop);
                 std::thread::spawn(move || {
                     // A little over the deadline: a stop that uses its whole drain
                     // deadline still gets to close the logger.
@@ -137,7 +321,7 @@ fn watch_signals(
             }
         })
         .context("cannot start the signal thread")?;
-    Ok(stop_asked)
+    Ok(())
 }
 
 /// Says why and exits with status 1. The message is written from another thread and

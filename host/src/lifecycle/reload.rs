@@ -1,0 +1,567 @@
+//! Reload: apply a configuration and a plugins directory read again to a running kvs,
+//! while it serves (README, "Changing a running kvs").
+//!
+//! Everything is checked before anything changes: a config that names a plug-in the
+//! directory does not hold, or whose `[auth]` does not load, changes nothing. Then, in
+//! order: limits, access rules, frontends (added; replaced when their file or table
+//! changed — the new instance starts beside the old one, which then drains —; removed),
+//! and the logger (swapped by the writer between two batches). A change that fails
+//! leaves what it would have replaced serving, and the report says why.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use kvs_plugin_api::PluginKind;
+use kvs_plugin_api::capability::{LOG_EXPIRY, LOG_SHARED};
+use serde::Serialize;
+
+use super::{Running, Started, start_frontend, status};
+use crate::access::AccessControl;
+use crate::admin::PluginList;
+use crate::caller::RequestHook;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::plugins::{Catalog, Format, Plugin};
+use crate::store::WriteFeatures;
+use crate::write_request::{LogSwap, Msg};
+
+/// What a reload did, line by line: applied, left as it was (and why), refused (and why).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReloadReport {
+    /// What changed.
+    pub changed: Vec<String>,
+    /// What stayed as it was, and why (unchanged, or needs a restart).
+    pub kept: Vec<String>,
+    /// What was asked for but not done, and why; what it would have replaced serves on.
+    pub refused: Vec<String>,
+}
+
+impl ReloadReport {
+    /// A report of one refusal that changed nothing.
+    pub fn refusing(why: impl Into<String>) -> ReloadReport {
+        ReloadReport {
+            refused: vec![why.into()],
+            ..ReloadReport::default()
+        }
+    }
+
+    /// `applied`, `partial` or `refused`: the metric's outcome label.
+    pub fn outcome(&self) -> &'static str {
+        match (self.refused.is_empty(), self.changed.is_empty()) {
+            (true, _) => "applied",
+            (false, false) => "partial",
+            (false, true) => "refused",
+        }
+    }
+
+    /// Makes every item one line (a plug-in's error may span several: TOML's do), so
+    /// `kvs reload` prints one line per item.
+    pub fn one_line_each(mut self) -> ReloadReport {
+        for lines in [&mut self.changed, &mut self.kept, &mut self.refused] {
+            for line in lines.iter_mut() {
+                if line.contains('\n') {
+                    *line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+                }
+            }
+        }
+        self
+    }
+
+    /// Logs every line: changes and refusals at info and warn, the rest at debug.
+    pub fn log(&self) {
+        for line in &self.changed {
+            tracing::info!("reload: changed: {line}");
+        }
+        for line in &self.kept {
+            tracing::debug!("reload: kept: {line}");
+        }
+        for line in &self.refused {
+            tracing::warn!("reload: refused: {line}");
+        }
+    }
+}
+
+/// Runs a whole reload (config file and plugins directory read again) and reports.
+pub type ReloadFn = Arc<dyn Fn() -> ReloadReport + Send + Sync>;
+
+/// Where the admin listener finds the reload once kvs has started.
+pub type ReloadSlot = Arc<OnceLock<ReloadFn>>;
+pub(super) type Slot = ReloadSlot;
+
+/// What a running kvs keeps for reloads.
+pub(super) struct Live {
+    /// The configuration in effect (`None`: started without one, by a tool).
+    pub(super) config: Option<Config>,
+    /// The logger plug-in in use and its table (`None`: a host-made logger).
+    pub(super) logger: Option<(Plugin, String)>,
+    /// Whether the logger is a shared log (never swapped live).
+    pub(super) shared: bool,
+    /// What `/plugins` lists.
+    pub(super) plugins: PluginList,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) slot: Slot,
+}
+
+/// How long a logger swap may take before the reload stops waiting for its answer.
+const SWAP_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Running {
+    /// Makes `POST /reload` on the admin listener call `reload`.
+    pub fn set_reload(&self, reload: ReloadFn) {
+        let _ = self.live.slot.set(reload);
+    }
+
+    /// Applies `next` (the configuration read again), with the plug-ins `catalog` (the
+    /// plugins directory scanned again) holds. See the module documentation.
+    pub fn reload(&mut self, next: &Config, catalog: &Catalog) -> ReloadReport {
+        let report = self.reload_inner(next, catalog).one_line_each();
+        self.live
+            .metrics
+            .reloads
+            .with_label_values(&[report.outcome()])
+            .inc();
+        report
+    }
+
+    fn reload_inner(&mut self, next: &Config, catalog: &Catalog) -> ReloadReport {
+        let Some(current) = self.live.config.clone() else {
+            return ReloadReport::refusing("this kvs was not started from a configuration");
+        };
+        let plan = match Plan::check(next, catalog) {
+            Ok(plan) => plan,
+            Err(why) => return ReloadReport::refusing(format!("{why}; nothing changed")),
+        };
+        let mut report = ReloadReport::default();
+        restart_only(&current, next, &mut report);
+        self.apply_limits(&current, next, &mut report);
+        self.apply_access(&current, next, plan.hook, &mut report);
+        self.shutdown_timeout = next.shutdown_timeout;
+        self.apply_frontends(plan.frontends, &mut report);
+        self.apply_logger(&current, next, plan.logger, &mut report);
+        self.refresh_plugin_list();
+        // What was applied is the base of the next comparison; what needs a restart
+        // stays as it runs, so the next reload reports it again.
+        let mut applied = next.clone();
+        applied.admin = current.admin.clone();
+        applied.cluster = current.cluster.clone();
+        applied.telemetry = crate::telemetry::TelemetryConfig {
+            log: next.telemetry.log.clone(),
+            ..current.telemetry.clone()
+        };
+        applied.max_batch = current.max_batch;
+        applied.queue_capacity = current.queue_capacity;
+        applied.logger = current.logger.clone();
+        self.live.config = Some(applied);
+        report
+    }
+
+    fn apply_limits(&self, current: &Config, next: &Config, report: &mut ReloadReport) {
+        let (was, now) = (current.limits, next.limits);
+        if (was.max_key_bytes, was.max_value_bytes) == (now.max_key_bytes, now.max_value_bytes) {
+            report.kept.push("limits: unchanged".into());
+            return;
+        }
+        self.store.set_limits(now);
+        self.store
+            .send_to_writer(Msg::MaxValueBytes(now.max_value_bytes));
+        report.changed.push(format!(
+            "limits: max_key_bytes {} -> {}, max_value_bytes {} -> {}",
+            was.max_key_bytes, now.max_key_bytes, was.max_value_bytes, now.max_value_bytes
+        ));
+    }
+
+    fn apply_access(
+        &self,
+        current: &Config,
+        next: &Config,
+        hook: Option<Arc<dyn RequestHook>>,
+        report: &mut ReloadReport,
+    ) {
+        let enabled = next.auth.enabled;
+        // Always swapped in: keys and JWKS files are read again even if [auth] is not.
+        self.store.set_request_hook(hook);
+        if differs(&current.auth, &next.auth) {
+            report.changed.push(format!(
+                "access: [auth] applied to requests from now on ({})",
+                if enabled { "on" } else { "off" }
+            ));
+        } else if enabled {
+            report
+                .kept
+                .push("access: [auth] unchanged; its key files were read again".into());
+        } else {
+            report.kept.push("access: off, unchanged".into());
+        }
+    }
+
+    fn apply_frontends(&mut self, wanted: Vec<(Plugin, String)>, report: &mut ReloadReport) {
+        // Removed first, so a frontend taking over another's address can bind it.
+        let (gone, mut keep): (Vec<Started>, Vec<Started>) = std::mem::take(&mut self.frontends)
+            .into_iter()
+            .partition(|f| !wanted.iter().any(|(p, _)| p.name == f.name));
+        for f in &gone {
+            report.changed.push(format!("frontend {}: stopped", f.name));
+        }
+        report
+            .refused
+            .extend(super::stop_frontends(gone, self.shutdown_timeout));
+        for (plugin, table) in wanted {
+            match keep.iter().position(|f| f.name == plugin.name) {
+                None => match start_frontend(&plugin, &self.store, &table) {
+                    Ok(started) => {
+                        report.changed.push(format!(
+                            "frontend {}: started ({} {}, on {})",
+                            plugin.name,
+                            plugin.format,
+                            short(&plugin.hash),
+                            started.endpoints.join(", ")
+                        ));
+                        keep.push(started);
+                    }
+                    Err(e) => report
+                        .refused
+                        .push(format!("frontend {}: not started: {e:#}", plugin.name)),
+                },
+                Some(i) => {
+                    let running = &keep[i];
+                    let file_changed = running.plugin.hash != plugin.hash;
+                    let table_changed = running.table != table;
+                    if !file_changed && !table_changed {
+                        report.kept.push(format!(
+                            "frontend {}: unchanged ({})",
+                            plugin.name,
+                            short(&plugin.hash)
+                        ));
+                        continue;
+                    }
+                    let why = match (file_changed, table_changed) {
+                        (true, true) => "a new file and a changed table",
+                        (true, false) => "a new file",
+                        _ => "a changed table",
+                    };
+                    let started = Instant::now();
+                    match keep[i].handle.swap_in_place(&plugin, &table) {
+                        Some(Ok(())) => {
+                            let running = &mut keep[i];
+                            let how = if running.plugin.hash == plugin.hash {
+                                "reconfigured in place".to_string()
+                            } else {
+                                format!(
+                                    "swapped in place ({} -> {}; requests in flight finish on \
+                                     the old code)",
+                                    short(&running.plugin.hash),
+                                    short(&plugin.hash)
+                                )
+                            };
+                            report.changed.push(format!(
+                                "frontend {}: {how} for {why} in {} ms; its listener and \
+                                 connections kept",
+                                plugin.name,
+                                started.elapsed().as_millis()
+                            ));
+                            self.live
+                                .metrics
+                                .swaps
+                                .with_label_values(&["frontend", "ok"])
+                                .inc();
+                            running.plugin = plugin;
+                            running.table = table;
+                        }
+                        Some(Err(e)) => {
+                            self.live
+                                .metrics
+                                .swaps
+                                .with_label_values(&["frontend", "failed"])
+                                .inc();
+                            report.refused.push(format!(
+                                "frontend {}: not swapped ({why}): {e}; the one in use keeps \
+                                 serving",
+                                plugin.name
+                            ));
+                        }
+                        None => {
+                            let old = keep.remove(i);
+                            if let Some(now) =
+                                self.replace_frontend(old, &plugin, &table, why, report)
+                            {
+                                keep.insert(i, now);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.frontends = keep;
+    }
+
+    /// Starts `plugin` beside `old` and drains `old`; if the new one cannot start, `old`
+    /// keeps serving. A new instance that cannot bind beside the old one (an older
+    /// build that does not share its port) starts once the old one has stopped, and if
+    /// it fails then, the old one is started again. `None`: neither serves.
+    fn replace_frontend(
+        &self,
+        old: Started,
+        plugin: &Plugin,
+        table: &str,
+        why: &str,
+        report: &mut ReloadReport,
+    ) -> Option<Started> {
+        let swaps = &self.live.metrics.swaps;
+        let started = Instant::now();
+        match start_frontend(plugin, &self.store, table) {
+            Ok(new) => {
+                let from = short(&old.plugin.hash);
+                let stopped = super::stop_frontends(vec![old], self.shutdown_timeout);
+                report.changed.push(format!(
+                    "frontend {}: replaced for {why} ({from} -> {}); the old instance drained \
+                     in {} ms{}",
+                    plugin.name,
+                    short(&plugin.hash),
+                    started.elapsed().as_millis(),
+                    stopped
+                        .first()
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default()
+                ));
+                swaps.with_label_values(&["frontend", "ok"]).inc();
+                Some(new)
+            }
+            Err(e) if format!("{e:#}").contains("in use") => {
+                // The old instance holds the address alone: stop it, then start anew.
+                let (old_plugin, old_table) = (old.plugin.clone(), old.table.clone());
+                let _ = super::stop_frontends(vec![old], self.shutdown_timeout);
+                match start_frontend(plugin, &self.store, table) {
+                    Ok(new) => {
+                        report.changed.push(format!(
+                            "frontend {}: replaced for {why}, with a pause of {} ms: the old \
+                             build does not share its address (built before kvs-serve's \
+                             SO_REUSEPORT)",
+                            plugin.name,
+                            started.elapsed().as_millis()
+                        ));
+                        swaps.with_label_values(&["frontend", "ok"]).inc();
+                        Some(new)
+                    }
+                    Err(e) => {
+                        swaps.with_label_values(&["frontend", "failed"]).inc();
+                        let back = start_frontend(&old_plugin, &self.store, &old_table);
+                        report.refused.push(format!(
+                            "frontend {}: the new file did not start ({e:#}); {}",
+                            plugin.name,
+                            if back.is_ok() {
+                                "the old one was started again"
+                            } else {
+                                "the old one did not start again either: it is not serving"
+                            }
+                        ));
+                        back.ok()
+                    }
+                }
+            }
+            Err(e) => {
+                swaps.with_label_values(&["frontend", "failed"]).inc();
+                report.refused.push(format!(
+                    "frontend {}: not replaced ({why}): {e:#}; the one in use keeps serving",
+                    plugin.name
+                ));
+                Some(old)
+            }
+        }
+    }
+
+    fn apply_logger(
+        &mut self,
+        current: &Config,
+        next: &Config,
+        candidate: Option<Plugin>,
+        report: &mut ReloadReport,
+    ) {
+        let Some((in_use, in_use_table)) = self.live.logger.clone() else {
+            return;
+        };
+        if next.logger != current.logger {
+            report.kept.push(format!(
+                "logger: still {}; switching to {} needs a restart (the data moves with a \
+                 backup and restore)",
+                current.logger, next.logger
+            ));
+            return;
+        }
+        let Some(plugin) = candidate else {
+            return;
+        };
+        let table = next.plugin_config(&next.logger);
+        if plugin.hash == in_use.hash && table == in_use_table {
+            report.kept.push(format!(
+                "logger {}: unchanged ({})",
+                plugin.name,
+                short(&plugin.hash)
+            ));
+            return;
+        }
+        let declares = |p: &Plugin, c: &str| p.capabilities.iter().any(|x| x == c);
+        let refuse = if self.live.shared || declares(&plugin, LOG_SHARED) {
+            Some("a shared log is not swapped live: restart one node at a time".to_string())
+        } else if declares(&in_use, LOG_EXPIRY) && !declares(&plugin, LOG_EXPIRY) {
+            Some(
+                "the new file does not declare log:expiry, so it could not read back the \
+                 deadlines already logged"
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            report
+                .refused
+                .push(format!("logger {}: not swapped: {why}", plugin.name));
+            return;
+        }
+        let (done, answer) = std::sync::mpsc::sync_channel(1);
+        let swap = LogSwap {
+            open: opener(&plugin, &table, &self.live.metrics),
+            reopen: opener(&in_use, &in_use_table, &self.live.metrics),
+            stores_expiry: declares(&plugin, LOG_EXPIRY),
+            done,
+        };
+        let swaps = &self.live.metrics.swaps;
+        let started = Instant::now();
+        if !self.store.send_to_writer(Msg::SwapLog(swap)) {
+            report.refused.push(format!(
+                "logger {}: not swapped: the writer has stopped",
+                plugin.name
+            ));
+            return;
+        }
+        match answer.recv_timeout(SWAP_ANSWER_TIMEOUT) {
+            Ok(Ok(health)) => {
+                self.store.set_logger_health(health);
+                self.store.set_write_features(WriteFeatures {
+                    expiry: declares(&plugin, LOG_EXPIRY),
+                    atomic: true,
+                    logger: plugin.name.clone(),
+                });
+                report.changed.push(format!(
+                    "logger {}: swapped ({} -> {}) between two batches; writes paused {} ms",
+                    plugin.name,
+                    short(&in_use.hash),
+                    short(&plugin.hash),
+                    started.elapsed().as_millis()
+                ));
+                swaps.with_label_values(&["logger", "ok"]).inc();
+                self.live.logger = Some((plugin, table));
+            }
+            Ok(Err((why, health))) => {
+                self.store.set_logger_health(health);
+                swaps.with_label_values(&["logger", "failed"]).inc();
+                report
+                    .refused
+                    .push(format!("logger {}: not swapped: {why}", plugin.name));
+            }
+            Err(_) => {
+                swaps.with_label_values(&["logger", "failed"]).inc();
+                report.refused.push(format!(
+                    "logger {}: the writer did not answer the swap within {} s; see the log",
+                    plugin.name,
+                    SWAP_ANSWER_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    }
+
+    /// Rebuilds what `/plugins` lists from what runs now.
+    fn refresh_plugin_list(&self) {
+        let mut list = Vec::new();
+        if let Some((logger, _)) = &self.live.logger {
+            list.push(status("logger", logger, Vec::new()));
+        }
+        for f in &self.frontends {
+            list.push(status("frontend", &f.plugin, f.endpoints.clone()));
+        }
+        *self.live.plugins.write().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+}
+
+/// What a reload will use, found and checked before anything changes.
+struct Plan {
+    hook: Option<Arc<dyn RequestHook>>,
+    frontends: Vec<(Plugin, String)>,
+    logger: Option<Plugin>,
+}
+
+impl Plan {
+    fn check(next: &Config, catalog: &Catalog) -> Result<Plan, String> {
+        let hook = AccessControl::from_config(&next.auth)
+            .map_err(|e| format!("config: {e:#}"))?
+            .map(|a| Arc::new(a) as Arc<dyn RequestHook>);
+        let frontends = next
+            .frontends
+            .iter()
+            .map(|name| {
+                let plugin = catalog.find(PluginKind::FRONTEND, name);
+                let plugin = plugin.map_err(|e| format!("frontends: {e:#}"))?;
+                Ok((plugin.clone(), next.plugin_config(name)))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let logger = catalog
+            .find(PluginKind::LOGGER, &next.logger)
+            .map_err(|e| format!("logger: {e:#}"))?;
+        Ok(Plan {
+            hook,
+            frontends,
+            logger: Some(logger.clone()),
+        })
+    }
+}
+
+/// Reports the settings a reload cannot apply that differ.
+fn restart_only(current: &Config, next: &Config, report: &mut ReloadReport) {
+    let sections = [
+        ("[admin]", differs(&current.admin, &next.admin)),
+        ("[cluster]", differs(&current.cluster, &next.cluster)),
+        (
+            "[telemetry] (beyond log)",
+            differs(
+                &crate::telemetry::TelemetryConfig {
+                    log: None,
+                    ..current.telemetry.clone()
+                },
+                &crate::telemetry::TelemetryConfig {
+                    log: None,
+                    ..next.telemetry.clone()
+                },
+            ),
+        ),
+        (
+            "[writer]",
+            (current.max_batch, current.queue_capacity) != (next.max_batch, next.queue_capacity),
+        ),
+    ];
+    for (section, changed) in sections {
+        if changed {
+            report.kept.push(format!(
+                "{section}: changed, but it takes effect on restart"
+            ));
+        }
+    }
+}
+
+/// Whether two settings differ (compared as they print: every config type has `Debug`).
+fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+    format!("{a:?}") != format!("{b:?}")
+}
+
+/// The first 12 hex digits of a SHA-256, as reports show it.
+fn short(hash: &str) -> String {
+    format!("sha256:{}", &hash[..hash.len().min(12)])
+}
+
+/// Opens `plugin` as the writer's logger, on the writer's thread.
+fn opener(plugin: &Plugin, table: &str, metrics: &Arc<Metrics>) -> crate::write_request::OpenLog {
+    let plugin = plugin.clone();
+    let table = table.to_string();
+    let meter = (plugin.format == Format::Wasm).then(|| metrics.wasm(&plugin.name));
+    Box::new(move || {
+        super::open::open_logger_metered(&plugin, &table, meter).map_err(|e| format!("{e:#}"))
+    })
+}
