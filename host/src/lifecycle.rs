@@ -313,6 +313,19 @@ impl Steps<'_, '_> {
         }
         for (plugin, table) in &self.frontends {
             let started = start_frontend(plugin, &partial.store, table)?;
+            let admin = partial
+                .admin
+                .as_ref()
+                .map(|a| ("the admin listener", vec![a.url()]));
+            let others = partial
+                .frontends
+                .iter()
+                .map(|f| (f.name.as_str(), f.endpoints.clone()));
+            if let Some(clash) = address_clash(&started, others.chain(admin)) {
+                let mut started = started;
+                let _ = started.handle.stop(Duration::ZERO);
+                return Err(anyhow!(clash));
+            }
             let shown = status("frontend", plugin, started.endpoints.clone());
             self.plugins.write().unwrap().push(shown);
             partial.frontends.push(started);
@@ -439,6 +452,36 @@ fn start_frontend(plugin: &Plugin, store: &Arc<Store>, table: &str) -> Result<St
         plugin: plugin.clone(),
         table: table.to_string(),
     })
+}
+
+/// Whether `started` listens where one of `others` does — which the listeners'
+/// `SO_REUSEPORT` would let happen within one process, splitting connections between
+/// two protocols — and what to say if so.
+fn address_clash<'n>(
+    started: &Started,
+    others: impl IntoIterator<Item = (&'n str, Vec<String>)>,
+) -> Option<String> {
+    let address = |endpoint: &str| {
+        let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+        rest.trim_end_matches('/').to_string()
+    };
+    for (name, endpoints) in others {
+        for theirs in &endpoints {
+            if let Some(ours) = started
+                .endpoints
+                .iter()
+                .find(|e| address(e) == address(theirs))
+            {
+                return Some(format!(
+                    "frontend {} would listen on {}, where {name} does: give each its own \
+                     listen address",
+                    started.name,
+                    address(ours)
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Stops frontends in reverse start order, within one `deadline` shared by all of them

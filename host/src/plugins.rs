@@ -57,6 +57,9 @@ pub struct Plugin {
     pub capabilities: Vec<String>,
     /// Its entry points, as the host calls them.
     pub entry: Arc<dyn Entry>,
+    /// A WASM plug-in's bytes as scanned: what is compiled when it is opened or
+    /// started, whatever the file holds by then (`None` for native plug-ins).
+    pub wasm: Option<Arc<[u8]>>,
     /// The hex SHA-256 of the file's bytes as loaded: how a reload tells a changed file
     /// (a new build) from the one in use, whatever its name or mtime.
     pub hash: String,
@@ -72,6 +75,16 @@ impl fmt::Debug for Plugin {
             .field("api", &self.api)
             .field("hash", &self.hash)
             .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Where a WASM plug-in's module comes from: the bytes scanned, else its file.
+    pub fn wasm_source(&self) -> crate::wasm::Source<'_> {
+        match &self.wasm {
+            Some(bytes) => crate::wasm::Source::Bytes(bytes),
+            None => crate::wasm::Source::File(&self.path),
+        }
     }
 }
 
@@ -241,8 +254,8 @@ pub fn load_with(path: &Path, insecure_modes: bool) -> Result<Plugin, String> {
 }
 
 fn load_wasm(path: &Path) -> Result<Plugin, String> {
-    let h = crate::wasm::handshake(path)?;
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let bytes = crate::wasm::read_module(path)?;
+    let h = crate::wasm::handshake(path, &bytes)?;
     let hash = sha2::Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -258,5 +271,6 @@ fn load_wasm(path: &Path) -> Result<Plugin, String> {
         capabilities: h.capabilities,
         entry: crate::wasm::entry(),
         hash,
+        wasm: Some(bytes.into()),
     })
 }

@@ -216,13 +216,15 @@ impl WriterLoop {
     /// are answered once durable in whichever logger serves next.
     fn swap_log(&mut self, swap: LogSwap) {
         let started = Instant::now();
-        if let Err(e) = self.logger.close() {
-            // It may still hold its storage: opening another over it is not safe.
-            let why = format!("the logger in use did not close ({e}); it keeps serving");
-            let _ = swap.done.send(Err((why, self.logger.health())));
-            return;
-        }
-        let outcome = match (swap.open)() {
+        // A logger whose close failed may not have made everything durable or released
+        // its storage: it is not trusted again either way, and the old one is opened
+        // afresh (it re-reads its storage) rather than the new one over it.
+        let closed = self.logger.close();
+        let opened = match closed {
+            Ok(()) => (swap.open)(),
+            Err(e) => Err(format!("the logger in use did not close cleanly ({e})")),
+        };
+        let outcome = match opened {
             Ok(next) => {
                 self.logger = next;
                 self.stores_expiry = swap.stores_expiry;

@@ -9,7 +9,7 @@
 //! leaves what it would have replaced serving, and the report says why.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kvs_plugin_api::PluginKind;
 use kvs_plugin_api::capability::{LOG_EXPIRY, LOG_SHARED};
@@ -102,9 +102,6 @@ pub(super) struct Live {
     pub(super) slot: Slot,
 }
 
-/// How long a logger swap may take before the reload stops waiting for its answer.
-const SWAP_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
-
 impl Running {
     /// Makes `POST /reload` on the admin listener call `reload`.
     pub fn set_reload(&self, reload: ReloadFn) {
@@ -113,14 +110,18 @@ impl Running {
 
     /// Applies `next` (the configuration read again), with the plug-ins `catalog` (the
     /// plugins directory scanned again) holds. See the module documentation.
+    /// Count the finished report with [`Running::count_reload`].
     pub fn reload(&mut self, next: &Config, catalog: &Catalog) -> ReloadReport {
-        let report = self.reload_inner(next, catalog).one_line_each();
+        self.reload_inner(next, catalog).one_line_each()
+    }
+
+    /// Counts a finished reload in `kvs_reloads_total` (by its outcome).
+    pub fn count_reload(&self, report: &ReloadReport) {
         self.live
             .metrics
             .reloads
             .with_label_values(&[report.outcome()])
             .inc();
-        report
     }
 
     fn reload_inner(&mut self, next: &Config, catalog: &Catalog) -> ReloadReport {
@@ -164,9 +165,19 @@ impl Running {
         self.store.set_limits(now);
         self.store
             .send_to_writer(Msg::MaxValueBytes(now.max_value_bytes));
+        let raised = now.max_value_bytes > was.max_value_bytes;
         report.changed.push(format!(
-            "limits: max_key_bytes {} -> {}, max_value_bytes {} -> {}",
-            was.max_key_bytes, now.max_key_bytes, was.max_value_bytes, now.max_value_bytes
+            "limits: max_key_bytes {} -> {}, max_value_bytes {} -> {}{}",
+            was.max_key_bytes,
+            now.max_key_bytes,
+            was.max_value_bytes,
+            now.max_value_bytes,
+            if raised {
+                " (the store takes larger values at once; frontends that size their message \
+                 buffers at start, such as grpc and resp, take them once replaced or restarted)"
+            } else {
+                ""
+            }
         ));
     }
 
@@ -207,7 +218,7 @@ impl Running {
             .extend(super::stop_frontends(gone, self.shutdown_timeout));
         for (plugin, table) in wanted {
             match keep.iter().position(|f| f.name == plugin.name) {
-                None => match start_frontend(&plugin, &self.store, &table) {
+                None => match self.start_beside(&plugin, &table, &keep, None) {
                     Ok(started) => {
                         report.changed.push(format!(
                             "frontend {}: started ({} {}, on {})",
@@ -282,7 +293,7 @@ impl Running {
                         None => {
                             let old = keep.remove(i);
                             if let Some(now) =
-                                self.replace_frontend(old, &plugin, &table, why, report)
+                                self.replace_frontend(old, &plugin, &table, why, &keep, report)
                             {
                                 keep.insert(i, now);
                             }
@@ -304,11 +315,12 @@ impl Running {
         plugin: &Plugin,
         table: &str,
         why: &str,
+        others: &[Started],
         report: &mut ReloadReport,
     ) -> Option<Started> {
         let swaps = &self.live.metrics.swaps;
         let started = Instant::now();
-        match start_frontend(plugin, &self.store, table) {
+        match self.start_beside(plugin, table, others, Some(&old)) {
             Ok(new) => {
                 let from = short(&old.plugin.hash);
                 let stopped = super::stop_frontends(vec![old], self.shutdown_timeout);
@@ -326,7 +338,7 @@ impl Running {
                 swaps.with_label_values(&["frontend", "ok"]).inc();
                 Some(new)
             }
-            Err(e) if format!("{e:#}").contains("in use") => {
+            Err(e) if old.table == table && format!("{e:#}").contains("in use") => {
                 // The old instance holds the address alone: stop it, then start anew.
                 let (old_plugin, old_table) = (old.plugin.clone(), old.table.clone());
                 let _ = super::stop_frontends(vec![old], self.shutdown_timeout);
@@ -391,7 +403,18 @@ impl Running {
             return;
         };
         let table = next.plugin_config(&next.logger);
-        if plugin.hash == in_use.hash && table == in_use_table {
+        if table != in_use_table {
+            // A new table may name other storage (another path, database, data_dir): a
+            // live swap would go on from there empty, and the next start would miss
+            // what was written here.
+            report.kept.push(format!(
+                "logger {}: its table changed; that takes effect on restart (it may name \
+                 other storage, which a live swap would start empty)",
+                plugin.name
+            ));
+            return;
+        }
+        if plugin.hash == in_use.hash {
             report.kept.push(format!(
                 "logger {}: unchanged ({})",
                 plugin.name,
@@ -433,7 +456,8 @@ impl Running {
             ));
             return;
         }
-        match answer.recv_timeout(SWAP_ANSWER_TIMEOUT) {
+        // No timeout: until the writer answers, what serves is not known.
+        match answer.recv() {
             Ok(Ok(health)) => {
                 self.store.set_logger_health(health);
                 self.store.set_write_features(WriteFeatures {
@@ -452,6 +476,13 @@ impl Running {
                 self.live.logger = Some((plugin, table));
             }
             Ok(Err((why, health))) => {
+                // Unhealthy after a failed swap: no logger serves (or the old one is in
+                // trouble); the next reload swaps whatever file is there.
+                if health.as_ref().is_some_and(|healthy| !healthy())
+                    && let Some((in_use, _)) = &mut self.live.logger
+                {
+                    in_use.hash.clear();
+                }
                 self.store.set_logger_health(health);
                 swaps.with_label_values(&["logger", "failed"]).inc();
                 report
@@ -461,12 +492,37 @@ impl Running {
             Err(_) => {
                 swaps.with_label_values(&["logger", "failed"]).inc();
                 report.refused.push(format!(
-                    "logger {}: the writer did not answer the swap within {} s; see the log",
-                    plugin.name,
-                    SWAP_ANSWER_TIMEOUT.as_secs()
+                    "logger {}: the writer stopped during the swap",
+                    plugin.name
                 ));
             }
         }
+    }
+
+    /// Starts `plugin`, and stops it again if it listens where another frontend
+    /// (`others`, but not `replacing`, which it takes over from) or the admin listener
+    /// does.
+    fn start_beside(
+        &self,
+        plugin: &Plugin,
+        table: &str,
+        others: &[Started],
+        replacing: Option<&Started>,
+    ) -> anyhow::Result<Started> {
+        let mut started = start_frontend(plugin, &self.store, table)?;
+        let admin = self
+            .admin
+            .as_ref()
+            .map(|a| ("the admin listener", vec![a.url()]));
+        let others = others
+            .iter()
+            .filter(|f| replacing.is_none_or(|r| r.name != f.name))
+            .map(|f| (f.name.as_str(), f.endpoints.clone()));
+        if let Some(clash) = super::address_clash(&started, others.chain(admin)) {
+            let _ = started.handle.stop(std::time::Duration::ZERO);
+            anyhow::bail!(clash);
+        }
+        Ok(started)
     }
 
     /// Rebuilds what `/plugins` lists from what runs now.

@@ -12,7 +12,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use abi_stable::StableAbi;
@@ -83,6 +84,7 @@ pub(crate) fn load(path: &Path, checked: crate::file_modes::Checked) -> Result<P
             .collect(),
         entry,
         hash,
+        wasm: None,
     })
 }
 
@@ -111,44 +113,98 @@ fn load_private_copy(
     if let Some(raw) = loaded.get(&digest) {
         return Ok((raw, hash));
     }
-    let dir = private_dir().map_err(|e| format!("cannot make a private copy to load: {e}"))?;
-    let copy = dir.path().join(format!("{hash}.so"));
-    std::fs::write(&copy, &bytes)
-        .map_err(|e| format!("cannot make a private copy to load: {e}"))?;
-    drop(bytes);
-    let raw = RawLibrary::load_at(&copy).map_err(|e| {
-        let why = one_line(&e.to_string());
-        // A WASM guest (extism-pdk) compiled for the host imports the host functions as
-        // ordinary symbols, which no library provides.
-        if why.contains("undefined symbol: kvs_") || why.contains("undefined symbol: extism_") {
-            format!(
-                "a WASM plug-in built for this machine instead of WebAssembly ({why}): \
-                 rebuild it with `cargo build --release --target wasm32-wasip1` and put the \
-                 .wasm file in the plugins directory"
-            )
-        } else {
-            format!("not a loadable shared library: {why}")
-        }
-    });
-    // The copy goes (the mapping keeps its pages); glibc knows the library by the
-    // copy's name, which names these bytes only.
-    drop(dir);
+    let raw = load_copy(&bytes, &hash)?;
     // Never unload: its initialisers have run (refused or not), and the module, the
     // handshake and every object the plug-in hands out point into the library.
-    let raw: &'static RawLibrary = Box::leak(Box::new(raw?));
+    let raw: &'static RawLibrary = Box::leak(Box::new(raw));
     loaded.insert(digest, raw);
     Ok((raw, hash))
 }
 
-/// A new directory only this user can enter, for one copy: under `/var/tmp` (on disk
-/// on most systems, where `/tmp` may be memory), else the temporary directory.
-fn private_dir() -> std::io::Result<tempfile::TempDir> {
-    let make = |parent: &Path| {
-        tempfile::Builder::new()
+/// Loads a copy of `bytes`: from a new directory only this user can enter under
+/// `/var/tmp` (on disk on most systems, where `/tmp` may be memory), removed once loaded;
+/// where that cannot be written or mapped executable (a read-only or `noexec` mount),
+/// from the temporary directory; failing that, from an in-memory file (`memfd`), kept
+/// open for the life of the process.
+fn load_copy(bytes: &[u8], hash: &str) -> Result<RawLibrary, String> {
+    let mut first_error = None;
+    for parent in [Path::new("/var/tmp"), &std::env::temp_dir()] {
+        let attempt = tempfile::Builder::new()
             .prefix("kvs-plugin-")
             .tempdir_in(parent)
-    };
-    make(Path::new("/var/tmp")).or_else(|_| make(&std::env::temp_dir()))
+            .and_then(|dir| {
+                let copy = dir.path().join(format!("{hash}.so"));
+                std::fs::write(&copy, bytes)?;
+                Ok((dir, copy))
+            });
+        let Ok((dir, copy)) = attempt else {
+            continue; // cannot write there: try the next place
+        };
+        // glibc knows the library by the copy's name, which names these bytes only;
+        // once mapped, the copy can go (the mapping keeps its pages).
+        let loaded = RawLibrary::load_at(&copy).map_err(|e| one_line(&e.to_string()));
+        drop(dir);
+        match loaded {
+            Ok(raw) => return Ok(raw),
+            // A mount that forbids mapping code: try the next place.
+            Err(why) if why.contains("map segment") || why.contains("not permitted") => {
+                first_error.get_or_insert(why);
+            }
+            Err(why) => return Err(refusal(why)),
+        }
+    }
+    let memfd = sealed_copy(bytes, hash).map_err(|e| {
+        format!(
+            "cannot make a private copy to load ({}; memfd: {e})",
+            first_error
+                .as_deref()
+                .unwrap_or("/var/tmp and the temporary directory are not writable")
+        )
+    })?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_raw_fd()));
+    let raw = RawLibrary::load_at(&path).map_err(|e| refusal(one_line(&e.to_string())))?;
+    // Open for ever: glibc knows the library by the /proc/self/fd/N name, which a
+    // reused descriptor number would otherwise give to another file.
+    std::mem::forget(memfd);
+    Ok(raw)
+}
+
+/// Why a library that could be read was refused by the dynamic loader.
+fn refusal(why: String) -> String {
+    // A WASM guest (extism-pdk) compiled for the host imports the host functions as
+    // ordinary symbols, which no library provides.
+    if why.contains("undefined symbol: kvs_") || why.contains("undefined symbol: extism_") {
+        format!(
+            "a WASM plug-in built for this machine instead of WebAssembly ({why}): rebuild \
+             it with `cargo build --release --target wasm32-wasip1` and put the .wasm file in \
+             the plugins directory"
+        )
+    } else {
+        format!("not a loadable shared library: {why}")
+    }
+}
+
+/// `bytes` in an anonymous in-memory file, sealed against any change.
+fn sealed_copy(bytes: &[u8], hash: &str) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let name = std::ffi::CString::new(format!("kvs-plugin-{}", &hash[..16])).expect("no NUL");
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new
+    // descriptor or -1.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor we own, with an integer argument.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
 }
 
 fn hex(bytes: &[u8]) -> String {

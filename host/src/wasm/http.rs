@@ -1,7 +1,6 @@
 //! A `.wasm` HTTP frontend: the host's own listener, a pool of instances, the edge that
 //! hands each request to `kvs_http_handle` with the client's context.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use crate::ports::RunningFrontend;
 use crate::store::Store;
 
 use super::host_fns::{CALL_CONTEXT, CallContext, Deferred};
-use super::module::{CallError, Compiled, call, compile, instance, metered_call};
+use super::module::{CallError, Compiled, Source, call, compile, instance, metered_call};
 
 /// The optional export that takes a WASM HTTP frontend's config table (1.2).
 const CONFIGURE: &str = "kvs_http_configure";
@@ -326,12 +325,14 @@ impl RunningFrontend for WasmHttpFrontend {
             Ok(split) => split,
             Err(e) => return Some(Err(e)),
         };
-        if listener_settings(&sandbox) != self.listener || plugin.format != Format::Wasm {
+        let stream =
+            (plugin.capabilities.iter()).any(|c| c == kvs_plugin_api::capability::FRONTEND_STREAM);
+        if listener_settings(&sandbox) != self.listener || plugin.format != Format::Wasm || stream {
             return None;
         }
         Some(
             new_pool(
-                &plugin.path,
+                plugin.wasm_source(),
                 &self.name,
                 &self.store,
                 &sandbox,
@@ -360,10 +361,10 @@ fn listener_settings(sandbox: &Sandbox) -> String {
     )
 }
 
-/// Compiles the module at `path` and makes its pool, with one instance started (and
+/// Compiles the module and makes its pool, with one instance started (and
 /// configured, if it takes a config) so that a guest that cannot start fails here.
 fn new_pool(
-    path: &Path,
+    module: Source<'_>,
     name: &str,
     store: &Arc<Store>,
     sandbox: &Sandbox,
@@ -379,7 +380,7 @@ fn new_pool(
         )));
     }
     let compiled =
-        compile(path, name, sandbox, Some(store.clone())).map_err(PluginError::internal)?;
+        compile(module, name, sandbox, Some(store.clone())).map_err(PluginError::internal)?;
     // One instance now: it tells whether the guest takes a config, and a bad config
     // (or a guest that cannot start) fails here rather than at a request.
     let mut first = instance(&compiled)?;
@@ -409,15 +410,15 @@ fn new_pool(
 }
 
 /// Starts a `.wasm` HTTP frontend: the host listens and calls the guest per request.
-pub fn start_frontend(
-    path: &Path,
+pub fn start_frontend<'a>(
+    module: impl Into<Source<'a>>,
     name: &str,
     store: &Arc<Store>,
     table: &str,
 ) -> Result<Box<dyn RunningFrontend>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     let pool = Arc::new(ArcSwap::from_pointee(new_pool(
-        path,
+        module.into(),
         name,
         store,
         &sandbox,

@@ -6,7 +6,7 @@
 //! `replay_timeout_ms`: a guest that replays new events forever fails start-up within
 //! `replay_timeout_ms` + one chunk.
 
-use std::path::Path;
+use super::module::Source;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,14 +182,14 @@ impl Log for WasmLogger {
 }
 
 /// Opens a `.wasm` logger with its table.
-pub fn open_logger(
-    path: &Path,
+pub fn open_logger<'a>(
+    module: impl Into<Source<'a>>,
     name: &str,
     table: &str,
     meter: Option<Arc<WasmMeter>>,
 ) -> Result<Box<dyn Log>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
-    let compiled = compile(path, name, &sandbox, None).map_err(PluginError::internal)?;
+    let compiled = compile(module.into(), name, &sandbox, None).map_err(PluginError::internal)?;
     let mut logger = WasmLogger {
         name: name.to_string(),
         compiled,

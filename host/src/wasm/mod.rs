@@ -35,7 +35,8 @@ mod stream;
 
 pub use http::start_frontend;
 pub use logger::open_logger;
-pub use module::handshake;
+pub(crate) use module::read_module;
+pub use module::{Source, handshake};
 pub use sandbox::Sandbox;
 pub use stream::start_stream_frontend;
 
@@ -62,7 +63,7 @@ impl Entry for WasmEntry {
         config: &str,
         meter: Option<Arc<WasmMeter>>,
     ) -> Result<Box<dyn Log>, PluginError> {
-        open_logger(&plugin.path, &plugin.name, config, meter)
+        open_logger(plugin.wasm_source(), &plugin.name, config, meter)
     }
 
     fn start_frontend(
@@ -76,9 +77,9 @@ impl Entry for WasmEntry {
             .iter()
             .any(|c| c == capability::FRONTEND_STREAM)
         {
-            start_stream_frontend(&plugin.path, &plugin.name, store, config)
+            start_stream_frontend(plugin.wasm_source(), &plugin.name, store, config)
         } else {
-            start_frontend(&plugin.path, &plugin.name, store, config)
+            start_frontend(plugin.wasm_source(), &plugin.name, store, config)
         }
     }
 }

@@ -46,12 +46,30 @@ pub(super) struct Compiled {
     compiled: extism::CompiledPlugin,
 }
 
-pub(super) fn compile(
-    path: &Path,
-    name: &str,
-    sandbox: &Sandbox,
-    store: StoreRef,
-) -> Result<Compiled, String> {
+/// Where a module's bytes come from: a file, read when compiled, or bytes read already
+/// (a scanned plug-in's, so that what runs is exactly what was handshaked and hashed).
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// A `.wasm` file.
+    File(&'a Path),
+    /// A module's bytes.
+    Bytes(&'a [u8]),
+}
+
+impl<'a> From<&'a Path> for Source<'a> {
+    fn from(path: &'a Path) -> Self {
+        Source::File(path)
+    }
+}
+
+impl<'a> From<&'a std::path::PathBuf> for Source<'a> {
+    fn from(path: &'a std::path::PathBuf) -> Self {
+        Source::File(path)
+    }
+}
+
+/// A `.wasm` file's bytes, refused unread past `MAX_MODULE_BYTES`.
+pub(crate) fn read_module(path: &Path) -> Result<Vec<u8>, String> {
     let size = std::fs::metadata(path)
         .map_err(|e| format!("cannot read: {e}"))?
         .len();
@@ -61,7 +79,23 @@ pub(super) fn compile(
             MAX_MODULE_BYTES >> 20
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+}
+
+pub(super) fn compile(
+    source: Source<'_>,
+    name: &str,
+    sandbox: &Sandbox,
+    store: StoreRef,
+) -> Result<Compiled, String> {
+    let read;
+    let bytes = match source {
+        Source::File(path) => {
+            read = read_module(path)?;
+            &read[..]
+        }
+        Source::Bytes(bytes) => bytes,
+    };
     // Say what is wrong with a file that is not WebAssembly at all, rather than what
     // the parser tripped on first (for text: "input bytes aren't valid utf-8").
     if !bytes.starts_with(b"\0asm") {
@@ -72,7 +106,7 @@ pub(super) fn compile(
                 .into(),
         );
     }
-    let mut manifest = Manifest::new([Wasm::data(bytes)])
+    let mut manifest = Manifest::new([Wasm::data(bytes.to_vec())])
         .with_memory_max(sandbox.memory_max_mb.saturating_mul(16)) // 64 KiB pages
         .with_timeout(Duration::from_millis(sandbox.call_timeout_ms));
     if let Some(dir) = &sandbox.data_dir {
@@ -198,9 +232,9 @@ const MAX_MODULE_BYTES: u64 = 64 << 20;
 /// (`MAX_MODULE_BYTES`), its memory and its running time ([`Sandbox::for_discovery`]),
 /// which covers instantiation — a start function, `_initialize` — as well as the
 /// `kvs_handshake` call itself (the patched extism runs both under the call's deadline).
-pub fn handshake(path: &Path) -> Result<wire::Handshake, String> {
+pub fn handshake(path: &Path, bytes: &[u8]) -> Result<wire::Handshake, String> {
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
-    let compiled = compile(path, name, &Sandbox::for_discovery(), None)?;
+    let compiled = compile(Source::Bytes(bytes), name, &Sandbox::for_discovery(), None)?;
     let mut plugin = Plugin::new_from_compiled(&compiled.compiled).map_err(|e| {
         let why = first_line(&e.to_string());
         if why.contains("unknown import") && why.contains("extism:host/user") {

@@ -14,7 +14,6 @@
 //! the call's output is sent only once they are all durable, and if one fails the
 //! connection is closed instead, so no acknowledgement of a lost write is ever sent.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use crate::ports::RunningFrontend;
 use crate::store::Store;
 
 use super::host_fns::{CALL_CONTEXT, CallContext, Deferred};
-use super::module::{CallError, Compiled, compile, instance, metered_call};
+use super::module::{CallError, Compiled, Source, compile, instance, metered_call};
 use super::sandbox::{Sandbox, refuse_guest_keys};
 
 /// Connections a stream frontend keeps open by default: each holds an instance.
@@ -273,12 +272,14 @@ impl RunningFrontend for WasmStreamFrontend {
         plugin: &crate::plugins::Plugin,
         table: &str,
     ) -> Option<Result<(), PluginError>> {
-        if table != self.table || plugin.format != crate::plugins::Format::Wasm {
+        let stream =
+            (plugin.capabilities.iter()).any(|c| c == kvs_plugin_api::capability::FRONTEND_STREAM);
+        if table != self.table || plugin.format != crate::plugins::Format::Wasm || !stream {
             return None;
         }
         let swapped = Sandbox::split(table).and_then(|(sandbox, _)| {
             let compiled = compile(
-                &plugin.path,
+                plugin.wasm_source(),
                 &plugin.name,
                 &sandbox,
                 Some(self.store.clone()),
@@ -297,16 +298,16 @@ impl RunningFrontend for WasmStreamFrontend {
 
 /// Starts a `.wasm` stream frontend: the host listens on TCP and hands each
 /// connection's bytes to the guest.
-pub fn start_stream_frontend(
-    path: &Path,
+pub fn start_stream_frontend<'a>(
+    module: impl Into<Source<'a>>,
     name: &str,
     store: &Arc<Store>,
     table: &str,
 ) -> Result<Box<dyn RunningFrontend>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     refuse_guest_keys(name, &guest_config, "a WASM stream frontend")?;
-    let compiled =
-        compile(path, name, &sandbox, Some(store.clone())).map_err(PluginError::internal)?;
+    let compiled = compile(module.into(), name, &sandbox, Some(store.clone()))
+        .map_err(PluginError::internal)?;
     // One instance now, so a guest that cannot start stops kvs at start-up.
     let live = Arc::new(AtomicUsize::new(1));
     let first = Instance {

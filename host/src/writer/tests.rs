@@ -351,3 +351,124 @@ fn a_deadline_the_logger_cannot_store_is_refused_and_nothing_logged() {
     assert_eq!(batches.lock().unwrap().concat().len(), 1);
     assert!(map.get(b"t").is_none());
 }
+
+/// Runs a writer over `first`, queues `a`, a swap whose `open` and `reopen` are given,
+/// then `b`; returns the swap's outcome and every write's.
+fn swap_between(
+    first: Recording,
+    open: crate::write_request::OpenLog,
+    reopen: crate::write_request::OpenLog,
+) -> (crate::write_request::SwapOutcome, Outcomes) {
+    let map = Arc::new(Map::default());
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let outcomes = Outcomes::default();
+    queue_put(&tx, "a", &outcomes);
+    let (done, answer) = std::sync::mpsc::sync_channel(1);
+    let swap = crate::write_request::LogSwap {
+        open,
+        reopen,
+        stores_expiry: true,
+        done,
+    };
+    assert!(tx.send(Msg::SwapLog(swap)).is_ok());
+    queue_put(&tx, "b", &outcomes);
+    let settings = WriterSettings {
+        next_sequence: 1,
+        max_batch: 64,
+        acknowledge: Acknowledge::Apply,
+        stores_expiry: true,
+        max_value_bytes: 1 << 20,
+    };
+    let writer = Writer::spawn(
+        Box::new(first),
+        map,
+        (tx, rx),
+        settings,
+        Metrics::new(false),
+    )
+    .unwrap_or_else(|(e, _)| panic!("cannot start the writer: {e}"));
+    let swapped = answer.recv().expect("the swap is answered");
+    let (_, closed) = writer.stop();
+    closed.unwrap();
+    (swapped, outcomes)
+}
+
+fn recording(batches: &Recorded) -> Recording {
+    Recording {
+        batches: batches.clone(),
+        refuse: Vec::new(),
+    }
+}
+
+#[test]
+fn a_swap_lands_between_two_writes_and_numbering_goes_on() {
+    let (old, new) = (Recorded::default(), Recorded::default());
+    let next = new.clone();
+    let (swapped, outcomes) = swap_between(
+        recording(&old),
+        Box::new(move || Ok(Box::new(recording(&next)) as Box<dyn Log>)),
+        Box::new(|| Err("never asked".into())),
+    );
+    assert!(swapped.is_ok(), "the swap failed");
+    let keys = |r: &Recorded| -> Vec<(u64, Vec<u8>)> {
+        let batches = r.lock().unwrap();
+        batches
+            .iter()
+            .flatten()
+            .map(|(s, _, k)| (*s, k.clone()))
+            .collect()
+    };
+    assert_eq!(
+        keys(&old),
+        [(1, b"a".to_vec())],
+        "queued before the swap: the old log"
+    );
+    assert_eq!(
+        keys(&new),
+        [(2, b"b".to_vec())],
+        "after it: the new one, numbered on"
+    );
+    assert!(outcomes.lock().unwrap().iter().all(|(_, r)| r.is_ok()));
+}
+
+#[test]
+fn a_new_logger_that_does_not_open_leaves_the_old_one_reopened() {
+    let (old, again) = (Recorded::default(), Recorded::default());
+    let reopened = again.clone();
+    let (swapped, outcomes) = swap_between(
+        recording(&old),
+        Box::new(|| Err("the new build refuses its table".into())),
+        Box::new(move || Ok(Box::new(recording(&reopened)) as Box<dyn Log>)),
+    );
+    let Err((why, _)) = swapped else {
+        panic!("the swap was reported done")
+    };
+    assert!(
+        why.contains("refuses its table") && why.contains("reopened"),
+        "{why}"
+    );
+    assert_eq!(again.lock().unwrap().len(), 1, "b went to the reopened log");
+    assert!(outcomes.lock().unwrap().iter().all(|(_, r)| r.is_ok()));
+}
+
+#[test]
+fn when_neither_opens_writes_fail_and_none_is_acknowledged() {
+    let old = Recorded::default();
+    let (swapped, outcomes) = swap_between(
+        recording(&old),
+        Box::new(|| Err("new: no".into())),
+        Box::new(|| Err("old: no".into())),
+    );
+    let Err((why, health)) = swapped else {
+        panic!("the swap was reported done")
+    };
+    assert!(why.contains("restarted"), "{why}");
+    assert!(
+        health.is_some_and(|healthy| !healthy()),
+        "readiness says so"
+    );
+    let outcomes = outcomes.lock().unwrap();
+    assert!(outcomes[0].1.is_ok(), "a, before the swap, was logged");
+    let err = outcomes[1].1.as_ref().unwrap_err();
+    assert!(err.message().contains("restart kvs"), "{err}");
+}

@@ -96,6 +96,12 @@ pub(crate) fn serve(
     };
     // One thread applies reloads and the stop, in the order they were asked for.
     while let Ok(Control::Reload { reply, hangup }) = requests.recv() {
+        if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(reply) = reply {
+                let _ = reply.send(ReloadReport::refusing("kvs is stopping"));
+            }
+            break;
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
         let mut report = reload(&mut running, &reload_config, telemetry).one_line_each();
         if !hangup {
@@ -108,6 +114,7 @@ pub(crate) fn serve(
         report
             .kept
             .push("tls: listeners re-read their certificates and keys".into());
+        running.count_reload(&report);
         report.log();
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(reply) = reply {
@@ -186,6 +193,9 @@ fn watch(
 /// SIGHUPs a reload sent itself so that TLS listeners re-read their certificates (as
 /// on an operator's SIGHUP), which the signal thread must not take for a new reload.
 static TLS_HANGUPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Set by the first SIGTERM or SIGINT: reloads still queued are not started.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What the control loop is asked to do.
 enum Control {
@@ -283,13 +293,8 @@ fn watch_signals(
             let mut stopping = false;
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    let ours = TLS_HANGUPS
-                        .fetch_update(
-                            std::sync::atomic::Ordering::SeqCst,
-                            std::sync::atomic::Ordering::SeqCst,
-                            |n| n.checked_sub(1),
-                        )
-                        .is_ok();
+                    // Pending signals merge: one delivery may stand for several sent.
+                    let ours = TLS_HANGUPS.swap(0, std::sync::atomic::Ordering::SeqCst) > 0;
                     if ours {
                         continue; // sent by a reload, for the TLS listeners only
                     }
@@ -306,8 +311,10 @@ fn watch_signals(
                 }
                 stopping = true;
                 tracing::info!("received signal {signal}; shutting down");
-                // Blocking: a stop must not be lost to a queue full of reloads.
-                let _ = control.send(Control::Stop);
+                STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+                // A full queue holds reloads, which the control loop skips once it sees
+                // STOPPING; the message wakes it if it is waiting.
+                let _ = control.try_send(Control::Stop);
                 std::thread::spawn(move || {
                     // A little over the deadline: a stop that uses its whole drain
                     // deadline still gets to close the logger.
