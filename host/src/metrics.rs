@@ -30,7 +30,7 @@ const BATCH_BUCKETS: &[f64] = &[
 ];
 
 /// How a request ended, as the `outcome` label.
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "ok",
     "not_found",
     "invalid_input",
@@ -39,6 +39,7 @@ pub const OUTCOMES: [&str; 8] = [
     "unauthenticated",
     "permission_denied",
     "internal",
+    "storage_full",
 ];
 const OPS: [Action; 3] = [Action::Get, Action::Put, Action::Delete];
 
@@ -67,6 +68,7 @@ fn outcome_index(code: ErrorCode) -> usize {
         ErrorCode::UNAVAILABLE => 4,
         ErrorCode::UNAUTHENTICATED => 5,
         ErrorCode::PERMISSION_DENIED => 6,
+        ErrorCode::STORAGE_FULL => 8,
         _ => 7,
     }
 }

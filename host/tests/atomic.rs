@@ -225,6 +225,28 @@ fn rest_if_match_increments_lose_no_update_and_survive_a_restart() {
         .send()
         .unwrap();
     assert_eq!(not_modified.status(), 304);
+    let read_if = |tag: &str, url: &str| {
+        let r = client.get(url).header("if-match", tag).send().unwrap();
+        r.status().as_u16()
+    };
+    assert_eq!(read_if(etag.to_str().unwrap(), &ttl_url), 200);
+    assert_eq!(
+        read_if("\"1\"", &ttl_url),
+        412,
+        "a read If-Match that fails"
+    );
+    assert_eq!(
+        read_if("*", &kvs.at("/v1/key/nowhere")),
+        412,
+        "If-Match: * on a missing key"
+    );
+    let plus = client
+        .put(&ttl_url)
+        .header("kvs-ttl-ms", "+5")
+        .body("s")
+        .send()
+        .unwrap();
+    assert_eq!(plus.status(), 400, "kvs-ttl-ms takes digits only");
     let stale = client
         .delete(&ttl_url)
         .header("if-match", "\"1\"")

@@ -24,6 +24,8 @@
 //!   redis-benchmark, redis-py and malformed input; a trapping stream guest.
 //! * `redis_diff`: random command sequences sent to a real `redis-server` and to both
 //!   Redis frontends, replies compared byte for byte except where kvs's dialect says.
+//! * `disk`: the file logger on a full disk (a tmpfs the test mounts): 507, nothing
+//!   acknowledged lost, recovery once space is freed.
 //! * `live`: `kvs reload` under a steady load of every kind of client: limits, access
 //!   rules, frontends and the logger replaced while serving; broken offers refused.
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
@@ -39,6 +41,7 @@ mod cluster;
 mod compat;
 mod conformance;
 mod context;
+mod disk;
 mod grpc;
 mod live;
 mod loading;

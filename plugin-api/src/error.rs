@@ -39,6 +39,11 @@ impl ErrorCode {
     /// batch's [`EventKind::EXPECT`](crate::EventKind::EXPECT) said (1.4; shared logs).
     /// The host evaluates the update again; clients never see it.
     pub const CONFLICT: ErrorCode = ErrorCode(8);
+    /// The logger's storage is full (a disk out of space or over quota): nothing of the
+    /// write was kept; it may succeed once space is freed (REST 507, gRPC
+    /// RESOURCE_EXHAUSTED). Since 1.4; an older plug-in reads it as
+    /// [`ErrorCode::INTERNAL`].
+    pub const STORAGE_FULL: ErrorCode = ErrorCode(9);
 
     /// This code if this version of the contract knows it, else [`ErrorCode::INTERNAL`].
     pub fn known(self) -> ErrorCode {
@@ -50,7 +55,8 @@ impl ErrorCode {
             | Self::INTERNAL
             | Self::UNAUTHENTICATED
             | Self::PERMISSION_DENIED
-            | Self::CONFLICT => self,
+            | Self::CONFLICT
+            | Self::STORAGE_FULL => self,
             _ => Self::INTERNAL,
         }
     }
@@ -65,6 +71,7 @@ impl ErrorCode {
             Self::UNAUTHENTICATED => "unauthenticated",
             Self::PERMISSION_DENIED => "permission denied",
             Self::CONFLICT => "conflict",
+            Self::STORAGE_FULL => "storage full",
             _ => "internal",
         }
     }
@@ -133,6 +140,11 @@ impl PluginError {
     /// Shorthand for [`ErrorCode::UNAUTHENTICATED`] (1.2).
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::UNAUTHENTICATED, message)
+    }
+
+    /// Shorthand for [`ErrorCode::STORAGE_FULL`] (1.4).
+    pub fn storage_full(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::STORAGE_FULL, message)
     }
 
     /// Shorthand for [`ErrorCode::PERMISSION_DENIED`] (1.2).

@@ -112,6 +112,7 @@ impl GuestError {
             ErrorCode::UNAVAILABLE => 503,
             ErrorCode::UNAUTHENTICATED => 401,
             ErrorCode::PERMISSION_DENIED => 403,
+            ErrorCode::STORAGE_FULL => 507,
             _ => 500,
         }
     }

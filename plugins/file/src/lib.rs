@@ -53,7 +53,16 @@ pub struct FileLogger {
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> PluginError {
-    PluginError::unavailable(format!("{what} {}: {e}", path.display()))
+    let message = format!("{what} {}: {e}", path.display());
+    // Out of space or over quota: nothing of the batch was kept (it was cut off), and
+    // writes succeed again once space is freed.
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) {
+        return PluginError::storage_full(format!("{message}; free some space and retry"));
+    }
+    PluginError::unavailable(message)
 }
 
 impl FileLogger {
@@ -139,7 +148,9 @@ impl TransactionLogger for FileLogger {
             format::encode(event, &mut self.buf);
         }
         if self.config.sync == SyncPolicy::Always {
-            self.write_ahead(self.len + self.buf.len() as u64)?;
+            // Only an optimisation: on a nearly full disk the batch may still fit where
+            // the zeros ahead of it do not, and the write itself says if it does not.
+            let _ = self.write_ahead(self.len + self.buf.len() as u64);
         }
         if let Err(e) = io::write_at(&self.file, &self.buf, self.len) {
             // Cut off whatever part of the batch reached the file; if even that fails

@@ -115,6 +115,7 @@ pub fn status_of(e: PluginError) -> Status {
         ErrorCode::UNAVAILABLE => Status::unavailable(message),
         ErrorCode::UNAUTHENTICATED => Status::unauthenticated(message),
         ErrorCode::PERMISSION_DENIED => Status::permission_denied(message),
+        ErrorCode::STORAGE_FULL => Status::resource_exhausted(message),
         _ => Status::internal(message),
     }
 }

@@ -73,8 +73,10 @@ pub fn read(headers: &HeaderMap, put: bool) -> Result<Option<Conditional>, Strin
     let ttl = match text(header::HeaderName::from_static(TTL_HEADER))? {
         None => None,
         Some(_) if !put => return Err(format!("{TTL_HEADER} is for PUT")),
+        // Digits only: Rust's parse would take a leading `+`, which HTTP's grammar for
+        // a number of milliseconds does not.
         Some(ms) => match ms.parse::<u64>() {
-            Ok(ms) if ms > 0 => Some(ms),
+            Ok(n) if n > 0 && ms.bytes().all(|b| b.is_ascii_digit()) => Some(n),
             _ => {
                 return Err(format!(
                     "{TTL_HEADER} must be a whole number of milliseconds above 0, not {ms:?}"
@@ -89,6 +91,20 @@ pub fn read(headers: &HeaderMap, put: bool) -> Result<Option<Conditional>, Strin
         condition: condition.unwrap_or(Condition::Always),
         expiry: ttl.map_or(Expiry::Clear, Expiry::After),
     }))
+}
+
+/// Whether a GET's `If-Match` value holds for a key at `revision` (`None`: absent):
+/// `*` matches any present key; otherwise one of the tags must name its revision
+/// (strong comparison: a weak tag matches nothing).
+pub fn matches(tags: &HeaderValue, revision: Option<u64>) -> bool {
+    let Some(revision) = revision else {
+        return false;
+    };
+    tags.to_str().is_ok_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || revision_of(tag) == Some(revision))
+    })
 }
 
 /// Whether a GET's `If-None-Match` value names the current revision (answered 304;
@@ -159,7 +175,27 @@ mod tests {
             assert!(read(bad).is_err(), "{bad:?}");
         }
         assert!(super::read(&headers(&[("kvs-ttl-ms", "5")]), false).is_err());
+        for odd in ["+5", "5 ", "0x5", "5.0", "-5"] {
+            let value = HeaderValue::from_str(odd).unwrap();
+            let mut map = HeaderMap::new();
+            map.insert(TTL_HEADER, value);
+            // (trimmed first, as every header value is: "5 " is 5)
+            let read = super::read(&map, true);
+            assert_eq!(read.is_err(), odd.trim() != "5", "{odd:?}: {read:?}");
+        }
         assert!(not_modified(&HeaderValue::from_static("\"3\", W/\"4\""), 4));
         assert!(!not_modified(&HeaderValue::from_static("\"3\""), 4));
+    }
+
+    #[test]
+    fn if_match_on_a_read_holds_only_for_the_key_at_that_revision() {
+        let tags = |v: &str| HeaderValue::from_str(v).unwrap();
+        assert!(matches(&tags("\"7\""), Some(7)));
+        assert!(matches(&tags("\"3\", \"7\""), Some(7)));
+        assert!(matches(&tags("*"), Some(1)));
+        assert!(!matches(&tags("*"), None), "a missing key matches nothing");
+        assert!(!matches(&tags("\"7\""), None));
+        assert!(!matches(&tags("\"8\""), Some(7)));
+        assert!(!matches(&tags("W/\"7\""), Some(7)), "strong comparison");
     }
 }

@@ -9,7 +9,8 @@
 //! | `DELETE /v1/key/{key}`          | 200, also for a missing key                    |
 //! | `GET` answers carry `ETag`      | the key's revision, `"42"`; `kvs-ttl-ms`: the  |
 //! |                                 | time left, for a key with a deadline; 304 for  |
-//! |                                 | `If-None-Match` naming the current tag          |
+//! |                                 | `If-None-Match` naming the current tag, 412 for |
+//! |                                 | an `If-Match` that does not                     |
 //! | `PUT`/`DELETE` with `If-Match:  | only if the key is at that revision (or exists);|
 //! | "42"` or `*`                    | else 412 with the current `ETag`               |
 //! | `PUT` with `If-None-Match: *`   | only if the key is absent; else 412            |
@@ -81,6 +82,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
         ErrorCode::PERMISSION_DENIED => StatusCode::FORBIDDEN,
+        ErrorCode::STORAGE_FULL => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -183,6 +185,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
     }
 }
 
+/// A GET's `If-Match`, read in place.
+pub struct IfMatch(pub Option<header::HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(IfMatch(parts.headers.get(header::IF_MATCH).cloned()))
+    }
+}
+
 /// A write's conditional headers ([`conditions::read`]), or why kvs cannot honour them.
 pub struct WriteConditions(pub Result<Option<conditions::Conditional>, String>);
 
@@ -200,6 +213,7 @@ async fn get_key(
     Key(key): Key,
     ClientContext(ctx): ClientContext,
     ReadConsistency(consistency): ReadConsistency,
+    IfMatch(if_match): IfMatch,
     IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Response {
     let result = if consistency == Consistency::LINEARIZABLE {
@@ -220,6 +234,18 @@ async fn get_key(
         state.store.get_entry_with(&ctx, &key, consistency)
     };
     match result {
+        // RFC 9110 13.1.1: a failed If-Match is answered 412, whatever else was asked
+        // (a missing key matches no tag, and not `*`).
+        Ok(ref entry)
+            if if_match.as_ref().is_some_and(|tags| {
+                !conditions::matches(tags, entry.as_ref().map(|e| e.revision))
+            }) =>
+        {
+            error_response(
+                StatusCode::PRECONDITION_FAILED,
+                "If-Match: the key is not at that revision",
+            )
+        }
         Ok(Some(entry))
             if if_none_match
                 .as_ref()
