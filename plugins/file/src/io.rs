@@ -42,6 +42,10 @@ pub fn set_len(file: &File, len: u64) -> io::Result<()> {
 
 /// `fdatasync`: the file's data (and the size needed to read it) is durable.
 pub fn sync_data(file: &File) -> io::Result<()> {
+    #[cfg(test)]
+    if faults::sync_fails() {
+        return Err(io::Error::other("injected fdatasync failure (EIO)"));
+    }
     file.sync_data()?;
     #[cfg(test)]
     record::op(file, |inode| record::Op::Sync { inode });
@@ -107,6 +111,29 @@ impl io::Write for Appender<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+pub mod faults {
+    //! Faults a test asks for, on its own thread only: the next fdatasyncs fail, as
+    //! they do when a disk reports an I/O error (PostgreSQL's "fsyncgate").
+
+    use std::cell::Cell;
+
+    thread_local! {
+        static FAILING_SYNCS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Makes the next `n` `sync_data` calls on this thread fail.
+    pub fn fail_syncs(n: u32) {
+        FAILING_SYNCS.set(n);
+    }
+
+    pub(super) fn sync_fails() -> bool {
+        let left = FAILING_SYNCS.get();
+        FAILING_SYNCS.set(left.saturating_sub(1));
+        left > 0
     }
 }
 

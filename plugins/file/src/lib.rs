@@ -165,8 +165,10 @@ impl TransactionLogger for FileLogger {
             && let Err(e) = io::sync_data(&self.file)
         {
             // After a failed fsync the kernel may have dropped the dirty pages: the
-            // file's content is unknown. Never retry; refuse writes from now on.
+            // file's content is unknown. Never retry; refuse writes from now on. The
+            // batch was not acknowledged, so cut it off: a restart must not replay it.
             self.broken.store(true, Ordering::Release);
+            let _ = io::set_len(&self.file, self.len);
             return Err(io_err(&self.config.path, "cannot fdatasync", e));
         }
         if self.config.sync == SyncPolicy::Always {

@@ -454,3 +454,44 @@ fn compaction_keeps_the_newest_record_and_drops_expired_puts() {
         "the live put, and the newest record so its sequence number is not reused"
     );
 }
+
+/// A failed fdatasync (an I/O error): that batch fails, nothing is retried as if its
+/// data were still there, every later write is refused, and a restart replays exactly
+/// the batches that were acknowledged.
+#[test]
+fn a_failed_fsync_fails_its_batch_and_every_later_one_and_replays_only_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let mut logger = FileLogger::open(config(&path)).unwrap();
+    replay_all(&mut logger).unwrap();
+    logger.append(&[Event::put(1, b"a", b"1")]).unwrap();
+    crate::io::faults::fail_syncs(1);
+    let failed = logger.append(&[Event::put(2, b"b", b"2")]).unwrap_err();
+    assert!(failed.message().contains("fdatasync"), "{failed}");
+    // The fsync would succeed now; the logger must not take that as the data being safe.
+    let refused = logger.append(&[Event::put(3, b"c", b"3")]).unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::UNAVAILABLE);
+    assert!(refused.message().contains("restarted"), "{refused}");
+    assert!(logger.close().is_err(), "close reports the failure too");
+    let mut again = FileLogger::open(config(&path)).unwrap();
+    let got = replay_all(&mut again).unwrap();
+    assert_eq!(
+        got,
+        [(1, EventKind::PUT, b"a".to_vec(), b"1".to_vec())],
+        "only the acknowledged batch"
+    );
+}
+
+/// Out of space: the batch fails as STORAGE_FULL, nothing of it is kept, and the
+/// logger takes writes again (the full-disk test in the host's suite does this on a
+/// real tmpfs; this one checks the error's code).
+#[test]
+fn out_of_space_is_storage_full() {
+    let e = super::io_err(
+        &std::path::PathBuf::from("/x"),
+        "cannot write",
+        std::io::Error::from(std::io::ErrorKind::StorageFull),
+    );
+    assert_eq!(e.code(), ErrorCode::STORAGE_FULL);
+    assert!(e.message().contains("free some space"), "{e}");
+}
