@@ -169,11 +169,48 @@ fn load_copy(bytes: &[u8], hash: &str) -> Result<RawLibrary, String> {
     Ok(raw)
 }
 
+/// What an Extism guest imports from the Extism kernel (`extism:host/env`), which a
+/// guest compiled for this machine instead of WebAssembly leaves undefined.
+const EXTISM_KERNEL_IMPORTS: &[&str] = &[
+    "input_length",
+    "input_load_u8",
+    "input_load_u64",
+    "output_set",
+    "length",
+    "length_unsafe",
+    "alloc",
+    "free",
+    "load_u8",
+    "load_u64",
+    "store_u8",
+    "store_u64",
+    "error_set",
+    "config_get",
+    "var_get",
+    "var_set",
+    "http_request",
+    "http_status_code",
+    "log_info",
+    "log_warn",
+    "log_error",
+    "log_debug",
+    "log_trace",
+];
+
 /// Why a library that could be read was refused by the dynamic loader.
 fn refusal(why: String) -> String {
     // A WASM guest (extism-pdk) compiled for the host imports the host functions as
     // ordinary symbols, which no library provides.
-    if why.contains("undefined symbol: kvs_") || why.contains("undefined symbol: extism_") {
+    let missing = why
+        .split("undefined symbol: ")
+        .nth(1)
+        .map(|rest| rest.split([' ', ',', ')']).next().unwrap_or(""));
+    let guest_import = missing.is_some_and(|symbol| {
+        symbol.starts_with("kvs_")
+            || symbol.starts_with("extism_")
+            || EXTISM_KERNEL_IMPORTS.contains(&symbol)
+    });
+    if guest_import {
         format!(
             "a WASM plug-in built for this machine instead of WebAssembly ({why}): rebuild \
              it with `cargo build --release --target wasm32-wasip1` and put the .wasm file in \
@@ -264,4 +301,19 @@ pub(super) fn one_line(s: &str) -> String {
         line.push_str(" ...");
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_guest_built_for_this_machine_is_told_to_rebuild_for_wasm32() {
+        for symbol in ["kvs_get", "extism_log_info", "input_length", "output_set"] {
+            let why = super::refusal(format!(
+                "/proc/self/fd/9: undefined symbol: {symbol} (a dlopen error)"
+            ));
+            assert!(why.contains("wasm32-wasip1"), "{symbol}: {why}");
+        }
+        let why = super::refusal("/x.so: undefined symbol: some_c_function".into());
+        assert!(why.starts_with("not a loadable shared library"), "{why}");
+    }
 }

@@ -48,6 +48,10 @@ pub struct Config {
     /// Rows deleted per compaction statement, so no statement runs long. Default 10000.
     #[serde(default = "default_compact_batch")]
     pub compact_batch: i64,
+    /// Set by `kvs --repair-log`, which every logger must accept. Rows are written
+    /// whole in transactions, so there is no torn tail to cut: it changes nothing here.
+    #[serde(default)]
+    pub repair: bool,
     /// Never accepted: present only to refuse it with a useful message.
     #[serde(default)]
     password: Option<toml::Value>,

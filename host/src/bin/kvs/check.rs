@@ -70,7 +70,7 @@ pub(crate) fn run(path: &Path, table: &str) -> Vec<Outcome> {
              by running kvs nodes on it (see the cluster tests)",
         ));
     } else if plugin.kind == PluginKind::LOGGER {
-        logger::check_logger(&plugin, &table, &mut out);
+        logger::check_logger(&plugin, &table, tmp.path(), &mut out);
     } else {
         frontend::check_frontend(&plugin, &table, &mut out);
     }

@@ -1,5 +1,7 @@
-//! The logger checks: replay of an empty log, odd and many events, and every event
-//! back in order after a close and reopen.
+//! The logger checks: replay of an empty log, odd and many events, every event back in
+//! order after a close and reopen, `repair = true` accepted, and a torn tail (the last
+//! bytes of its files cut off, as a crash during an append leaves them) replayed as a
+//! prefix of what was appended, or refused — never as something else.
 
 use kvs_host::plugins::{self, Plugin};
 use kvs_host::ports::Log;
@@ -37,7 +39,12 @@ fn append(logger: &mut dyn Log, batch: &[Owned]) -> Result<(), String> {
         .map_err(|e| format!("append failed: {e}"))
 }
 
-pub(super) fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
+pub(super) fn check_logger(
+    plugin: &Plugin,
+    table: &str,
+    tmp: &std::path::Path,
+    out: &mut Vec<Outcome>,
+) {
     // The check writes test events: never let a default config aim them at real data.
     if plugin.format == plugins::Format::Native && table.trim().is_empty() {
         out.push(fail(
@@ -154,7 +161,7 @@ pub(super) fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>)
         );
         all.extend(expiring);
     }
-    match replay_after_reopen(logger.as_mut(), open) {
+    match replay_after_reopen(logger.as_mut(), &open) {
         Ok(got) => {
             check(
                 out,
@@ -167,13 +174,94 @@ pub(super) fn check_logger(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>)
                 "close, reopen: replay returns every event in order, unchanged",
                 why,
             ));
+            return;
         }
+    }
+    // `kvs --repair-log` adds `repair = true` to the logger's table.
+    let mut repairing: toml::Table = toml::from_str(table).unwrap_or_default();
+    repairing.insert("repair".into(), toml::Value::Boolean(true));
+    let repairing = toml::to_string(&repairing).expect("a parsed table serializes");
+    check(
+        out,
+        "opens with repair = true in its table (kvs --repair-log adds it)",
+        kvs_host::lifecycle::open_logger(plugin, &repairing)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|mut l| l.close().map_err(|e| format!("close failed: {e}"))),
+    );
+    torn_tail(&all, tmp, &open, out);
+}
+
+/// Cuts the last 3 bytes off every file under `tmp` (a crash during the last append),
+/// reopens and replays: the events must be a prefix of `all`, or the replay refused
+/// with a reason. Skipped when the logger keeps nothing under `tmp`.
+fn torn_tail(
+    all: &[Owned],
+    tmp: &std::path::Path,
+    open: &impl Fn() -> Result<Box<dyn Log>, String>,
+    out: &mut Vec<Outcome>,
+) {
+    const NAME: &str = "a torn tail (its files' last 3 bytes cut): replays a prefix of what \
+                        was appended, or refuses";
+    let mut cut = 0;
+    let mut dirs = vec![tmp.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() && meta.len() > 3 {
+                let shorter = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(meta.len() - 3));
+                if shorter.is_ok() {
+                    cut += 1;
+                }
+            }
+        }
+    }
+    if cut == 0 {
+        out.push(super::skip(format!(
+            "{NAME}: it keeps no files under the temporary directory"
+        )));
+        return;
+    }
+    let replayed = open().and_then(|mut l| {
+        let got = replay(l.as_mut());
+        let _ = l.close();
+        got
+    });
+    let verdict = match replayed {
+        // Refusing to start on a damaged log is allowed: it says so, and loses nothing.
+        Err(why) => Ok(format!("refused: {why}")),
+        Ok(got) if got.len() <= all.len() && got[..] == all[..got.len()] => {
+            Ok(format!("{} of {} events replayed", got.len(), all.len()))
+        }
+        Ok(got) => Err(match got.iter().zip(all).position(|(g, w)| g != w) {
+            Some(i) => format!(
+                "event {i} was replayed as sequence {} key {:?} with {} value bytes, but \
+                 sequence {} key {:?} with {} value bytes was appended: a torn record must \
+                 be cut off or refused, never read as a shorter one",
+                got[i].0,
+                String::from_utf8_lossy(&got[i].2),
+                got[i].3.len(),
+                all[i].0,
+                String::from_utf8_lossy(&all[i].2),
+                all[i].3.len()
+            ),
+            None => format!("{} events replayed, only {} appended", got.len(), all.len()),
+        }),
+    };
+    match verdict {
+        Ok(how) => out.push(pass(format!("{NAME} ({how})"))),
+        Err(why) => out.push(fail(NAME, why)),
     }
 }
 
 fn replay_after_reopen(
     logger: &mut dyn Log,
-    open: impl Fn() -> Result<Box<dyn Log>, String>,
+    open: &impl Fn() -> Result<Box<dyn Log>, String>,
 ) -> Result<Vec<Owned>, String> {
     logger.close().map_err(|e| format!("close failed: {e}"))?;
     let mut again = open()?;
