@@ -81,6 +81,8 @@ impl Pool {
 struct WasmHttpFrontend {
     /// The pool requests go to; a swap replaces it under the listener.
     pool: Arc<ArcSwap<Pool>>,
+    /// Pools swapped out that requests may still hold: a stop refuses their waiters too.
+    retired: Vec<std::sync::Weak<Pool>>,
     server: kvs_serve::Server,
     tls: bool,
     name: String,
@@ -307,8 +309,11 @@ impl RunningFrontend for WasmHttpFrontend {
     fn stop(&mut self, deadline: Duration) -> Result<(), PluginError> {
         self.server.begin_stopping();
         // Requests still waiting for an instance are answered 503 at once instead of
-        // being served during the drain.
+        // being served during the drain, whichever module they began with.
         self.pool.load().permits.close();
+        for old in self.retired.iter().filter_map(std::sync::Weak::upgrade) {
+            old.permits.close();
+        }
         self.server.stop(deadline)
     }
 
@@ -338,7 +343,11 @@ impl RunningFrontend for WasmHttpFrontend {
                 &sandbox,
                 guest_config,
             )
-            .map(|pool| self.pool.store(Arc::new(pool))),
+            .map(|pool| {
+                let old = self.pool.swap(Arc::new(pool));
+                self.retired.retain(|w| w.strong_count() > 0);
+                self.retired.push(Arc::downgrade(&old));
+            }),
         )
     }
 }
@@ -458,6 +467,7 @@ pub fn start_frontend<'a>(
     })?;
     Ok(Box::new(WasmHttpFrontend {
         pool,
+        retired: Vec::new(),
         server,
         tls: sandbox.tls.is_some(),
         name: name.to_string(),

@@ -173,8 +173,18 @@ fn watch(
                 if !relevant(&paths) {
                     continue;
                 }
-                // Wait for quiet: every further event restarts the wait.
-                while let Ok(_more) = changes.recv_timeout(WATCH_QUIET) {}
+                // Wait for quiet: every further relevant event restarts the wait (others
+                // in the config file's directory do not).
+                let mut quiet_from = std::time::Instant::now();
+                loop {
+                    let left = WATCH_QUIET.saturating_sub(quiet_from.elapsed());
+                    match changes.recv_timeout(left) {
+                        Ok(more) if relevant(&more) => quiet_from = std::time::Instant::now(),
+                        Ok(_) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
                 tracing::info!("watch: the config or the plugins directory changed; reloading");
                 let asked = Control::Reload {
                     reply: None,
