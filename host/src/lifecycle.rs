@@ -13,19 +13,21 @@ use anyhow::{Result, anyhow};
 use kvs_plugin_api::{Limits, PluginKind};
 
 use crate::access::AccessControl;
-use crate::admin::{Admin, AdminConfig, PluginList, PluginStatus};
+use crate::admin::{Admin, AdminConfig, PluginList};
 use crate::caller::RequestHook;
 use crate::config::{ClusterConfig, Config, Reads};
 use crate::metrics::Metrics;
 use crate::plugins::{Catalog, Format, Plugin};
-use crate::ports::{Log, RunningFrontend};
+use crate::ports::Log;
 use crate::shared;
 use crate::store::{Map, Phase, Store, WriteFeatures};
 use crate::writer::{self, Acknowledge, ReplayStats, Writer, WriterStats};
 
+mod frontends;
 mod open;
 mod reload;
 
+use frontends::{Started, address_clash, start_frontend, status, stop_frontends};
 pub use open::open_logger;
 use open::{Opened, open_any};
 pub use reload::{ReloadFn, ReloadReport, ReloadSlot};
@@ -49,16 +51,6 @@ pub struct Running {
     admin: Option<Admin>,
     /// What a reload compares with and changes.
     live: reload::Live,
-}
-
-/// A frontend that started, with what it reported.
-struct Started {
-    name: String,
-    endpoints: Vec<String>,
-    handle: Box<dyn RunningFrontend>,
-    /// The plug-in it runs and the table it was given: what a reload compares.
-    plugin: Plugin,
-    table: String,
 }
 
 /// Where the logger of a [`Builder`] comes from.
@@ -153,7 +145,7 @@ impl<'a> Builder<'a> {
         // Per-request series only when an admin listener can show them.
         let metrics = Metrics::new(self.admin.is_some());
         let plugins: PluginList = Default::default();
-        let reload_slot = reload::Slot::default();
+        let reload_slot = ReloadSlot::default();
         let mut logger_plugin = None;
         // The logger opens first: a bad logger config fails before any port is bound.
         let (logger, logger_name, stores_expiry, conditional) = match self.logger {
@@ -287,7 +279,7 @@ struct Steps<'b, 'a> {
     /// The shared log appends conditionally (`log:conditional`): atomic operations.
     conditional: bool,
     /// Where the admin listener's `POST /reload` finds the reload.
-    reload: reload::Slot,
+    reload: ReloadSlot,
 }
 
 /// A log replayed (or a shared log caught up): where the writer goes on from.
@@ -396,22 +388,6 @@ impl Steps<'_, '_> {
     }
 }
 
-/// A plug-in as `/plugins` lists it (health is filled in when asked).
-fn status(role: &'static str, plugin: &Plugin, endpoints: Vec<String>) -> PluginStatus {
-    PluginStatus {
-        sha256: plugin.hash.clone(),
-        waiting: None,
-        role,
-        name: plugin.name.clone(),
-        format: plugin.format.to_string(),
-        version: plugin.version.clone(),
-        api: format!("{}.{}", plugin.api.0, plugin.api.1),
-        file: plugin.path.display().to_string(),
-        endpoints,
-        health: String::new(),
-    }
-}
-
 /// Starts kvs with the plug-ins `config` names, found in `catalog`.
 pub fn start(config: &Config, catalog: &Catalog) -> Result<Running> {
     Builder::from_config(config, catalog)?.start()
@@ -422,82 +398,6 @@ pub fn start_with(config: &Config, catalog: &Catalog, options: StartOptions) -> 
     Builder::from_config(config, catalog)?
         .options(options)
         .start()
-}
-
-fn start_frontend(plugin: &Plugin, store: &Arc<Store>, table: &str) -> Result<Started> {
-    let handle = plugin
-        .entry
-        .start_frontend(plugin, store, table)
-        .map_err(|e| {
-            anyhow!(
-                "cannot start the {} frontend ({}): {e}",
-                plugin.name,
-                plugin.path.display()
-            )
-        })?;
-    let endpoints = handle.endpoints();
-    tracing::info!(
-        "frontend {} serving on {}",
-        plugin.name,
-        if endpoints.is_empty() {
-            "-".to_string()
-        } else {
-            endpoints.join(", ")
-        }
-    );
-    Ok(Started {
-        name: plugin.name.clone(),
-        endpoints,
-        handle,
-        plugin: plugin.clone(),
-        table: table.to_string(),
-    })
-}
-
-/// Whether `started` listens where one of `others` does — which the listeners'
-/// `SO_REUSEPORT` would let happen within one process, splitting connections between
-/// two protocols — and what to say if so.
-fn address_clash<'n>(
-    started: &Started,
-    others: impl IntoIterator<Item = (&'n str, Vec<String>)>,
-) -> Option<String> {
-    let address = |endpoint: &str| {
-        let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-        rest.trim_end_matches('/').to_string()
-    };
-    for (name, endpoints) in others {
-        for theirs in &endpoints {
-            if let Some(ours) = started
-                .endpoints
-                .iter()
-                .find(|e| address(e) == address(theirs))
-            {
-                return Some(format!(
-                    "frontend {} would listen on {}, where {name} does: give each its own \
-                     listen address",
-                    started.name,
-                    address(ours)
-                ));
-            }
-        }
-    }
-    None
-}
-
-/// Stops frontends in reverse start order, within one `deadline` shared by all of them
-/// (each gets what is left of it), so the logger still closes within the shutdown
-/// timeout; returns what went wrong.
-fn stop_frontends(frontends: Vec<Started>, deadline: Duration) -> Vec<String> {
-    let until = std::time::Instant::now() + deadline;
-    let mut problems = Vec::new();
-    for mut f in frontends.into_iter().rev() {
-        tracing::info!("stopping frontend {}", f.name);
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        if let Err(e) = f.handle.stop(left) {
-            problems.push(format!("frontend {} did not stop cleanly: {e}", f.name));
-        }
-    }
-    problems
 }
 
 impl Running {

@@ -8,15 +8,18 @@
 //! and the logger (swapped by the writer between two batches). A change that fails
 //! leaves what it would have replaced serving, and the report says why.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
-use kvs_plugin_api::PluginKind;
 use kvs_plugin_api::capability::{LOG_EXPIRY, LOG_SHARED};
-use serde::Serialize;
+
+mod plan;
+mod report;
+
+use plan::{Plan, differs, restart_only};
+pub use report::{ReloadFn, ReloadReport, ReloadSlot};
 
 use super::{Running, Started, start_frontend, status};
-use crate::access::AccessControl;
 use crate::admin::PluginList;
 use crate::caller::RequestHook;
 use crate::config::Config;
@@ -24,69 +27,6 @@ use crate::metrics::Metrics;
 use crate::plugins::{Catalog, Format, Plugin};
 use crate::store::WriteFeatures;
 use crate::write_request::{LogSwap, Msg};
-
-/// What a reload did, line by line: applied, left as it was (and why), refused (and why).
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct ReloadReport {
-    /// What changed.
-    pub changed: Vec<String>,
-    /// What stayed as it was, and why (unchanged, or needs a restart).
-    pub kept: Vec<String>,
-    /// What was asked for but not done, and why; what it would have replaced serves on.
-    pub refused: Vec<String>,
-}
-
-impl ReloadReport {
-    /// A report of one refusal that changed nothing.
-    pub fn refusing(why: impl Into<String>) -> ReloadReport {
-        ReloadReport {
-            refused: vec![why.into()],
-            ..ReloadReport::default()
-        }
-    }
-
-    /// `applied`, `partial` or `refused`: the metric's outcome label.
-    pub fn outcome(&self) -> &'static str {
-        match (self.refused.is_empty(), self.changed.is_empty()) {
-            (true, _) => "applied",
-            (false, false) => "partial",
-            (false, true) => "refused",
-        }
-    }
-
-    /// Makes every item one line (a plug-in's error may span several: TOML's do), so
-    /// `kvs reload` prints one line per item.
-    pub fn one_line_each(mut self) -> ReloadReport {
-        for lines in [&mut self.changed, &mut self.kept, &mut self.refused] {
-            for line in lines.iter_mut() {
-                if line.contains('\n') {
-                    *line = line.split_whitespace().collect::<Vec<_>>().join(" ");
-                }
-            }
-        }
-        self
-    }
-
-    /// Logs every line: changes and refusals at info and warn, the rest at debug.
-    pub fn log(&self) {
-        for line in &self.changed {
-            tracing::info!("reload: changed: {line}");
-        }
-        for line in &self.kept {
-            tracing::debug!("reload: kept: {line}");
-        }
-        for line in &self.refused {
-            tracing::warn!("reload: refused: {line}");
-        }
-    }
-}
-
-/// Runs a whole reload (config file and plugins directory read again) and reports.
-pub type ReloadFn = Arc<dyn Fn() -> ReloadReport + Send + Sync>;
-
-/// Where the admin listener finds the reload once kvs has started.
-pub type ReloadSlot = Arc<OnceLock<ReloadFn>>;
-pub(super) type Slot = ReloadSlot;
 
 /// What a running kvs keeps for reloads.
 pub(super) struct Live {
@@ -99,7 +39,7 @@ pub(super) struct Live {
     /// What `/plugins` lists.
     pub(super) plugins: PluginList,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) slot: Slot,
+    pub(super) slot: ReloadSlot,
 }
 
 impl Running {
@@ -536,75 +476,6 @@ impl Running {
         }
         *self.live.plugins.write().unwrap_or_else(|e| e.into_inner()) = list;
     }
-}
-
-/// What a reload will use, found and checked before anything changes.
-struct Plan {
-    hook: Option<Arc<dyn RequestHook>>,
-    frontends: Vec<(Plugin, String)>,
-    logger: Option<Plugin>,
-}
-
-impl Plan {
-    fn check(next: &Config, catalog: &Catalog) -> Result<Plan, String> {
-        let hook = AccessControl::from_config(&next.auth)
-            .map_err(|e| format!("config: {e:#}"))?
-            .map(|a| Arc::new(a) as Arc<dyn RequestHook>);
-        let frontends = next
-            .frontends
-            .iter()
-            .map(|name| {
-                let plugin = catalog.find(PluginKind::FRONTEND, name);
-                let plugin = plugin.map_err(|e| format!("frontends: {e:#}"))?;
-                Ok((plugin.clone(), next.plugin_config(name)))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let logger = catalog
-            .find(PluginKind::LOGGER, &next.logger)
-            .map_err(|e| format!("logger: {e:#}"))?;
-        Ok(Plan {
-            hook,
-            frontends,
-            logger: Some(logger.clone()),
-        })
-    }
-}
-
-/// Reports the settings a reload cannot apply that differ.
-fn restart_only(current: &Config, next: &Config, report: &mut ReloadReport) {
-    let sections = [
-        ("[admin]", differs(&current.admin, &next.admin)),
-        ("[cluster]", differs(&current.cluster, &next.cluster)),
-        (
-            "[telemetry] (beyond log)",
-            differs(
-                &crate::telemetry::TelemetryConfig {
-                    log: None,
-                    ..current.telemetry.clone()
-                },
-                &crate::telemetry::TelemetryConfig {
-                    log: None,
-                    ..next.telemetry.clone()
-                },
-            ),
-        ),
-        (
-            "[writer]",
-            (current.max_batch, current.queue_capacity) != (next.max_batch, next.queue_capacity),
-        ),
-    ];
-    for (section, changed) in sections {
-        if changed {
-            report.kept.push(format!(
-                "{section}: changed, but it takes effect on restart"
-            ));
-        }
-    }
-}
-
-/// Whether two settings differ (compared as they print: every config type has `Debug`).
-fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
-    format!("{a:?}") != format!("{b:?}")
 }
 
 /// The first 12 hex digits of a SHA-256, as reports show it.
