@@ -313,7 +313,9 @@ impl Steps<'_, '_> {
                 .frontends
                 .iter()
                 .map(|f| (f.name.as_str(), f.endpoints.clone()));
-            if let Some(clash) = address_clash(&started, others.chain(admin)) {
+            if let Some(clash) =
+                address_clash(&started.name, &started.endpoints, others.chain(admin))
+            {
                 let mut started = started;
                 let _ = started.handle.stop(Duration::ZERO);
                 return Err(anyhow!(clash));

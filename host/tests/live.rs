@@ -446,6 +446,21 @@ fn reloads_and_swaps_under_load_fail_no_request_and_lose_no_write() {
     assert!(out.contains("refused:") && out.contains("grpc"), "{out}");
     assert!(out.contains("nothing changed"), "{out}");
     std::fs::write(&file, &good).unwrap();
+    // A copy cut short (an interrupted cp): refused before it is mapped, which would
+    // have killed kvs with SIGBUS.
+    let rest_file = plugins.join("libkvs_plugin_rest.so");
+    let whole = std::fs::read(&rest_file).unwrap();
+    std::fs::write(&rest_file, &whole[..300_000]).unwrap();
+    let (code, out) = reload(&admin, dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing changed"), "{out}");
+    let log = kvs.log();
+    assert!(
+        log.contains("truncated: it needs"),
+        "the scan says why:\n{log}"
+    );
+    std::fs::write(&rest_file, &whole).unwrap();
+    assert_eq!(put(&rest, "load-after-truncated", b"v".to_vec()), 201);
 
     // 6. A config with an error: nothing changes, the reason is given.
     std::fs::write(&config, "frontends = [\"rest\"\n").unwrap();

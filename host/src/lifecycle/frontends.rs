@@ -68,34 +68,43 @@ pub(super) fn start_frontend(plugin: &Plugin, store: &Arc<Store>, table: &str) -
     })
 }
 
-/// Whether `started` listens where one of `others` does — which the listeners'
-/// `SO_REUSEPORT` would let happen within one process, splitting connections between
-/// two protocols — and what to say if so.
+/// Whether a frontend `name` listening on `ours` would share an address with one of
+/// `others` — which the listeners' `SO_REUSEPORT` would let happen within one process,
+/// splitting connections between two protocols — and what to say if so.
 pub(super) fn address_clash<'n>(
-    started: &Started,
+    name: &str,
+    ours: &[String],
     others: impl IntoIterator<Item = (&'n str, Vec<String>)>,
 ) -> Option<String> {
     let address = |endpoint: &str| {
         let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
         rest.trim_end_matches('/').to_string()
     };
-    for (name, endpoints) in others {
+    for (other, endpoints) in others {
         for theirs in &endpoints {
-            if let Some(ours) = started
-                .endpoints
-                .iter()
-                .find(|e| address(e) == address(theirs))
-            {
+            if let Some(ours) = ours.iter().find(|e| address(e) == address(theirs)) {
                 return Some(format!(
-                    "frontend {} would listen on {}, where {name} does: give each its own \
-                     listen address",
-                    started.name,
+                    "frontend {name} would listen on {}, where {other} does: give each its \
+                     own listen address",
                     address(ours)
                 ));
             }
         }
     }
     None
+}
+
+/// The address a frontend's table asks for (`listen`, the key every kvs listener
+/// uses), when it names a port: checked against the others before the frontend starts,
+/// so it never takes a connection meant for them.
+pub(super) fn planned_listen(table: &str) -> Vec<String> {
+    let listen = toml::from_str::<toml::Table>(table)
+        .ok()
+        .and_then(|t| t.get("listen")?.as_str().map(String::from));
+    listen
+        .filter(|l| !l.ends_with(":0"))
+        .map(|l| vec![l])
+        .unwrap_or_default()
 }
 
 /// Stops frontends in reverse start order, within one `deadline` shared by all of them

@@ -449,16 +449,22 @@ impl Running {
         others: &[Started],
         replacing: Option<&Started>,
     ) -> anyhow::Result<Started> {
-        let mut started = start_frontend(plugin, &self.store, table)?;
         let admin = self
             .admin
             .as_ref()
             .map(|a| ("the admin listener", vec![a.url()]));
-        let others = others
+        let others: Vec<(&str, Vec<String>)> = others
             .iter()
             .filter(|f| replacing.is_none_or(|r| r.name != f.name))
-            .map(|f| (f.name.as_str(), f.endpoints.clone()));
-        if let Some(clash) = super::address_clash(&started, others.chain(admin)) {
+            .map(|f| (f.name.as_str(), f.endpoints.clone()))
+            .chain(admin)
+            .collect();
+        let planned = super::frontends::planned_listen(table);
+        if let Some(clash) = super::address_clash(&plugin.name, &planned, others.clone()) {
+            anyhow::bail!(clash);
+        }
+        let mut started = start_frontend(plugin, &self.store, table)?;
+        if let Some(clash) = super::address_clash(&started.name, &started.endpoints, others) {
             let _ = started.handle.stop(std::time::Duration::ZERO);
             anyhow::bail!(clash);
         }

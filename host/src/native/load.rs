@@ -11,7 +11,6 @@
 //!    host's.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -102,18 +101,20 @@ static LOADED: Mutex<BTreeMap<[u8; 32], &'static RawLibrary>> = Mutex::new(BTree
 fn load_private_copy(
     mut checked: crate::file_modes::Checked,
 ) -> Result<(&'static RawLibrary, String), String> {
-    let mut bytes = Vec::new();
-    checked
-        .file
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    // Streamed, not read whole: a scan passes every plug-in file (hundreds of MiB in a
+    // debug build) through here.
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut checked.file, &mut hasher).map_err(|e| format!("cannot read: {e}"))?;
+    let digest: [u8; 32] = hasher.finalize().into();
     let hash = hex(&digest);
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(raw) = loaded.get(&digest) {
         return Ok((raw, hash));
     }
-    let raw = load_copy(&bytes, &hash)?;
+    if let Some(why) = truncated_elf(&checked.file) {
+        return Err(why);
+    }
+    let raw = load_copy(&mut checked.file, &hash)?;
     // Never unload: its initialisers have run (refused or not), and the module, the
     // handshake and every object the plug-in hands out point into the library.
     let raw: &'static RawLibrary = Box::leak(Box::new(raw));
@@ -121,12 +122,15 @@ fn load_private_copy(
     Ok((raw, hash))
 }
 
-/// Loads a copy of `bytes`: from a new directory only this user can enter under
+/// Loads a copy of `source`: from a new directory only this user can enter under
 /// `/var/tmp` (on disk on most systems, where `/tmp` may be memory), removed once loaded;
 /// where that cannot be written or mapped executable (a read-only or `noexec` mount),
 /// from the temporary directory; failing that, from an in-memory file (`memfd`), kept
 /// open for the life of the process.
-fn load_copy(bytes: &[u8], hash: &str) -> Result<RawLibrary, String> {
+///
+/// The copies are made in the kernel (`std::io::copy` between files uses
+/// `copy_file_range`) from the descriptor that was checked and hashed.
+fn load_copy(source: &mut std::fs::File, hash: &str) -> Result<RawLibrary, String> {
     let mut first_error = None;
     for parent in [Path::new("/var/tmp"), &std::env::temp_dir()] {
         let attempt = tempfile::Builder::new()
@@ -134,7 +138,7 @@ fn load_copy(bytes: &[u8], hash: &str) -> Result<RawLibrary, String> {
             .tempdir_in(parent)
             .and_then(|dir| {
                 let copy = dir.path().join(format!("{hash}.so"));
-                std::fs::write(&copy, bytes)?;
+                copy_whole(source, &mut std::fs::File::create(&copy)?)?;
                 Ok((dir, copy))
             });
         let Ok((dir, copy)) = attempt else {
@@ -153,7 +157,7 @@ fn load_copy(bytes: &[u8], hash: &str) -> Result<RawLibrary, String> {
             Err(why) => return Err(refusal(why)),
         }
     }
-    let memfd = sealed_copy(bytes, hash).map_err(|e| {
+    let memfd = sealed_copy(source, hash).map_err(|e| {
         format!(
             "cannot make a private copy to load ({}; memfd: {e})",
             first_error
@@ -221,9 +225,8 @@ fn refusal(why: String) -> String {
     }
 }
 
-/// `bytes` in an anonymous in-memory file, sealed against any change.
-fn sealed_copy(bytes: &[u8], hash: &str) -> std::io::Result<std::fs::File> {
-    use std::io::Write;
+/// `source` in an anonymous in-memory file, sealed against any change.
+fn sealed_copy(source: &mut std::fs::File, hash: &str) -> std::io::Result<std::fs::File> {
     use std::os::fd::FromRawFd;
     let name = std::ffi::CString::new(format!("kvs-plugin-{}", &hash[..16])).expect("no NUL");
     // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new
@@ -235,13 +238,58 @@ fn sealed_copy(bytes: &[u8], hash: &str) -> std::io::Result<std::fs::File> {
     }
     // SAFETY: `fd` was just created and is owned by nothing else.
     let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-    file.write_all(bytes)?;
+    copy_whole(source, &mut file)?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: fcntl on a descriptor we own, with an integer argument.
     if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(file)
+}
+
+/// Why a 64-bit ELF file is shorter than the segments its program headers load (a copy
+/// cut short): the dynamic loader would map pages past its end, and the first touch of
+/// one kills the process with SIGBUS. `None`: complete, or not such a file (the loader
+/// says what is wrong with that).
+fn truncated_elf(file: &std::fs::File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    const PT_LOAD: u32 = 1;
+    let len = file.metadata().ok()?.len();
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).ok()?;
+    // 64-bit little-endian ELF only: what this host loads.
+    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (
+        u64_at(&header, 0x20),
+        u64::from(u16_at(&header, 0x36)),
+        u64::from(u16_at(&header, 0x38)),
+    );
+    let needed = |end: u64| format!("truncated: it needs {end} bytes, the file has {len}");
+    let table_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+    if phentsize < 56 || table_end > len {
+        return Some(needed(table_end));
+    }
+    let mut entry = [0u8; 56];
+    for i in 0..phnum {
+        file.read_exact_at(&mut entry, phoff + i * phentsize).ok()?;
+        let kind = u32::from_le_bytes(entry[..4].try_into().unwrap());
+        let end = u64_at(&entry, 8).saturating_add(u64_at(&entry, 32));
+        if kind == PT_LOAD && end > len {
+            return Some(needed(end));
+        }
+    }
+    None
+}
+
+/// Copies all of `source`, from its start, to `to`.
+fn copy_whole(source: &mut std::fs::File, to: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::Seek;
+    source.seek(std::io::SeekFrom::Start(0))?;
+    std::io::copy(source, to).map(drop)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -315,5 +363,27 @@ mod tests {
         }
         let why = super::refusal("/x.so: undefined symbol: some_c_function".into());
         assert!(why.starts_with("not a loadable shared library"), "{why}");
+    }
+
+    #[test]
+    fn a_library_cut_short_is_refused_before_it_is_mapped() {
+        let exe = std::fs::read("/proc/self/exe").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole");
+        std::fs::write(&whole, &exe).unwrap();
+        assert_eq!(
+            super::truncated_elf(&std::fs::File::open(&whole).unwrap()),
+            None
+        );
+        let cut = dir.path().join("cut");
+        std::fs::write(&cut, &exe[..100_000]).unwrap();
+        let why = super::truncated_elf(&std::fs::File::open(&cut).unwrap()).unwrap();
+        assert!(why.starts_with("truncated"), "{why}");
+        let text = dir.path().join("text");
+        std::fs::write(&text, b"not elf").unwrap();
+        assert_eq!(
+            super::truncated_elf(&std::fs::File::open(&text).unwrap()),
+            None
+        );
     }
 }

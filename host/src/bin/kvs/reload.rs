@@ -49,8 +49,13 @@ pub fn run(admin: &str) -> Result<()> {
         println!("refused: {line}");
     }
     if !report.refused.is_empty() {
+        let rest = if report.changed.is_empty() {
+            "nothing was changed"
+        } else {
+            "the changes listed above were applied"
+        };
         bail!(
-            "{} change(s) refused (see above); what could be applied was",
+            "{} item(s) refused (see above); {rest}",
             report.refused.len()
         );
     }

@@ -104,16 +104,26 @@ pub(crate) fn serve(
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
         let mut report = reload(&mut running, &reload_config, telemetry).one_line_each();
-        if !hangup {
-            // TLS listeners (kvs-serve's, in every plug-in that links it) re-read their
-            // certificates on SIGHUP: send one, which the signal thread then skips.
-            TLS_HANGUPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            // SAFETY: raise only sends this process a signal whose handlers are installed.
-            unsafe { libc::raise(SIGHUP) };
+        // A refused config changes nothing, TLS material included (an operator's SIGHUP
+        // has reached the listeners anyway: they say so in the log).
+        let refused_whole = report.changed.is_empty()
+            && report
+                .refused
+                .iter()
+                .any(|r| r.ends_with("nothing changed"));
+        if !refused_whole {
+            if !hangup {
+                // TLS listeners (kvs-serve's, in every plug-in that links it) re-read
+                // their certificates on SIGHUP: send one, which the signal thread skips.
+                TLS_HANGUPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // SAFETY: raise only sends this process a signal whose handlers are
+                // installed.
+                unsafe { libc::raise(SIGHUP) };
+            }
+            report
+                .kept
+                .push("tls: listeners re-read their certificates and keys".into());
         }
-        report
-            .kept
-            .push("tls: listeners re-read their certificates and keys".into());
         running.count_reload(&report);
         report.log();
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -234,6 +244,16 @@ fn reload(
         Err(e) => return ReloadReport::refusing(format!("plugins: {e:#}; nothing changed")),
     };
     let mut report = running.reload(&next, &catalog);
+    // Files the scan refused, and why: a broken new build of a plug-in in use is one,
+    // and is why the reload changed nothing.
+    for refused in &catalog.refused {
+        tracing::warn!("refused {}: {}", refused.path.display(), refused.reason);
+        report.kept.push(format!(
+            "file {}: not a usable plug-in: {}",
+            refused.path.display(),
+            refused.reason
+        ));
+    }
     if report
         .refused
         .first()
@@ -245,14 +265,6 @@ fn reload(
         Ok((true, line)) => report.changed.push(line),
         Ok((false, line)) => report.kept.push(line),
         Err(why) => report.refused.push(why),
-    }
-    for refused in &catalog.refused {
-        tracing::warn!("refused {}: {}", refused.path.display(), refused.reason);
-        report.kept.push(format!(
-            "file {}: not a usable plug-in: {}",
-            refused.path.display(),
-            refused.reason
-        ));
     }
     report
 }
