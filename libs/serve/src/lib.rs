@@ -257,12 +257,13 @@ fn load_tls(
 
 /// Binds `listen` (non-blocking, for tokio); the error says which table sets it.
 ///
-/// Every listener is bound with `SO_REUSEPORT`, so that a newer build of the same
-/// frontend, started by the host while this one still serves (a live swap), can bind the
-/// same address and take the new connections while this one drains. Sharing is only
-/// with this process: unless a listener of this process already holds the address, a
-/// plain bind is tried first, so another process on the port (another kvs, say) is still
-/// an "address in use" error, as without the option.
+/// A newer build of the same frontend, started by the host while this one still serves
+/// (a live swap), takes over the very socket this one listens on (a duplicate of its
+/// descriptor, `reuse::listener_of_this_process`): both accept from one queue until
+/// this one stops, and no connection is lost between them. Otherwise a plain bind is
+/// tried first, so another process on the port (another kvs, say) is an "address in
+/// use" error, and the listener is bound with `SO_REUSEPORT` (kept for kernels or
+/// sandboxes where `/proc/self/fd` cannot be read: a replacement then binds beside it).
 fn bind(listen: &str, table: &str) -> Result<(std::net::TcpListener, SocketAddr), PluginError> {
     let in_use = |e: std::io::Error| {
         PluginError::invalid_input(format!(
@@ -273,10 +274,18 @@ fn bind(listen: &str, table: &str) -> Result<(std::net::TcpListener, SocketAddr)
         .map_err(in_use)?
         .next()
         .ok_or_else(|| in_use(std::io::Error::other("the name resolves to no address")))?;
-    if addr.port() != 0 && !reuse::held_by_this_process(addr) {
-        drop(std::net::TcpListener::bind(addr).map_err(in_use)?);
-    }
-    let listener = reuse::bind_shared(addr).map_err(in_use)?;
+    let shared = (addr.port() != 0)
+        .then(|| reuse::listener_of_this_process(addr))
+        .flatten();
+    let listener = match shared {
+        Some(listener) => listener,
+        None => {
+            if addr.port() != 0 {
+                drop(std::net::TcpListener::bind(addr).map_err(in_use)?);
+            }
+            reuse::bind_shared(addr).map_err(in_use)?
+        }
+    };
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
