@@ -45,6 +45,10 @@ fn combinations() -> Vec<(String, String)> {
         ("1-0", "1-2"),
         ("1-0", "1-3"),
         ("1-3", "1-0"),
+        ("1-0", "1-4"),
+        ("1-4", "1-0"),
+        ("1-3", "1-4"),
+        ("1-4", "1-3"),
     ] {
         assert!(minors.iter().any(|v| v == frontend) && minors.iter().any(|v| v == logger));
         pairs.push((logger.to_string(), frontend.to_string()));

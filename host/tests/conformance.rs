@@ -43,6 +43,7 @@ fn shipped_plug_ins_and_templates_pass() {
         (lib("kvs_template_native_frontend"), listen),
         (wasm_module("kvs_wasm_template_logger"), ""),
         (wasm_module("kvs_wasm_template_frontend"), listen),
+        (wasm_module("kvs_wasm_template_stream"), listen),
         // A third party's frontend with its own line protocol over TCP.
         (lib("kvs_compat_native_frontend_1_1"), listen),
         (lib("kvs_compat_native_frontend_1_3"), listen),
@@ -132,6 +133,52 @@ fn broken_plug_ins_fail_the_check_that_catches_them() {
     let (code, out) = check(&lib("kvs_fixture_newer_minor"), "", &[]);
     assert_eq!(code, 1);
     assert!(out.contains("upgrade kvs"), "{out}");
+}
+
+/// A frontend's own protocol, checked with `--send`/`--expect`: the stream template
+/// answers as told; a wrong expectation, and a guest that traps on its input, fail
+/// naming what happened. Unexpected bytes are fed to every stream guest.
+#[test]
+fn send_and_expect_exercise_a_frontends_own_protocol() {
+    let listen = "listen = \"127.0.0.1:0\"";
+    let run = |file: &Path, send: &str, expect: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvs"))
+            .args(["plugins", "check"])
+            .arg(file)
+            .args(["--config", listen, "--send", send, "--expect", expect])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let template = wasm_module("kvs_wasm_template_stream");
+    let (code, out) = run(&template, "SET k v\\nGET k\\n", "OK\\nVALUE v\\n");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("PASS  answers SET k v\\nGET k\\n with OK\\nVALUE v\\n"),
+        "{out}"
+    );
+    assert!(out.contains("PASS  takes unexpected bytes"), "{out}");
+    let (code, out) = run(&template, "GET k\\n", "VALUE x\\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(r#"it answered "NONE\n", expected "VALUE x\n""#),
+        "{out}"
+    );
+    // A guest that traps on what it is sent (the fixture traps on `TRAP`).
+    let trap = wasm_module("kvs_wasm_fixture_stream_trap");
+    let (code, out) = run(&trap, "TRAP\\n", "anything");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("closed without an answer: the guest probably trapped"),
+        "{out}"
+    );
+    let (code, out) = run(&trap, "hello\\n", "1 hello\\n");
+    assert_eq!(code, 0, "{out}");
 }
 
 /// The native logger template follows the guide: unknown keys refused by name, and the

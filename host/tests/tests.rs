@@ -28,11 +28,14 @@
 //!   acknowledged lost, recovery once space is freed.
 //! * `live`: `kvs reload` under a steady load of every kind of client: limits, access
 //!   rules, frontends and the logger replaced while serving; broken offers refused.
+//! * `authoring`: `kvs plugins new` for each kind of plug-in, outside the checkout:
+//!   generated, built by cargo, checked, served.
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
 //!   by a real HTTP client.
 
 mod util;
 
+mod authoring;
 mod wasm;
 mod wasm_abi;
 

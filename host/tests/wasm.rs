@@ -162,6 +162,23 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
         ),
         // A WASI sleep is bounded by the call's timeout like a loop is.
         ("/sleep/8000", StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        // Direct host calls (1.4) naming ranges outside the guest's memory.
+        (
+            "/direct-bad-input",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "outside the guest's memory",
+        ),
+        (
+            "/direct-bad-output",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "outside the guest's memory",
+        ),
+        // An op that names no host function is refused; the instance stays.
+        (
+            "/direct-bad-op",
+            StatusCode::OK,
+            "refused: 2 kvs_call: no host function has op 999",
+        ),
     ];
     for (path, status, says) in cases {
         let started = std::time::Instant::now();
@@ -193,10 +210,10 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
         .text()
         .unwrap();
     for line in [
-        "kvs_wasm_failures_total{kind=\"trap\",plugin=\"hostile\"} 3",
+        "kvs_wasm_failures_total{kind=\"trap\",plugin=\"hostile\"} 5",
         "kvs_wasm_failures_total{kind=\"timeout\",plugin=\"hostile\"} 2",
-        "kvs_wasm_instance_replacements_total{plugin=\"hostile\"} 5",
-        "kvs_wasm_calls_total{plugin=\"hostile\"} 24",
+        "kvs_wasm_instance_replacements_total{plugin=\"hostile\"} 7",
+        "kvs_wasm_calls_total{plugin=\"hostile\"} 36",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -204,6 +221,99 @@ fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
         );
     }
     kvs.stop();
+}
+
+/// A hand-written HTTP frontend that takes direct calls (1.4) and lies in them:
+/// `buffer` and `dispatch` are the bodies of its `kvs_buffer` and `kvs_dispatch`.
+fn lying_guest(name: &str, buffer: &str, dispatch: &str) -> Vec<u8> {
+    let handshake = kvs_plugin_api::wire::Handshake {
+        api_major: API_MAJOR,
+        api_minor: API_MINOR,
+        kind: kvs_plugin_api::PluginKind::FRONTEND,
+        name: name.into(),
+        version: "0.1.0".into(),
+        description: "test fixture: lies in direct calls".into(),
+        capabilities: vec![kvs_plugin_api::capability::FRONTEND_HTTP.into()],
+    }
+    .encode();
+    let data: String = handshake.iter().map(|b| format!("\\{b:02x}")).collect();
+    let len = handshake.len();
+    wat::parse_str(format!(
+        r#"(module
+             (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+             (import "extism:host/env" "store_u8" (func $store (param i64 i32)))
+             (import "extism:host/env" "output_set" (func $output (param i64 i64)))
+             (memory (export "memory") 1)
+             (data (i32.const 0) "{data}")
+             (func (export "kvs_handshake") (result i32) (local $p i64) (local $i i32)
+               (local.set $p (call $alloc (i64.const {len})))
+               (block $done (loop $copy
+                 (br_if $done (i32.ge_u (local.get $i) (i32.const {len})))
+                 (call $store (i64.add (local.get $p) (i64.extend_i32_u (local.get $i)))
+                              (i32.load8_u (local.get $i)))
+                 (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br $copy)))
+               (call $output (local.get $p) (i64.const {len}))
+               (i32.const 0))
+             (func (export "kvs_http_handle") (result i32) (i32.const 0))
+             (func (export "kvs_buffer") (param i32) (result i32) {buffer})
+             (func (export "kvs_dispatch") (param i32 i32) (result i64) {dispatch}))"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn guests_that_lie_in_direct_calls_fail_their_own_call_and_the_host_keeps_serving() {
+    let cases = [
+        (
+            "no-buffer",
+            "(i32.const 0)",
+            "(i64.const 0)",
+            "lent no buffer",
+        ),
+        (
+            "buffer-outside",
+            "(i32.const 0x7fff0000)",
+            "(i64.const 0)",
+            "outside its memory",
+        ),
+        (
+            "answer-outside",
+            "(i32.const 1024)",
+            "(i64.const 0x7fffff0000000100)",
+            "outside its memory",
+        ),
+        ("trap", "(i32.const 1024)", "unreachable", "wasm trap"),
+    ];
+    for (name, buffer, dispatch, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = copy_of_staged_plugins(dir.path());
+        std::fs::write(
+            plugins.join(format!("{name}.wasm")),
+            lying_guest(name, buffer, dispatch),
+        )
+        .unwrap();
+        let cfg = config(
+            dir.path(),
+            "file",
+            name,
+            &format!("[plugins.{name}]\nlisten = \"127.0.0.1:0\"\n"),
+        );
+        let kvs = Kvs::start(&cfg, &plugins, &[]);
+        let http = http_client();
+        for _ in 0..3 {
+            let r = http.get(kvs.at("/v1/key/k")).send().unwrap();
+            assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR, "{name}");
+            let body = r.text().unwrap();
+            assert!(body.contains(says), "{name}: {body}");
+        }
+        assert_eq!(
+            get_status(&http, kvs.at("/healthz")),
+            StatusCode::OK,
+            "{name}"
+        );
+        kvs.stop();
+    }
 }
 
 #[test]

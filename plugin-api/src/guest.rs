@@ -36,12 +36,15 @@
 //! a per-call timeout always set by the host. A trap or a timeout fails that call only;
 //! the host replaces the instance.
 
+mod direct;
 mod http;
 mod logger;
 mod store;
 mod stream;
 
-pub use http::{configure_call, http_call, key_from_path, request_context};
+#[doc(hidden)]
+pub use direct::{buffer as direct_buffer, dispatch as direct_dispatch};
+pub use http::{configure_call, http_call, http_call_into, key_from_path, request_context};
 pub use logger::{Logger, OwnedEvent, logger_call};
 #[cfg(not(feature = "native"))]
 pub(crate) use store::host_log;
@@ -150,6 +153,25 @@ fn frame(result: Result<Vec<u8>, GuestError>) -> Vec<u8> {
         Ok(payload) => wire::ok(&payload),
         Err(e) => wire::err(e.code, &e.message),
     }
+}
+
+/// The direct-call exports (1.4; see [`wasm_abi`](crate::wasm_abi)) the export macros
+/// add: `$run` is `|export: &GuestExport, input: &[u8], out: &mut Vec<u8>| -> bool`,
+/// which writes the result frame of each export the plug-in has into `out` (`false`
+/// for one it has not).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kvs_direct_exports {
+    ($run:expr) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn kvs_buffer(len: u32) -> u32 {
+            $crate::guest::direct_buffer(len)
+        }
+        #[unsafe(no_mangle)]
+        pub extern "C" fn kvs_dispatch(export: u32, len: u32) -> u64 {
+            $crate::guest::direct_dispatch(export, len, $run)
+        }
+    };
 }
 
 /// Hands a result to the host; the generated exports end with this.

@@ -48,8 +48,7 @@
 //!   accepted, and the host holds the guest's answer until the write is durable (see
 //!   `guest::put`). Plug-ins built against 1.0, 1.1 and 1.2 load and work unchanged (the
 //!   `compat/` tests run every released minor, native and WASM).
-//! * 1.4 (not released yet: it is released when its packaged crate and its layout
-//!   snapshot are committed, and the minor's additions land until then) is
+//! * 1.4 is
 //!   [`native::v1_4`](crate::native::v1_4): its own `StoreApi` and `Module`. From 1.4
 //!   a plug-in exports its own generation only: the handshake and `KVS_PLUGIN_ENTRIES`
 //!   ([`native::ENTRIES_SYMBOL`](crate::native::ENTRIES_SYMBOL)), an
@@ -58,6 +57,10 @@
 //!   it would look for them, so nothing it reads goes missing.
 //!   [`native::current`](crate::native::current) names the generation this crate builds
 //!   plug-ins as; `Store`'s constructors for older store objects are deprecated.
+//!   For WASM, 1.4 adds direct calls ([`wasm_abi`](crate::wasm_abi)): a guest's data
+//!   passes in its own memory, not Extism's (`kvs_call`, `kvs_call_result`,
+//!   `kvs_buffer`, `kvs_dispatch`). Guests built with this crate use them; the
+//!   Extism-form exports stay, and a host calls older guests as before.
 //! * 1.N (when it needs new native types) will be `native::v1_N`, exported under the
 //!   same `KVS_PLUGIN_ENTRIES` symbol (the handshake says which `Module` it is).
 //!

@@ -8,10 +8,29 @@
 //! [`versioning`](crate::versioning)). A minor may add rows; it never changes or
 //! removes one.
 //!
-//! Every host function and export passes its data through Extism's memory: a host
-//! function takes (and returns) an Extism memory offset as an `i64`, and an export is
-//! an Extism function `() -> i32` (its input and output in Extism's memory, 0 for
-//! success). What the bytes say is the [`wire`](crate::wire) format.
+//! Two ways to pass data, the same [`wire`](crate::wire) bytes either way:
+//!
+//! * **Through Extism's memory** (every minor): a host function takes (and returns) an
+//!   Extism memory offset as an `i64`, and an export is an Extism function `() -> i32`
+//!   (its input and output in Extism's memory, 0 for success).
+//! * **Direct** (1.4; cheaper: nothing is copied through Extism's kernel, 8 bytes per
+//!   kernel call): the guest's own memory on both sides.
+//!   - A guest calls host function `f` as [`KVS_CALL`]`(op, in, in_len, out, out_cap)`,
+//!     where `op` is `f`'s position in [`HOST_FUNCTIONS`] ([`op`]): the host reads the
+//!     input at `in`, writes the result frame at `out` if it fits in `out_cap` bytes,
+//!     and returns the frame's length. If it did not fit, the host holds it until the
+//!     guest's next host call, and [`KVS_CALL_RESULT`]`(out, out_cap)` copies it
+//!     (returning its length, or -1 if none is held or it does not fit).
+//!   - A guest that exports [`KVS_BUFFER`] and [`KVS_DISPATCH`] is called directly: the
+//!     host asks `kvs_buffer(len)` for the address of a buffer of at least `len` bytes
+//!     (it stays valid until the next `kvs_buffer` call, so the host asks again only for
+//!     a longer input), writes the input there, and calls `kvs_dispatch(export, len)`,
+//!     where `export` is the export's position in [`GUEST_EXPORTS`] ([`export_index`]).
+//!     The result is where the export's result frame lies in the guest's memory (its
+//!     address in the high 32 bits, its length in the low 32), valid until the next
+//!     call. A guest that has only the Extism-form exports is called as before.
+//!
+//!   Positions never change: rows are only ever appended to both tables.
 
 /// A WebAssembly value type: a parameter or result of a host function or export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,7 +147,32 @@ pub const KVS_GET_ENTRY: HostFunction = HostFunction {
     since_minor: 4,
 };
 
-/// Every host function, in the order they were introduced.
+/// `kvs_call`: `(op, in, in_len, out, out_cap) -> len`: host function `op` called
+/// directly, its input and result in the guest's own memory (1.4; see the module docs).
+pub const KVS_CALL: HostFunction = HostFunction {
+    name: "kvs_call",
+    params: &[
+        ValType::I32,
+        ValType::I32,
+        ValType::I32,
+        ValType::I32,
+        ValType::I32,
+    ],
+    results: &[ValType::I32],
+    since_minor: 4,
+};
+
+/// `kvs_call_result`: `(out, out_cap) -> len`: the result of the last `kvs_call` that did
+/// not fit its buffer, or -1 (1.4).
+pub const KVS_CALL_RESULT: HostFunction = HostFunction {
+    name: "kvs_call_result",
+    params: &[ValType::I32, ValType::I32],
+    results: &[ValType::I32],
+    since_minor: 4,
+};
+
+/// Every host function, in the order they were introduced. A row's position is its op
+/// for [`KVS_CALL`].
 pub const HOST_FUNCTIONS: &[HostFunction] = &[
     KVS_GET,
     KVS_PUT,
@@ -138,7 +182,50 @@ pub const HOST_FUNCTIONS: &[HostFunction] = &[
     KVS_CHECK,
     KVS_UPDATE,
     KVS_GET_ENTRY,
+    KVS_CALL,
+    KVS_CALL_RESULT,
 ];
+
+/// `f`'s op for [`KVS_CALL`]: its position in [`HOST_FUNCTIONS`] (1.4). `None` for a
+/// function that is not in the table.
+pub const fn op(f: &HostFunction) -> Option<u32> {
+    let mut i = 0;
+    while i < HOST_FUNCTIONS.len() {
+        if str_eq(HOST_FUNCTIONS[i].name, f.name) {
+            return Some(i as u32);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The position in [`GUEST_EXPORTS`] of the export named `name`: its number for
+/// [`KVS_DISPATCH`] (1.4).
+pub const fn export_index(name: &str) -> Option<u32> {
+    let mut i = 0;
+    while i < GUEST_EXPORTS.len() {
+        if str_eq(GUEST_EXPORTS[i].name, name) {
+            return Some(i as u32);
+        }
+        i += 1;
+    }
+    None
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// Which guests export something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,9 +257,11 @@ impl Exporter {
 pub struct GuestExport {
     /// The export's name.
     pub name: &'static str,
-    /// Its parameters: none (its input is in Extism's memory).
+    /// Its parameters: none for an Extism-form export (its input is in Extism's
+    /// memory); see the module docs for the direct ones (1.4).
     pub params: &'static [ValType],
-    /// Its results: an `i32`, 0 for success (its output is in Extism's memory).
+    /// Its results: an `i32`, 0 for success, for an Extism-form export (its output is in
+    /// Extism's memory); see the module docs for the direct ones (1.4).
     pub results: &'static [ValType],
     /// Who exports it.
     pub exporter: Exporter,
@@ -226,7 +315,32 @@ pub const KVS_STREAM_DATA: GuestExport =
 pub const KVS_STREAM_CLOSE: GuestExport =
     export("kvs_stream_close", Exporter::StreamFrontend, true, 3);
 
-/// Every export a host calls, in the order they were introduced.
+/// `kvs_buffer`: `(len) -> address` of a buffer of at least `len` bytes for a direct
+/// call's input; 0 if the guest cannot lend one (1.4). Exported with [`KVS_DISPATCH`].
+pub const KVS_BUFFER: GuestExport = GuestExport {
+    name: "kvs_buffer",
+    params: &[ValType::I32],
+    results: &[ValType::I32],
+    exporter: Exporter::Every,
+    required: false,
+    since_minor: 4,
+};
+
+/// `kvs_dispatch`: `(export, len) -> address << 32 | length`: the export at position
+/// `export` of [`GUEST_EXPORTS`] called directly on the input in the `kvs_buffer`, and
+/// where its result frame lies (1.4). With it, the host calls no Extism-form export but
+/// the handshake.
+pub const KVS_DISPATCH: GuestExport = GuestExport {
+    name: "kvs_dispatch",
+    params: &[ValType::I32, ValType::I32],
+    results: &[ValType::I64],
+    exporter: Exporter::Every,
+    required: false,
+    since_minor: 4,
+};
+
+/// Every export a host calls, in the order they were introduced. A row's position is
+/// its number for [`KVS_DISPATCH`].
 pub const GUEST_EXPORTS: &[GuestExport] = &[
     KVS_HANDSHAKE,
     KVS_LOGGER_OPEN,
@@ -238,6 +352,8 @@ pub const GUEST_EXPORTS: &[GuestExport] = &[
     KVS_STREAM_OPEN,
     KVS_STREAM_DATA,
     KVS_STREAM_CLOSE,
+    KVS_BUFFER,
+    KVS_DISPATCH,
 ];
 
 #[cfg(test)]
@@ -252,6 +368,15 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), count, "a name appears twice in the WASM table");
+    }
+
+    #[test]
+    fn positions_are_the_direct_numbers() {
+        assert_eq!(op(&KVS_GET), Some(0));
+        assert_eq!(op(&KVS_GET_ENTRY), Some(7));
+        assert_eq!(export_index("kvs_handshake"), Some(0));
+        assert_eq!(export_index("kvs_stream_data"), Some(8));
+        assert_eq!(export_index("nope"), None);
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod tests;
 pub use context::{decode_context, encode_context};
 pub use events::{Event, decode_events, encode_events};
 pub use handshake::Handshake;
-pub use http::{HttpRequest, HttpResponse};
+pub use http::{HttpRequest, HttpResponse, HttpResponseRef, encode_request};
 pub use log::LogRecord;
 pub use stream::StreamOutput;
 

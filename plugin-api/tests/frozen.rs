@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use abi_stable::StableAbi;
 use abi_stable::type_layout::TypeLayout;
 use kvs_plugin_api::handshake::HandshakePrefix;
-use kvs_plugin_api::native::{self, v1_1, v1_3};
+use kvs_plugin_api::native::{self, v1_1, v1_3, v1_4};
 use kvs_plugin_api::wasm_abi::{GUEST_EXPORTS, HOST_FUNCTIONS, HOST_MODULE, ValType};
 use kvs_plugin_api::{API_MAJOR, Handshake};
 use snapshot::{Snapshot, differences};
@@ -76,11 +76,32 @@ const RELEASED: &[Released] = &[
         minor: 3,
         native: Native::Roots(&[<v1_3::Module as StableAbi>::LAYOUT]),
     },
+    Released {
+        minor: 4,
+        // Exported as `KVS_PLUGIN_ENTRIES`, an `Entries` of this module (the host reads
+        // the `Entries` header by hand: see `by_hand`).
+        native: Native::Roots(&[<v1_4::Module as StableAbi>::LAYOUT]),
+    },
 ];
 
 /// What the host reads without abi_stable's layout check: the handshake, by offset,
 /// before anything else (1.0).
 fn by_hand(minor: u16) -> Vec<(String, Vec<String>)> {
+    if minor == 4 {
+        // From 1.4 the host reads `KVS_PLUGIN_ENTRIES`'s first field, the layout of the
+        // module that follows, before abi_stable checks that layout.
+        type E = native::Entries<v1_4::Module>;
+        return vec![(
+            "offsets kvs_plugin_api::native::Entries (KVS_PLUGIN_ENTRIES, read from 1.4 on)"
+                .to_string(),
+            vec![format!(
+                "offset {} size {}: `layout`; `module` at offset {}",
+                std::mem::offset_of!(E, layout),
+                size_of::<&'static TypeLayout>(),
+                std::mem::offset_of!(E, module)
+            )],
+        )];
+    }
     if minor != 0 {
         return Vec::new();
     }
@@ -164,23 +185,38 @@ fn types(ts: &[ValType]) -> String {
 /// What a guest of `minor` may import and must (or may) export.
 fn wasm_snapshot(minor: u16) -> Snapshot {
     let mut snapshot = Snapshot::default();
-    for f in HOST_FUNCTIONS.iter().filter(|f| f.since_minor <= minor) {
+    // From 1.4 a row's position is part of the contract (the direct calls' numbers).
+    let position = |i: usize, what: &str| {
+        if minor >= 4 {
+            format!("; {what} {i}")
+        } else {
+            String::new()
+        }
+    };
+    for (i, f) in HOST_FUNCTIONS.iter().enumerate() {
+        if f.since_minor > minor {
+            continue;
+        }
         snapshot.section(
             format!("host function {}", f.name),
             vec![format!(
-                "import {HOST_MODULE}::{}: {} -> {}; since 1.{}",
+                "import {HOST_MODULE}::{}: {} -> {}; since 1.{}{}",
                 f.name,
                 types(f.params),
                 types(f.results),
-                f.since_minor
+                f.since_minor,
+                position(i, "op")
             )],
         );
     }
-    for e in GUEST_EXPORTS.iter().filter(|e| e.since_minor <= minor) {
+    for (i, e) in GUEST_EXPORTS.iter().enumerate() {
+        if e.since_minor > minor {
+            continue;
+        }
         snapshot.section(
             format!("guest export {}", e.name),
             vec![format!(
-                "export {}: {} -> {}; {} {}; since 1.{}",
+                "export {}: {} -> {}; {} {}; since 1.{}{}",
                 e.name,
                 types(e.params),
                 types(e.results),
@@ -190,7 +226,8 @@ fn wasm_snapshot(minor: u16) -> Snapshot {
                     "optional for"
                 },
                 e.exporter.describe(),
-                e.since_minor
+                e.since_minor,
+                position(i, "dispatched as")
             )],
         );
     }

@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use extism::{CurrentPlugin, Function, UserData, Val, ValType};
+use extism::{CurrentPlugin, Function, UserData, Val};
 use kvs_plugin_api::wasm_abi::{self, HostFunction};
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{ErrorCode, PluginError, RequestContext, Update};
@@ -27,6 +27,8 @@ use kvs_plugin_api::{ErrorCode, PluginError, RequestContext, Update};
 use crate::caller::Caller;
 use crate::store::Store;
 use crate::write_request::Completion;
+
+use super::direct::val_type;
 
 /// The request a guest call on this thread is serving: the frontend's name, what the
 /// client presented, when it arrived. Set around each `kvs_http_handle` call (a call
@@ -139,7 +141,7 @@ pub(super) type StoreRef = Option<Arc<Store>>;
 
 /// The store calls a guest can import.
 #[derive(Debug, Clone, Copy)]
-enum StoreCall {
+pub(super) enum StoreCall {
     /// `kvs_get`: key -> result(found:u8 value:bytes).
     Get,
     /// `kvs_put`: key value -> result().
@@ -156,6 +158,35 @@ enum StoreCall {
     GetEntry,
 }
 
+/// What a direct call's op (`kvs_call`, 1.4) names: its position in the contract's
+/// table of host functions.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum HostOp {
+    Store(StoreCall),
+    Log,
+}
+
+impl HostOp {
+    pub(super) fn from_op(op: i32) -> Option<HostOp> {
+        let f = wasm_abi::HOST_FUNCTIONS.get(usize::try_from(op).ok()?)?;
+        Some(match f.name {
+            n if n == wasm_abi::KVS_LOG.name => HostOp::Log,
+            n => HostOp::Store(STORE_CALLS.iter().find(|(f, _)| f.name == n)?.1),
+        })
+    }
+}
+
+/// The store's host functions and what each does.
+const STORE_CALLS: [(HostFunction, StoreCall); 7] = [
+    (wasm_abi::KVS_GET, StoreCall::Get),
+    (wasm_abi::KVS_PUT, StoreCall::Put),
+    (wasm_abi::KVS_DELETE, StoreCall::Delete),
+    (wasm_abi::KVS_STATS, StoreCall::Stats),
+    (wasm_abi::KVS_CHECK, StoreCall::Check),
+    (wasm_abi::KVS_UPDATE, StoreCall::Update),
+    (wasm_abi::KVS_GET_ENTRY, StoreCall::GetEntry),
+];
+
 /// An extism host function with the name and signature `f` has in the contract's table
 /// ([`wasm_abi`]): what a guest imports is what the table says, and a change to a
 /// registered signature is a change to the table (which `plugin-api/tests/frozen.rs`
@@ -168,16 +199,10 @@ pub(super) fn host_function<T: 'static>(
     + Send
     + 'static,
 ) -> Function {
-    let val_type = |t: &wasm_abi::ValType| match t {
-        wasm_abi::ValType::I32 => ValType::I32,
-        wasm_abi::ValType::I64 => ValType::I64,
-        wasm_abi::ValType::F32 => ValType::F32,
-        wasm_abi::ValType::F64 => ValType::F64,
-    };
     Function::new(
         f.name,
-        f.params.iter().map(val_type),
-        f.results.iter().map(val_type),
+        f.params.iter().map(|t| val_type(*t)),
+        f.results.iter().map(|t| val_type(*t)),
         data,
         run,
     )
@@ -186,31 +211,29 @@ pub(super) fn host_function<T: 'static>(
 /// The store's host functions (`kvs_get`, `kvs_put`, `kvs_delete`, `kvs_stats`,
 /// `kvs_check`, `kvs_update`, `kvs_get_entry`), reaching `store`.
 pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
-    [
-        (wasm_abi::KVS_GET, StoreCall::Get),
-        (wasm_abi::KVS_PUT, StoreCall::Put),
-        (wasm_abi::KVS_DELETE, StoreCall::Delete),
-        (wasm_abi::KVS_STATS, StoreCall::Stats),
-        (wasm_abi::KVS_CHECK, StoreCall::Check),
-        (wasm_abi::KVS_UPDATE, StoreCall::Update),
-        (wasm_abi::KVS_GET_ENTRY, StoreCall::GetEntry),
-    ]
-    .into_iter()
-    .map(|(f, call)| host_function(&f, UserData::new((store.clone(), call)), host_store))
-    .collect()
+    STORE_CALLS
+        .into_iter()
+        .map(|(f, call)| {
+            // The store is captured, not kept in `UserData`: that is one mutex for all
+            // of the plug-in's instances, which every call would take.
+            let store = store.clone();
+            host_function(
+                &f,
+                UserData::new(()),
+                move |plugin: &mut CurrentPlugin, inputs: &[Val], outputs: &mut [Val], _| {
+                    let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
+                    let reply = store_reply(&store, call, &input);
+                    plugin.memory_set_val(&mut outputs[0], reply)
+                },
+            )
+        })
+        .collect()
 }
 
-/// One store call from a guest: decode, run as the caller whose request this call
-/// serves (see [`CallContext`]), encode the result frame.
-fn host_store(
-    plugin: &mut CurrentPlugin,
-    inputs: &[Val],
-    outputs: &mut [Val],
-    data: UserData<(StoreRef, StoreCall)>,
-) -> Result<(), extism::Error> {
-    let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
-    let (store, call) = data.get()?.lock().unwrap().clone();
-    let reply = CALL_CONTEXT.with_borrow_mut(|context| match (store, context) {
+/// One store call from a guest: decode `input`, run as the caller whose request this
+/// call serves (see [`CallContext`]), encode the result frame.
+pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8]) -> Vec<u8> {
+    CALL_CONTEXT.with_borrow_mut(|context| match (store, context) {
         (Some(store), Some(context)) => {
             let CallContext {
                 frontend,
@@ -223,7 +246,7 @@ fn host_store(
                 meter: Some(meter),
                 ..Caller::from_context(frontend, context, *received)
             };
-            match run(&store, &caller, call, &mut Reader::new(&input), deferred) {
+            match run(store, &caller, call, &mut Reader::new(input), deferred) {
                 Ok(payload) => wire::ok(&payload),
                 Err(e) => wire::err(e.code(), e.message()),
             }
@@ -232,8 +255,7 @@ fn host_store(
             ErrorCode::UNAVAILABLE,
             "no store: the store is reached only while a frontend serves a request",
         ),
-    });
-    plugin.memory_set_val(&mut outputs[0], reply)
+    })
 }
 
 fn run(
@@ -380,6 +402,14 @@ pub(super) fn host_log(
     _outputs: &mut [Val],
     gate: UserData<LogGate>,
 ) -> Result<(), extism::Error> {
+    emit_log(&gate, || plugin.memory_get_val(&inputs[0]))
+}
+
+/// A guest's log record, read by `read` only if the plug-in's [`LogGate`] lets it pass.
+pub(super) fn emit_log(
+    gate: &UserData<LogGate>,
+    read: impl FnOnce() -> Result<Vec<u8>, extism::Error>,
+) -> Result<(), extism::Error> {
     let gate = gate.get()?;
     let (name, max) = {
         let mut gate = gate.lock().unwrap();
@@ -397,7 +427,7 @@ pub(super) fn host_log(
         }
         (gate.name.clone(), gate.line_max_bytes)
     };
-    let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
+    let input = read()?;
     match wire::LogRecord::decode(&input) {
         Ok(r) => {
             let message = cut(&r.message, max);

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::direct::Instance;
 use arc_swap::ArcSwap;
-use extism::Plugin;
 use kvs_plugin_api::wire;
 use kvs_plugin_api::{ErrorCode, PluginError, RequestContext};
 
@@ -30,7 +30,7 @@ struct Pool {
     meter: Arc<crate::metrics::WasmMeter>,
     /// What one call may keep queued (`call_max_writes`, `call_max_write_mb`).
     write_limits: super::host_fns::WriteLimits,
-    idle: Mutex<Vec<Plugin>>,
+    idle: Mutex<Vec<Instance>>,
     permits: tokio::sync::Semaphore,
     /// `request_timeout_ms`.
     request_timeout: Duration,
@@ -38,7 +38,7 @@ struct Pool {
 
 impl Pool {
     /// A new instance, configured if the guest takes a config.
-    fn fresh(&self) -> Result<Plugin, CallError> {
+    fn fresh(&self) -> Result<Instance, CallError> {
         let mut plugin = instance(&self.compiled).map_err(CallError::Trapped)?;
         if let Some(table) = &self.config {
             call(&mut plugin, CONFIGURE, table.as_bytes())?;
@@ -158,17 +158,12 @@ async fn guest_request(
     deadline: tokio::time::Instant,
     context: &RequestContext,
 ) -> Result<Vec<u8>, axum::response::Response> {
-    let method = request.method().as_str().to_string();
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
+    let (parts, body) = request.into_parts();
     let limit = usize::try_from(edge.store.limits().max_value_bytes).unwrap_or(usize::MAX);
-    let body = axum::body::to_bytes(request.into_body(), limit);
+    let body = axum::body::to_bytes(body, limit);
     let body = match tokio::time::timeout_at(deadline, body).await {
         Err(_) => return Err(timed_out()),
-        Ok(Ok(b)) => b.to_vec(),
+        Ok(Ok(b)) => b,
         Ok(Err(_)) => {
             return Err(text(
                 413,
@@ -176,13 +171,19 @@ async fn guest_request(
             ));
         }
     };
-    Ok(wire::HttpRequest {
-        method,
-        path,
-        headers,
-        body,
-    }
-    .encode_with_context(context))
+    // Encoded straight from what hyper parsed, in one buffer.
+    Ok(wire::encode_request(
+        parts.method.as_str(),
+        &path,
+        || {
+            parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        },
+        &body,
+        context,
+    ))
 }
 
 async fn edge(
@@ -258,36 +259,38 @@ fn http_answer(
     response: Result<Vec<u8>, CallError>,
     presented_token: bool,
 ) -> axum::response::Response {
-    let response = response.and_then(|bytes| {
-        wire::HttpResponse::decode(&bytes)
-            .map_err(|e| CallError::Guest(PluginError::internal(e.to_string())))
-    });
-    match response {
-        Ok(r) => {
-            let mut builder = axum::http::Response::builder().status(r.status);
-            let mut challenged = false;
-            for (k, v) in r.headers {
-                challenged |= k.eq_ignore_ascii_case("www-authenticate");
-                builder = builder.header(k, v);
-            }
-            // A 401 says how to authenticate (RFC 6750); the host adds it so a guest
-            // that maps `unauthenticated` to 401 need not know the scheme.
-            if r.status == 401 && !challenged {
-                builder = builder.header("www-authenticate", bearer_challenge(presented_token));
-            }
-            builder
-                .body(axum::body::Body::from(r.body))
-                .unwrap_or_else(|e| text(500, e.to_string()))
-        }
-        Err(failed) => {
-            let status = match &failed {
-                CallError::TimedOut(_) => 504,
-                CallError::Guest(e) if e.code() == ErrorCode::UNAVAILABLE => 503,
-                _ => 500,
-            };
-            text(status, failed.into_error().message().to_string())
-        }
+    let bytes = match response {
+        Ok(bytes) => bytes,
+        Err(failed) => return call_failed(failed),
+    };
+    let r = match wire::HttpResponseRef::decode(&bytes) {
+        Ok(r) => r,
+        Err(e) => return call_failed(CallError::Guest(PluginError::internal(e.to_string()))),
+    };
+    let mut builder = axum::http::Response::builder().status(r.status);
+    let mut challenged = false;
+    for (k, v) in r.headers {
+        challenged |= k.eq_ignore_ascii_case("www-authenticate");
+        builder = builder.header(k, v);
     }
+    // A 401 says how to authenticate (RFC 6750); the host adds it so a guest that maps
+    // `unauthenticated` to 401 need not know the scheme.
+    if r.status == 401 && !challenged {
+        builder = builder.header("www-authenticate", bearer_challenge(presented_token));
+    }
+    builder
+        .body(axum::body::Body::from(r.body.to_vec()))
+        .unwrap_or_else(|e| text(500, e.to_string()))
+}
+
+/// The answer to a guest call that failed.
+fn call_failed(failed: CallError) -> axum::response::Response {
+    let status = match &failed {
+        CallError::TimedOut(_) => 504,
+        CallError::Guest(e) if e.code() == ErrorCode::UNAVAILABLE => 503,
+        _ => 500,
+    };
+    text(status, failed.into_error().message().to_string())
 }
 
 /// The `WWW-Authenticate` value for a 401: `error="invalid_token"` when the client

@@ -10,7 +10,7 @@ use super::module::Source;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use extism::Plugin;
+use super::direct::Instance;
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{Event, PluginError};
 
@@ -30,7 +30,7 @@ struct WasmLogger {
     guest_config: String,
     /// The one instance holding the logger's state; `None` after a trap, reopened on
     /// the next call.
-    instance: Option<Plugin>,
+    instance: Option<Instance>,
     /// Where its guest calls are counted.
     meter: Option<Arc<WasmMeter>>,
     /// The granted directory (host path), synced after each `open`.

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use extism::{Manifest, Plugin, PluginBuilder, UserData, Wasm};
+
+use super::direct::{Instance, direct_functions};
 use kvs_plugin_api::capability;
 use kvs_plugin_api::version::check_compatible;
 use kvs_plugin_api::wasm_abi::{KVS_HANDSHAKE, KVS_LOG};
@@ -118,16 +120,14 @@ pub(super) fn compile(
         super::sandbox::remove_escaping_links(&dir, name);
         manifest = manifest.with_allowed_path(dir.display().to_string(), "/data");
     }
-    let mut functions = store_functions(store);
-    functions.push(host_function(
-        &KVS_LOG,
-        UserData::new(LogGate::new(
-            name,
-            sandbox.log_lines_per_sec,
-            sandbox.log_line_max_bytes,
-        )),
-        host_log,
+    let mut functions = store_functions(store.clone());
+    let gate = UserData::new(LogGate::new(
+        name,
+        sandbox.log_lines_per_sec,
+        sandbox.log_line_max_bytes,
     ));
+    functions.push(host_function(&KVS_LOG, gate.clone(), host_log));
+    functions.extend(direct_functions(store, gate));
     let builder = PluginBuilder::new(manifest)
         .with_wasi(true)
         .with_functions(functions)
@@ -145,13 +145,15 @@ pub(super) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 
-pub(super) fn instance(c: &Compiled) -> Result<Plugin, PluginError> {
-    Plugin::new_from_compiled(&c.compiled).map_err(|e| {
-        PluginError::internal(format!(
-            "cannot instantiate: {}",
-            first_line(&e.to_string())
-        ))
-    })
+pub(super) fn instance(c: &Compiled) -> Result<Instance, PluginError> {
+    Plugin::new_from_compiled(&c.compiled)
+        .map(Instance::new)
+        .map_err(|e| {
+            PluginError::internal(format!(
+                "cannot instantiate: {}",
+                first_line(&e.to_string())
+            ))
+        })
 }
 
 /// Calls an export and unwraps its result frame. A trap, a timeout or a memory-cap
@@ -176,7 +178,7 @@ impl CallError {
 /// [`call`], counted in `meter`: every call, and each trap or timeout (whose instance
 /// is discarded and replaced).
 pub(super) fn metered_call(
-    plugin: &mut Plugin,
+    plugin: &mut Instance,
     func: &str,
     input: &[u8],
     meter: Option<&WasmMeter>,
@@ -199,8 +201,8 @@ pub(super) fn metered_call(
     result
 }
 
-pub(super) fn call(plugin: &mut Plugin, func: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
-    let out = plugin.call::<&[u8], Vec<u8>>(func, input).map_err(|e| {
+pub(super) fn call(plugin: &mut Instance, func: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
+    let out = plugin.call(func, input).map_err(|e| {
         // The root cause says what happened ("wasm trap: ...", "timeout", "oom").
         let why = first_line(&e.root_cause().to_string());
         tracing::warn!("WASM call {func} failed ({why}); the instance is discarded");

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::direct::Instance as GuestInstance;
 use arc_swap::ArcSwap;
-use extism::Plugin;
 use kvs_plugin_api::wire::{self, Writer};
 use kvs_plugin_api::{PluginError, RequestContext};
 use kvs_serve::tcp::Accepted;
@@ -39,7 +39,7 @@ const READ_CHUNK: usize = 64 << 10;
 
 /// An instance, counted in its frontend's `live` for as long as it exists.
 struct Instance {
-    plugin: Plugin,
+    plugin: GuestInstance,
     live: Arc<AtomicUsize>,
     /// The module it was made from: one swapped out is not reused.
     module: u64,
@@ -142,7 +142,7 @@ impl Shared {
     /// host functions; returns the writes it queued with its result.
     fn call(
         &self,
-        plugin: &mut Plugin,
+        plugin: &mut GuestInstance,
         func: &str,
         input: &[u8],
         context: &RequestContext,

@@ -18,14 +18,23 @@ pub fn request_context() -> crate::RequestContext {
 /// Runs an HTTP frontend export.
 #[doc(hidden)]
 pub fn http_call(handler: fn(HttpRequest) -> HttpResponse, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    http_call_into(handler, input, &mut out);
+    out
+}
+
+/// Runs an HTTP frontend export, its result frame written into `out` (empty), whose
+/// buffer a direct call reuses from request to request (1.4).
+#[doc(hidden)]
+pub fn http_call_into(handler: fn(HttpRequest) -> HttpResponse, input: &[u8], out: &mut Vec<u8>) {
     match HttpRequest::decode_with_context(input) {
         Ok((req, ctx)) => {
             CONTEXT.with(|c| *c.borrow_mut() = ctx);
             let response = handler(req);
             CONTEXT.with(|c| *c.borrow_mut() = Default::default());
-            response.encode_ok()
+            response.encode_ok_into(out);
         }
-        Err(e) => wire::err(ErrorCode::INVALID_INPUT, &e.to_string()),
+        Err(e) => *out = wire::err(ErrorCode::INVALID_INPUT, &e.to_string()),
     }
 }
 
@@ -85,16 +94,42 @@ macro_rules! export_wasm_http_frontend {
     ($handler:path, configure: $configure:path, name: $name:literal, description: $desc:literal
      $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
         $crate::export_wasm_http_frontend!(
-            $handler, name: $name, description: $desc, capabilities: [$($($cap),*)?]
+            @extism $handler, name: $name, description: $desc, capabilities: [$($($cap),*)?]
         );
         #[unsafe(no_mangle)]
         pub extern "C" fn kvs_http_configure() -> i32 {
             let input = $crate::guest::extism_pdk::input_bytes();
             $crate::guest::respond($crate::guest::configure_call($configure, &input))
         }
+        $crate::__kvs_direct_exports!(
+            |export: &$crate::wasm_abi::GuestExport, input: &[u8], out: &mut Vec<u8>| {
+                match export.name {
+                    "kvs_http_handle" => $crate::guest::http_call_into($handler, input, out),
+                    "kvs_http_configure" => {
+                        *out = $crate::guest::configure_call($configure, input)
+                    }
+                    _ => return false,
+                }
+                true
+            }
+        );
     };
     ($handler:path, name: $name:literal, description: $desc:literal
      $(, capabilities: [$($cap:literal),* $(,)?])? $(,)?) => {
+        $crate::export_wasm_http_frontend!(@extism $handler, name: $name, description: $desc,
+            capabilities: [$($($cap),*)?]);
+        $crate::__kvs_direct_exports!(
+            |export: &$crate::wasm_abi::GuestExport, input: &[u8], out: &mut Vec<u8>| {
+                if export.name != "kvs_http_handle" {
+                    return false;
+                }
+                $crate::guest::http_call_into($handler, input, out);
+                true
+            }
+        );
+    };
+    (@extism $handler:path, name: $name:literal, description: $desc:literal,
+     capabilities: [$($cap:literal),*]) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn kvs_handshake() -> i32 {
             $crate::guest::respond($crate::guest::handshake(
@@ -102,7 +137,7 @@ macro_rules! export_wasm_http_frontend {
                 $name,
                 env!("CARGO_PKG_VERSION"),
                 $desc,
-                &[$crate::capability::FRONTEND_HTTP $($(, $cap)*)?],
+                &[$crate::capability::FRONTEND_HTTP $(, $cap)*],
             ))
         }
         #[unsafe(no_mangle)]

@@ -118,5 +118,18 @@ macro_rules! export_wasm_logger {
         pub extern "C" fn kvs_logger_close() -> i32 {
             $crate::guest::respond($crate::guest::logger_call(&__KVS_LOGGER, "close", &[]))
         }
+        $crate::__kvs_direct_exports!(
+            |export: &$crate::wasm_abi::GuestExport, input: &[u8], out: &mut Vec<u8>| {
+                let op = match export.name {
+                    "kvs_logger_open" => "open",
+                    "kvs_logger_append" => "append",
+                    "kvs_logger_replay" => "replay",
+                    "kvs_logger_close" => "close",
+                    _ => return false,
+                };
+                *out = $crate::guest::logger_call(&__KVS_LOGGER, op, input);
+                true
+            }
+        );
     };
 }

@@ -102,5 +102,17 @@ macro_rules! export_wasm_stream_frontend {
             let input = $crate::guest::extism_pdk::input_bytes();
             $crate::guest::respond($crate::guest::stream_call(&__KVS_CONNECTIONS, "close", &input))
         }
+        $crate::__kvs_direct_exports!(
+            |export: &$crate::wasm_abi::GuestExport, input: &[u8], out: &mut Vec<u8>| {
+                let op = match export.name {
+                    "kvs_stream_open" => "open",
+                    "kvs_stream_data" => "data",
+                    "kvs_stream_close" => "close",
+                    _ => return false,
+                };
+                *out = $crate::guest::stream_call(&__KVS_CONNECTIONS, op, input);
+                true
+            }
+        );
     };
 }

@@ -29,6 +29,8 @@ pub struct CurrentPlugin {
     /// kvs patch: the running call's deadline and long-call hook, shared with this
     /// store's WASI scheduler so that a blocking WASI wait respects them too.
     pub(crate) call_limits: std::sync::Arc<CallLimits>,
+    /// kvs patch: the main module's own exported memory, once instantiated.
+    pub(crate) guest_memory: Option<wasmtime::Memory>,
 }
 
 unsafe impl Send for CurrentPlugin {}
@@ -431,6 +433,7 @@ impl CurrentPlugin {
             kernel_exports: Vec::new(),
             kernel_typed: Vec::new(),
             call_limits,
+            guest_memory: None,
             http_headers: if allow_http_response_headers {
                 Some(BTreeMap::new())
             } else {
@@ -447,6 +450,15 @@ impl CurrentPlugin {
         }
 
         std::ptr::null_mut()
+    }
+
+    /// kvs patch: the guest's own memory (the main module's export `memory`), not
+    /// Extism's kernel memory: a host function can read its arguments there and write
+    /// its results there directly. `None` before instantiation or without that export.
+    pub fn guest_memory(&mut self) -> Option<&mut [u8]> {
+        let memory = self.guest_memory?;
+        let (_, store) = self.linker_and_store();
+        Some(memory.data_mut(store))
     }
 
     /// Get extism memory

@@ -193,6 +193,11 @@ pub struct Plugin {
     /// plugin's own, so cloning it per call touches no count shared with other threads.
     pub(crate) long_call_hook: Option<std::sync::Arc<crate::plugin_builder::LongCallHook>>,
 
+    /// kvs patch: exports already looked up and type-checked by `call_typed`, for the
+    /// instance of `typed_for` (the instantiation count when they were looked up).
+    typed_exports: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
+    typed_for: usize,
+
     pub(crate) fuel: Option<u64>,
 
     pub(crate) host_context: Rooted<ExternRef>,
@@ -566,6 +571,8 @@ impl Plugin {
                 .map(std::sync::Arc::new),
             fuel: compiled.options.fuel,
             host_context,
+            typed_exports: Vec::new(),
+            typed_for: 0,
         };
 
         plugin.current_plugin_mut().store = &mut plugin.store;
@@ -648,6 +655,9 @@ impl Plugin {
             plugin = self.id.to_string(),
             "Plugin::instance is none, instantiating"
         );
+        // kvs patch: host functions may read and write the guest's own memory.
+        let guest_memory = instance.get_memory(&mut self.store, "memory");
+        self.current_plugin_mut().guest_memory = guest_memory;
         **instance_lock = Some(instance);
         self.instantiations += 1;
         if let Some(limiter) = &mut self.current_plugin_mut().memory_limiter {
@@ -946,49 +956,11 @@ impl Plugin {
         )
         .map_err(|x| (x.into(), -1))?;
 
-        // kvs patch: no message to the timer thread. The ticker advances the epoch every
-        // TICK; on each tick this callback ends the call if its deadline passed or it
-        // was cancelled, and otherwise lets it run to the next tick.
-        let deadline = self
-            .current_plugin()
-            .manifest
-            .timeout_ms
-            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
-        let cancelled = self.cancel_handle.cancelled.clone();
-        cancelled.store(false, std::sync::atomic::Ordering::Release);
-        let started = std::time::Instant::now();
-        // kvs patch: the deadline and the hook are shared with the WASI scheduler (a
-        // blocking sleep is bounded by the deadline, and runs the hook first).
-        let limits = self.current_plugin().call_limits.clone();
-        limits.begin(deadline, self.long_call_hook.clone());
-        let _limits_end = CallLimitsEnd(limits.clone());
-        let hook_after = self.long_call_hook.as_ref().map(|h| h.after);
-        let deadline_passed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let interrupted = deadline_passed.clone();
-        self.store.epoch_deadline_callback(move |_| {
-            let now = std::time::Instant::now();
-            let expired = deadline.is_some_and(|d| now >= d);
-            if expired || cancelled.load(std::sync::atomic::Ordering::Acquire) {
-                interrupted.store(true, std::sync::atomic::Ordering::Release);
-                return Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
-            }
-            if hook_after.is_some_and(|after| now.duration_since(started) >= after) {
-                if let Some(h) = limits.take_hook() {
-                    (h.hook)();
-                }
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
-        // kvs patch: the deadline covers instantiation too: a start function or an
-        // `_initialize` that never returns is stopped like a call that never returns.
-        self.store.set_epoch_deadline(1);
+        let armed = self.arm_call();
         let _in_flight = crate::timer::InFlight::new();
         if let Err(e) = self.instantiate(lock) {
-            self.store
-                .epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
-            let timed_out = deadline_passed.load(std::sync::atomic::Ordering::Acquire)
-                || deadline.is_some_and(|d| std::time::Instant::now() >= d);
-            return Err((if timed_out { Error::new(Timeout) } else { e }, -1));
+            self.disarm_call();
+            return Err((if armed.timed_out() { Error::new(Timeout) } else { e }, -1));
         }
 
         // Set host context
@@ -1044,8 +1016,7 @@ impl Plugin {
         }
 
         // Stop the deadline check: host code between calls keeps running past ticks.
-        self.store
-            .epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
+        self.disarm_call();
         self.store_needs_reset = name == "_start";
 
         let mut rc = -1;
@@ -1182,6 +1153,171 @@ impl Plugin {
                 Err((e.into(), rc))
             }
         }
+    }
+
+    /// kvs patch: what every call sets up before guest code runs (instantiation
+    /// included), undone by `disarm_call`. No message to the timer thread: the ticker
+    /// advances the epoch every TICK; on each tick the callback installed here ends the
+    /// call if its deadline passed or it was cancelled, runs the long-call hook once the
+    /// call has run for its `after`, and otherwise lets it run to the next tick.
+    fn arm_call(&mut self) -> ArmedCall {
+        let deadline = self
+            .current_plugin()
+            .manifest
+            .timeout_ms
+            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+        let cancelled = self.cancel_handle.cancelled.clone();
+        cancelled.store(false, std::sync::atomic::Ordering::Release);
+        let started = std::time::Instant::now();
+        // The deadline and the hook are shared with the WASI scheduler (a blocking sleep
+        // is bounded by the deadline, and runs the hook first).
+        let limits = self.current_plugin().call_limits.clone();
+        limits.begin(deadline, self.long_call_hook.clone());
+        let limits_end = CallLimitsEnd(limits.clone());
+        let hook_after = self.long_call_hook.as_ref().map(|h| h.after);
+        let deadline_passed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let interrupted = deadline_passed.clone();
+        self.store.epoch_deadline_callback(move |_| {
+            let now = std::time::Instant::now();
+            let expired = deadline.is_some_and(|d| now >= d);
+            if expired || cancelled.load(std::sync::atomic::Ordering::Acquire) {
+                interrupted.store(true, std::sync::atomic::Ordering::Release);
+                return Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
+            }
+            if hook_after.is_some_and(|after| now.duration_since(started) >= after) {
+                if let Some(h) = limits.take_hook() {
+                    (h.hook)();
+                }
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        // The deadline covers instantiation too: a start function or an `_initialize`
+        // that never returns is stopped like a call that never returns.
+        self.store.set_epoch_deadline(1);
+        ArmedCall {
+            deadline,
+            deadline_passed,
+            _limits_end: limits_end,
+        }
+    }
+
+    /// kvs patch: stops the deadline check: host code between calls keeps running past
+    /// ticks.
+    fn disarm_call(&mut self) {
+        self.store
+            .epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
+    }
+
+    /// kvs patch: calls export `name` with typed parameters and results, under the same
+    /// deadline, memory cap and long-call hook as [`Plugin::call`], but without Extism's
+    /// input, output and kernel reset: for a host and a guest that pass their data in the
+    /// guest's own memory ([`Plugin::guest_memory`]). The export is looked up and
+    /// type-checked once per instance. A call that runs past its timeout (or is
+    /// cancelled) fails with [`Timeout`]; one that exceeds the memory cap with `oom`.
+    pub fn call_typed<P, R>(&mut self, name: &'static str, params: P) -> Result<R, Error>
+    where
+        P: WasmParams + 'static,
+        R: WasmResults + 'static,
+    {
+        let lock = self.instance.clone();
+        let mut lock = lock.try_lock().map_err(|e| match e {
+            TryLockError::Poisoned(_) => anyhow::anyhow!(
+                "instance lock was poisoned; previous thread panicked while calling into wasm"
+            ),
+            TryLockError::WouldBlock => anyhow::anyhow!("cannot make reentrant calls into plugin"),
+        })?;
+        if let Some(fuel) = self.fuel {
+            self.store.set_fuel(fuel)?;
+        }
+        self.reset_store(&mut lock)?;
+        // Host functions reach the store through these: the plugin may have moved since
+        // they were last set.
+        {
+            let store = &mut self.store as *mut _;
+            let linker = &mut self.linker as *mut _;
+            let current_plugin = self.current_plugin_mut();
+            current_plugin.store = store;
+            current_plugin.linker = linker;
+        }
+        let armed = self.arm_call();
+        let _in_flight = crate::timer::InFlight::new();
+        if let Err(e) = self.instantiate(&mut lock) {
+            self.disarm_call();
+            return Err(if armed.timed_out() { Error::new(Timeout) } else { e });
+        }
+        let func = match self.typed_export::<P, R>(&mut lock, name) {
+            Ok(f) => f,
+            Err(e) => {
+                self.disarm_call();
+                return Err(e);
+            }
+        };
+        self.store.set_epoch_deadline(1);
+        let res = func.call(&mut self.store, params);
+        self.disarm_call();
+        res.map_err(|e| {
+            let interrupted = matches!(
+                e.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            );
+            if interrupted || armed.timed_out() {
+                return Error::new(Timeout);
+            }
+            if self.store.get_fuel().is_ok_and(|x| x == 0) {
+                return Error::msg("plugin ran out of fuel");
+            }
+            let cause = e.root_cause().to_string();
+            if cause == "oom" {
+                return Error::msg(cause);
+            }
+            e.into()
+        })
+    }
+
+    /// kvs patch: export `name` of the current instance as a `TypedFunc<P, R>`, memoized
+    /// until the plugin is instantiated again.
+    fn typed_export<P, R>(
+        &mut self,
+        lock: &mut std::sync::MutexGuard<Option<Instance>>,
+        name: &'static str,
+    ) -> Result<std::sync::Arc<TypedFunc<P, R>>, Error>
+    where
+        P: WasmParams + 'static,
+        R: WasmResults + 'static,
+    {
+        if self.typed_for != self.instantiations {
+            self.typed_exports.clear();
+            self.typed_for = self.instantiations;
+        }
+        let cached = self.typed_exports.iter().find(|(n, _)| *n == name);
+        let cached =
+            cached.and_then(|(_, f)| f.downcast_ref::<std::sync::Arc<TypedFunc<P, R>>>());
+        if let Some(f) = cached {
+            return Ok(f.clone());
+        }
+        let func = self
+            .get_func(lock, name)
+            .ok_or_else(|| anyhow::anyhow!("Function not found: {name}"))?;
+        let typed = std::sync::Arc::new(func.typed::<P, R>(&self.store)?);
+        self.typed_exports.push((name, Box::new(typed.clone())));
+        Ok(typed)
+    }
+
+    /// kvs patch: the guest's own memory (the main module's export `memory`), once a
+    /// call has instantiated the plugin; see [`CurrentPlugin::guest_memory`].
+    pub fn guest_memory(&mut self) -> Option<&mut [u8]> {
+        let memory = self.current_plugin().guest_memory?;
+        Some(memory.data_mut(&mut self.store))
+    }
+
+    /// kvs patch: the parameter and result types of the main module's function export
+    /// `name`, if it has one.
+    pub fn export_type(&self, name: &str) -> Option<(Vec<ValType>, Vec<ValType>)> {
+        let export = self.modules[MAIN_KEY].get_export(name)?;
+        let f = export.func()?;
+        let params = f.params().map(ValType::from).collect();
+        let results = f.results().map(ValType::from).collect();
+        Some((params, results))
     }
 
     fn extism_error_is_set(&self) -> bool {
@@ -1415,6 +1551,25 @@ macro_rules! typed_plugin {
 }
 
 /// kvs patch: ends a call's `CallLimits` however the call returns.
+/// kvs patch: a call's deadline, set up by `Plugin::arm_call`; its limits end when
+/// this is dropped.
+struct ArmedCall {
+    deadline: Option<std::time::Instant>,
+    deadline_passed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _limits_end: CallLimitsEnd,
+}
+
+impl ArmedCall {
+    /// Whether the call was stopped by its deadline (or the deadline has passed).
+    fn timed_out(&self) -> bool {
+        self.deadline_passed
+            .load(std::sync::atomic::Ordering::Acquire)
+            || self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+    }
+}
+
 struct CallLimitsEnd(std::sync::Arc<crate::current_plugin::CallLimits>);
 
 impl Drop for CallLimitsEnd {

@@ -29,9 +29,58 @@ pub(crate) struct Outcome {
 
 pub(super) type Owned = (u64, EventKind, Vec<u8>, Vec<u8>);
 
+/// `--send` and `--expect`: bytes a frontend's own protocol should answer, and how.
+pub(crate) struct Exchange {
+    pub(crate) send: Vec<u8>,
+    pub(crate) expect: Vec<u8>,
+}
+
+/// `text` with the escapes `\r`, `\n`, `\t`, `\0`, `\\` and `\xNN` turned into bytes.
+pub(crate) fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let next = bytes.get(i + 1).copied();
+        let (byte, len) = match next {
+            Some(b'n') => (b'\n', 2),
+            Some(b'r') => (b'\r', 2),
+            Some(b't') => (b'\t', 2),
+            Some(b'0') => (0, 2),
+            Some(b'\\') => (b'\\', 2),
+            Some(b'x') => {
+                let hex = text
+                    .get(i + 2..i + 4)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("{text:?}: \\x needs two hex digits"))?;
+                (hex, 4)
+            }
+            _ => {
+                return Err(format!(
+                    "{text:?}: unknown escape at byte {i} (\\n \\r \\t \\0 \\\\ \\xNN)"
+                ));
+            }
+        };
+        out.push(byte);
+        i += len;
+    }
+    Ok(out)
+}
+
+/// Bytes as text, escaped back the same way (for messages).
+pub(crate) fn escape(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
 /// Runs every check that applies to the plug-in at `path`. `table` is its config table
-/// (TOML); `{tmp}` in it is replaced by a fresh temporary directory.
-pub(crate) fn run(path: &Path, table: &str) -> Vec<Outcome> {
+/// (TOML); `{tmp}` in it is replaced by a fresh temporary directory. `exchange`, for a
+/// frontend: bytes to send to its endpoint and the answer to expect.
+pub(crate) fn run(path: &Path, table: &str, exchange: Option<&Exchange>) -> Vec<Outcome> {
     let mut out = Vec::new();
     let tmp = match tempfile::tempdir() {
         Ok(t) => t,
@@ -72,7 +121,7 @@ pub(crate) fn run(path: &Path, table: &str) -> Vec<Outcome> {
     } else if plugin.kind == PluginKind::LOGGER {
         logger::check_logger(&plugin, &table, tmp.path(), &mut out);
     } else {
-        frontend::check_frontend(&plugin, &table, &mut out);
+        frontend::check_frontend(&plugin, &table, exchange, &mut out);
     }
     out
 }

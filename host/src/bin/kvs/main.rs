@@ -9,6 +9,7 @@ use kvs_host::config::{Config, Overrides, RawConfig};
 use kvs_host::telemetry;
 
 mod check;
+mod new;
 mod plugins;
 mod reload;
 mod serve;
@@ -126,6 +127,26 @@ enum Command {
 enum PluginsCommand {
     /// List the plug-ins found in the plugins directory, and the files refused and why.
     List,
+    /// Start a new plug-in: write a ready crate in ./NAME (a working template with the
+    /// name filled in, and the contract crate this kvs speaks, so it builds with no kvs
+    /// source), then say how to build and check it.
+    New {
+        /// The plug-in's name, as operators will name it (`kvs --logger NAME`); also the
+        /// crate's name.
+        name: String,
+        /// A logger or a frontend.
+        #[arg(long, value_enum)]
+        kind: new::Kind,
+        /// A WebAssembly (.wasm) plug-in, sandboxed, instead of a native (.so) one.
+        #[arg(long)]
+        wasm: bool,
+        /// For a WASM frontend: HTTP requests (the default) or a TCP stream.
+        #[arg(long, value_enum, requires = "wasm")]
+        protocol: Option<new::Protocol>,
+        /// Where to create the crate's directory.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
     /// Load one .so or .wasm on its own and run the contract's behavioural checks on it,
     /// printing PASS or FAIL per check. Exits 1 if any check fails.
     Check {
@@ -140,6 +161,13 @@ enum PluginsCommand {
             default_value = ""
         )]
         table: String,
+        /// For a frontend: send these bytes to its endpoint, e.g. 'GET k\n' (escapes:
+        /// backslash r, n, t, 0, x and two hex digits; two backslashes for one)...
+        #[arg(long, value_name = "BYTES", requires = "expect")]
+        send: Option<String>,
+        /// ...and check that it answers exactly these (same escapes), within 5 s.
+        #[arg(long, value_name = "BYTES", requires = "send")]
+        expect: Option<String>,
     },
 }
 
@@ -151,6 +179,7 @@ Examples:
   kvs --logger file --frontend rest
   kvs --config /etc/kvs/config.toml
   kvs plugins list
+  kvs plugins new my-log --kind logger [--wasm]
   kvs top --admin http://127.0.0.1:9090
   kvs reload                      (or: kill -HUP <pid>)
   kvs completions bash > /etc/bash_completion.d/kvs
@@ -257,10 +286,36 @@ fn run(cli: Cli) -> Result<()> {
         return reload::run(admin);
     }
     if let Some(Command::Plugins {
-        command: PluginsCommand::Check { file, table },
+        command:
+            PluginsCommand::Check {
+                file,
+                table,
+                send,
+                expect,
+            },
     }) = &cli.command
     {
-        return check_plugin(file, table);
+        let exchange = match (send, expect) {
+            (Some(send), Some(expect)) => Some(check::Exchange {
+                send: check::unescape(send).map_err(|e| anyhow::anyhow!("--send {e}"))?,
+                expect: check::unescape(expect).map_err(|e| anyhow::anyhow!("--expect {e}"))?,
+            }),
+            _ => None,
+        };
+        return check_plugin(file, table, exchange.as_ref());
+    }
+    if let Some(Command::Plugins {
+        command:
+            PluginsCommand::New {
+                name,
+                kind,
+                wasm,
+                protocol,
+                dir,
+            },
+    }) = &cli.command
+    {
+        return new::run(name, *kind, *wasm, *protocol, dir);
     }
     if let Some(Command::Top {
         admin,
@@ -280,7 +335,7 @@ fn run(cli: Cli) -> Result<()> {
             command: PluginsCommand::List,
         }) => list_plugins(&config),
         Some(Command::Plugins {
-            command: PluginsCommand::Check { .. },
+            command: PluginsCommand::Check { .. } | PluginsCommand::New { .. },
         })
         | Some(Command::Top { .. })
         | Some(Command::Reload { .. })

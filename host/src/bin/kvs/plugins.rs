@@ -16,10 +16,14 @@ pub(crate) fn print_all(bytes: &[u8]) -> Result<()> {
     }
 }
 
-pub(crate) fn check_plugin(file: &Path, table: &str) -> Result<()> {
+pub(crate) fn check_plugin(
+    file: &Path,
+    table: &str,
+    exchange: Option<&crate::check::Exchange>,
+) -> Result<()> {
     // "checking" first, on its own: the checks take a while.
     print_all(format!("checking {}\n", file.display()).as_bytes())?;
-    let outcomes = crate::check::run(file, table);
+    let outcomes = crate::check::run(file, table, exchange);
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     let mut out = String::new();
     for o in &outcomes {

@@ -31,7 +31,12 @@ impl Log for NullLogger {
     }
 }
 
-pub(super) fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome>) {
+pub(super) fn check_frontend(
+    plugin: &Plugin,
+    table: &str,
+    exchange: Option<&super::Exchange>,
+    out: &mut Vec<Outcome>,
+) {
     let null = Box::new(NullLogger);
     let limits = Limits {
         max_key_bytes: 4096,
@@ -76,6 +81,18 @@ pub(super) fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome
             accepts_connections(endpoint),
         );
     }
+    // Its own protocol, as the author says it should answer.
+    if let (Some(exchange), Some(endpoint)) = (exchange, endpoints.first()) {
+        check(
+            out,
+            &format!(
+                "answers {} with {} at {endpoint}",
+                super::escape(&exchange.send),
+                super::escape(&exchange.expect)
+            ),
+            exchange_bytes(endpoint, exchange),
+        );
+    }
     // Through the protocol it declares: a key round trip, store included.
     let declares = |cap: &str| plugin.capabilities.iter().any(|c| c == cap);
     if declares(kvs_plugin_api::capability::PROTOCOL_RESP) {
@@ -102,10 +119,23 @@ pub(super) fn check_frontend(plugin: &Plugin, table: &str, out: &mut Vec<Outcome
             None => true,
         };
     } else {
-        out.push(skip(
-            "a round trip through its protocol: it declares none kvs plugins check speaks \
-             (protocol:kvs-rest, protocol:resp), so only start, endpoints and stop were checked",
-        ));
+        if declares(kvs_plugin_api::capability::FRONTEND_STREAM)
+            && let Some(endpoint) = endpoints.first()
+        {
+            // Whatever its protocol, bytes it does not expect must not break it: a guest
+            // that traps has its connection closed by the host, unanswered.
+            check(
+                out,
+                &format!("takes unexpected bytes at {endpoint} without failing"),
+                takes_junk(endpoint),
+            );
+        }
+        if exchange.is_none() {
+            out.push(skip(
+                "a round trip through its protocol: it declares none kvs plugins check speaks \
+                 (protocol:kvs-rest, protocol:resp); give --send and --expect to try one",
+            ));
+        }
     }
     let started = Instant::now();
     let deadline = Duration::from_secs(5);
@@ -229,6 +259,68 @@ fn resp_round_trip(endpoint: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// What a connection closed before a byte came back most likely means.
+const CLOSED_UNANSWERED: &str = "the connection was closed without an answer: the guest \
+     probably trapped (kvs logs the trap; a protocol that closes on bad input should say \
+     why first)";
+
+/// Sends `exchange.send` and reads until `exchange.expect.len()` bytes came back (or the
+/// connection closed, or 5 s passed); they must be exactly `expect`.
+fn exchange_bytes(endpoint: &str, exchange: &super::Exchange) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut conn = connect(endpoint)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(&exchange.send)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < exchange.expect.len() {
+        match conn.read(&mut buf) {
+            Ok(0) if got.is_empty() => return Err(CLOSED_UNANSWERED.into()),
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if got.is_empty() => return Err(format!("no answer: {e}")),
+            Err(_) => break,
+        }
+    }
+    if got == exchange.expect {
+        Ok(())
+    } else {
+        Err(format!(
+            "it answered \"{}\", expected \"{}\"",
+            super::escape(&got),
+            super::escape(&exchange.expect)
+        ))
+    }
+}
+
+/// Sends bytes no protocol expects (a line of text, then binary); fails if the
+/// connection is then closed without a byte of answer — what the host does to a guest
+/// that trapped on them. Staying silent and open, or answering (an error, say), passes.
+fn takes_junk(endpoint: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut conn = connect(endpoint)?;
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(b"kvs plugins check \x00\xff\r\n\x01\x02\x03\xfe\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; 256];
+    match conn.read(&mut buf) {
+        Ok(0) => Err(CLOSED_UNANSWERED.into()),
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("the connection failed: {e}")),
+    }
 }
 
 /// A TCP connection to an endpoint URL's `host:port`, whatever the scheme.

@@ -1,0 +1,194 @@
+//! Direct calls (WASM ABI 1.4, `kvs_plugin_api::wasm_abi`): a call's input, output and
+//! host-call data in the guest's own memory instead of Extism's kernel memory.
+//!
+//! * [`Instance`]: a guest instance and, if it exports `kvs_buffer` and `kvs_dispatch`,
+//!   where its input buffer is; [`Instance::call`] writes the input there, calls
+//!   `kvs_dispatch` and reads the result frame in place. Other guests are called
+//!   through Extism's memory, as before.
+//! * [`direct_call`]: the host functions `kvs_call` (run host function `op` on input
+//!   read from the guest's memory, write its result frame back) and `kvs_call_result`
+//!   (a result that did not fit the guest's buffer, held until asked for).
+
+use std::cell::RefCell;
+
+use extism::{CurrentPlugin, Function, Plugin, UserData, Val, ValType};
+use kvs_plugin_api::ErrorCode;
+use kvs_plugin_api::wasm_abi::{self, KVS_BUFFER, KVS_CALL, KVS_CALL_RESULT, KVS_DISPATCH};
+use kvs_plugin_api::wire;
+
+use super::host_fns::{HostOp, LogGate, StoreRef, emit_log, host_function, store_reply};
+
+/// A guest instance, called directly if it can be.
+pub(super) struct Instance {
+    pub(super) plugin: Plugin,
+    /// `Some` for a guest with `kvs_buffer` and `kvs_dispatch`.
+    direct: Option<Buffer>,
+}
+
+/// The input buffer a guest lent (`kvs_buffer`): unknown until the first call.
+#[derive(Default, Clone, Copy)]
+struct Buffer {
+    address: u32,
+    capacity: u32,
+}
+
+impl Instance {
+    pub(super) fn new(plugin: Plugin) -> Instance {
+        let has = |e: &wasm_abi::GuestExport| {
+            let want = |ts: &[wasm_abi::ValType]| ts.iter().map(|t| val_type(*t)).collect();
+            plugin.export_type(e.name) == Some((want(e.params), want(e.results)))
+        };
+        let direct = (has(&KVS_BUFFER) && has(&KVS_DISPATCH)).then(Buffer::default);
+        Instance { plugin, direct }
+    }
+
+    /// Whether the guest has export `name` in its Extism form (which decides whether an
+    /// optional export is called, direct or not).
+    pub(super) fn function_exists(&self, name: &str) -> bool {
+        self.plugin.function_exists(name)
+    }
+
+    /// Calls export `func` with `input`: its result frame, still framed.
+    pub(super) fn call(&mut self, func: &str, input: &[u8]) -> Result<Vec<u8>, extism::Error> {
+        let (Some(buffer), Some(export)) = (self.direct, wasm_abi::export_index(func)) else {
+            return self.plugin.call::<&[u8], Vec<u8>>(func, input);
+        };
+        let len = u32::try_from(input.len())
+            .ok()
+            .filter(|&l| l <= i32::MAX as u32)
+            .ok_or_else(|| extism::Error::msg("input larger than 2 GiB"))?;
+        let buffer = if buffer.address == 0 || len > buffer.capacity {
+            let address: i32 = self.plugin.call_typed(KVS_BUFFER.name, len as i32)?;
+            if address == 0 {
+                return Err(extism::Error::msg(format!(
+                    "kvs_buffer lent no buffer of {len} bytes"
+                )));
+            }
+            let lent = Buffer {
+                address: address as u32,
+                capacity: len,
+            };
+            self.direct = Some(lent);
+            lent
+        } else {
+            buffer
+        };
+        let memory = self.guest_memory()?;
+        let start = buffer.address as usize;
+        memory
+            .get_mut(start..start + input.len())
+            .ok_or_else(|| extism::Error::msg("kvs_buffer lent a buffer outside its memory"))?
+            .copy_from_slice(input);
+        let packed: i64 = self
+            .plugin
+            .call_typed(KVS_DISPATCH.name, (export as i32, len as i32))?;
+        let (at, n) = (
+            (packed as u64 >> 32) as usize,
+            packed as u64 as u32 as usize,
+        );
+        let memory = self.guest_memory()?;
+        Ok(memory
+            .get(at..at + n)
+            .ok_or_else(|| extism::Error::msg("kvs_dispatch answered outside its memory"))?
+            .to_vec())
+    }
+
+    fn guest_memory(&mut self) -> Result<&mut [u8], extism::Error> {
+        self.plugin
+            .guest_memory()
+            .ok_or_else(|| extism::Error::msg("the module exports no memory"))
+    }
+}
+
+pub(super) fn val_type(t: wasm_abi::ValType) -> ValType {
+    match t {
+        wasm_abi::ValType::I32 => ValType::I32,
+        wasm_abi::ValType::I64 => ValType::I64,
+        wasm_abi::ValType::F32 => ValType::F32,
+        wasm_abi::ValType::F64 => ValType::F64,
+    }
+}
+
+thread_local! {
+    /// A `kvs_call` result larger than the guest's buffer, until `kvs_call_result` or
+    /// the guest's next host call. A guest call runs start to end on one thread.
+    static HELD: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// The host functions of direct calls, `kvs_call` and `kvs_call_result`, reaching
+/// `store` and logging through `gate`.
+pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<Function> {
+    let call = host_function(
+        &KVS_CALL,
+        UserData::new(()),
+        move |plugin: &mut CurrentPlugin, inputs: &[Val], outputs: &mut [Val], _| {
+            let arg = |i: usize| inputs[i].i32().unwrap_or(-1);
+            let (op, at, len, out, cap) = (arg(0), arg(1), arg(2), arg(3), arg(4));
+            HELD.with_borrow_mut(|held| *held = None);
+            let memory = guest_memory(plugin)?;
+            let input = slice(memory, at, len)?;
+            let reply = match HostOp::from_op(op) {
+                Some(HostOp::Log) => {
+                    emit_log(&gate, || Ok(input.to_vec()))?;
+                    wire::ok(&[])
+                }
+                Some(HostOp::Store(call)) => store_reply(&store, call, input),
+                None => wire::err(
+                    ErrorCode::INVALID_INPUT,
+                    &format!("kvs_call: no host function has op {op}"),
+                ),
+            };
+            outputs[0] = Val::I32(reply.len() as i32);
+            if reply.len() <= cap.max(0) as usize {
+                let memory = guest_memory(plugin)?;
+                slice_mut(memory, out, reply.len() as i32)?.copy_from_slice(&reply);
+            } else {
+                HELD.with_borrow_mut(|held| *held = Some(reply));
+            }
+            Ok(())
+        },
+    );
+    let result = host_function(
+        &KVS_CALL_RESULT,
+        UserData::new(()),
+        |plugin: &mut CurrentPlugin, inputs: &[Val], outputs: &mut [Val], _| {
+            let (out, cap) = (inputs[0].i32().unwrap_or(-1), inputs[1].i32().unwrap_or(-1));
+            let Some(reply) = HELD.with_borrow_mut(|held| held.take()) else {
+                outputs[0] = Val::I32(-1);
+                return Ok(());
+            };
+            if reply.len() > cap.max(0) as usize {
+                outputs[0] = Val::I32(-1);
+                HELD.with_borrow_mut(|held| *held = Some(reply));
+                return Ok(());
+            }
+            let memory = guest_memory(plugin)?;
+            slice_mut(memory, out, reply.len() as i32)?.copy_from_slice(&reply);
+            outputs[0] = Val::I32(reply.len() as i32);
+            Ok(())
+        },
+    );
+    vec![call, result]
+}
+
+fn guest_memory(plugin: &mut CurrentPlugin) -> Result<&mut [u8], extism::Error> {
+    plugin
+        .guest_memory()
+        .ok_or_else(|| extism::Error::msg("kvs_call: the module exports no memory"))
+}
+
+/// `len` bytes at `at` of the guest's memory; a range outside it fails the call (the
+/// guest is broken or hostile: its instance is dropped).
+fn slice(memory: &[u8], at: i32, len: i32) -> Result<&[u8], extism::Error> {
+    let (at, len) = (at as u32 as usize, len as u32 as usize);
+    memory
+        .get(at..at.saturating_add(len))
+        .ok_or_else(|| extism::Error::msg("kvs_call: a range outside the guest's memory"))
+}
+
+fn slice_mut(memory: &mut [u8], at: i32, len: i32) -> Result<&mut [u8], extism::Error> {
+    let (at, len) = (at as u32 as usize, len as u32 as usize);
+    memory
+        .get_mut(at..at.saturating_add(len))
+        .ok_or_else(|| extism::Error::msg("kvs_call: a range outside the guest's memory"))
+}
