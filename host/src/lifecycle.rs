@@ -304,7 +304,6 @@ impl Steps<'_, '_> {
             partial.admin = Some(admin);
         }
         for (plugin, table) in &self.frontends {
-            let started = start_frontend(plugin, &partial.store, table)?;
             let admin = partial
                 .admin
                 .as_ref()
@@ -313,6 +312,15 @@ impl Steps<'_, '_> {
                 .frontends
                 .iter()
                 .map(|f| (f.name.as_str(), f.endpoints.clone()));
+            // A `listen` the table names is checked before the frontend starts: a
+            // listener of this process on that address would otherwise be shared with it.
+            let planned = frontends::planned_listen(table);
+            if let Some(clash) =
+                address_clash(&plugin.name, &planned, others.clone().chain(admin.clone()))
+            {
+                return Err(anyhow!(clash));
+            }
+            let started = start_frontend(plugin, &partial.store, table)?;
             if let Some(clash) =
                 address_clash(&started.name, &started.endpoints, others.chain(admin))
             {

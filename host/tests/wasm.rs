@@ -316,6 +316,44 @@ fn guests_that_lie_in_direct_calls_fail_their_own_call_and_the_host_keeps_servin
     }
 }
 
+/// Two frontends told to listen on one address: the second is refused by name before
+/// it starts (it would otherwise share the first's listener), and kvs does not start.
+#[test]
+fn two_frontends_on_one_address_stop_start_up_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "logger = \"file\"\nfrontends = [\"rest\", \"wasm-rest\"]\n\
+             [plugins.file]\npath = {:?}\n\
+             [plugins.rest]\nlisten = \"127.0.0.1:{port}\"\n\
+             [plugins.wasm-rest]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("kvs.log")
+        ),
+    )
+    .unwrap();
+    let log = match Kvs::try_start(&cfg, &staged_plugins(), &[]) {
+        Ok(kvs) => {
+            kvs.stop();
+            panic!("kvs started with two frontends on one address");
+        }
+        Err(log) => log,
+    };
+    assert!(
+        log.contains(&format!(
+            "frontend wasm-rest would listen on 127.0.0.1:{port}, where rest does"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("frontend wasm-rest serving"), "{log}");
+}
+
 #[test]
 fn spinning_guests_leave_a_worker_free_for_other_requests() {
     // Guest calls run on the frontend's async workers; one that runs long hands its
