@@ -213,8 +213,10 @@ pub(super) fn getex(
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     // As Redis 7.0: an option may repeat (the last wins); two different ones conflict.
+    // The syntax is checked first, then the key looked up, and only then the time: a
+    // missing key answers nil whatever time it was given.
     let (mut expiry, mut given, mut at) = (Expiry::Keep, None::<Vec<u8>>, 2);
-    let now = backend.clock_ms();
+    let mut time: Option<&[u8]> = None;
     while at < args.len() {
         let option = args[at].to_ascii_uppercase();
         let same = given.as_ref().is_none_or(|g| *g == option);
@@ -224,13 +226,27 @@ pub(super) fn getex(
                 let Some(value) = args.get(at + 1) else {
                     return Err(SYNTAX.into());
                 };
-                expiry = time_option(&option, value, "getex", now)?;
+                time = Some(value);
                 at += 1;
             }
             _ => return Err(SYNTAX.into()),
         }
         given = Some(option);
         at += 1;
+    }
+    if let (Some(value), Some(option)) = (time, &given) {
+        match time_option(option, value, "getex", backend.clock_ms()) {
+            Ok(deadline) => expiry = deadline,
+            Err(invalid) => {
+                return match backend.get(session, args[1]).map_err(store)? {
+                    None => {
+                        Reply::new(out, session.protocol).null();
+                        Ok(())
+                    }
+                    Some(_) => Err(invalid),
+                };
+            }
+        }
     }
     let update = Update::new(args[1], Change::Keep)
         .expiring(expiry)

@@ -109,6 +109,14 @@ fn deadlines_and_ttls() {
     assert_eq!(c.run("GETEX s EX 7"), "$1\r\nv\r\n");
     assert_eq!(c.run("TTL s"), ":7\r\n");
     assert_eq!(c.run("GETEX missing EX 7"), "$-1\r\n");
+    // As Redis: the key is looked up before the time is checked.
+    assert_eq!(c.run("GETEX missing EX 0"), "$-1\r\n");
+    assert_eq!(c.run("GETEX missing PX 99999999999999999"), "$-1\r\n");
+    assert_eq!(c.run("GETEX missing EX abc"), "$-1\r\n");
+    assert_eq!(
+        c.run("GETEX s EX 0"),
+        "-ERR invalid expire time in 'getex' command\r\n"
+    );
     assert_eq!(c.run("GETEX s EX"), "-ERR syntax error\r\n");
     assert_eq!(c.run("GETEX s EX 10 EX 20"), "$1\r\nv\r\n", "the last wins");
     assert_eq!(c.run("TTL s"), ":20\r\n");
