@@ -21,16 +21,23 @@
 //! * `kvs-bench instructions`: user-space instructions per GET and durable PUT/SET,
 //!   counted by valgrind's callgrind, for the REST, WASM REST and RESP frontends and
 //!   Redis: the figure that does not move with the machine's load.
+//! * `kvs-bench soak [--minutes N]` (`cargo xtask soak`): mixed load on every kind of
+//!   frontend, with reloads and reconnecting clients, printing kvs's memory, open files,
+//!   threads and p99 per interval; fails if they grow.
+//! * `kvs-bench backup`: `kvs backup` and `kvs restore` of 1M keys next to Redis's
+//!   `redis-cli --rdb` and `DEBUG RELOAD` on the same data.
 //!
-//! Run it through `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions]`, which builds in release mode and
+//! Run it through `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
 
+mod backup;
 mod cluster;
 mod instructions;
 mod memory;
 mod redis;
 mod resp;
 mod rest;
+mod soak;
 mod variants;
 mod writes;
 
@@ -59,8 +66,22 @@ fn main() -> Result<()> {
         "resp" => resp::resp(&plugins),
         "cluster" => cluster::cluster(&plugins),
         "instructions" => instructions::instructions(&plugins),
+        "backup" => backup::backup(&plugins),
+        "soak" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            let minutes = match args.as_slice() {
+                [] => 1.0,
+                [flag, n] if flag == "--minutes" => n
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|m| *m > 0.0)
+                    .context("--minutes takes a positive number")?,
+                _ => bail!("usage: kvs-bench soak [--minutes N]"),
+            };
+            soak::soak(&plugins, minutes)
+        }
         other => bail!(
-            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `cluster`, `security`, `observability`, `memory` or `instructions`"
+            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `cluster`, `security`, `observability`, `memory`, `instructions` or `backup`"
         ),
     }
 }

@@ -290,8 +290,9 @@ fn seed(url: &str, header: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// A process's CPU time so far, in clock ticks.
-#[derive(Debug, Clone, Copy)]
+/// A process's CPU time so far, in clock ticks (the default: none, so
+/// `per_request_since` gives the whole time so far).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CpuTime {
     user: u64,
     system: u64,

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::ReloadSlot;
+use crate::lifecycle::{Ask, ReloadSlot};
 use crate::store::Store;
 
 /// The `[admin]` table.
@@ -141,6 +141,8 @@ impl Admin {
                 .route("/readyz", get(readyz))
                 .route("/plugins", get(plugins_json))
                 .route("/reload", axum::routing::post(reload_now))
+                .route("/backup", get(backup))
+                .route("/migrate", axum::routing::post(migrate_now))
                 .with_state(AdminState {
                     store,
                     plugins,
@@ -171,6 +173,15 @@ impl Admin {
 /// `WWW-Authenticate: Bearer` without credentials or with a bad token, 403 for a
 /// caller without a role. `/healthz` and `/readyz` stay public.
 fn refused(store: &Store, request: &axum::extract::Request) -> Option<Response> {
+    refused_unless(store, request, |store, caller| store.admit_admin(caller))
+}
+
+/// [`refused`], deciding with `admit`.
+fn refused_unless(
+    store: &Store,
+    request: &axum::extract::Request,
+    admit: impl FnOnce(&Store, &crate::caller::Caller<'_>) -> Result<(), kvs_plugin_api::PluginError>,
+) -> Option<Response> {
     let headers = request
         .headers()
         .iter()
@@ -184,7 +195,7 @@ fn refused(store: &Store, request: &axum::extract::Request) -> Option<Response> 
         ctx.client_identity = peer.identity.as_deref().map(String::from);
     }
     let caller = crate::caller::Caller::from_context("admin", &ctx, std::time::Instant::now());
-    let error = store.admit_admin(&caller).err()?;
+    let error = admit(store, &caller).err()?;
     let mut response = if error.code() == kvs_plugin_api::ErrorCode::UNAUTHENTICATED {
         let mut r = (StatusCode::UNAUTHORIZED, format!("{}\n", error.message())).into_response();
         r.headers_mut().insert(
@@ -291,7 +302,12 @@ async fn reload_now(State(state): State<AdminState>, request: axum::extract::Req
         )
             .into_response();
     };
-    let report = match tokio::task::spawn_blocking(move || reload()).await {
+    answer(reload, Ask::Reload).await
+}
+
+/// Runs `ask` on the control loop and answers its report.
+async fn answer(reload: crate::lifecycle::ReloadFn, ask: Ask) -> Response {
+    let report = match tokio::task::spawn_blocking(move || reload(ask)).await {
         Ok(report) => report,
         Err(e) => {
             return (
@@ -311,6 +327,135 @@ async fn reload_now(State(state): State<AdminState>, request: axum::extract::Req
         status,
         [(header::CONTENT_TYPE, "application/json")],
         body + "\n",
+    )
+        .into_response()
+}
+
+/// `POST /migrate?to=NAME`: what `kvs migrate --to NAME` does — move the store to the
+/// logger NAME while it serves (`lifecycle::migrate`). Answers like `/reload`. With
+/// `[auth]` on, the caller needs a role that may read and write every key.
+async fn migrate_now(State(state): State<AdminState>, request: axum::extract::Request) -> Response {
+    if let Some(refused) =
+        refused_unless(&state.store, &request, |s, c| s.admit_whole_store(c, true))
+    {
+        return refused;
+    }
+    let to = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            (name == "to").then(|| {
+                percent_encoding::percent_decode_str(value)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        });
+    let Some(to) = to.filter(|to| !to.is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name the logger to move to: POST /migrate?to=NAME\n",
+        )
+            .into_response();
+    };
+    let Some(reload) = state.reload.get().cloned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kvs is still starting (or was started without a config); retry later\n",
+        )
+            .into_response();
+    };
+    answer(reload, Ask::Migrate { to }).await
+}
+
+/// How long a backup waits for its client to take the next chunk.
+const BACKUP_STALL: Duration = Duration::from_secs(60);
+
+/// `GET /backup`: a snapshot of the whole store as of one point in its write order
+/// (`backup::write_snapshot`), streamed while kvs serves; what `kvs backup FILE` saves.
+/// The body is the snapshot file's bytes; if anything fails midway the body ends early,
+/// and the snapshot's missing trailer tells the client. With `[auth]` on, the caller
+/// needs a role that may read every key.
+async fn backup(State(state): State<AdminState>, request: axum::extract::Request) -> Response {
+    if let Some(refused) =
+        refused_unless(&state.store, &request, |s, c| s.admit_whole_store(c, false))
+    {
+        return refused;
+    }
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let (began, beginning) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let store = state.store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    // Its own thread: the admin listener's one blocking thread stays free for reloads.
+    let spawned = std::thread::Builder::new()
+        .name("kvs-backup".into())
+        .spawn(move || {
+            let mut began = Some(began);
+            let written = crate::backup::write_snapshot(&store, &mut |chunk| {
+                if let Some(began) = began.take() {
+                    let _ = began.send(Ok(()));
+                }
+                // A client that takes nothing for a minute is not waited for: the cut
+                // would hold what writes replace for as long.
+                runtime
+                    .block_on(chunks.send_timeout(Ok(chunk), BACKUP_STALL))
+                    .map_err(|e| match e {
+                        tokio::sync::mpsc::error::SendTimeoutError::Timeout(_) => {
+                            "the client took nothing for 60 s".to_string()
+                        }
+                        tokio::sync::mpsc::error::SendTimeoutError::Closed(_) => {
+                            "the client went away".to_string()
+                        }
+                    })
+            });
+            match written {
+                Ok(w) => tracing::info!(
+                    point = w.point,
+                    keys = w.keys,
+                    bytes = w.bytes,
+                    elapsed_ms = w.elapsed.as_millis() as u64,
+                    "backup written"
+                ),
+                Err(why) => {
+                    tracing::warn!("backup failed: {why}");
+                    match began.take() {
+                        Some(began) => {
+                            let _ = began.send(Err(why));
+                        }
+                        None => {
+                            let _ = chunks.try_send(Err(std::io::Error::other(why)));
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot start the backup: {e}\n"),
+        )
+            .into_response();
+    }
+    match beginning.await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+        }
+        Err(_) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "the backup stopped\n").into_response();
+        }
+    }
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (chunk, body))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(stream),
     )
         .into_response()
 }

@@ -101,4 +101,12 @@ pub trait RequestHook: Send + Sync {
         let _ = caller;
         Ok(())
     }
+
+    /// Decides whether `caller` may copy the whole store out (`kvs backup`) or, with
+    /// `writes`, move it to another logger (`kvs migrate`). Default: whoever
+    /// `check_admin` admits.
+    fn check_whole_store(&self, caller: &Caller<'_>, writes: bool) -> Result<(), PluginError> {
+        let _ = writes;
+        self.check_admin(caller)
+    }
 }

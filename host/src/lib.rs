@@ -27,6 +27,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod backup;
 pub mod caller;
 pub mod config;
 pub mod file_modes;

@@ -24,13 +24,15 @@ use crate::store::{Map, Phase, Store, WriteFeatures};
 use crate::writer::{self, Acknowledge, ReplayStats, Writer, WriterStats};
 
 mod frontends;
+mod migrate;
 mod open;
 mod reload;
 
 use frontends::{Started, address_clash, start_frontend, status, stop_frontends};
+pub use migrate::MigrateOptions;
 pub use open::open_logger;
 use open::{Opened, open_any};
-pub use reload::{ReloadFn, ReloadReport, ReloadSlot};
+pub use reload::{Ask, ReloadFn, ReloadReport, ReloadSlot};
 
 /// Host-side choices that are not configuration: what embedders and tests may add.
 #[derive(Default, Clone)]

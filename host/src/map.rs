@@ -11,14 +11,21 @@
 //!
 //! Keys with a deadline are also in an index ordered by deadline, which the expiry
 //! sweep reads; keys without one cost nothing there.
+//!
+//! A consistent copy of the whole map as of one point in the write order, while writes
+//! go on, is a [`Cut`] (`cut`): what backups and migrations read.
 
 use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
+use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as Slot;
+
+mod cut;
+pub use cut::{Cut, CutRecord};
 
 /// One key and its value, revision and deadline in a single allocation.
 struct Entry(Box<[u8]>);
@@ -189,12 +196,31 @@ pub fn now_ms() -> u64 {
 }
 
 /// Any bytes to any bytes, sharded so readers and the writer rarely meet.
-#[derive(Default)]
 pub struct Map {
     entries: DashMap<Entry, ()>,
     /// Keys with a deadline, by deadline. Changed only by whoever applies writes (one
     /// thread at a time), read by the expiry sweep.
     deadlines: Mutex<BTreeSet<(u64, Box<[u8]>)>>,
+    /// The cut being read, if any: writes keep what they replace for it.
+    cut: ArcSwapOption<Cut>,
+    /// Whether `cut` may be set (checked first, so writes with no cut cost one load).
+    cutting: std::sync::atomic::AtomicBool,
+}
+
+/// Shards of the map. More than dashmap's default (4 per core) so that a cut, which
+/// copies one shard at a time under its read lock, copies a small part of the store
+/// and holds up the writer on that shard only briefly.
+const SHARDS: usize = 256;
+
+impl Default for Map {
+    fn default() -> Map {
+        Map {
+            entries: DashMap::with_shard_amount(SHARDS),
+            deadlines: Mutex::default(),
+            cut: ArcSwapOption::empty(),
+            cutting: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 impl Map {
@@ -222,6 +248,8 @@ impl Map {
         let added = entry.data_len() as i64;
         let old_deadline = match self.entries.entry(entry) {
             Slot::Occupied(slot) => {
+                // Under the shard's write lock, which the cut's reader also takes.
+                self.keep_for_cut(key, slot.key(), Some(revision));
                 let (old, ()) = slot.replace_entry(());
                 let layout = old.layout();
                 let change = added - old.data_len() as i64;
@@ -239,7 +267,12 @@ impl Map {
 
     /// Removes `key`; returns the change in data bytes.
     pub fn remove(&self, key: &[u8]) -> i64 {
-        match self.entries.remove(key) {
+        let removed = self.entries.remove_if(key, |old, ()| {
+            // Under the shard's write lock, which the cut's reader also takes.
+            self.keep_for_cut(key, old, None);
+            true
+        });
+        match removed {
             Some((old, ())) => {
                 self.reindex(key, old.layout().deadline, None);
                 -(old.data_len() as i64)

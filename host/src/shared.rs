@@ -55,6 +55,20 @@ impl Delivered {
         })
     }
 
+    /// Begins a cut of the map as of the position delivery has applied (between two
+    /// deliveries: they apply under the same lock).
+    fn begin_cut(&self) -> Result<Arc<crate::map::Cut>, String> {
+        let state = self.state.lock().unwrap();
+        if state.snapshot.is_some() {
+            return Err(
+                "this node is reloading the shared log's snapshot; retry in a moment".to_string(),
+            );
+        }
+        self.map
+            .begin_cut(state.through)
+            .ok_or_else(|| crate::writer::BUSY.to_string())
+    }
+
     /// The log position the map reflects.
     pub fn through(&self) -> u64 {
         self.state.lock().unwrap().through
@@ -289,10 +303,12 @@ pub fn follow(
                 delivered.wait_through(target, timeout)
             }) as Box<dyn FnMut() -> Result<(), PluginError> + Send>
         });
+        let cutting = delivered.clone();
         crate::writer::Acknowledge::Handoff(crate::writer::Handoff {
             hand_off,
             last_position: last_position.clone(),
             catch_up,
+            begin_cut: Box::new(move || cutting.begin_cut()),
         })
     };
     // Writes stuck waiting for delivery (the log stopped delivering) are answered

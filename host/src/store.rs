@@ -156,6 +156,46 @@ impl Store {
         self.writes.send(msg).is_ok()
     }
 
+    /// Begins a cut of the map between two of the writer's batches (`map::Cut`): for a
+    /// backup, or with `tee` for a migration. End it with [`Store::end_cut`].
+    pub(crate) fn begin_cut(
+        &self,
+        tee: Option<crate::write_request::Tee>,
+    ) -> Result<Arc<crate::map::Cut>, String> {
+        if self.phase() != Phase::Serving {
+            return Err("kvs is not serving (starting or stopping); retry once it is".into());
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        if !self.send_to_writer(Msg::Cut(crate::write_request::CutRequest { tee, reply })) {
+            return Err("the writer has stopped".into());
+        }
+        // The writer answers after the batch in progress: an append's time.
+        match answer.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(answer) => answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err("the writer did not answer within 60 s (is the logger stuck?)".into())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err("the writer has stopped".into())
+            }
+        }
+    }
+
+    /// Hands `each` every key of one shard of `cut` (see [`Map::read_cut`]).
+    pub(crate) fn read_cut(
+        &self,
+        cut: &crate::map::Cut,
+        shard: usize,
+        each: impl FnMut(crate::map::CutRecord<'_>),
+    ) {
+        self.map.read_cut(cut, shard, each)
+    }
+
+    /// Ends `cut`: writes stop keeping entries for it.
+    pub(crate) fn end_cut(&self, cut: &Arc<crate::map::Cut>) {
+        self.map.end_cut(cut)
+    }
+
     /// The health check of the logger swapped in.
     pub(crate) fn set_logger_health(&self, health: Option<HealthCheck>) {
         self.logger_health.store(health.map(Arc::new));
@@ -209,6 +249,15 @@ impl Store {
     pub fn admit_admin(&self, caller: &Caller<'_>) -> Result<(), PluginError> {
         match &*self.hook.load() {
             Some(hook) => hook.check_admin(caller),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `caller` may back up the whole store (or, with `writes`, migrate it):
+    /// the request hook's `check_whole_store`.
+    pub fn admit_whole_store(&self, caller: &Caller<'_>, writes: bool) -> Result<(), PluginError> {
+        match &*self.hook.load() {
+            Some(hook) => hook.check_whole_store(caller, writes),
             None => Ok(()),
         }
     }
@@ -431,6 +480,11 @@ impl Store {
             keys: self.map.len() as u64,
             data_bytes: u64::try_from(self.metrics.bytes.get()).unwrap_or(0),
         }
+    }
+
+    /// Whether some key has a deadline (a TTL).
+    pub fn has_deadlines(&self) -> bool {
+        self.map.next_deadline().is_some()
     }
 
     /// Whether the store holds no keys.

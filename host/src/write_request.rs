@@ -54,6 +54,87 @@ pub enum Msg {
     SwapLog(LogSwap),
     /// From a reload: the value limit an `APPEND` may grow a value to.
     MaxValueBytes(u64),
+    /// From a backup or a migration: begin a cut of the map between two batches.
+    Cut(CutRequest),
+    /// From a migration: give the new logger what it lacks, then write to it.
+    Switch(Switch),
+}
+
+/// Beginning a cut of the map ([`crate::map::Cut`]) between two batches, as of the last
+/// write applied.
+pub struct CutRequest {
+    /// For a migration: the cut's keys get the numbers right after its point (the
+    /// writer goes on after them), and every batch logged from then on is copied here.
+    pub tee: Option<Tee>,
+    /// Told the cut, or why none began.
+    pub reply: std::sync::mpsc::SyncSender<Result<std::sync::Arc<crate::map::Cut>, String>>,
+}
+
+/// Where the writer copies what it logs during a migration, until the switch.
+pub struct Tee {
+    /// Each logged batch, in order.
+    pub batches: crossbeam_channel::Sender<Vec<LoggedEvent>>,
+    /// Bytes sent and not yet taken (the receiver subtracts what it takes).
+    pub pending_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Past this many pending bytes the writer stops copying (and drops its sender): the
+    /// new logger is falling behind, and the migration fails instead of taking memory.
+    pub max_pending_bytes: u64,
+}
+
+/// An event the writer logged, owned (what a [`Tee`] carries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// Its kind (`PUT`, `PUT_UNTIL`, `DELETE`).
+    pub kind: kvs_plugin_api::EventKind,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value as logged (a `PUT_UNTIL`'s starts with its deadline).
+    pub value: Vec<u8>,
+}
+
+impl LoggedEvent {
+    /// Bytes it takes in a tee (what `Tee::pending_bytes` counts).
+    pub fn weight(&self) -> u64 {
+        (self.key.len() + self.value.len() + 48) as u64
+    }
+
+    /// As an event to append.
+    pub fn as_event(&self) -> kvs_plugin_api::Event<'_> {
+        kvs_plugin_api::Event {
+            kind: self.kind,
+            ..kvs_plugin_api::Event::put(self.sequence, &self.key, &self.value)
+        }
+    }
+}
+
+/// The end of a migration: between two batches the writer stops copying what it logs,
+/// appends to `to` the batches it copied that the migration has not taken from
+/// `rest` yet, closes its logger and writes to `to` from then on. If that append fails
+/// it closes `to` instead and keeps its logger.
+pub struct Switch {
+    /// The new logger, holding the cut and every copied batch taken so far.
+    pub to: Box<dyn crate::ports::Log>,
+    /// Whether it stores deadlines (`log:expiry`).
+    pub stores_expiry: bool,
+    /// The tee's receiving end.
+    pub rest: crossbeam_channel::Receiver<Vec<LoggedEvent>>,
+    /// Told the outcome.
+    pub done: std::sync::mpsc::SyncSender<Result<Switched, String>>,
+}
+
+/// What a [`Switch`] did.
+pub struct Switched {
+    /// How long the writer took no writes.
+    pub paused: std::time::Duration,
+    /// Events appended to the new logger during the pause.
+    pub caught_up: u64,
+    /// The old logger's `close` error, if it failed (after the switch: the new logger
+    /// had everything by then).
+    pub old_close: Option<PluginError>,
+    /// The new logger's health check, if it keeps one.
+    pub health: Option<HealthCheck>,
 }
 
 /// What a [`LogSwap`] did: the health check of the logger in use afterwards, as `Ok`

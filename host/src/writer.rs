@@ -23,7 +23,9 @@ use crate::metrics::Metrics;
 use crate::ports::Log;
 use crate::store::Map;
 use crate::telemetry::{self, TRACE_TARGET};
-use crate::write_request::{Completion, LogSwap, Msg, WriteOp, WriteRequest};
+use crate::write_request::{
+    Completion, CutRequest, LogSwap, LoggedEvent, Msg, Switch, Tee, WriteOp, WriteRequest,
+};
 
 /// What the writer did, returned when it stops.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,6 +58,9 @@ pub struct Handoff {
     /// barrier), so an update whose conditional append conflicted is evaluated again on
     /// current state. `None`: the log cannot append conditionally (no updates).
     pub catch_up: Option<Box<dyn FnMut() -> Result<(), PluginError> + Send>>,
+    /// Begins a cut of the map as of what delivery has applied (delivery, not the
+    /// writer, applies a shared log's writes).
+    pub begin_cut: Box<dyn FnMut() -> Result<Arc<crate::map::Cut>, String> + Send>,
 }
 
 /// How a writer runs.
@@ -100,6 +105,7 @@ impl Writer {
             stores_expiry: settings.stores_expiry,
             max_value_bytes: settings.max_value_bytes,
             next_sweep: Instant::now(),
+            tee: None,
             stats: WriterStats::default(),
             metrics,
         };
@@ -147,6 +153,8 @@ struct WriterLoop {
     max_value_bytes: u64,
     /// When the expiry sweep runs next.
     next_sweep: Instant,
+    /// During a migration: where each logged batch is copied.
+    tee: Option<Tee>,
     stats: WriterStats,
     metrics: Arc<Metrics>,
 }
@@ -155,8 +163,9 @@ impl WriterLoop {
     fn run(mut self) -> (WriterStats, Result<(), PluginError>) {
         let mut stopping = false;
         let mut batch = Vec::with_capacity(self.max_batch);
-        // A logger swap waits for the writes queued before it to be committed.
-        let mut swap = None;
+        // Work between two batches (a logger swap, a cut, a switch) waits for the writes
+        // queued before it to be committed, and the writes queued after it wait for it.
+        let mut between = None;
         loop {
             if !stopping {
                 let received = match self.sweep_wait() {
@@ -164,26 +173,30 @@ impl WriterLoop {
                     Some(wait) => self.rx.recv_timeout(wait),
                 };
                 match received {
-                    Ok(msg) => self.take(msg, &mut batch, &mut stopping, &mut swap),
+                    Ok(msg) => self.take(msg, &mut batch, &mut stopping, &mut between),
                     Err(RecvTimeoutError::Disconnected) => stopping = true,
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             }
             // Group commit: everything that queued up while the last append ran.
-            while batch.len() < self.max_batch && swap.is_none() {
+            while batch.len() < self.max_batch && between.is_none() {
                 match self.rx.try_recv() {
-                    Ok(msg) => self.take(msg, &mut batch, &mut stopping, &mut swap),
+                    Ok(msg) => self.take(msg, &mut batch, &mut stopping, &mut between),
                     Err(_) => break,
                 }
             }
-            if !stopping && swap.is_none() {
+            if !stopping && between.is_none() {
                 self.sweep_into(&mut batch);
             }
             if !batch.is_empty() {
                 self.commit(&mut batch);
             }
-            if let Some(swap) = swap.take() {
-                self.swap_log(swap);
+            if let Some(work) = between.take() {
+                match work {
+                    Between::Swap(swap) => self.swap_log(swap),
+                    Between::Cut(cut) => self.begin_cut(cut),
+                    Between::Switch(switch) => self.switch_log(switch),
+                }
                 continue;
             }
             if batch.is_empty() && stopping {
@@ -201,13 +214,15 @@ impl WriterLoop {
         msg: Msg,
         batch: &mut Vec<WriteRequest>,
         stopping: &mut bool,
-        swap: &mut Option<LogSwap>,
+        between: &mut Option<Between>,
     ) {
         match msg {
             Msg::Write(req) => batch.push(req),
             Msg::Stop => *stopping = true,
             Msg::MaxValueBytes(max) => self.max_value_bytes = max,
-            Msg::SwapLog(next) => *swap = Some(next),
+            Msg::SwapLog(next) => *between = Some(Between::Swap(next)),
+            Msg::Cut(cut) => *between = Some(Between::Cut(cut)),
+            Msg::Switch(switch) => *between = Some(Between::Switch(switch)),
         }
     }
 
@@ -334,6 +349,18 @@ impl WriterLoop {
                 }
             }
         }
+        // A migration's copy of what is logged, sent once the append succeeded.
+        let teed: Option<Vec<LoggedEvent>> = self.tee.as_ref().map(|_| {
+            events
+                .iter()
+                .map(|e| LoggedEvent {
+                    kind: e.kind,
+                    sequence: e.sequence,
+                    key: e.key.to_vec(),
+                    value: e.value.to_vec(),
+                })
+                .collect()
+        });
         let started = Instant::now();
         let result = batch_span.in_scope(|| {
             let _append =
@@ -350,6 +377,9 @@ impl WriterLoop {
         match result {
             Ok(()) => {
                 self.stats.writes += logged as u64;
+                if let Some(teed) = teed {
+                    self.send_to_tee(teed);
+                }
                 // Apply everything first so that a caller who is told "done" and then
                 // reads sees its own write and every write logged before it.
                 if let Acknowledge::Handoff(handoff) = &mut self.acknowledge {
@@ -415,17 +445,26 @@ impl WriterLoop {
     }
 }
 
+/// Work the writer does between two batches, with no write in progress.
+enum Between {
+    Swap(LogSwap),
+    Cut(CutRequest),
+    Switch(Switch),
+}
+
 /// How often the sweep looks for expired keys.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Most expired keys one sweep removes (so at most 10,000 a second).
 const SWEEP_MAX_KEYS: usize = 1000;
 
+mod migrate;
 mod replay;
 mod resolve;
 mod shared_update;
 
 mod swap;
 
+pub(crate) use migrate::BUSY;
 pub use replay::{ReplayStats, replay};
 use resolve::Logged;
 

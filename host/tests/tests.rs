@@ -28,6 +28,9 @@
 //!   acknowledged lost, recovery once space is freed.
 //! * `live`: `kvs reload` under a steady load of every kind of client: limits, access
 //!   rules, frontends and the logger replaced while serving; broken offers refused.
+//! * `backup`: `kvs backup` under a steady write load, checked record by record and
+//!   restored; damaged snapshots refused; `kvs migrate` between file, postgres and
+//!   wasm-log under load, every acknowledged write found after a restart.
 //! * `authoring`: `kvs plugins new` for each kind of plug-in, outside the checkout:
 //!   generated, built by cargo, checked, served.
 //! * `process`: a real `kvs` process with the `file` logger and `rest` frontend, driven
@@ -36,6 +39,7 @@
 mod util;
 
 mod authoring;
+mod backup;
 mod wasm;
 mod wasm_abi;
 

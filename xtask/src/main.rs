@@ -13,7 +13,7 @@
 //!   extism 1.30.0 plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
 //!   then build the templates outside the tree against the packaged plugin-api and
 //!   check them (`outside.rs`).
-//! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions]`: release build, then `kvs-bench`, which prints
+//! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
 //! * `cargo xtask redis-compat [--frontend resp|wasm-resp] [--source DIR]`: Redis's own
 //!   Tcl tests in external mode against a kvs it starts, per-file results
@@ -24,6 +24,9 @@
 //! * `cargo xtask fuzz [TARGET] [--secs N]`: build `fuzz/` with `cargo +nightly fuzz`,
 //!   run every target (or TARGET) for N seconds (default 30), print execs/s and
 //!   coverage per target; fails on a crash (`fuzz.rs`, fuzz/README.md).
+//! * `cargo xtask soak [--minutes N]`: debug build, then `kvs-bench soak`: mixed load on
+//!   every kind of frontend for N minutes (default 1), printing kvs's memory, open files,
+//!   threads and p99 per interval; fails if they grow (CI runs one minute).
 //! * `cargo xtask cluster`: debug build, then a 3-member etcd cluster and 3 kvs nodes
 //!   on it (the `etcd` logger) on loopback ports, until Ctrl-C (`cluster.rs`).
 
@@ -92,6 +95,7 @@ fn run() -> Result<()> {
                     "observability",
                     "memory",
                     "instructions",
+                    "backup",
                 ],
                 "writes" => &["writes"],
                 "rest" => &["rest"],
@@ -101,8 +105,9 @@ fn run() -> Result<()> {
                 "observability" => &["observability"],
                 "memory" => &["memory"],
                 "instructions" => &["instructions"],
+                "backup" => &["backup"],
                 other => bail!(
-                    "unknown benchmark {other:?}: writes, rest, resp, cluster, security, observability, memory, instructions or all"
+                    "unknown benchmark {other:?}: writes, rest, resp, cluster, security, observability, memory, instructions, backup or all"
                 ),
             };
             for mode in modes {
@@ -119,6 +124,20 @@ fn run() -> Result<()> {
         }
         "dist" => dist::run(&rest),
         "fuzz" => fuzz::run(&rest),
+        "soak" => {
+            // A debug build (what the tests use): a soak watches growth, not speed.
+            let dir = build(false)?;
+            let status = Command::new(dir.join("kvs-bench"))
+                .arg("soak")
+                .args(&rest)
+                .env("RUST_LIB_BACKTRACE", "0")
+                .status()
+                .context("cannot start kvs-bench")?;
+            if !status.success() {
+                bail!("the soak failed");
+            }
+            Ok(())
+        }
         "test" => {
             prerequisites::ensure()?;
             verify_extism_fork()?;
@@ -153,11 +172,13 @@ fn run() -> Result<()> {
                  abi-guests         build only the C and AssemblyScript guests (into <target>/wasm-abi)\n  \
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
-                 bench [writes|rest|resp|cluster|security|observability|memory|instructions]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
+                 bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
                  dist [--check]     release build, then the Debian package in <target>/dist/ (--check,\n                    \
                     as root: install it here, use it, remove it)\n  \
                  fuzz [TARGET] [--secs N]  cargo +nightly fuzz: build fuzz/, run each target (or\n                    \
                     TARGET) N seconds (default 30), print execs/s and coverage\n  \
+                 soak [--minutes N] debug build, then mixed load on every frontend for N minutes\n                    \
+                    (default 1), resources per interval; fails if they grow\n  \
                  cluster            3 etcd members and 3 kvs nodes on them, on loopback, until Ctrl-C\n  \
                  redis-compat [--frontend resp|wasm-resp] [--source DIR]\n                    \
                     Redis's own tests (external mode) against kvs, per-file results"

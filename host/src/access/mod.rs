@@ -384,6 +384,27 @@ impl RequestHook for AccessControl {
             }
         }
     }
+
+    /// A backup (and a migration, which also writes) needs what `check_admin` needs,
+    /// and a role granting every key (`"*"`): a backup reads them all.
+    fn check_whole_store(&self, caller: &Caller<'_>, writes: bool) -> Result<(), PluginError> {
+        self.check_admin(caller)?;
+        let principal = self
+            .principal(caller)
+            .map_err(PluginError::unauthenticated)?;
+        let name = principal.name();
+        let reads = self.rules.allows(Some(name), Action::Get, b"");
+        if reads && (!writes || self.rules.allows(Some(name), Action::Put, b"")) {
+            return Ok(());
+        }
+        let needs = if writes { "read and write" } else { "read" };
+        let error = PluginError::permission_denied(format!(
+            "{name} may not {} the whole store: it needs a role that may {needs} every key \
+             (\"*\")",
+            if writes { "migrate" } else { "back up" }
+        ));
+        Err(self.refuse_admin(caller, name, error))
+    }
 }
 
 #[cfg(test)]

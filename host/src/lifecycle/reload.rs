@@ -17,7 +17,7 @@ mod plan;
 mod report;
 
 use plan::{Plan, differs, restart_only};
-pub use report::{ReloadFn, ReloadReport, ReloadSlot};
+pub use report::{Ask, ReloadFn, ReloadReport, ReloadSlot};
 
 use super::{Running, Started, start_frontend, status};
 use crate::admin::PluginList;
@@ -333,8 +333,8 @@ impl Running {
         };
         if next.logger != current.logger {
             report.kept.push(format!(
-                "logger: still {}; switching to {} needs a restart (the data moves with a \
-                 backup and restore)",
+                "logger: still {}; to move the store to {}, run `kvs migrate --to {1}` (a \
+                 restart would start on {1} without the data)",
                 current.logger, next.logger
             ));
             return;
@@ -472,7 +472,7 @@ impl Running {
     }
 
     /// Rebuilds what `/plugins` lists from what runs now.
-    fn refresh_plugin_list(&self) {
+    pub(super) fn refresh_plugin_list(&self) {
         let mut list = Vec::new();
         if let Some((logger, _)) = &self.live.logger {
             list.push(status("logger", logger, Vec::new()));
@@ -485,12 +485,16 @@ impl Running {
 }
 
 /// The first 12 hex digits of a SHA-256, as reports show it.
-fn short(hash: &str) -> String {
+pub(super) fn short(hash: &str) -> String {
     format!("sha256:{}", &hash[..hash.len().min(12)])
 }
 
 /// Opens `plugin` as the writer's logger, on the writer's thread.
-fn opener(plugin: &Plugin, table: &str, metrics: &Arc<Metrics>) -> crate::write_request::OpenLog {
+pub(super) fn opener(
+    plugin: &Plugin,
+    table: &str,
+    metrics: &Arc<Metrics>,
+) -> crate::write_request::OpenLog {
     let plugin = plugin.clone();
     let table = table.to_string();
     let meter = (plugin.format == Format::Wasm).then(|| metrics.wasm(&plugin.name));

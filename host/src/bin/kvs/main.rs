@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use kvs_host::config::{Config, Overrides, RawConfig};
 use kvs_host::telemetry;
 
+mod backup;
 mod check;
 mod new;
 mod plugins;
@@ -106,6 +107,48 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
         admin: String,
     },
+    /// Save a snapshot of a running kvs's whole store to FILE, as of one point in its
+    /// write order, while it serves (GET /backup on the admin listener). The file is
+    /// checked before it is kept: a cut-off transfer leaves no FILE. With `[auth]` on, set
+    /// KVS_TOKEN to a token whose role may read every key.
+    Backup {
+        /// Where to save it (written as FILE.partial, then renamed).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The admin listener's URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
+        admin: String,
+    },
+    /// Load a snapshot (from `kvs backup`) into a logger, with kvs not running on it: the
+    /// logger and its table come from the config, as `kvs` would open it; it must hold
+    /// nothing. The whole file is checked first; a damaged or cut one is refused before
+    /// anything is written.
+    Restore {
+        /// The snapshot.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The logger to load it into (default: the config's `logger`).
+        #[arg(long = "logger", id = "restore_logger", value_name = "NAME")]
+        logger: Option<String>,
+        /// Number the restored keys this much higher than the snapshot's point + 1, so
+        /// that no revision (ETag) a client saw before the restore can match a restored
+        /// key (as etcdutl's --bump-revision).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        bump_revision: u64,
+    },
+    /// Move a running kvs's store to another logger while it serves: set `logger = NAME`
+    /// and its table in the config file first (the next start must use it), then run
+    /// this. Writes pause only for the final switch; if anything fails, the logger in use
+    /// keeps serving. With `[auth]` on, KVS_TOKEN needs a role that may read and write
+    /// every key.
+    Migrate {
+        /// The logger to move to, by the name it declares.
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// The admin listener's URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
+        admin: String,
+    },
     /// Inspect the plug-ins kvs can load.
     Plugins {
         #[command(subcommand)]
@@ -182,6 +225,9 @@ Examples:
   kvs plugins new my-log --kind logger [--wasm]
   kvs top --admin http://127.0.0.1:9090
   kvs reload                      (or: kill -HUP <pid>)
+  kvs backup kvs.snap
+  kvs restore kvs.snap --logger postgres
+  kvs migrate --to postgres
   kvs completions bash > /etc/bash_completion.d/kvs
   kvs --log-format json
   kvs plugins check target/debug/plugins/libkvs_plugin_file.so --config 'path = \"{tmp}/log\"'";
@@ -285,6 +331,24 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(Command::Reload { admin }) = &cli.command {
         return reload::run(admin);
     }
+    if let Some(Command::Backup { file, admin }) = &cli.command {
+        return backup::backup(admin, file);
+    }
+    if let Some(Command::Migrate { to, admin }) = &cli.command {
+        return backup::migrate(admin, to);
+    }
+    if let Some(Command::Restore {
+        file,
+        logger,
+        bump_revision,
+    }) = &cli.command
+    {
+        let mut config = load_config(&cli)?;
+        if let Some(logger) = logger {
+            config.logger = logger.clone();
+        }
+        return backup::restore(&config, file, *bump_revision);
+    }
     if let Some(Command::Plugins {
         command:
             PluginsCommand::Check {
@@ -339,6 +403,9 @@ fn run(cli: Cli) -> Result<()> {
         })
         | Some(Command::Top { .. })
         | Some(Command::Reload { .. })
+        | Some(Command::Backup { .. })
+        | Some(Command::Restore { .. })
+        | Some(Command::Migrate { .. })
         | Some(Command::Completions { .. })
         | Some(Command::Man)
         | None => unreachable!("handled above"),

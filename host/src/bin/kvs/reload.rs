@@ -16,15 +16,22 @@ struct Report {
 
 /// Calls `POST {admin}/reload` and prints the report; an error if anything was refused.
 pub fn run(admin: &str) -> Result<()> {
+    let url = format!("{}/reload", admin.trim_end_matches('/'));
     // A reload waits for frontends to drain and the logger to swap: minutes at worst.
+    post_and_print(&url, Duration::from_secs(600))
+}
+
+/// POSTs to `url` on the admin listener (`/reload`, `/migrate`) and prints the report it
+/// answers, one line each; an error if anything was refused.
+pub fn post_and_print(url: &str, timeout: Duration) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(600)))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
         .into();
-    let url = format!("{}/reload", admin.trim_end_matches('/'));
-    let mut request = agent.post(&url);
-    // With `[auth]` on, reloading needs a caller with a role, as /plugins does.
+    let mut request = agent.post(url);
+    // With `[auth]` on, reloading needs a caller with a role, as /plugins does; a
+    // migration one that may read and write every key.
     if let Ok(token) = std::env::var("KVS_TOKEN") {
         request = request.header("authorization", format!("Bearer {}", token.trim()));
     }

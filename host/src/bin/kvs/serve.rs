@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kvs_host::config::Config;
-use kvs_host::lifecycle::ReloadReport;
+use kvs_host::lifecycle::{Ask, ReloadReport};
 use kvs_host::plugins::Catalog;
 use kvs_host::telemetry::Telemetry;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -60,6 +60,8 @@ pub(crate) fn serve(
     let (control, requests) = std::sync::mpsc::sync_channel(16);
     watch_signals(signals, config.shutdown_timeout, control.clone())?;
     raise_descriptor_limit();
+    let marker = migration_marker(config_file);
+    check_migration_marker(config, marker.as_deref())?;
     let catalog = Catalog::scan_with(&config.plugins_dir, config.plugins_insecure_modes)?;
     for refused in &catalog.refused {
         tracing::warn!("refused {}: {}", refused.path.display(), refused.reason);
@@ -74,11 +76,14 @@ pub(crate) fn serve(
     );
     warn_if_open(config, &running);
     let control_for_watch = control.clone();
-    running.set_reload(std::sync::Arc::new(move || {
+    running.set_reload(std::sync::Arc::new(move |ask| {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let asked = Control::Reload {
-            reply: Some(reply),
-            hangup: false,
+        let asked = match ask {
+            Ask::Reload => Control::Reload {
+                reply: Some(reply),
+                hangup: false,
+            },
+            Ask::Migrate { to } => Control::Migrate { to, reply },
         };
         if control.send(asked).is_err() {
             return ReloadReport::refusing("kvs is stopping");
@@ -94,8 +99,23 @@ pub(crate) fn serve(
     } else {
         None
     };
-    // One thread applies reloads and the stop, in the order they were asked for.
-    while let Ok(Control::Reload { reply, hangup }) = requests.recv() {
+    // One thread applies reloads, migrations and the stop, in the order they were asked
+    // for.
+    loop {
+        let (reply, hangup) = match requests.recv() {
+            Ok(Control::Reload { reply, hangup }) => (reply, hangup),
+            Ok(Control::Migrate { to, reply }) => {
+                let report = if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+                    ReloadReport::refusing("kvs is stopping")
+                } else {
+                    migrate(&mut running, &reload_config, &to, marker.clone())
+                };
+                report.log();
+                let _ = reply.send(report);
+                continue;
+            }
+            Ok(Control::Stop) | Err(_) => break,
+        };
         if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
             if let Some(reply) = reply {
                 let _ = reply.send(ReloadReport::refusing("kvs is stopping"));
@@ -225,8 +245,81 @@ enum Control {
         reply: Option<std::sync::mpsc::SyncSender<ReloadReport>>,
         hangup: bool,
     },
+    /// Move the store to the logger `to` (`kvs migrate`); answer the report.
+    Migrate {
+        to: String,
+        reply: std::sync::mpsc::SyncSender<ReloadReport>,
+    },
     /// Stop serving.
     Stop,
+}
+
+/// Reads the config file and the plugins directory again and migrates to `to`.
+fn migrate(
+    running: &mut kvs_host::lifecycle::Running,
+    reload_config: &dyn Fn() -> Result<Config>,
+    to: &str,
+    marker: Option<std::path::PathBuf>,
+) -> ReloadReport {
+    let next = match reload_config() {
+        Ok(next) => next,
+        Err(e) => return ReloadReport::refusing(format!("config: {e:#}; nothing changed")),
+    };
+    let catalog = match Catalog::scan_with(&next.plugins_dir, next.plugins_insecure_modes) {
+        Ok(catalog) => catalog,
+        Err(e) => return ReloadReport::refusing(format!("plugins: {e:#}; nothing changed")),
+    };
+    let options = kvs_host::lifecycle::MigrateOptions {
+        marker: marker.as_deref(),
+        stop_asked: &|| STOPPING.load(std::sync::atomic::Ordering::SeqCst),
+    };
+    running.migrate(&next, &catalog, to, &options)
+}
+
+/// Where a migration records that it is under way (`lifecycle::migrate`): systemd's
+/// state directory (`$STATE_DIRECTORY`, from `StateDirectory=`) if set, else the config
+/// file's directory. `None` without either: kvs was not started from a config file, so
+/// no migration can be asked of it (the config must name the new logger).
+pub(crate) fn migration_marker(config_file: Option<&Path>) -> Option<std::path::PathBuf> {
+    let dir = match std::env::var_os("STATE_DIRECTORY") {
+        Some(dirs) => std::env::split_paths(&dirs).next()?,
+        None => match config_file?.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        },
+    };
+    Some(dir.join("kvs.migrating"))
+}
+
+/// Refuses to start on the logger a migration that did not finish was moving to (its
+/// storage may hold part of the copy); with the logger it moved from, starts and
+/// removes the marker.
+fn check_migration_marker(config: &Config, marker: Option<&Path>) -> Result<()> {
+    let Some(marker) = marker else {
+        return Ok(());
+    };
+    let Ok(text) = std::fs::read_to_string(marker) else {
+        return Ok(());
+    };
+    let mut lines = text.lines();
+    let (from, to) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    if config.logger == to {
+        anyhow::bail!(
+            "a migration from logger {from:?} to {to:?} did not finish ({} says so), and the \
+             config names {to:?}, whose storage may hold only part of the store. Set logger = \
+             {from:?} again (its storage has everything up to the migration), or if you know \
+             the migration finished, remove {}",
+            marker.display(),
+            marker.display()
+        );
+    }
+    tracing::warn!(
+        "a migration from {from:?} to {to:?} did not finish; starting on {:?} and removing {}",
+        config.logger,
+        marker.display()
+    );
+    std::fs::remove_file(marker).with_context(|| format!("cannot remove {}", marker.display()))?;
+    Ok(())
 }
 
 /// Reads the config file and the plugins directory again and applies them.

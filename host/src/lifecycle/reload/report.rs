@@ -61,8 +61,20 @@ impl ReloadReport {
     }
 }
 
-/// Runs a whole reload (config file and plugins directory read again) and reports.
-pub type ReloadFn = Arc<dyn Fn() -> ReloadReport + Send + Sync>;
+/// What the admin listener asks of the control loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// A whole reload (config file and plugins directory read again).
+    Reload,
+    /// A migration of the store to the logger named `to` (`Running::migrate`).
+    Migrate {
+        /// The logger's name.
+        to: String,
+    },
+}
+
+/// Runs what was asked (config file and plugins directory read again) and reports.
+pub type ReloadFn = Arc<dyn Fn(Ask) -> ReloadReport + Send + Sync>;
 
 /// Where the admin listener finds the reload once kvs has started.
 pub type ReloadSlot = Arc<OnceLock<ReloadFn>>;
