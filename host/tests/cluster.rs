@@ -1111,3 +1111,285 @@ fn increments_and_compare_and_set_from_every_node_lose_no_update() {
         n.stop();
     }
 }
+
+/// What the nemesis test's clients recorded.
+#[derive(Default)]
+struct Recorded {
+    history: Vec<kvs_testkit::linearizable::Op>,
+    /// Operations per key so far (the checker takes at most 128 per key).
+    per_key: BTreeMap<String, usize>,
+}
+
+/// Issue 32's nemesis: three kvs nodes (one, B, in a network namespace of its own) on a
+/// 3-member etcd cluster, clients on every node writing, compare-and-setting (GET, then
+/// PUT `If-Match`) and reading linearizably, while a schedule of faults runs twice: B
+/// cut off from every etcd member, the etcd leader paused (SIGSTOP: its connections stay
+/// open and answer nothing), an etcd follower killed and restarted, and kvs node C
+/// paused. Each fault lasts about 3 s, then heals. The recorded history of every key
+/// must pass the linearizability checker (writes and compare-and-sets whose outcome the
+/// client did not learn count as possibly done), and after the last heal every node
+/// holds exactly etcd's keys, with the same values.
+#[test]
+fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() {
+    use kvs_testkit::linearizable::{Action, Op, check};
+    use kvs_testkit::netns::NetNs;
+    const KEYS: usize = 60;
+    const MAX_PER_KEY: usize = 110;
+    assert!(
+        NetNs::available(),
+        "this test needs root, iproute2 and nftables (apt-get install nftables)"
+    );
+    let ns = NetNs::new().unwrap();
+    let etcd = Arc::new(Mutex::new(EtcdCluster::start_also_on(3, &ns.host_ip)));
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = staged_plugins();
+    let prefix = "nemesis/";
+    let (endpoints, endpoints_ns, client_ports) = {
+        let e = etcd.lock().unwrap();
+        (e.endpoints(), e.endpoints_on(&ns.host_ip), e.client_ports())
+    };
+    let config = |name: &str, endpoints: &[String], ip: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "logger = \"etcd\"\nfrontends = [\"rest\"]\nshutdown_timeout_ms = 5000\n\
+                 [cluster]\nreads = \"linearizable\"\ntimeout_ms = 3000\n\
+                 [plugins.etcd]\nendpoints = {endpoints:?}\nprefix = {prefix:?}\n\
+                 timeout_ms = 1000\n[plugins.rest]\nlisten = \"{ip}:0\"\n\
+                 [admin]\nlisten = \"{ip}:0\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let a = Kvs::start(&config("a", &endpoints, "127.0.0.1"), &plugins, &[]);
+    let in_ns = ns.exec_prefix();
+    let in_ns: Vec<&str> = in_ns.iter().map(String::as_str).collect();
+    let b = Kvs::start_under(&in_ns, &config("b", &endpoints_ns, &ns.ns_ip), &plugins);
+    let c = Kvs::start(&config("c", &endpoints, "127.0.0.1"), &plugins, &[]);
+    let began = Instant::now();
+    let now = move || began.elapsed().as_nanos() as u64;
+    let recorded: Arc<Mutex<Recorded>> = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for (n, url) in [&a.url, &b.url, &c.url].into_iter().enumerate() {
+        for k in 0..2u64 {
+            let (url, recorded, stop) = (url.clone(), recorded.clone(), stop.clone());
+            clients.push(std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ ((n as u64) << 8 | k) | 1;
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let key = format!("k{}", seed % KEYS as u64);
+                    {
+                        let mut r = recorded.lock().unwrap();
+                        let count = r.per_key.entry(key.clone()).or_default();
+                        if *count >= MAX_PER_KEY {
+                            drop(r);
+                            std::thread::sleep(Duration::from_millis(30));
+                            continue;
+                        }
+                        *count += 1;
+                    }
+                    i += 1;
+                    let value = format!("n{n}c{k}-{i}"); // unique: a value names its write
+                    let key_url = format!("{url}/v1/key/{key}");
+                    let op = match seed % 10 {
+                        // A write; unknown outcome when not acknowledged.
+                        0..=3 => {
+                            let start = now();
+                            let ok = http
+                                .put(&key_url)
+                                .body(value.clone())
+                                .send()
+                                .is_ok_and(|r| r.status() == 201);
+                            Some(Op {
+                                key,
+                                start,
+                                end: if ok { now() } else { u64::MAX },
+                                action: Action::Write(value),
+                            })
+                        }
+                        // A compare-and-set on the value (and revision) just read.
+                        4..=6 => {
+                            let got = http.get(&key_url).send();
+                            let (expected, etag) = match got {
+                                Ok(r) if r.status() == 200 => {
+                                    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+                                    (Some(r.text().unwrap_or_default()), Some(etag))
+                                }
+                                Ok(r) if r.status() == 404 => (None, None),
+                                _ => {
+                                    std::thread::sleep(Duration::from_millis(20));
+                                    continue; // no read, no compare-and-set
+                                }
+                            };
+                            let start = now();
+                            let put = http.put(&key_url).body(value.clone());
+                            let put = match &etag {
+                                Some(etag) => put.header("if-match", etag),
+                                None => put.header("if-none-match", "*"),
+                            };
+                            let (end, ok) = match put.send().map(|r| r.status().as_u16()) {
+                                Ok(201) => (now(), Some(true)),
+                                Ok(412) => (now(), Some(false)),
+                                _ => (u64::MAX, None),
+                            };
+                            Some(Op {
+                                key,
+                                start,
+                                end,
+                                action: Action::Cas {
+                                    expected,
+                                    new: value,
+                                    ok,
+                                },
+                            })
+                        }
+                        // A linearizable read; one that fails tells nothing.
+                        _ => {
+                            let start = now();
+                            match http.get(&key_url).send().map(|r| {
+                                let status = r.status().as_u16();
+                                (status, r.text().unwrap_or_default())
+                            }) {
+                                Ok((200, body)) => Some(Op {
+                                    key,
+                                    start,
+                                    end: now(),
+                                    action: Action::Read(Some(body)),
+                                }),
+                                Ok((404, _)) => Some(Op {
+                                    key,
+                                    start,
+                                    end: now(),
+                                    action: Action::Read(None),
+                                }),
+                                _ => None,
+                            }
+                        }
+                    };
+                    if let Some(op) = op {
+                        recorded.lock().unwrap().history.push(op);
+                    }
+                    // Paced, so the faults of both rounds meet operations on every key
+                    // (the checker takes at most 128 per key).
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+            }));
+        }
+    }
+    // The schedule: each fault ~3 s, then 1.5 s healed, twice over.
+    let mut faults = Vec::new();
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(1500));
+        ns.partition(&client_ports).unwrap();
+        faults.push(format!(
+            "round {round}: node B cut off from every etcd member"
+        ));
+        std::thread::sleep(Duration::from_secs(3));
+        ns.heal().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let leader = etcd.lock().unwrap().leader().unwrap_or(0);
+        etcd.lock().unwrap().pause(leader);
+        faults.push(format!("round {round}: etcd leader {leader} paused"));
+        std::thread::sleep(Duration::from_secs(3));
+        etcd.lock().unwrap().resume(leader);
+        std::thread::sleep(Duration::from_millis(1500));
+        let follower = (etcd.lock().unwrap().leader().unwrap_or(0) + 1) % 3;
+        etcd.lock().unwrap().stop(follower);
+        faults.push(format!("round {round}: etcd follower {follower} killed"));
+        std::thread::sleep(Duration::from_secs(3));
+        etcd.lock().unwrap().restart(follower);
+        std::thread::sleep(Duration::from_millis(1500));
+        let pause = |signal: &str| {
+            let ok = std::process::Command::new("kill")
+                .args([&format!("-{signal}"), &c.pid().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill -{signal} kvs node C");
+        };
+        pause("STOP");
+        faults.push(format!("round {round}: kvs node C paused"));
+        std::thread::sleep(Duration::from_secs(3));
+        pause("CONT");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let history = std::mem::take(&mut recorded.lock().unwrap().history);
+    let indeterminate = history.iter().filter(|op| op.end == u64::MAX).count();
+    let acknowledged = history
+        .iter()
+        .filter(|op| {
+            op.end != u64::MAX
+                && matches!(
+                    op.action,
+                    Action::Write(_) | Action::Cas { ok: Some(true), .. }
+                )
+        })
+        .count();
+    let reads = history
+        .iter()
+        .filter(|op| matches!(op.action, Action::Read(_)))
+        .count();
+    println!("faults: {faults:#?}");
+    println!(
+        "history: {} operations over {KEYS} keys ({acknowledged} acknowledged writes and \
+         compare-and-sets, {reads} linearizable reads, {indeterminate} indeterminate)",
+        history.len()
+    );
+    assert!(
+        acknowledged >= 50 && reads >= 50,
+        "too little happened to check: {acknowledged} writes, {reads} reads"
+    );
+    check(&history).unwrap();
+    // After the last heal: every node holds etcd's keys, the same values on each.
+    let http = http_client();
+    eventually("every node converged", Duration::from_secs(30), || {
+        let mut values = Vec::new();
+        for node in [&a, &b, &c] {
+            let mut on_node = BTreeMap::new();
+            for k in 0..KEYS {
+                let key = format!("k{k}");
+                let r = http
+                    .get(format!("{}/v1/key/{key}", node.url))
+                    .send()
+                    .map_err(|e| e.to_string())?;
+                match r.status().as_u16() {
+                    200 => {
+                        on_node.insert(key, r.text().unwrap_or_default());
+                    }
+                    404 => {}
+                    other => return Err(format!("{}: GET {key}: {other}", node.url)),
+                }
+            }
+            values.push(on_node);
+        }
+        if values[0] != values[1] || values[1] != values[2] {
+            return Err("the nodes differ".into());
+        }
+        let in_etcd = keys_in_etcd(&etcd.lock().unwrap(), prefix);
+        if values[0].len() as u64 != in_etcd {
+            return Err(format!(
+                "{} keys on the nodes, {in_etcd} in etcd",
+                values[0].len()
+            ));
+        }
+        Ok(())
+    });
+    c.stop();
+    b.stop();
+    a.stop();
+}
