@@ -1,11 +1,11 @@
 //! The in-memory map: every key and value kvs holds, compactly.
 //!
-//! Each entry is one heap allocation — a header of varints (the key's length and
-//! whether a deadline follows, the key's revision), the deadline if any, the key, the
-//! value — behind a `DashMap` slot of one fat pointer (16 bytes), instead of two
-//! allocations behind two fat pointers. For small keys and values that halves what kvs
-//! needs beyond the data itself (`kvs-bench memory`); varints keep the revision to the
-//! 3 bytes that a few million writes need. Entries hash and compare by their key alone,
+//! Each entry is one heap allocation — a varint of its length, a header of varints (the
+//! key's length and whether a deadline follows, the key's revision), the deadline if any,
+//! the key, the value — behind a `DashMap` slot of one thin pointer (8 bytes), instead of
+//! two allocations behind two fat pointers (32 bytes). For small keys and values that
+//! more than halves what kvs needs beyond the data itself (`kvs-bench memory`); varints
+//! keep the revision to the 3 bytes that a few million writes need. Entries hash and compare by their key alone,
 //! so lookups take a plain `&[u8]`. Replacing a key's entry swaps it in place under its
 //! shard's write lock: a reader sees the old value or the new one, never none.
 //!
@@ -27,8 +27,79 @@ use dashmap::mapref::entry::Entry as Slot;
 mod cut;
 pub use cut::{Cut, CutRecord};
 
-/// One key and its value, revision and deadline in a single allocation.
-struct Entry(Box<[u8]>);
+/// One key and its value, revision and deadline in a single allocation, behind a thin
+/// pointer: the allocation starts with a varint of how many bytes follow it (the
+/// entry's bytes), so the map's slot holds 8 bytes, not a 16-byte fat pointer.
+struct Entry(std::ptr::NonNull<u8>);
+
+// SAFETY: an entry owns its allocation and never changes it: shared references only
+// read, and the bytes are freed once, by `drop`.
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
+
+impl Entry {
+    /// Moves `bytes` into an allocation of their own, behind their length.
+    fn from_bytes(bytes: &[u8]) -> Entry {
+        let mut head = Vec::with_capacity(10);
+        put_varint(&mut head, bytes.len() as u64);
+        let size = head.len() + bytes.len();
+        let layout = std::alloc::Layout::array::<u8>(size).expect("an entry's size fits");
+        // SAFETY: `size` is at least 1 (the varint), so the layout is not zero-sized.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(ptr) else {
+            std::alloc::handle_alloc_error(layout);
+        };
+        // SAFETY: the allocation holds `size` bytes, freshly allocated: no overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(head.as_ptr(), ptr.as_ptr(), head.len());
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                ptr.as_ptr().add(head.len()),
+                bytes.len(),
+            );
+        }
+        Entry(ptr)
+    }
+
+    /// The length varint's size and the entry's byte count.
+    fn extent(&self) -> (usize, usize) {
+        let (mut n, mut shift, mut at) = (0u64, 0, 0);
+        loop {
+            // SAFETY: the varint was written whole at the start of the allocation, and
+            // this reads no further than its last byte (the one without the high bit).
+            let b = unsafe { *self.0.as_ptr().add(at) };
+            n |= ((b & 0x7f) as u64) << shift;
+            at += 1;
+            if b & 0x80 == 0 {
+                return (at, n as usize);
+            }
+            shift += 7;
+        }
+    }
+
+    /// The entry's bytes (after the length).
+    fn bytes(&self) -> &[u8] {
+        let (at, len) = self.extent();
+        // SAFETY: the allocation holds `at + len` initialised bytes, alive as long as
+        // `self`, and never written after `from_bytes`.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(at), len) }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let (at, len) = self.extent();
+        let layout = std::alloc::Layout::array::<u8>(at + len).expect("as allocated");
+        // SAFETY: allocated by `from_bytes` with this very layout, freed once.
+        unsafe { std::alloc::dealloc(self.0.as_ptr(), layout) };
+    }
+}
+
+impl Clone for Entry {
+    fn clone(&self) -> Entry {
+        Entry::from_bytes(self.bytes())
+    }
+}
 
 /// Where an entry's parts are.
 struct Layout {
@@ -85,15 +156,16 @@ impl Entry {
         }
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(value);
-        Entry(bytes.into_boxed_slice())
+        Entry::from_bytes(&bytes)
     }
 
     fn layout(&self) -> Layout {
+        let bytes = self.bytes();
         let mut at = 0;
-        let head = read_varint(&self.0, &mut at);
-        let revision = read_varint(&self.0, &mut at);
+        let head = read_varint(bytes, &mut at);
+        let revision = read_varint(bytes, &mut at);
         let deadline = (head & 1 == 1).then(|| {
-            let d = u64::from_le_bytes(self.0[at..at + 8].try_into().unwrap());
+            let d = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
             at += 8;
             d
         });
@@ -106,22 +178,23 @@ impl Entry {
     }
 
     fn key(&self) -> &[u8] {
+        let bytes = self.bytes();
         let mut at = 0;
-        let head = read_varint(&self.0, &mut at);
-        read_varint(&self.0, &mut at);
+        let head = read_varint(bytes, &mut at);
+        read_varint(bytes, &mut at);
         if head & 1 == 1 {
             at += 8;
         }
-        &self.0[at..at + (head >> 1) as usize]
+        &bytes[at..at + (head >> 1) as usize]
     }
 
     fn value(&self, layout: &Layout) -> &[u8] {
-        &self.0[layout.key_at + layout.key_len..]
+        &self.bytes()[layout.key_at + layout.key_len..]
     }
 
     /// Bytes of key and value (what `kvs_data_bytes` counts).
     fn data_len(&self) -> usize {
-        self.0.len() - self.layout().key_at
+        self.bytes().len() - self.layout().key_at
     }
 }
 
@@ -367,6 +440,27 @@ mod tests {
         all.sort_by(|a, b| a.key().cmp(b.key()));
         assert_eq!(all[0].key(), b"");
         assert_eq!(all[1].value(), b"v");
+    }
+
+    #[test]
+    fn entries_of_every_size_class_round_trip_and_clone() {
+        let map = Map::default();
+        // Lengths whose length varint takes 1, 2 and 3 bytes.
+        for (i, len) in [0usize, 100, 127, 128, 5000, 16_383, 16_384, 300_000]
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("k{i}");
+            let value: Vec<u8> = (0..len).map(|b| b as u8).collect();
+            map.insert(key.as_bytes(), &value, i as u64 + 1, Some(u64::MAX));
+            let e = map.entry(key.as_bytes()).unwrap();
+            assert_eq!((e.value(), e.revision()), (&value[..], i as u64 + 1));
+            let slot = map.entries.get(key.as_bytes()).unwrap();
+            let copy = slot.key().clone();
+            assert_eq!(copy.bytes(), slot.key().bytes());
+            assert_eq!(copy.key(), key.as_bytes());
+        }
+        assert_eq!(std::mem::size_of::<Entry>(), 8, "a thin pointer");
     }
 
     #[test]

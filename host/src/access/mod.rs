@@ -25,7 +25,6 @@
 pub mod rules;
 pub mod tokens;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -34,6 +33,7 @@ use serde::Deserialize;
 
 use crate::caller::{Action, Caller, RequestHook};
 use rules::Rules;
+pub use tokens::JwtConfig;
 use tokens::Verifier;
 
 /// The `[auth]` table as written.
@@ -56,57 +56,6 @@ pub struct AuthConfig {
     /// and the roles they have.
     #[serde(default)]
     pub principals: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-/// The `[auth.jwt]` table as written. Secrets are never written here, only where to
-/// find them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    /// Environment variable holding the HS256 secret (at least 32 bytes).
-    pub hs256_secret_env: Option<String>,
-    /// File holding the HS256 secret (at least 32 bytes; one trailing newline ignored).
-    pub hs256_secret_file: Option<PathBuf>,
-    /// PEM files of public keys: RSA (RS256/384/512), P-256/P-384 (ES256/384),
-    /// Ed25519 (EdDSA), told apart by the key itself.
-    #[serde(default)]
-    pub public_keys: Vec<PathBuf>,
-    /// A JWKS file (`{"keys": [...]}`); a token's `kid` picks the key.
-    pub jwks_file: Option<PathBuf>,
-    /// If set, every token must carry an `iss` claim equal to it (a token without one
-    /// is refused).
-    pub issuer: Option<String>,
-    /// If set, every token must carry an `aud` claim naming it (one of the token's; a
-    /// token without `aud` is refused).
-    pub audience: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 30.
-    #[serde(default = "default_leeway")]
-    pub leeway_secs: u64,
-    /// The claim that names the caller. Default `sub`.
-    #[serde(default = "default_principal_claim")]
-    pub principal_claim: String,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        JwtConfig {
-            hs256_secret_env: None,
-            hs256_secret_file: None,
-            public_keys: Vec::new(),
-            jwks_file: None,
-            issuer: None,
-            audience: None,
-            leeway_secs: default_leeway(),
-            principal_claim: default_principal_claim(),
-        }
-    }
-}
-
-fn default_leeway() -> u64 {
-    30
-}
-fn default_principal_claim() -> String {
-    "sub".into()
 }
 
 /// Whether an endpoint URL (`http://127.0.0.1:8080`, `grpc://[::1]:50051`) listens

@@ -140,7 +140,7 @@ impl Map {
         let kept = std::mem::take(&mut *cut.kept[shard].lock().unwrap_or_else(|e| e.into_inner()));
         let mut bytes = 0u64;
         for entry in &kept {
-            bytes += entry.0.len() as u64;
+            bytes += entry.bytes().len() as u64;
             each(entry.record());
         }
         cut.kept_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -168,7 +168,7 @@ impl Map {
         if cut.copied[shard].load(Ordering::Acquire) {
             return;
         }
-        let bytes = old.0.len() as u64;
+        let bytes = old.bytes().len() as u64;
         if cut.kept_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > MAX_KEPT_BYTES {
             cut.kept_bytes.fetch_sub(bytes, Ordering::Relaxed);
             cut.abandoned.store(true, Ordering::Release);
@@ -177,7 +177,7 @@ impl Map {
         cut.kept[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Entry(old.0.clone()));
+            .push(old.clone());
     }
 }
 
@@ -185,7 +185,7 @@ impl Entry {
     fn record(&self) -> CutRecord<'_> {
         let layout = self.layout();
         CutRecord {
-            key: &self.0[layout.key_at..layout.key_at + layout.key_len],
+            key: &self.bytes()[layout.key_at..layout.key_at + layout.key_len],
             value: self.value(&layout),
             revision: layout.revision,
             deadline: layout.deadline,
