@@ -1,12 +1,13 @@
 //! The in-memory map: every key and value kvs holds, compactly.
 //!
-//! Each entry is one heap allocation — a varint of its length, a header of varints (the
-//! key's length and whether a deadline follows, the key's revision), the deadline if any,
-//! the key, the value — behind a `DashMap` slot of one thin pointer (8 bytes), instead of
-//! two allocations behind two fat pointers (32 bytes). For small keys and values that
-//! more than halves what kvs needs beyond the data itself (`kvs-bench memory`); varints
-//! keep the revision to the 3 bytes that a few million writes need. Entries hash and compare by their key alone,
-//! so lookups take a plain `&[u8]`. Replacing a key's entry swaps it in place under its
+//! Each entry is one heap allocation — a varint of its length, a header of varints
+//! (the key's length and whether a deadline follows, the key's revision), the deadline
+//! if any, the key, the value — behind a `DashMap` slot of one thin pointer (8 bytes),
+//! instead of two allocations behind two fat pointers (32 bytes). For small keys and
+//! values that more than halves what kvs needs beyond the data itself (`kvs-bench
+//! memory`); varints keep the revision to the 3 bytes that a few million writes need.
+//! Entries hash and compare by their key alone, so lookups take a plain `&[u8]`.
+//! Replacing a key's entry swaps it in place under its
 //! shard's write lock: a reader sees the old value or the new one, never none.
 //!
 //! Keys with a deadline are also in an index ordered by deadline, which the expiry
@@ -38,25 +39,28 @@ unsafe impl Send for Entry {}
 unsafe impl Sync for Entry {}
 
 impl Entry {
-    /// Moves `bytes` into an allocation of their own, behind their length.
-    fn from_bytes(bytes: &[u8]) -> Entry {
-        let mut head = Vec::with_capacity(10);
-        put_varint(&mut head, bytes.len() as u64);
-        let size = head.len() + bytes.len();
+    /// Copies `parts`, one after another, into an allocation of their own, behind
+    /// their total length: one allocation, no intermediate buffer on the heap.
+    fn from_parts(parts: &[&[u8]]) -> Entry {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut head = [0u8; 10];
+        let head_len = put_varint(&mut head, len as u64);
+        let size = head_len + len;
         let layout = std::alloc::Layout::array::<u8>(size).expect("an entry's size fits");
         // SAFETY: `size` is at least 1 (the varint), so the layout is not zero-sized.
         let ptr = unsafe { std::alloc::alloc(layout) };
         let Some(ptr) = std::ptr::NonNull::new(ptr) else {
             std::alloc::handle_alloc_error(layout);
         };
-        // SAFETY: the allocation holds `size` bytes, freshly allocated: no overlap.
+        // SAFETY: the allocation holds `size` = `head_len` + the parts' lengths bytes,
+        // freshly allocated (no overlap), each written exactly once, in order.
         unsafe {
-            std::ptr::copy_nonoverlapping(head.as_ptr(), ptr.as_ptr(), head.len());
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                ptr.as_ptr().add(head.len()),
-                bytes.len(),
-            );
+            std::ptr::copy_nonoverlapping(head.as_ptr(), ptr.as_ptr(), head_len);
+            let mut at = head_len;
+            for part in parts {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), ptr.as_ptr().add(at), part.len());
+                at += part.len();
+            }
         }
         Entry(ptr)
     }
@@ -81,7 +85,7 @@ impl Entry {
     fn bytes(&self) -> &[u8] {
         let (at, len) = self.extent();
         // SAFETY: the allocation holds `at + len` initialised bytes, alive as long as
-        // `self`, and never written after `from_bytes`.
+        // `self`, and never written after `from_parts`.
         unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(at), len) }
     }
 }
@@ -90,14 +94,14 @@ impl Drop for Entry {
     fn drop(&mut self) {
         let (at, len) = self.extent();
         let layout = std::alloc::Layout::array::<u8>(at + len).expect("as allocated");
-        // SAFETY: allocated by `from_bytes` with this very layout, freed once.
+        // SAFETY: allocated by `from_parts` with this very layout, freed once.
         unsafe { std::alloc::dealloc(self.0.as_ptr(), layout) };
     }
 }
 
 impl Clone for Entry {
     fn clone(&self) -> Entry {
-        Entry::from_bytes(self.bytes())
+        Entry::from_parts(&[self.bytes()])
     }
 }
 
@@ -109,12 +113,16 @@ struct Layout {
     key_len: usize,
 }
 
-fn put_varint(bytes: &mut Vec<u8>, mut n: u64) {
+/// Writes `n` as a varint at the start of `out` (room for 10 bytes); its length.
+fn put_varint(out: &mut [u8], mut n: u64) -> usize {
+    let mut at = 0;
     while n >= 0x80 {
-        bytes.push((n as u8) | 0x80);
+        out[at] = (n as u8) | 0x80;
         n >>= 7;
+        at += 1;
     }
-    bytes.push(n as u8);
+    out[at] = n as u8;
+    at + 1
 }
 
 fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
@@ -130,33 +138,20 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
     }
 }
 
-fn varint_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
-}
-
 impl Entry {
     fn new(key: &[u8], value: &[u8], revision: u64, deadline: Option<u64>) -> Entry {
-        let head = ((key.len() as u64) << 1) | deadline.is_some() as u64;
-        let mut bytes = Vec::with_capacity(
-            varint_len(head)
-                + varint_len(revision)
-                + deadline.map_or(0, |_| 8)
-                + key.len()
-                + value.len(),
+        // The header on the stack: two varints and the deadline, at most 28 bytes.
+        let mut head = [0u8; 28];
+        let mut at = put_varint(
+            &mut head,
+            ((key.len() as u64) << 1) | deadline.is_some() as u64,
         );
-        put_varint(&mut bytes, head);
-        put_varint(&mut bytes, revision);
+        at += put_varint(&mut head[at..], revision);
         if let Some(deadline) = deadline {
-            bytes.extend_from_slice(&deadline.to_le_bytes());
+            head[at..at + 8].copy_from_slice(&deadline.to_le_bytes());
+            at += 8;
         }
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        Entry::from_bytes(&bytes)
+        Entry::from_parts(&[&head[..at], key, value])
     }
 
     fn layout(&self) -> Layout {
@@ -445,8 +440,9 @@ mod tests {
     #[test]
     fn entries_of_every_size_class_round_trip_and_clone() {
         let map = Map::default();
-        // Lengths whose length varint takes 1, 2 and 3 bytes.
-        for (i, len) in [0usize, 100, 127, 128, 5000, 16_383, 16_384, 300_000]
+        // Values whose entry (12 bytes more: header, revision, deadline, key) has a
+        // length varint of 1, 2 and 3 bytes, at each boundary.
+        for (i, len) in [0usize, 100, 115, 116, 5000, 16_371, 16_372, 300_000]
             .into_iter()
             .enumerate()
         {
