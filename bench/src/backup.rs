@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use kvs_plugin_api::{Event, TransactionLogger};
 
+use crate::free_port;
 use crate::rest::start_kvs_with;
 use crate::variants::CpuTime;
-use crate::{KillOnDrop, free_port, wait_for_port, which};
 
 const KEYS: u64 = 1_000_000;
 const VALUE: usize = 100;
@@ -150,33 +150,9 @@ pub(crate) fn backup(plugins: &Path) -> Result<()> {
 }
 
 fn redis(dir: &Path) -> Result<()> {
-    which("redis-server")?;
-    which("redis-cli")?;
-    let port = free_port()?;
-    let mut server = KillOnDrop(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--enable-debug-command", "yes"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
-    wait_for_port(port, &mut server.0, Duration::from_secs(30))?;
-    let cli = |args: &[&str]| -> Result<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let server = crate::redis::Redis::start_in_memory(dir)?;
+    let port = server.port();
+    let cli = |args: &[&str]| server.cli(args);
     let populated = cli(&[
         "DEBUG",
         "POPULATE",
@@ -188,7 +164,6 @@ fn redis(dir: &Path) -> Result<()> {
         bail!("DEBUG POPULATE failed: {populated}");
     }
     let rdb = dir.join("fetched.rdb");
-    let cpu_before = cpu(server.0.id())?;
     let started = Instant::now();
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--rdb"])
@@ -200,8 +175,6 @@ fn redis(dir: &Path) -> Result<()> {
     if !out.success() {
         bail!("redis-cli --rdb failed");
     }
-    // The server forks a child to write the RDB: its CPU is not the parent's.
-    let _ = cpu(server.0.id())? - cpu_before;
     let size = std::fs::metadata(&rdb)?.len();
     row("redis-cli --rdb (to a file)", took, size, None);
     let started = Instant::now();

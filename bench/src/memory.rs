@@ -15,7 +15,6 @@ use anyhow::{Context, Result, bail};
 use kvs_plugin_api::{Event, EventKind, TransactionLogger};
 
 use crate::rest::start_kvs_with;
-use crate::{KillOnDrop, free_port, wait_for_port, which};
 
 const KEYS: u64 = 1_000_000;
 const VALUE: usize = 8;
@@ -156,34 +155,10 @@ pub(crate) fn memory(plugins: &Path) -> Result<()> {
 /// Growth of Redis's `used_memory` and `used_memory_rss` from `DEBUG POPULATE`, then
 /// with every key given a deadline (`PEXPIREAT`, through `redis-cli --pipe`).
 fn redis_memory(deadline: u64) -> Result<Vec<(&'static str, u64)>> {
-    which("redis-server")?;
-    which("redis-cli")?;
-    let port = free_port()?;
     let dir = tempfile::tempdir()?;
-    let mut server = KillOnDrop(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--enable-debug-command", "yes"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
-    wait_for_port(port, &mut server.0, std::time::Duration::from_secs(30))?;
-    let cli = |args: &[&str]| -> Result<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let server = crate::redis::Redis::start_in_memory(dir.path())?;
+    let port = server.port();
+    let cli = |args: &[&str]| server.cli(args);
     let memory = |info: &str, field: &str| -> Result<u64> {
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("{field}:")))

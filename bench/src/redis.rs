@@ -55,6 +55,47 @@ impl Redis {
         })
     }
 
+    /// A throwaway redis-server that keeps nothing on disk (no AOF, no RDB saves) and
+    /// takes `DEBUG` commands (`POPULATE`, `RELOAD`): for memory and snapshot figures.
+    /// `dir` is its working directory (where `DEBUG RELOAD` writes its RDB).
+    pub(crate) fn start_in_memory(dir: &std::path::Path) -> Result<Redis> {
+        which("redis-server")?;
+        which("redis-cli")?;
+        let port = free_port()?;
+        let mut server = KillOnDrop(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args(["--appendonly", "no", "--enable-debug-command", "yes"])
+                .arg("--dir")
+                .arg(dir)
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+        wait_for_port(port, &mut server.0, std::time::Duration::from_secs(30))?;
+        Ok(Redis {
+            server,
+            _dir: tempfile::tempdir()?,
+            port,
+        })
+    }
+
+    /// `redis-cli ARGS` against it: what it printed.
+    pub(crate) fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .context("redis-cli (Debian package redis-tools)")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The port it listens on (127.0.0.1).
     pub(crate) fn port(&self) -> u16 {
         self.port

@@ -254,6 +254,18 @@ enum Control {
     Stop,
 }
 
+/// The config file and the plugins directory read again, or the report refusing for
+/// why not (what reloads and migrations start from).
+fn read_again(
+    reload_config: &dyn Fn() -> Result<Config>,
+) -> std::result::Result<(Config, Catalog), ReloadReport> {
+    let next = reload_config()
+        .map_err(|e| ReloadReport::refusing(format!("config: {e:#}; nothing changed")))?;
+    let catalog = Catalog::scan_with(&next.plugins_dir, next.plugins_insecure_modes)
+        .map_err(|e| ReloadReport::refusing(format!("plugins: {e:#}; nothing changed")))?;
+    Ok((next, catalog))
+}
+
 /// Reads the config file and the plugins directory again and migrates to `to`.
 fn migrate(
     running: &mut kvs_host::lifecycle::Running,
@@ -261,13 +273,9 @@ fn migrate(
     to: &str,
     marker: Option<std::path::PathBuf>,
 ) -> ReloadReport {
-    let next = match reload_config() {
-        Ok(next) => next,
-        Err(e) => return ReloadReport::refusing(format!("config: {e:#}; nothing changed")),
-    };
-    let catalog = match Catalog::scan_with(&next.plugins_dir, next.plugins_insecure_modes) {
-        Ok(catalog) => catalog,
-        Err(e) => return ReloadReport::refusing(format!("plugins: {e:#}; nothing changed")),
+    let (next, catalog) = match read_again(reload_config) {
+        Ok(both) => both,
+        Err(refused) => return refused,
     };
     let options = kvs_host::lifecycle::MigrateOptions {
         marker: marker.as_deref(),
@@ -328,13 +336,9 @@ fn reload(
     reload_config: &dyn Fn() -> Result<Config>,
     telemetry: &Telemetry,
 ) -> ReloadReport {
-    let next = match reload_config() {
-        Ok(next) => next,
-        Err(e) => return ReloadReport::refusing(format!("config: {e:#}; nothing changed")),
-    };
-    let catalog = match Catalog::scan_with(&next.plugins_dir, next.plugins_insecure_modes) {
-        Ok(catalog) => catalog,
-        Err(e) => return ReloadReport::refusing(format!("plugins: {e:#}; nothing changed")),
+    let (next, catalog) = match read_again(reload_config) {
+        Ok(both) => both,
+        Err(refused) => return refused,
     };
     let mut report = running.reload(&next, &catalog);
     // Files the scan refused, and why: a broken new build of a plug-in in use is one,
