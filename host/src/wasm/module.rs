@@ -43,6 +43,19 @@ fn hand_off_worker() {
     });
 }
 
+/// Runs a guest's blocking wait (a WASI sleep of at least `LONG_CALL`). On an async
+/// worker it runs inside `block_in_place`, which hands the worker's other tasks to
+/// another thread for as long as the wait lasts. Unlike `hand_off_worker`, nothing here
+/// depends on which thread runs a task first: the worker is free for the whole wait,
+/// however long the new thread takes to start.
+fn wait_off_worker(wait: &mut dyn FnMut()) {
+    if in_multi_thread_runtime() {
+        tokio::task::block_in_place(wait);
+    } else {
+        wait();
+    }
+}
+
 /// A module compiled once with its sandbox and host functions; instances come from it.
 pub(super) struct Compiled {
     compiled: extism::CompiledPlugin,
@@ -131,7 +144,7 @@ pub(super) fn compile(
     let builder = PluginBuilder::new(manifest)
         .with_wasi(true)
         .with_functions(functions)
-        .with_long_call_hook(LONG_CALL, hand_off_worker);
+        .with_long_call_hook(LONG_CALL, hand_off_worker, wait_off_worker);
     let compiled = extism::CompiledPlugin::new(builder).map_err(|e| {
         format!(
             "not a loadable WebAssembly module: {}",

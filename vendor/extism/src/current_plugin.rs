@@ -645,9 +645,10 @@ pub(crate) struct CallLimits {
 #[derive(Default)]
 struct CallLimitsState {
     deadline: Option<std::time::Instant>,
-    /// Taken by whoever runs it first: the epoch callback once the call has run for
-    /// `after`, or a blocking WASI wait.
+    /// Taken by the epoch callback once the call has run for `after`.
     hook: Option<std::sync::Arc<crate::plugin_builder::LongCallHook>>,
+    /// The hook's `after` and `wrap_wait`, for WASI waits during the call.
+    wrap_wait: Option<(std::time::Duration, WrapWait)>,
 }
 
 impl CallLimits {
@@ -659,6 +660,7 @@ impl CallLimits {
     ) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.deadline = deadline;
+        state.wrap_wait = hook.as_ref().map(|h| (h.after, h.wrap_wait.clone()));
         state.hook = hook;
     }
 
@@ -671,34 +673,60 @@ impl CallLimits {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).hook.take()
     }
 
-    /// Before blocking for `wait`: runs the long-call hook if the wait is long enough to
-    /// deserve it, then says how long the guest may actually block (`None`: not past the
-    /// deadline, wait it all).
-    fn before_blocking(&self, wait: std::time::Duration) -> Option<std::time::Duration> {
-        let (deadline, hook) = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let due = state.hook.as_ref().is_some_and(|h| wait >= h.after);
-            (state.deadline, if due { state.hook.take() } else { None })
-        };
-        if let Some(h) = hook {
-            (h.hook)();
+    /// Before blocking for `wait`: how the guest may wait. A wait of at least the hook's
+    /// `after` runs inside the hook's `wrap_wait` (the long-call hook itself is left for
+    /// the epoch callback: it is meant for code that keeps running, and a wait is known
+    /// to block for its whole length).
+    fn plan_wait(&self, wait: std::time::Duration) -> Wait {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let wrap = state
+            .wrap_wait
+            .as_ref()
+            .filter(|(after, _)| wait >= *after)
+            .map(|(_, wrap)| wrap.clone());
+        let left = state
+            .deadline
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        match left {
+            Some(left) if wait > left => Wait::PastDeadline { left, wrap },
+            _ => Wait::Within { wrap },
         }
-        let left = deadline?.saturating_duration_since(std::time::Instant::now());
-        (wait > left).then_some(left)
+    }
+}
+
+/// kvs patch: how a WASI wait proceeds (`CallLimits::plan_wait`).
+enum Wait {
+    /// It would end past the call's deadline: wait `left`, then end the call.
+    PastDeadline {
+        left: std::time::Duration,
+        wrap: Option<WrapWait>,
+    },
+    /// It ends before the deadline (or there is none).
+    Within { wrap: Option<WrapWait> },
+}
+
+type WrapWait = std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
+/// kvs patch: blocks the thread for `duration`, inside `wrap` if there is one.
+fn block_for(duration: std::time::Duration, wrap: Option<WrapWait>) {
+    match wrap {
+        Some(wrap) => wrap(&mut || std::thread::sleep(duration)),
+        None => std::thread::sleep(duration),
     }
 }
 
 /// kvs patch: the WASI scheduler, with every wait bounded by the running call's
 /// deadline: a wait that would end past it sleeps until the deadline and then ends the
-/// call as a timeout (the same `Trap::Interrupt` the epoch callback raises).
+/// call as a timeout (the same `Trap::Interrupt` the epoch callback raises). A long wait
+/// runs inside the long-call hook's `wrap_wait`.
 struct DeadlineSched {
     limits: std::sync::Arc<CallLimits>,
     inner: Box<dyn wasi_common::WasiSched>,
 }
 
 impl DeadlineSched {
-    fn timed_out(left: std::time::Duration) -> wasi_common::Error {
-        std::thread::sleep(left);
+    fn timed_out(left: std::time::Duration, wrap: Option<WrapWait>) -> wasi_common::Error {
+        block_for(left, wrap);
         wasi_common::Error::trap(wasmtime::Error::from(wasmtime::Trap::Interrupt))
     }
 }
@@ -714,8 +742,13 @@ impl wasi_common::WasiSched for DeadlineSched {
         if poll.rw_subscriptions().next().is_none() {
             if let Some(clock) = poll.earliest_clock_deadline() {
                 let wait = clock.duration_until().unwrap_or_default();
-                if let Some(left) = self.limits.before_blocking(wait) {
-                    return Err(Self::timed_out(left));
+                match self.limits.plan_wait(wait) {
+                    Wait::PastDeadline { left, wrap } => {
+                        return Err(Self::timed_out(left, wrap));
+                    }
+                    // Waits here; the inner poll then finds the clock already due.
+                    Wait::Within { wrap: Some(wrap) } => block_for(wait, Some(wrap)),
+                    Wait::Within { wrap: None } => {}
                 }
             }
         }
@@ -727,9 +760,13 @@ impl wasi_common::WasiSched for DeadlineSched {
     }
 
     async fn sleep(&self, duration: std::time::Duration) -> Result<(), wasi_common::Error> {
-        if let Some(left) = self.limits.before_blocking(duration) {
-            return Err(Self::timed_out(left));
+        match self.limits.plan_wait(duration) {
+            Wait::PastDeadline { left, wrap } => Err(Self::timed_out(left, wrap)),
+            Wait::Within { wrap: Some(wrap) } => {
+                block_for(duration, Some(wrap));
+                Ok(())
+            }
+            Wait::Within { wrap: None } => self.inner.sleep(duration).await,
         }
-        self.inner.sleep(duration).await
     }
 }

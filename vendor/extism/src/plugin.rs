@@ -1170,7 +1170,7 @@ impl Plugin {
         cancelled.store(false, std::sync::atomic::Ordering::Release);
         let started = std::time::Instant::now();
         // The deadline and the hook are shared with the WASI scheduler (a blocking sleep
-        // is bounded by the deadline, and runs the hook first).
+        // is bounded by the deadline, and a long one runs inside the hook's `wrap_wait`).
         let limits = self.current_plugin().call_limits.clone();
         limits.begin(deadline, self.long_call_hook.clone());
         let limits_end = CallLimitsEnd(limits.clone());

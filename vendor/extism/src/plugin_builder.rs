@@ -57,6 +57,9 @@ pub(crate) struct PluginBuilderOptions {
 pub(crate) struct LongCallHook {
     pub(crate) after: std::time::Duration,
     pub(crate) hook: std::sync::Arc<dyn Fn() + Send + Sync>,
+    /// Runs a WASI wait (sleep or clock poll) of at least `after`, e.g. inside
+    /// `tokio::task::block_in_place`.
+    pub(crate) wrap_wait: std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>,
 }
 
 impl<'a> PluginBuilder<'a> {
@@ -178,15 +181,19 @@ impl<'a> PluginBuilder<'a> {
     /// been running for `after` (checked on the timer's ticks, so a little later). A host
     /// that runs calls on an async executor's worker can use it to hand the worker's
     /// other work to another thread (e.g. `tokio::task::block_in_place(|| {})`) only for
-    /// the rare call that turns out to be long.
+    /// the rare call that turns out to be long. A WASI wait (a guest's sleep or clock
+    /// poll) of at least `after` runs inside `wrap_wait` instead, which is given the wait
+    /// to run: the whole wait is known to block, so it can be wrapped as a whole.
     pub fn with_long_call_hook(
         mut self,
         after: std::time::Duration,
         hook: impl Fn() + Send + Sync + 'static,
+        wrap_wait: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static,
     ) -> Self {
         self.options.long_call_hook = Some(LongCallHook {
             after,
             hook: std::sync::Arc::new(hook),
+            wrap_wait: std::sync::Arc::new(wrap_wait),
         });
         self
     }
