@@ -26,14 +26,17 @@
 //!   threads and p99 per interval; fails if they grow.
 //! * `kvs-bench backup`: `kvs backup` and `kvs restore` of 1M keys next to Redis's
 //!   `redis-cli --rdb` and `DEBUG RELOAD` on the same data.
+//! * `kvs-bench overload`: 1x, 3x and 10x the sustained durable write rate offered by
+//!   greedy gRPC clients beside one polite client: goodput, latencies, refusals, RSS.
 //!
-//! Run it through `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup]`, which builds in release mode and
+//! Run it through `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup|overload]`, which builds in release mode and
 //! stages the plug-ins. Everything listens on 127.0.0.1 and stops by itself.
 
 mod backup;
 mod cluster;
 mod instructions;
 mod memory;
+mod overload;
 mod redis;
 mod resp;
 mod rest;
@@ -67,6 +70,7 @@ fn main() -> Result<()> {
         "cluster" => cluster::cluster(&plugins),
         "instructions" => instructions::instructions(&plugins),
         "backup" => backup::backup(&plugins),
+        "overload" => overload::overload(&plugins),
         "soak" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             let minutes = match args.as_slice() {
@@ -81,7 +85,7 @@ fn main() -> Result<()> {
             soak::soak(&plugins, minutes)
         }
         other => bail!(
-            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `cluster`, `security`, `observability`, `memory`, `instructions` or `backup`"
+            "unknown benchmark {other:?}: use `writes`, `rest`, `resp`, `cluster`, `security`, `observability`, `memory`, `instructions`, `backup` or `overload`"
         ),
     }
 }

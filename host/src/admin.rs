@@ -222,6 +222,7 @@ async fn metrics(State(state): State<AdminState>, request: axum::extract::Reques
     // What is cheap to read now rather than to count as it happens.
     m.keys.set(store.len() as i64);
     m.queue_depth.set(store.queue_depth() as i64);
+    store.overload().publish();
     m.logger_healthy.set(i64::from(store.logger_healthy()));
     (
         [(

@@ -119,6 +119,11 @@ pub struct RawWriter {
     pub max_batch: Option<usize>,
     /// Writes that may wait for the writer before new ones get `unavailable` (default 65536).
     pub queue_capacity: Option<usize>,
+    /// Bytes of keys and values that may wait for the writer (default 256 MiB).
+    pub queue_max_bytes: Option<u64>,
+    /// While writes wait longer than this in the queue, a client with a write in flight
+    /// has further writes refused (default 20; 0: never). See `crate::overload`.
+    pub shed_delay_ms: Option<u64>,
 }
 
 impl RawConfig {
@@ -167,6 +172,10 @@ pub struct Config {
     pub max_batch: usize,
     /// Capacity of the writer's queue.
     pub queue_capacity: usize,
+    /// Bytes of keys and values the writer's queue may hold.
+    pub queue_max_bytes: u64,
+    /// Queueing delay past which writes are shed, in ms (0: never).
+    pub shed_delay_ms: u64,
     /// Frontend drain deadline on shutdown.
     pub shutdown_timeout: std::time::Duration,
     /// Plug-in tables by plug-in name.
@@ -239,6 +248,14 @@ impl Config {
             limits,
             max_batch,
             queue_capacity,
+            queue_max_bytes: file
+                .writer
+                .queue_max_bytes
+                .unwrap_or(crate::overload::DEFAULT_QUEUE_MAX_BYTES),
+            shed_delay_ms: file
+                .writer
+                .shed_delay_ms
+                .unwrap_or(crate::overload::DEFAULT_SHED_DELAY_MS),
             shutdown_timeout: std::time::Duration::from_millis(
                 file.shutdown_timeout_ms.unwrap_or(10_000),
             ),

@@ -35,6 +35,7 @@ pub mod lifecycle;
 pub mod map;
 pub mod metrics;
 pub mod native;
+pub mod overload;
 pub mod plugins;
 pub mod ports;
 pub mod shared;

@@ -70,6 +70,8 @@ pub struct Builder<'a> {
     frontends: Vec<(&'a Plugin, String)>,
     limits: Limits,
     queue_capacity: usize,
+    queue_max_bytes: u64,
+    shed_delay_ms: u64,
     max_batch: usize,
     shutdown_timeout: Duration,
     options: StartOptions,
@@ -97,6 +99,8 @@ impl<'a> Builder<'a> {
             frontends,
             limits: config.limits,
             queue_capacity: config.queue_capacity,
+            queue_max_bytes: config.queue_max_bytes,
+            shed_delay_ms: config.shed_delay_ms,
             max_batch: config.max_batch,
             shutdown_timeout: config.shutdown_timeout,
             options: StartOptions {
@@ -117,6 +121,8 @@ impl<'a> Builder<'a> {
             frontends: Vec::new(),
             limits,
             queue_capacity: 1024,
+            queue_max_bytes: crate::overload::DEFAULT_QUEUE_MAX_BYTES,
+            shed_delay_ms: crate::overload::DEFAULT_SHED_DELAY_MS,
             max_batch: 64,
             shutdown_timeout: Duration::from_secs(5),
             options: StartOptions::default(),
@@ -169,6 +175,12 @@ impl<'a> Builder<'a> {
         let shared = matches!(logger, Opened::Shared(_));
         let map = Arc::new(Map::default());
         let (tx, rx) = crossbeam_channel::bounded(self.queue_capacity);
+        let overload = Arc::new(crate::overload::Overload::new(
+            self.shed_delay_ms,
+            self.queue_max_bytes,
+            metrics.refusal_counters(),
+            metrics.queue_delay.clone(),
+        ));
         let store = Arc::new(Store::new(
             map.clone(),
             tx.clone(),
@@ -176,6 +188,7 @@ impl<'a> Builder<'a> {
             logger.health(),
             self.options.request_hook,
             metrics.clone(),
+            overload.clone(),
         ));
         let mut partial = Partial {
             store: store.clone(),
@@ -212,6 +225,7 @@ impl<'a> Builder<'a> {
             acknowledge: caught_up.acknowledge,
             stores_expiry,
             max_value_bytes: self.limits.max_value_bytes,
+            overload,
         };
         store.set_write_features(WriteFeatures {
             expiry: stores_expiry && !shared,

@@ -109,6 +109,10 @@ pub struct Metrics {
     /// Plug-ins swapped by a reload, by role (`logger`, `frontend`) and outcome (`ok`,
     /// `failed`: the old one kept serving).
     pub swaps: IntCounterVec,
+    /// Writes refused or dropped under overload, by reason (`crate::overload`).
+    pub writes_refused: IntCounterVec,
+    /// How long the first write of the writer's latest batch waited in its queue.
+    pub queue_delay: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -251,8 +255,30 @@ impl Metrics {
                 "Plug-ins replaced by a reload, by role and outcome (failed: the old one kept serving).",
                 &["role", "outcome"],
             ),
+            writes_refused: r.counter_vec(
+                "kvs_writes_refused_total",
+                "Writes refused or dropped before the logger under overload, by reason: shed \
+                 (the queue was slow and the client had a write in flight), queue_full, \
+                 queue_bytes, deadline (the caller's deadline passed while it queued).",
+                &["reason"],
+            ),
+            queue_delay: r.register(must(Gauge::new(
+                "kvs_writer_queue_delay_seconds",
+                "How long the first write of the writer's latest batch waited in its queue.",
+            ))),
             registry,
         })
+    }
+
+    /// The counters `crate::overload` records refusals into.
+    pub fn refusal_counters(&self) -> crate::overload::RefusalCounters {
+        let reason = |r: &str| self.writes_refused.with_label_values(&[r]);
+        crate::overload::RefusalCounters {
+            shed: reason("shed"),
+            queue_full: reason("queue_full"),
+            queue_bytes: reason("queue_bytes"),
+            deadline: reason("deadline"),
+        }
     }
 
     /// The handles one frontend's requests record into.

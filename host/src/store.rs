@@ -14,6 +14,7 @@ use kvs_plugin_api::{Consistency, PluginError};
 
 use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
+use crate::overload::Overload;
 use crate::ports::HealthCheck;
 use crate::telemetry;
 use crate::write_request::{Completion, Msg, WriteOp, WriteRequest};
@@ -47,6 +48,8 @@ pub struct Store {
     read_barrier: std::sync::OnceLock<(ReadBarrier, bool)>,
     /// What this kvs counts.
     metrics: Arc<Metrics>,
+    /// Admission under overload; shared with the writer, which measures the queue.
+    overload: Arc<Overload>,
     /// What the write path can do beyond puts and deletes; set at start-up and when
     /// the logger is swapped.
     features: ArcSwapOption<WriteFeatures>,
@@ -129,6 +132,7 @@ impl Store {
         logger_health: Option<HealthCheck>,
         hook: Option<Arc<dyn RequestHook>>,
         metrics: Arc<Metrics>,
+        overload: Arc<Overload>,
     ) -> Self {
         Store {
             map,
@@ -140,6 +144,7 @@ impl Store {
             hook: ArcSwapOption::new(hook.map(Arc::new)),
             read_barrier: std::sync::OnceLock::new(),
             metrics,
+            overload,
             features: ArcSwapOption::empty(),
         }
     }
@@ -189,6 +194,11 @@ impl Store {
     /// What this kvs counts.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Admission under overload (the writer measures the queue through it).
+    pub fn overload(&self) -> &Arc<Overload> {
+        &self.overload
     }
 
     /// Writes waiting for the writer.
@@ -271,7 +281,7 @@ impl Store {
         let _in_span = span.enter();
         let done = metered(caller, caller::Action::Put, held(span.clone(), done));
         match self.admit(caller::Action::Put, &key, caller) {
-            Ok(()) => self.put(key, value, done),
+            Ok(()) => self.put_from(Some(caller), key, value, done),
             Err(e) => done.complete(Err(e)),
         }
     }
@@ -282,7 +292,7 @@ impl Store {
         let _in_span = span.enter();
         let done = metered(caller, caller::Action::Delete, held(span.clone(), done));
         match self.admit(caller::Action::Delete, &key, caller) {
-            Ok(()) => self.delete(key, done),
+            Ok(()) => self.delete_from(Some(caller), key, done),
             Err(e) => done.complete(Err(e)),
         }
     }
@@ -343,35 +353,69 @@ impl Store {
 
     /// Queues a PUT; `done` runs once it is durable and applied, or has failed.
     pub fn put(&self, key: Vec<u8>, value: Vec<u8>, done: Completion) {
+        self.put_from(None, key, value, done)
+    }
+
+    /// [`Store::put`] for a frontend's `caller` (shed under overload), or the host.
+    fn put_from(
+        &self,
+        caller: Option<&Caller<'_>>,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        done: Completion,
+    ) {
         let checked = self.check_key(&key).and_then(|()| self.check_value(&value));
         match checked {
-            Ok(()) => self.submit(WriteOp::Put(key.into(), value.into()), done),
+            Ok(()) => self.submit(caller, WriteOp::Put(key.into(), value.into()), done),
             Err(e) => done.complete(Err(e)),
         }
     }
 
     /// Queues a DELETE; `done` as for [`Store::put`]. Deleting a missing key succeeds.
     pub fn delete(&self, key: Vec<u8>, done: Completion) {
+        self.delete_from(None, key, done)
+    }
+
+    /// [`Store::delete`] for a frontend's `caller` (shed under overload), or the host.
+    fn delete_from(&self, caller: Option<&Caller<'_>>, key: Vec<u8>, done: Completion) {
         match self.check_key(&key) {
-            Ok(()) => self.submit(WriteOp::Delete(key.into()), done),
+            Ok(()) => self.submit(caller, WriteOp::Delete(key.into()), done),
             Err(e) => done.complete(Err(e)),
         }
     }
 
-    fn submit(&self, op: WriteOp, done: Completion) {
+    /// Queues `op` for the writer, unless kvs is not serving writes or is overloaded
+    /// (`crate::overload`; only a frontend's `caller` is shed).
+    fn submit(&self, caller: Option<&Caller<'_>>, op: WriteOp, done: Completion) {
         if !matches!(self.phase(), Phase::Serving | Phase::Draining) {
             return done.complete(Err(PluginError::unavailable(
                 "kvs is not serving writes (starting up or shut down); retry later",
             )));
         }
+        let (admitted, done) = match self.overload.admit(caller, op.queued_bytes(), done) {
+            Ok(admitted) => admitted,
+            Err((e, done)) => return done.complete(Err(e)),
+        };
         let trace = tracing::Span::current();
-        let request = WriteRequest { op, done, trace };
+        let request = WriteRequest {
+            op,
+            done,
+            trace,
+            admitted,
+        };
         let refused = match self.writes.try_send(Msg::Write(request)) {
             Ok(()) => return,
-            Err(TrySendError::Full(msg)) => (msg, "write queue is full; retry later"),
+            Err(TrySendError::Full(msg)) => {
+                self.overload.queue_full();
+                (
+                    msg,
+                    "write queue is full (writer.queue_capacity); retry later",
+                )
+            }
             Err(TrySendError::Disconnected(msg)) => (msg, "kvs is shutting down; retry later"),
         };
         if let (Msg::Write(req), why) = refused {
+            self.overload.not_queued(&req.admitted);
             req.done.complete(Err(PluginError::unavailable(why)));
         }
     }

@@ -24,6 +24,19 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// Bytes of key and value it holds while queued.
+    pub fn queued_bytes(&self) -> u64 {
+        let value = match self {
+            WriteOp::Put(_, v) => v.len(),
+            WriteOp::Update(u) => match &u.change {
+                kvs_plugin_api::Change::Put(v) | kvs_plugin_api::Change::Append(v) => v.len(),
+                _ => 0,
+            },
+            WriteOp::Delete(_) | WriteOp::Expire(..) => 0,
+        };
+        (self.key().len() + value) as u64
+    }
+
     /// The key written.
     pub fn key(&self) -> &[u8] {
         match self {
@@ -42,6 +55,8 @@ pub struct WriteRequest {
     /// The request's store span (disabled when tracing is off): the writer's batch
     /// span and it link to each other.
     pub trace: tracing::Span,
+    /// When it was queued, its caller's deadline, its bytes (`crate::overload`).
+    pub admitted: crate::overload::Admitted,
 }
 
 /// What the writer's queue carries.
@@ -224,6 +239,7 @@ mod tests {
             trace: tracing::Span::none(),
             op: WriteOp::Delete(b"k".to_vec().into()),
             done: Completion::new(move |r| done_tx.send(r).unwrap()),
+            admitted: Default::default(),
         };
         assert!(tx.send(Msg::Write(request)).is_ok());
         // The writer exits with this write still in its queue: the queue is dropped.

@@ -20,6 +20,7 @@ use kvs_plugin_api::{Event, EventKind, Outcome, PluginError};
 
 use crate::map::now_ms;
 use crate::metrics::Metrics;
+use crate::overload::Overload;
 use crate::ports::Log;
 use crate::store::Map;
 use crate::telemetry::{self, TRACE_TARGET};
@@ -75,6 +76,8 @@ pub struct WriterSettings {
     pub stores_expiry: bool,
     /// The store's value limit (what an `APPEND` may grow a value to).
     pub max_value_bytes: u64,
+    /// Where the queueing delay is measured and expired writes counted.
+    pub overload: Arc<Overload>,
 }
 
 /// The running writer thread.
@@ -104,6 +107,7 @@ impl Writer {
             max_batch: settings.max_batch,
             stores_expiry: settings.stores_expiry,
             max_value_bytes: settings.max_value_bytes,
+            overload: settings.overload,
             next_sweep: Instant::now(),
             tee: None,
             stats: WriterStats::default(),
@@ -151,6 +155,7 @@ struct WriterLoop {
     max_batch: usize,
     stores_expiry: bool,
     max_value_bytes: u64,
+    overload: Arc<Overload>,
     /// When the expiry sweep runs next.
     next_sweep: Instant,
     /// During a migration: where each logged batch is copied.
@@ -168,6 +173,9 @@ impl WriterLoop {
         let mut between = None;
         loop {
             if !stopping {
+                if self.rx.is_empty() {
+                    self.overload.idle();
+                }
                 let received = match self.sweep_wait() {
                     None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     Some(wait) => self.rx.recv_timeout(wait),
@@ -217,7 +225,19 @@ impl WriterLoop {
         between: &mut Option<Between>,
     ) {
         match msg {
-            Msg::Write(req) => batch.push(req),
+            Msg::Write(req) => {
+                let now = Instant::now();
+                self.overload.taken(&req.admitted, batch.is_empty(), now);
+                if self.overload.expired(&req.admitted, now) {
+                    // Never logged: the client stopped waiting, and a write it was told
+                    // timed out must not happen later.
+                    return req.done.complete(Err(PluginError::unavailable(
+                        "the request's deadline passed while the write waited in kvs's \
+                         queue; it was not written",
+                    )));
+                }
+                batch.push(req)
+            }
             Msg::Stop => *stopping = true,
             Msg::MaxValueBytes(max) => self.max_value_bytes = max,
             Msg::SwapLog(next) => *between = Some(Between::Swap(next)),
@@ -240,6 +260,7 @@ impl WriterLoop {
                 op: WriteOp::Expire(key.into(), revision),
                 done: Completion::new(|_| {}),
                 trace: tracing::Span::none(),
+                admitted: Default::default(),
             });
         }
     }

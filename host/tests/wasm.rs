@@ -853,7 +853,9 @@ fn a_guest_call_queuing_1_mib_writes_in_a_loop_is_held_to_its_write_bound() {
         ("defaults (1024 writes / 64 MiB)", ""),
         (
             "bound raised past the loop (100000 writes / 4096 MiB)",
-            "call_max_writes = 100000\ncall_max_write_mb = 4096\nmemory_budget_mb = 4096\n",
+            // The writer's own overload bounds (256 MiB queued, shedding) raised too.
+            "call_max_writes = 100000\ncall_max_write_mb = 4096\nmemory_budget_mb = 4096\n\
+             [writer]\nqueue_max_bytes = 8589934592\nshed_delay_ms = 0\n",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@
 //!   extism 1.30.0 plus `kvs.patch`, debug build, then `cargo test --workspace ARGS...`; without ARGS,
 //!   then build the templates outside the tree against the packaged plugin-api and
 //!   check them (`outside.rs`).
-//! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup]`: release build, then `kvs-bench`, which prints
+//! * `cargo xtask bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup|overload]`: release build, then `kvs-bench`, which prints
 //!   numbers side by side with Redis.
 //! * `cargo xtask redis-compat [--frontend resp|wasm-resp] [--source DIR]`: Redis's own
 //!   Tcl tests in external mode against a kvs it starts, per-file results
@@ -96,6 +96,7 @@ fn run() -> Result<()> {
                     "memory",
                     "instructions",
                     "backup",
+                    "overload",
                 ],
                 "writes" => &["writes"],
                 "rest" => &["rest"],
@@ -106,8 +107,9 @@ fn run() -> Result<()> {
                 "memory" => &["memory"],
                 "instructions" => &["instructions"],
                 "backup" => &["backup"],
+                "overload" => &["overload"],
                 other => bail!(
-                    "unknown benchmark {other:?}: writes, rest, resp, cluster, security, observability, memory, instructions, backup or all"
+                    "unknown benchmark {other:?}: writes, rest, resp, cluster, security, observability, memory, instructions, backup, overload or all"
                 ),
             };
             for mode in modes {
@@ -172,7 +174,7 @@ fn run() -> Result<()> {
                  abi-guests         build only the C and AssemblyScript guests (into <target>/wasm-abi)\n  \
                  test [ARGS...]     build, stage, cargo test --workspace ARGS (without ARGS, also\n                    \
                     the templates built outside the tree against the packaged plugin-api)\n  \
-                 bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
+                 bench [writes|rest|resp|cluster|security|observability|memory|instructions|backup|overload]  release build, then the benchmarks (need redis, wrk, etcd)\n  \
                  dist [--check]     release build, then the Debian package in <target>/dist/ (--check,\n                    \
                     as root: install it here, use it, remove it)\n  \
                  fuzz [TARGET] [--secs N]  cargo +nightly fuzz: build fuzz/, run each target (or\n                    \

@@ -89,6 +89,8 @@ impl Running {
         };
         applied.max_batch = current.max_batch;
         applied.queue_capacity = current.queue_capacity;
+        applied.queue_max_bytes = current.queue_max_bytes;
+        applied.shed_delay_ms = current.shed_delay_ms;
         applied.logger = current.logger.clone();
         self.live.config = Some(applied);
         report

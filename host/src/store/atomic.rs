@@ -71,13 +71,18 @@ impl Store {
         } else {
             done
         };
-        self.update(update, done)
+        self.update_from(Some(caller), update, done)
     }
 
     /// Queues an atomic update (a condition, a read-modify-write, a deadline), evaluated
     /// by the writer in log order; `done` gets its [`Outcome`](kvs_plugin_api::Outcome)
     /// once what it wrote is durable (at once if it writes nothing).
-    pub fn update(&self, mut update: Update, done: Completion) {
+    pub fn update(&self, update: Update, done: Completion) {
+        self.update_from(None, update, done)
+    }
+
+    /// [`Store::update`] for a frontend's `caller` (shed under overload), or the host.
+    fn update_from(&self, caller: Option<&Caller<'_>>, mut update: Update, done: Completion) {
         let checked = self
             .check_key(&update.key)
             .and_then(|()| match &update.change {
@@ -127,7 +132,7 @@ impl Store {
                 features.logger
             ))));
         }
-        self.submit(WriteOp::Update(Box::new(update)), done)
+        self.submit(caller, WriteOp::Update(Box::new(update)), done)
     }
 
     /// [`Store::get_entry`] on behalf of a frontend's caller: the request hook decides

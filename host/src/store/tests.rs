@@ -39,13 +39,15 @@ fn store(
         max_key_bytes: 8,
         max_value_bytes: 16,
     };
+    let metrics = Metrics::new(false);
     let store = Store::new(
         Arc::new(Map::default()),
         tx,
         limits,
         None,
         hook,
-        Metrics::new(false),
+        metrics.clone(),
+        crate::overload::Overload::with_defaults(&metrics),
     );
     store.set_phase(phase);
     (store, rx)

@@ -55,6 +55,7 @@ fn queue_put(tx: &Sender<Msg>, key: &str, outcomes: &Outcomes) {
         op: WriteOp::Put(key.as_bytes().into(), b"v".to_vec().into()),
         done: Completion::new(move |r| outcomes.lock().unwrap().push((name, r))),
         trace: tracing::Span::none(),
+        admitted: Default::default(),
     };
     assert!(tx.send(Msg::Write(request)).is_ok());
 }
@@ -77,6 +78,7 @@ fn run_writer(
         acknowledge: Acknowledge::Apply,
         stores_expiry: true,
         max_value_bytes: 1 << 20,
+        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
     };
     let writer = match Writer::spawn(
         Box::new(log),
@@ -172,6 +174,7 @@ fn queue_update(tx: &Sender<Msg>, update: kvs_plugin_api::Update, outcomes: &Upd
         op: WriteOp::Update(Box::new(update)),
         done: Completion::with_outcome(move |r| outcomes.lock().unwrap().push(r)),
         trace: tracing::Span::none(),
+        admitted: Default::default(),
     };
     assert!(tx.send(Msg::Write(request)).is_ok());
 }
@@ -184,6 +187,7 @@ fn spawn(log: Recording, map: &Arc<Map>, stores_expiry: bool) -> (Writer, Sender
         acknowledge: Acknowledge::Apply,
         stores_expiry,
         max_value_bytes: 1 << 20,
+        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
     };
     match Writer::spawn(
         Box::new(log),
@@ -235,6 +239,7 @@ fn updates_in_one_batch_see_the_writes_before_them_and_log_only_their_effect() {
         acknowledge: Acknowledge::Apply,
         stores_expiry: true,
         max_value_bytes: 1 << 20,
+        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
     };
     let writer = Writer::spawn(
         Box::new(log),
@@ -378,6 +383,7 @@ fn swap_between(
         acknowledge: Acknowledge::Apply,
         stores_expiry: true,
         max_value_bytes: 1 << 20,
+        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
     };
     let writer = Writer::spawn(
         Box::new(first),

@@ -151,8 +151,9 @@ fn context_of<T>(request: &Request<T>) -> RequestContext {
     ctx
 }
 
-/// Runs a call within the client's deadline, answering DEADLINE_EXCEEDED past it. A
-/// write already handed to the store still completes: it cannot be taken back.
+/// Runs a call within the client's deadline, answering DEADLINE_EXCEEDED past it. The
+/// deadline went to the store with the call: a write still queued when it passes is
+/// never made, one the logger had already taken completes.
 async fn within<T>(
     deadline: Option<Duration>,
     call: impl std::future::Future<Output = Result<T, Status>>,

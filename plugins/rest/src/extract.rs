@@ -48,7 +48,39 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
             ctx.peer = Some(String::from(&*peer.text));
             ctx.client_identity = peer.identity.as_deref().map(String::from);
         }
+        if let Some(Deadline(at)) = parts.extensions.get::<Deadline>() {
+            ctx.deadline = Some(at.saturating_duration_since(std::time::Instant::now()));
+        }
         Ok(ClientContext(ctx))
+    }
+}
+
+/// When the request's answer is due (set by the timeout middleware): the store gets it
+/// as the context's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub std::time::Instant);
+
+/// The client's `kvs-timeout-ms` header: how long it will wait for this request, in
+/// milliseconds (like gRPC's `grpc-timeout`). A value that is not a positive integer
+/// is an error.
+pub const TIMEOUT_HEADER: &str = "kvs-timeout-ms";
+
+/// The client's timeout from [`TIMEOUT_HEADER`], if it sent one.
+pub fn client_timeout(
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<std::time::Duration>, String> {
+    let Some(value) = headers.get(TIMEOUT_HEADER) else {
+        return Ok(None);
+    };
+    match value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        Some(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms))),
+        _ => Err(format!(
+            "{TIMEOUT_HEADER} must be a whole number of milliseconds, at least 1"
+        )),
     }
 }
 

@@ -293,18 +293,38 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Caps concurrent requests (excess ones wait) and answers 504 past the deadline.
-async fn limit_and_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = state.limiter.clone().acquire_owned().await else {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+/// Caps concurrent requests (excess ones wait) and answers 504 past the deadline: the
+/// sooner of `request_timeout_ms` and the client's `kvs-timeout-ms` header. The
+/// deadline also goes to the store with each call (`extract::Deadline`), so a write
+/// still queued when it passes is never made.
+async fn limit_and_time(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let timeout = match extract::client_timeout(req.headers()) {
+        Ok(Some(asked)) => asked.min(state.timeout()),
+        Ok(None) => state.timeout(),
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e),
     };
-    match tokio::time::timeout(state.timeout(), next.run(req)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    req.extensions_mut()
+        .insert(extract::Deadline(deadline.into_std()));
+    let _permit =
+        match tokio::time::timeout_at(deadline, state.limiter.clone().acquire_owned()).await {
+            Err(_) => return timed_out(),
+            Ok(Err(_)) => return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            Ok(Ok(permit)) => permit,
+        };
+    match tokio::time::timeout_at(deadline, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => error_response(
-            StatusCode::GATEWAY_TIMEOUT,
-            "request timed out (request_timeout_ms); a write may still complete",
-        ),
+        Err(_) => timed_out(),
     }
+}
+
+/// The 504 of a request past its deadline.
+fn timed_out() -> Response {
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "request timed out (request_timeout_ms or kvs-timeout-ms): a write still queued \
+         at the deadline is never made; one the logger had begun may have been",
+    )
 }
 
 /// The HTTP application, without a listener (tests and the plug-in both use it).

@@ -200,6 +200,20 @@ pub fn render(url: &str, before: &[Sample], now: &[Sample], secs: f64) -> String
         millis(append(0.99)),
         sum(now, "kvs_logger_append_errors_total", &[]),
     );
+    let refused = |reason| rate("kvs_writes_refused_total", &[("reason", reason)]);
+    let _ = writeln!(
+        out,
+        "overload: queue delay {}, refused/s shed {:.1} deadline {:.1} queue full {:.1} queue bytes {:.1}",
+        millis(
+            now.iter()
+                .find(|s| s.name == "kvs_writer_queue_delay_seconds")
+                .map(|s| s.value)
+        ),
+        refused("shed"),
+        refused("deadline"),
+        refused("queue_full"),
+        refused("queue_bytes"),
+    );
     let mut plugins: BTreeMap<&str, ()> = BTreeMap::new();
     for s in now.iter().filter(|s| s.name == "kvs_wasm_calls_total") {
         if let Some(p) = s.label("plugin") {

@@ -63,7 +63,17 @@ pub(super) fn restart_only(current: &Config, next: &Config, report: &mut ReloadR
         ),
         (
             "[writer]",
-            (current.max_batch, current.queue_capacity) != (next.max_batch, next.queue_capacity),
+            (
+                current.max_batch,
+                current.queue_capacity,
+                current.queue_max_bytes,
+                current.shed_delay_ms,
+            ) != (
+                next.max_batch,
+                next.queue_capacity,
+                next.queue_max_bytes,
+                next.shed_delay_ms,
+            ),
         ),
     ];
     for (section, changed) in sections {
