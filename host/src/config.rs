@@ -121,8 +121,9 @@ pub struct RawWriter {
     pub queue_capacity: Option<usize>,
     /// Bytes of keys and values that may wait for the writer (default 256 MiB).
     pub queue_max_bytes: Option<u64>,
-    /// While writes wait longer than this in the queue, a client with a write in flight
-    /// has further writes refused (default 20; 0: never). See `crate::overload`.
+    /// While a write queued now would wait longer than this, a connection holding more
+    /// than its share of the writes in flight has further writes refused (default 500;
+    /// 0: never). See `crate::overload`.
     pub shed_delay_ms: Option<u64>,
 }
 

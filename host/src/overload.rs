@@ -2,19 +2,22 @@
 //! takes them, so that the writes it admits keep a bounded latency and one greedy
 //! client cannot starve the others.
 //!
-//! * **Queueing delay, measured.** The writer notes how long the first write of each
-//!   batch waited in its queue (`Overload::taken`): about what a write queued now will
-//!   wait. With group commit a write normally waits for at most the batch ahead of it.
-//! * **Shedding.** Once that delay has stayed above `writer.shed_delay_ms` for
-//!   [`SHED_AFTER`] (one slow fsync is not overload), a frontend's write from a
-//!   connection that already has a write in flight is refused at once (`unavailable`:
-//!   503, a RESP error, gRPC UNAVAILABLE) instead of joining the queue, until a batch's
-//!   delay is below the target again. A connection that sends one request at a time is
-//!   never refused for it; one that pipelines (RESP) or multiplexes (HTTP/2, gRPC) keeps
-//!   one write in flight, and the listener's `max_connections_per_peer` bounds how many
-//!   connections one address has. Connections are told apart by the peer address the
-//!   frontend carried (with its port); a frontend that carries none counts as one
-//!   connection. Reads never queue, so they are never shed.
+//! * **Queueing delay.** The writer reports how long each batch took and how many writes
+//!   it held; from that (a moving average of the time per write) and the writes queued
+//!   now, the store estimates at once how long a write queued now would wait
+//!   ([`Overload::wait_estimate`]). It also records how long the first write of each
+//!   batch actually waited, for `/metrics`.
+//! * **Shedding.** While the estimate is above `writer.shed_delay_ms`, a frontend's write
+//!   is refused at once (`unavailable`: 503, a RESP error, gRPC UNAVAILABLE) instead of
+//!   joining the queue if its connection already holds at least an equal share of the
+//!   writes in flight and other connections have writes in flight too. A connection
+//!   that sends one request at a time is never refused for it, nor is a client alone
+//!   (nobody waits behind it but itself); the greedy connections (pipelining RESP,
+//!   multiplexed HTTP/2 and gRPC) are the ones refused, and the listener's
+//!   `max_connections_per_peer` bounds how many connections one address has.
+//!   Connections are told apart by the peer address the frontend carried (with its
+//!   port); a frontend that carries none counts as one connection. Reads never queue,
+//!   so they are never shed.
 //! * **Bytes.** The queue holds at most `writer.queue_max_bytes` of keys and values
 //!   (besides `writer.queue_capacity` writes), so memory stays bounded whatever the
 //!   value sizes.
@@ -33,11 +36,10 @@ use prometheus::{Gauge, IntCounter};
 use crate::caller::Caller;
 use crate::write_request::Completion;
 
-/// Default `writer.shed_delay_ms`: well above one batch's append on a local disk (a
-/// few ms) or over etcd (tens of ms), which every write may wait for under group commit.
-pub const DEFAULT_SHED_DELAY_MS: u64 = 100;
-/// How long the queueing delay must stay above the target before writes are shed.
-pub const SHED_AFTER: Duration = Duration::from_millis(100);
+/// Default `writer.shed_delay_ms`: a write that would wait half a second is overload
+/// for any logger (one batch takes a few ms on a local disk, tens over etcd), and a
+/// burst of pipelined writes well short of that is served, as Redis serves it.
+pub const DEFAULT_SHED_DELAY_MS: u64 = 500;
 /// Default `writer.queue_max_bytes`.
 pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -64,16 +66,17 @@ pub struct Overload {
     /// Shed while the queueing delay is above this (`None`: never shed).
     shed_delay: Option<Duration>,
     max_queued_bytes: u64,
-    /// Where the µs counts below start.
-    base: Instant,
     /// The first write of the writer's latest batch: how long it waited, in µs.
     queue_delay_us: AtomicU64,
-    /// Since when (µs after `base`, at least 1) every batch's delay has been above the
-    /// target; 0: the latest was not.
-    above_since_us: AtomicU64,
+    /// The writer's recent time per write (a moving average over batches), in ns.
+    per_write_ns: AtomicU64,
     /// Bytes of keys and values queued and not yet taken by the writer.
     queued_bytes: AtomicU64,
     in_flight: Box<[AtomicU32]>,
+    /// Slots with a write in flight.
+    active: AtomicU32,
+    /// Writes in flight, all slots.
+    total_in_flight: AtomicU32,
     hasher: std::hash::RandomState,
     refused: RefusalCounters,
     delay_gauge: Gauge,
@@ -102,11 +105,12 @@ impl Overload {
         Overload {
             shed_delay: (shed_delay_ms > 0).then(|| Duration::from_millis(shed_delay_ms)),
             max_queued_bytes,
-            base: Instant::now(),
             queue_delay_us: AtomicU64::new(0),
-            above_since_us: AtomicU64::new(0),
+            per_write_ns: AtomicU64::new(0),
             queued_bytes: AtomicU64::new(0),
             in_flight: (0..CLIENT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            active: AtomicU32::new(0),
+            total_in_flight: AtomicU32::new(0),
             hasher: std::hash::RandomState::new(),
             refused,
             delay_gauge,
@@ -123,12 +127,14 @@ impl Overload {
         ))
     }
 
-    /// Admits a write of `bytes` (key and value) for the writer's queue, or says why
-    /// not. `caller` is the frontend's client (`None`: the host's own write, never
-    /// shed). An admitted frontend write's `done` is wrapped to free its client slot.
+    /// Admits a write of `bytes` (key and value) for the writer's queue, which holds
+    /// `queued` writes now, or says why not. `caller` is the frontend's client (`None`:
+    /// the host's own write, never shed). An admitted frontend write's `done` is
+    /// wrapped to free its connection's slot.
     pub fn admit(
         self: &Arc<Self>,
         caller: Option<&Caller<'_>>,
+        queued_writes: usize,
         bytes: u64,
         done: Completion,
     ) -> Result<(Admitted, Completion), (PluginError, Completion)> {
@@ -154,28 +160,57 @@ impl Overload {
             return Ok((admitted, done));
         };
         let slot = self.slot(caller);
-        let before = self.in_flight[slot].fetch_add(1, Ordering::Relaxed);
-        if before > 0
-            && let Some(delay) = self.shedding()
+        let before = self.enter(slot);
+        if let Some(delay) = self.shedding(queued_writes)
+            && self.more_than_its_share(before)
         {
-            self.in_flight[slot].fetch_sub(1, Ordering::Relaxed);
+            self.leave(slot);
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.refused.shed.inc();
             return Err((
                 PluginError::unavailable(format!(
-                    "kvs is overloaded: writes wait {} ms in its queue and this client \
-                     already has a write in flight; retry later",
-                    delay.as_millis()
+                    "kvs is overloaded: a write queued now would wait about {} ms \
+                     (writer.shed_delay_ms is {}) and this connection already has more \
+                     writes in flight than other clients; retry later",
+                    delay.as_millis(),
+                    self.shed_delay.unwrap_or_default().as_millis()
                 )),
                 done,
             ));
         }
         let this = self.clone();
         let done = Completion::with_outcome(move |result| {
-            this.in_flight[slot].fetch_sub(1, Ordering::Relaxed);
+            this.leave(slot);
             done.complete_with(result)
         });
         Ok((admitted, done))
+    }
+
+    /// Counts a write in flight for `slot`; returns how many it had before.
+    fn enter(&self, slot: usize) -> u32 {
+        let before = self.in_flight[slot].fetch_add(1, Ordering::Relaxed);
+        if before == 0 {
+            self.active.fetch_add(1, Ordering::Relaxed);
+        }
+        self.total_in_flight.fetch_add(1, Ordering::Relaxed);
+        before
+    }
+
+    /// A write of `slot` is done (or was refused).
+    fn leave(&self, slot: usize) {
+        if self.in_flight[slot].fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.total_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether a connection that had `before` writes in flight holds at least its share
+    /// of all writes in flight, with other connections waiting: a connection alone is
+    /// never shed (nobody waits behind it but itself), nor one with nothing in flight.
+    fn more_than_its_share(&self, before: u32) -> bool {
+        let active = u64::from(self.active.load(Ordering::Relaxed));
+        let total = u64::from(self.total_in_flight.load(Ordering::Relaxed));
+        before > 0 && active >= 2 && u64::from(before + 1) * active >= total
     }
 
     /// An admitted write that never reached the queue (it was full, or the writer is
@@ -191,33 +226,30 @@ impl Overload {
     }
 
     /// The writer took a write: its bytes leave the queue; the first of a batch sets
-    /// the queueing delay.
+    /// the measured queueing delay.
     pub fn taken(&self, admitted: &Admitted, first_of_batch: bool, now: Instant) {
         self.queued_bytes
             .fetch_sub(admitted.bytes, Ordering::Relaxed);
-        let (true, Some(queued)) = (first_of_batch, admitted.queued) else {
-            return;
-        };
-        let waited = now.saturating_duration_since(queued);
-        self.queue_delay_us
-            .store(waited.as_micros() as u64, Ordering::Relaxed);
-        if self.shed_delay.is_some_and(|target| waited > target) {
-            let now_us = (now.saturating_duration_since(self.base).as_micros() as u64).max(1);
-            let _ = self.above_since_us.compare_exchange(
-                0,
-                now_us,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        } else {
-            self.above_since_us.store(0, Ordering::Relaxed);
+        if first_of_batch && let Some(queued) = admitted.queued {
+            let waited = now.saturating_duration_since(queued).as_micros() as u64;
+            self.queue_delay_us.store(waited, Ordering::Relaxed);
         }
     }
 
-    /// The writer found its queue empty: nothing waits, so nothing is shed.
-    pub fn idle(&self) {
-        self.queue_delay_us.store(0, Ordering::Relaxed);
-        self.above_since_us.store(0, Ordering::Relaxed);
+    /// The writer committed a batch of `writes` in `took`: updates its time per write
+    /// (a moving average, weight 1/8, so one slow fsync moves it only for a few batches).
+    pub fn batch_done(&self, writes: usize, took: Duration) {
+        if writes == 0 {
+            return;
+        }
+        let sample = took.as_nanos() as u64 / writes as u64;
+        let old = self.per_write_ns.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.per_write_ns.store(new, Ordering::Relaxed);
     }
 
     /// Whether the writer should drop this write: its caller's deadline has passed. If
@@ -230,15 +262,19 @@ impl Overload {
         expired
     }
 
-    /// The queueing delay, if writes are being shed now: it has been above the target
-    /// for [`SHED_AFTER`].
-    fn shedding(&self) -> Option<Duration> {
-        let since = self.above_since_us.load(Ordering::Relaxed);
-        if since == 0 {
-            return None;
-        }
-        let now_us = self.base.elapsed().as_micros() as u64;
-        (now_us.saturating_sub(since) >= SHED_AFTER.as_micros() as u64).then(|| self.queue_delay())
+    /// How long a write queued behind `queued_writes` others would wait: their number
+    /// times the writer's recent time per write.
+    pub fn wait_estimate(&self, queued_writes: usize) -> Duration {
+        Duration::from_nanos(
+            (queued_writes as u64).saturating_mul(self.per_write_ns.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// The estimated wait, if writes are being shed now: it is above the target.
+    fn shedding(&self, queued_writes: usize) -> Option<Duration> {
+        let target = self.shed_delay?;
+        let wait = self.wait_estimate(queued_writes);
+        (wait > target).then_some(wait)
     }
 
     /// The queueing delay last measured.

@@ -392,7 +392,8 @@ impl Store {
                 "kvs is not serving writes (starting up or shut down); retry later",
             )));
         }
-        let (admitted, done) = match self.overload.admit(caller, op.queued_bytes(), done) {
+        let queued = self.writes.len();
+        let (admitted, done) = match self.overload.admit(caller, queued, op.queued_bytes(), done) {
             Ok(admitted) => admitted,
             Err((e, done)) => return done.complete(Err(e)),
         };

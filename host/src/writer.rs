@@ -173,9 +173,6 @@ impl WriterLoop {
         let mut between = None;
         loop {
             if !stopping {
-                if self.rx.is_empty() {
-                    self.overload.idle();
-                }
                 let received = match self.sweep_wait() {
                     None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     Some(wait) => self.rx.recv_timeout(wait),
@@ -197,7 +194,9 @@ impl WriterLoop {
                 self.sweep_into(&mut batch);
             }
             if !batch.is_empty() {
+                let (writes, started) = (batch.len(), Instant::now());
                 self.commit(&mut batch);
+                self.overload.batch_done(writes, started.elapsed());
             }
             if let Some(work) = between.take() {
                 match work {

@@ -27,6 +27,8 @@
 //!   Redis frontends, replies compared byte for byte except where kvs's dialect says.
 //! * `disk`: the file logger on a full disk (a tmpfs the test mounts): 507, nothing
 //!   acknowledged lost, recovery once space is freed.
+//! * `overload`: 10,000 half-sent Redis commands and 10,000 slow HTTP headers holding
+//!   every connection slot, and a well-behaved client served at its normal latency.
 //! * `live`: `kvs reload` under a steady load of every kind of client: limits, access
 //!   rules, frontends and the logger replaced while serving; broken offers refused.
 //! * `backup`: `kvs backup` under a steady write load, checked record by record and
@@ -54,6 +56,7 @@ mod grpc;
 mod live;
 mod loading;
 mod observability;
+mod overload;
 mod postgres;
 mod power_loss;
 mod process;

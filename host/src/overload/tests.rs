@@ -147,20 +147,22 @@ fn a_write_whose_deadline_passed_while_queued_never_reaches_the_logger() {
 }
 
 #[test]
-fn while_the_queue_is_slow_a_client_with_a_write_in_flight_is_shed_and_others_are_not() {
+fn while_the_queue_is_slow_a_connection_with_a_write_in_flight_is_shed_and_others_are_not() {
     let host = start();
+    // One batch that takes 600 ms: the writer's time per write is 600 ms now.
     let first = put(&host, "x", "127.0.0.1:1", None);
     until_taken(&host);
-    // `greedy1` waits 250 ms behind `x`, past the default target (100 ms): the writer
-    // measures that when it takes it, and the delay stays there while its append waits.
-    let greedy1 = put(&host, "greedy1", "127.0.0.2:1", None);
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(600));
     host.go.send(()).unwrap();
     wait(&first).unwrap();
+    // `greedy1` is in the logger; `queued` waits behind it.
+    let greedy1 = put(&host, "greedy1", "127.0.0.2:1", None);
     until_taken(&host);
-    assert!(host.running.store.overload().queue_delay() >= Duration::from_millis(200));
-    std::thread::sleep(SHED_AFTER);
-    // The same connection again, with `greedy1` in flight: refused at once.
+    let queued = put(&host, "queued", "127.0.0.3:1", None);
+    assert!(host.running.store.overload().wait_estimate(1) >= Duration::from_millis(550));
+    // The greedy connection again, with `greedy1` in flight (its share of the two in
+    // flight): a write queued now would wait ~600 ms, past the default target (500
+    // ms), so it is refused at once.
     let started = Instant::now();
     let err = wait(&put(&host, "greedy2", "127.0.0.2:1", None)).unwrap_err();
     assert!(started.elapsed() < Duration::from_millis(50));
@@ -168,10 +170,11 @@ fn while_the_queue_is_slow_a_client_with_a_write_in_flight_is_shed_and_others_ar
     assert!(err.message().contains("overloaded"), "{err}");
     // Another connection of the same address, with nothing in flight, is admitted.
     let polite = put(&host, "polite", "127.0.0.2:2", None);
-    for _ in 0..2 {
+    for _ in 0..3 {
         host.go.send(()).unwrap();
     }
     wait(&greedy1).unwrap();
+    wait(&queued).unwrap();
     wait(&polite).unwrap();
     assert_eq!(refused(&host, "shed"), 1);
     assert_eq!(host.running.store.get(b"greedy2").unwrap(), None);
@@ -189,17 +192,17 @@ fn the_queue_is_bounded_in_bytes() {
         metrics.queue_delay.clone(),
     ));
     let (a, _) = overload
-        .admit(None, 60, Completion::new(|_| {}))
+        .admit(None, 0, 60, Completion::new(|_| {}))
         .ok()
         .unwrap();
     // 60 + 60 > 100: refused, naming the setting.
-    let Err((e, _)) = overload.admit(None, 60, Completion::new(|_| {})) else {
+    let Err((e, _)) = overload.admit(None, 0, 60, Completion::new(|_| {})) else {
         panic!("admitted past queue_max_bytes");
     };
     assert!(e.message().contains("writer.queue_max_bytes"), "{e}");
     // Taken by the writer: room again.
     overload.taken(&a, true, Instant::now());
-    assert!(overload.admit(None, 60, Completion::new(|_| {})).is_ok());
+    assert!(overload.admit(None, 0, 60, Completion::new(|_| {})).is_ok());
     // One write larger than the bound is admitted into an empty queue (the value
     // limit, not this, decides whether it is too large).
     let empty = Arc::new(Overload::new(
@@ -208,7 +211,7 @@ fn the_queue_is_bounded_in_bytes() {
         metrics.refusal_counters(),
         metrics.queue_delay.clone(),
     ));
-    assert!(empty.admit(None, 500, Completion::new(|_| {})).is_ok());
+    assert!(empty.admit(None, 0, 500, Completion::new(|_| {})).is_ok());
     assert_eq!(
         metrics
             .writes_refused
@@ -219,51 +222,62 @@ fn the_queue_is_bounded_in_bytes() {
 }
 
 #[test]
-fn one_slow_batch_is_not_overload_a_delay_that_lasts_is() {
+fn the_wait_is_the_queue_times_the_recent_time_per_write() {
     let metrics = crate::metrics::Metrics::new(false);
     let overload = Arc::new(Overload::new(
-        100,
+        20,
         1 << 20,
         metrics.refusal_counters(),
         metrics.queue_delay.clone(),
     ));
-    let caller = Caller {
+    let greedy = Caller {
         frontend: "test",
         peer: Some("127.0.0.1:1"),
         ..Caller::default()
     };
+    let other = Caller {
+        peer: Some("127.0.0.1:2"),
+        ..greedy
+    };
     // Admitted writes stay in flight (their completions held) until the test ends.
     let in_flight = Mutex::new(Vec::new());
-    let admit = || match overload.admit(Some(&caller), 1, Completion::new(|_| {})) {
+    let admit = |caller: &Caller<'_>, queued| match overload.admit(
+        Some(caller),
+        queued,
+        1,
+        Completion::new(|_| {}),
+    ) {
         Ok((_, done)) => {
             in_flight.lock().unwrap().push(done);
             true
         }
         Err(_) => false,
     };
-    let now = Instant::now();
-    let slow = Admitted {
-        queued: Some(now - Duration::from_millis(250)),
-        ..Admitted::default()
-    };
-    overload.taken(&slow, true, now);
-    // Above the target, but not yet for SHED_AFTER: a pipelining connection is admitted.
-    assert!(admit());
-    assert!(admit());
-    std::thread::sleep(SHED_AFTER + Duration::from_millis(10));
-    assert!(!admit(), "a delay that lasted SHED_AFTER sheds");
-    // One batch below the target ends it; so does an empty queue.
-    let quick = Admitted {
-        queued: Some(Instant::now()),
-        ..Admitted::default()
-    };
-    overload.taken(&quick, true, Instant::now());
-    assert!(admit());
-    overload.taken(&slow, true, Instant::now());
-    std::thread::sleep(SHED_AFTER + Duration::from_millis(10));
-    assert!(!admit());
-    overload.idle();
-    assert!(admit());
+    overload.batch_done(16, Duration::from_millis(16));
+    assert_eq!(overload.wait_estimate(30), Duration::from_millis(30));
+    // Alone, a connection is never shed, however long the queue.
+    assert!(admit(&greedy, 1000));
+    assert!(admit(&greedy, 1000));
+    // Another connection has a write in flight too: the greedy one holds more than its
+    // share.
+    assert!(
+        admit(&other, 1000),
+        "a connection's first write is never shed"
+    );
+    assert!(
+        admit(&greedy, 10),
+        "10 queued: about 10 ms, under the target"
+    );
+    assert!(!admit(&greedy, 30), "30 queued: about 30 ms, over it");
+    assert!(admit(&other, 30), "the other holds less than its share");
+    // One slow batch (a 500 ms fsync) moves the average by an eighth of it; quick
+    // batches bring it back.
+    overload.batch_done(1, Duration::from_millis(500));
+    assert!(!admit(&greedy, 1));
+    for _ in 0..40 {
+        overload.batch_done(16, Duration::from_millis(16));
+    }
+    assert!(admit(&greedy, 10));
     for done in in_flight.into_inner().unwrap() {
         done.complete(Ok(()));
     }

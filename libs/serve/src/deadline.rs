@@ -13,7 +13,8 @@
 //!   stays open is not idle); for stream protocols (RESP) only received bytes count.
 //!
 //! Unauthenticated clients can open connections; these deadlines bound how long one
-//! that does nothing keeps its descriptor.
+//! that does nothing keeps its descriptor, and a full listener closes the quietest
+//! connection to make room for a new one ([`crate::evict`]).
 
 use std::future::Future;
 use std::io;
@@ -89,15 +90,41 @@ pub(crate) struct Activity {
     last_received: AtomicU64,
     /// Requests in progress (HTTP).
     busy: AtomicUsize,
+    /// Told when the listener, full, closes this connection to make room
+    /// ([`crate::evict`]).
+    pub(crate) evicted: tokio::sync::Notify,
+    /// Where it is registered for eviction, if anywhere (removed when dropped).
+    registration: Option<crate::evict::Registration>,
 }
 
 impl Activity {
-    /// A connection accepted now.
+    /// A connection accepted now, not registered for eviction.
+    #[cfg(test)]
     pub(crate) fn new() -> Arc<Activity> {
+        Self::registered(None)
+    }
+
+    /// A connection accepted now, with its place in its listener's registry.
+    pub(crate) fn registered(registration: Option<crate::evict::Registration>) -> Arc<Activity> {
         Arc::new(Activity {
             accepted: Instant::now(),
             last_received: AtomicU64::new(NEVER),
             busy: AtomicUsize::new(0),
+            evicted: tokio::sync::Notify::new(),
+            registration,
+        })
+    }
+
+    /// How long it has received nothing (since it was accepted, if it never has), or
+    /// `None` while a request of its own is in progress.
+    pub(crate) fn silence(&self) -> Option<Duration> {
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let now = self.accepted.elapsed();
+        Some(match self.last_received.load(Ordering::Relaxed) {
+            NEVER => now,
+            last => now.saturating_sub(Duration::from_millis(last)),
         })
     }
 
@@ -139,6 +166,14 @@ impl Busy {
     pub(crate) fn new(activity: &Arc<Activity>) -> Busy {
         activity.busy.fetch_add(1, Ordering::Relaxed);
         Busy(activity.clone())
+    }
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        if let Some(registration) = self.registration.take() {
+            registration.remove();
+        }
     }
 }
 
@@ -220,6 +255,7 @@ pub(crate) async fn until_expired(
     tokio::select! {
         () = work => {}
         () = activity.expired(deadlines) => {}
+        () = activity.evicted.notified() => {}
     }
 }
 

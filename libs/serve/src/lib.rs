@@ -13,6 +13,7 @@
 
 mod connection;
 pub mod deadline;
+pub mod evict;
 mod peers;
 mod reserve;
 mod reuse;
@@ -159,6 +160,7 @@ impl Server {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             max_connections: settings.max_connections,
             peers: peers::PeerSlots::new(settings.max_connections_per_peer),
+            registry: evict::Registry::default(),
             reserve: reserve::Reserve::new(settings.descriptor_reserve),
             deadlines: settings.deadlines,
             last_full_warning: Arc::new(AtomicU64::new(0)),
@@ -313,6 +315,8 @@ struct Acceptor {
     connections: Arc<Semaphore>,
     max_connections: usize,
     peers: peers::PeerSlots,
+    /// Open connections, to close the quietest when full.
+    registry: evict::Registry,
     reserve: reserve::Reserve,
     deadlines: Deadlines,
     /// Seconds since `started`, plus one, when "at max_connections" was last logged
@@ -392,21 +396,28 @@ impl Acceptor {
         let Some(peer_slot) = self.peers.take(addr.ip(), &self.table, self.log) else {
             return; // dropping `tcp` closes it
         };
-        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-            self.warn_refusing(|table, max| {
-                format!(
-                    "{table}: {max} connections are open (max_connections); closing new \
-                     ones until some close"
-                )
-            });
-            return;
+        // Full: the quietest connection makes room, or the new one is refused.
+        let permit = match self.connections.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if self.registry.evict_quietest(evict::EVICT_AFTER_SILENCE) => None,
+            Err(_) => {
+                self.warn_refusing(|table, max| {
+                    format!(
+                        "{table}: {max} connections are open (max_connections) and none has \
+                         been silent for {}s; closing new ones until some close",
+                        evict::EVICT_AFTER_SILENCE.as_secs()
+                    )
+                });
+                return;
+            }
         };
+        let connections = self.connections.clone();
         let _ = tcp.set_nodelay(true);
         let connection = connection::Connection {
             app: self.app.clone(),
             http: self.http.clone(),
             watcher: graceful.watcher(),
-            activity: deadline::Activity::new(),
+            activity: self.registry.register(),
             deadlines: self.deadlines,
             stopping: self.stopping.clone(),
             requests: self.requests.clone(),
@@ -414,6 +425,19 @@ impl Acceptor {
         let tls = self.tls.clone();
         let handshake = self.deadlines.handshake;
         tokio::spawn(async move {
+            // After an eviction, the slot is free once the evicted connection's task
+            // has ended.
+            let permit = match permit {
+                Some(permit) => permit,
+                None => {
+                    match tokio::time::timeout(Duration::from_secs(1), connections.acquire_owned())
+                        .await
+                    {
+                        Ok(Ok(permit)) => permit,
+                        _ => return,
+                    }
+                }
+            };
             let _permit = (permit, peer_slot);
             let text: Arc<str> = addr.to_string().into();
             match tls {

@@ -127,6 +127,7 @@ impl TcpServer {
             open: open.clone(),
             max_connections: settings.max_connections,
             peers: crate::peers::PeerSlots::new(settings.max_connections_per_peer),
+            registry: crate::evict::Registry::default(),
             reserve: crate::reserve::Reserve::new(settings.descriptor_reserve),
             deadlines: settings.deadlines,
             tls: tls.clone(),
@@ -208,6 +209,8 @@ struct Acceptor {
     open: OpenConnections,
     max_connections: usize,
     peers: crate::peers::PeerSlots,
+    /// Open connections, to close the quietest when full.
+    registry: crate::evict::Registry,
     reserve: crate::reserve::Reserve,
     deadlines: crate::Deadlines,
     tls: Option<Arc<tls::Tls>>,
@@ -244,10 +247,19 @@ impl Acceptor {
                 .admits(std::os::fd::AsRawFd::as_raw_fd(&stream))
             {
                 Some(crate::reserve::refusal(&self.table))
-            } else if open >= self.max_connections {
+            } else if open >= self.max_connections
+                && !self
+                    .registry
+                    .evict_quietest(crate::evict::EVICT_AFTER_SILENCE)
+            {
+                // (After an eviction the count is one over for the moment the evicted
+                // connection takes to close.)
                 Some(format!(
-                    "{}: refusing connections: {open} open, the limit is max_connections = {}",
-                    self.table, self.max_connections
+                    "{}: refusing connections: {open} open, the limit is max_connections = {}, \
+                     and none has been silent for {}s",
+                    self.table,
+                    self.max_connections,
+                    crate::evict::EVICT_AFTER_SILENCE.as_secs()
                 ))
             } else {
                 None
@@ -268,7 +280,7 @@ impl Acceptor {
             let counted = Counted::new(&self.open);
             let (handle, stopping, tls) = (handle.clone(), stopping.clone(), self.tls.clone());
             let deadlines = self.deadlines;
-            let activity = crate::deadline::Activity::new();
+            let activity = self.registry.register();
             tokio::spawn(async move {
                 // Uncounted when the task ends, however it ends.
                 let _counted = (counted, peer_slot);

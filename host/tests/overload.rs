@@ -1,0 +1,172 @@
+//! Overload from the outside: clients that fill every connection slot with half-sent
+//! requests do not stop a well-behaved client from being served at its normal latency.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Connections the attack opens per listener: every slot (`max_connections`' default).
+const ATTACKERS: usize = 10_000;
+/// Source addresses they come from, so no one address passes
+/// `max_connections_per_peer` (256).
+const ATTACK_ADDRESSES: usize = 50;
+
+/// Opens `ATTACKERS` connections to `addr` from 127.0.1.x addresses, each sending
+/// `partial` (the start of a request it never finishes).
+async fn attack(addr: SocketAddr, partial: &'static [u8]) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut open = Vec::with_capacity(ATTACKERS);
+    for i in 0..ATTACKERS {
+        let source = Ipv4Addr::new(127, 0, 1, 1 + (i % ATTACK_ADDRESSES) as u8);
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream.write_all(partial).await.unwrap();
+        open.push(stream);
+    }
+    open
+}
+
+/// How many of `attackers` kvs has closed (reads return end of file at once).
+async fn closed(attackers: &mut [tokio::net::TcpStream]) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut n = 0;
+    for stream in attackers {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_micros(200), stream.read(&mut byte)).await
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A well-behaved Redis client: connect, SET, GET; the time each round took.
+fn redis_round(addr: SocketAddr, i: usize) -> Duration {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let key = format!("good-{i}");
+    write!(
+        s,
+        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n",
+        key.len(),
+        key.len()
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < "+OK\r\n$1\r\nv\r\n".len() {
+        let n = s.read(&mut buf).expect("no reply");
+        assert!(n > 0, "kvs closed the well-behaved client's connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n$1\r\nv\r\n");
+    started.elapsed()
+}
+
+/// A well-behaved HTTP client: a new connection, PUT then GET; the time it took.
+fn http_round(url: &str, i: usize) -> Duration {
+    let started = Instant::now();
+    let http = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let key = format!("{url}/v1/key/good-{i}");
+    assert!(
+        http.put(&key)
+            .body("v")
+            .send()
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert_eq!(http.get(&key).send().unwrap().text().unwrap(), "v");
+    started.elapsed()
+}
+
+fn slowest(rounds: impl Iterator<Item = Duration>) -> Duration {
+    rounds.max().unwrap()
+}
+
+#[test]
+fn ten_thousand_half_sent_commands_and_slow_headers_do_not_stop_a_well_behaved_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "logger = \"file\"\nfrontends = [\"rest\", \"resp\"]\n\
+             [plugins.file]\npath = {:?}\n\
+             [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.resp]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("kvs.log")
+        ),
+    )
+    .unwrap();
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let resp: SocketAddr = kvs
+        .endpoint("resp")
+        .rsplit("//")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rest = kvs.endpoint("rest");
+    let rest_addr: SocketAddr = rest.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // One listener at a time: the open-file limits here (20,000 for this process and
+    // for kvs, which root cannot raise in this sandbox) hold one attack of 10,000, not
+    // two at once.
+    let redis = |i| redis_round(resp, i);
+    let http = |i| http_round(&rest, i);
+    type Round<'a> = &'a dyn Fn(usize) -> Duration;
+    let attacks: [(&str, SocketAddr, &'static [u8], Round<'_>); 2] = [
+        (
+            "half-sent Redis commands",
+            resp,
+            b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nval",
+            &redis,
+        ),
+        (
+            "slow HTTP headers",
+            rest_addr,
+            b"PUT /v1/key/k HTTP/1.1\r\nhost: kvs\r\ncontent-length: 1\r\nx-slow: ",
+            &http,
+        ),
+    ];
+    for (what, addr, partial, round) in attacks {
+        // Normal latency: the slowest of 20 rounds, nothing else going on.
+        let normal = slowest((0..20).map(round));
+        let started = Instant::now();
+        let mut attackers = rt.block_on(attack(addr, partial));
+        println!("{ATTACKERS} {what} open in {:?}", started.elapsed());
+        // Every slot is taken: the listener is at max_connections. Once the attackers
+        // have been silent for the eviction threshold, the well-behaved client is
+        // served (the quietest attacker makes room), at its normal latency.
+        std::thread::sleep(Duration::from_millis(2500));
+        let attacked = slowest((100..120).map(round));
+        println!("{what}: slowest round {normal:?} alone, {attacked:?} under attack");
+        let allowed = (normal * 5).max(Duration::from_millis(250));
+        assert!(
+            attacked <= allowed,
+            "{what}: rounds took up to {attacked:?} under attack ({normal:?} alone)"
+        );
+        // The attackers it made room with were closed (one per new connection while the
+        // listener was full); the rest are still held.
+        let closed = rt.block_on(closed(&mut attackers));
+        println!("{what}: {closed} attackers closed to make room");
+        assert!((1..=100).contains(&closed), "{what}: {closed} closed");
+        drop(attackers);
+        // Let kvs see them go before the next attack.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    kvs.stop();
+}
