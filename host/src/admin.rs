@@ -141,7 +141,12 @@ impl Admin {
                 .route("/readyz", get(readyz))
                 .route("/plugins", get(plugins_json))
                 .route("/reload", axum::routing::post(reload_now))
-                .route("/backup", get(backup))
+                // A HEAD would otherwise run the GET handler: a whole backup.
+                .route(
+                    "/backup",
+                    get(backup)
+                        .head(|| async { (StatusCode::METHOD_NOT_ALLOWED, "GET /backup only\n") }),
+                )
                 .route("/migrate", axum::routing::post(migrate_now))
                 .with_state(AdminState {
                     store,

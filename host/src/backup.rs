@@ -159,18 +159,21 @@ pub(crate) const LOAD_BATCH_BYTES: usize = 4 << 20;
 
 /// Loads the snapshot at `path` into `logger`, which must hold nothing: checks every
 /// byte of the file first (a damaged or cut file is refused, naming the damage, before
-/// anything is written), then appends its keys in batches. Keys whose deadline has
-/// passed are left out; a key with a deadline needs a logger that `stores_expiry`.
-/// Keys are numbered from the snapshot's point + 1 + `bump`.
+/// anything is written; so is a key or value over `limits`, which kvs could not serve),
+/// then appends its keys in batches. Keys whose deadline has passed are left out; a key
+/// with a deadline needs a logger that `stores_expiry`. Keys are numbered from the
+/// snapshot's point + 1 + `bump`.
 pub fn restore(
     path: &Path,
     logger: &mut dyn Log,
     stores_expiry: bool,
     bump: u64,
+    limits: kvs_plugin_api::Limits,
 ) -> Result<Restored, String> {
     let started = Instant::now();
     let summary = kvs_snapshot::verify(open(path)?)
         .map_err(|e| format!("{}: refused, nothing was written: {e}", path.display()))?;
+    over_limits(path, limits)?;
     let now = crate::map::now_ms();
     if !stores_expiry && summary.with_deadline > 0 {
         let live = live_deadlines(path, now)?;
@@ -199,10 +202,29 @@ pub fn restore(
     let started = Instant::now();
     let (mut reader, header) = Reader::new(open(path)?).map_err(|e| e.to_string())?;
     debug_assert_eq!(header, summary.header);
+    // The keys get the numbers point + 1 + bump ..= point + bump + keys: all must fit.
     let first = header
         .point
-        .checked_add(1 + bump)
-        .ok_or("--bump-revision is too large")?;
+        .checked_add(1)
+        .and_then(|n| n.checked_add(bump));
+    let last = first.and_then(|f| f.checked_add(summary.keys.saturating_sub(1)));
+    let (Some(first), Some(_)) = (first, last) else {
+        return Err(if bump == 0 {
+            format!(
+                "{}: its point ({}) leaves no room below 2^64 for its {} key(s)' sequence \
+                 numbers, so kvs did not write it; nothing was written",
+                path.display(),
+                header.point,
+                summary.keys
+            )
+        } else {
+            format!(
+                "--bump-revision {bump} is too large: with the snapshot's point ({}) and its \
+                 {} key(s) the sequence numbers would pass 2^64; nothing was written",
+                header.point, summary.keys
+            )
+        });
+    };
     let mut next = first;
     let mut expired = 0u64;
     let mut batch = Batch::default();
@@ -245,6 +267,28 @@ fn partly(why: String, appended: u64) -> String {
         "{why}; the logger holds part of the snapshot (up to {appended} keys): empty its \
          storage before restoring again"
     )
+}
+
+/// Refuses a snapshot holding a key or value larger than `limits`: kvs would replay it
+/// and then refuse every write to that key.
+fn over_limits(path: &Path, limits: kvs_plugin_api::Limits) -> Result<(), String> {
+    let (mut reader, _) = Reader::new(open(path)?).map_err(|e| e.to_string())?;
+    while let Some(block) = reader.next_block().map_err(|e| e.to_string())? {
+        for r in block.records() {
+            let (key, value) = (r.key.len() as u64, r.value.len() as u64);
+            if key > limits.max_key_bytes || value > limits.max_value_bytes {
+                return Err(format!(
+                    "{} holds a key of {key} bytes with a value of {value} bytes, over this \
+                     config's [limits] (max_key_bytes {}, max_value_bytes {}); raise them to \
+                     restore it; nothing was written",
+                    path.display(),
+                    limits.max_key_bytes,
+                    limits.max_value_bytes
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How many keys of the snapshot at `path` have a deadline after `now`.
@@ -331,5 +375,90 @@ impl Batch {
         self.events.clear();
         self.bytes = 0;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvs_plugin_api::Limits;
+
+    use super::*;
+    use crate::ports::HealthCheck;
+
+    /// Counts what it is given.
+    #[derive(Default)]
+    struct Counting(u64);
+
+    impl Log for Counting {
+        fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
+            self.0 += batch.len() as u64;
+            Ok(())
+        }
+        fn replay(
+            &mut self,
+            _sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
+        ) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn close(&mut self) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn health(&self) -> Option<HealthCheck> {
+            None
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        max_key_bytes: 16,
+        max_value_bytes: 64,
+    };
+
+    fn snapshot(dir: &Path, point: u64, records: &[Record<'_>]) -> std::path::PathBuf {
+        let path = dir.join("s.snap");
+        std::fs::write(&path, kvs_snapshot::encode(point, 0, records).unwrap()).unwrap();
+        path
+    }
+
+    fn records(keys: &[Vec<u8>], value: &[u8]) -> Vec<Record<'static>> {
+        keys.iter()
+            .map(|k| Record {
+                key: Box::leak(k.clone().into_boxed_slice()),
+                value: Box::leak(value.to_vec().into_boxed_slice()),
+                revision: 1,
+                deadline: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sequence_numbers_past_2_64_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<Vec<u8>> = (0..5000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        // A well-formed file whose point leaves room for 4096 keys, not 5000.
+        let path = snapshot(dir.path(), u64::MAX - 1 - 4097, &records(&keys, b"v"));
+        let mut log = Counting::default();
+        let err = restore(&path, &mut log, true, 0, LIMITS).unwrap_err();
+        assert!(err.contains("leaves no room below 2^64"), "{err}");
+        assert_eq!(log.0, 0, "written before refusing");
+        let path = snapshot(dir.path(), 10, &records(&keys[..2], b"v"));
+        let err = restore(&path, &mut log, true, u64::MAX - 11, LIMITS).unwrap_err();
+        assert!(err.contains("--bump-revision"), "{err}");
+        assert_eq!(log.0, 0);
+    }
+
+    #[test]
+    fn keys_and_values_over_the_limits_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Counting::default();
+        let path = snapshot(dir.path(), 1, &records(&[b"ok".to_vec()], &[b'x'; 65]));
+        let err = restore(&path, &mut log, true, 0, LIMITS).unwrap_err();
+        assert!(err.contains("max_value_bytes 64"), "{err}");
+        let path = snapshot(dir.path(), 1, &records(&[vec![b'k'; 17]], b"v"));
+        let err = restore(&path, &mut log, true, 0, LIMITS).unwrap_err();
+        assert!(err.contains("max_key_bytes 16"), "{err}");
+        assert_eq!(log.0, 0);
+        let path = snapshot(dir.path(), 1, &records(&[vec![b'k'; 16]], &[b'x'; 64]));
+        assert_eq!(restore(&path, &mut log, true, 0, LIMITS).unwrap().keys, 1);
+        assert_eq!(log.0, 1);
     }
 }

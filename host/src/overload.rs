@@ -10,10 +10,12 @@
 //! * **Shedding.** While the estimate is above `writer.shed_delay_ms`, a frontend's write
 //!   is refused at once (`unavailable`: 503, a RESP error, gRPC UNAVAILABLE) instead of
 //!   joining the queue if its connection already holds at least an equal share of the
-//!   writes in flight and other connections have writes in flight too. A connection
-//!   that sends one request at a time is never refused for it, nor is a client alone
-//!   (nobody waits behind it but itself); the greedy connections (pipelining RESP,
-//!   multiplexed HTTP/2 and gRPC) are the ones refused, and the listener's
+//!   writes in flight and other connections have writes in flight too, and its writes
+//!   have been in flight for [`BURST`] (so one request's writes, an `MSET`'s keys, are
+//!   not split). A connection that sends one request at a time is never refused for
+//!   it, nor is a client alone (nobody waits behind it but itself); the greedy
+//!   connections (multiplexed HTTP/2 and gRPC; RESP reads a connection's next pipeline
+//!   only once the last is durable) are the ones refused, and the listener's
 //!   `max_connections_per_peer` bounds how many connections one address has.
 //!   Connections are told apart by the peer address the frontend carried (with its
 //!   port); a frontend that carries none counts as one connection. Reads never queue,
@@ -42,6 +44,11 @@ use crate::write_request::Completion;
 pub const DEFAULT_SHED_DELAY_MS: u64 = 500;
 /// Default `writer.queue_max_bytes`.
 pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Writes a connection makes within this long of its first (with nothing of its own in
+/// flight before) are never shed: a request that writes several keys (`MSET`, a
+/// pipeline the RESP frontend read in one go, a WASM guest's writes) is not cut in two.
+pub const BURST: Duration = Duration::from_millis(50);
 
 /// Counters of connections' writes in flight, by a hash of the peer. Two connections
 /// that share a slot are treated as one while shedding (rare with this many slots;
@@ -73,6 +80,10 @@ pub struct Overload {
     /// Bytes of keys and values queued and not yet taken by the writer.
     queued_bytes: AtomicU64,
     in_flight: Box<[AtomicU32]>,
+    /// When each slot's current burst began (ms after `base`): its first write with
+    /// nothing of its own in flight.
+    burst_start_ms: Box<[AtomicU64]>,
+    base: Instant,
     /// Slots with a write in flight.
     active: AtomicU32,
     /// Writes in flight, all slots.
@@ -109,6 +120,8 @@ impl Overload {
             per_write_ns: AtomicU64::new(0),
             queued_bytes: AtomicU64::new(0),
             in_flight: (0..CLIENT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            burst_start_ms: (0..CLIENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            base: Instant::now(),
             active: AtomicU32::new(0),
             total_in_flight: AtomicU32::new(0),
             hasher: std::hash::RandomState::new(),
@@ -163,6 +176,7 @@ impl Overload {
         let before = self.enter(slot);
         if let Some(delay) = self.shedding(queued_writes)
             && self.more_than_its_share(before)
+            && self.past_burst(slot)
         {
             self.leave(slot);
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -191,6 +205,7 @@ impl Overload {
         let before = self.in_flight[slot].fetch_add(1, Ordering::Relaxed);
         if before == 0 {
             self.active.fetch_add(1, Ordering::Relaxed);
+            self.burst_start_ms[slot].store(self.now_ms(), Ordering::Relaxed);
         }
         self.total_in_flight.fetch_add(1, Ordering::Relaxed);
         before
@@ -202,6 +217,16 @@ impl Overload {
             self.active.fetch_sub(1, Ordering::Relaxed);
         }
         self.total_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// Whether `slot`'s current burst began at least [`BURST`] ago.
+    fn past_burst(&self, slot: usize) -> bool {
+        let started = self.burst_start_ms[slot].load(Ordering::Relaxed);
+        self.now_ms().saturating_sub(started) >= BURST.as_millis() as u64
     }
 
     /// Whether a connection that had `before` writes in flight holds at least its share

@@ -458,3 +458,53 @@ fn file_to_postgres_and_back_under_load_loses_nothing() {
 fn file_to_wasm_log_under_load_loses_nothing() {
     migrate_under_load("file", "wasm-log", None);
 }
+
+/// `kvs backup` never renames its snapshot over a device, a directory or a symbolic
+/// link (an outside probe had it replace /dev/null); `kvs restore` into the log of a
+/// running kvs is refused (the file logger's lock) instead of being lost at the next
+/// start; HEAD /backup does not run a backup.
+#[test]
+fn backups_replace_only_regular_files_and_restores_never_write_under_a_running_kvs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_admin(dir.path());
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let http = http_client();
+    let r = http.put(kvs.at("/v1/key/a")).body("1").send().unwrap();
+    assert!(r.status().is_success());
+    let admin = kvs.admin();
+    let target = dir.path().join("target");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = dir.path().join("link.snap");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (code, _, err) = kvs_command(&["backup", link.to_str().unwrap(), "--admin", &admin]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    let folder = dir.path().join("folder.snap");
+    std::fs::create_dir(&folder).unwrap();
+    let (code, _, err) = kvs_command(&["backup", folder.to_str().unwrap(), "--admin", &admin]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(!dir.path().join("folder.snap.partial").exists());
+
+    let r = http.head(format!("{admin}/backup")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let file = dir.path().join("ok.snap");
+    let (code, out, err) = kvs_command(&["backup", file.to_str().unwrap(), "--admin", &admin]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = kvs_at(&config, &["restore", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("is in use"), "{err}");
+    // Nothing was added to the running kvs's log: a restart replays its one key.
+    kvs.stop();
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    assert!(kvs.log().contains("keys=1"), "{}", kvs.log());
+    kvs.stop();
+}

@@ -159,6 +159,8 @@ fn while_the_queue_is_slow_a_connection_with_a_write_in_flight_is_shed_and_other
     let greedy1 = put(&host, "greedy1", "127.0.0.2:1", None);
     until_taken(&host);
     let queued = put(&host, "queued", "127.0.0.3:1", None);
+    // Past the burst of `greedy1`: a second request, not the rest of the first.
+    std::thread::sleep(BURST);
     assert!(host.running.store.overload().wait_estimate(1) >= Duration::from_millis(550));
     // The greedy connection again, with `greedy1` in flight (its share of the two in
     // flight): a write queued now would wait ~600 ms, past the default target (500
@@ -268,6 +270,11 @@ fn the_wait_is_the_queue_times_the_recent_time_per_write() {
         admit(&greedy, 10),
         "10 queued: about 10 ms, under the target"
     );
+    assert!(
+        admit(&greedy, 30),
+        "30 queued: over the target, but within the burst of its first write"
+    );
+    std::thread::sleep(BURST);
     assert!(!admit(&greedy, 30), "30 queued: about 30 ms, over it");
     assert!(admit(&other, 30), "the other holds less than its share");
     // One slow batch (a 500 ms fsync) moves the average by an eighth of it; quick

@@ -207,6 +207,7 @@ fn a_flipped_byte_mid_file_is_refused_then_repaired_on_request() {
         "refusal must not change the file"
     );
 
+    drop(logger);
     let mut repair = config(&path);
     repair.repair = true;
     assert_eq!(
@@ -494,4 +495,23 @@ fn out_of_space_is_storage_full() {
     );
     assert_eq!(e.code(), ErrorCode::STORAGE_FULL);
     assert!(e.message().contains("free some space"), "{e}");
+}
+
+#[test]
+fn a_log_open_elsewhere_is_refused_until_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvs.log");
+    let mut first = FileLogger::open(config(&path)).unwrap();
+    replay_all(&mut first).unwrap();
+    let err = FileLogger::open(config(&path)).err().expect("opened twice");
+    assert_eq!(err.code(), ErrorCode::UNAVAILABLE);
+    assert!(
+        err.message().contains("is in use") && err.message().contains("kvs.log.lock"),
+        "{err}"
+    );
+    // Closed (as a logger swap does before opening its successor): free again.
+    first.close().unwrap();
+    let mut second = FileLogger::open(config(&path)).unwrap();
+    replay_all(&mut second).unwrap();
+    second.close().unwrap();
 }

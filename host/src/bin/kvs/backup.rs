@@ -12,10 +12,32 @@ use kvs_host::plugins::Catalog;
 use kvs_plugin_api::PluginKind;
 use kvs_plugin_api::capability::{LOG_EXPIRY, LOG_SHARED};
 
+/// Refuses a backup target that is not a regular file (or absent): the snapshot is
+/// renamed over FILE, which would replace a device such as `/dev/null`, a directory's
+/// place or a symbolic link rather than write through it.
+fn check_target(file: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", file.display())),
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{} is a symbolic link: give the path of the file itself (a backup replaces FILE \
+             whole, and would replace the link rather than write through it)",
+            file.display()
+        ),
+        Ok(m) if !m.is_file() => bail!(
+            "{} exists and is not a regular file: a backup is written to FILE.partial and \
+             renamed over FILE; give a new file name",
+            file.display()
+        ),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// `kvs backup FILE`: saves `GET {admin}/backup` to `file` — first as `FILE.partial`,
 /// synced and checked whole, then renamed — so `file` is either a complete snapshot or
 /// not there.
 pub fn backup(admin: &str, file: &Path) -> Result<()> {
+    check_target(file)?;
     let started = Instant::now();
     let url = format!("{}/backup", admin.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -64,6 +86,11 @@ pub fn backup(admin: &str, file: &Path) -> Result<()> {
             bail!("the backup kvs sent is incomplete or damaged ({why}); nothing was saved");
         }
     };
+    // Checked again: FILE may have become something else while the backup ran.
+    if let Err(e) = check_target(file) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
     std::fs::rename(&partial, file)
         .with_context(|| format!("cannot rename {} to {}", partial.display(), file.display()))?;
     sync_parent(file)?;
@@ -110,19 +137,31 @@ pub fn restore(config: &Config, file: &Path, bump: u64) -> Result<()> {
     }
     let table = config.plugin_config(&config.logger);
     let mut logger = kvs_host::lifecycle::open_logger(plugin, &table)?;
-    let restored = kvs_host::backup::restore(file, &mut *logger, declares(LOG_EXPIRY), bump);
+    let restored = kvs_host::backup::restore(
+        file,
+        &mut *logger,
+        declares(LOG_EXPIRY),
+        bump,
+        config.limits,
+    );
     let closed = logger.close();
     let restored = restored.map_err(anyhow::Error::msg)?;
     closed.map_err(|e| anyhow::anyhow!("the logger did not close cleanly: {e}"))?;
     let load = restored.load.as_secs_f64();
+    let numbered = if restored.keys == 0 {
+        "none".to_string()
+    } else {
+        format!(
+            "numbered {}..={}",
+            restored.sequences.0, restored.sequences.1
+        )
+    };
     println!(
-        "restore: {} key(s) as of position {} into {} (numbered {}..={}), checked in {:.2} s, \
+        "restore: {} key(s) as of position {} into {} ({numbered}), checked in {:.2} s, \
          loaded in {load:.2} s ({:.0} keys/s){}",
         restored.keys,
         restored.point,
         plugin.name,
-        restored.sequences.0,
-        restored.sequences.1,
         restored.verify.as_secs_f64(),
         restored.keys as f64 / load.max(1e-9),
         if restored.expired > 0 {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kvs_host::config::{Config, Overrides, RawConfig};
 use kvs_host::telemetry;
@@ -86,9 +86,10 @@ enum Command {
     /// interval. Reads the admin listener's /metrics (`[admin] listen`); with `[auth]`
     /// on, set KVS_TOKEN to a token of a principal with a role.
     Top {
-        /// The admin listener's URL.
-        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
-        admin: String,
+        /// The admin listener's URL (default: the config's `[admin] listen`, else
+        /// http://127.0.0.1:9090).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 1.0, value_name = "SECS")]
         interval: f64,
@@ -103,9 +104,10 @@ enum Command {
     /// as SIGHUP or `POST /reload` on the admin listener; with `[auth]` on, set
     /// KVS_TOKEN to a token of a principal with a role.
     Reload {
-        /// The admin listener's URL.
-        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
-        admin: String,
+        /// The admin listener's URL (default: the config's `[admin] listen`, else
+        /// http://127.0.0.1:9090).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
     },
     /// Save a snapshot of a running kvs's whole store to FILE, as of one point in its
     /// write order, while it serves (GET /backup on the admin listener). The file is
@@ -115,9 +117,10 @@ enum Command {
         /// Where to save it (written as FILE.partial, then renamed).
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// The admin listener's URL.
-        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
-        admin: String,
+        /// The admin listener's URL (default: the config's `[admin] listen`, else
+        /// http://127.0.0.1:9090).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
     },
     /// Load a snapshot (from `kvs backup`) into a logger, with kvs not running on it: the
     /// logger and its table come from the config, as `kvs` would open it; it must hold
@@ -145,9 +148,10 @@ enum Command {
         /// The logger to move to, by the name it declares.
         #[arg(long, value_name = "NAME")]
         to: String,
-        /// The admin listener's URL.
-        #[arg(long, default_value = "http://127.0.0.1:9090", value_name = "URL")]
-        admin: String,
+        /// The admin listener's URL (default: the config's `[admin] listen`, else
+        /// http://127.0.0.1:9090).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
     },
     /// Inspect the plug-ins kvs can load.
     Plugins {
@@ -264,6 +268,44 @@ fn config_file(cli: &Cli) -> Option<PathBuf> {
     }
 }
 
+/// The admin listener to talk to: `--admin` if given, else the config's `[admin]
+/// listen` (when a config file is in use), else `http://127.0.0.1:9090`.
+fn admin_url(cli: &Cli, given: &Option<String>) -> Result<String> {
+    if let Some(url) = given {
+        return Ok(url.clone());
+    }
+    if config_file(cli).is_none() {
+        return Ok("http://127.0.0.1:9090".into());
+    }
+    let config = load_config(cli)?;
+    let Some(admin) = config.admin else {
+        bail!(
+            "the config has no [admin] table, so kvs serves no admin listener: add one \
+             (e.g. listen = \"127.0.0.1:9090\") or pass --admin URL"
+        );
+    };
+    let addr: std::net::SocketAddr = admin.listen.parse().with_context(|| {
+        format!(
+            "[admin] listen = {:?} is not an address; pass --admin URL",
+            admin.listen
+        )
+    })?;
+    if addr.port() == 0 {
+        bail!("[admin] listen uses port 0 (a free port chosen at start): pass --admin URL");
+    }
+    // A listener on every address is reached on loopback.
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let scheme = if admin.tls.is_some() { "https" } else { "http" };
+    Ok(format!(
+        "{scheme}://{}",
+        std::net::SocketAddr::new(ip, addr.port())
+    ))
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let raw = match &cli.config {
         Some(path) => RawConfig::load(path)?,
@@ -329,13 +371,13 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
     if let Some(Command::Reload { admin }) = &cli.command {
-        return reload::run(admin);
+        return reload::run(&admin_url(&cli, admin)?);
     }
     if let Some(Command::Backup { file, admin }) = &cli.command {
-        return backup::backup(admin, file);
+        return backup::backup(&admin_url(&cli, admin)?, file);
     }
     if let Some(Command::Migrate { to, admin }) = &cli.command {
-        return backup::migrate(admin, to);
+        return backup::migrate(&admin_url(&cli, admin)?, to);
     }
     if let Some(Command::Restore {
         file,
@@ -391,7 +433,7 @@ fn run(cli: Cli) -> Result<()> {
             .ok()
             .filter(|d| !d.is_zero())
             .context("--interval must be a positive number of seconds")?;
-        return top::run(admin, interval, *count);
+        return top::run(&admin_url(&cli, admin)?, interval, *count);
     }
     let config = load_config(&cli)?;
     match cli.command {
