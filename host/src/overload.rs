@@ -261,6 +261,11 @@ impl Overload {
         }
     }
 
+    /// The writer found its queue empty: the measured delay goes to 0.
+    pub fn idle(&self) {
+        self.queue_delay_us.store(0, Ordering::Relaxed);
+    }
+
     /// The writer committed a batch of `writes` in `took`: updates its time per write
     /// (a moving average, weight 1/8, so one slow fsync moves it only for a few batches).
     pub fn batch_done(&self, writes: usize, took: Duration) {

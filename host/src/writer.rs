@@ -173,6 +173,10 @@ impl WriterLoop {
         let mut between = None;
         loop {
             if !stopping {
+                if self.rx.is_empty() {
+                    // Nothing waits: the measured delay is no longer current.
+                    self.overload.idle();
+                }
                 let received = match self.sweep_wait() {
                     None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     Some(wait) => self.rx.recv_timeout(wait),

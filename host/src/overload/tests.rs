@@ -257,6 +257,16 @@ fn the_wait_is_the_queue_times_the_recent_time_per_write() {
     };
     overload.batch_done(16, Duration::from_millis(16));
     assert_eq!(overload.wait_estimate(30), Duration::from_millis(30));
+    // The measured delay: the first write of a batch; 0 once the queue is empty.
+    let now = Instant::now();
+    let waited = Admitted {
+        queued: Some(now - Duration::from_millis(5)),
+        ..Admitted::default()
+    };
+    overload.taken(&waited, true, now);
+    assert_eq!(overload.queue_delay(), Duration::from_millis(5));
+    overload.idle();
+    assert_eq!(overload.queue_delay(), Duration::ZERO);
     // Alone, a connection is never shed, however long the queue.
     assert!(admit(&greedy, 1000));
     assert!(admit(&greedy, 1000));
