@@ -23,26 +23,42 @@ impl Redis {
     /// [`Redis::start`], with redis-server run by the command `wrapper` (e.g. valgrind)
     /// when it is not empty.
     pub(crate) fn start_under(wrapper: &[&str]) -> Result<Redis> {
-        which("redis-server")?;
         let dir = tempfile::tempdir()?;
+        let (command, patience) = command_under(wrapper, "redis-server");
+        let durable = ["--appendonly", "yes", "--appendfsync", "always"];
+        let path = dir.path().to_path_buf();
+        Redis::launch(command, patience, &path, &durable, dir)
+    }
+
+    /// A throwaway redis-server that keeps nothing on disk (no AOF, no RDB saves) and
+    /// takes `DEBUG` commands (`POPULATE`, `RELOAD`): for memory and snapshot figures.
+    /// `dir` is its working directory (where `DEBUG RELOAD` writes its RDB).
+    pub(crate) fn start_in_memory(dir: &std::path::Path) -> Result<Redis> {
+        which("redis-cli")?;
+        let in_memory = ["--appendonly", "no", "--enable-debug-command", "yes"];
+        let patience = std::time::Duration::from_secs(30);
+        let command = Command::new("redis-server");
+        Redis::launch(command, patience, dir, &in_memory, tempfile::tempdir()?)
+    }
+
+    /// Runs `command` (a redis-server) on a free loopback port, no RDB saves, working
+    /// in `dir`, with `mode` arguments; `owned` is kept until it stops.
+    fn launch(
+        mut command: Command,
+        patience: std::time::Duration,
+        dir: &std::path::Path,
+        mode: &[&str],
+        owned: tempfile::TempDir,
+    ) -> Result<Redis> {
+        which("redis-server")?;
         let port = free_port()?;
-        let (mut command, patience) = command_under(wrapper, "redis-server");
+        let port_text = port.to_string();
         let mut server = KillOnDrop(
             command
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                ])
+                .args(["--port", &port_text, "--bind", "127.0.0.1", "--save", ""])
+                .args(mode)
                 .arg("--dir")
-                .arg(dir.path())
+                .arg(dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?,
@@ -50,38 +66,7 @@ impl Redis {
         wait_for_port(port, &mut server.0, patience)?;
         Ok(Redis {
             server,
-            _dir: dir,
-            port,
-        })
-    }
-
-    /// A throwaway redis-server that keeps nothing on disk (no AOF, no RDB saves) and
-    /// takes `DEBUG` commands (`POPULATE`, `RELOAD`): for memory and snapshot figures.
-    /// `dir` is its working directory (where `DEBUG RELOAD` writes its RDB).
-    pub(crate) fn start_in_memory(dir: &std::path::Path) -> Result<Redis> {
-        which("redis-server")?;
-        which("redis-cli")?;
-        let port = free_port()?;
-        let mut server = KillOnDrop(
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .args(["--appendonly", "no", "--enable-debug-command", "yes"])
-                .arg("--dir")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .spawn()?,
-        );
-        wait_for_port(port, &mut server.0, std::time::Duration::from_secs(30))?;
-        Ok(Redis {
-            server,
-            _dir: tempfile::tempdir()?,
+            _dir: owned,
             port,
         })
     }

@@ -383,30 +383,7 @@ mod tests {
     use kvs_plugin_api::Limits;
 
     use super::*;
-    use crate::ports::HealthCheck;
-
-    /// Counts what it is given.
-    #[derive(Default)]
-    struct Counting(u64);
-
-    impl Log for Counting {
-        fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
-            self.0 += batch.len() as u64;
-            Ok(())
-        }
-        fn replay(
-            &mut self,
-            _sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
-        ) -> Result<(), PluginError> {
-            Ok(())
-        }
-        fn close(&mut self) -> Result<(), PluginError> {
-            Ok(())
-        }
-        fn health(&self) -> Option<HealthCheck> {
-            None
-        }
-    }
+    use crate::ports::recording::{Recorded, Recording};
 
     const LIMITS: Limits = Limits {
         max_key_bytes: 16,
@@ -419,11 +396,11 @@ mod tests {
         path
     }
 
-    fn records(keys: &[Vec<u8>], value: &[u8]) -> Vec<Record<'static>> {
+    fn records<'a>(keys: &'a [Vec<u8>], value: &'a [u8]) -> Vec<Record<'a>> {
         keys.iter()
-            .map(|k| Record {
-                key: Box::leak(k.clone().into_boxed_slice()),
-                value: Box::leak(value.to_vec().into_boxed_slice()),
+            .map(|key| Record {
+                key,
+                value,
                 revision: 1,
                 deadline: None,
             })
@@ -436,29 +413,31 @@ mod tests {
         let keys: Vec<Vec<u8>> = (0..5000u32).map(|i| i.to_be_bytes().to_vec()).collect();
         // A well-formed file whose point leaves room for 4096 keys, not 5000.
         let path = snapshot(dir.path(), u64::MAX - 1 - 4097, &records(&keys, b"v"));
-        let mut log = Counting::default();
+        let appended = Recorded::default();
+        let mut log = Recording::into(&appended);
         let err = restore(&path, &mut log, true, 0, LIMITS).unwrap_err();
         assert!(err.contains("leaves no room below 2^64"), "{err}");
-        assert_eq!(log.0, 0, "written before refusing");
+        assert_eq!(Recording::count(&appended), 0, "written before refusing");
         let path = snapshot(dir.path(), 10, &records(&keys[..2], b"v"));
         let err = restore(&path, &mut log, true, u64::MAX - 11, LIMITS).unwrap_err();
         assert!(err.contains("--bump-revision"), "{err}");
-        assert_eq!(log.0, 0);
+        assert_eq!(Recording::count(&appended), 0);
     }
 
     #[test]
     fn keys_and_values_over_the_limits_are_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Counting::default();
+        let appended = Recorded::default();
+        let mut log = Recording::into(&appended);
         let path = snapshot(dir.path(), 1, &records(&[b"ok".to_vec()], &[b'x'; 65]));
         let err = restore(&path, &mut log, true, 0, LIMITS).unwrap_err();
         assert!(err.contains("max_value_bytes 64"), "{err}");
         let path = snapshot(dir.path(), 1, &records(&[vec![b'k'; 17]], b"v"));
         let err = restore(&path, &mut log, true, 0, LIMITS).unwrap_err();
         assert!(err.contains("max_key_bytes 16"), "{err}");
-        assert_eq!(log.0, 0);
+        assert_eq!(Recording::count(&appended), 0);
         let path = snapshot(dir.path(), 1, &records(&[vec![b'k'; 16]], &[b'x'; 64]));
         assert_eq!(restore(&path, &mut log, true, 0, LIMITS).unwrap().keys, 1);
-        assert_eq!(log.0, 1);
+        assert_eq!(Recording::count(&appended), 1);
     }
 }

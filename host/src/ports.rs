@@ -106,3 +106,6 @@ pub trait Entry: Send + Sync {
         config: &str,
     ) -> Result<Box<dyn RunningFrontend>, PluginError>;
 }
+
+#[cfg(test)]
+pub(crate) mod recording;

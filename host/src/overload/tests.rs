@@ -2,55 +2,29 @@
 //! appends wait for the test's go-ahead: expired writes never reach the logger; a
 //! connection with a write in flight is shed while the queue is slow, another is not.
 
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvs_plugin_api::{Event, Limits, PluginError};
+use kvs_plugin_api::{Limits, PluginError};
 
 use super::*;
 use crate::lifecycle::{Builder, Running};
-use crate::ports::{HealthCheck, Log};
-
-/// Records the keys of every append, each append waiting for one go-ahead first.
-struct Gated {
-    go: Receiver<()>,
-    logged: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl Log for Gated {
-    fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
-        let _ = self.go.recv();
-        let mut logged = self.logged.lock().unwrap();
-        logged.extend(batch.iter().map(|e| e.key.to_vec()));
-        Ok(())
-    }
-    fn replay(
-        &mut self,
-        _sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
-    ) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn close(&mut self) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn health(&self) -> Option<HealthCheck> {
-        None
-    }
-}
+use crate::ports::recording::{Recorded, Recording};
 
 struct Host {
     running: Running,
     go: Sender<()>,
-    logged: Arc<Mutex<Vec<Vec<u8>>>>,
+    logged: Recorded,
 }
 
+/// A host over a logger whose appends each wait for one go-ahead on `go`.
 fn start() -> Host {
     let (go, gate) = channel();
-    let logged = Arc::new(Mutex::new(Vec::new()));
-    let log = Gated {
-        go: gate,
-        logged: logged.clone(),
+    let logged = Recorded::default();
+    let log = Recording {
+        gate: Some(gate),
+        ..Recording::into(&logged)
     };
     let limits = Limits {
         max_key_bytes: 64,
@@ -136,7 +110,7 @@ fn a_write_whose_deadline_passed_while_queued_never_reaches_the_logger() {
     assert_eq!(err.code(), kvs_plugin_api::ErrorCode::UNAVAILABLE);
     assert!(err.message().contains("deadline passed"), "{err}");
     assert_eq!(
-        *host.logged.lock().unwrap(),
+        Recording::keys(&host.logged),
         [b"first".to_vec(), b"kept".to_vec()],
         "the logger saw the expired write"
     );

@@ -6,44 +6,7 @@ use std::sync::{Arc, Mutex};
 use kvs_plugin_api::{EventKind, PluginError};
 
 use super::*;
-use crate::ports::{HealthCheck, Log};
-
-type Recorded = Arc<Mutex<Vec<Vec<(u64, EventKind, Vec<u8>)>>>>;
-
-/// Keeps every batch it is given; refuses the appends whose number is in `refuse`.
-struct Recording {
-    batches: Recorded,
-    refuse: Vec<usize>,
-}
-
-impl Log for Recording {
-    fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
-        let mut batches = self.batches.lock().unwrap();
-        let number = batches.len();
-        batches.push(
-            batch
-                .iter()
-                .map(|e| (e.sequence, e.kind, e.key.to_vec()))
-                .collect(),
-        );
-        if self.refuse.contains(&number) {
-            return Err(PluginError::unavailable("disk full"));
-        }
-        Ok(())
-    }
-    fn replay(
-        &mut self,
-        _sink: &mut dyn FnMut(&[Event<'_>]) -> Result<(), PluginError>,
-    ) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn close(&mut self) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn health(&self) -> Option<HealthCheck> {
-        None
-    }
-}
+use crate::ports::recording::{Recorded, Recording};
 
 type Outcomes = Arc<Mutex<Vec<(Vec<u8>, Result<(), PluginError>)>>>;
 
@@ -98,10 +61,7 @@ fn run_writer(
 #[test]
 fn queued_writes_share_appends_up_to_max_batch_in_order() {
     let batches = Recorded::default();
-    let log = Recording {
-        batches: batches.clone(),
-        refuse: Vec::new(),
-    };
+    let log = Recording::into(&batches);
     let keys = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
     let (map, outcomes, stats) = run_writer(log, &keys, 4);
     let batches = batches.lock().unwrap();
@@ -134,6 +94,7 @@ fn a_refused_batch_is_answered_with_its_error_applied_nowhere_and_its_numbers_ne
     let log = Recording {
         batches: batches.clone(),
         refuse: vec![0],
+        ..Recording::default()
     };
     let (map, outcomes, stats) = run_writer(log, &["a", "b", "c"], 2);
     let batches = batches.lock().unwrap();
@@ -205,10 +166,7 @@ fn spawn(log: Recording, map: &Arc<Map>, stores_expiry: bool) -> (Writer, Sender
 fn updates_in_one_batch_see_the_writes_before_them_and_log_only_their_effect() {
     use kvs_plugin_api::{Change, Condition, Expiry, Update};
     let batches = Recorded::default();
-    let log = Recording {
-        batches: batches.clone(),
-        refuse: Vec::new(),
-    };
+    let log = Recording::into(&batches);
     let map = Arc::new(Map::default());
     let (tx, rx) = crossbeam_channel::bounded(64);
     let (puts, updates) = (Outcomes::default(), Updated::default());
@@ -300,10 +258,7 @@ fn updates_in_one_batch_see_the_writes_before_them_and_log_only_their_effect() {
 #[test]
 fn the_sweep_logs_the_removal_of_an_expired_key_unless_it_was_set_again() {
     let batches = Recorded::default();
-    let log = Recording {
-        batches: batches.clone(),
-        refuse: Vec::new(),
-    };
+    let log = Recording::into(&batches);
     let map = Arc::new(Map::default());
     let past = crate::map::now_ms() - 1;
     map.insert(b"old", b"v", 3, Some(past));
@@ -328,10 +283,7 @@ fn the_sweep_logs_the_removal_of_an_expired_key_unless_it_was_set_again() {
 fn a_deadline_the_logger_cannot_store_is_refused_and_nothing_logged() {
     use kvs_plugin_api::{Change, Expiry, Update};
     let batches = Recorded::default();
-    let log = Recording {
-        batches: batches.clone(),
-        refuse: Vec::new(),
-    };
+    let log = Recording::into(&batches);
     let map = Arc::new(Map::default());
     let (writer, tx) = spawn(log, &map, false);
     let updates = Updated::default();
@@ -399,20 +351,13 @@ fn swap_between(
     (swapped, outcomes)
 }
 
-fn recording(batches: &Recorded) -> Recording {
-    Recording {
-        batches: batches.clone(),
-        refuse: Vec::new(),
-    }
-}
-
 #[test]
 fn a_swap_lands_between_two_writes_and_numbering_goes_on() {
     let (old, new) = (Recorded::default(), Recorded::default());
     let next = new.clone();
     let (swapped, outcomes) = swap_between(
-        recording(&old),
-        Box::new(move || Ok(Box::new(recording(&next)) as Box<dyn Log>)),
+        Recording::into(&old),
+        Box::new(move || Ok(Box::new(Recording::into(&next)) as Box<dyn Log>)),
         Box::new(|| Err("never asked".into())),
     );
     assert!(swapped.is_ok(), "the swap failed");
@@ -442,9 +387,9 @@ fn a_new_logger_that_does_not_open_leaves_the_old_one_reopened() {
     let (old, again) = (Recorded::default(), Recorded::default());
     let reopened = again.clone();
     let (swapped, outcomes) = swap_between(
-        recording(&old),
+        Recording::into(&old),
         Box::new(|| Err("the new build refuses its table".into())),
-        Box::new(move || Ok(Box::new(recording(&reopened)) as Box<dyn Log>)),
+        Box::new(move || Ok(Box::new(Recording::into(&reopened)) as Box<dyn Log>)),
     );
     let Err((why, _)) = swapped else {
         panic!("the swap was reported done")
@@ -461,7 +406,7 @@ fn a_new_logger_that_does_not_open_leaves_the_old_one_reopened() {
 fn when_neither_opens_writes_fail_and_none_is_acknowledged() {
     let old = Recorded::default();
     let (swapped, outcomes) = swap_between(
-        recording(&old),
+        Recording::into(&old),
         Box::new(|| Err("new: no".into())),
         Box::new(|| Err("old: no".into())),
     );

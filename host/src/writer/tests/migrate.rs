@@ -18,7 +18,7 @@ fn wait_for(outcomes: &Outcomes, n: usize) {
 fn a_migration_copies_the_cut_then_every_later_batch_and_switches_with_nothing_lost() {
     let (old, new) = (Recorded::default(), Recorded::default());
     let map = Arc::new(Map::default());
-    let (writer, tx) = spawn(recording(&old), &map, true);
+    let (writer, tx) = spawn(Recording::into(&old), &map, true);
     let outcomes = Outcomes::default();
     for key in ["a", "b", "c"] {
         queue_put(&tx, key, &outcomes);
@@ -62,7 +62,7 @@ fn a_migration_copies_the_cut_then_every_later_batch_and_switches_with_nothing_l
     wait_for(&outcomes, 5);
     let (done, switched) = std::sync::mpsc::sync_channel(1);
     tx.send(Msg::Switch(Switch {
-        to: Box::new(recording(&new)),
+        to: Box::new(Recording::into(&new)),
         stores_expiry: true,
         rest,
         done,
