@@ -250,6 +250,8 @@ impl crate::FileLogger {
             copied += n as u64;
         }
         io::sync_data(&new.file).map_err(|e| format!("fsync: {e}"))?;
+        // Locked before it becomes the log, so the log is never without its lock.
+        crate::open::lock(&new.file, path).map_err(|e| e.message().to_string())?;
         io::rename(&new.temp, path).map_err(|e| format!("rename: {e}"))?;
         if let Err(e) = io::sync_dir(path) {
             warn(&format!(

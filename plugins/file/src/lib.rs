@@ -50,9 +50,6 @@ pub struct FileLogger {
     /// fdatasyncs of appended data made by the sync policy (per batch, or by the
     /// `interval` thread): what tells the policies apart.
     data_syncs: Arc<AtomicU64>,
-    /// The exclusive lock on `PATH.lock` while the log is open (`open::lock`); released
-    /// by `close`.
-    lock: Option<File>,
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> PluginError {
@@ -195,9 +192,10 @@ impl TransactionLogger for FileLogger {
 
     fn close(&mut self) -> Result<(), PluginError> {
         let closed = self.close_log();
-        // Released whatever happened: the next opener (a swap's, or the same logger
-        // reopened after a failed one) must not find it held.
-        self.lock = None;
+        // The log's lock (`open::lock`) is released whatever happened: the next opener
+        // (a swap's, or the same logger reopened after a failed one) must not find it
+        // held while this object lives on.
+        let _ = self.file.unlock();
         closed
     }
 }

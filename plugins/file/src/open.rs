@@ -25,8 +25,8 @@ impl FileLogger {
     pub fn open(config: Config) -> Result<FileLogger, PluginError> {
         let path = config.path.clone();
         create_parent_dir(&path)?;
-        let lock = lock(&path)?;
         let file = open_file(&path)?;
+        lock(&file, &path)?;
         ready_header(&file, &path)?;
         // A compaction interrupted by a crash leaves its temporary file; the log itself
         // is intact (the rename never happened), so the leftover is just removed.
@@ -57,41 +57,26 @@ impl FileLogger {
             buf: Vec::new(),
             syncer,
             data_syncs,
-            lock: Some(lock),
         })
     }
 }
 
-/// Takes an exclusive lock on `PATH.lock` (created if missing) for as long as the log is
-/// open, so that a second kvs, or a `kvs restore`, on the same log is refused instead
-/// of appending to it unseen: each would replay only what it wrote itself. A separate
-/// file, since compaction replaces the log's own inode.
-fn lock(path: &Path) -> Result<File, PluginError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    let lock_path = path.with_file_name(name);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| {
-            PluginError::invalid_input(format!(
-                "cannot open the log's lock file {}: {e}",
-                lock_path.display()
-            ))
-        })?;
+/// Takes an exclusive lock on the open log (`flock`) for as long as it is open, so that
+/// a second kvs, or a `kvs restore`, on the same log is refused instead of appending to
+/// it unseen: each would replay only what it wrote itself. The log file itself, not a
+/// lock file beside it that anyone could delete; a compaction locks its rewrite before
+/// renaming it over the log.
+pub(crate) fn lock(file: &File, path: &Path) -> Result<(), PluginError> {
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(()),
         Err(std::fs::TryLockError::WouldBlock) => Err(PluginError::unavailable(format!(
-            "the log {} is in use: {} is locked by another process (a running kvs, or a \
-             kvs restore); stop it first",
-            path.display(),
-            lock_path.display()
+            "the log {} is in use: another process (a running kvs, or a kvs restore) holds \
+             its lock; stop it first",
+            path.display()
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(PluginError::unavailable(format!(
             "cannot lock {}: {e}",
-            lock_path.display()
+            path.display()
         ))),
     }
 }
