@@ -85,6 +85,20 @@ impl<'a> Caller<'a> {
     }
 }
 
+/// `e` as a plug-in built against contract minor `minor` reads it: a code added after
+/// that minor (1.4's `storage full`, 1.5's `rate limited` and `deadline exceeded`)
+/// becomes `unavailable` — all three mean "not done; retrying later may succeed", and
+/// the plug-in would read an unknown code as `internal` (a 500). The message, which
+/// says what happened, is kept. (1.2's access-control codes predate this rule: a 1.0
+/// or 1.1 frontend still reads them as `internal`, as documented when 1.2 shipped.)
+pub fn for_minor(mut e: PluginError, minor: u16) -> PluginError {
+    let since = e.code().since_minor();
+    if since >= 4 && since > minor {
+        e.code = kvs_plugin_api::ErrorCode::UNAVAILABLE;
+    }
+    e
+}
+
 /// Sees every frontend request before the store serves it, and may refuse it.
 ///
 /// Runs on the frontend's thread, inline with the request: keep it cheap. An error is
@@ -94,6 +108,13 @@ pub trait RequestHook: Send + Sync {
     /// Decides about `op` on `key` for `caller`.
     /// (The caller's `meter` counts the outcome either way.)
     fn check(&self, op: Action, key: &[u8], caller: &Caller<'_>) -> Result<(), PluginError>;
+
+    /// Whom `caller` is, once verified (a token's subject, a client certificate's
+    /// name): what per-client rate limits count by. Default: nobody in particular.
+    fn principal(&self, caller: &Caller<'_>) -> Option<Arc<str>> {
+        let _ = caller;
+        None
+    }
 
     /// Decides whether `caller` may read the host's admin endpoints (`/metrics`,
     /// `/plugins`). Default: anyone may.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::access::AuthConfig;
 use crate::admin::AdminConfig;
+use crate::rate_limit::RateLimitConfig;
 use crate::store::Limits;
 use crate::telemetry::TelemetryConfig;
 
@@ -40,6 +41,9 @@ pub struct RawConfig {
     /// Write path tuning.
     #[serde(default)]
     pub writer: RawWriter,
+    /// Per-client rate limits (off by default).
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
     /// How long frontends get to drain on shutdown.
     pub shutdown_timeout_ms: Option<u64>,
     /// Access control (off by default).
@@ -189,6 +193,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[cluster]`: reads and timeouts over a shared log.
     pub cluster: ClusterConfig,
+    /// `[rate_limit]`: per-client rate limits.
+    pub rate_limit: RateLimitConfig,
 }
 
 /// The default plug-ins directory: `plugins/` beside the `kvs` executable, where
@@ -225,6 +231,9 @@ impl Config {
         let queue_capacity = file.writer.queue_capacity.unwrap_or(65536);
         if max_batch == 0 || queue_capacity == 0 {
             bail!("writer.max_batch and writer.queue_capacity must be at least 1");
+        }
+        if let Err(why) = file.rate_limit.validate() {
+            bail!(why);
         }
         let logger = over
             .logger
@@ -265,6 +274,7 @@ impl Config {
             admin: file.admin,
             telemetry: file.telemetry,
             cluster: file.cluster,
+            rate_limit: file.rate_limit,
         })
     }
 

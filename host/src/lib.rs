@@ -38,6 +38,7 @@ pub mod native;
 pub mod overload;
 pub mod plugins;
 pub mod ports;
+pub mod rate_limit;
 pub mod shared;
 pub mod store;
 pub mod telemetry;

@@ -190,6 +190,9 @@ impl<'a> Builder<'a> {
             metrics.clone(),
             overload.clone(),
         ));
+        if let Some(config) = &self.config {
+            store.set_rate_limit(&config.rate_limit);
+        }
         let mut partial = Partial {
             store: store.clone(),
             logger: Some(logger),

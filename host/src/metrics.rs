@@ -30,7 +30,7 @@ const BATCH_BUCKETS: &[f64] = &[
 ];
 
 /// How a request ended, as the `outcome` label.
-pub const OUTCOMES: [&str; 9] = [
+pub const OUTCOMES: [&str; 11] = [
     "ok",
     "not_found",
     "invalid_input",
@@ -40,6 +40,8 @@ pub const OUTCOMES: [&str; 9] = [
     "permission_denied",
     "internal",
     "storage_full",
+    "rate_limited",
+    "deadline_exceeded",
 ];
 const OPS: [Action; 3] = [Action::Get, Action::Put, Action::Delete];
 
@@ -69,6 +71,8 @@ fn outcome_index(code: ErrorCode) -> usize {
         ErrorCode::UNAUTHENTICATED => 5,
         ErrorCode::PERMISSION_DENIED => 6,
         ErrorCode::STORAGE_FULL => 8,
+        ErrorCode::RATE_LIMITED => 9,
+        ErrorCode::DEADLINE_EXCEEDED => 10,
         _ => 7,
     }
 }

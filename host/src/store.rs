@@ -17,6 +17,7 @@ use crate::caller::{self, Caller, RequestHook};
 use crate::metrics::Metrics;
 use crate::overload::Overload;
 use crate::ports::HealthCheck;
+use crate::rate_limit::{RateLimitConfig, RateLimiter};
 use crate::telemetry;
 use crate::write_request::{Completion, Msg};
 
@@ -54,6 +55,8 @@ pub struct Store {
     /// What the write path can do beyond puts and deletes; set at start-up and when
     /// the logger is swapped.
     features: ArcSwapOption<WriteFeatures>,
+    /// Per-client rate limits (`[rate_limit]`; off unless set).
+    rate_limiter: RateLimiter,
 }
 
 /// `done`, keeping `span` open until the write completes (a write's span lasts until it
@@ -147,7 +150,13 @@ impl Store {
             metrics,
             overload,
             features: ArcSwapOption::empty(),
+            rate_limiter: RateLimiter::default(),
         }
+    }
+
+    /// Per-client rate limits, at start-up and from a reload.
+    pub(crate) fn set_rate_limit(&self, config: &RateLimitConfig) {
+        self.rate_limiter.set(config);
     }
 
     /// Says what the write path can do beyond puts and deletes: at start-up, and again
@@ -233,6 +242,7 @@ impl Store {
         }
     }
 
+    /// The request hook's decision about `op` on `key`.
     fn admit(
         &self,
         op: caller::Action,
@@ -245,6 +255,26 @@ impl Store {
         }
     }
 
+    /// What every frontend operation passes once before it is served: the request
+    /// hook, then the caller's rate limit ([`crate::rate_limit`]).
+    fn admit_op(
+        &self,
+        op: caller::Action,
+        key: &[u8],
+        caller: &Caller<'_>,
+    ) -> Result<(), PluginError> {
+        self.admit(op, key, caller)?;
+        self.rate_limiter.take(caller, || self.principal(caller))
+    }
+
+    /// Whom the request hook verified `caller` to be.
+    fn principal(&self, caller: &Caller<'_>) -> Option<Arc<str>> {
+        self.hook
+            .load()
+            .as_ref()
+            .and_then(|hook| hook.principal(caller))
+    }
+
     /// Whether `caller` may do `action` on `key`: what the store and the request hook
     /// would answer the call itself, without making it (plugin-api 1.4's `check`). A
     /// frontend asks it for every key of a multi-key write before queueing any.
@@ -255,7 +285,9 @@ impl Store {
         key: &[u8],
     ) -> Result<(), PluginError> {
         self.check_key(key)?;
-        self.admit(action, key, caller)
+        self.admit(action, key, caller)?;
+        self.rate_limiter
+            .precheck(caller, || self.principal(caller))
     }
 
     /// [`Store::get`] on behalf of a frontend's caller: the request hook decides first.
@@ -271,7 +303,7 @@ impl Store {
         consistency: Consistency,
     ) -> Result<Option<Vec<u8>>, PluginError> {
         read_as(caller, || {
-            self.admit(caller::Action::Get, key, caller)
+            self.admit_op(caller::Action::Get, key, caller)
                 .and_then(|()| self.get_before(key, consistency, caller.deadline))
         })
     }

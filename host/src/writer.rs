@@ -234,7 +234,7 @@ impl WriterLoop {
                 if self.overload.expired(&req.admitted, now) {
                     // Never logged: the client stopped waiting, and a write it was told
                     // timed out must not happen later.
-                    return req.done.complete(Err(PluginError::unavailable(
+                    return req.done.complete(Err(PluginError::deadline_exceeded(
                         "the request's deadline passed while the write waited in kvs's \
                          queue; it was not written",
                     )));

@@ -49,6 +49,9 @@ fn combinations() -> Vec<(String, String)> {
         ("1-4", "1-0"),
         ("1-3", "1-4"),
         ("1-4", "1-3"),
+        ("1-0", "1-5"),
+        ("1-4", "1-5"),
+        ("1-5", "1-4"),
     ] {
         assert!(minors.iter().any(|v| v == frontend) && minors.iter().any(|v| v == logger));
         pairs.push((logger.to_string(), frontend.to_string()));
@@ -176,6 +179,73 @@ fn wasm_loggers_and_frontends_of_every_1x_minor_work_end_to_end() {
         );
         kvs.stop();
     }
+}
+
+/// A code a frontend's minor does not know never reaches it: over its rate limit, a
+/// 1.5 frontend (native or WASM) gets `rate limited` (10), a 1.4 one `unavailable` (4)
+/// with the same message, never a code it would read as `internal`.
+#[test]
+fn frontends_older_than_1_5_get_rate_limits_as_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = compat_plugins(dir.path(), true);
+    let wasm = compat_plugins(&dir.path().join("wasm"), false);
+    for entry in std::fs::read_dir(&wasm).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), plugins.join(entry.file_name())).unwrap();
+    }
+    let frontends = [
+        "compat-frontend-1-4",
+        "compat-frontend-1-5",
+        "compat-wasm-frontend-1-4",
+        "compat-wasm-frontend-1-5",
+    ];
+    let mut config = format!(
+        "logger = \"file\"\nfrontends = {frontends:?}\n\
+         [rate_limit]\nper_client = 0.5\nburst = 1\n\
+         [plugins.file]\npath = {:?}\n",
+        dir.path().join("kvs.log")
+    );
+    for f in frontends {
+        config.push_str(&format!("[plugins.{f}]\nlisten = \"127.0.0.1:0\"\n"));
+    }
+    let file = lib("kvs_plugin_file");
+    std::fs::copy(&file, plugins.join(file.file_name().unwrap())).unwrap();
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let kvs = Kvs::start(&dir.path().join("config.toml"), &plugins, &[]);
+    // Every fixture's calls carry the client's address (127.0.0.1): one bucket, whose
+    // one token the first write takes.
+    let mut v15 = Line::connect(&kvs.endpoint("compat-frontend-1-5"));
+    let mut v14 = Line::connect(&kvs.endpoint("compat-frontend-1-4"));
+    assert_eq!(v15.ask("PUT a one"), "OK");
+    let refused = v15.ask("PUT b two");
+    assert!(
+        refused.contains("over its rate limit") && refused.ends_with("(code 10)"),
+        "{refused}"
+    );
+    let refused = v14.ask("PUT b two");
+    assert!(
+        refused.contains("over its rate limit") && refused.ends_with("(code 4)"),
+        "{refused}"
+    );
+    let http = http_client();
+    for (frontend, code) in [
+        ("compat-wasm-frontend-1-5", "10"),
+        ("compat-wasm-frontend-1-4", "4"),
+    ] {
+        let answer = http
+            .put(format!("{}/k/b", kvs.endpoint(frontend)))
+            .body("two")
+            .send()
+            .unwrap();
+        let seen = answer.headers()["x-error-code"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(seen, code, "{frontend}");
+        assert!(answer.text().unwrap().contains("over its rate limit"));
+    }
+    drop((v14, v15));
+    kvs.stop();
 }
 
 /// A logger built against an older minor (here 1.3, which has no `log:expiry`) serves

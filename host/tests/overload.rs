@@ -170,3 +170,139 @@ fn ten_thousand_half_sent_commands_and_slow_headers_do_not_stop_a_well_behaved_c
     }
     kvs.stop();
 }
+
+/// One RESP command on `s`, and its reply line.
+fn resp_ask(s: &mut TcpStream, args: &[&str]) -> String {
+    let mut command = format!("*{}\r\n", args.len());
+    for a in args {
+        command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(command.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "kvs closed the connection");
+        reply.push(byte[0]);
+    }
+    String::from_utf8(reply).unwrap().trim_end().to_string()
+}
+
+/// Per-client rate limits, decided in the host for every frontend: past its bucket a
+/// client gets gRPC RESOURCE_EXHAUSTED, REST 429 with `Retry-After`, a RESP error, and
+/// nothing of the refused request is done; an `MSET` is admitted whole or refused whole;
+/// another client (another address) is not held back.
+#[test]
+fn a_client_over_its_rate_limit_is_refused_by_every_frontend_and_others_are_not() {
+    use kvs_proto::v1;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "logger = \"file\"\nfrontends = [\"rest\", \"grpc\", \"resp\"]\n\
+             [rate_limit]\nper_client = 1\nburst = 10\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.file]\npath = {:?}\n\
+             [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.grpc]\nlisten = \"127.0.0.1:0\"\n\
+             [plugins.resp]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("kvs.log")
+        ),
+    )
+    .unwrap();
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // gRPC from 127.0.0.1: ten writes (the burst), then RESOURCE_EXHAUSTED.
+    let grpc = kvs.endpoint("grpc").replace("grpc://", "http://");
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(grpc)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = v1::key_value_client::KeyValueClient::new(channel);
+        let put = |i: usize| v1::PutRequest {
+            key: format!("g{i}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        };
+        for i in 0..10 {
+            c.put(put(i)).await.unwrap();
+        }
+        let refused = c.put(put(10)).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .message()
+                .contains("client 127.0.0.1 is over its rate limit")
+        );
+    });
+    // The same client over REST: 429, saying when to retry.
+    let http = reqwest::blocking::Client::new();
+    let refused = http.put(kvs.at("/v1/key/r")).body("v").send().unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.text().unwrap().contains("over its rate limit"));
+    // ... and over RESP, where an MSET asked about first is refused whole.
+    let resp: SocketAddr = kvs
+        .endpoint("resp")
+        .rsplit("//")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut redis = TcpStream::connect(resp).unwrap();
+    let refused = resp_ask(&mut redis, &["MSET", "x0", "1", "x1", "1"]);
+    assert!(
+        refused.starts_with("-ERR") && refused.contains("rate limit"),
+        "{refused}"
+    );
+    // A token later (1 a second), an MSET of ten keys is admitted whole, into debt.
+    std::thread::sleep(Duration::from_millis(1300));
+    let keys: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let mut mset = vec!["MSET"];
+    for k in &keys {
+        mset.extend([k.as_str(), "v"]);
+    }
+    assert_eq!(resp_ask(&mut redis, &mset), "+OK");
+    let refused = resp_ask(&mut redis, &["GET", "m0"]);
+    assert!(refused.contains("rate limit"), "reads count too: {refused}");
+    // Another address has its own bucket: it reads every key of the MSET, and none of
+    // what was refused.
+    let other = reqwest::blocking::Client::builder()
+        .local_address(Some(Ipv4Addr::new(127, 0, 0, 2).into()))
+        .build()
+        .unwrap();
+    for k in &keys {
+        let got = other.get(kvs.at(&format!("/v1/key/{k}"))).send().unwrap();
+        assert_eq!(got.status(), 200, "{k}");
+    }
+    let other = reqwest::blocking::Client::builder()
+        .local_address(Some(Ipv4Addr::new(127, 0, 0, 3).into()))
+        .build()
+        .unwrap();
+    for k in ["g10", "r", "x0", "x1"] {
+        let got = other.get(kvs.at(&format!("/v1/key/{k}"))).send().unwrap();
+        assert_eq!(got.status(), 404, "{k} was refused, so never written");
+    }
+    let metrics = other
+        .get(format!("{}/metrics", kvs.admin()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let limited: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("kvs_requests_total{") && l.contains("outcome=\"rate_limited\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(limited >= 3.0, "refusals counted: {limited}\n{metrics}");
+    kvs.stop();
+}

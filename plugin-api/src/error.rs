@@ -44,6 +44,17 @@ impl ErrorCode {
     /// RESOURCE_EXHAUSTED). Since 1.4; an older plug-in reads it as
     /// [`ErrorCode::INTERNAL`].
     pub const STORAGE_FULL: ErrorCode = ErrorCode(9);
+    /// The caller is over its rate limit (the host's `[rate_limit]`, per principal or
+    /// client address): nothing was done; retry after a moment (REST 429 with
+    /// `Retry-After`, gRPC RESOURCE_EXHAUSTED). Since 1.5; the host answers a frontend
+    /// of an older minor [`ErrorCode::UNAVAILABLE`] instead.
+    pub const RATE_LIMITED: ErrorCode = ErrorCode(10);
+    /// The caller's deadline passed before the host could do the request. For a write,
+    /// the message says whether it was written: the host's writer drops a write whose
+    /// deadline passed while it queued, before the logger sees it ("it was not
+    /// written"). REST 504, gRPC DEADLINE_EXCEEDED. Since 1.5; the host answers a
+    /// frontend of an older minor [`ErrorCode::UNAVAILABLE`] instead.
+    pub const DEADLINE_EXCEEDED: ErrorCode = ErrorCode(11);
 
     /// This code if this version of the contract knows it, else [`ErrorCode::INTERNAL`].
     pub fn known(self) -> ErrorCode {
@@ -56,8 +67,23 @@ impl ErrorCode {
             | Self::UNAUTHENTICATED
             | Self::PERMISSION_DENIED
             | Self::CONFLICT
-            | Self::STORAGE_FULL => self,
+            | Self::STORAGE_FULL
+            | Self::RATE_LIMITED
+            | Self::DEADLINE_EXCEEDED => self,
             _ => Self::INTERNAL,
+        }
+    }
+
+    /// The contract minor that added this code (0 for 1.0's codes and for codes this
+    /// version does not know). A host answers a plug-in of an older minor a code it
+    /// knows instead (kvs: [`ErrorCode::UNAVAILABLE`] for 1.4's `storage full` and
+    /// 1.5's codes), since the plug-in would read an unknown one as `internal`.
+    pub fn since_minor(self) -> u16 {
+        match self {
+            Self::UNAUTHENTICATED | Self::PERMISSION_DENIED => 2,
+            Self::CONFLICT | Self::STORAGE_FULL => 4,
+            Self::RATE_LIMITED | Self::DEADLINE_EXCEEDED => 5,
+            _ => 0,
         }
     }
 
@@ -72,6 +98,8 @@ impl ErrorCode {
             Self::PERMISSION_DENIED => "permission denied",
             Self::CONFLICT => "conflict",
             Self::STORAGE_FULL => "storage full",
+            Self::RATE_LIMITED => "rate limited",
+            Self::DEADLINE_EXCEEDED => "deadline exceeded",
             _ => "internal",
         }
     }
@@ -152,6 +180,16 @@ impl PluginError {
         Self::new(ErrorCode::PERMISSION_DENIED, message)
     }
 
+    /// Shorthand for [`ErrorCode::RATE_LIMITED`] (1.5).
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::RATE_LIMITED, message)
+    }
+
+    /// Shorthand for [`ErrorCode::DEADLINE_EXCEEDED`] (1.5).
+    pub fn deadline_exceeded(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::DEADLINE_EXCEEDED, message)
+    }
+
     /// The error's code, mapped to one this version of the contract knows.
     pub fn code(&self) -> ErrorCode {
         self.code.known()
@@ -184,5 +222,25 @@ impl std::error::Error for PluginError {}
 impl From<std::io::Error> for PluginError {
     fn from(err: std::io::Error) -> Self {
         PluginError::internal(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn codes_know_their_minor_and_unknown_ones_read_as_internal() {
+        assert_eq!(ErrorCode::RATE_LIMITED.known(), ErrorCode::RATE_LIMITED);
+        assert_eq!(
+            ErrorCode::DEADLINE_EXCEEDED.known(),
+            ErrorCode::DEADLINE_EXCEEDED
+        );
+        assert_eq!(ErrorCode(12).known(), ErrorCode::INTERNAL);
+        assert_eq!(ErrorCode::RATE_LIMITED.name(), "rate limited");
+        assert_eq!(ErrorCode::DEADLINE_EXCEEDED.name(), "deadline exceeded");
+        let since: Vec<u16> = (1..=11).map(|c| ErrorCode(c).since_minor()).collect();
+        assert_eq!(since, [0, 0, 0, 0, 0, 2, 2, 4, 4, 5, 5]);
+        assert_eq!(ErrorCode(200).since_minor(), 0);
     }
 }

@@ -103,7 +103,8 @@ impl GuestError {
 
 impl GuestError {
     /// The HTTP status kvs's own REST frontends answer for this error: 404, 400,
-    /// 414 (a key too long) / 413, 503, 401 (1.2), 403 (1.2), else 500. A 401 answered
+    /// 414 (a key too long) / 413, 503, 401 (1.2), 403 (1.2), 507 (1.4), 429 and 504
+    /// (1.5), else 500. A 401 answered
     /// through the host's listener gets its `WWW-Authenticate` header from the host.
     pub fn http_status(&self) -> u16 {
         match self.code {
@@ -116,6 +117,8 @@ impl GuestError {
             ErrorCode::UNAUTHENTICATED => 401,
             ErrorCode::PERMISSION_DENIED => 403,
             ErrorCode::STORAGE_FULL => 507,
+            ErrorCode::RATE_LIMITED => 429,
+            ErrorCode::DEADLINE_EXCEEDED => 504,
             _ => 500,
         }
     }

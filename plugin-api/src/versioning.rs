@@ -61,6 +61,15 @@
 //!   passes in its own memory, not Extism's (`kvs_call`, `kvs_call_result`,
 //!   `kvs_buffer`, `kvs_dispatch`). Guests built with this crate use them; the
 //!   Extism-form exports stay, and a host calls older guests as before.
+//! * 1.5 added no native types (a 1.5 plug-in exports 1.4's `Module`, and a host drives
+//!   it through 1.4's generation): two error codes for the host's overload decisions,
+//!   [`ErrorCode::RATE_LIMITED`](crate::ErrorCode::RATE_LIMITED) (a client over its
+//!   rate limit: REST 429, gRPC RESOURCE_EXHAUSTED) and
+//!   [`ErrorCode::DEADLINE_EXCEEDED`](crate::ErrorCode::DEADLINE_EXCEEDED) (REST 504,
+//!   gRPC DEADLINE_EXCEEDED), and [`ErrorCode::since_minor`](crate::ErrorCode::since_minor).
+//!   A host hands a frontend of an older minor `unavailable` instead of either (and
+//!   instead of 1.4's `storage full` to one older than 1.4), never a code it would read
+//!   as `internal`; the WASM ABI is otherwise 1.4's.
 //! * 1.N (when it needs new native types) will be `native::v1_N`, exported under the
 //!   same `KVS_PLUGIN_ENTRIES` symbol (the handshake says which `Module` it is).
 //!
@@ -73,7 +82,7 @@
 //!
 //! A host reads a plug-in's handshake first and then drives it through exactly one
 //! generation: the newest at or below the plug-in's minor (1.0, 1.1 for 1.1 and 1.2,
-//! 1.3, 1.4). It looks up that generation's entry points (the 1.0 root module through
+//! 1.3, 1.4 for 1.4 and 1.5). It looks up that generation's entry points (the 1.0 root module through
 //! abi_stable's library header, `KVS_PLUGIN_V1_1`, `KVS_PLUGIN_V1_3`, or
 //! `KVS_PLUGIN_ENTRIES`), checks their layout with abi_stable
 //! (`check_layout_compatibility`, the layout the plug-in was built with against its own),

@@ -82,6 +82,13 @@ const RELEASED: &[Released] = &[
         // the `Entries` header by hand: see `by_hand`).
         native: Native::Roots(&[<v1_4::Module as StableAbi>::LAYOUT]),
     },
+    Released {
+        minor: 5,
+        native: Native::None(
+            "1.5 added no native types (two error codes); a 1.5 plug-in exports 1.4's \
+             entry points (see native-1.4.txt)",
+        ),
+    },
 ];
 
 /// What the host reads without abi_stable's layout check: the handshake, by offset,

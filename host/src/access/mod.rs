@@ -303,6 +303,14 @@ impl RequestHook for AccessControl {
         Err(self.refuse(op, key, caller, principal.name(), error))
     }
 
+    fn principal(&self, caller: &Caller<'_>) -> Option<Arc<str>> {
+        match AccessControl::principal(self, caller).ok()? {
+            Principal::Token(name) => Some(name),
+            Principal::Certificate(name) => Some(name.into()),
+            Principal::Anonymous => None,
+        }
+    }
+
     /// The admin endpoints (`/metrics`, `/plugins`) need an authenticated caller (a
     /// verified token or client certificate) to whom `[auth.principals]` gives at least
     /// one role, whatever it grants.

@@ -73,6 +73,7 @@ impl Running {
         let mut report = ReloadReport::default();
         restart_only(&current, next, &mut report);
         self.apply_limits(&current, next, &mut report);
+        self.apply_rate_limit(&current, next, &mut report);
         self.apply_access(&current, next, plan.hook, &mut report);
         self.shutdown_timeout = next.shutdown_timeout;
         self.apply_frontends(plan.frontends, &mut report);
@@ -118,6 +119,18 @@ impl Running {
             } else {
                 ""
             }
+        ));
+    }
+
+    fn apply_rate_limit(&self, current: &Config, next: &Config, report: &mut ReloadReport) {
+        if current.rate_limit == next.rate_limit {
+            report.kept.push("rate_limit: unchanged".into());
+            return;
+        }
+        self.store.set_rate_limit(&next.rate_limit);
+        report.changed.push(format!(
+            "rate_limit: per_client {} -> {}",
+            current.rate_limit.per_client, next.rate_limit.per_client
         ));
     }
 

@@ -1,5 +1,6 @@
 //! The host's store as one native frontend reaches it, whatever its generation: each
-//! generation's `StoreApi` is a thin layer over [`StoreHandle`].
+//! generation's `StoreApi` is a thin layer over [`StoreHandle`]. Every error it hands
+//! back is one the frontend's minor knows ([`caller::for_minor`]).
 
 use std::sync::Arc;
 
@@ -9,28 +10,42 @@ use kvs_plugin_api::native::v1_1::RequestContextRef;
 use kvs_plugin_api::native::v1_4::UpdateCallbackBox;
 use kvs_plugin_api::{Consistency, PluginError, Update};
 
-use crate::caller::Caller;
+use crate::caller::{self, Caller};
 use crate::metrics::FrontendMeter;
 use crate::store::{Store, held};
 use crate::telemetry;
 use crate::write_request::Completion;
 
-/// The store, the frontend's name (every call is a [`Caller`] of it) and its meter.
+/// The store, the frontend's name (every call is a [`Caller`] of it), its contract
+/// minor and its meter.
 pub(super) struct StoreHandle {
     pub(super) store: Arc<Store>,
     frontend: Arc<str>,
+    minor: u16,
     meter: Arc<FrontendMeter>,
 }
 
 pub(super) type GetReply = RResult<ROption<RVec<u8>>, PluginError>;
 
 impl StoreHandle {
-    pub(super) fn new(store: &Arc<Store>, frontend: &str) -> StoreHandle {
+    pub(super) fn new(store: &Arc<Store>, frontend: &crate::plugins::Plugin) -> StoreHandle {
         StoreHandle {
             store: store.clone(),
-            frontend: frontend.into(),
-            meter: store.metrics().frontend(frontend),
+            frontend: frontend.name.as_str().into(),
+            minor: frontend.api.1,
+            meter: store.metrics().frontend(&frontend.name),
         }
+    }
+
+    /// `e` as this frontend's minor can read it.
+    fn fit(&self, e: PluginError) -> PluginError {
+        caller::for_minor(e, self.minor)
+    }
+
+    /// A write's completion that hands the frontend an error its minor knows.
+    fn completion(&self, mut done: WriteCallbackBox) -> Completion {
+        let minor = self.minor;
+        Completion::new(move |r| done.complete(r.map_err(|e| caller::for_minor(e, minor)).into()))
     }
 
     fn caller<'a>(&'a self, ctx: &'a RequestContextRef<'a>) -> Caller<'a> {
@@ -52,6 +67,7 @@ impl StoreHandle {
         self.store
             .get_as_consistent(&caller, key.as_slice(), consistency)
             .map(|v| v.map(RVec::from).into())
+            .map_err(|e| self.fit(e))
             .into()
     }
 
@@ -65,7 +81,7 @@ impl StoreHandle {
         let caller = self.caller(ctx);
         let span = telemetry::frontend_span(&caller, "put");
         let _in_span = span.enter();
-        let done = held(span.clone(), completion(done));
+        let done = held(span.clone(), self.completion(done));
         self.store
             .put_as(&caller, key.into_vec(), value.into_vec(), done);
     }
@@ -79,7 +95,7 @@ impl StoreHandle {
         let caller = self.caller(ctx);
         let span = telemetry::frontend_span(&caller, "delete");
         let _in_span = span.enter();
-        let done = held(span.clone(), completion(done));
+        let done = held(span.clone(), self.completion(done));
         self.store.delete_as(&caller, key.into_vec(), done);
     }
 }
@@ -98,6 +114,7 @@ impl StoreHandle {
         self.store
             .get_entry_as(&caller, key.as_slice(), consistency)
             .map(|e| e.map(|e| RVec::from(e.encode())).into())
+            .map_err(|e| self.fit(e))
             .into()
     }
 
@@ -119,8 +136,13 @@ impl StoreHandle {
         let caller = self.caller(ctx);
         let span = telemetry::frontend_span(&caller, "update");
         let _in_span = span.enter();
+        let minor = self.minor;
         let completion = Completion::with_outcome(move |r| {
-            done.complete(r.map(|outcome| RVec::from(outcome.encode())).into())
+            done.complete(
+                r.map(|outcome| RVec::from(outcome.encode()))
+                    .map_err(|e| caller::for_minor(e, minor))
+                    .into(),
+            )
         });
         self.store
             .update_as(&caller, update, held(span.clone(), completion));
@@ -133,12 +155,9 @@ impl StoreHandle {
         action: u8,
         key: RSlice<'_, u8>,
     ) -> Result<(), PluginError> {
-        let action = crate::caller::Action::from_contract(kvs_plugin_api::Action(action))?;
+        let action = caller::Action::from_contract(kvs_plugin_api::Action(action))?;
         self.store
             .check_as(&self.caller(ctx), action, key.as_slice())
+            .map_err(|e| self.fit(e))
     }
-}
-
-fn completion(mut done: WriteCallbackBox) -> Completion {
-    Completion::new(move |r| done.complete(r.into()))
 }

@@ -54,7 +54,7 @@ impl Entry for V1_0 {
         store: &Arc<Store>,
         config: &str,
     ) -> Result<Box<dyn RunningFrontend>, PluginError> {
-        let store = StoreApi_TO::from_value(StoreHandle::new(store, &plugin.name), TD_Opaque);
+        let store = StoreApi_TO::from_value(StoreHandle::new(store, plugin), TD_Opaque);
         super::frontend(self.0.start_frontend()(store, RStr::from_str(config)))
     }
 }

@@ -56,7 +56,7 @@ impl Entry for V1_3 {
         store: &Arc<Store>,
         config: &str,
     ) -> Result<Box<dyn RunningFrontend>, PluginError> {
-        let store = v1_3::StoreApi_TO::from_value(StoreHandle::new(store, &plugin.name), TD_Opaque);
+        let store = v1_3::StoreApi_TO::from_value(StoreHandle::new(store, plugin), TD_Opaque);
         super::start_frontend(self.0.start_frontend, store, plugin, config)
     }
 }

@@ -59,7 +59,7 @@ impl Entry for V1_4 {
         store: &Arc<Store>,
         config: &str,
     ) -> Result<Box<dyn RunningFrontend>, PluginError> {
-        let store = v1_4::StoreApi_TO::from_value(StoreHandle::new(store, &plugin.name), TD_Opaque);
+        let store = v1_4::StoreApi_TO::from_value(StoreHandle::new(store, plugin), TD_Opaque);
         let started = (self.0.start_frontend)(
             store,
             RStr::from_str(config),

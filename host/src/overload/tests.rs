@@ -107,7 +107,7 @@ fn a_write_whose_deadline_passed_while_queued_never_reaches_the_logger() {
     wait(&first).unwrap();
     wait(&kept).unwrap();
     let err = wait(&late).unwrap_err();
-    assert_eq!(err.code(), kvs_plugin_api::ErrorCode::UNAVAILABLE);
+    assert_eq!(err.code(), kvs_plugin_api::ErrorCode::DEADLINE_EXCEEDED);
     assert!(err.message().contains("deadline passed"), "{err}");
     assert_eq!(
         Recording::keys(&host.logged),

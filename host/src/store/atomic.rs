@@ -46,10 +46,9 @@ impl Store {
             );
         let admitted = self.admit(action, &update.key, caller).and_then(|()| {
             if reveals {
-                self.admit(caller::Action::Get, &update.key, caller)
-            } else {
-                Ok(())
+                self.admit(caller::Action::Get, &update.key, caller)?;
             }
+            self.rate_limiter.take(caller, || self.principal(caller))
         });
         if let Err(e) = admitted {
             return done.complete(Err(e));
@@ -144,7 +143,7 @@ impl Store {
         consistency: Consistency,
     ) -> Result<Option<Entry>, PluginError> {
         read_as(caller, || {
-            self.admit(caller::Action::Get, key, caller)
+            self.admit_op(caller::Action::Get, key, caller)
                 .and_then(|()| self.get_entry(key, consistency, caller.deadline))
         })
     }

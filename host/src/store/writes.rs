@@ -18,7 +18,7 @@ impl Store {
         let span = telemetry::store_span(caller::Action::Put);
         let _in_span = span.enter();
         let done = metered(caller, caller::Action::Put, held(span.clone(), done));
-        match self.admit(caller::Action::Put, &key, caller) {
+        match self.admit_op(caller::Action::Put, &key, caller) {
             Ok(()) => self.put_from(Some(caller), key, value, done),
             Err(e) => done.complete(Err(e)),
         }
@@ -29,7 +29,7 @@ impl Store {
         let span = telemetry::store_span(caller::Action::Delete);
         let _in_span = span.enter();
         let done = metered(caller, caller::Action::Delete, held(span.clone(), done));
-        match self.admit(caller::Action::Delete, &key, caller) {
+        match self.admit_op(caller::Action::Delete, &key, caller) {
             Ok(()) => self.delete_from(Some(caller), key, done),
             Err(e) => done.complete(Err(e)),
         }

@@ -137,7 +137,25 @@ thread_local! {
 }
 
 /// The store the host functions reach: a frontend's store, or none (handshake, loggers).
-pub(super) type StoreRef = Option<Arc<Store>>;
+pub(super) type StoreRef = Option<GuestStore>;
+
+/// A frontend's store as its guest reaches it: errors are fitted to the contract minor
+/// the guest was built against ([`crate::caller::for_minor`]).
+#[derive(Clone)]
+pub(super) struct GuestStore {
+    pub(super) store: Arc<Store>,
+    /// The guest's plugin-api minor (its handshake's).
+    pub(super) minor: u16,
+}
+
+impl GuestStore {
+    pub(super) fn new(store: &Arc<Store>, minor: u16) -> StoreRef {
+        Some(GuestStore {
+            store: store.clone(),
+            minor,
+        })
+    }
+}
 
 /// The store calls a guest can import.
 #[derive(Debug, Clone, Copy)]
@@ -246,9 +264,18 @@ pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8]) -> Ve
                 meter: Some(meter),
                 ..Caller::from_context(frontend, context, *received)
             };
-            match run(store, &caller, call, &mut Reader::new(input), deferred) {
+            match run(
+                &store.store,
+                &caller,
+                call,
+                &mut Reader::new(input),
+                deferred,
+            ) {
                 Ok(payload) => wire::ok(&payload),
-                Err(e) => wire::err(e.code(), e.message()),
+                Err(e) => {
+                    let e = crate::caller::for_minor(e, store.minor);
+                    wire::err(e.code(), e.message())
+                }
             }
         }
         _ => wire::err(

@@ -14,7 +14,7 @@ use crate::plugins::Format;
 use crate::ports::RunningFrontend;
 use crate::store::Store;
 
-use super::host_fns::{CALL_CONTEXT, CallContext, Deferred};
+use super::host_fns::{CALL_CONTEXT, CallContext, Deferred, GuestStore};
 use super::module::{CallError, Compiled, Source, call, compile, instance, metered_call};
 
 /// The optional export that takes a WASM HTTP frontend's config table (1.2).
@@ -241,10 +241,11 @@ async fn edge(
     // The guest's answer may acknowledge its writes: it is sent only once they are
     // durable, and replaced by the failure if one was not.
     if let Err(e) = deferred.settle().await {
-        let status = if e.code() == ErrorCode::UNAVAILABLE {
-            503
-        } else {
-            500
+        let status = match e.code() {
+            ErrorCode::UNAVAILABLE => 503,
+            ErrorCode::DEADLINE_EXCEEDED => 504,
+            ErrorCode::STORAGE_FULL => 507,
+            _ => 500,
         };
         return text(
             status,
@@ -343,6 +344,7 @@ impl RunningFrontend for WasmHttpFrontend {
                 plugin.wasm_source(),
                 &self.name,
                 &self.store,
+                plugin.api.1,
                 &sandbox,
                 guest_config,
             )
@@ -379,6 +381,7 @@ fn new_pool(
     module: Source<'_>,
     name: &str,
     store: &Arc<Store>,
+    minor: u16,
     sandbox: &Sandbox,
     guest_config: String,
 ) -> Result<Pool, PluginError> {
@@ -391,8 +394,8 @@ fn new_pool(
             sandbox.pool_size, sandbox.memory_max_mb, sandbox.memory_budget_mb
         )));
     }
-    let compiled =
-        compile(module, name, sandbox, Some(store.clone())).map_err(PluginError::internal)?;
+    let compiled = compile(module, name, sandbox, GuestStore::new(store, minor))
+        .map_err(PluginError::internal)?;
     // One instance now: it tells whether the guest takes a config, and a bad config
     // (or a guest that cannot start) fails here rather than at a request.
     let mut first = instance(&compiled)?;
@@ -422,10 +425,12 @@ fn new_pool(
 }
 
 /// Starts a `.wasm` HTTP frontend: the host listens and calls the guest per request.
+/// `minor` is the guest's plugin-api minor.
 pub fn start_frontend<'a>(
     module: impl Into<Source<'a>>,
     name: &str,
     store: &Arc<Store>,
+    minor: u16,
     table: &str,
 ) -> Result<Box<dyn RunningFrontend>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
@@ -433,6 +438,7 @@ pub fn start_frontend<'a>(
         module.into(),
         name,
         store,
+        minor,
         &sandbox,
         guest_config,
     )?));

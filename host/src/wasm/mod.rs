@@ -78,9 +78,21 @@ impl Entry for WasmEntry {
             .iter()
             .any(|c| c == capability::FRONTEND_STREAM)
         {
-            start_stream_frontend(plugin.wasm_source(), &plugin.name, store, config)
+            start_stream_frontend(
+                plugin.wasm_source(),
+                &plugin.name,
+                store,
+                plugin.api.1,
+                config,
+            )
         } else {
-            start_frontend(plugin.wasm_source(), &plugin.name, store, config)
+            start_frontend(
+                plugin.wasm_source(),
+                &plugin.name,
+                store,
+                plugin.api.1,
+                config,
+            )
         }
     }
 }

@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::ports::RunningFrontend;
 use crate::store::Store;
 
-use super::host_fns::{CALL_CONTEXT, CallContext, Deferred};
+use super::host_fns::{CALL_CONTEXT, CallContext, Deferred, GuestStore};
 use super::module::{CallError, Compiled, Source, compile, instance, metered_call};
 use super::sandbox::{Sandbox, refuse_guest_keys};
 
@@ -282,7 +282,7 @@ impl RunningFrontend for WasmStreamFrontend {
                 plugin.wasm_source(),
                 &plugin.name,
                 &sandbox,
-                Some(self.store.clone()),
+                GuestStore::new(&self.store, plugin.api.1),
             )
             .map_err(PluginError::internal)?;
             // One instance now, so a module that cannot start is refused here.
@@ -297,16 +297,17 @@ impl RunningFrontend for WasmStreamFrontend {
 }
 
 /// Starts a `.wasm` stream frontend: the host listens on TCP and hands each
-/// connection's bytes to the guest.
+/// connection's bytes to the guest. `minor` is the guest's plugin-api minor.
 pub fn start_stream_frontend<'a>(
     module: impl Into<Source<'a>>,
     name: &str,
     store: &Arc<Store>,
+    minor: u16,
     table: &str,
 ) -> Result<Box<dyn RunningFrontend>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     refuse_guest_keys(name, &guest_config, "a WASM stream frontend")?;
-    let compiled = compile(module.into(), name, &sandbox, Some(store.clone()))
+    let compiled = compile(module.into(), name, &sandbox, GuestStore::new(store, minor))
         .map_err(PluginError::internal)?;
     // One instance now, so a guest that cannot start stops kvs at start-up.
     let live = Arc::new(AtomicUsize::new(1));

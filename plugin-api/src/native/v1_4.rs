@@ -1,9 +1,10 @@
 #![allow(non_local_definitions)] // abi_stable 0.11's #[sabi_trait] expands to impls inside a const.
 //! The native interface of plugin-api 1.4.
 //!
-//! **Not released yet.** 1.4 is released when its packaged crate and its layout snapshot
-//! are committed (see [`versioning`](crate::versioning)); from then on nothing here
-//! changes and the next minor adds a module beside this one.
+//! **Released** (its packaged crate and layout snapshot are committed; see
+//! [`versioning`](crate::versioning)): nothing here changes, and a minor that needs
+//! new native types adds a module beside this one. 1.5 added none: its plug-ins export
+//! this generation's [`Module`].
 //!
 //! From 1.4 on a plug-in exports only its own generation: its handshake and the static
 //! `KVS_PLUGIN_ENTRIES` ([`ENTRIES_SYMBOL`](super::ENTRIES_SYMBOL)), an

@@ -115,7 +115,8 @@ pub fn status_of(e: PluginError) -> Status {
         ErrorCode::UNAVAILABLE => Status::unavailable(message),
         ErrorCode::UNAUTHENTICATED => Status::unauthenticated(message),
         ErrorCode::PERMISSION_DENIED => Status::permission_denied(message),
-        ErrorCode::STORAGE_FULL => Status::resource_exhausted(message),
+        ErrorCode::STORAGE_FULL | ErrorCode::RATE_LIMITED => Status::resource_exhausted(message),
+        ErrorCode::DEADLINE_EXCEEDED => Status::deadline_exceeded(message),
         _ => Status::internal(message),
     }
 }

@@ -84,6 +84,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
         ErrorCode::PERMISSION_DENIED => StatusCode::FORBIDDEN,
         ErrorCode::STORAGE_FULL => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::DEADLINE_EXCEEDED => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -94,9 +96,16 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 
 /// A store error as a response. A 401 says how to authenticate (RFC 6750): with
 /// `error="invalid_token"` if the client presented a token the host refused. The body
-/// says why; it never repeats the token.
+/// says why; it never repeats the token. A 429 says when to retry: `Retry-After: 1`
+/// (the host's buckets refill continuously, so a second is enough for a client within
+/// its rate; the body says the exact wait).
 fn store_error(e: PluginError, ctx: &RequestContext) -> Response {
     let mut response = error_response(status_of(e.code()), e.message());
+    if e.code() == ErrorCode::RATE_LIMITED {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
     if e.code() == ErrorCode::UNAUTHENTICATED {
         let challenge = if ctx.bearer_token.is_some() {
             r#"Bearer realm="kvs", error="invalid_token""#

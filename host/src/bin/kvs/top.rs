@@ -203,7 +203,7 @@ pub fn render(url: &str, before: &[Sample], now: &[Sample], secs: f64) -> String
     let refused = |reason| rate("kvs_writes_refused_total", &[("reason", reason)]);
     let _ = writeln!(
         out,
-        "overload: queue delay {}, refused/s shed {:.1} deadline {:.1} queue full {:.1} queue bytes {:.1}",
+        "overload: queue delay {}, refused/s shed {:.1} deadline {:.1} queue full {:.1} queue bytes {:.1} rate limited {:.1}",
         millis(
             now.iter()
                 .find(|s| s.name == "kvs_writer_queue_delay_seconds")
@@ -213,6 +213,7 @@ pub fn render(url: &str, before: &[Sample], now: &[Sample], secs: f64) -> String
         refused("deadline"),
         refused("queue_full"),
         refused("queue_bytes"),
+        rate("kvs_requests_total", &[("outcome", "rate_limited")]),
     );
     let mut plugins: BTreeMap<&str, ()> = BTreeMap::new();
     for s in now.iter().filter(|s| s.name == "kvs_wasm_calls_total") {
