@@ -306,3 +306,81 @@ fn a_client_over_its_rate_limit_is_refused_by_every_frontend_and_others_are_not(
     assert!(limited >= 3.0, "refusals counted: {limited}\n{metrics}");
     kvs.stop();
 }
+
+/// A Redis command trickled a byte at a time is answered an error and closed once
+/// `command_timeout_ms` has passed since its first byte; a connection whose commands
+/// each arrive whole is never closed for it, however long it lives.
+#[test]
+fn a_trickled_redis_command_is_dropped_at_its_bound_and_quick_commands_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "logger = \"file\"\nfrontends = [\"resp\"]\n\
+             [plugins.file]\npath = {:?}\n\
+             [plugins.resp]\nlisten = \"127.0.0.1:0\"\ncommand_timeout_ms = 800\n",
+            dir.path().join("kvs.log")
+        ),
+    )
+    .unwrap();
+    let kvs = Kvs::start_listening(&config, &staged_plugins());
+    let resp: SocketAddr = kvs
+        .endpoint("resp")
+        .rsplit("//")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut polite = TcpStream::connect(resp).unwrap();
+    let mut trickler = TcpStream::connect(resp).unwrap();
+    trickler
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let started = Instant::now();
+    trickler
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        // A byte every 100 ms: never silent, never whole.
+        let _ = trickler.write_all(b"x");
+        let mut chunk = [0u8; 256];
+        match trickler.read(&mut chunk) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {} // nothing yet
+            Err(_) => {
+                closed = true; // reset: our byte after its close
+                break;
+            }
+        }
+        // The polite connection's quick commands, meanwhile, over more than the bound.
+        assert_eq!(resp_ask(&mut polite, &["PING"]), "+PONG");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(closed, "the trickler was never closed: {answer}");
+    assert!(
+        answer.starts_with("-ERR command not received whole within 800 ms"),
+        "{answer}"
+    );
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    // The polite connection lived through it all, and past the bound since its start.
+    assert_eq!(resp_ask(&mut polite, &["SET", "k", "v"]), "+OK");
+    assert_eq!(resp_ask(&mut polite, &["GET", "k"]), "$1");
+    kvs.stop();
+}

@@ -102,6 +102,12 @@ impl Decoder {
         }
     }
 
+    /// Whether it is in the middle of a command it is skipping (its bytes were consumed,
+    /// so the caller's buffer may be empty while the command is still arriving).
+    pub fn mid_command(&self) -> bool {
+        self.skip.is_some()
+    }
+
     /// Decodes the command at the start of `buf`. Returns how many bytes it consumed —
     /// drop them — and the command, or `None` when more bytes are needed (then call
     /// again, with the rest of `buf` plus what arrives next). The consumed count may be

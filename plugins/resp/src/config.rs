@@ -41,6 +41,12 @@ pub struct Config {
     /// 300000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// A command must arrive whole within this many ms of its first byte; a connection
+    /// whose command is still incomplete then is answered an error and closed, so a
+    /// client trickling a command byte by byte cannot hold its slot. 0: no bound.
+    /// Default 30000 (as long as an HTTP client gets for its headers).
+    #[serde(default = "default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
 }
 
 fn default_listen() -> String {
@@ -66,6 +72,9 @@ fn default_handshake_timeout_ms() -> u64 {
 }
 fn default_idle_timeout_ms() -> u64 {
     kvs_serve::deadline::DEFAULT_IDLE_TIMEOUT_MS
+}
+fn default_command_timeout_ms() -> u64 {
+    30_000
 }
 
 impl Config {

@@ -17,7 +17,10 @@
 //! * **Bad input.** Limits come from the store's key and value limits and
 //!   `max_command_bytes`: an oversized argument is skipped unread and answered
 //!   `-ERR ...`, and the connection carries on; bytes that are not RESP get
-//!   `-ERR Protocol error: ...` and a close (the stream cannot be resynchronised).
+//!   `-ERR Protocol error: ...` and a close (the stream cannot be resynchronised). A
+//!   command must arrive whole within `command_timeout_ms` of its first byte, else the
+//!   connection is answered an error and closed: a client trickling a command holds its
+//!   slot that long at most (a silent one is closed by the listener's idle deadline).
 //! * **Credentials.** `AUTH token` (or `HELLO 3 AUTH user token`) has the host verify
 //!   the token (`-WRONGPASS` if it refuses it) and sets the bearer token every later
 //!   store call carries; the host decides each call, and a refused one answers
@@ -44,6 +47,8 @@ struct Shared {
     store: Store,
     limits: kvs_resp::Limits,
     max_reply_bytes: usize,
+    /// `command_timeout_ms` (`None`: no bound).
+    command_timeout: Option<Duration>,
     port: u16,
     started: Instant,
     connected: OpenConnections,
@@ -101,6 +106,8 @@ struct Ran {
     consumed: usize,
     /// Commands run.
     commands: u64,
+    /// Commands finished: run, or answered with an error (too large).
+    finished: u64,
     /// Whether to close the connection once the replies are sent.
     flow: Flow,
 }
@@ -118,6 +125,7 @@ impl Connection {
         let mut ran = Ran {
             consumed: 0,
             commands: 0,
+            finished: 0,
             flow: Flow::Continue,
         };
         while ran.flow == Flow::Continue {
@@ -128,9 +136,11 @@ impl Connection {
                 }
                 Ok((n, Some(Decoded::TooLarge(why)))) => {
                     ran.consumed += n;
+                    ran.finished += 1;
                     Reply::new(out, session.protocol).error(&format!("ERR {why}"));
                 }
                 Ok((n, Some(Decoded::Command(args)))) => {
+                    ran.finished += 1;
                     if !args.is_empty() {
                         ran.commands += 1;
                         ran.flow = self.run_command(&args, session, out, stream).await;
@@ -206,13 +216,27 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let mut decoder = Decoder::new(shared.limits);
     let mut buf: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
+    // When the command still arriving began (its first byte), if one is.
+    let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(BUFFER_BYTES);
         }
+        let give_up = partial_since
+            .zip(shared.command_timeout)
+            .map(|(t, d)| t + d);
         let read = tokio::select! {
             r = stream.read_buf(&mut buf) => r,
             _ = stop.changed() => break,
+            _ = sleep_until(give_up), if give_up.is_some() => {
+                let timeout = shared.command_timeout.unwrap_or_default().as_millis();
+                Reply::new(&mut out, session.protocol).error(&format!(
+                    "ERR command not received whole within {timeout} ms of its first byte \
+                     (command_timeout_ms); closing the connection"
+                ));
+                let _ = stream.write_all(&out).await;
+                break;
+            }
         };
         match read {
             Ok(0) | Err(_) => break,
@@ -222,6 +246,14 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             .run_commands(&mut decoder, &mut session, &buf, &mut out, &mut stream)
             .await;
         buf.drain(..ran.consumed);
+        let partial = !buf.is_empty() || decoder.mid_command();
+        partial_since = match (partial, partial_since) {
+            (false, _) => None,
+            // A command finished in this read: what is left began in it.
+            (true, Some(_)) if ran.finished > 0 => Some(tokio::time::Instant::now()),
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(tokio::time::Instant::now()),
+        };
         shared
             .total_commands
             .fetch_add(ran.commands, Ordering::Relaxed);
@@ -240,6 +272,14 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     }
     // Writes still queued complete in the store whatever happens to the connection.
     let _ = stream.shutdown().await;
+}
+
+/// Waits until `at` (forever if `None`; `select!` skips that branch then).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The running frontend.
@@ -277,6 +317,8 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         let shared = Arc::new(Shared {
             limits,
             max_reply_bytes: config.max_reply_bytes,
+            command_timeout: (config.command_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.command_timeout_ms)),
             store,
             port: addr.port(),
             started: Instant::now(),
