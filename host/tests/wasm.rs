@@ -30,6 +30,26 @@ fn config(dir: &Path, logger: &str, frontend: &str, extra: &str) -> PathBuf {
     path
 }
 
+/// Two kvs given one WASM logger's `data_dir` would write one log from two processes
+/// (losing writes): the second is refused at start, saying why, while the first runs.
+#[test]
+fn a_second_kvs_on_a_wasm_loggers_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "wasm-log", "rest", "");
+    let first = Kvs::start(&cfg, &staged_plugins(), &[]);
+    let refused = match Kvs::try_start(&cfg, &staged_plugins(), &[]) {
+        Ok(second) => panic!(
+            "a second kvs started on the same data_dir:\n{}",
+            second.stop()
+        ),
+        Err(log) => log,
+    };
+    assert!(refused.contains("is in use by another kvs"), "{refused}");
+    first.stop();
+    // The lock goes with the process: the next kvs opens the directory.
+    Kvs::start(&cfg, &staged_plugins(), &[]).stop();
+}
+
 #[test]
 fn a_wasm_logger_and_a_wasm_frontend_keep_data_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();

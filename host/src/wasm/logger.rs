@@ -35,6 +35,10 @@ struct WasmLogger {
     meter: Option<Arc<WasmMeter>>,
     /// The granted directory (host path), synced after each `open`.
     data_dir: Option<std::path::PathBuf>,
+    /// The granted directory, opened and `flock`ed while the logger is open: a second
+    /// kvs (or `kvs restore`) given the same directory is refused instead of writing
+    /// into the same log. Released by `close` (a live swap closes before it opens).
+    lock: Option<std::fs::File>,
     /// Longest the whole replay may take (`replay_timeout_ms`).
     replay_timeout: Duration,
 }
@@ -174,10 +178,14 @@ impl Log for WasmLogger {
     }
 
     fn close(&mut self) -> Result<(), PluginError> {
-        if self.instance.is_none() {
-            return Ok(());
-        }
-        self.call("kvs_logger_close", &[]).map(drop)
+        let closed = if self.instance.is_none() {
+            Ok(())
+        } else {
+            self.call("kvs_logger_close", &[]).map(drop)
+        };
+        self.instance = None;
+        self.lock = None;
+        closed
     }
 }
 
@@ -190,6 +198,10 @@ pub fn open_logger<'a>(
 ) -> Result<Box<dyn Log>, PluginError> {
     let (sandbox, guest_config) = Sandbox::split(table)?;
     let compiled = compile(module.into(), name, &sandbox, None).map_err(PluginError::internal)?;
+    let lock = match &sandbox.data_dir {
+        Some(dir) => Some(lock_data_dir(name, dir)?),
+        None => None,
+    };
     let mut logger = WasmLogger {
         name: name.to_string(),
         compiled,
@@ -197,9 +209,34 @@ pub fn open_logger<'a>(
         instance: None,
         meter,
         data_dir: sandbox.data_dir.clone(),
+        lock,
         replay_timeout: Duration::from_millis(sandbox.replay_timeout_ms),
     };
     // Open now, so a bad config or a missing grant fails start-up, not the first write.
     logger.reopen()?;
     Ok(Box::new(logger))
+}
+
+/// Opens `dir` (which `compile` created) and takes an exclusive `flock` on it, or says
+/// who to blame.
+fn lock_data_dir(name: &str, dir: &std::path::Path) -> Result<std::fs::File, PluginError> {
+    let opened = std::fs::File::open(dir).map_err(|e| {
+        PluginError::unavailable(format!(
+            "WASM logger {name}: cannot open its data_dir {}: {e}",
+            dir.display()
+        ))
+    })?;
+    match opened.try_lock() {
+        Ok(()) => Ok(opened),
+        Err(std::fs::TryLockError::WouldBlock) => Err(PluginError::unavailable(format!(
+            "WASM logger {name}: its data_dir {} is in use by another kvs (or a `kvs \
+             restore`): two writers would corrupt one log; stop the other, or give this one \
+             another data_dir",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(PluginError::unavailable(format!(
+            "WASM logger {name}: cannot lock its data_dir {}: {e}",
+            dir.display()
+        ))),
+    }
 }
