@@ -1120,33 +1120,37 @@ struct Recorded {
     per_key: BTreeMap<String, usize>,
 }
 
-/// Issue 32's nemesis: three kvs nodes (one, B, in a network namespace of its own) on a
-/// 3-member etcd cluster, clients on every node writing, compare-and-setting (GET, then
-/// PUT `If-Match`) and reading linearizably, while a schedule of faults runs twice: B
-/// cut off from every etcd member, the etcd leader paused (SIGSTOP: its connections stay
-/// open and answer nothing), an etcd follower killed and restarted, and kvs node C
-/// paused. Each fault lasts about 3 s, then heals. The recorded history of every key
+/// Issue 32's nemesis: a 3-member etcd cluster, each member on a host of its own on the
+/// test's LAN (a bridge, one network namespace per member), and three kvs nodes (B on a
+/// host of its own there too); clients on every node writing, compare-and-setting (GET,
+/// then PUT `If-Match`) and reading linearizably, while a schedule of faults runs
+/// twice: B cut off from every etcd member, the etcd leader paused (SIGSTOP: its
+/// connections stay open and answer nothing), an etcd follower killed and restarted,
+/// the etcd leader's cable pulled (isolated from the other members and every node), a
+/// follower's cable pulled (a minority member isolated), and kvs node C paused. Each
+/// fault lasts about 3 s, then heals. The recorded history of every key
 /// must pass the linearizability checker (writes and compare-and-sets whose outcome the
 /// client did not learn count as possibly done), and after the last heal every node
 /// holds exactly etcd's keys, with the same values.
 #[test]
 fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() {
     use kvs_testkit::linearizable::{Action, Op, check};
-    use kvs_testkit::netns::NetNs;
+    use kvs_testkit::netns::{Lan, NetNs};
     const KEYS: usize = 60;
     const MAX_PER_KEY: usize = 110;
     assert!(
         NetNs::available(),
         "this test needs root, iproute2 and nftables (apt-get install nftables)"
     );
-    let ns = NetNs::new().unwrap();
-    let etcd = Arc::new(Mutex::new(EtcdCluster::start_also_on(3, &ns.host_ip)));
+    let lan = Lan::new().unwrap();
+    let etcd = Arc::new(Mutex::new(EtcdCluster::start_on_lan(3, &lan)));
+    let b_host = lan.host().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let plugins = staged_plugins();
     let prefix = "nemesis/";
-    let (endpoints, endpoints_ns, client_ports) = {
+    let (endpoints, client_ports) = {
         let e = etcd.lock().unwrap();
-        (e.endpoints(), e.endpoints_on(&ns.host_ip), e.client_ports())
+        (e.endpoints(), e.client_ports())
     };
     let config = |name: &str, endpoints: &[String], ip: &str| {
         let path = dir.path().join(format!("{name}.toml"));
@@ -1164,9 +1168,9 @@ fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() 
         path
     };
     let a = Kvs::start(&config("a", &endpoints, "127.0.0.1"), &plugins, &[]);
-    let in_ns = ns.exec_prefix();
-    let in_ns: Vec<&str> = in_ns.iter().map(String::as_str).collect();
-    let b = Kvs::start_under(&in_ns, &config("b", &endpoints_ns, &ns.ns_ip), &plugins);
+    let on_b = b_host.exec_prefix();
+    let on_b: Vec<&str> = on_b.iter().map(String::as_str).collect();
+    let b = Kvs::start_under(&on_b, &config("b", &endpoints, &b_host.ip), &plugins);
     let c = Kvs::start(&config("c", &endpoints, "127.0.0.1"), &plugins, &[]);
     let began = Instant::now();
     let now = move || began.elapsed().as_nanos() as u64;
@@ -1291,12 +1295,12 @@ fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() 
     let mut faults = Vec::new();
     for round in 0..2 {
         std::thread::sleep(Duration::from_millis(1500));
-        ns.partition(&client_ports).unwrap();
+        b_host.partition(&client_ports).unwrap();
         faults.push(format!(
             "round {round}: node B cut off from every etcd member"
         ));
         std::thread::sleep(Duration::from_secs(3));
-        ns.heal().unwrap();
+        b_host.heal().unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         let leader = etcd.lock().unwrap().leader().unwrap_or(0);
         etcd.lock().unwrap().pause(leader);
@@ -1309,6 +1313,31 @@ fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() 
         faults.push(format!("round {round}: etcd follower {follower} killed"));
         std::thread::sleep(Duration::from_secs(3));
         etcd.lock().unwrap().restart(follower);
+        std::thread::sleep(Duration::from_millis(1500));
+        let leader = etcd.lock().unwrap().leader().unwrap_or(0);
+        etcd.lock().unwrap().cut(leader);
+        // Pulled indeed: not even a TCP handshake gets through.
+        let member: std::net::SocketAddr = endpoints[leader]
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        assert!(
+            std::net::TcpStream::connect_timeout(&member, Duration::from_millis(300)).is_err(),
+            "member {leader} still answers with its cable pulled"
+        );
+        faults.push(format!(
+            "round {round}: etcd leader {leader}'s cable pulled"
+        ));
+        std::thread::sleep(Duration::from_secs(3));
+        etcd.lock().unwrap().mend(leader);
+        std::thread::sleep(Duration::from_millis(1500));
+        let follower = (etcd.lock().unwrap().leader().unwrap_or(0) + 2) % 3;
+        etcd.lock().unwrap().cut(follower);
+        faults.push(format!(
+            "round {round}: etcd follower {follower}'s cable pulled (a minority isolated)"
+        ));
+        std::thread::sleep(Duration::from_secs(3));
+        etcd.lock().unwrap().mend(follower);
         std::thread::sleep(Duration::from_millis(1500));
         let pause = |signal: &str| {
             let ok = std::process::Command::new("kill")

@@ -1,15 +1,22 @@
 //! A throwaway etcd cluster: N members (Debian's `etcd-server`) on free loopback ports,
-//! each with its own data directory, stopped and restarted one by one as a test needs.
+//! or each on a host of its own on a test's [`Lan`] (so its link can be cut), each with
+//! its own data directory, stopped and restarted one by one as a test needs.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One member: its name, ports, and process while it runs.
+use crate::netns::{Lan, LanHost};
+
+/// One member: its name, address, ports, and process while it runs.
 struct Member {
     name: String,
+    /// `127.0.0.1`, or its host's address on the LAN.
+    ip: String,
     client_port: u16,
     peer_port: u16,
+    /// Its own host on a LAN, if it has one.
+    host: Option<LanHost>,
     child: Option<Child>,
 }
 
@@ -55,31 +62,61 @@ impl EtcdCluster {
     /// [`EtcdCluster::start`], with TLS and client certificates on the client URLs if
     /// `tls` is given.
     pub fn start_with(size: usize, tls: Option<EtcdTls>) -> EtcdCluster {
-        Self::start_full(size, tls, None)
+        Self::start_full(size, tls, None, None)
     }
 
     /// [`EtcdCluster::start`], the client URLs also listening on `ip` (an address the
     /// test made itself, such as the host end of a veth pair).
     pub fn start_also_on(size: usize, ip: &str) -> EtcdCluster {
-        Self::start_full(size, None, Some(ip.to_string()))
+        Self::start_full(size, None, Some(ip.to_string()), None)
     }
 
-    fn start_full(size: usize, tls: Option<EtcdTls>, also_on: Option<String>) -> EtcdCluster {
+    /// [`EtcdCluster::start`], each member on a host of its own on `lan` (etcd's usual
+    /// ports, 2379 and 2380, on its address there): [`EtcdCluster::cut`] pulls a
+    /// member's cable.
+    pub fn start_on_lan(size: usize, lan: &Lan) -> EtcdCluster {
+        Self::start_full(size, None, None, Some(lan))
+    }
+
+    fn start_full(
+        size: usize,
+        tls: Option<EtcdTls>,
+        also_on: Option<String>,
+        lan: Option<&Lan>,
+    ) -> EtcdCluster {
         assert!(
             Command::new("etcd").arg("--version").output().is_ok(),
             "etcd is needed: apt-get install etcd-server"
         );
         let members: Vec<Member> = (1..=size)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                child: None,
+            .map(|i| {
+                let name = format!("m{i}");
+                match lan {
+                    Some(lan) => {
+                        let host = lan.host().expect("a host on the test's LAN");
+                        Member {
+                            name,
+                            ip: host.ip.clone(),
+                            client_port: 2379,
+                            peer_port: 2380,
+                            host: Some(host),
+                            child: None,
+                        }
+                    }
+                    None => Member {
+                        name,
+                        ip: "127.0.0.1".into(),
+                        client_port: free_port(),
+                        peer_port: free_port(),
+                        host: None,
+                        child: None,
+                    },
+                }
             })
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{}:{}", m.name, m.ip, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = EtcdCluster {
@@ -100,15 +137,23 @@ impl EtcdCluster {
         let data: PathBuf = self.dir.path().join(&self.members[i].name);
         let scheme = self.scheme();
         let m = &mut self.members[i];
-        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
+        let client = format!("{scheme}://{}:{}", m.ip, m.client_port);
         let listen_client = match &self.also_on {
             Some(ip) => format!("{client},{scheme}://{ip}:{}", m.client_port),
             None => client.clone(),
         };
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let peer = format!("http://{}:{}", m.ip, m.peer_port);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name)))
             .expect("etcd log file");
-        let mut command = Command::new("etcd");
+        let mut command = match &m.host {
+            Some(host) => {
+                let prefix = host.exec_prefix();
+                let mut c = Command::new(&prefix[0]);
+                c.args(&prefix[1..]).arg("etcd");
+                c
+            }
+            None => Command::new("etcd"),
+        };
         if let Some(tls) = &self.tls {
             command
                 .arg("--cert-file")
@@ -157,10 +202,24 @@ impl EtcdCluster {
 
     /// Every member's client URL, for a client's `endpoints`.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
-            .collect()
+        self.members.iter().map(|m| self.endpoint(m)).collect()
+    }
+
+    fn endpoint(&self, m: &Member) -> String {
+        format!("{}://{}:{}", self.scheme(), m.ip, m.client_port)
+    }
+
+    /// Pulls member `i`'s cable (it must be on a LAN): nothing reaches it or leaves it,
+    /// neither the other members nor clients, until [`EtcdCluster::mend`].
+    pub fn cut(&self, i: usize) {
+        let host = self.members[i].host.as_ref().expect("a member on a LAN");
+        host.cut().expect("cut a member's link");
+    }
+
+    /// Plugs member `i`'s cable back in.
+    pub fn mend(&self, i: usize) {
+        let host = self.members[i].host.as_ref().expect("a member on a LAN");
+        host.mend().expect("mend a member's link");
     }
 
     /// Every member's client URL at the extra address given to
@@ -196,15 +255,12 @@ impl EtcdCluster {
                 digits.parse::<u64>().ok()
             };
             if number("\"member_id\":") == number("\"leader\":") {
-                let port: u16 = entry
-                    .split(':')
-                    .nth(2)?
-                    .trim_end_matches(|c: char| !c.is_ascii_digit())
-                    .split('"')
-                    .next()?
-                    .parse()
-                    .ok()?;
-                return self.members.iter().position(|m| m.client_port == port);
+                // The entry starts with its endpoint, quoted.
+                let endpoint = entry.strip_prefix('"')?.split('"').next()?;
+                return self
+                    .members
+                    .iter()
+                    .position(|m| self.endpoint(m) == endpoint);
             }
         }
         None
@@ -237,7 +293,7 @@ impl EtcdCluster {
             .members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
+            .map(|m| self.endpoint(m))
             .collect();
         let mut command = Command::new("etcdctl");
         command
