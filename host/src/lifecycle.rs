@@ -231,7 +231,8 @@ impl<'a> Builder<'a> {
             overload,
         };
         store.set_write_features(WriteFeatures {
-            expiry: stores_expiry && !shared,
+            // A shared log that stores deadlines (etcd: as leases) serves TTLs too.
+            expiry: stores_expiry,
             atomic: !shared || conditional,
             logger: logger_name.clone(),
         });

@@ -1422,3 +1422,114 @@ fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() 
     b.stop();
     a.stop();
 }
+
+/// Expiry across a cluster: a key put with a TTL on one node carries its deadline to
+/// every node (as an etcd lease whose id is the deadline), is gone everywhere once the
+/// deadline passes — also for a node started afterwards — and leaves etcd when its
+/// lease runs out; `PERSIST` (a put without a lease) makes a key permanent again.
+#[test]
+fn keys_with_a_ttl_expire_on_every_node_and_leave_etcd() {
+    let etcd = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = staged_plugins();
+    let prefix = "ttl/";
+    let config = |name: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "logger = \"etcd\"\nfrontends = [\"rest\", \"resp\"]\nshutdown_timeout_ms = 5000\n\
+                 [plugins.etcd]\nendpoints = {:?}\nprefix = {prefix:?}\ntimeout_ms = 2000\n\
+                 [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
+                 [plugins.resp]\nlisten = \"127.0.0.1:0\"\n\
+                 [admin]\nlisten = \"127.0.0.1:0\"\n",
+                etcd.endpoints()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let a = Kvs::start(&config("a"), &plugins, &[]);
+    let b = Kvs::start(&config("b"), &plugins, &[]);
+    let http = http_client();
+    let put = |url: &str, key: &str, ttl_ms: Option<u64>| {
+        let mut request = http.put(format!("{url}/v1/key/{key}")).body("v");
+        if let Some(ms) = ttl_ms {
+            request = request.header("kvs-ttl-ms", ms.to_string());
+        }
+        assert_eq!(request.send().unwrap().status(), 201, "PUT {key}");
+    };
+    put(&a.url, "short", Some(1500));
+    put(&a.url, "kept", Some(1500));
+    put(&a.url, "forever", None);
+    // Node B sees the deadline A set: the TTL left, in the header.
+    eventually("B sees the TTL", Duration::from_secs(5), || {
+        let r = http
+            .get(format!("{}/v1/key/short", b.url))
+            .send()
+            .map_err(|e| e.to_string())?;
+        let ttl = r
+            .headers()
+            .get("kvs-ttl-ms")
+            .ok_or(format!("no TTL on B: {}", r.status()))?;
+        let left: u64 = ttl.to_str().unwrap().parse().unwrap();
+        (left <= 1500)
+            .then_some(())
+            .ok_or(format!("{left} ms left"))
+    });
+    // PERSIST on B (a Redis client) makes `kept` permanent for everyone.
+    let resp_b = crate::resp::port(&b, "resp");
+    let persisted = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &resp_b, "PERSIST", "kept"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&persisted.stdout).trim(), "1");
+    let resp_a = crate::resp::port(&a, "resp");
+    let pttl = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &resp_a, "PTTL", "short"])
+        .output()
+        .unwrap();
+    let pttl: i64 = String::from_utf8_lossy(&pttl.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=1500).contains(&pttl), "PTTL on A: {pttl}");
+    std::thread::sleep(Duration::from_millis(1600));
+    for node in [&a, &b] {
+        assert_eq!(
+            get(&http, &node.url, "short"),
+            None,
+            "{} after the deadline",
+            node.url
+        );
+        assert_eq!(get(&http, &node.url, "kept").as_deref(), Some("v"));
+        assert_eq!(get(&http, &node.url, "forever").as_deref(), Some("v"));
+    }
+    // A node started now replays the snapshot: `short` is still in etcd or already gone,
+    // either way never returned.
+    let c = Kvs::start(&config("c"), &plugins, &[]);
+    assert_eq!(get(&http, &c.url, "short"), None);
+    assert_eq!(get(&http, &c.url, "kept").as_deref(), Some("v"));
+    // etcd deletes the key once its lease runs out (whole seconds, rounded up).
+    eventually(
+        "the lease ran out",
+        Duration::from_secs(10),
+        || match keys_in_etcd(&etcd, prefix) {
+            2 => Ok(()),
+            n => Err(format!("{n} keys in etcd")),
+        },
+    );
+    for node in [&a, &b, &c] {
+        eventually(
+            "the delete reached every node",
+            Duration::from_secs(5),
+            || match keys_on(&http, &node.admin()) {
+                2 => Ok(()),
+                n => Err(format!("{n} keys on {}", node.url)),
+            },
+        );
+    }
+    c.stop();
+    b.stop();
+    a.stop();
+}

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use kvs_plugin_api::event::split_deadline;
 use kvs_plugin_api::{Event, EventKind};
 
 use super::{Delivered, complete};
@@ -56,6 +57,20 @@ impl FollowSink for Sink {
                     d.map
                         .insert(e.key.as_slice(), e.value.as_slice(), e.sequence, None)
                 }
+                EventKind::PUT_UNTIL => match split_deadline(e.value.as_slice()) {
+                    // Kept even past its deadline (reads hide it): the log deletes it.
+                    Some((deadline, value)) => {
+                        d.map
+                            .insert(e.key.as_slice(), value, e.sequence, Some(deadline))
+                    }
+                    None => {
+                        tracing::error!(
+                            "the shared log delivered a PUT_UNTIL without a deadline at {}; skipped",
+                            e.sequence
+                        );
+                        0
+                    }
+                },
                 EventKind::DELETE => d.map.remove(e.key.as_slice()),
                 other => {
                     tracing::error!(

@@ -87,6 +87,14 @@ impl WriterLoop {
             };
             let sequence = self.next_sequence;
             self.next_sequence += 2;
+            // A put with a deadline is a PUT_UNTIL, its value led by the deadline.
+            let until = match &effect {
+                Effect::Put {
+                    value,
+                    deadline: Some(deadline),
+                } => [&deadline.to_le_bytes()[..], value].concat(),
+                _ => Vec::new(),
+            };
             let mut events = vec![Event {
                 sequence: observed,
                 kind: EventKind::EXPECT,
@@ -98,11 +106,10 @@ impl WriterLoop {
                 Effect::Delete => events.push(Event::delete(sequence, key)),
                 Effect::Put {
                     deadline: Some(_), ..
-                } => {
-                    return req.done.complete(Err(PluginError::invalid_input(
-                        "deadlines are not stored over a shared log yet",
-                    )));
-                }
+                } => events.push(Event {
+                    kind: EventKind::PUT_UNTIL,
+                    ..Event::put(sequence, key, &until)
+                }),
                 Effect::Put { value, .. } => events.push(Event::put(sequence, key, value)),
             }
             let appended = self.logger.append(&events);

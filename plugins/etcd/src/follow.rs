@@ -300,24 +300,43 @@ fn deliver(
     if in_order.is_none() {
         return Delivery::OutOfOrder;
     }
+    // Puts under kvs's leases carry deadlines: their values, led by them, live here.
+    let until: Vec<Option<Vec<u8>>> = message
+        .events()
+        .iter()
+        .map(|e| match (e.event_type(), e.kv()) {
+            (EventType::Put, Some(kv)) => crate::lease::with_deadline(kv),
+            _ => None,
+        })
+        .collect();
     let kvs_events: Vec<Event<'_>> = message
         .events()
         .iter()
-        .filter_map(|e| {
+        .zip(&until)
+        .filter_map(|(e, until)| {
             let kv = e.kv()?;
             let key = kv.key().strip_prefix(prefix)?;
             if key.is_empty() {
                 return None; // the marker: a position, not a kvs key
             }
             let position = kv.mod_revision() as u64;
-            Some(match e.event_type() {
-                EventType::Put => Event::put(position, key, kv.value()),
-                EventType::Delete => Event::delete(position, key),
+            Some(match (e.event_type(), until) {
+                (EventType::Put, Some(until)) => put_until(position, key, until),
+                (EventType::Put, None) => Event::put(position, key, kv.value()),
+                (EventType::Delete, _) => Event::delete(position, key),
             })
         })
         .collect();
     follower.deliver(&kvs_events, newest);
     Delivery::Delivered(newest)
+}
+
+/// A `PUT_UNTIL` event; `value` is led by the deadline.
+fn put_until<'a>(position: u64, key: &'a [u8], value: &'a [u8]) -> Event<'a> {
+    Event {
+        kind: kvs_plugin_api::EventKind::PUT_UNTIL,
+        ..Event::put(position, key, value)
+    }
 }
 
 /// Writes a marker, retrying every half second while etcd has no quorum; its revision.
@@ -370,15 +389,22 @@ async fn snapshot(
         if revision == 0 {
             revision = page.header().map_or(0, |h| h.revision());
         }
+        let until: Vec<Option<Vec<u8>>> =
+            page.kvs().iter().map(crate::lease::with_deadline).collect();
         let events: Vec<Event<'_>> = page
             .kvs()
             .iter()
-            .filter_map(|kv| {
+            .zip(&until)
+            .filter_map(|(kv, until)| {
                 let k = kv.key().strip_prefix(prefix)?;
                 if k.is_empty() {
                     return None; // the barrier marker, not a kvs key
                 }
-                Some(Event::put(kv.mod_revision() as u64, k, kv.value()))
+                let position = kv.mod_revision() as u64;
+                Some(match until {
+                    Some(until) => put_until(position, k, until),
+                    None => Event::put(position, k, kv.value()),
+                })
             })
             .collect();
         follower.deliver(&events, 0);

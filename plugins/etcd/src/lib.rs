@@ -8,6 +8,9 @@
 //!   by an `EXPECT` event is one transaction that also compares the key's
 //!   `mod_revision` with the expected position, and fails with CONFLICT if it moved:
 //!   how kvs nodes make compare-and-set and counters linearizable.
+//! * **Expiry** (capability `log:expiry`, plugin-api 1.4): a `PUT_UNTIL` is a put under
+//!   an etcd lease whose id carries the deadline (`lease`): nodes read the deadline back
+//!   from the key, and etcd deletes the key once the lease runs out.
 //! * **Append**: one etcd transaction per group-commit batch (split at `max_txn_ops`,
 //!   etcd's per-transaction limit, and at `max_txn_bytes`, under its request limit; two writes to one key in one transaction collapse
 //!   into the later, which is what the batch amounts to). The position is the revision
@@ -36,11 +39,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, TxnOp};
+use etcd_client::{Client, ConnectOptions, PutOptions, TxnOp};
 use kvs_plugin_api::{Event, EventKind, Follower, Health, PluginError, SharedLog, export_plugin};
 
 mod config;
 mod follow;
+mod lease;
 mod members;
 mod writer;
 
@@ -194,17 +198,22 @@ impl EtcdLog {
     }
 
     /// The batch as etcd transactions: at most `max_txn_ops` operations each, no key
-    /// twice in one (etcd refuses that; the later write wins, as it would anyway).
-    fn transactions(&self, batch: &[Event<'_>]) -> Vec<Vec<TxnOp>> {
+    /// twice in one (etcd refuses that; the later write wins, as it would anyway). A
+    /// `PUT_UNTIL` is a put under its deadline's lease (`lease`).
+    fn transactions(&self, batch: &[Event<'_>]) -> Result<Vec<Vec<TxnOp>>, PluginError> {
         let mut txns: Vec<Vec<TxnOp>> = Vec::new();
         let mut ops: Vec<(Vec<u8>, TxnOp)> = Vec::new();
         let mut bytes = 0;
         for e in batch {
             let key = self.key(e.key.as_slice());
-            let op = if e.kind == EventKind::DELETE {
-                TxnOp::delete(key.clone(), None)
-            } else {
-                TxnOp::put(key.clone(), e.value.as_slice(), None)
+            let op = match e.kind {
+                EventKind::DELETE => TxnOp::delete(key.clone(), None),
+                EventKind::PUT_UNTIL => {
+                    let (deadline, value) = until(e)?;
+                    let lease = PutOptions::new().with_lease(lease::lease_id(deadline)?);
+                    TxnOp::put(key.clone(), value, Some(lease))
+                }
+                _ => TxnOp::put(key.clone(), e.value.as_slice(), None),
             };
             if let Some(slot) = ops.iter_mut().find(|(k, _)| *k == key) {
                 slot.1 = op;
@@ -229,8 +238,18 @@ impl EtcdLog {
         for txn in &mut txns {
             txn.push(TxnOp::put(self.prefix.clone(), Vec::new(), None));
         }
-        txns
+        Ok(txns)
     }
+}
+
+/// A `PUT_UNTIL` event's deadline and value.
+fn until<'e>(e: &'e Event<'_>) -> Result<(u64, &'e [u8]), PluginError> {
+    kvs_plugin_api::event::split_deadline(e.value.as_slice()).ok_or_else(|| {
+        PluginError::invalid_input(format!(
+            "event {} is a PUT_UNTIL without a deadline",
+            e.sequence
+        ))
+    })
 }
 
 impl SharedLog for EtcdLog {
@@ -245,7 +264,7 @@ impl SharedLog for EtcdLog {
             ),
             _ => (None, batch),
         };
-        let txns = self.transactions(batch);
+        let txns = self.transactions(batch)?;
         if expect.is_some() && txns.len() > 1 {
             return Err(PluginError::invalid_input(
                 "a conditional batch must fit one etcd transaction (max_txn_ops, max_txn_bytes)",
@@ -258,9 +277,18 @@ impl SharedLog for EtcdLog {
         } else {
             txns
         };
+        // The leases first: a put under a lease that does not exist fails.
+        let mut deadlines: Vec<u64> = batch
+            .iter()
+            .filter(|e| e.kind == EventKind::PUT_UNTIL)
+            .map(|e| until(e).map(|(deadline, _)| deadline))
+            .collect::<Result<_, _>>()?;
+        deadlines.sort_unstable();
+        deadlines.dedup();
         let kv = self.client.kv_client();
         let (timeout, attempt) = (self.timeout(), self.attempt());
         let result = self.runtime.block_on(async {
+            lease::grant(&self.client, &deadlines, timeout, attempt).await?;
             let mut revision = 0;
             for ops in txns {
                 revision = self
@@ -371,5 +399,5 @@ export_plugin!(
     shared_logger: open,
     name: "etcd",
     description: "a log shared by many kvs nodes on one etcd cluster",
-    capabilities: ["net:connect", "log:conditional"]
+    capabilities: ["net:connect", "log:conditional", "log:expiry"]
 );
