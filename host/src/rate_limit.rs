@@ -11,17 +11,21 @@
 //!   a second up to `burst`; an operation with no whole token left is refused at once
 //!   with `rate limited` (REST 429 with `Retry-After`, gRPC RESOURCE_EXHAUSTED, a RESP
 //!   error), and nothing of it is done.
-//! * **Multi-key writes are not split.** A frontend asks the host about every key of a
-//!   multi-key write before making any (`check`). That question is refused if the client
-//!   has no token left; otherwise it takes nothing and grants one operation that will be
-//!   admitted even past the client's last token, within [`crate::overload::BURST`]. So
-//!   an `MSET` of ten keys whose questions pass is written whole: its ten writes take
-//!   the bucket into debt, which later operations repay, and the long-run rate holds.
-//!   Only as many operations as questions are granted, so nothing else rides along.
+//! * **Multi-key commands are not split.** A frontend asks the host about every key of a
+//!   multi-key command before making any of it (`check`: `MSET`, `DEL`, `MGET`). That
+//!   question is refused if the client has no token left; otherwise it takes nothing
+//!   and grants that connection one operation on that key, admitted even past the
+//!   client's last token, within [`crate::overload::BURST`]. So an `MSET` of ten keys
+//!   whose questions pass is written whole: its ten writes take the bucket into debt,
+//!   which later operations repay, and the long-run rate holds. A grant is good only
+//!   for its key on its connection (the peer address with its port), so neither another
+//!   connection of the client nor another command rides along on it.
 //!
 //! Hand-rolled rather than `governor`: its GCRA cannot peek without consuming, nor go
 //! into debt, which the two rules above need; the bucket itself is a few lines.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,9 +35,18 @@ use kvs_plugin_api::PluginError;
 
 use crate::caller::Caller;
 
-/// Most clients tracked at once. Past it, full buckets (idle clients) are dropped; if
-/// none is, new clients share one bucket, so a flood of addresses cannot grow memory.
+/// Most clients tracked at once. Past it, buckets that are full or idle for
+/// [`FORGET_AFTER`] are dropped; a new client that still finds no room is let through
+/// untracked (and logged), so a flood of addresses can neither grow memory nor lock out
+/// clients it has nothing to do with.
 const MAX_CLIENTS: usize = 65_536;
+/// Bounds of `per_client` (besides 0) and `burst`: beyond them the numbers stop
+/// meaning anything (a wait of centuries, a token lost in a float's rounding).
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1e9;
+const MAX_BURST: u64 = 1_000_000_000;
+/// A bucket untouched this long may be forgotten to make room (its debt with it).
+const FORGET_AFTER: Duration = Duration::from_secs(10);
 
 /// `[rate_limit]` as written: off unless `per_client` is set.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
@@ -60,20 +73,36 @@ impl Default for RateLimitConfig {
 impl RateLimitConfig {
     /// Checks the values; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.per_client.is_finite() || self.per_client < 0.0 {
+        let rate = self.per_client;
+        if rate != 0.0 && !(MIN_RATE..=MAX_RATE).contains(&rate) {
             return Err(format!(
-                "[rate_limit] per_client = {}: operations a second, 0 (no limit) or more",
-                self.per_client
+                "[rate_limit] per_client = {rate}: operations a second, 0 (no limit) or \
+                 from {MIN_RATE} to {MAX_RATE}"
             ));
         }
-        if self.burst == Some(0) {
-            return Err(
-                "[rate_limit] burst = 0: at least 1 (or leave it out: one second's \
-                        worth)"
-                    .into(),
-            );
+        match self.burst {
+            Some(_) if rate == 0.0 => Err("[rate_limit] burst is set but per_client is not: \
+                                           set per_client (operations a second) too"
+                .into()),
+            Some(burst) if burst == 0 || burst > MAX_BURST => Err(format!(
+                "[rate_limit] burst = {burst}: from 1 to {MAX_BURST} (or leave it out: one \
+                 second's worth)"
+            )),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// For a report: `per_client 5, burst 10` or `off`.
+    pub fn describe(&self) -> String {
+        if self.per_client == 0.0 {
+            "off".into()
+        } else {
+            format!(
+                "per_client {}, burst {}",
+                self.per_client,
+                self.burst_or_default()
+            )
+        }
     }
 
     fn burst_or_default(&self) -> f64 {
@@ -88,11 +117,28 @@ struct Bucket {
     tokens: f64,
     /// When `tokens` was last brought up to date.
     at: Instant,
-    /// Operations granted by `check`s (a multi-key write's keys), admitted into debt
-    /// until `granted_until`.
-    granted: u32,
-    granted_until: Instant,
+    /// What `check`s of multi-key commands granted, per connection.
+    grants: Vec<Grants>,
 }
+
+/// The operations one connection was granted by the `check`s of a multi-key command:
+/// one per key asked about (by a hash of the key), usable only on that key by that
+/// connection, admitted into debt, until `until`. So a command asked about whole is
+/// served whole, and nothing else — another key, another connection — rides along.
+struct Grants {
+    /// The connection (the peer address with its port).
+    peer: Box<str>,
+    keys: HashMap<u64, u32>,
+    /// Grants left, all keys.
+    count: usize,
+    until: Instant,
+}
+
+/// Most keys one connection may have granted at once (a command of more keys is
+/// refused whole while a rate limit is set).
+const MAX_GRANTED_KEYS: usize = 100_000;
+/// Most connections of one client with a multi-key command in progress at once.
+const MAX_GRANTED_CONNECTIONS: usize = 64;
 
 /// The host's per-client limiter (one per store; reloads change its settings).
 #[derive(Default)]
@@ -102,9 +148,12 @@ pub struct RateLimiter {
     /// `burst` as f64 bits.
     burst: AtomicU64,
     buckets: DashMap<Arc<str>, Bucket>,
+    /// Hashes keys for grants.
+    hasher: std::hash::RandomState,
     /// When idle buckets were last dropped to make room (at most once a second: with
-    /// every tracked client busy, a flood of new addresses must not cost a scan each).
-    swept: Mutex<Option<Instant>>,
+    /// every tracked client busy, a flood of new addresses must not cost a scan each),
+    /// and when an untracked client was last logged.
+    swept: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 impl RateLimiter {
@@ -126,29 +175,33 @@ impl RateLimiter {
         (rate > 0.0).then(|| (rate, f64::from_bits(self.burst.load(Ordering::Relaxed))))
     }
 
-    /// One operation of `caller`'s. `principal` says whom the request hook verified
-    /// (asked only when a limit is set).
+    /// One operation of `caller`'s on `key`. `principal` says whom the request hook
+    /// verified (asked only when a limit is set).
     pub fn take(
         &self,
         caller: &Caller<'_>,
+        key: &[u8],
         principal: impl FnOnce() -> Option<Arc<str>>,
     ) -> Result<(), PluginError> {
-        self.decide(caller, principal, false)
+        self.decide(caller, key, principal, false)
     }
 
-    /// A frontend's question before a multi-key write: refused if the client has no
-    /// token left, else opens its window. Takes nothing.
+    /// A frontend's question about one key of a multi-key command, before any of it:
+    /// refused if the client has no token left, else grants the connection one
+    /// operation on that key (see [`Grants`]). Takes no token.
     pub fn precheck(
         &self,
         caller: &Caller<'_>,
+        key: &[u8],
         principal: impl FnOnce() -> Option<Arc<str>>,
     ) -> Result<(), PluginError> {
-        self.decide(caller, principal, true)
+        self.decide(caller, key, principal, true)
     }
 
     fn decide(
         &self,
         caller: &Caller<'_>,
+        key: &[u8],
         principal: impl FnOnce() -> Option<Arc<str>>,
         precheck: bool,
     ) -> Result<(), PluginError> {
@@ -160,30 +213,35 @@ impl RateLimiter {
         let mut bucket = match self.buckets.get_mut(client.as_str()) {
             Some(bucket) => bucket,
             None => {
-                let key = self.admit_client(&client, now, rate, burst);
-                self.buckets.entry(key).or_insert(Bucket {
-                    tokens: burst,
-                    at: now,
-                    granted: 0,
-                    granted_until: now,
-                })
+                if !self.make_room(now, rate, burst) {
+                    return Ok(()); // untracked: see MAX_CLIENTS
+                }
+                self.buckets
+                    .entry(Arc::from(client.as_str()))
+                    .or_insert(Bucket {
+                        tokens: burst,
+                        at: now,
+                        grants: Vec::new(),
+                    })
             }
         };
+        let bucket = &mut *bucket;
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
         bucket.at = now;
-        if now >= bucket.granted_until {
-            bucket.granted = 0;
-        }
+        bucket.grants.retain(|g| now < g.until && g.count > 0);
+        let peer = caller.peer.unwrap_or("");
+        let hash = self.hasher.hash_one(key);
         let has_token = bucket.tokens >= 1.0;
         if precheck {
             if has_token {
-                bucket.granted = bucket.granted.saturating_add(1);
-                bucket.granted_until = now + crate::overload::BURST;
-                return Ok(());
+                return grant(&mut bucket.grants, peer, hash, now);
             }
-        } else if bucket.granted > 0 {
-            bucket.granted -= 1;
+        } else if let Some(g) = bucket.grants.iter_mut().find(|g| &*g.peer == peer)
+            && let Some(left) = g.keys.get_mut(&hash).filter(|left| **left > 0)
+        {
+            *left -= 1;
+            g.count -= 1;
             bucket.tokens -= 1.0;
             return Ok(());
         } else if has_token {
@@ -191,7 +249,6 @@ impl RateLimiter {
             return Ok(());
         }
         let wait = (1.0 - bucket.tokens) / rate;
-        drop(bucket);
         Err(PluginError::rate_limited(format!(
             "{} is over its rate limit of {rate} operations a second ([rate_limit] \
              per_client): nothing was done; retry in {wait:.3} s",
@@ -199,27 +256,75 @@ impl RateLimiter {
         )))
     }
 
-    /// The key a new client's bucket goes under: its own while there is room.
-    fn admit_client(&self, client: &str, now: Instant, rate: f64, burst: f64) -> Arc<str> {
-        if self.buckets.len() >= MAX_CLIENTS {
-            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
-            if swept.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1)) {
-                *swept = Some(now);
-                // Full buckets are idle clients: forgetting them changes nothing.
-                self.buckets.retain(|_, b| {
-                    b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
-                });
-            }
+    /// Whether a new client's bucket fits: room, or room made by forgetting full and
+    /// idle buckets (at most once a second).
+    fn make_room(&self, now: Instant, rate: f64, burst: f64) -> bool {
+        if self.buckets.len() < MAX_CLIENTS {
+            return true;
         }
-        if self.buckets.len() >= MAX_CLIENTS {
-            return Arc::from(OVERFLOW);
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        if swept
+            .0
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1))
+        {
+            swept.0 = Some(now);
+            // A full bucket is a client forgetting changes nothing for; an idle one
+            // is forgiven what it still owed.
+            self.buckets.retain(|_, b| {
+                let idle = now.saturating_duration_since(b.at);
+                idle < FORGET_AFTER && b.tokens + idle.as_secs_f64() * rate < burst
+            });
         }
-        Arc::from(client)
+        if self.buckets.len() < MAX_CLIENTS {
+            return true;
+        }
+        if swept
+            .1
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(60))
+        {
+            swept.1 = Some(now);
+            tracing::warn!(
+                "rate limits: {MAX_CLIENTS} clients active in the last {} s are tracked; \
+                 new clients go unlimited until some are idle (shedding still applies)",
+                FORGET_AFTER.as_secs()
+            );
+        }
+        false
     }
 }
 
-/// Where new clients go while [`MAX_CLIENTS`] are tracked.
-const OVERFLOW: &str = "overflow:";
+/// Grants `peer` one operation on the key hashed `hash`.
+fn grant(grants: &mut Vec<Grants>, peer: &str, hash: u64, now: Instant) -> Result<(), PluginError> {
+    let at = match grants.iter().position(|g| &*g.peer == peer) {
+        Some(at) => at,
+        None if grants.len() >= MAX_GRANTED_CONNECTIONS => {
+            return Err(PluginError::rate_limited(format!(
+                "{MAX_GRANTED_CONNECTIONS} connections of this client have multi-key \
+                 commands in progress ([rate_limit]); retry in a moment"
+            )));
+        }
+        None => {
+            grants.push(Grants {
+                peer: peer.into(),
+                keys: HashMap::new(),
+                count: 0,
+                until: now,
+            });
+            grants.len() - 1
+        }
+    };
+    let g = &mut grants[at];
+    if g.count >= MAX_GRANTED_KEYS {
+        return Err(PluginError::invalid_input(format!(
+            "a command of more than {MAX_GRANTED_KEYS} keys cannot be admitted while \
+             [rate_limit] is on: send fewer keys at a time"
+        )));
+    }
+    *g.keys.entry(hash).or_default() += 1;
+    g.count += 1;
+    g.until = now + crate::overload::BURST;
+    Ok(())
+}
 
 /// `principal:NAME`, `addr:IP` or `frontend:NAME`.
 fn client_key(caller: &Caller<'_>, principal: Option<&str>) -> String {
@@ -249,7 +354,7 @@ fn describe(client: &str) -> String {
         Some(("principal", name)) => format!("principal {name}"),
         Some(("addr", ip)) => format!("client {ip}"),
         Some(("frontend", name)) => format!("frontend {name} (it carries no client address)"),
-        _ => "a client".into(),
+        _ => "this client".into(),
     }
 }
 

@@ -264,7 +264,8 @@ impl Store {
         caller: &Caller<'_>,
     ) -> Result<(), PluginError> {
         self.admit(op, key, caller)?;
-        self.rate_limiter.take(caller, || self.principal(caller))
+        self.rate_limiter
+            .take(caller, key, || self.principal(caller))
     }
 
     /// Whom the request hook verified `caller` to be.
@@ -287,7 +288,7 @@ impl Store {
         self.check_key(key)?;
         self.admit(action, key, caller)?;
         self.rate_limiter
-            .precheck(caller, || self.principal(caller))
+            .precheck(caller, key, || self.principal(caller))
     }
 
     /// [`Store::get`] on behalf of a frontend's caller: the request hook decides first.

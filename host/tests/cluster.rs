@@ -1120,9 +1120,8 @@ struct Recorded {
     per_key: BTreeMap<String, usize>,
 }
 
-/// Issue 32's nemesis: a 3-member etcd cluster, each member on a host of its own on the
-/// test's LAN (a bridge, one network namespace per member), and three kvs nodes (B on a
-/// host of its own there too); clients on every node writing, compare-and-setting (GET,
+/// Issue 32's nemesis: a 3-member etcd cluster and three kvs nodes, each on a host of
+/// its own on the test's LAN (a bridge, one network namespace per process); clients on every node writing, compare-and-setting (GET,
 /// then PUT `If-Match`) and reading linearizably, while a schedule of faults runs
 /// twice: B cut off from every etcd member, the etcd leader paused (SIGSTOP: its
 /// connections stay open and answer nothing), an etcd follower killed and restarted,
@@ -1144,7 +1143,13 @@ fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() 
     );
     let lan = Lan::new().unwrap();
     let etcd = Arc::new(Mutex::new(EtcdCluster::start_on_lan(3, &lan)));
-    let b_host = lan.host().unwrap();
+    // Every kvs node on a host of its own too.
+    let hosts = [
+        lan.host().unwrap(),
+        lan.host().unwrap(),
+        lan.host().unwrap(),
+    ];
+    let b_host = &hosts[1];
     let dir = tempfile::tempdir().unwrap();
     let plugins = staged_plugins();
     let prefix = "nemesis/";
@@ -1167,11 +1172,14 @@ fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() 
         .unwrap();
         path
     };
-    let a = Kvs::start(&config("a", &endpoints, "127.0.0.1"), &plugins, &[]);
-    let on_b = b_host.exec_prefix();
-    let on_b: Vec<&str> = on_b.iter().map(String::as_str).collect();
-    let b = Kvs::start_under(&on_b, &config("b", &endpoints, &b_host.ip), &plugins);
-    let c = Kvs::start(&config("c", &endpoints, "127.0.0.1"), &plugins, &[]);
+    let start_on = |name: &str, host: &kvs_testkit::netns::LanHost| {
+        let prefix = host.exec_prefix();
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        Kvs::start_under(&prefix, &config(name, &endpoints, &host.ip), &plugins)
+    };
+    let a = start_on("a", &hosts[0]);
+    let b = start_on("b", &hosts[1]);
+    let c = start_on("c", &hosts[2]);
     let began = Instant::now();
     let now = move || began.elapsed().as_nanos() as u64;
     let recorded: Arc<Mutex<Recorded>> = Default::default();

@@ -171,6 +171,49 @@ fn ten_thousand_half_sent_commands_and_slow_headers_do_not_stop_a_well_behaved_c
     kvs.stop();
 }
 
+/// A connection to `addr` from `source` (a loopback address of its own: its own
+/// rate-limit bucket).
+fn connect_from(addr: SocketAddr, source: Ipv4Addr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// One RESP command whose reply is an array of bulk strings: its elements.
+fn resp_ask_all(s: &mut TcpStream, args: &[&str]) -> Vec<Option<String>> {
+    let head = resp_ask(s, args);
+    let n: usize = head
+        .strip_prefix('*')
+        .unwrap_or_else(|| panic!("not an array: {head}"))
+        .parse()
+        .unwrap();
+    (0..n)
+        .map(|_| match resp_line(s).as_str() {
+            "$-1" => None,
+            _ => Some(resp_line(s)),
+        })
+        .collect()
+}
+
+/// One reply line from `s`, without its CRLF.
+fn resp_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "kvs closed the connection");
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap().trim_end().to_string()
+}
+
 /// One RESP command on `s`, and its reply line.
 fn resp_ask(s: &mut TcpStream, args: &[&str]) -> String {
     let mut command = format!("*{}\r\n", args.len());
@@ -178,13 +221,7 @@ fn resp_ask(s: &mut TcpStream, args: &[&str]) -> String {
         command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
     s.write_all(command.as_bytes()).unwrap();
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while !reply.ends_with(b"\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "kvs closed the connection");
-        reply.push(byte[0]);
-    }
-    String::from_utf8(reply).unwrap().trim_end().to_string()
+    resp_line(s)
 }
 
 /// Per-client rate limits, decided in the host for every frontend: past its bucket a
@@ -274,6 +311,32 @@ fn a_client_over_its_rate_limit_is_refused_by_every_frontend_and_others_are_not(
     assert_eq!(resp_ask(&mut redis, &mset), "+OK");
     let refused = resp_ask(&mut redis, &["GET", "m0"]);
     assert!(refused.contains("rate limit"), "reads count too: {refused}");
+    // Multi-key reads and deletes, from fresh addresses (a bucket of 10 each), are
+    // admitted whole too, past the burst: MGET of 12 keys; DEL of 12 (a read and a
+    // delete per key) ...
+    let twelve: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+    let mut mget = vec!["MGET"];
+    mget.extend(twelve.iter().map(String::as_str));
+    let mut reader = connect_from(resp, Ipv4Addr::new(127, 0, 0, 4));
+    let got = resp_ask_all(&mut reader, &mget);
+    assert_eq!(got.len(), 12, "{got:?}");
+    assert_eq!(got.iter().filter(|v| v.as_deref() == Some("v")).count(), 10);
+    // ... and refused whole once the client is in debt: nothing deleted.
+    let mut del = vec!["DEL"];
+    del.extend(twelve.iter().map(String::as_str));
+    let refused = resp_ask(&mut reader, &del);
+    assert!(refused.contains("rate limit"), "{refused}");
+    let mut deleter = connect_from(resp, Ipv4Addr::new(127, 0, 0, 5));
+    assert_eq!(resp_ask(&mut deleter, &del), ":10");
+    // (MSET's keys are gone now; the checks below read them back.)
+    for k in &keys {
+        assert!(
+            resp_ask(
+                &mut connect_from(resp, Ipv4Addr::new(127, 0, 0, 6)),
+                &["MSET", k, "v"]
+            ) == "+OK"
+        );
+    }
     // Another address has its own bucket: it reads every key of the MSET, and none of
     // what was refused.
     let other = reqwest::blocking::Client::builder()
@@ -382,5 +445,41 @@ fn a_trickled_redis_command_is_dropped_at_its_bound_and_quick_commands_are_not()
     // The polite connection lived through it all, and past the bound since its start.
     assert_eq!(resp_ask(&mut polite, &["SET", "k", "v"]), "+OK");
     assert_eq!(resp_ask(&mut polite, &["GET", "k"]), "$1");
+
+    // A client that sends a long pipeline whole and takes its replies late is served
+    // whole: kvs waiting for it to read is not the client being slow to send.
+    let big = "x".repeat(300_000);
+    let mut greedy = TcpStream::connect(resp).unwrap();
+    assert_eq!(resp_ask(&mut greedy, &["SET", "big", &big]), "+OK");
+    let mut pipeline = Vec::new();
+    for _ in 0..30 {
+        pipeline.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n");
+        for _ in 0..100 {
+            pipeline.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\ns\r\n$1\r\nv\r\n");
+        }
+    }
+    let mut sender = greedy.try_clone().unwrap();
+    let send = std::thread::spawn(move || sender.write_all(&pipeline).unwrap());
+    std::thread::sleep(Duration::from_secs(2)); // over the bound, replies unread
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut replies = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let done = |r: &[u8]| r.windows(5).filter(|w| w == b"+OK\r\n").count() == 3000;
+    while !done(&replies) {
+        let n = greedy.read(&mut chunk).expect("the replies");
+        assert!(n > 0, "closed after {} bytes", replies.len());
+        replies.extend_from_slice(&chunk[..n]);
+    }
+    send.join().unwrap();
+    assert!(
+        !replies.windows(4).any(|w| w == b"-ERR"),
+        "an error among the replies"
+    );
+    assert_eq!(
+        replies.len(),
+        30 * (big.len() + "$300000\r\n\r\n".len()) + 3000 * 5
+    );
     kvs.stop();
 }

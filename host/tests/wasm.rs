@@ -45,9 +45,86 @@ fn a_second_kvs_on_a_wasm_loggers_data_dir_is_refused() {
         Err(log) => log,
     };
     assert!(refused.contains("is in use by another kvs"), "{refused}");
+    // Nor through a hard link to its log from another directory (a `cp -al` copy).
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::hard_link(dir.path().join("data/wasm.log"), copy.join("wasm.log")).unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let other_cfg = config(&other, "wasm-log", "rest", "");
+    let text = std::fs::read_to_string(&other_cfg)
+        .unwrap()
+        .replace(&format!("{:?}", other.join("data")), &format!("{copy:?}"));
+    std::fs::write(&other_cfg, text).unwrap();
+    let refused = match Kvs::try_start(&other_cfg, &staged_plugins(), &[]) {
+        Ok(second) => panic!("a second kvs wrote through a hard link:\n{}", second.stop()),
+        Err(log) => log,
+    };
+    assert!(
+        refused.contains("wasm.log") && refused.contains("is in use by another kvs"),
+        "{refused}"
+    );
     first.stop();
     // The lock goes with the process: the next kvs opens the directory.
     Kvs::start(&cfg, &staged_plugins(), &[]).stop();
+}
+
+/// A live swap of a WASM logger never lets go of its `data_dir` in between: something
+/// trying to take the lock all along never gets it, and the swapped logger serves.
+#[test]
+fn a_live_swap_of_a_wasm_logger_keeps_its_data_dir_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    let cfg = config(
+        dir.path(),
+        "wasm-log",
+        "rest",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    let data = dir.path().join("data");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let grabber = {
+        let (stop, data) = (stop.clone(), data.clone());
+        std::thread::spawn(move || {
+            let mut got = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(d) = std::fs::File::open(&data) else {
+                    break;
+                };
+                if d.try_lock().is_ok() {
+                    got += 1; // dropping `d` lets go at once
+                }
+            }
+            got
+        })
+    };
+    for round in 0..3 {
+        let wasm = plugins.join("kvs_wasm_logger.wasm");
+        let mut bytes = std::fs::read(&wasm).unwrap();
+        // A custom section: another file (another SHA-256), the same module.
+        bytes.extend_from_slice(&[0, 5, 4, b'r', b'0' + round, b'x', b'x']);
+        std::fs::write(&wasm, bytes).unwrap();
+        let (code, out, err) = crate::util::kvs_command(&["reload", "--admin", &kvs.admin()]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("swapped"), "{out}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        grabber.join().unwrap(),
+        0,
+        "the lock was free during a swap"
+    );
+    assert_eq!(
+        http_client()
+            .put(kvs.at("/v1/key/after"))
+            .body("v")
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    kvs.stop();
 }
 
 #[test]

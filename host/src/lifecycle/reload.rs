@@ -129,8 +129,9 @@ impl Running {
         }
         self.store.set_rate_limit(&next.rate_limit);
         report.changed.push(format!(
-            "rate_limit: per_client {} -> {}",
-            current.rate_limit.per_client, next.rate_limit.per_client
+            "rate_limit: {} -> {}",
+            current.rate_limit.describe(),
+            next.rate_limit.describe()
         ));
     }
 
@@ -381,6 +382,9 @@ impl Running {
 
 /// The first 12 hex digits of a SHA-256, as reports show it.
 pub(super) fn short(hash: &str) -> String {
+    if hash.is_empty() {
+        return "none".into(); // no logger served: a failed swap left none
+    }
     format!("sha256:{}", &hash[..hash.len().min(12)])
 }
 

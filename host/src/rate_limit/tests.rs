@@ -21,9 +21,9 @@ fn from(peer: &str) -> Caller<'_> {
 fn a_client_past_its_burst_is_refused_until_its_bucket_refills() {
     let limits = limiter(20.0, Some(2));
     let client = from("127.0.0.1:5000");
-    limits.take(&client, || None).unwrap();
-    limits.take(&client, || None).unwrap();
-    let e = limits.take(&client, || None).unwrap_err();
+    limits.take(&client, b"k", || None).unwrap();
+    limits.take(&client, b"k", || None).unwrap();
+    let e = limits.take(&client, b"k", || None).unwrap_err();
     assert_eq!(e.code(), ErrorCode::RATE_LIMITED);
     assert!(
         e.message()
@@ -32,68 +32,72 @@ fn a_client_past_its_burst_is_refused_until_its_bucket_refills() {
     );
     assert!(e.message().contains("retry in 0.0"), "{e:?}");
     std::thread::sleep(Duration::from_millis(60)); // 1.2 tokens
-    limits.take(&client, || None).unwrap();
-    assert!(limits.take(&client, || None).is_err());
+    limits.take(&client, b"k", || None).unwrap();
+    assert!(limits.take(&client, b"k", || None).is_err());
 }
 
 #[test]
 fn clients_are_told_apart_by_principal_else_by_address_without_port() {
     let limits = limiter(1.0, Some(1));
-    limits.take(&from("10.0.0.1:1"), || None).unwrap();
+    limits.take(&from("10.0.0.1:1"), b"k", || None).unwrap();
     // Another port of the same address is the same client ...
-    assert!(limits.take(&from("10.0.0.1:2"), || None).is_err());
+    assert!(limits.take(&from("10.0.0.1:2"), b"k", || None).is_err());
     // ... another address is not; IPv6 too.
-    limits.take(&from("10.0.0.2:1"), || None).unwrap();
-    limits.take(&from("[::1]:1"), || None).unwrap();
-    assert!(limits.take(&from("[::1]:9"), || None).is_err());
+    limits.take(&from("10.0.0.2:1"), b"k", || None).unwrap();
+    limits.take(&from("[::1]:1"), b"k", || None).unwrap();
+    assert!(limits.take(&from("[::1]:9"), b"k", || None).is_err());
     // A verified principal keeps its own bucket from any address.
     limits
-        .take(&from("10.0.0.1:3"), || Some("alice".into()))
+        .take(&from("10.0.0.1:3"), b"k", || Some("alice".into()))
         .unwrap();
     assert!(
         limits
-            .take(&from("10.0.0.9:3"), || Some("alice".into()))
+            .take(&from("10.0.0.9:3"), b"k", || Some("alice".into()))
             .is_err()
     );
     // A frontend that carries no address counts as one client.
     let anonymous = Caller::anonymous("line");
-    limits.take(&anonymous, || None).unwrap();
-    let e = limits.take(&anonymous, || None).unwrap_err();
+    limits.take(&anonymous, b"k", || None).unwrap();
+    let e = limits.take(&anonymous, b"k", || None).unwrap_err();
     assert!(e.message().contains("frontend line"), "{e:?}");
 }
 
 #[test]
-fn a_multi_key_write_admitted_by_its_precheck_is_not_split() {
+fn a_multi_key_command_asked_about_first_is_served_whole_and_nothing_rides_along() {
     let limits = limiter(10.0, Some(1));
-    let client = from("127.0.0.1:1");
-    // Ten keys asked about with one token: all ten are granted ...
-    for _ in 0..10 {
-        limits.precheck(&client, || None).unwrap();
+    let conn = from("127.0.0.1:1");
+    let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    // Ten keys asked about with one token: each is granted ...
+    for k in &keys {
+        limits.precheck(&conn, k.as_bytes(), || None).unwrap();
     }
-    for _ in 0..10 {
-        limits.take(&client, || None).unwrap();
+    // ... but only to its key on its connection: another key, or the same key from
+    // another connection of the client, rides on nothing.
+    assert!(
+        limits.take(&conn, b"rider", || None).is_ok(),
+        "the one token"
+    );
+    assert!(limits.take(&conn, b"rider", || None).is_err());
+    assert!(limits.take(&from("127.0.0.1:2"), b"k0", || None).is_err());
+    for k in &keys {
+        limits.take(&conn, k.as_bytes(), || None).unwrap();
     }
-    // ... and nothing more: the debt (-9) is repaid before anything else is admitted.
-    assert!(limits.take(&client, || None).is_err());
-    assert!(limits.precheck(&client, || None).is_err());
-    std::thread::sleep(crate::overload::BURST + Duration::from_millis(10));
-    assert!(limits.take(&client, || None).is_err());
-    // A grant unused within the window lapses.
-    let other = from("127.0.0.2:1");
-    limits.take(&other, || None).unwrap();
-    limits.precheck(&other, || None).unwrap_err();
+    // Used up: the debt (-10) is repaid before anything else is admitted.
+    assert!(limits.take(&conn, b"k0", || None).is_err());
+    assert!(limits.precheck(&conn, b"k0", || None).is_err());
+    // A grant unused within its window lapses.
     let fresh = from("127.0.0.3:1");
-    limits.precheck(&fresh, || None).unwrap();
+    limits.precheck(&fresh, b"k", || None).unwrap();
     std::thread::sleep(crate::overload::BURST + Duration::from_millis(10));
-    limits.take(&fresh, || None).unwrap(); // its token, not the lapsed grant
-    assert!(limits.take(&fresh, || None).is_err());
+    limits.take(&fresh, b"k", || None).unwrap(); // its token, not the lapsed grant
+    assert!(limits.take(&fresh, b"k", || None).is_err());
 }
 
 #[test]
 fn no_limit_admits_everything_and_bad_settings_are_refused() {
     let limits = limiter(0.0, None);
     for _ in 0..10_000 {
-        limits.take(&from("127.0.0.1:1"), || None).unwrap();
+        limits.take(&from("127.0.0.1:1"), b"k", || None).unwrap();
     }
     assert!(limits.buckets.is_empty());
     assert!(
@@ -120,18 +124,33 @@ fn no_limit_admits_everything_and_bad_settings_are_refused() {
         .burst_or_default(),
         3.0
     );
+    for (per_client, burst) in [
+        (1e-300, None),
+        (f64::NAN, None),
+        (f64::INFINITY, None),
+        (2e9, None),
+        (0.0, Some(5)),
+        (5.0, Some(u64::MAX)),
+    ] {
+        let config = RateLimitConfig { per_client, burst };
+        assert!(config.validate().is_err(), "{config:?}");
+    }
 }
 
 #[test]
-fn a_flood_of_addresses_shares_one_bucket_past_the_cap() {
-    let limits = limiter(1.0, Some(1));
+fn a_flood_of_addresses_neither_grows_the_table_nor_locks_out_newcomers() {
+    let limits = limiter(0.01, Some(1));
     for i in 0..MAX_CLIENTS {
         let peer = format!("10.{}.{}.{}:1", i >> 16, (i >> 8) & 255, i & 255);
-        limits.take(&from(&peer), || None).unwrap();
+        limits.take(&from(&peer), b"k", || None).unwrap();
     }
     assert_eq!(limits.buckets.len(), MAX_CLIENTS);
-    // Every tracked client is in debt, so nobody is forgotten: newcomers share a bucket.
-    limits.take(&from("192.168.0.1:1"), || None).unwrap();
-    assert!(limits.take(&from("192.168.0.2:1"), || None).is_err());
-    assert_eq!(limits.buckets.len(), MAX_CLIENTS + 1);
+    // Every tracked client has just spent its token, so none is forgotten: a newcomer
+    // goes untracked, and is never refused for what others did.
+    for _ in 0..3 {
+        limits.take(&from("192.168.0.1:1"), b"k", || None).unwrap();
+    }
+    assert_eq!(limits.buckets.len(), MAX_CLIENTS);
+    // A tracked client is still limited.
+    assert!(limits.take(&from("10.0.0.5:1"), b"k", || None).is_err());
 }

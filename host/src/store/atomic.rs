@@ -48,7 +48,8 @@ impl Store {
             if reveals {
                 self.admit(caller::Action::Get, &update.key, caller)?;
             }
-            self.rate_limiter.take(caller, || self.principal(caller))
+            self.rate_limiter
+                .take(caller, &update.key, || self.principal(caller))
         });
         if let Err(e) = admitted {
             return done.complete(Err(e));

@@ -14,6 +14,7 @@ use super::direct::Instance;
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{Event, PluginError};
 
+use super::dir_lock::DirLock;
 use super::module::{CallError, Compiled, call, compile, instance, metered_call};
 use super::sandbox::Sandbox;
 use crate::metrics::WasmMeter;
@@ -35,10 +36,12 @@ struct WasmLogger {
     meter: Option<Arc<WasmMeter>>,
     /// The granted directory (host path), synced after each `open`.
     data_dir: Option<std::path::PathBuf>,
-    /// The granted directory, opened and `flock`ed while the logger is open: a second
-    /// kvs (or `kvs restore`) given the same directory is refused instead of writing
-    /// into the same log. Released by `close` (a live swap closes before it opens).
-    lock: Option<std::fs::File>,
+    /// The granted directory's lock while the logger is open (`dir_lock`): a second
+    /// kvs (or `kvs restore`) given the same directory or a hard link to its log is
+    /// refused instead of writing into the same log.
+    lock: Option<DirLock>,
+    /// Who handed a lock over at `close` (`dir_lock`).
+    id: u64,
     /// Longest the whole replay may take (`replay_timeout_ms`).
     replay_timeout: Duration,
 }
@@ -59,6 +62,9 @@ impl WasmLogger {
         // its `open` created would not be a durable name: a power loss could take the
         // whole log, acknowledged writes and all (found by the crash-state test). The
         // host syncs the granted directory for it.
+        if let Some(lock) = &mut self.lock {
+            lock.cover_files(&self.name)?;
+        }
         if let Some(dir) = &self.data_dir {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -184,7 +190,10 @@ impl Log for WasmLogger {
             self.call("kvs_logger_close", &[]).map(drop)
         };
         self.instance = None;
-        self.lock = None;
+        // Kept for a live swap's next logger on this directory until this one drops.
+        if let Some(lock) = self.lock.take() {
+            lock.hand_over(self.id);
+        }
         closed
     }
 }
@@ -199,7 +208,7 @@ pub fn open_logger<'a>(
     let (sandbox, guest_config) = Sandbox::split(table)?;
     let compiled = compile(module.into(), name, &sandbox, None).map_err(PluginError::internal)?;
     let lock = match &sandbox.data_dir {
-        Some(dir) => Some(lock_data_dir(name, dir)?),
+        Some(dir) => Some(DirLock::acquire(name, dir)?),
         None => None,
     };
     let mut logger = WasmLogger {
@@ -210,6 +219,7 @@ pub fn open_logger<'a>(
         meter,
         data_dir: sandbox.data_dir.clone(),
         lock,
+        id: super::dir_lock::next_id(),
         replay_timeout: Duration::from_millis(sandbox.replay_timeout_ms),
     };
     // Open now, so a bad config or a missing grant fails start-up, not the first write.
@@ -217,26 +227,8 @@ pub fn open_logger<'a>(
     Ok(Box::new(logger))
 }
 
-/// Opens `dir` (which `compile` created) and takes an exclusive `flock` on it, or says
-/// who to blame.
-fn lock_data_dir(name: &str, dir: &std::path::Path) -> Result<std::fs::File, PluginError> {
-    let opened = std::fs::File::open(dir).map_err(|e| {
-        PluginError::unavailable(format!(
-            "WASM logger {name}: cannot open its data_dir {}: {e}",
-            dir.display()
-        ))
-    })?;
-    match opened.try_lock() {
-        Ok(()) => Ok(opened),
-        Err(std::fs::TryLockError::WouldBlock) => Err(PluginError::unavailable(format!(
-            "WASM logger {name}: its data_dir {} is in use by another kvs (or a `kvs \
-             restore`): two writers would corrupt one log; stop the other, or give this one \
-             another data_dir",
-            dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(PluginError::unavailable(format!(
-            "WASM logger {name}: cannot lock its data_dir {}: {e}",
-            dir.display()
-        ))),
+impl Drop for WasmLogger {
+    fn drop(&mut self) {
+        DirLock::release(self.id);
     }
 }

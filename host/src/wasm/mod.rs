@@ -26,6 +26,7 @@
 //! Modules: [`sandbox`] (the settings), `module` (compile, instantiate, call,
 //! handshake), `host_fns` (what guests import), `logger`, `http`, `stream`.
 
+mod dir_lock;
 mod direct;
 mod host_fns;
 mod http;

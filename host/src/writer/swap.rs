@@ -41,7 +41,7 @@ impl WriterLoop {
                     self.logger = Box::new(Unusable(again.clone()));
                     Err(format!(
                         "{why}; reopening the logger in use failed too ({again}): writes fail \
-                         until kvs is restarted"
+                         until a reload opens a logger or kvs is restarted"
                     ))
                 }
             },
@@ -64,7 +64,7 @@ struct Unusable(String);
 impl Log for Unusable {
     fn append(&mut self, _batch: &[kvs_plugin_api::Event<'_>]) -> Result<(), PluginError> {
         Err(PluginError::unavailable(format!(
-            "no logger: a swap failed and the old logger could not be reopened ({}); restart kvs",
+            "no logger: a swap failed and the old logger could not be reopened ({}); reload once the cause is fixed, or restart kvs",
             self.0
         )))
     }

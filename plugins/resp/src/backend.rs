@@ -123,6 +123,13 @@ impl Backend for Connection {
         Ok(())
     }
 
+    fn check_read(&mut self, _: &Session, key: &[u8]) -> Result<(), StoreError> {
+        self.shared
+            .store
+            .check_with(&self.context, Action::GET, key)
+            .map_err(store_error)
+    }
+
     fn check_write(
         &mut self,
         _: &Session,

@@ -216,7 +216,9 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let mut decoder = Decoder::new(shared.limits);
     let mut buf: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
-    // When the command still arriving began (its first byte), if one is.
+    // Since when kvs has been waiting for the rest of a command, if it is: the clock
+    // runs only while kvs waits for the client's bytes, never while it waits for its
+    // own writes to be durable or for the client to take its replies.
     let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
         if buf.capacity() - buf.len() < 4096 {
@@ -226,6 +228,8 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             .zip(shared.command_timeout)
             .map(|(t, d)| t + d);
         let read = tokio::select! {
+            // Bytes that are there are read first, however late the clock says it is.
+            biased;
             r = stream.read_buf(&mut buf) => r,
             _ = stop.changed() => break,
             _ = sleep_until(give_up), if give_up.is_some() => {
@@ -246,14 +250,6 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             .run_commands(&mut decoder, &mut session, &buf, &mut out, &mut stream)
             .await;
         buf.drain(..ran.consumed);
-        let partial = !buf.is_empty() || decoder.mid_command();
-        partial_since = match (partial, partial_since) {
-            (false, _) => None,
-            // A command finished in this read: what is left began in it.
-            (true, Some(_)) if ran.finished > 0 => Some(tokio::time::Instant::now()),
-            (true, Some(since)) => Some(since),
-            (true, None) => Some(tokio::time::Instant::now()),
-        };
         shared
             .total_commands
             .fetch_add(ran.commands, Ordering::Relaxed);
@@ -267,6 +263,14 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         if ran.flow == Flow::Close {
             break;
         }
+        let partial = !buf.is_empty() || decoder.mid_command();
+        partial_since = match partial_since {
+            _ if !partial => None,
+            // Still the same command: its clock runs on.
+            Some(since) if ran.finished == 0 => Some(since),
+            // A new command began in this read: its clock starts now, as kvs waits.
+            _ => Some(tokio::time::Instant::now()),
+        };
         shrink(&mut buf);
         shrink(&mut out);
     }

@@ -69,18 +69,36 @@ pub const TIMEOUT_HEADER: &str = "kvs-timeout-ms";
 pub fn client_timeout(
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<std::time::Duration>, String> {
-    let Some(value) = headers.get(TIMEOUT_HEADER) else {
+    let mut values = headers.get_all(TIMEOUT_HEADER).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
-    match value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
+    if values.next().is_some() {
+        return Err(format!("{TIMEOUT_HEADER} is given twice: send it once"));
+    }
+    let digits = value.as_bytes();
+    let ms = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+        .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+        .flatten();
+    match ms {
         Some(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms))),
         _ => Err(format!(
-            "{TIMEOUT_HEADER} must be a whole number of milliseconds, at least 1"
+            "{TIMEOUT_HEADER} must be a whole number of milliseconds (digits only), at least 1"
         )),
+    }
+}
+
+/// The client's timeout ([`TIMEOUT_HEADER`]) for a read, which takes no concurrency
+/// permit: a bad one is answered 400, as for a write.
+pub struct ClientTimeout(pub Option<std::time::Duration>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientTimeout {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        client_timeout(&parts.headers)
+            .map(ClientTimeout)
+            .map_err(|why| error_response(StatusCode::BAD_REQUEST, &why))
     }
 }
 
@@ -135,5 +153,39 @@ impl<S: Send + Sync> FromRequestParts<S> for WriteConditions {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let put = parts.method == axum::http::Method::PUT;
         Ok(WriteConditions(conditions::read(&parts.headers, put)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_timeout_is_digits_once() {
+        let with = |values: &[&str]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for v in values {
+                headers.append(TIMEOUT_HEADER, v.parse().unwrap());
+            }
+            client_timeout(&headers)
+        };
+        assert_eq!(with(&[]), Ok(None));
+        assert_eq!(
+            with(&["250"]),
+            Ok(Some(std::time::Duration::from_millis(250)))
+        );
+        for bad in [
+            "+5",
+            "0",
+            "-1",
+            "1.5",
+            "0x10",
+            "1e3",
+            "abc",
+            "99999999999999999999",
+        ] {
+            assert!(with(&[bad]).is_err(), "{bad}");
+        }
+        assert!(with(&["5", "6"]).unwrap_err().contains("twice"));
     }
 }

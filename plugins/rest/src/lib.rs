@@ -52,7 +52,9 @@ pub mod conditions;
 mod config;
 mod extract;
 
-pub use extract::{ClientContext, IfMatch, IfNoneMatch, Key, ReadConsistency, WriteConditions};
+pub use extract::{
+    ClientContext, ClientTimeout, IfMatch, IfNoneMatch, Key, ReadConsistency, WriteConditions,
+};
 
 pub use config::Config;
 #[doc(hidden)]
@@ -127,13 +129,15 @@ async fn get_key(
     ReadConsistency(consistency): ReadConsistency,
     IfMatch(if_match): IfMatch,
     IfNoneMatch(if_none_match): IfNoneMatch,
+    ClientTimeout(asked): ClientTimeout,
 ) -> Response {
     let result = if consistency == Consistency::LINEARIZABLE {
         // A linearizable read may wait for a quorum barrier: wait on a blocking thread,
         // not on the async workers (which also answer /healthz and /readyz), and no
-        // longer than request_timeout_ms (the host stops waiting at the deadline).
+        // longer than request_timeout_ms or the client's kvs-timeout-ms (the host stops
+        // waiting at the deadline).
         let mut ctx = ctx.clone();
-        let timeout = state.timeout();
+        let timeout = asked.map_or(state.timeout(), |t| t.min(state.timeout()));
         ctx.deadline = Some(ctx.deadline.map_or(timeout, |d| d.min(timeout)));
         let store = state.store.clone();
         match tokio::task::spawn_blocking(move || store.get_entry_with(&ctx, &key, consistency))

@@ -67,6 +67,10 @@ impl Backend for Host {
         guest::get_entry(key).map_err(store_error)
     }
 
+    fn check_read(&mut self, _: &Session, key: &[u8]) -> Result<(), StoreError> {
+        guest::check(Action::GET, key).map_err(store_error)
+    }
+
     fn check_write(
         &mut self,
         _: &Session,

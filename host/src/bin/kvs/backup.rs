@@ -95,7 +95,7 @@ pub fn backup(admin: &str, file: &Path) -> Result<()> {
         .with_context(|| format!("cannot rename {} to {}", partial.display(), file.display()))?;
     sync_parent(file)?;
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    say!(
         "backup: {} key(s) as of position {}, {} bytes, in {secs:.2} s ({:.0} keys/s) -> {}",
         summary.keys,
         summary.header.point,
@@ -156,7 +156,7 @@ pub fn restore(config: &Config, file: &Path, bump: u64) -> Result<()> {
             restored.sequences.0, restored.sequences.1
         )
     };
-    println!(
+    say!(
         "restore: {} key(s) as of position {} into {} ({numbered}), checked in {:.2} s, \
          loaded in {load:.2} s ({:.0} keys/s){}",
         restored.keys,

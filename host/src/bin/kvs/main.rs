@@ -8,6 +8,15 @@ use clap::{Parser, Subcommand};
 use kvs_host::config::{Config, Overrides, RawConfig};
 use kvs_host::telemetry;
 
+/// `println!` for the command's output, through `plugins::print_all`: a reader that went
+/// away (`kvs reload | head -1`) is not an error, and never a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = crate::plugins::print_all(line.as_bytes());
+    }};
+}
+
 mod backup;
 mod check;
 mod new;

@@ -149,7 +149,7 @@ pub(crate) fn run(
     write_crate(&root, name, template)
         .with_context(|| format!("cannot write the new crate in {}", root.display()))?;
     let artifact = artifact(name, template.wasm);
-    println!(
+    say!(
         "created {} ({}), against plugin-api {API_MAJOR}.{API_MINOR}\n\n\
          next:\n  cd {}\n  cargo build --release\n  kvs plugins check {artifact}{}\n\
          then copy {artifact} into kvs's plugins directory (see {}/README.md)",

@@ -47,13 +47,13 @@ pub fn post_and_print(url: &str, timeout: Duration) -> Result<()> {
         bail!("{url} answered {status}: {}", body.trim());
     };
     for line in &report.changed {
-        println!("changed: {line}");
+        say!("changed: {line}");
     }
     for line in &report.kept {
-        println!("kept: {line}");
+        say!("kept: {line}");
     }
     for line in &report.refused {
-        println!("refused: {line}");
+        say!("refused: {line}");
     }
     if !report.refused.is_empty() {
         let rest = if report.changed.is_empty() {

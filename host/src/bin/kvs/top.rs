@@ -278,7 +278,7 @@ pub fn run(url: &str, interval: Duration, count: Option<u64>) -> Result<()> {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             print!("\x1b[2J\x1b[H{screen}");
         } else {
-            println!("{screen}");
+            say!("{screen}");
         }
         before = now;
         shown += 1;

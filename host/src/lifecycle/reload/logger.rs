@@ -114,6 +114,12 @@ impl Running {
                     && let Some((in_use, _)) = &mut self.live.logger
                 {
                     in_use.hash.clear();
+                    // Not "nothing changed": no logger serves now.
+                    report.changed.push(format!(
+                        "logger {}: none serves now (writes fail); the next reload swaps \
+                         in whatever file is there, or restart kvs",
+                        in_use.name
+                    ));
                 }
                 self.store.set_logger_health(health);
                 swaps.with_label_values(&["logger", "failed"]).inc();

@@ -125,6 +125,14 @@ pub trait Backend {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StoreError>;
+    /// Whether a read of `key` would be served, as far as the backend can tell without
+    /// making it. A command that reads several keys (`MGET`, `EXISTS`, `DEL`'s count)
+    /// asks for every one first, so the host sees the whole command before any of it
+    /// (a rate limit then admits or refuses it whole). Default: yes.
+    fn check_read(&mut self, session: &Session, key: &[u8]) -> Result<(), StoreError> {
+        let _ = (session, key);
+        Ok(())
+    }
     /// What `INFO` reports.
     fn info(&self) -> ServerInfo;
     /// `AUTH` presented `token`: verify it, and accept it for the session (set

@@ -25,16 +25,18 @@ pub(super) fn del(
     backend: &mut impl Backend,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    // All or nothing: every key is checked, for the count's read and for the delete,
+    // before any is read or deleted.
+    for key in &args[1..] {
+        backend.check_read(session, key).map_err(store)?;
+        backend.check_write(session, key, None).map_err(store)?;
+    }
     // Count first, then delete.
     let mut removed = 0;
     for (i, key) in args.iter().enumerate().skip(1) {
         if !args[1..i].contains(key) && backend.get(session, key).map_err(store)?.is_some() {
             removed += 1;
         }
-    }
-    // All or nothing: every key is checked before any delete is queued.
-    for key in &args[1..] {
-        backend.check_write(session, key, None).map_err(store)?;
     }
     for key in &args[1..] {
         backend.delete(session, key).map_err(store)?;
@@ -50,6 +52,7 @@ pub(super) fn exists(
     backend: &mut impl Backend,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    check_reads(keys, session, backend)?;
     let mut found = 0;
     for key in keys {
         found += backend.get(session, key).map_err(store)?.is_some() as i64;
@@ -65,6 +68,7 @@ pub(super) fn mget(
     backend: &mut impl Backend,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    check_reads(keys, session, backend)?;
     let mut values = Vec::with_capacity(keys.len());
     let mut bytes = 0usize;
     for key in keys {
@@ -84,6 +88,20 @@ pub(super) fn mget(
     reply.array(values.len());
     for v in &values {
         reply.optional(v.as_deref());
+    }
+    Ok(())
+}
+
+/// Asks about every key of a multi-key read before any is read (one key: no need).
+fn check_reads(
+    keys: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+) -> Result<(), String> {
+    if keys.len() > 1 {
+        for key in keys {
+            backend.check_read(session, key).map_err(store)?;
+        }
     }
     Ok(())
 }
