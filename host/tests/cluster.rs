@@ -1112,6 +1112,19 @@ fn increments_and_compare_and_set_from_every_node_lose_no_update() {
     }
 }
 
+/// The etcd leader's index, waiting up to 10 s for one (after a heal, an election may
+/// still be going on), so the fault list names members as they were.
+fn leader_of(etcd: &Mutex<EtcdCluster>) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(leader) = etcd.lock().unwrap().leader() {
+            return leader;
+        }
+        assert!(Instant::now() < deadline, "no etcd leader within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// What the nemesis test's clients recorded.
 #[derive(Default)]
 struct Recorded {
@@ -1310,19 +1323,19 @@ fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() 
         std::thread::sleep(Duration::from_secs(3));
         b_host.heal().unwrap();
         std::thread::sleep(Duration::from_millis(1500));
-        let leader = etcd.lock().unwrap().leader().unwrap_or(0);
+        let leader = leader_of(&etcd);
         etcd.lock().unwrap().pause(leader);
         faults.push(format!("round {round}: etcd leader {leader} paused"));
         std::thread::sleep(Duration::from_secs(3));
         etcd.lock().unwrap().resume(leader);
         std::thread::sleep(Duration::from_millis(1500));
-        let follower = (etcd.lock().unwrap().leader().unwrap_or(0) + 1) % 3;
+        let follower = (leader_of(&etcd) + 1) % 3;
         etcd.lock().unwrap().stop(follower);
         faults.push(format!("round {round}: etcd follower {follower} killed"));
         std::thread::sleep(Duration::from_secs(3));
         etcd.lock().unwrap().restart(follower);
         std::thread::sleep(Duration::from_millis(1500));
-        let leader = etcd.lock().unwrap().leader().unwrap_or(0);
+        let leader = leader_of(&etcd);
         etcd.lock().unwrap().cut(leader);
         // Pulled indeed: not even a TCP handshake gets through.
         let member: std::net::SocketAddr = endpoints[leader]
@@ -1339,7 +1352,7 @@ fn a_nemesis_of_partitions_pauses_and_kills_leaves_every_history_linearizable() 
         std::thread::sleep(Duration::from_secs(3));
         etcd.lock().unwrap().mend(leader);
         std::thread::sleep(Duration::from_millis(1500));
-        let follower = (etcd.lock().unwrap().leader().unwrap_or(0) + 2) % 3;
+        let follower = (leader_of(&etcd) + 2) % 3;
         etcd.lock().unwrap().cut(follower);
         faults.push(format!(
             "round {round}: etcd follower {follower}'s cable pulled (a minority isolated)"
