@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -93,29 +94,40 @@ fn slowest(rounds: impl Iterator<Item = Duration>) -> Duration {
     rounds.max().unwrap()
 }
 
-#[test]
-fn ten_thousand_half_sent_commands_and_slow_headers_do_not_stop_a_well_behaved_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "logger = \"file\"\nfrontends = [\"rest\", \"resp\"]\n\
-             [plugins.file]\npath = {:?}\n\
-             [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
-             [plugins.resp]\nlisten = \"127.0.0.1:0\"\n",
-            dir.path().join("kvs.log")
-        ),
-    )
-    .unwrap();
-    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
-    let resp: SocketAddr = kvs
-        .endpoint("resp")
+/// A config in `dir`: the file logger, `frontends` (name, extra keys of its table) on
+/// free loopback ports, and `extra` top-level TOML.
+fn file_config(dir: &std::path::Path, frontends: &[(&str, &str)], extra: &str) -> PathBuf {
+    let names: Vec<&str> = frontends.iter().map(|(name, _)| *name).collect();
+    let mut text = format!(
+        "logger = \"file\"\nfrontends = {names:?}\n{extra}[plugins.file]\npath = {:?}\n",
+        dir.join("kvs.log")
+    );
+    for (name, keys) in frontends {
+        text.push_str(&format!(
+            "[plugins.{name}]\nlisten = \"127.0.0.1:0\"\n{keys}"
+        ));
+    }
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Where the `resp` frontend of `kvs` listens.
+fn resp_addr(kvs: &Kvs) -> SocketAddr {
+    kvs.endpoint("resp")
         .rsplit("//")
         .next()
         .unwrap()
         .parse()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn ten_thousand_half_sent_commands_and_slow_headers_do_not_stop_a_well_behaved_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_config(dir.path(), &[("rest", ""), ("resp", "")], "");
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let resp = resp_addr(&kvs);
     let rest = kvs.endpoint("rest");
     let rest_addr: SocketAddr = rest.trim_start_matches("http://").parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -232,21 +244,11 @@ fn resp_ask(s: &mut TcpStream, args: &[&str]) -> String {
 fn a_client_over_its_rate_limit_is_refused_by_every_frontend_and_others_are_not() {
     use kvs_proto::v1;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "logger = \"file\"\nfrontends = [\"rest\", \"grpc\", \"resp\"]\n\
-             [rate_limit]\nper_client = 1\nburst = 10\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\
-             [plugins.file]\npath = {:?}\n\
-             [plugins.rest]\nlisten = \"127.0.0.1:0\"\n\
-             [plugins.grpc]\nlisten = \"127.0.0.1:0\"\n\
-             [plugins.resp]\nlisten = \"127.0.0.1:0\"\n",
-            dir.path().join("kvs.log")
-        ),
-    )
-    .unwrap();
+    let config = file_config(
+        dir.path(),
+        &[("rest", ""), ("grpc", ""), ("resp", "")],
+        "[rate_limit]\nper_client = 1\nburst = 10\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
     let kvs = Kvs::start(&config, &staged_plugins(), &[]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -288,13 +290,7 @@ fn a_client_over_its_rate_limit_is_refused_by_every_frontend_and_others_are_not(
     assert_eq!(refused.headers()["retry-after"], "1");
     assert!(refused.text().unwrap().contains("over its rate limit"));
     // ... and over RESP, where an MSET asked about first is refused whole.
-    let resp: SocketAddr = kvs
-        .endpoint("resp")
-        .rsplit("//")
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let resp = resp_addr(&kvs);
     let mut redis = TcpStream::connect(resp).unwrap();
     let refused = resp_ask(&mut redis, &["MSET", "x0", "1", "x1", "1"]);
     assert!(
@@ -376,25 +372,9 @@ fn a_client_over_its_rate_limit_is_refused_by_every_frontend_and_others_are_not(
 #[test]
 fn a_trickled_redis_command_is_dropped_at_its_bound_and_quick_commands_are_not() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "logger = \"file\"\nfrontends = [\"resp\"]\n\
-             [plugins.file]\npath = {:?}\n\
-             [plugins.resp]\nlisten = \"127.0.0.1:0\"\ncommand_timeout_ms = 800\n",
-            dir.path().join("kvs.log")
-        ),
-    )
-    .unwrap();
+    let config = file_config(dir.path(), &[("resp", "command_timeout_ms = 800\n")], "");
     let kvs = Kvs::start_listening(&config, &staged_plugins());
-    let resp: SocketAddr = kvs
-        .endpoint("resp")
-        .rsplit("//")
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let resp = resp_addr(&kvs);
 
     let mut polite = TcpStream::connect(resp).unwrap();
     let mut trickler = TcpStream::connect(resp).unwrap();

@@ -81,6 +81,29 @@ fn nft(script: &str) -> Result<(), String> {
     nft_in(&[], script)
 }
 
+/// The command prefix that runs a program in the namespace `name`.
+fn exec_prefix(name: &str) -> Vec<String> {
+    ["ip", "netns", "exec", name].map(String::from).to_vec()
+}
+
+/// Makes the namespace `name` with a veth pair: `inner` inside it, with `ip`/24 and
+/// up (and its loopback up), `outer` here (down, for the caller to address or attach).
+fn linked_namespace(name: &str, outer: &str, inner: &str, ip: &str) -> Result<(), String> {
+    run(&["ip", "netns", "add", name])?;
+    run(&[
+        "ip", "link", "add", outer, "type", "veth", "peer", "name", inner,
+    ])?;
+    run(&["ip", "link", "set", inner, "netns", name])?;
+    let inside = |args: &[&str]| {
+        let mut all = vec!["ip", "netns", "exec", name];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    inside(&["ip", "addr", "add", &format!("{ip}/24"), "dev", inner])?;
+    inside(&["ip", "link", "set", inner, "up"])?;
+    inside(&["ip", "link", "set", "lo", "up"])
+}
+
 impl NetNs {
     /// Whether this process can make namespaces (root, with `ip` and `nft`).
     pub fn available() -> bool {
@@ -106,11 +129,7 @@ impl NetNs {
             ns_ip: format!("{subnet}.2"),
         };
         let (host_if, ns_if) = (format!("kh{tag}"), format!("kn{tag}"));
-        run(&["ip", "netns", "add", &ns.name])?;
-        run(&[
-            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-        ])?;
-        run(&["ip", "link", "set", &ns_if, "netns", &ns.name])?;
+        linked_namespace(&ns.name, &host_if, &ns_if, &ns.ns_ip)?;
         run(&[
             "ip",
             "addr",
@@ -120,32 +139,12 @@ impl NetNs {
             &host_if,
         ])?;
         run(&["ip", "link", "set", &host_if, "up"])?;
-        let inside = |args: &[&str]| {
-            let mut all = vec!["ip", "netns", "exec", &ns.name];
-            all.extend_from_slice(args);
-            run(&all)
-        };
-        inside(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/24", ns.ns_ip),
-            "dev",
-            &ns_if,
-        ])?;
-        inside(&["ip", "link", "set", &ns_if, "up"])?;
-        inside(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
     /// The command prefix that runs a program inside the namespace.
     pub fn exec_prefix(&self) -> Vec<String> {
-        vec![
-            "ip".into(),
-            "netns".into(),
-            "exec".into(),
-            self.name.clone(),
-        ]
+        exec_prefix(&self.name)
     }
 
     /// Cuts the link for TCP to and from `ports` on this side (the namespace can still
@@ -241,23 +240,9 @@ impl Lan {
             ip: format!("{}.{i}", self.subnet),
         };
         let inner = format!("ki{}{i}", self.tag);
-        run(&["ip", "netns", "add", &host.name])?;
-        run(&[
-            "ip", "link", "add", &host.port, "type", "veth", "peer", "name", &inner,
-        ])?;
-        run(&["ip", "link", "set", &inner, "netns", &host.name])?;
+        linked_namespace(&host.name, &host.port, &inner, &host.ip)?;
         run(&["ip", "link", "set", &host.port, "master", &self.bridge])?;
         run(&["ip", "link", "set", &host.port, "up"])?;
-        host.inside(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/24", host.ip),
-            "dev",
-            &inner,
-        ])?;
-        host.inside(&["ip", "link", "set", &inner, "up"])?;
-        host.inside(&["ip", "link", "set", "lo", "up"])?;
         Ok(host)
     }
 }
@@ -269,20 +254,9 @@ impl Drop for Lan {
 }
 
 impl LanHost {
-    fn inside(&self, args: &[&str]) -> Result<(), String> {
-        let mut all = vec!["ip", "netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        run(&all)
-    }
-
     /// The command prefix that runs a program on this host.
     pub fn exec_prefix(&self) -> Vec<String> {
-        vec![
-            "ip".into(),
-            "netns".into(),
-            "exec".into(),
-            self.name.clone(),
-        ]
+        exec_prefix(&self.name)
     }
 
     /// Pulls its cable: the bridge's port goes down, and every packet to or from the
