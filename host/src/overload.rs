@@ -38,12 +38,7 @@ use prometheus::{Gauge, IntCounter};
 use crate::caller::Caller;
 use crate::write_request::Completion;
 
-/// Default `writer.shed_delay_ms`: a write that would wait half a second is overload
-/// for any logger (one batch takes a few ms on a local disk, tens over etcd), and a
-/// burst of pipelined writes well short of that is served, as Redis serves it.
-pub const DEFAULT_SHED_DELAY_MS: u64 = 500;
-/// Default `writer.queue_max_bytes`.
-pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+pub use kvs_config::{DEFAULT_QUEUE_MAX_BYTES, DEFAULT_SHED_DELAY_MS};
 
 /// Writes a connection makes within this long of its first (with nothing of its own in
 /// flight before) are never shed: a request that writes several keys (`MSET`, a

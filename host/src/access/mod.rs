@@ -29,34 +29,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use kvs_plugin_api::PluginError;
-use serde::Deserialize;
 
 use crate::caller::{Action, Caller, RequestHook};
+pub use kvs_config::{AuthConfig, JwtConfig, RoleConfig};
 use rules::Rules;
-pub use tokens::JwtConfig;
 use tokens::Verifier;
-
-/// The `[auth]` table as written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Turn access control on (default off: anyone who reaches a listener may do anything).
-    #[serde(default)]
-    pub enabled: bool,
-    /// Roles every caller has, including those that present nothing. Default none.
-    #[serde(default)]
-    pub anonymous: Vec<String>,
-    /// How bearer tokens are verified.
-    #[serde(default)]
-    pub jwt: JwtConfig,
-    /// Roles by name.
-    #[serde(default)]
-    pub roles: std::collections::BTreeMap<String, rules::RoleConfig>,
-    /// Principals (a token's principal claim, or a client certificate's common name)
-    /// and the roles they have.
-    #[serde(default)]
-    pub principals: std::collections::BTreeMap<String, Vec<String>>,
-}
 
 /// Whether an endpoint URL (`http://127.0.0.1:8080`, `grpc://[::1]:50051`) listens
 /// where other machines may reach it: any address but loopback or `localhost`. kvs

@@ -3,22 +3,10 @@
 use std::collections::HashMap;
 
 use anyhow::{Result, bail};
-use serde::Deserialize;
 
 use super::AuthConfig;
 use crate::caller::Action;
-
-/// One `[auth.roles.NAME]` table as written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleConfig {
-    /// Key prefixes the role may read. `*` is every key; `%XX` escapes any byte.
-    #[serde(default)]
-    pub read: Vec<String>,
-    /// Key prefixes the role may write (put and delete).
-    #[serde(default)]
-    pub write: Vec<String>,
-}
+pub use kvs_config::RoleConfig;
 
 /// Prefixes granted for reading and for writing. An empty prefix is every key.
 #[derive(Debug, Default, Clone)]

@@ -9,10 +9,10 @@
 //! Verified tokens are remembered until they expire ([`TokenCache`]): clients send the
 //! same token with every request, and verifying one costs more than serving a GET.
 //!
-//! This file uses external crates only, so `fuzz/` compiles it alone (the `token`
+//! This file uses external crates only (its config type is `kvs-config`'s), so `fuzz/` compiles it alone (the `token`
 //! target); keep it that way.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,58 +23,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use serde::Deserialize;
-
-/// The `[auth.jwt]` table as written. Secrets are never written here, only where to
-/// find them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    /// Environment variable holding the HS256 secret (at least 32 bytes).
-    pub hs256_secret_env: Option<String>,
-    /// File holding the HS256 secret (at least 32 bytes; one trailing newline ignored).
-    pub hs256_secret_file: Option<PathBuf>,
-    /// PEM files of public keys: RSA (RS256/384/512), P-256/P-384 (ES256/384),
-    /// Ed25519 (EdDSA), told apart by the key itself.
-    #[serde(default)]
-    pub public_keys: Vec<PathBuf>,
-    /// A JWKS file (`{"keys": [...]}`); a token's `kid` picks the key.
-    pub jwks_file: Option<PathBuf>,
-    /// If set, every token must carry an `iss` claim equal to it (a token without one
-    /// is refused).
-    pub issuer: Option<String>,
-    /// If set, every token must carry an `aud` claim naming it (one of the token's; a
-    /// token without `aud` is refused).
-    pub audience: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 30.
-    #[serde(default = "default_leeway")]
-    pub leeway_secs: u64,
-    /// The claim that names the caller. Default `sub`.
-    #[serde(default = "default_principal_claim")]
-    pub principal_claim: String,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        JwtConfig {
-            hs256_secret_env: None,
-            hs256_secret_file: None,
-            public_keys: Vec::new(),
-            jwks_file: None,
-            issuer: None,
-            audience: None,
-            leeway_secs: default_leeway(),
-            principal_claim: default_principal_claim(),
-        }
-    }
-}
-
-fn default_leeway() -> u64 {
-    30
-}
-fn default_principal_claim() -> String {
-    "sub".into()
-}
+pub use kvs_config::JwtConfig;
 
 /// One key a token may be signed with.
 struct Key {

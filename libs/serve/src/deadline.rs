@@ -27,10 +27,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Default `handshake_timeout_ms`: the TLS handshake.
-pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
-/// Default `idle_timeout_ms`: silence allowed between requests.
-pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+pub use kvs_config::{DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS};
+
 /// Longest a new connection may stay silent before its first bytes.
 pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 

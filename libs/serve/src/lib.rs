@@ -38,6 +38,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 pub use deadline::Deadlines;
+pub use kvs_config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES};
 pub use peers::DEFAULT_MAX_CONNECTIONS_PER_PEER;
 pub use tls::TlsConfig;
 
@@ -54,11 +55,6 @@ pub struct Peer {
     pub identity: Option<Arc<str>>,
 }
 
-/// Default cap on open connections per listener (like Redis's `maxclients`).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default cap on a request's header block, in bytes: larger ones get 431 (HTTP/1.1)
-/// or a stream reset (HTTP/2).
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The smallest header cap hyper can enforce for HTTP/1.1.
 const MIN_HEADER_BYTES: usize = 8192;
 

@@ -14,8 +14,7 @@ use kvs_plugin_api::log::Level;
 
 use crate::LogFn;
 
-/// Default cap on one address's open connections per listener.
-pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+pub use kvs_config::DEFAULT_MAX_CONNECTIONS_PER_PEER;
 
 /// Open connections by peer address, for one listener.
 #[derive(Clone)]

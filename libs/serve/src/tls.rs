@@ -5,27 +5,14 @@
 //! a reload builds a whole new one and swaps it in only if every file parses and the
 //! key matches the certificate, so a broken new file leaves the old certificate serving.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+pub use kvs_config::TlsConfig;
 use rustls::RootCertStore;
 use rustls::server::{ServerConfig, ServerConnection, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
-
-/// A listener's `tls = { ... }` table. Only paths: keys never live in config.toml.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The certificate chain, PEM (leaf first).
-    pub cert: PathBuf,
-    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1). Should be readable by kvs alone.
-    pub key: PathBuf,
-    /// CA certificates (PEM) that client certificates must chain to. Set: clients must
-    /// present one (mTLS), and its subject's common name becomes the caller's identity.
-    pub client_ca: Option<PathBuf>,
-}
 
 /// A listener's TLS state: the config in use, and how to rebuild it.
 pub struct Tls {
