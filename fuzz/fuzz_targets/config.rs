@@ -21,7 +21,11 @@ fn check(config: &Config) {
     let mut names: Vec<&String> = config.frontends.iter().collect();
     names.sort();
     names.dedup();
-    assert_eq!(names.len(), config.frontends.len(), "a frontend named twice");
+    assert_eq!(
+        names.len(),
+        config.frontends.len(),
+        "a frontend named twice"
+    );
     assert!(config.rate_limit.validate().is_ok());
     let burst = config.rate_limit.burst_or_default();
     assert!(burst.is_finite() && burst >= 1.0, "burst {burst}");
@@ -31,7 +35,10 @@ fn check(config: &Config) {
         let table: toml::Table = toml::from_str(&text)
             .unwrap_or_else(|e| panic!("plug-in table {name:?} as handed on: {e}\n{text}"));
         let again = toml::to_string(&table).expect("a parsed table serializes");
-        assert_eq!(text, again, "plug-in table {name:?} changed on a round trip");
+        assert_eq!(
+            text, again,
+            "plug-in table {name:?} changed on a round trip"
+        );
     }
 }
 

@@ -5,14 +5,15 @@
 //!
 //! What the format promises (plugins/file/src/format.rs, scan.rs and their tests): a
 //! torn tail (a cut, or only zeros after the last record) is dropped with a warning,
-//! keeping every whole record before it; anything else that is not a valid record is
-//! corruption, refused (file unchanged) unless `repair` is set. So the checks:
+//! keeping every whole batch before it (format 2: a batch is replayed whole or not at
+//! all); anything else that is not a valid record is corruption, refused (file
+//! unchanged) unless `repair` is set. So the checks:
 //! * no panic;
 //! * no damage: exactly what was written replays;
-//! * only a cut: exactly the whole records before the cut replay (never an error);
-//! * flips: either a refusal, or a replay that is a prefix of what was written —
-//!   never an event that was not written, nor one out of place; with `repair` it is
-//!   always a prefix;
+//! * only a cut: exactly the whole batches before the cut replay (never an error);
+//! * flips: either a refusal, or a replay that is a prefix of what was written ending
+//!   where a batch ends — never an event that was not written, nor one out of place,
+//!   nor part of a batch; with `repair` it is always such a prefix;
 //! * whatever replays is exactly what the file then holds, replays the same again, and
 //!   the log can be continued (append, close, replay).
 #![no_main]
@@ -79,16 +80,19 @@ impl<'a> Arbitrary<'a> for Input {
     }
 }
 
-/// How many of `written` lie whole within the first `len` bytes of the file.
-fn whole_before(written: &[Owned], len: usize) -> usize {
+/// How many of the events written lie in whole batches within the first `len` bytes
+/// of the file (a batch is replayed whole or not at all).
+fn whole_before(batches: &[Vec<Owned>], len: usize) -> usize {
     let mut end = format::HEADER_LEN as usize;
-    for (i, e) in written.iter().enumerate() {
-        end += encoded(std::slice::from_ref(e)).len();
+    let mut events = 0;
+    for batch in batches {
+        end += encoded(batch).len();
         if end > len {
-            return i;
+            break;
         }
+        events += batch.len();
     }
-    written.len()
+    events
 }
 
 fuzz_target!(|input: Input| {
@@ -134,13 +138,24 @@ fuzz_target!(|input: Input| {
     }
     std::fs::write(&path, &bytes).unwrap();
 
-    let is_prefix = |events: &[Owned]| written.starts_with(events);
+    // A prefix of what was written, ending where a batch ends.
+    let boundaries: Vec<usize> = input
+        .batches
+        .iter()
+        .scan(0, |n, batch| {
+            *n += batch.len();
+            Some(*n)
+        })
+        .collect();
+    let is_prefix = |events: &[Owned]| {
+        written.starts_with(events) && (events.is_empty() || boundaries.contains(&events.len()))
+    };
     match open_and_replay(&path, false) {
         Ok((logger, events)) => {
             let now = std::fs::read(&path).unwrap();
             if !flipped {
-                let whole = whole_before(&written, cut.unwrap_or(usize::MAX));
-                assert_eq!(events, written[..whole], "a cut lost whole records");
+                let whole = whole_before(&input.batches, cut.unwrap_or(usize::MAX));
+                assert_eq!(events, written[..whole], "a cut lost whole batches");
             }
             assert!(
                 is_prefix(&events),

@@ -70,8 +70,9 @@ pub fn encoded(events: &[Owned]) -> Vec<u8> {
 
 /// What every replay must satisfy, whatever the file held: the events are in strictly
 /// increasing sequence, of a known kind, and they are exactly what the (possibly
-/// truncated) file now holds after its header: the logger's encoding of them, then
-/// nothing or zeros (space written ahead).
+/// truncated) file now holds after its header: its records decode to them, the last
+/// ends a batch (a replay never hands over part of one), then nothing or zeros (space
+/// written ahead).
 pub fn check_replay(events: &[Owned], file: &[u8]) {
     for pair in events.windows(2) {
         assert!(
@@ -88,21 +89,42 @@ pub fn check_replay(events: &[Owned], file: &[u8]) {
             e.1.0
         );
     }
-    let header = format::HEADER_LEN as usize;
     // (The header's api_major is written but not checked on read.)
     format::check_header(file).expect("the file header");
-    let records = encoded(events);
+    let mut at = format::HEADER_LEN as usize;
+    let mut goes_on = false;
+    for e in events {
+        let header: [u8; format::RECORD_HEADER_LEN] = file
+            .get(at..at + format::RECORD_HEADER_LEN)
+            .expect("replayed more than the file holds")
+            .try_into()
+            .unwrap();
+        let format::RecordHeader::Valid { len, body_crc } = format::parse_header(&header) else {
+            panic!("a replayed record's header is damaged");
+        };
+        let body = &file[at + format::RECORD_HEADER_LEN..at + format::RECORD_HEADER_LEN + len];
+        assert_eq!(
+            crc32c::crc32c(body),
+            body_crc,
+            "a replayed record's checksum"
+        );
+        let got = format::decode(body).expect("a replayed record decodes");
+        assert_eq!(
+            (
+                got.sequence,
+                got.kind,
+                got.key.as_slice(),
+                got.value.as_slice()
+            ),
+            (e.0, e.1, e.2.as_slice(), e.3.as_slice()),
+            "what replayed is not what the file holds"
+        );
+        goes_on = format::goes_on(body);
+        at += format::RECORD_HEADER_LEN + len;
+    }
+    assert!(!goes_on, "the replay ended inside a batch");
     assert!(
-        file.len() >= header + records.len(),
-        "replayed more than the file holds"
-    );
-    assert_eq!(
-        &file[header..header + records.len()],
-        &records[..],
-        "what replayed is not what the file holds"
-    );
-    assert!(
-        file[header + records.len()..].iter().all(|&b| b == 0),
+        file[at..].iter().all(|&b| b == 0),
         "non-zero bytes left after the last replayed record"
     );
 }

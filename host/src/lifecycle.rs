@@ -156,21 +156,29 @@ impl<'a> Builder<'a> {
         let reload_slot = ReloadSlot::default();
         let mut logger_plugin = None;
         // The logger opens first: a bad logger config fails before any port is bound.
-        let (logger, logger_name, stores_expiry, conditional) = match self.logger {
+        let (logger, logger_name, stores_expiry, conditional, atomic_batch) = match self.logger {
             LoggerSource::Plugin(plugin, table) => {
                 logger_plugin = Some((plugin.clone(), table.clone()));
                 let declares =
                     |capability: &str| plugin.capabilities.iter().any(|c| c == capability);
                 let stores_expiry = declares(kvs_plugin_api::capability::LOG_EXPIRY);
                 let conditional = declares(kvs_plugin_api::capability::LOG_CONDITIONAL);
+                let atomic_batch = declares(kvs_plugin_api::capability::LOG_ATOMIC_BATCH);
                 let meter = (plugin.format == Format::Wasm).then(|| metrics.wasm(&plugin.name));
                 let logger = open_any(plugin, &table, meter)?;
                 let shown = status("logger", plugin, Vec::new());
                 plugins.write().unwrap().push(shown);
-                (logger, plugin.name.clone(), stores_expiry, conditional)
+                (
+                    logger,
+                    plugin.name.clone(),
+                    stores_expiry,
+                    conditional,
+                    atomic_batch,
+                )
             }
             // The host's own loggers (tools, tests) take every event kind.
-            LoggerSource::Open(logger, name) => (Opened::Local(logger), name, true, false),
+            // Not `atomic_batch`: what they are is not known here.
+            LoggerSource::Open(logger, name) => (Opened::Local(logger), name, true, false, false),
         };
         let shared = matches!(logger, Opened::Shared(_));
         let map = Arc::new(Map::default());
@@ -234,6 +242,8 @@ impl<'a> Builder<'a> {
             // A shared log that stores deadlines (etcd: as leases) serves TTLs too.
             expiry: stores_expiry,
             atomic: !shared || conditional,
+            atomic_batch,
+            shared,
             logger: logger_name.clone(),
         });
         let writer = match Writer::spawn(logger, map, (tx, rx), settings, metrics.clone()) {

@@ -188,9 +188,9 @@ impl Overload {
             ));
         }
         let this = self.clone();
-        let done = Completion::with_outcome(move |result| {
+        let done = Completion::with_reply(move |result| {
             this.leave(slot);
-            done.complete_with(result)
+            done.reply(result)
         });
         Ok((admitted, done))
     }

@@ -67,7 +67,7 @@ pub(crate) fn held(span: tracing::Span, done: Completion) -> Completion {
     }
     // tracing-opentelemetry ends a span at its last exit: entering it to complete makes
     // it end once the outcome is delivered.
-    Completion::with_outcome(move |result| span.in_scope(|| done.complete_with(result)))
+    Completion::with_reply(move |result| span.in_scope(|| done.reply(result)))
 }
 
 /// `done`, counting the write's outcome and latency (until durable) on completion.
@@ -76,9 +76,9 @@ fn metered(caller: &Caller<'_>, op: caller::Action, done: Completion) -> Complet
         return done;
     };
     let started = Instant::now();
-    Completion::with_outcome(move |result| {
+    Completion::with_reply(move |result| {
         meter.record(op, result.as_ref().map(|_| ()), started.elapsed());
-        done.complete_with(result)
+        done.reply(result)
     })
 }
 

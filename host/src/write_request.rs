@@ -18,6 +18,10 @@ pub enum WriteOp {
     /// expiry is absolute by now ([`Expiry::After`](kvs_plugin_api::Expiry) was
     /// resolved when it was queued).
     Update(Box<Update>),
+    /// A transaction (plugin-api 1.6): its steps' conditions checked against the keys
+    /// as they are before it, then all its changes or none, in one batch. Expiries are
+    /// absolute by now, as for [`WriteOp::Update`].
+    Transaction(Box<kvs_plugin_api::Transaction>),
     /// The expiry sweep: remove a key that has passed its deadline, if it is still at
     /// this revision (set again since, it stays).
     Expire(Box<[u8]>, u64),
@@ -32,17 +36,42 @@ impl WriteOp {
                 kvs_plugin_api::Change::Put(v) | kvs_plugin_api::Change::Append(v) => v.len(),
                 _ => 0,
             },
+            WriteOp::Transaction(t) => {
+                return t
+                    .steps
+                    .iter()
+                    .map(|step| {
+                        let value = match &step.update.change {
+                            kvs_plugin_api::Change::Put(v) | kvs_plugin_api::Change::Append(v) => {
+                                v.len()
+                            }
+                            _ => 0,
+                        };
+                        (step.update.key.len() + value) as u64
+                    })
+                    .sum();
+            }
             WriteOp::Delete(_) | WriteOp::Expire(..) => 0,
         };
         (self.key().len() + value) as u64
     }
 
-    /// The key written.
+    /// The key written (a transaction's first).
     pub fn key(&self) -> &[u8] {
         match self {
             WriteOp::Put(k, _) | WriteOp::Delete(k) | WriteOp::Expire(k, _) => k,
             WriteOp::Update(u) => &u.key,
+            WriteOp::Transaction(t) => &t.steps[0].update.key,
         }
+    }
+
+    /// Whether the writer evaluates it against the keys' state (not a plain put or
+    /// delete).
+    pub fn is_evaluated(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::Update(_) | WriteOp::Transaction(_) | WriteOp::Expire(..)
+        )
     }
 }
 
@@ -174,11 +203,41 @@ pub struct LogSwap {
     pub done: std::sync::mpsc::SyncSender<SwapOutcome>,
 }
 
+/// What a write's caller is told: an update's [`Outcome`], or a transaction's, one per
+/// step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A write's or an update's.
+    One(Outcome),
+    /// A transaction's, one per step.
+    Many(Vec<Outcome>),
+}
+
+impl Reply {
+    /// Each outcome changed by `f` (what a caller may learn).
+    pub fn map(self, mut f: impl FnMut(Outcome) -> Outcome) -> Reply {
+        match self {
+            Reply::One(o) => Reply::One(f(o)),
+            Reply::Many(v) => Reply::Many(v.into_iter().map(f).collect()),
+        }
+    }
+
+    /// The encoded reply: an `outcome`, or `outcomes` (plugin-api's `update` module).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Reply::One(o) => o.encode(),
+            Reply::Many(v) => kvs_plugin_api::update::encode_outcomes(v),
+        }
+    }
+}
+
 enum Callback {
     /// Wants to know only whether the write succeeded (puts and deletes).
     Done(Box<dyn FnOnce(Result<(), PluginError>) + Send>),
     /// Wants the update's [`Outcome`].
     Outcome(Box<dyn FnOnce(Result<Outcome, PluginError>) + Send>),
+    /// Wants the [`Reply`] as it comes (a wrapper passing it on, a transaction's caller).
+    Reply(Box<dyn FnOnce(Result<Reply, PluginError>) + Send>),
 }
 
 /// Tells a writer's caller the outcome, exactly once. If dropped uncompleted (a write
@@ -197,6 +256,12 @@ impl Completion {
         Completion(Some(Callback::Outcome(Box::new(f))))
     }
 
+    /// Wraps the function to call with the [`Reply`]: for completions that pass it on
+    /// (metering, tracing, overload accounting) and for transactions.
+    pub fn with_reply(f: impl FnOnce(Result<Reply, PluginError>) + Send + 'static) -> Self {
+        Completion(Some(Callback::Reply(Box::new(f))))
+    }
+
     /// Delivers success or failure (a success's outcome is the default: applied, no
     /// revision).
     pub fn complete(self, result: Result<(), PluginError>) {
@@ -207,10 +272,19 @@ impl Completion {
     }
 
     /// Delivers the outcome.
-    pub fn complete_with(mut self, result: Result<Outcome, PluginError>) {
+    pub fn complete_with(self, result: Result<Outcome, PluginError>) {
+        self.reply(result.map(Reply::One))
+    }
+
+    /// Delivers a reply: an outcome, or a transaction's outcomes.
+    pub fn reply(mut self, result: Result<Reply, PluginError>) {
         match self.0.take() {
             Some(Callback::Done(f)) => f(result.map(|_| ())),
-            Some(Callback::Outcome(f)) => f(result),
+            Some(Callback::Outcome(f)) => f(result.map(|reply| match reply {
+                Reply::One(o) => o,
+                Reply::Many(v) => v.into_iter().next().unwrap_or_default(),
+            })),
+            Some(Callback::Reply(f)) => f(result),
             None => {}
         }
     }

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use kvs_plugin_api::{Event, EventKind, Outcome, PluginError};
+use kvs_plugin_api::{Event, EventKind, PluginError};
 
 use crate::map::now_ms;
 use crate::metrics::Metrics;
@@ -25,7 +25,7 @@ use crate::ports::Log;
 use crate::store::Map;
 use crate::telemetry::{self, TRACE_TARGET};
 use crate::write_request::{
-    Completion, CutRequest, LogSwap, LoggedEvent, Msg, Switch, Tee, WriteOp, WriteRequest,
+    Completion, CutRequest, LogSwap, LoggedEvent, Msg, Reply, Switch, Tee, WriteOp, WriteRequest,
 };
 
 /// What the writer did, returned when it stops.
@@ -279,9 +279,7 @@ impl WriterLoop {
 
     fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
         if matches!(self.acknowledge, Acknowledge::Handoff(_))
-            && batch
-                .iter()
-                .any(|r| matches!(r.op, WriteOp::Update(_) | WriteOp::Expire(..)))
+            && batch.iter().any(|r| r.op.is_evaluated())
         {
             return self.commit_shared_in_order(batch);
         }
@@ -291,23 +289,22 @@ impl WriterLoop {
     fn commit_plain(&mut self, batch: &mut Vec<WriteRequest>) {
         let first = self.next_sequence;
         let resolved = self.resolve(batch, first);
-        let logged = resolved
-            .iter()
-            .filter(|r| !matches!(r.logged, Logged::Nothing))
-            .count();
+        let logged: u64 = resolved.iter().map(|r| r.logged.events()).sum();
         if logged == 0 {
             // Every write's outcome is known without the log (failed conditions).
             for (req, r) in batch.drain(..).zip(resolved) {
-                req.done.complete_with(r.outcome);
+                req.done.reply(r.outcome);
             }
             return;
         }
         // Never reuse a number, even if this append fails: a partly written batch must
         // not be mistaken for a later one on replay.
-        self.next_sequence += logged as u64;
-        let with_deadlines: Vec<Vec<u8>> = resolved
+        self.next_sequence += logged;
+        let with_deadlines: Vec<Vec<u8>> = batch
             .iter()
-            .filter_map(|r| match &r.logged {
+            .zip(&resolved)
+            .flat_map(|(req, r)| writes(req, r))
+            .filter_map(|(_, logged, _)| match logged {
                 Logged::Put {
                     value,
                     deadline: Some(deadline),
@@ -324,12 +321,12 @@ impl WriterLoop {
         let events: Vec<Event<'_>> = batch
             .iter()
             .zip(&resolved)
-            .filter_map(|(req, r)| {
-                let key = req.op.key();
-                Some(match (&r.logged, &req.op) {
-                    (Logged::Nothing, _) => return None,
-                    (Logged::Delete, _) => Event::delete(r.sequence, key),
-                    (Logged::PutOwn, WriteOp::Put(_, v)) => Event::put(r.sequence, key, v),
+            .flat_map(|(req, r)| writes(req, r).map(move |write| (req, write)))
+            .filter_map(|(req, (key, logged, sequence))| {
+                Some(match (logged, &req.op) {
+                    (Logged::Nothing | Logged::Steps(_), _) => return None,
+                    (Logged::Delete, _) => Event::delete(sequence, key),
+                    (Logged::PutOwn, WriteOp::Put(_, v)) => Event::put(sequence, key, v),
                     (Logged::PutOwn, _) => unreachable!("only a plain put logs its own value"),
                     (
                         Logged::Put {
@@ -337,7 +334,7 @@ impl WriterLoop {
                             deadline: None,
                         },
                         _,
-                    ) => Event::put(r.sequence, key, value),
+                    ) => Event::put(sequence, key, value),
                     (
                         Logged::Put {
                             deadline: Some(_), ..
@@ -347,7 +344,7 @@ impl WriterLoop {
                         let bytes = with_deadlines.next().expect("one per put with a deadline");
                         Event {
                             kind: EventKind::PUT_UNTIL,
-                            ..Event::put(r.sequence, key, bytes)
+                            ..Event::put(sequence, key, bytes)
                         }
                     }
                 })
@@ -400,7 +397,7 @@ impl WriterLoop {
         self.stats.batches += 1;
         match result {
             Ok(()) => {
-                self.stats.writes += logged as u64;
+                self.stats.writes += logged;
                 if let Some(teed) = teed {
                     self.send_to_tee(teed);
                 }
@@ -410,7 +407,7 @@ impl WriterLoop {
                     let mut dones = Vec::with_capacity(batch.len());
                     for (req, r) in batch.drain(..).zip(resolved) {
                         match r.outcome {
-                            Err(e) => req.done.complete_with(Err(e)),
+                            Err(e) => req.done.complete(Err(e)),
                             Ok(_) => dones.push(req.done),
                         }
                     }
@@ -419,33 +416,41 @@ impl WriterLoop {
                 }
                 let mut data_bytes = 0i64;
                 let mut expired = 0u64;
-                let dones: Vec<(Completion, Result<Outcome, PluginError>)> = batch
+                let dones: Vec<(Completion, Result<Reply, PluginError>)> = batch
                     .drain(..)
                     .zip(resolved)
                     .map(|(req, r)| {
-                        let key = req.op.key();
-                        data_bytes += match (&r.logged, &req.op) {
-                            (Logged::Nothing, _) => 0,
-                            (Logged::Delete, WriteOp::Expire(..)) => {
-                                expired += 1;
-                                self.map.remove(key)
-                            }
-                            (Logged::Delete, _) => self.map.remove(key),
-                            (Logged::PutOwn, WriteOp::Put(_, v)) => {
-                                self.map.insert(key, v, r.sequence, None)
-                            }
-                            (Logged::PutOwn, _) => 0,
-                            (Logged::Put { value, deadline }, _) => {
-                                self.map.insert(key, value, r.sequence, *deadline)
-                            }
-                        };
-                        let outcome = r.outcome.map(|mut outcome| {
-                            match r.logged {
-                                Logged::Nothing => {}
-                                Logged::Delete => outcome.revision = 0,
-                                _ => outcome.revision = r.sequence,
-                            }
-                            outcome
+                        let mut revisions = Vec::new();
+                        for (key, logged, sequence) in writes(&req, &r) {
+                            data_bytes += match (logged, &req.op) {
+                                (Logged::Nothing | Logged::Steps(_), _) => 0,
+                                (Logged::Delete, WriteOp::Expire(..)) => {
+                                    expired += 1;
+                                    self.map.remove(key)
+                                }
+                                (Logged::Delete, _) => self.map.remove(key),
+                                (Logged::PutOwn, WriteOp::Put(_, v)) => {
+                                    self.map.insert(key, v, sequence, None)
+                                }
+                                (Logged::PutOwn, _) => 0,
+                                (Logged::Put { value, deadline }, _) => {
+                                    self.map.insert(key, value, sequence, *deadline)
+                                }
+                            };
+                            revisions.push(match logged {
+                                Logged::Nothing | Logged::Steps(_) => None,
+                                Logged::Delete => Some(0),
+                                _ => Some(sequence),
+                            });
+                        }
+                        let mut revisions = revisions.into_iter();
+                        let outcome = r.outcome.map(|reply| {
+                            reply.map(|mut outcome| {
+                                if let Some(Some(revision)) = revisions.next() {
+                                    outcome.revision = revision;
+                                }
+                                outcome
+                            })
                         });
                         (req.done, outcome)
                     })
@@ -453,7 +458,7 @@ impl WriterLoop {
                 self.metrics.bytes.add(data_bytes);
                 self.metrics.expired_keys.inc_by(expired);
                 for (done, outcome) in dones {
-                    done.complete_with(outcome);
+                    done.reply(outcome);
                 }
             }
             Err(err) => {
@@ -467,6 +472,32 @@ impl WriterLoop {
             }
         }
     }
+}
+
+/// The writes a resolved request logs, in order: its key, what it logs and at which
+/// position — one for a write or an update, one per step for a transaction (the steps
+/// that log something at consecutive positions).
+fn writes<'a>(
+    req: &'a WriteRequest,
+    r: &'a Resolved,
+) -> impl Iterator<Item = (&'a [u8], &'a Logged, u64)> + 'a {
+    let (single, steps) = match (&r.logged, &req.op) {
+        (Logged::Steps(steps), WriteOp::Transaction(t)) => (None, Some((steps, t))),
+        (logged, _) => (Some((req.op.key(), logged, r.sequence)), None),
+    };
+    let steps = steps
+        .into_iter()
+        .flat_map(|(steps, t)| steps.iter().zip(&t.steps))
+        .scan(r.sequence, |at, (logged, step)| {
+            let sequence = if logged.events() > 0 {
+                *at += 1;
+                *at - 1
+            } else {
+                0
+            };
+            Some((step.update.key.as_slice(), logged, sequence))
+        });
+    single.into_iter().chain(steps)
 }
 
 /// Work the writer does between two batches, with no write in progress.
@@ -490,7 +521,7 @@ mod swap;
 
 pub(crate) use migrate::BUSY;
 pub use replay::{ReplayStats, replay};
-use resolve::Logged;
+use resolve::{Logged, Resolved};
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,31 @@ assert r.ttl("short") in (0, 1), r.ttl("short")
 assert r.ttl("counter") == -1 and r.pttl("nothing") == -2
 time.sleep(0.4)
 assert r.get("short") is None and r.exists("short") == 0 and r.ttl("short") == -2
+# MSETNX (plugin-api 1.6 transactions): of 20 clients racing to set the same three
+# keys, each with its own value, exactly one succeeds, and all three keys are its.
+won = []
+barrier = threading.Barrier(20)
+def claim(i):
+    r = client()
+    barrier.wait()
+    if r.msetnx({"m:a": i, "m:b": i, f"m:{i % 2}": i}):
+        won.append(i)
+threads = [threading.Thread(target=claim, args=(i,)) for i in range(20)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert len(won) == 1, won
+w = str(won[0]).encode()
+assert r.mget("m:a", "m:b", f"m:{won[0] % 2}") == [w, w, w]
+assert r.get(f"m:{1 - won[0] % 2}") is None
+# EXPIRE's NX | XX | GT | LT (Redis 7), no deadline counting as later than any.
+assert r.set("e", "v")
+assert r.execute_command("EXPIRE", "e", 100, "XX") == 0
+assert r.execute_command("EXPIRE", "e", 100, "GT") == 0
+assert r.execute_command("EXPIRE", "e", 100, "NX") == 1
+assert r.execute_command("EXPIRE", "e", 200, "GT") == 1
+assert r.execute_command("EXPIRE", "e", 300, "LT") == 0
+assert r.execute_command("EXPIRE", "e", 150, "XX", "LT") == 1
+assert 149 <= r.ttl("e") <= 150, r.ttl("e")
 # A key that expires after this script, while kvs is down.
 assert r.set("later", "v", px=600)
 print("ok")
@@ -67,6 +92,11 @@ assert r.incr("counter") == 8001
 assert r.get("lock") is not None and 0 < r.pttl("lock") <= 5000, r.pttl("lock")
 assert r.set("lock", "late", nx=True, px=5000) is None
 assert r.get("short") is None and r.pttl("short") == -2
+won = r.get("m:a")
+assert won is not None and r.get("m:b") == won, (won, r.get("m:b"))
+assert r.msetnx({"m:a": "late", "m:new": "x"}) is False and r.get("m:new") is None
+assert 149 <= r.ttl("e") <= 150, r.ttl("e")
+assert r.execute_command("EXPIRE", "e", 100, "GT") == 0
 time.sleep(max(0, float(sys.argv[2]) - time.time()))
 assert r.get("later") is None and r.exists("later") == 0, r.pttl("later")
 assert r.setex("cache", 100, "v") and 99 <= r.ttl("cache") <= 100
@@ -120,14 +150,14 @@ fn redis_py_counters_locks_and_ttls_hold_and_survive_a_restart() {
             &[&port(&kvs, frontend), &later_gone_at.to_string()],
         );
         // The sweep removes expired keys (DBSIZE counts them until then): left are
-        // counter, lock, cache and f; short and later expired before this start, n
-        // 50 ms into it, s was deleted.
+        // counter, lock, cache, f, e and the three MSETNX keys; short and later expired
+        // before this start, n 50 ms into it, s was deleted.
         let deadline = Instant::now() + Duration::from_secs(5);
         let p = port(&kvs, frontend);
-        while cli(&p, &["DBSIZE"]) != "4" && Instant::now() < deadline {
+        while cli(&p, &["DBSIZE"]) != "8" && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(cli(&p, &["DBSIZE"]), "4", "{frontend}: the sweep");
+        assert_eq!(cli(&p, &["DBSIZE"]), "8", "{frontend}: the sweep");
         kvs.stop();
         let kvs = Kvs::start(&config, &plugins, &[]);
         let p = port(&kvs, frontend);
@@ -277,5 +307,34 @@ fn rest_if_match_increments_lose_no_update_and_survive_a_restart() {
         .send()
         .unwrap();
     assert_eq!(gone.status(), 200, "the ETag survived the restart");
+    kvs.stop();
+}
+
+/// A logger that cannot append a batch all or none (the WASM logger does not declare
+/// `log:atomic_batch`) gets no multi-key transaction: `MSETNX` of two keys is refused
+/// saying why and writes nothing, while one key, and `EXPIRE ... NX` (one step), work.
+#[test]
+fn a_logger_without_atomic_batches_refuses_multi_key_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "resp", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("logger = \"file\"", "logger = \"wasm-log\"")
+        + &format!(
+            "\n[plugins.wasm-log]\ndata_dir = {:?}\n",
+            dir.path().join("wasm")
+        );
+    std::fs::write(&config, text).unwrap();
+    let kvs = Kvs::start(&config, &staged_plugins(), &[]);
+    let p = port(&kvs, "resp");
+    let refused = cli(&p, &["MSETNX", "a", "1", "b", "2"]);
+    assert!(
+        refused.contains("cannot append a batch all or none") && refused.contains("wasm-log"),
+        "{refused}"
+    );
+    assert_eq!(cli(&p, &["EXISTS", "a", "b"]), "0");
+    assert_eq!(cli(&p, &["MSETNX", "a", "1"]), "1");
+    assert_eq!(cli(&p, &["EXPIRE", "a", "100", "NX"]), "1");
+    assert_eq!(cli(&p, &["EXPIRE", "a", "100", "NX"]), "0");
     kvs.stop();
 }

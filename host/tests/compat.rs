@@ -299,3 +299,53 @@ fn an_older_logger_serves_conditions_and_refuses_deadlines() {
     assert_eq!(got.headers()["etag"], etag, "the revision is replayed");
     kvs.stop();
 }
+
+/// A frontend built against the released 1.6 makes transactions (`Store::transact_with`):
+/// `MSETNX` over the file logger sets every key or none, and replays so; over a logger
+/// of 1.5 (no `log:atomic_batch`) a transaction of two keys is refused saying why and
+/// writes nothing, while one of one key is made.
+#[test]
+fn a_1_6_frontend_makes_transactions_where_the_logger_appends_batches_whole() {
+    for (logger, atomic) in [("file", true), ("compat-logger-1-5", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = compat_plugins(dir.path(), true);
+        let file = lib("kvs_plugin_file");
+        std::fs::copy(&file, plugins.join(file.file_name().unwrap())).unwrap();
+        let frontend = "compat-frontend-1-6";
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "logger = {logger:?}\nfrontends = [{frontend:?}]\n\
+                 [plugins.{logger}]\npath = {:?}\n\
+                 [plugins.{frontend}]\nlisten = \"127.0.0.1:0\"\n",
+                dir.path().join("kvs.log")
+            ),
+        )
+        .unwrap();
+        let kvs = Kvs::start(&config, &plugins, &[]);
+        let mut line = Line::connect(&kvs.endpoint(frontend));
+        let two = line.ask("MSETNX a 1 b 2");
+        if atomic {
+            assert_eq!(two, "SET 1", "{logger}");
+            assert_eq!(line.ask("MSETNX b 3 c 4"), "SET 0", "{logger}");
+            assert_eq!(line.ask("GET c"), "NONE", "{logger}");
+        } else {
+            assert!(
+                two.contains("cannot append a batch all or none") && two.contains(logger),
+                "{two}"
+            );
+            assert_eq!(line.ask("GET a"), "NONE", "{logger}: nothing written");
+            assert_eq!(line.ask("MSETNX a 1"), "SET 1", "{logger}: one key");
+        }
+        drop(line);
+        kvs.stop();
+        let kvs = Kvs::start(&config, &plugins, &[]);
+        let mut line = Line::connect(&kvs.endpoint(frontend));
+        assert_eq!(line.ask("GET a"), "VALUE 1", "{logger}: replayed");
+        let b = if atomic { "VALUE 2" } else { "NONE" };
+        assert_eq!(line.ask("GET b"), b, "{logger}: replayed");
+        drop(line);
+        kvs.stop();
+    }
+}

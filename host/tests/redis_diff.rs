@@ -64,7 +64,7 @@ const DIALECT: &[Intended] = &[
         why: "the time left depends on when each server read its clock",
     },
     Intended {
-        what: "Redis commands kvs does not serve (SETRANGE, GETRANGE, MSETNX, KEYS, MULTI, ...), \
+        what: "Redis commands kvs does not serve (SETRANGE, GETRANGE, KEYS, MULTI, ...), \
                with a right argument count",
         applies: |c| {
             UNSERVED.iter().any(|(name, rest)| {
@@ -72,7 +72,7 @@ const DIALECT: &[Intended] = &[
             })
         },
         answer: Answer::KvsRefuses("ERR '"),
-        why: "no range commands, no multi-key atomic writes, no bulk listing, no \
+        why: "no range commands, no bulk listing, no \
               transactions or scripts: refused saying why (a wrong argument count gets \
               Redis's arity error)",
     },
@@ -141,8 +141,8 @@ fn names_an_empty_key(c: &Cmd) -> bool {
             vec![&a[1]]
         }
         "setex" if n == 4 => vec![&a[1]],
-        "set" | "expire" if n >= 3 => vec![&a[1]],
-        "mset" if n >= 3 && n % 2 == 1 => a[1..].iter().step_by(2).collect(),
+        "set" | "expire" | "pexpireat" if n >= 3 => vec![&a[1]],
+        "mset" | "msetnx" if n >= 3 && n % 2 == 1 => a[1..].iter().step_by(2).collect(),
         "del" | "exists" | "mget" if n >= 2 => a[1..].iter().collect(),
         _ => vec![],
     };

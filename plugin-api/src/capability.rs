@@ -44,3 +44,14 @@ pub const LOG_EXPIRY: &str = "log:expiry";
 /// such a log a kvs cluster serves atomic operations; over one without it they are
 /// refused.
 pub const LOG_CONDITIONAL: &str = "log:conditional";
+
+/// A logger whose `append` is all or none (1.6): after a crash, replay hands back
+/// either every event of a batch or none of it, never a part. The host writes a
+/// [`Transaction`](crate::Transaction) that changes more than one key only to such a
+/// logger, in one batch, and refuses it otherwise. A database logger that appends a
+/// batch in one database transaction has it; a file needs a batch framing (the `file`
+/// logger's format 2). A shared log ([`LOG_SHARED`]) that declares it also honours
+/// every [`EventKind::EXPECT`](crate::EventKind::EXPECT) leading a batch, not only the
+/// first — each comparing its own key, the batch appended only if all hold — which is
+/// what a transaction over a cluster needs.
+pub const LOG_ATOMIC_BATCH: &str = "log:atomic_batch";

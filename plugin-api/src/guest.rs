@@ -48,7 +48,7 @@ pub use http::{configure_call, http_call, http_call_into, key_from_path, request
 pub use logger::{Logger, OwnedEvent, logger_call};
 #[cfg(not(feature = "native"))]
 pub(crate) use store::host_log;
-pub use store::{check, delete, get, get_entry, put, stats, update};
+pub use store::{check, delete, get, get_entry, put, stats, transact, update};
 pub use stream::{Connections, Flow, StreamConnection, stream_call};
 
 use crate::ErrorCode;

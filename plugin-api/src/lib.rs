@@ -118,7 +118,7 @@ pub use native::Limits;
 pub use ports::{Follower, Frontend, Health, SharedLog, TransactionLogger};
 #[cfg(feature = "native")]
 pub use store::Store;
-pub use update::{Change, Condition, Expiry, Outcome, Update};
+pub use update::{Change, Condition, DeadlineCondition, Expiry, Outcome, Transaction, Update};
 pub use version::{API_MAJOR, API_MINOR};
 
 /// Re-exported so generated code and hosts use the same version as this crate.

@@ -29,8 +29,8 @@ pub mod v1_1;
 pub mod v1_3;
 pub mod v1_4;
 
-/// The generation this crate's plug-ins are built as (1.5 added no native types, so a
-/// 1.5 plug-in is built as 1.4's): what
+/// The generation this crate's plug-ins are built as (1.5 and 1.6 added no native types,
+/// so their plug-ins are built as 1.4's): what
 /// [`export_plugin!`](crate::export_plugin) exports and [`Store`](crate::Store) wraps.
 pub use v1_4 as current;
 

@@ -14,7 +14,7 @@ use crate::native::current::{StoreBox, UpdateCallback, UpdateCallback_TO};
 use crate::native::v1_1::{self, RequestContextRef};
 use crate::native::v1_3::{self, StoreStats};
 use crate::native::{self as v1_0, Limits, WriteCallback, WriteCallback_TO};
-use crate::update::{Entry, Outcome, Update};
+use crate::update::{Entry, Outcome, Transaction, Update, decode_outcomes};
 
 mod older;
 
@@ -258,6 +258,47 @@ impl Store {
             .unwrap_or_else(|_| Err(PluginError::internal("update dropped by the host")))?;
         Outcome::decode(&bytes)
             .map_err(|e| PluginError::internal(format!("the host's outcome: {e}")))
+    }
+
+    /// Makes a [`Transaction`] for the caller `ctx` describes — several updates all or
+    /// none, conditions on deadlines; see [`Transaction`] — resolving to one [`Outcome`]
+    /// per step once what it wrote is durable (1.6). Conditions that do not hold are
+    /// outcomes (`applied: false` for every step), not an error.
+    pub fn transact_with(
+        &self,
+        ctx: &RequestContext,
+        transaction: &Transaction,
+    ) -> impl Future<Output = Result<Vec<Outcome>, PluginError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let done = UpdateCallback_TO::from_value(OutcomeCallback(Some(tx)), TD_Opaque);
+        self.inner
+            .update(&ctx.into(), transaction.encode().into(), done);
+        async move {
+            let bytes = rx.await.unwrap_or_else(|_| {
+                Err(PluginError::internal(
+                    "the host dropped a transaction without completing it",
+                ))
+            })?;
+            decode_outcomes(&bytes)
+                .map_err(|e| PluginError::internal(format!("the host's outcomes: {e}")))
+        }
+    }
+
+    /// [`Store::transact_with`] for threads that may block (not async worker threads).
+    pub fn transact_blocking_with(
+        &self,
+        ctx: &RequestContext,
+        transaction: &Transaction,
+    ) -> Result<Vec<Outcome>, PluginError> {
+        let (tx, rx) = oneshot::channel();
+        let done = UpdateCallback_TO::from_value(OutcomeCallback(Some(tx)), TD_Opaque);
+        self.inner
+            .update(&ctx.into(), transaction.encode().into(), done);
+        let bytes = rx
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(PluginError::internal("transaction dropped by the host")))?;
+        decode_outcomes(&bytes)
+            .map_err(|e| PluginError::internal(format!("the host's outcomes: {e}")))
     }
 
     /// Stores `value` under `key` for an anonymous caller, resolving once durable.

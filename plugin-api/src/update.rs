@@ -11,7 +11,9 @@
 //!
 //! Native frontends call it through [`Store::update_with`](crate::Store::update_with),
 //! WASM ones through `kvs_update`; both pass the [`Update::encode`] bytes, so one
-//! definition serves both and a later minor can append fields.
+//! definition serves both and a later minor can append fields. 1.6 appended them:
+//! a [`Transaction`] is several updates made all or none, each with a
+//! [`DeadlineCondition`] (see its module, `transaction`).
 //!
 //! ```text
 //! update    = key:bytes condition change expiry flags:u8     (flags bit 0: return_previous)
@@ -27,8 +29,15 @@
 use crate::wire::{Reader, WireError, Writer};
 
 mod evaluate;
+mod transaction;
 
-pub use evaluate::{Current, Effect, Refused, evaluate, format_float, parse_float, parse_integer};
+pub use evaluate::{
+    Current, Effect, Refused, evaluate, evaluate_transaction, format_float, parse_float,
+    parse_integer,
+};
+pub use transaction::{
+    DeadlineCondition, MAX_STEPS, Step, Transaction, decode_outcomes, encode_outcomes, step_holds,
+};
 
 /// When an [`Update`] applies. Evaluated against the key's state just before the update
 /// in log order; a key past its deadline counts as absent.
@@ -162,7 +171,11 @@ impl Update {
     /// Reads the `update` encoding. Bytes after it (fields of a later minor) are
     /// ignored.
     pub fn decode(bytes: &[u8]) -> Result<Update, WireError> {
-        let mut r = Reader::new(bytes);
+        Update::read(&mut Reader::new(bytes))
+    }
+
+    /// Reads one `update` from `r`, leaving what follows it.
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Update, WireError> {
         let key = r.bytes()?.to_vec();
         let condition = match r.u8()? {
             0 => Condition::Always,
@@ -237,14 +250,18 @@ impl Outcome {
 
     /// Reads the `outcome` encoding; later fields are ignored.
     pub fn decode(bytes: &[u8]) -> Result<Outcome, WireError> {
-        let mut r = Reader::new(bytes);
+        Outcome::read(&mut Reader::new(bytes))
+    }
+
+    /// Reads one `outcome` from `r`, leaving what follows it.
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Outcome, WireError> {
         Ok(Outcome {
             applied: r.u8()? != 0,
             revision: r.u64()?,
-            expires_at: read_opt_u64(&mut r)?,
+            expires_at: read_opt_u64(r)?,
             length: r.u64()?,
-            previous: read_opt_bytes(&mut r)?,
-            value: read_opt_bytes(&mut r)?,
+            previous: read_opt_bytes(r)?,
+            value: read_opt_bytes(r)?,
         })
     }
 }

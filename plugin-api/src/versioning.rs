@@ -70,6 +70,16 @@
 //!   A host hands a frontend of an older minor `unavailable` instead of either (and
 //!   instead of 1.4's `storage full` to one older than 1.4), never a code it would read
 //!   as `internal`; the WASM ABI is otherwise 1.4's.
+//! * 1.6 added no native types either: [`Transaction`](crate::Transaction)s — several
+//!   updates made all or none at one place in log order (`MSETNX`), and
+//!   [`DeadlineCondition`](crate::DeadlineCondition)s on a key's deadline (`EXPIRE ...
+//!   NX|XX|GT|LT`) — travel through 1.4's `update` entry point (native `StoreApi::update`,
+//!   WASM `kvs_update`) as fields after the update a 1.4 reader knows, and come back as
+//!   `outcomes` ([`Store::transact_with`](crate::Store::transact_with),
+//!   `guest::transact`). A host never reads a 1.6 plug-in's bytes as 1.4's: it refuses
+//!   plug-ins of a newer minor than its own. For loggers, the capability
+//!   [`LOG_ATOMIC_BATCH`](crate::capability::LOG_ATOMIC_BATCH): replay hands back a batch
+//!   whole or not at all, which a transaction writing several keys needs.
 //! * 1.N (when it needs new native types) will be `native::v1_N`, exported under the
 //!   same `KVS_PLUGIN_ENTRIES` symbol (the handshake says which `Module` it is).
 //!
@@ -82,7 +92,7 @@
 //!
 //! A host reads a plug-in's handshake first and then drives it through exactly one
 //! generation: the newest at or below the plug-in's minor (1.0, 1.1 for 1.1 and 1.2,
-//! 1.3, 1.4 for 1.4 and 1.5). It looks up that generation's entry points (the 1.0 root module through
+//! 1.3, 1.4 for 1.4, 1.5 and 1.6). It looks up that generation's entry points (the 1.0 root module through
 //! abi_stable's library header, `KVS_PLUGIN_V1_1`, `KVS_PLUGIN_V1_3`, or
 //! `KVS_PLUGIN_ENTRIES`), checks their layout with abi_stable
 //! (`check_layout_compatibility`, the layout the plug-in was built with against its own),

@@ -89,6 +89,14 @@ const RELEASED: &[Released] = &[
              entry points (see native-1.4.txt)",
         ),
     },
+    Released {
+        minor: 6,
+        native: Native::None(
+            "1.6 added no native types (transactions travel through 1.4's update entry \
+             point as encoded bytes); a 1.6 plug-in exports 1.4's entry points (see \
+             native-1.4.txt)",
+        ),
+    },
 ];
 
 /// What the host reads without abi_stable's layout check: the handshake, by offset,

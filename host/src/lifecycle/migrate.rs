@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use kvs_plugin_api::PluginKind;
-use kvs_plugin_api::capability::{LOG_EXPIRY, LOG_SHARED};
+use kvs_plugin_api::capability::{LOG_ATOMIC_BATCH, LOG_EXPIRY, LOG_SHARED};
 
 use super::Running;
 use super::reload::{ReloadReport, short};
@@ -98,6 +98,8 @@ impl Running {
                 self.store.set_write_features(WriteFeatures {
                     expiry: stores_expiry,
                     atomic: true,
+                    atomic_batch: declares(&plugin, LOG_ATOMIC_BATCH),
+                    shared: false,
                     logger: plugin.name.clone(),
                 });
                 swaps.with_label_values(&["logger", "ok"]).inc();

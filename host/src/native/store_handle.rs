@@ -8,7 +8,7 @@ use abi_stable::std_types::{ROption, RResult, RSlice, RVec};
 use kvs_plugin_api::native::WriteCallbackBox;
 use kvs_plugin_api::native::v1_1::RequestContextRef;
 use kvs_plugin_api::native::v1_4::UpdateCallbackBox;
-use kvs_plugin_api::{Consistency, PluginError, Update};
+use kvs_plugin_api::{Consistency, PluginError, Transaction};
 
 use crate::caller::{self, Caller};
 use crate::metrics::FrontendMeter;
@@ -118,15 +118,16 @@ impl StoreHandle {
             .into()
     }
 
-    /// plugin-api 1.4's `update`: an encoded update; `done` gets the encoded outcome.
+    /// plugin-api 1.4's `update`: an encoded update, or (1.6) a transaction; `done` gets
+    /// the encoded outcome, or outcomes.
     pub(super) fn update(
         &self,
         ctx: &RequestContextRef<'_>,
         update: RVec<u8>,
         mut done: UpdateCallbackBox,
     ) {
-        let update = match Update::decode(&update) {
-            Ok(update) => update,
+        let transaction = match Transaction::decode(&update) {
+            Ok(transaction) => transaction,
             Err(e) => {
                 return done.complete(RResult::RErr(PluginError::invalid_input(format!(
                     "the update: {e}"
@@ -137,15 +138,24 @@ impl StoreHandle {
         let span = telemetry::frontend_span(&caller, "update");
         let _in_span = span.enter();
         let minor = self.minor;
-        let completion = Completion::with_outcome(move |r| {
+        let completion = Completion::with_reply(move |r| {
             done.complete(
-                r.map(|outcome| RVec::from(outcome.encode()))
+                r.map(|reply| RVec::from(reply.encode()))
                     .map_err(|e| caller::for_minor(e, minor))
                     .into(),
             )
         });
-        self.store
-            .update_as(&caller, update, held(span.clone(), completion));
+        let completion = held(span.clone(), completion);
+        if transaction.is_plain_update() {
+            let update = transaction
+                .steps
+                .into_iter()
+                .next()
+                .expect("one step")
+                .update;
+            return self.store.update_as(&caller, update, completion);
+        }
+        self.store.transact_as(&caller, transaction, completion);
     }
 
     /// plugin-api 1.4's `check`: may this caller do `action` (an `Action` value) to `key`?

@@ -5,12 +5,15 @@
 use std::time::Instant;
 
 use kvs_plugin_api::update::Entry;
-use kvs_plugin_api::{Change, Condition, Consistency, Expiry, Outcome, PluginError, Update};
+use kvs_plugin_api::update::MAX_STEPS;
+use kvs_plugin_api::{
+    Change, Condition, Consistency, Expiry, Outcome, PluginError, Transaction, Update,
+};
 
 use super::{Store, held, metered, read_as};
 use crate::caller::{self, Caller};
 use crate::telemetry;
-use crate::write_request::{Completion, WriteOp};
+use crate::write_request::{Completion, Reply, WriteOp};
 
 /// What the write path can do beyond plain puts and deletes.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +23,11 @@ pub struct WriteFeatures {
     /// The writer can make atomic updates: a local log, or a shared one that appends
     /// conditionally (`log:conditional`).
     pub atomic: bool,
+    /// The logger appends a batch all or none (`log:atomic_batch`): transactions may
+    /// write several keys.
+    pub atomic_batch: bool,
+    /// The log is shared (`log:shared`): transactions are not served over it yet.
+    pub shared: bool,
     /// The logger's name, for messages.
     pub logger: String,
 }
@@ -38,12 +46,7 @@ impl Store {
         let span = telemetry::store_span(action);
         let _in_span = span.enter();
         let done = metered(caller, action, held(span.clone(), done));
-        let reveals = update.return_previous
-            || matches!(update.condition, Condition::Value(_))
-            || matches!(
-                update.change,
-                Change::Increment(_) | Change::IncrementFloat(_) | Change::Append(_)
-            );
+        let reveals = reveals(&update);
         let admitted = self.admit(action, &update.key, caller).and_then(|()| {
             if reveals {
                 self.admit(caller::Action::Get, &update.key, caller)?;
@@ -62,11 +65,8 @@ impl Store {
                 .admit(caller::Action::Get, &update.key, caller)
                 .is_err()
         {
-            Completion::with_outcome(move |result| {
-                done.complete_with(result.map(|outcome| Outcome {
-                    applied: outcome.applied,
-                    ..Outcome::default()
-                }))
+            Completion::with_reply(move |result| {
+                done.reply(result.map(|reply| reply.map(only_applied)))
             })
         } else {
             done
@@ -83,31 +83,154 @@ impl Store {
 
     /// [`Store::update`] for a frontend's `caller` (shed under overload), or the host.
     fn update_from(&self, caller: Option<&Caller<'_>>, mut update: Update, done: Completion) {
-        let checked = self
-            .check_key(&update.key)
-            .and_then(|()| match &update.change {
-                Change::Put(value) | Change::Append(value) => self.check_value(value),
-                _ => Ok(()),
+        let prepared = self
+            .features()
+            .and_then(|features| self.prepare(&mut update, &features, crate::map::now_ms()));
+        if let Err(e) = prepared {
+            return done.complete(Err(e));
+        }
+        self.submit(caller, WriteOp::Update(Box::new(update)), done)
+    }
+
+    /// [`Store::transact`] on behalf of a frontend's caller: each step is admitted as
+    /// [`Store::update_as`] admits an update (and counted once against the caller's rate
+    /// limit); `done` gets a [`Reply::Many`] (a caller without read on a key learns
+    /// only whether its step applied). A transaction of one step without a deadline
+    /// condition is that update.
+    pub fn transact_as(&self, caller: &Caller<'_>, mut transaction: Transaction, done: Completion) {
+        if transaction.is_plain_update() {
+            let update = transaction.steps.pop().expect("one step").update;
+            let done = Completion::with_reply(move |result| {
+                done.reply(result.map(|reply| match reply {
+                    Reply::One(o) => Reply::Many(vec![o]),
+                    many => many,
+                }))
             });
+            return self.update_as(caller, update, done);
+        }
+        let span = telemetry::store_span(caller::Action::Put);
+        let _in_span = span.enter();
+        let done = metered(caller, caller::Action::Put, held(span.clone(), done));
+        let mut hidden = Vec::with_capacity(transaction.steps.len());
+        for step in &transaction.steps {
+            let update = &step.update;
+            let action = match update.change {
+                Change::Delete => caller::Action::Delete,
+                _ => caller::Action::Put,
+            };
+            let reveals = reveals(update);
+            let admitted = self.admit(action, &update.key, caller).and_then(|()| {
+                if reveals {
+                    self.admit(caller::Action::Get, &update.key, caller)?;
+                }
+                self.rate_limiter
+                    .take(caller, &update.key, || self.principal(caller))
+            });
+            if let Err(e) = admitted {
+                return done.complete(Err(e));
+            }
+            hidden.push(
+                !reveals
+                    && self
+                        .admit(caller::Action::Get, &update.key, caller)
+                        .is_err(),
+            );
+        }
+        let done = if hidden.iter().any(|h| *h) {
+            Completion::with_reply(move |result| {
+                done.reply(result.map(|reply| {
+                    match reply {
+                        Reply::Many(v) => Reply::Many(
+                            v.into_iter()
+                                .zip(&hidden)
+                                .map(|(o, hide)| if *hide { only_applied(o) } else { o })
+                                .collect(),
+                        ),
+                        one => one.map(only_applied),
+                    }
+                }))
+            })
+        } else {
+            done
+        };
+        self.transact_from(Some(caller), transaction, done)
+    }
+
+    /// Queues a transaction (plugin-api 1.6): see [`kvs_plugin_api::Transaction`].
+    /// `done` gets a [`Reply::Many`].
+    pub fn transact(&self, transaction: Transaction, done: Completion) {
+        self.transact_from(None, transaction, done)
+    }
+
+    fn transact_from(
+        &self,
+        caller: Option<&Caller<'_>>,
+        mut transaction: Transaction,
+        done: Completion,
+    ) {
+        let checked = self.features().and_then(|features| {
+            if transaction.steps.is_empty() || transaction.steps.len() > MAX_STEPS {
+                return Err(PluginError::invalid_input(format!(
+                    "a transaction has 1 to {MAX_STEPS} steps, not {}",
+                    transaction.steps.len()
+                )));
+            }
+            if features.shared {
+                return Err(PluginError::unavailable(format!(
+                    "the shared log `{}` does not serve transactions (several keys at once,                      conditions on deadlines) yet; single updates work over it",
+                    features.logger
+                )));
+            }
+            let first = &transaction.steps[0].update.key;
+            let keys = transaction.steps.iter().any(|s| s.update.key != *first);
+            if keys && !features.atomic_batch {
+                return Err(PluginError::unavailable(format!(
+                    "the logger `{}` cannot append a batch all or none (it does not declare                      `log:atomic_batch`), so kvs cannot write several keys as one: a crash                      could keep a part; use a logger that does (file, postgres)",
+                    features.logger
+                )));
+            }
+            let now = crate::map::now_ms();
+            for step in &mut transaction.steps {
+                self.prepare(&mut step.update, &features, now)?;
+            }
+            Ok(())
+        });
         if let Err(e) = checked {
             return done.complete(Err(e));
         }
-        let features = self.features.load();
-        let Some(features) = features.as_deref() else {
-            // Set before kvs serves: until then, as every write, "starting".
-            return done.complete(Err(PluginError::unavailable(
+        self.submit(caller, WriteOp::Transaction(Box::new(transaction)), done)
+    }
+
+    /// What the write path can do now; `unavailable` before kvs serves writes.
+    fn features(&self) -> Result<std::sync::Arc<WriteFeatures>, PluginError> {
+        // Set before kvs serves: until then, as every write, "starting".
+        self.features.load_full().ok_or_else(|| {
+            PluginError::unavailable(
                 "kvs is not serving writes (starting up or shut down); retry later",
-            )));
-        };
+            )
+        })
+    }
+
+    /// Checks an update against the limits and what the write path can do, and makes
+    /// its expiry absolute (as of `now`).
+    fn prepare(
+        &self,
+        update: &mut Update,
+        features: &WriteFeatures,
+        now: u64,
+    ) -> Result<(), PluginError> {
+        self.check_key(&update.key)?;
+        if let Change::Put(value) | Change::Append(value) = &update.change {
+            self.check_value(value)?;
+        }
         if !features.atomic {
-            return done.complete(Err(PluginError::unavailable(format!(
+            return Err(PluginError::unavailable(format!(
                 "the shared log `{}` cannot append conditionally (it does not declare \
                  `log:conditional`), so kvs cannot make atomic operations (conditions, \
                  counters, expiry) over it; use plain puts and deletes",
                 features.logger
-            ))));
+            )));
         }
-        let now = crate::map::now_ms();
         if let Expiry::After(ms) = update.expiry {
             // Deadlines are stored as wall-clock times, so they mean the same after a
             // restart and on every node.
@@ -117,22 +240,22 @@ impl Store {
             && at > i64::MAX as u64
         {
             // Redis's bound too: a deadline must fit a signed 64-bit count of ms.
-            return done.complete(Err(PluginError::invalid_input(
+            return Err(PluginError::invalid_input(
                 "invalid expire time: the deadline is past the end of time (2^63 ms)",
-            )));
+            ));
         }
         // A deadline already past only removes the key: any logger can log that.
         let stores_a_deadline = matches!(update.expiry, Expiry::At(at) if at > now);
         if stores_a_deadline && !features.expiry {
-            return done.complete(Err(PluginError::invalid_input(format!(
+            return Err(PluginError::invalid_input(format!(
                 "the logger `{}` cannot store expiry deadlines (it does not declare \
                  `log:expiry`: built against plugin-api 1.3 or older, or it has no place \
                  for them), so a write with a TTL is refused rather than made permanent; \
                  use a logger that does (file, postgres)",
                 features.logger
-            ))));
+            )));
         }
-        self.submit(caller, WriteOp::Update(Box::new(update)), done)
+        Ok(())
     }
 
     /// [`Store::get_entry`] on behalf of a frontend's caller: the request hook decides
@@ -168,5 +291,24 @@ impl Store {
                 expires_at: e.deadline(),
                 value: e.into_value(),
             }))
+    }
+}
+
+/// Whether an update reveals the key's value to its caller: it returns it, a new count or
+/// length, or compares against it.
+fn reveals(update: &Update) -> bool {
+    update.return_previous
+        || matches!(update.condition, Condition::Value(_))
+        || matches!(
+            update.change,
+            Change::Increment(_) | Change::IncrementFloat(_) | Change::Append(_)
+        )
+}
+
+/// An outcome as a caller without read on its key sees it: only whether it applied.
+fn only_applied(outcome: Outcome) -> Outcome {
+    Outcome {
+        applied: outcome.applied,
+        ..Outcome::default()
     }
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use extism::{CurrentPlugin, Function, UserData, Val};
 use kvs_plugin_api::wasm_abi::{self, HostFunction};
 use kvs_plugin_api::wire::{self, Reader, Writer};
-use kvs_plugin_api::{ErrorCode, PluginError, RequestContext, Update};
+use kvs_plugin_api::{ErrorCode, PluginError, RequestContext, Transaction};
 
 use crate::caller::Caller;
 use crate::store::Store;
@@ -309,17 +309,25 @@ fn run(
         return Ok(Vec::new());
     }
     if let StoreCall::Update = call {
-        let update = Update::decode(r.rest()).map_err(bad)?;
+        // An update, or (1.6) a transaction.
+        let transaction = Transaction::decode(r.rest()).map_err(bad)?;
         // The guest needs the outcome to answer, so this call waits for it (after the
         // call's earlier writes, which the writer orders before it).
         let (tx, rx) = tokio::sync::oneshot::channel();
-        store.update_as(
-            caller,
-            update,
-            Completion::with_outcome(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
+        let done = Completion::with_reply(move |r| {
+            let _ = tx.send(r);
+        });
+        if transaction.is_plain_update() {
+            let update = transaction
+                .steps
+                .into_iter()
+                .next()
+                .expect("one step")
+                .update;
+            store.update_as(caller, update, done);
+        } else {
+            store.transact_as(caller, transaction, done);
+        }
         let wait = || {
             rx.blocking_recv()
                 .unwrap_or_else(|_| Err(PluginError::unavailable("update dropped")))

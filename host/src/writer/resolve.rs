@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 
-use kvs_plugin_api::update::{Current, Effect, evaluate};
-use kvs_plugin_api::{Outcome, PluginError};
+use kvs_plugin_api::update::{Current, Effect, evaluate, evaluate_transaction};
+use kvs_plugin_api::{Outcome, PluginError, Transaction};
 
 use super::WriterLoop;
 use crate::map::now_ms;
-use crate::write_request::{WriteOp, WriteRequest};
+use crate::write_request::{Reply, WriteOp, WriteRequest};
 
 impl WriterLoop {
     /// Decides what each write of the batch logs, in order: plain puts and deletes as
@@ -17,16 +17,15 @@ impl WriterLoop {
     pub(super) fn resolve(&self, batch: &[WriteRequest], first: u64) -> Vec<Resolved> {
         let mut next = first;
         let mut position = |logged: &Logged| {
-            if matches!(logged, Logged::Nothing) {
+            let events = logged.events();
+            if events == 0 {
                 0
             } else {
-                next += 1;
-                next - 1
+                next += events;
+                next - events
             }
         };
-        let evaluated = batch
-            .iter()
-            .any(|r| matches!(r.op, WriteOp::Update(_) | WriteOp::Expire(..)));
+        let evaluated = batch.iter().any(|r| r.op.is_evaluated());
         if !evaluated {
             // The common case: nothing to evaluate, nothing to copy.
             return batch
@@ -40,7 +39,7 @@ impl WriterLoop {
                     Resolved {
                         logged,
                         sequence,
-                        outcome: Ok(applied()),
+                        outcome: Ok(Reply::One(applied())),
                     }
                 })
                 .collect();
@@ -62,6 +61,25 @@ impl WriterLoop {
             let (logged, outcome) = match &req.op {
                 WriteOp::Put(_, _) => (Logged::PutOwn, Ok(applied())),
                 WriteOp::Delete(_) => (Logged::Delete, Ok(applied())),
+                WriteOp::Transaction(transaction) => {
+                    let (logged, reply) = self.resolve_transaction(transaction, &written, now);
+                    let sequence = position(&logged);
+                    if let Logged::Steps(steps) = &logged {
+                        let mut at = sequence;
+                        for (step, logged) in transaction.steps.iter().zip(steps) {
+                            if let Some(after) = after_write(logged, at) {
+                                written.insert(&step.update.key, after);
+                                at += 1;
+                            }
+                        }
+                    }
+                    resolved.push(Resolved {
+                        logged,
+                        sequence,
+                        outcome: reply,
+                    });
+                    continue;
+                }
                 WriteOp::Expire(_, revision) => {
                     let due = raw.as_ref().is_some_and(|c| {
                         c.revision == *revision && c.deadline.is_some_and(|d| d <= now)
@@ -97,19 +115,13 @@ impl WriterLoop {
             };
             let sequence = position(&logged);
             let after = match (&logged, &req.op) {
-                (Logged::Nothing, _) => None,
-                (Logged::Delete, _) => Some(None),
                 (Logged::PutOwn, WriteOp::Put(_, value)) => Some(Some(Current {
                     value: value.to_vec(),
                     revision: sequence,
                     deadline: None,
                 })),
-                (Logged::Put { value, deadline }, _) => Some(Some(Current {
-                    value: value.clone(),
-                    revision: sequence,
-                    deadline: *deadline,
-                })),
                 (Logged::PutOwn, _) => unreachable!("only a plain put logs its own value"),
+                (logged, _) => after_write(logged, sequence),
             };
             if let Some(after) = after {
                 written.insert(key, after);
@@ -117,10 +129,82 @@ impl WriterLoop {
             resolved.push(Resolved {
                 logged,
                 sequence,
-                outcome,
+                outcome: outcome.map(Reply::One),
             });
         }
         resolved
+    }
+
+    /// A transaction of the batch: evaluated against the map and the batch's earlier
+    /// writes (`written`); what each step logs, and the outcomes.
+    fn resolve_transaction(
+        &self,
+        transaction: &Transaction,
+        written: &HashMap<&[u8], Option<Current>>,
+        now: u64,
+    ) -> (Logged, Result<Reply, PluginError>) {
+        let state = |key: &[u8]| {
+            let raw = match written.get(key) {
+                Some(state) => state.clone(),
+                None => self.map.entry(key).map(|e| Current {
+                    revision: e.revision(),
+                    deadline: e.deadline(),
+                    value: e.into_value(),
+                }),
+            };
+            raw.filter(|c| c.deadline.is_none_or(|d| d > now))
+        };
+        match evaluate_transaction(transaction, state, now, self.max_value_bytes) {
+            Err(refused) => (
+                Logged::Nothing,
+                Err(PluginError::new(refused.code, refused.message)),
+            ),
+            Ok((effects, _))
+                if !self.stores_expiry
+                    && effects.iter().any(|e| {
+                        matches!(
+                            e,
+                            Effect::Put {
+                                deadline: Some(_),
+                                ..
+                            }
+                        )
+                    }) =>
+            {
+                (
+                    Logged::Nothing,
+                    Err(PluginError::invalid_input(
+                        "the logger cannot store expiry deadlines; the transaction was refused",
+                    )),
+                )
+            }
+            Ok((effects, outcomes)) => {
+                let steps = effects
+                    .into_iter()
+                    .map(|effect| match effect {
+                        Effect::Nothing => Logged::Nothing,
+                        Effect::Delete => Logged::Delete,
+                        Effect::Put { value, deadline } => Logged::Put { value, deadline },
+                    })
+                    .collect();
+                (Logged::Steps(steps), Ok(Reply::Many(outcomes)))
+            }
+        }
+    }
+}
+
+/// A key's state after a write that logs `logged` at `sequence` (`None`: it logs
+/// nothing; `Some(None)`: the key is gone). Not for [`Logged::PutOwn`] or
+/// [`Logged::Steps`].
+fn after_write(logged: &Logged, sequence: u64) -> Option<Option<Current>> {
+    match logged {
+        Logged::Nothing | Logged::PutOwn | Logged::Steps(_) => None,
+        Logged::Delete => Some(None),
+        Logged::Put { value, deadline } => Some(Some(Current {
+            value: value.clone(),
+            revision: sequence,
+            deadline: *deadline,
+        })),
     }
 }
 
@@ -137,6 +221,20 @@ pub(super) enum Logged {
     },
     /// A delete.
     Delete,
+    /// A transaction's steps, each logging one of the above (never `PutOwn`): those
+    /// that log something take consecutive positions from the request's `sequence`.
+    Steps(Vec<Logged>),
+}
+
+impl Logged {
+    /// How many events it logs.
+    pub(super) fn events(&self) -> u64 {
+        match self {
+            Logged::Nothing => 0,
+            Logged::Steps(steps) => steps.iter().map(Logged::events).sum(),
+            _ => 1,
+        }
+    }
 }
 
 /// A write of a batch, resolved: what it logs, at which position, and what its caller
@@ -145,7 +243,7 @@ pub(super) struct Resolved {
     pub(super) logged: Logged,
     /// Its sequence number (0 if it logs nothing).
     pub(super) sequence: u64,
-    pub(super) outcome: Result<Outcome, PluginError>,
+    pub(super) outcome: Result<Reply, PluginError>,
 }
 
 /// A plain put's or delete's outcome: it always applies.

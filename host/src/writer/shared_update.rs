@@ -19,6 +19,14 @@ impl WriterLoop {
     pub(super) fn commit_shared_in_order(&mut self, batch: &mut Vec<WriteRequest>) {
         let mut run = Vec::new();
         for req in std::mem::take(batch) {
+            if let WriteOp::Transaction(_) = req.op {
+                // Refused when queued (`Store::transact_as`); a swap cannot make a local
+                // log shared, so this is only a guard.
+                req.done.complete(Err(PluginError::unavailable(
+                    "transactions are not served over a shared log yet",
+                )));
+                continue;
+            }
             if let WriteOp::Update(_) | WriteOp::Expire(..) = req.op {
                 if !run.is_empty() {
                     self.commit_plain(&mut run);

@@ -176,7 +176,6 @@ fn args(words: &[&[u8]]) -> Vec<Vec<u8>> {
 pub const UNSERVED: &[(&str, &[&str])] = &[
     ("SETRANGE", &["k0", "0", "x"]),
     ("GETRANGE", &["k1", "0", "1"]),
-    ("MSETNX", &["k2", "v"]),
     ("KEYS", &["*"]),
     ("FLUSHDB", &[]),
     ("MULTI", &[]),
@@ -227,7 +226,7 @@ pub fn command(rng: &mut Rng) -> Cmd {
 fn atomic(rng: &mut Rng) -> Vec<Vec<u8>> {
     const NUMBERS: &[&[u8]] = &[b"1", b"-3", b"100", b"x", b"9223372036854775807", b"0"];
     let k = key(rng);
-    let mut a = match rng.below(14) {
+    let mut a = match rng.below(16) {
         0 => {
             let mut a = vec![b"SET".to_vec(), k, value(rng)];
             let options: &[&[&[u8]]] = &[
@@ -262,6 +261,31 @@ fn atomic(rng: &mut Rng) -> Vec<Vec<u8>> {
         ],
         9 => vec![b"APPEND".to_vec(), k, value(rng)],
         10 => vec![b"EXPIRE".to_vec(), k, b"1000".to_vec()],
+        // Fixed wall-clock deadlines (in 2100), so that `GT`/`LT` compare the same on
+        // both servers whenever each reads its clock.
+        13 => {
+            let mut a = vec![
+                b"PEXPIREAT".to_vec(),
+                k,
+                rng.pick(&[&b"4102444800000"[..], b"4102444900000", b"4102444700000"])
+                    .to_vec(),
+            ];
+            let options: &[&[&[u8]]] = &[
+                &[],
+                &[b"NX"],
+                &[b"XX"],
+                &[b"GT"],
+                &[b"LT"],
+                &[b"xx", b"lt"],
+                &[b"XX", b"GT"],
+                &[b"NX", b"XX"],
+                &[b"GT", b"LT"],
+                &[b"BOGUS"],
+            ];
+            a.extend(rng.pick(options).iter().map(|o| o.to_vec()));
+            a
+        }
+        14 => multi(rng, b"MSETNX", true),
         11 => vec![b"PERSIST".to_vec(), k],
         12 => vec![rng.pick(&[&b"TTL"[..], b"PTTL"]).to_vec(), k],
         _ => vec![b"SETEX".to_vec(), k, b"1000".to_vec(), value(rng)],

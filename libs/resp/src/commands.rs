@@ -144,6 +144,7 @@ fn run(
         "exists" => keys::exists(&args[1..], session, backend, out)?,
         "mget" => keys::mget(&args[1..], session, backend, out)?,
         "mset" => keys::mset(args, session, backend, out)?,
+        "msetnx" => atomic::msetnx(args, session, backend, out)?,
         "strlen" => keys::strlen(args[1], session, backend, out)?,
         "dbsize" => server::dbsize(session, backend, out)?,
         "ping" => server::ping(args, session, out)?,

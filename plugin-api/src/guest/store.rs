@@ -106,6 +106,20 @@ pub fn update(update: &crate::Update) -> Result<crate::Outcome, GuestError> {
     )
 }
 
+/// Makes a [`Transaction`](crate::update::Transaction) — several updates all or none,
+/// conditions on deadlines — and returns one [`Outcome`](crate::Outcome) per step once
+/// what it wrote is durable (1.6). Conditions that do not hold are outcomes (`applied:
+/// false` for every step), not an error.
+pub fn transact(
+    transaction: &crate::update::Transaction,
+) -> Result<Vec<crate::Outcome>, GuestError> {
+    call_host(
+        direct::UPDATE,
+        |w| w.0.extend_from_slice(&transaction.encode()),
+        crate::update::decode_outcomes,
+    )
+}
+
 /// The value under `key` with its revision and deadline, if present and not expired
 /// (1.4). Sees the call's earlier writes.
 pub fn get_entry(key: &[u8]) -> Result<Option<crate::update::Entry>, GuestError> {

@@ -3,8 +3,8 @@
 //!
 //! **Released** (its packaged crate and layout snapshot are committed; see
 //! [`versioning`](crate::versioning)): nothing here changes, and a minor that needs
-//! new native types adds a module beside this one. 1.5 added none: its plug-ins export
-//! this generation's [`Module`].
+//! new native types adds a module beside this one. 1.5 and 1.6 added none: their
+//! plug-ins export this generation's [`Module`].
 //!
 //! From 1.4 on a plug-in exports only its own generation: its handshake and the static
 //! `KVS_PLUGIN_ENTRIES` ([`ENTRIES_SYMBOL`](super::ENTRIES_SYMBOL)), an

@@ -6,7 +6,7 @@
 //! (absent if past its deadline) and the time, and gets back what to write and what to
 //! tell the client.
 
-use super::{Change, Condition, Expiry, Outcome, Update};
+use super::{Change, Condition, Expiry, Outcome, Transaction, Update, step_holds};
 use crate::error::ErrorCode;
 
 /// Why an update could not be made: the value is not a number, a sum overflows, a value
@@ -71,6 +71,109 @@ pub fn evaluate(
     now: u64,
     max_value_bytes: u64,
 ) -> Result<(Effect, Outcome), Refused> {
+    if !condition_holds(&update.condition, current) {
+        return Ok((Effect::Nothing, unchanged(update, current)));
+    }
+    make(update, current, now, max_value_bytes)
+}
+
+/// Whether `condition` holds for a key as it is (`None`: absent or expired).
+pub(crate) fn condition_holds(condition: &Condition, current: Option<&Current>) -> bool {
+    match condition {
+        Condition::Always => true,
+        Condition::Absent => current.is_none(),
+        Condition::Present => current.is_some(),
+        Condition::Revision(r) => current.map_or(0, |c| c.revision) == *r,
+        Condition::Value(v) => current.is_some_and(|c| c.value == *v),
+    }
+}
+
+/// What an update whose conditions did not hold tells its caller: `applied: false`, and
+/// the key as it is.
+fn unchanged(update: &Update, current: Option<&Current>) -> Outcome {
+    Outcome {
+        applied: false,
+        revision: current.map_or(0, |c| c.revision),
+        expires_at: current.and_then(|c| c.deadline),
+        length: current.map_or(0, |c| c.value.len() as u64),
+        previous: if update.return_previous {
+            current.map(|c| c.value.clone())
+        } else {
+            None
+        },
+        value: None,
+    }
+}
+
+/// Evaluates a [`Transaction`] (1.6) against the keys as they are before it
+/// (`current`: `None` for an absent or expired key) at `now`: every step's conditions
+/// against those states; if all hold, each step's change in order, each seeing the
+/// ones before it. Returns each step's effect (all [`Effect::Nothing`] if a condition
+/// failed) and outcome. A step that cannot be made fails the whole transaction.
+/// Outcomes' revisions of keys the transaction writes are the caller's to set (the
+/// writer sets them to the writes' positions).
+pub fn evaluate_transaction(
+    transaction: &Transaction,
+    mut current: impl FnMut(&[u8]) -> Option<Current>,
+    now: u64,
+    max_value_bytes: u64,
+) -> Result<(Vec<Effect>, Vec<Outcome>), Refused> {
+    let before: Vec<Option<Current>> = transaction
+        .steps
+        .iter()
+        .map(|step| current(&step.update.key))
+        .collect();
+    let all_hold = transaction
+        .steps
+        .iter()
+        .zip(&before)
+        .all(|(step, state)| step_holds(step, state.as_ref(), now));
+    if !all_hold {
+        return Ok(transaction
+            .steps
+            .iter()
+            .zip(&before)
+            .map(|(step, state)| (Effect::Nothing, unchanged(&step.update, state.as_ref())))
+            .unzip());
+    }
+    // Each key's state as the steps so far leave it.
+    let mut states: Vec<(&[u8], Option<Current>)> = Vec::with_capacity(before.len());
+    let mut effects = Vec::with_capacity(before.len());
+    let mut outcomes = Vec::with_capacity(before.len());
+    for (step, before) in transaction.steps.iter().zip(before) {
+        let key = step.update.key.as_slice();
+        let slot = match states.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                states.push((key, before));
+                states.len() - 1
+            }
+        };
+        let (effect, outcome) = make(&step.update, states[slot].1.as_ref(), now, max_value_bytes)?;
+        match &effect {
+            Effect::Nothing => {}
+            Effect::Delete => states[slot].1 = None,
+            Effect::Put { value, deadline } => {
+                states[slot].1 = Some(Current {
+                    value: value.clone(),
+                    revision: states[slot].1.as_ref().map_or(0, |c| c.revision),
+                    deadline: *deadline,
+                })
+            }
+        }
+        effects.push(effect);
+        outcomes.push(outcome);
+    }
+    Ok((effects, outcomes))
+}
+
+/// The change of an update whose conditions hold.
+fn make(
+    update: &Update,
+    current: Option<&Current>,
+    now: u64,
+    max_value_bytes: u64,
+) -> Result<(Effect, Outcome), Refused> {
     let mut outcome = Outcome {
         applied: false,
         revision: current.map_or(0, |c| c.revision),
@@ -83,16 +186,6 @@ pub fn evaluate(
         },
         value: None,
     };
-    let holds = match &update.condition {
-        Condition::Always => true,
-        Condition::Absent => current.is_none(),
-        Condition::Present => current.is_some(),
-        Condition::Revision(r) => current.map_or(0, |c| c.revision) == *r,
-        Condition::Value(v) => current.is_some_and(|c| c.value == *v),
-    };
-    if !holds {
-        return Ok((Effect::Nothing, outcome));
-    }
     let deadline = |kept: Option<u64>| match update.expiry {
         Expiry::Keep => kept,
         Expiry::Clear => None,

@@ -169,6 +169,13 @@ pub(crate) fn rewrite(
         source
             .read_exact_at(&mut record, at)
             .map_err(|e| io("read", e))?;
+        // Copied alone, a record is a batch of its own: the rest of its batch is gone.
+        let kind = RECORD_HEADER_LEN + 8;
+        if record[kind] & format::GOES_ON != 0 {
+            record[kind] &= !format::GOES_ON;
+            let crc = crc32c::crc32c(&record[RECORD_HEADER_LEN..]);
+            record[8..12].copy_from_slice(&crc.to_le_bytes());
+        }
         writer.write_all(&record).map_err(|e| io("write", e))?;
         len += total as u64;
     }

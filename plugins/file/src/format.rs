@@ -7,6 +7,13 @@
 //! body    = sequence:u64le kind:u8 key_len:u32le key value
 //! ```
 //!
+//! Format 2 (kvs 1.6) adds batches: bit 7 of `kind` ([`GOES_ON`]) says more records of
+//! the same `append` follow. A batch is the records up to and including one without
+//! the bit; replay hands back whole batches only, so a crash never keeps part of one
+//! (what `log:atomic_batch` promises). A format-1 log has no such bit (each record is a
+//! batch); opening one upgrades its header to 2, after which an older logger refuses it
+//! by its version instead of misreading the bit.
+//!
 //! `len_crc` (crc32c of the four `len` bytes) lets a reader trust `len` before reading
 //! the body: a damaged length is reported as corruption instead of being mistaken for a
 //! record cut short by a crash. `body_crc` is crc32c of the body. Keys and values are raw
@@ -17,7 +24,11 @@ use kvs_plugin_api::{Event, EventKind};
 /// First bytes of every log file.
 pub const MAGIC: &[u8; 8] = b"KVSTXLOG";
 /// Version of this format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The format before batches; read, and upgraded on open.
+pub const FORMAT_VERSION_1: u32 = 1;
+/// Bit 7 of a record's `kind`: more records of its batch follow.
+pub const GOES_ON: u8 = 0x80;
 /// Size of the file header.
 pub const HEADER_LEN: u64 = 16;
 /// Size of a record's header (len, len_crc, body_crc).
@@ -42,7 +53,7 @@ pub fn check_header(h: &[u8]) -> Result<(), String> {
         return Err("not a kvs log file (bad magic)".into());
     }
     let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
         return Err(format!(
             "log format version {version}, but this plug-in reads version {FORMAT_VERSION}"
         ));
@@ -60,8 +71,18 @@ pub fn check_header(h: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Appends one encoded record to `out`.
+/// The format version a header names (after [`check_header`] accepted it).
+pub fn header_version(h: &[u8]) -> u32 {
+    u32::from_le_bytes(h[8..12].try_into().unwrap())
+}
+
+/// Appends one encoded record to `out`, a batch of its own.
 pub fn encode(event: &Event<'_>, out: &mut Vec<u8>) {
+    encode_in_batch(event, false, out)
+}
+
+/// Appends one encoded record to `out`; `goes_on`: more records of its batch follow.
+pub fn encode_in_batch(event: &Event<'_>, goes_on: bool, out: &mut Vec<u8>) {
     let key = event.key.as_slice();
     let value = event.value.as_slice();
     let body_len = MIN_BODY_LEN + key.len() + value.len();
@@ -73,7 +94,7 @@ pub fn encode(event: &Event<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; 4]);
     let body_at = out.len();
     out.extend_from_slice(&event.sequence.to_le_bytes());
-    out.push(event.kind.0);
+    out.push(event.kind.0 | if goes_on { GOES_ON } else { 0 });
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(value);
@@ -113,13 +134,19 @@ pub fn parse_header(h: &[u8; RECORD_HEADER_LEN]) -> RecordHeader {
 /// deadline in front of the value, plugin-api 1.4; stored like a PUT).
 pub const KINDS: [EventKind; 3] = [EventKind::PUT, EventKind::DELETE, EventKind::PUT_UNTIL];
 
-/// Decodes a checksum-verified body into an event borrowing from it.
+/// Whether a checksum-verified body says more records of its batch follow.
+pub fn goes_on(body: &[u8]) -> bool {
+    body.get(8).is_some_and(|kind| kind & GOES_ON != 0)
+}
+
+/// Decodes a checksum-verified body into an event borrowing from it (the batch bit
+/// left out: see [`goes_on`]).
 pub fn decode(body: &[u8]) -> Result<Event<'_>, String> {
     if body.len() < MIN_BODY_LEN {
         return Err("record body too short".into());
     }
     let sequence = u64::from_le_bytes(body[0..8].try_into().unwrap());
-    let kind = EventKind(body[8]);
+    let kind = EventKind(body[8] & !GOES_ON);
     let key_len = u32::from_le_bytes(body[9..13].try_into().unwrap()) as usize;
     let rest = &body[13..];
     if key_len > rest.len() {

@@ -138,14 +138,15 @@ impl TransactionLogger for FileLogger {
         }
         self.finish_compaction();
         self.buf.clear();
-        for event in batch {
+        for (i, event) in batch.iter().enumerate() {
             if !format::KINDS.contains(&event.kind) {
                 return Err(PluginError::invalid_input(format!(
                     "unknown event kind {}",
                     event.kind.0
                 )));
             }
-            format::encode(event, &mut self.buf);
+            // One batch: replay keeps all of it or none (`log:atomic_batch`).
+            format::encode_in_batch(event, i + 1 < batch.len(), &mut self.buf);
         }
         if self.config.sync == SyncPolicy::Always {
             // Only an optimisation: on a nearly full disk the batch may still fit where
@@ -235,7 +236,7 @@ export_plugin!(
     logger: open,
     name: "file",
     description: "append-only checksummed log file; fsync per batch (sync = always|interval|never)",
-    capabilities: ["log:expiry"]
+    capabilities: ["log:expiry", "log:atomic_batch"]
 );
 
 #[cfg(test)]

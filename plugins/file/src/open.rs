@@ -145,7 +145,15 @@ fn ready_header(file: &File, path: &Path) -> Result<(), PluginError> {
         return init_header(file, path);
     }
     format::check_header(&h)
-        .map_err(|why| PluginError::internal(format!("{}: {why}", path.display())))
+        .map_err(|why| PluginError::internal(format!("{}: {why}", path.display())))?;
+    if format::header_version(&h) == format::FORMAT_VERSION_1 {
+        // Batches will be framed from now on: name format 2 first, so that an older
+        // logger refuses the file by its version rather than misread the batch bit.
+        io::write_at(file, &format::FORMAT_VERSION.to_le_bytes(), 8)
+            .and_then(|()| io::sync_data(file))
+            .map_err(|e| io_err(path, "cannot upgrade the header of", e))?;
+    }
+    Ok(())
 }
 
 /// Writes a fresh log's header and makes it and the file's name durable.

@@ -45,6 +45,9 @@ struct Scanned {
 struct Problem {
     /// Its offset.
     at: u64,
+    /// Where the log is cut if it is cut: the start of the batch the bad record is in
+    /// (a batch is kept whole or not at all).
+    cut_at: u64,
     /// What is wrong with it.
     why: String,
     /// Whether it is the last thing written (only zeros, or nothing, after it): a write
@@ -54,8 +57,13 @@ struct Problem {
 
 /// The next thing in the log after a valid record (or the header).
 enum Next {
-    /// A valid record, its body appended to the arena.
-    Record { len: usize, sequence: u64 },
+    /// A valid record, its body appended to the arena; `goes_on`: more of its batch
+    /// follow.
+    Record {
+        len: usize,
+        sequence: u64,
+        goes_on: bool,
+    },
     /// Only zeros follow (space written ahead): the end.
     ZeroTail,
     /// A record that cannot be accepted: why, and whether it is torn.
@@ -98,22 +106,32 @@ impl FileLogger {
         let path = &self.config.path;
         let Problem {
             at: bad_at,
+            cut_at,
             why,
             torn,
         } = problem;
-        let dropped = file_len - bad_at;
+        let dropped = file_len - cut_at;
+        let batch = if cut_at < bad_at {
+            format!(
+                " and the {} record(s) of its batch before it",
+                count_records(&self.file, *cut_at, *bad_at)
+            )
+        } else {
+            String::new()
+        };
         if *torn {
             warn(&format!(
-                "{}: torn record at the end (offset {bad_at}, {why}): truncated {dropped} \
-                 byte(s) of a write that was never acknowledged; {records} record(s) kept",
+                "{}: torn record at the end (offset {bad_at}, {why}): truncated it{batch}, \
+                 {dropped} byte(s) of a write that was never acknowledged; {records} \
+                 record(s) kept",
                 path.display()
             ));
         } else if self.config.repair {
-            let lost = count_records(&self.file, *bad_at, file_len);
+            let lost = count_records(&self.file, *cut_at, file_len);
             warn(&format!(
-                "{}: repair: corrupt record at offset {bad_at} ({why}); truncated there, \
-                 dropping {lost} record(s) ({dropped} bytes): the bad one and everything \
-                 after it; {records} record(s) kept",
+                "{}: repair: corrupt record at offset {bad_at} ({why}); truncated at \
+                 {cut_at}, dropping {lost} record(s) ({dropped} bytes): the bad one{batch} \
+                 and everything after it; {records} record(s) kept",
                 path.display()
             ));
         } else {
@@ -126,7 +144,7 @@ impl FileLogger {
                 path.display()
             )));
         }
-        crate::io::set_len(&self.file, *bad_at)
+        crate::io::set_len(&self.file, *cut_at)
             .and_then(|()| crate::io::sync_all(&self.file))
             .map_err(|e| io_err(path, "cannot truncate", e))
     }
@@ -151,6 +169,11 @@ fn read_records(
     let mut last_sequence: Option<u64> = None;
     let mut arena: Vec<u8> = Vec::with_capacity(REPLAY_CHUNK_BYTES);
     let mut bodies: Vec<(usize, usize)> = Vec::with_capacity(REPLAY_CHUNK_EVENTS);
+    // The batch being read: where it starts, its records so far. Chunks are handed
+    // over only between batches, so the records of a batch that never ends (cut by a
+    // crash) are never handed over.
+    let mut batch_start = HEADER_LEN;
+    let mut batch_records = 0usize;
     while scanned.end < file_len {
         let start = arena.len();
         let next = next_record(
@@ -160,8 +183,12 @@ fn read_records(
             last_sequence,
         )
         .map_err(Err)?;
-        let (len, sequence) = match next {
-            Next::Record { len, sequence } => (len, sequence),
+        let (len, sequence, goes_on) = match next {
+            Next::Record {
+                len,
+                sequence,
+                goes_on,
+            } => (len, sequence, goes_on),
             Next::ZeroTail => {
                 scanned.zero_tail = true;
                 break;
@@ -169,6 +196,7 @@ fn read_records(
             Next::Bad(why, torn) => {
                 scanned.problem = Some(Problem {
                     at: scanned.end,
+                    cut_at: batch_start,
                     why,
                     torn,
                 });
@@ -179,9 +207,33 @@ fn read_records(
         bodies.push((start, len));
         scanned.records += 1;
         scanned.end += (RECORD_HEADER_LEN + len) as u64;
+        if goes_on {
+            batch_records += 1;
+            continue;
+        }
+        batch_start = scanned.end;
+        batch_records = 0;
         if bodies.len() >= REPLAY_CHUNK_EVENTS || arena.len() >= REPLAY_CHUNK_BYTES {
             flush(&mut arena, &mut bodies, sink).map_err(Ok)?;
         }
+    }
+    if batch_records > 0 {
+        // The last batch never ended: its last record is missing (or bad). Not one of
+        // its records was acknowledged; they are dropped with it.
+        bodies.truncate(bodies.len() - batch_records);
+        scanned.records -= batch_records as u64;
+        if scanned.problem.is_none() {
+            scanned.problem = Some(Problem {
+                at: scanned.end,
+                cut_at: batch_start,
+                why: format!(
+                    "a batch whose last record is missing after {batch_records} record(s)"
+                ),
+                torn: true,
+            });
+            scanned.zero_tail = false;
+        }
+        scanned.end = batch_start;
     }
     if !bodies.is_empty() {
         flush(&mut arena, &mut bodies, sink).map_err(Ok)?;
@@ -258,6 +310,7 @@ fn next_record(
             return Ok(Next::Record {
                 len,
                 sequence: e.sequence,
+                goes_on: format::goes_on(body),
             });
         }
         Err(why) => why,

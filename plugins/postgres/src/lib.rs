@@ -478,5 +478,5 @@ export_plugin!(
     logger: open,
     name: "postgres",
     description: "PostgreSQL table of events; retries with backoff, circuit breaker, background compaction",
-    capabilities: ["log:expiry"]
+    capabilities: ["log:expiry", "log:atomic_batch"]
 );

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use kvs_plugin_api::update::Entry;
 use kvs_plugin_api::{
-    Action, Consistency, ErrorCode, Outcome, PluginError, RequestContext, Update,
+    Action, Consistency, ErrorCode, Outcome, PluginError, RequestContext, Transaction, Update,
 };
 use kvs_resp::{Backend, ErrorKind, Render, Reply, ServerInfo, Session, StoreError};
 
@@ -94,6 +94,29 @@ impl Backend for Connection {
         let outcome = self.shared.store.update_with(&self.context, &update);
         self.pending.push(Pending {
             outcome: Box::pin(outcome),
+            reply: 0..0,
+            command: 0,
+            render: Some(render),
+        });
+        Ok(())
+    }
+
+    fn transact(
+        &mut self,
+        _: &Session,
+        transaction: Transaction,
+        render: Render,
+        _out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        // As `update`: queued now, the reply made from the first step's outcome once
+        // what it wrote is durable.
+        let outcomes = self.shared.store.transact_with(&self.context, &transaction);
+        self.pending.push(Pending {
+            outcome: Box::pin(async move {
+                outcomes
+                    .await
+                    .map(|outcomes| outcomes.into_iter().next().unwrap_or_default())
+            }),
             reply: 0..0,
             command: 0,
             render: Some(render),

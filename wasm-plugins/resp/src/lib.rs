@@ -10,7 +10,9 @@
 
 use kvs_plugin_api::guest::{self, Flow, GuestError, StreamConnection};
 use kvs_plugin_api::update::Entry;
-use kvs_plugin_api::{Action, ErrorCode, RequestContext, Update, export_wasm_stream_frontend};
+use kvs_plugin_api::{
+    Action, ErrorCode, RequestContext, Transaction, Update, export_wasm_stream_frontend,
+};
 use kvs_resp::{
     Backend, Decoded, Decoder, ErrorKind, Render, Reply, ServerInfo, Session, StoreError,
 };
@@ -60,6 +62,20 @@ impl Backend for Host {
         // `kvs_update` returns once the update is durable, with its outcome.
         let outcome = guest::update(&update).map_err(store_error)?;
         render(&outcome, &mut Reply::new(out, session.protocol));
+        Ok(())
+    }
+
+    fn transact(
+        &mut self,
+        session: &Session,
+        transaction: Transaction,
+        render: Render,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        // `kvs_update` takes a transaction too (1.6), returning once it is durable.
+        let outcomes = guest::transact(&transaction).map_err(store_error)?;
+        let first = outcomes.into_iter().next().unwrap_or_default();
+        render(&first, &mut Reply::new(out, session.protocol));
         Ok(())
     }
 

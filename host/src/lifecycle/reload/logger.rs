@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use kvs_plugin_api::capability::{LOG_EXPIRY, LOG_SHARED};
+use kvs_plugin_api::capability::{LOG_ATOMIC_BATCH, LOG_EXPIRY, LOG_SHARED};
 
 use super::{ReloadReport, opener, short};
 use crate::config::Config;
@@ -95,6 +95,8 @@ impl Running {
                 self.store.set_write_features(WriteFeatures {
                     expiry: declares(&plugin, LOG_EXPIRY),
                     atomic: true,
+                    atomic_batch: declares(&plugin, LOG_ATOMIC_BATCH),
+                    shared: false,
                     logger: plugin.name.clone(),
                 });
                 report.changed.push(format!(

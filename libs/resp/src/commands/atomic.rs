@@ -8,7 +8,7 @@
 //! backend appends that reply once the outcome is known, so a pipeline of `INCR`s is
 //! queued whole and shares one fsync. Errors are Redis's own lines.
 
-use kvs_plugin_api::{Change, Condition, Expiry, Outcome, Update};
+use kvs_plugin_api::{Change, Condition, DeadlineCondition, Expiry, Outcome, Transaction, Update};
 
 use super::{Backend, Session, store};
 use crate::reply::Reply;
@@ -311,13 +311,8 @@ pub(super) fn expire(
     backend: &mut impl Backend,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    if let Some(option) = args.get(3) {
-        return Err(format!(
-            "ERR {} with {} is not supported by kvs; use it without options",
-            name.to_ascii_uppercase(),
-            String::from_utf8_lossy(option).to_ascii_uppercase()
-        ));
-    }
+    // Options first, as Redis reads them.
+    let when = expire_options(&args[3..])?;
     let n = integer(args[2])?;
     let unit: i64 = if name.starts_with('p') { 1 } else { 1000 };
     let invalid = || format!("ERR invalid expire time in '{name}' command");
@@ -334,7 +329,78 @@ pub(super) fn expire(
         (false, ms) => Expiry::After(ms as u64),
     };
     let update = Update::new(args[1], Change::Keep).expiring(expiry);
-    run(update, reply_applied, session, backend, out)
+    if when == DeadlineCondition::ANY {
+        return run(update, reply_applied, session, backend, out);
+    }
+    let transaction = Transaction::new().and_if_deadline(update, when);
+    backend
+        .transact(session, transaction, reply_applied, out)
+        .map_err(store)
+}
+
+/// The `EXPIRE` family's `NX | XX | GT | LT` (Redis 7): conditions on the key's
+/// deadline, where no deadline counts as later than any time. Redis's errors for the
+/// combinations it refuses.
+fn expire_options(options: &[&[u8]]) -> Result<DeadlineCondition, String> {
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for option in options {
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GT" => gt = true,
+            b"LT" => lt = true,
+            _ => {
+                return Err(format!(
+                    "ERR Unsupported option {}",
+                    String::from_utf8_lossy(option)
+                ));
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
+    }
+    if gt && lt {
+        return Err("ERR GT and LT options at the same time are not compatible".into());
+    }
+    let mut when = DeadlineCondition::ANY;
+    if nx || xx {
+        when = when.having(xx);
+    }
+    if gt {
+        when = when.new_is(std::cmp::Ordering::Greater);
+    }
+    if lt {
+        when = when.new_is(std::cmp::Ordering::Less);
+    }
+    Ok(when)
+}
+
+/// `MSETNX key value [key value ...]`: 1 and every key set if none of them exists
+/// (as one write: all of them or, even across a crash, none), else 0 and nothing set.
+pub(super) fn msetnx(
+    args: &[&[u8]],
+    session: &Session,
+    backend: &mut impl Backend,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    // Every pair asked about first, as for MSET: what the host refuses (limits,
+    // permissions, the rate limit) refuses the whole command before any of it.
+    for pair in args[1..].chunks(2) {
+        backend
+            .check_write(session, pair[0], Some(pair[1]))
+            .map_err(store)?;
+    }
+    let transaction = args[1..].chunks(2).fold(Transaction::new(), |tx, pair| {
+        tx.and(
+            Update::new(pair[0], Change::Put(pair[1].to_vec()))
+                .when(Condition::Absent)
+                .expiring(Expiry::Clear),
+        )
+    });
+    backend
+        .transact(session, transaction, reply_applied, out)
+        .map_err(store)
 }
 
 /// `PERSIST key`: 1 if a deadline was removed, 0 if the key has none or is absent.

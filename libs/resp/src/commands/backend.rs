@@ -1,8 +1,8 @@
 //! The store as a Redis frontend reaches it ([`Backend`]), a connection's [`Session`],
 //! and what a store call's failure looks like.
 
-use kvs_plugin_api::Update;
 use kvs_plugin_api::update::Entry;
+use kvs_plugin_api::{Transaction, Update};
 
 use super::Render;
 use crate::reply::Protocol;
@@ -103,6 +103,16 @@ pub trait Backend {
         &mut self,
         session: &Session,
         update: Update,
+        render: Render,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError>;
+    /// Makes a transaction (plugin-api 1.6: several keys all or none, conditions on
+    /// deadlines), whose reply is `render` of its first step's outcome, appended as for
+    /// [`Backend::update`].
+    fn transact(
+        &mut self,
+        session: &Session,
+        transaction: Transaction,
         render: Render,
         out: &mut Vec<u8>,
     ) -> Result<(), StoreError>;

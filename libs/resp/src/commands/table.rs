@@ -45,6 +45,7 @@ pub const TABLE: &[Spec] = &[
     spec("exists", -2, &["readonly", "fast"], (1, -1, 1)),
     spec("mget", -2, &["readonly", "fast"], (1, -1, 1)),
     spec("mset", -3, &["write", "denyoom"], (1, -1, 2)),
+    spec("msetnx", -3, &["write", "denyoom"], (1, -1, 2)),
     spec("strlen", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("setnx", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("setex", 4, &["write", "denyoom"], (1, 1, 1)),
@@ -104,10 +105,6 @@ const UNSUPPORTED: &[(&[(&str, i64)], &str)] = &[
         ],
         "kvs's atomic operations are SET's options, SETNX, SETEX, GETSET, GETDEL, GETEX, \
          INCR/DECR, INCRBYFLOAT, APPEND and the EXPIRE family; this one is not among them",
-    ),
-    (
-        &[("msetnx", -3)],
-        "kvs's atomic operations act on one key; use SET key value NX per key",
     ),
     (
         &[
@@ -173,6 +170,7 @@ pub fn runs_ahead_of_writes(name: &[u8]) -> bool {
         "expireat",
         "pexpireat",
         "persist",
+        "msetnx",
     ]
     .iter()
     .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
@@ -185,9 +183,7 @@ pub(super) fn unknown(name: &[u8], args: &[&[u8]]) -> String {
     let lname = lower(name);
     for (names, why) in UNSUPPORTED {
         if let Some((_, arity)) = names.iter().find(|(n, _)| *n == lname) {
-            // MSETNX takes key-value pairs, as MSET.
-            let unpaired = lname == "msetnx" && args.len() % 2 == 1;
-            if !super::arity_ok(*arity, args.len() + 1) || unpaired {
+            if !super::arity_ok(*arity, args.len() + 1) {
                 return super::arity_error(name);
             }
             return format!("ERR '{lname}' is not supported by kvs: {why}");

@@ -120,6 +120,58 @@ impl Backend for Memory {
         }
         Ok(())
     }
+    fn transact(
+        &mut self,
+        session: &Session,
+        transaction: kvs_plugin_api::Transaction,
+        render: Render,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        use kvs_plugin_api::update::{Current, Effect, evaluate_transaction};
+        for step in &transaction.steps {
+            self.refuse(&step.update.key)?;
+        }
+        self.calls
+            .push(format!("transact {}", transaction.steps.len()));
+        let now = self.now;
+        let state = |key: &[u8]| {
+            let deadline = self.deadlines.get(key).copied();
+            self.map
+                .get(key)
+                .filter(|_| deadline.is_none_or(|d| d > now))
+                .map(|v| Current {
+                    value: v.clone(),
+                    revision: 1,
+                    deadline,
+                })
+        };
+        match evaluate_transaction(&transaction, state, now, 1 << 20) {
+            Err(refused) => {
+                Reply::new(out, session.protocol).error(&format!("ERR {}", refused.message));
+            }
+            Ok((effects, outcomes)) => {
+                for (step, effect) in transaction.steps.iter().zip(effects) {
+                    let key = step.update.key.clone();
+                    match effect {
+                        Effect::Nothing => {}
+                        Effect::Delete => {
+                            self.map.remove(&key);
+                            self.deadlines.remove(&key);
+                        }
+                        Effect::Put { value, deadline } => {
+                            self.map.insert(key.clone(), value);
+                            match deadline {
+                                Some(d) => self.deadlines.insert(key, d),
+                                None => self.deadlines.remove(&key),
+                            };
+                        }
+                    }
+                }
+                render(&outcomes[0], &mut Reply::new(out, session.protocol));
+            }
+        }
+        Ok(())
+    }
     fn get_entry(
         &mut self,
         _: &Session,

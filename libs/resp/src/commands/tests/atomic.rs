@@ -129,10 +129,48 @@ fn deadlines_and_ttls() {
     c.backend.now = NOW + 10_000;
     assert_eq!(c.run("GET p"), "$-1\r\n");
     assert_eq!(c.run("TTL p"), ":-2\r\n");
+}
+
+/// Redis 7's `EXPIRE` options: `NX`, `XX`, `GT`, `LT`, no deadline counting as later
+/// than any time; Redis's errors for what it refuses.
+#[test]
+fn expire_options() {
+    let mut c = conn();
+    assert_eq!(c.run("SET k v"), "+OK\r\n");
+    assert_eq!(c.run("EXPIRE k 100 XX"), ":0\r\n", "no deadline yet");
+    assert_eq!(c.run("EXPIRE k 100 GT"), ":0\r\n", "none is later than any");
+    assert_eq!(c.run("TTL k"), ":-1\r\n");
+    assert_eq!(c.run("EXPIRE k 100 NX"), ":1\r\n");
+    assert_eq!(c.run("EXPIRE k 50 NX"), ":0\r\n");
+    assert_eq!(c.run("EXPIRE k 50 GT"), ":0\r\n");
+    assert_eq!(c.run("TTL k"), ":100\r\n");
+    assert_eq!(c.run("EXPIRE k 200 gt"), ":1\r\n");
+    assert_eq!(c.run("PEXPIRE k 300000 LT"), ":0\r\n");
+    assert_eq!(c.run("EXPIRE k 150 XX LT"), ":1\r\n");
+    assert_eq!(c.run("TTL k"), ":150\r\n");
+    assert_eq!(c.run("SET n v"), "+OK\r\n");
+    assert_eq!(c.run("EXPIRE n 10 LT"), ":1\r\n", "any is sooner than none");
+    assert_eq!(c.run("EXPIRE absent 10 LT"), ":0\r\n");
     assert_eq!(
-        c.run("EXPIRE k 10 NX"),
-        "-ERR EXPIRE with NX is not supported by kvs; use it without options\r\n"
+        c.run("EXPIRE k 10 NX XX"),
+        "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"
     );
+    assert_eq!(
+        c.run("EXPIRE k 10 GT LT"),
+        "-ERR GT and LT options at the same time are not compatible\r\n"
+    );
+    assert_eq!(
+        c.run("EXPIRE k 10 KEEP"),
+        "-ERR Unsupported option KEEP\r\n"
+    );
+    assert_eq!(
+        c.run("EXPIRE k ten FOO"),
+        "-ERR Unsupported option FOO\r\n",
+        "options are read first"
+    );
+    // A time in the past with LT removes the key, as in Redis.
+    assert_eq!(c.run("EXPIRE k -1 LT"), ":1\r\n");
+    assert_eq!(c.run("EXISTS k"), ":0\r\n");
 }
 
 #[test]
@@ -187,8 +225,32 @@ fn counters_and_appends() {
     c.backend.refused = vec![b"ro"];
     assert_eq!(c.run("INCR ro"), "-NOPERM no role grants a write of ro\r\n");
     assert_eq!(
-        c.run("MSETNX a 1 b 2"),
-        "-ERR 'msetnx' is not supported by kvs: kvs's atomic operations act on one key; \
-         use SET key value NX per key\r\n"
+        c.run("MSETNX a 1 ro 2"),
+        "-NOPERM no role grants a write of ro\r\n"
+    );
+    assert_eq!(c.run("EXISTS a"), ":0\r\n", "refused whole");
+}
+
+/// `MSETNX`: every key or none, 1 or 0, as Redis.
+#[test]
+fn msetnx_sets_all_or_none() {
+    let mut c = conn();
+    assert_eq!(c.run("MSETNX a 1 b 2"), ":1\r\n");
+    assert_eq!(c.run("MGET a b"), "*2\r\n$1\r\n1\r\n$1\r\n2\r\n");
+    assert_eq!(c.run("MSETNX c 3 b 9"), ":0\r\n");
+    assert_eq!(c.run("MGET b c"), "*2\r\n$1\r\n2\r\n$-1\r\n");
+    assert_eq!(
+        c.run("MSETNX d 1 d 2"),
+        ":1\r\n",
+        "one key twice: the last wins"
+    );
+    assert_eq!(c.run("GET d"), "$1\r\n2\r\n");
+    assert_eq!(
+        c.run("MSETNX e 1 f"),
+        "-ERR wrong number of arguments for 'msetnx' command\r\n"
+    );
+    assert_eq!(
+        c.run("MSETNX e"),
+        "-ERR wrong number of arguments for 'msetnx' command\r\n"
     );
 }

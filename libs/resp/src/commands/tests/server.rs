@@ -202,7 +202,7 @@ fn server_state_needs_an_authenticated_connection_where_the_host_says_so() {
     }
     // What anyone may ask.
     assert_eq!(c.run("PING"), "+PONG\r\n");
-    assert_eq!(c.run("COMMAND COUNT"), ":39\r\n");
+    assert_eq!(c.run("COMMAND COUNT"), ":40\r\n");
     c.run(&format!("AUTH {TOKEN}"));
     assert_eq!(c.run("DBSIZE"), ":0\r\n");
     assert_eq!(c.run("CLIENT ID"), ":42\r\n");

@@ -91,8 +91,8 @@ fn unknown_and_unsupported_commands() {
 #[test]
 fn command_describes_the_table() {
     let mut c = Conn::new();
-    assert_eq!(TABLE.len(), 39);
-    assert_eq!(c.run("COMMAND COUNT"), ":39\r\n");
+    assert_eq!(TABLE.len(), 40);
+    assert_eq!(c.run("COMMAND COUNT"), ":40\r\n");
     let get = "*10\r\n$3\r\nget\r\n:2\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n\
                *0\r\n*0\r\n*0\r\n*0\r\n";
     let mset = "*10\r\n$4\r\nmset\r\n:-3\r\n*2\r\n+write\r\n+denyoom\r\n:1\r\n:-1\r\n:2\r\n\
@@ -106,14 +106,14 @@ fn command_describes_the_table() {
         "*1\r\n_\r\n"
     );
     let all = c.run("COMMAND");
-    assert!(all.starts_with(&format!("*39\r\n{get}")), "{all}");
+    assert!(all.starts_with(&format!("*40\r\n{get}")), "{all}");
     assert!(all.ends_with(
         "*10\r\n$6\r\nconfig\r\n:-2\r\n*3\r\n+admin\r\n+loading\r\n+stale\r\n:0\r\n:0\r\n\
          :0\r\n*0\r\n*0\r\n*0\r\n*0\r\n"
     ));
     let list = c.run("command list");
     assert!(
-        list.starts_with("*39\r\n$3\r\nget\r\n$3\r\nset\r\n$3\r\ndel\r\n"),
+        list.starts_with("*40\r\n$3\r\nget\r\n$3\r\nset\r\n$3\r\ndel\r\n"),
         "{list}"
     );
     assert!(list.ends_with("$4\r\nauth\r\n$6\r\nconfig\r\n"), "{list}");
