@@ -235,6 +235,7 @@ impl<'a> Builder<'a> {
             max_batch: self.max_batch,
             acknowledge: caught_up.acknowledge,
             stores_expiry,
+            atomic_batch,
             max_value_bytes: self.limits.max_value_bytes,
             overload,
         };

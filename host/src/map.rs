@@ -15,9 +15,16 @@
 //!
 //! A consistent copy of the whole map as of one point in the write order, while writes
 //! go on, is a [`Cut`] (`cut`): what backups and migrations read.
+//!
+//! A transaction's writes (plugin-api 1.6, `MSETNX`) become visible together: the
+//! writer applies them inside [`Map::apply_together`], and a read that overlapped it
+//! is made again (a seqlock over the reads; plain writes never touch it, and a read
+//! costs two loads of a counter that changes only with transactions). So once a reader
+//! has seen one key of a transaction, every later read sees all of them.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
@@ -87,6 +94,9 @@ pub struct Map {
     cut: ArcSwapOption<Cut>,
     /// Whether `cut` may be set (checked first, so writes with no cut cost one load).
     cutting: std::sync::atomic::AtomicBool,
+    /// Odd while the writer applies a transaction's writes (`apply_together`); reads
+    /// that overlap a change of it are made again.
+    together: AtomicU64,
 }
 
 /// Shards of the map. More than dashmap's default (4 per core) so that a cut, which
@@ -101,6 +111,7 @@ impl Default for Map {
             deadlines: Mutex::default(),
             cut: ArcSwapOption::empty(),
             cutting: std::sync::atomic::AtomicBool::new(false),
+            together: AtomicU64::new(0),
         }
     }
 }
@@ -108,19 +119,57 @@ impl Default for Map {
 impl Map {
     /// A copy of the value under `key`, unless it has expired.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let slot = self.entries.get(key)?;
-        let entry = slot.key();
-        let layout = entry.layout();
-        if layout.deadline.is_some_and(|d| d <= now_ms()) {
-            return None;
-        }
-        Some(entry.value(&layout).to_vec())
+        self.read(|| {
+            let slot = self.entries.get(key)?;
+            let entry = slot.key();
+            let layout = entry.layout();
+            if layout.deadline.is_some_and(|d| d <= now_ms()) {
+                return None;
+            }
+            Some(entry.value(&layout).to_vec())
+        })
     }
 
     /// A copy of everything stored under `key`, expired or not.
     pub fn entry(&self, key: &[u8]) -> Option<MapEntry> {
-        let slot = self.entries.get(key)?;
-        Some(copy(slot.key()))
+        self.read(|| {
+            let slot = self.entries.get(key)?;
+            Some(copy(slot.key()))
+        })
+    }
+
+    /// Runs `apply` — the writes of one transaction — so that readers see all of them or
+    /// none: a read overlapping it is made again once it is done. Only the writer calls
+    /// it, and never reads the map inside it.
+    pub fn apply_together<R>(&self, apply: impl FnOnce() -> R) -> R {
+        // Each shard's lock orders this before the writes, and the last write before
+        // the second increment, for any reader that takes the same lock.
+        self.together.fetch_add(1, Ordering::AcqRel);
+        let result = apply();
+        self.together.fetch_add(1, Ordering::Release);
+        result
+    }
+
+    /// `read`, made again if it overlapped a transaction's writes (`apply_together`).
+    fn read<R>(&self, read: impl Fn() -> R) -> R {
+        let mut spins = 0u32;
+        loop {
+            let before = self.together.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let result = read();
+                // A reader that saw one of the transaction's writes took the shard lock
+                // after the writer released it, so it sees the odd count (or later).
+                if self.together.load(Ordering::Acquire) == before {
+                    return result;
+                }
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// Sets `key` to `value` at `revision`, expiring at `deadline` if given; returns

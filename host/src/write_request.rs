@@ -162,6 +162,8 @@ pub struct Switch {
     pub to: Box<dyn crate::ports::Log>,
     /// Whether it stores deadlines (`log:expiry`).
     pub stores_expiry: bool,
+    /// Whether it appends a batch all or none (`log:atomic_batch`).
+    pub atomic_batch: bool,
     /// The tee's receiving end.
     pub rest: crossbeam_channel::Receiver<Vec<LoggedEvent>>,
     /// Told the outcome.
@@ -197,6 +199,8 @@ pub struct LogSwap {
     pub reopen: OpenLog,
     /// Whether the new logger stores deadlines (`log:expiry`).
     pub stores_expiry: bool,
+    /// Whether the new logger appends a batch all or none (`log:atomic_batch`).
+    pub atomic_batch: bool,
     /// Told the outcome: once the new logger takes the writes, its health check; else
     /// why not (and whether the old one serves again), with the health check of the
     /// logger that serves now.

@@ -74,6 +74,9 @@ pub struct WriterSettings {
     pub acknowledge: Acknowledge,
     /// Whether the logger stores deadlines (`log:expiry`).
     pub stores_expiry: bool,
+    /// Whether the logger appends a batch all or none (`log:atomic_batch`): what a
+    /// transaction that logs more than one event needs.
+    pub atomic_batch: bool,
     /// The store's value limit (what an `APPEND` may grow a value to).
     pub max_value_bytes: u64,
     /// Where the queueing delay is measured and expired writes counted.
@@ -106,6 +109,7 @@ impl Writer {
             next_sequence: settings.next_sequence,
             max_batch: settings.max_batch,
             stores_expiry: settings.stores_expiry,
+            atomic_batch: settings.atomic_batch,
             max_value_bytes: settings.max_value_bytes,
             overload: settings.overload,
             next_sweep: Instant::now(),
@@ -154,6 +158,7 @@ struct WriterLoop {
     next_sequence: u64,
     max_batch: usize,
     stores_expiry: bool,
+    atomic_batch: bool,
     max_value_bytes: u64,
     overload: Arc<Overload>,
     /// When the expiry sweep runs next.
@@ -421,27 +426,35 @@ impl WriterLoop {
                     .zip(resolved)
                     .map(|(req, r)| {
                         let mut revisions = Vec::new();
-                        for (key, logged, sequence) in writes(&req, &r) {
-                            data_bytes += match (logged, &req.op) {
-                                (Logged::Nothing | Logged::Steps(_), _) => 0,
-                                (Logged::Delete, WriteOp::Expire(..)) => {
-                                    expired += 1;
-                                    self.map.remove(key)
-                                }
-                                (Logged::Delete, _) => self.map.remove(key),
-                                (Logged::PutOwn, WriteOp::Put(_, v)) => {
-                                    self.map.insert(key, v, sequence, None)
-                                }
-                                (Logged::PutOwn, _) => 0,
-                                (Logged::Put { value, deadline }, _) => {
-                                    self.map.insert(key, value, sequence, *deadline)
-                                }
-                            };
-                            revisions.push(match logged {
-                                Logged::Nothing | Logged::Steps(_) => None,
-                                Logged::Delete => Some(0),
-                                _ => Some(sequence),
-                            });
+                        let mut apply = || {
+                            for (key, logged, sequence) in writes(&req, &r) {
+                                data_bytes += match (logged, &req.op) {
+                                    (Logged::Nothing | Logged::Steps(_), _) => 0,
+                                    (Logged::Delete, WriteOp::Expire(..)) => {
+                                        expired += 1;
+                                        self.map.remove(key)
+                                    }
+                                    (Logged::Delete, _) => self.map.remove(key),
+                                    (Logged::PutOwn, WriteOp::Put(_, v)) => {
+                                        self.map.insert(key, v, sequence, None)
+                                    }
+                                    (Logged::PutOwn, _) => 0,
+                                    (Logged::Put { value, deadline }, _) => {
+                                        self.map.insert(key, value, sequence, *deadline)
+                                    }
+                                };
+                                revisions.push(match logged {
+                                    Logged::Nothing | Logged::Steps(_) => None,
+                                    Logged::Delete => Some(0),
+                                    _ => Some(sequence),
+                                });
+                            }
+                        };
+                        // A transaction's writes are seen together or not at all.
+                        if r.logged.events() > 1 && matches!(r.logged, Logged::Steps(_)) {
+                            self.map.apply_together(apply);
+                        } else {
+                            apply();
                         }
                         let mut revisions = revisions.into_iter();
                         let outcome = r.outcome.map(|reply| {

@@ -68,6 +68,23 @@ assert len(won) == 1, won
 w = str(won[0]).encode()
 assert r.mget("m:a", "m:b", f"m:{won[0] % 2}") == [w, w, w]
 assert r.get(f"m:{1 - won[0] % 2}") is None
+# Isolation: once a reader sees one key of an MSETNX, it sees all of them.
+done, partial = [], []
+def readers():
+    r = client()
+    while not done:
+        for i in range(40):
+            if r.get(f"iso:{i}:0") is not None:
+                if r.get(f"iso:{i}:99") is None or r.get(f"iso:{i}:50") is None:
+                    partial.append(i)
+threads = [threading.Thread(target=readers) for _ in range(3)]
+for t in threads: t.start()
+w = client()
+for i in range(40):
+    assert w.msetnx({f"iso:{i}:{j}": "v" for j in range(100)})
+done.append(True)
+for t in threads: t.join()
+assert not partial, partial
 # EXPIRE's NX | XX | GT | LT (Redis 7), no deadline counting as later than any.
 assert r.set("e", "v")
 assert r.execute_command("EXPIRE", "e", 100, "XX") == 0
@@ -150,14 +167,15 @@ fn redis_py_counters_locks_and_ttls_hold_and_survive_a_restart() {
             &[&port(&kvs, frontend), &later_gone_at.to_string()],
         );
         // The sweep removes expired keys (DBSIZE counts them until then): left are
-        // counter, lock, cache, f, e and the three MSETNX keys; short and later expired
-        // before this start, n 50 ms into it, s was deleted.
+        // counter, lock, cache, f, e, the three MSETNX keys and the 4,000 of the
+        // isolation check; short and later expired before this start, n 50 ms into it,
+        // s was deleted.
         let deadline = Instant::now() + Duration::from_secs(5);
         let p = port(&kvs, frontend);
-        while cli(&p, &["DBSIZE"]) != "8" && Instant::now() < deadline {
+        while cli(&p, &["DBSIZE"]) != "4008" && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(cli(&p, &["DBSIZE"]), "8", "{frontend}: the sweep");
+        assert_eq!(cli(&p, &["DBSIZE"]), "4008", "{frontend}: the sweep");
         kvs.stop();
         let kvs = Kvs::start(&config, &plugins, &[]);
         let p = port(&kvs, frontend);
@@ -333,6 +351,12 @@ fn a_logger_without_atomic_batches_refuses_multi_key_transactions() {
         "{refused}"
     );
     assert_eq!(cli(&p, &["EXISTS", "a", "b"]), "0");
+    // Two steps on one key are two events too: refused likewise.
+    let refused = cli(&p, &["MSETNX", "a", "1", "a", "2"]);
+    assert!(
+        refused.contains("cannot append a batch all or none"),
+        "{refused}"
+    );
     assert_eq!(cli(&p, &["MSETNX", "a", "1"]), "1");
     assert_eq!(cli(&p, &["EXPIRE", "a", "100", "NX"]), "1");
     assert_eq!(cli(&p, &["EXPIRE", "a", "100", "NX"]), "0");

@@ -92,13 +92,14 @@ impl Running {
         }
         let stores_expiry = declares(&plugin, LOG_EXPIRY);
         let swaps = self.live.metrics.swaps.clone();
-        match self.copy_and_switch(target, stores_expiry, options.stop_asked) {
+        let atomic_batch = declares(&plugin, LOG_ATOMIC_BATCH);
+        match self.copy_and_switch(target, stores_expiry, atomic_batch, options.stop_asked) {
             Ok(done) => {
                 self.store.set_logger_health(done.health);
                 self.store.set_write_features(WriteFeatures {
                     expiry: stores_expiry,
                     atomic: true,
-                    atomic_batch: declares(&plugin, LOG_ATOMIC_BATCH),
+                    atomic_batch,
                     shared: false,
                     logger: plugin.name.clone(),
                 });
@@ -225,6 +226,7 @@ impl Running {
         &self,
         mut target: Box<dyn Log>,
         stores_expiry: bool,
+        atomic_batch: bool,
         stop_asked: &dyn Fn() -> bool,
     ) -> Result<Migrated, String> {
         let (batches, rest) = crossbeam_channel::unbounded::<Vec<LoggedEvent>>();
@@ -304,6 +306,7 @@ impl Running {
         let switch = Switch {
             to: target,
             stores_expiry,
+            atomic_batch,
             rest,
             done,
         };

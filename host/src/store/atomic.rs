@@ -7,7 +7,8 @@ use std::time::Instant;
 use kvs_plugin_api::update::Entry;
 use kvs_plugin_api::update::MAX_STEPS;
 use kvs_plugin_api::{
-    Change, Condition, Consistency, Expiry, Outcome, PluginError, Transaction, Update,
+    Change, Condition, Consistency, DeadlineCondition, Expiry, Outcome, PluginError, Transaction,
+    Update,
 };
 
 use super::{Store, held, metered, read_as};
@@ -93,8 +94,8 @@ impl Store {
     }
 
     /// [`Store::transact`] on behalf of a frontend's caller: each step is admitted as
-    /// [`Store::update_as`] admits an update (and counted once against the caller's rate
-    /// limit); `done` gets a [`Reply::Many`] (a caller without read on a key learns
+    /// [`Store::update_as`] admits an update (one operation of the caller's rate limit
+    /// each), a condition on a key's deadline needing read too; `done` gets a [`Reply::Many`] (a caller without read on a key learns
     /// only whether its step applied). A transaction of one step without a deadline
     /// condition is that update.
     pub fn transact_as(&self, caller: &Caller<'_>, mut transaction: Transaction, done: Completion) {
@@ -118,7 +119,9 @@ impl Store {
                 Change::Delete => caller::Action::Delete,
                 _ => caller::Action::Put,
             };
-            let reveals = reveals(update);
+            // A condition on the deadline tells the caller about it (and, with the
+            // transaction's all or none, without changing anything): it needs read.
+            let reveals = reveals(update) || step.deadline != DeadlineCondition::ANY;
             let admitted = self.admit(action, &update.key, caller).and_then(|()| {
                 if reveals {
                     self.admit(caller::Action::Get, &update.key, caller)?;
@@ -176,16 +179,19 @@ impl Store {
                 )));
             }
             if features.shared {
-                return Err(PluginError::unavailable(format!(
-                    "the shared log `{}` does not serve transactions (several keys at once,                      conditions on deadlines) yet; single updates work over it",
+                return Err(PluginError::invalid_input(format!(
+                    "the shared log `{}` does not serve transactions (several keys at once, \
+                     conditions on deadlines) yet; single updates work over it",
                     features.logger
                 )));
             }
-            let first = &transaction.steps[0].update.key;
-            let keys = transaction.steps.iter().any(|s| s.update.key != *first);
-            if keys && !features.atomic_batch {
-                return Err(PluginError::unavailable(format!(
-                    "the logger `{}` cannot append a batch all or none (it does not declare                      `log:atomic_batch`), so kvs cannot write several keys as one: a crash                      could keep a part; use a logger that does (file, postgres)",
+            // Several steps may log several events (even on one key): all or none only
+            // with a logger that appends a batch so.
+            if transaction.steps.len() > 1 && !features.atomic_batch {
+                return Err(PluginError::invalid_input(format!(
+                    "the logger `{}` cannot append a batch all or none (it does not declare \
+                     `log:atomic_batch`), so kvs cannot make several updates as one: a \
+                     crash could keep a part; use a logger that does (file, postgres)",
                     features.logger
                 )));
             }

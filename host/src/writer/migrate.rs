@@ -78,6 +78,7 @@ impl WriterLoop {
         let Switch {
             mut to,
             stores_expiry,
+            atomic_batch,
             rest,
             done,
         } = switch;
@@ -120,6 +121,7 @@ impl WriterLoop {
                     let old_close = self.logger.close().err();
                     self.logger = to;
                     self.stores_expiry = stores_expiry;
+                    self.atomic_batch = atomic_batch;
                     Ok(Switched {
                         paused: started.elapsed(),
                         caught_up,

@@ -178,6 +178,19 @@ impl WriterLoop {
                     )),
                 )
             }
+            Ok((effects, _))
+                if !self.atomic_batch
+                    && effects.iter().filter(|e| **e != Effect::Nothing).count() > 1 =>
+            {
+                // Checked when queued too; this catches a logger swapped in since.
+                (
+                    Logged::Nothing,
+                    Err(PluginError::invalid_input(
+                        "the logger cannot append a batch all or none (log:atomic_batch); \
+                         the transaction was refused",
+                    )),
+                )
+            }
             Ok((effects, outcomes)) => {
                 let steps = effects
                     .into_iter()

@@ -28,6 +28,7 @@ impl WriterLoop {
             Ok(next) => {
                 self.logger = next;
                 self.stores_expiry = swap.stores_expiry;
+                self.atomic_batch = swap.atomic_batch;
                 Ok(self.logger.health())
             }
             Err(why) => match (swap.reopen)() {

@@ -277,6 +277,8 @@ impl crate::FileLogger {
         self.len = new.len + tail;
         self.allocated = self.len;
         self.compacted_len = self.len;
+        // The rewrite has a format-2 header.
+        self.format_1 = false;
         kvs_plugin_api::log::log(
             kvs_plugin_api::log::Level::INFO,
             "compaction",

@@ -50,6 +50,11 @@ pub struct FileLogger {
     /// fdatasyncs of appended data made by the sync policy (per batch, or by the
     /// `interval` thread): what tells the policies apart.
     data_syncs: Arc<AtomicU64>,
+    /// The header still names format 1 (a log from before batches): it is upgraded to 2
+    /// before the first batch of several records, so an older logger refuses the file
+    /// by its version rather than misread the batch bit — and until then may still
+    /// open it.
+    format_1: bool,
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> PluginError {
@@ -137,6 +142,12 @@ impl TransactionLogger for FileLogger {
             self.scan(&mut |_| Ok(()))?;
         }
         self.finish_compaction();
+        if self.format_1 && batch.len() > 1 {
+            io::write_at(&self.file, &format::FORMAT_VERSION.to_le_bytes(), 8)
+                .and_then(|()| io::sync_data(&self.file))
+                .map_err(|e| io_err(&self.config.path, "cannot upgrade the header of", e))?;
+            self.format_1 = false;
+        }
         self.buf.clear();
         for (i, event) in batch.iter().enumerate() {
             if !format::KINDS.contains(&event.kind) {

@@ -27,7 +27,7 @@ impl FileLogger {
         create_parent_dir(&path)?;
         let file = open_file(&path)?;
         lock(&file, &path)?;
-        ready_header(&file, &path)?;
+        let version = ready_header(&file, &path)?;
         // A compaction interrupted by a crash leaves its temporary file; the log itself
         // is intact (the rename never happened), so the leftover is just removed.
         let _ = io::remove(&compact::temp_path(&path));
@@ -57,6 +57,7 @@ impl FileLogger {
             buf: Vec::new(),
             syncer,
             data_syncs,
+            format_1: version == format::FORMAT_VERSION_1,
         })
     }
 }
@@ -113,8 +114,8 @@ fn open_file(path: &Path) -> Result<File, PluginError> {
 }
 
 /// Checks the header of an existing log, or writes one for a new log (or one whose
-/// creation a crash cut short).
-fn ready_header(file: &File, path: &Path) -> Result<(), PluginError> {
+/// creation a crash cut short); the format version it names.
+fn ready_header(file: &File, path: &Path) -> Result<u32, PluginError> {
     let len = file
         .metadata()
         .map_err(|e| io_err(path, "cannot stat", e))?
@@ -146,23 +147,17 @@ fn ready_header(file: &File, path: &Path) -> Result<(), PluginError> {
     }
     format::check_header(&h)
         .map_err(|why| PluginError::internal(format!("{}: {why}", path.display())))?;
-    if format::header_version(&h) == format::FORMAT_VERSION_1 {
-        // Batches will be framed from now on: name format 2 first, so that an older
-        // logger refuses the file by its version rather than misread the batch bit.
-        io::write_at(file, &format::FORMAT_VERSION.to_le_bytes(), 8)
-            .and_then(|()| io::sync_data(file))
-            .map_err(|e| io_err(path, "cannot upgrade the header of", e))?;
-    }
-    Ok(())
+    Ok(format::header_version(&h))
 }
 
 /// Writes a fresh log's header and makes it and the file's name durable.
-fn init_header(file: &File, path: &Path) -> Result<(), PluginError> {
+fn init_header(file: &File, path: &Path) -> Result<u32, PluginError> {
     io::write_at(file, &format::header(), 0)
         .and_then(|()| io::set_len(file, HEADER_LEN))
         .and_then(|()| io::sync_all(file))
         .and_then(|()| io::sync_dir(path))
-        .map_err(|e| io_err(path, "cannot initialise", e))
+        .map_err(|e| io_err(path, "cannot initialise", e))?;
+    Ok(format::FORMAT_VERSION)
 }
 
 /// Whether the bytes of `file` in `[from, to)` are all zeros.

@@ -136,12 +136,13 @@ impl FileLogger {
             ));
         } else {
             return Err(PluginError::internal(format!(
-                "{}: corrupt record at byte offset {bad_at} ({why}), {dropped} bytes before \
-                 the end; {records} record(s) before it are intact. Refusing to start; the \
-                 file was not changed. Back it up, then restart with `repair = true` in \
-                 [plugins.file] (or `kvs --repair-log`) to drop the bad record and \
-                 everything after it",
-                path.display()
+                "{}: corrupt record at byte offset {bad_at} ({why}), {} bytes before \
+                 the end; {records} record(s) in whole batches before it are intact. \
+                 Refusing to start; the file was not changed. Back it up, then restart \
+                 with `repair = true` in [plugins.file] (or `kvs --repair-log`) to drop \
+                 the bad record, the rest of its batch and everything after it",
+                path.display(),
+                file_len - bad_at
             )));
         }
         crate::io::set_len(&self.file, *cut_at)

@@ -142,21 +142,34 @@ fn a_batch_cut_anywhere_is_dropped_whole() {
     }
 }
 
-/// A format-1 log (no batch framing) replays as before, and opening it names format 2
-/// in its header, so an older file logger refuses it by its version.
+/// A format-1 log (no batch framing) replays as before and takes batches of one
+/// record unchanged (an older logger can still open it); before the first batch of
+/// several its header names format 2, so an older file logger refuses it by its version.
 #[test]
-fn a_format_1_log_replays_and_is_upgraded() {
+fn a_format_1_log_replays_and_is_upgraded_before_its_first_framed_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kvs.log");
-    let all = write_records(&path, 3);
+    let mut all = write_records(&path, 3);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[8..12].copy_from_slice(&super::format::FORMAT_VERSION_1.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
+    let version = || super::format::header_version(&std::fs::read(&path).unwrap()[..16]);
     let mut logger = FileLogger::open(config(&path)).unwrap();
     assert_eq!(replay_all(&mut logger).unwrap(), all);
+    logger.append(&[Event::put(4, b"one", b"1")]).unwrap();
+    assert_eq!(version(), 1, "a batch of one record needs no framing");
+    logger
+        .append(&[Event::put(5, b"two", b"2"), Event::delete(6, b"one")])
+        .unwrap();
+    assert_eq!(version(), 2);
     logger.close().unwrap();
+    all.push((4, EventKind::PUT, b"one".to_vec(), b"1".to_vec()));
+    all.push((5, EventKind::PUT, b"two".to_vec(), b"2".to_vec()));
+    all.push((6, EventKind::DELETE, b"one".to_vec(), Vec::new()));
+    let mut again = FileLogger::open(config(&path)).unwrap();
+    assert_eq!(replay_all(&mut again).unwrap(), all);
+    again.close().unwrap();
     let header = std::fs::read(&path).unwrap()[..16].to_vec();
-    assert_eq!(super::format::header_version(&header), 2);
     let mut newer = header.clone();
     newer[8..12].copy_from_slice(&3u32.to_le_bytes());
     let why = super::format::check_header(&newer).unwrap_err();

@@ -77,6 +77,7 @@ impl Running {
             open: opener(&plugin, &table, &self.live.metrics),
             reopen: opener(&in_use, &in_use_table, &self.live.metrics),
             stores_expiry: declares(&plugin, LOG_EXPIRY),
+            atomic_batch: declares(&plugin, LOG_ATOMIC_BATCH),
             done,
         };
         let swaps = &self.live.metrics.swaps;

@@ -64,6 +64,7 @@ fn a_migration_copies_the_cut_then_every_later_batch_and_switches_with_nothing_l
     tx.send(Msg::Switch(Switch {
         to: Box::new(Recording::into(&new)),
         stores_expiry: true,
+        atomic_batch: true,
         rest,
         done,
     }))

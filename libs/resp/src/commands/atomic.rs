@@ -384,6 +384,14 @@ pub(super) fn msetnx(
     backend: &mut impl Backend,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    let pairs = (args.len() - 1) / 2;
+    if pairs > kvs_plugin_api::update::MAX_STEPS {
+        return Err(format!(
+            "ERR MSETNX takes at most {} key-value pairs in kvs (one transaction), not \
+             {pairs}; nothing was set",
+            kvs_plugin_api::update::MAX_STEPS
+        ));
+    }
     // Every pair asked about first, as for MSET: what the host refuses (limits,
     // permissions, the rate limit) refuses the whole command before any of it.
     for pair in args[1..].chunks(2) {

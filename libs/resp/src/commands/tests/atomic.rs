@@ -253,4 +253,11 @@ fn msetnx_sets_all_or_none() {
         c.run("MSETNX e"),
         "-ERR wrong number of arguments for 'msetnx' command\r\n"
     );
+    let many: String = (0..1025).map(|i| format!(" k{i} v")).collect();
+    assert_eq!(
+        c.run(&format!("MSETNX{many}")),
+        "-ERR MSETNX takes at most 1024 key-value pairs in kvs (one transaction), not \
+         1025; nothing was set\r\n"
+    );
+    assert_eq!(c.run("EXISTS k0"), ":0\r\n");
 }
