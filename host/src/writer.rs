@@ -425,46 +425,52 @@ impl WriterLoop {
                     .drain(..)
                     .zip(resolved)
                     .map(|(req, r)| {
-                        let mut revisions = Vec::new();
-                        let mut apply = || {
-                            for (key, logged, sequence) in writes(&req, &r) {
-                                data_bytes += match (logged, &req.op) {
-                                    (Logged::Nothing | Logged::Steps(_), _) => 0,
-                                    (Logged::Delete, WriteOp::Expire(..)) => {
-                                        expired += 1;
-                                        self.map.remove(key)
-                                    }
-                                    (Logged::Delete, _) => self.map.remove(key),
-                                    (Logged::PutOwn, WriteOp::Put(_, v)) => {
-                                        self.map.insert(key, v, sequence, None)
-                                    }
-                                    (Logged::PutOwn, _) => 0,
-                                    (Logged::Put { value, deadline }, _) => {
-                                        self.map.insert(key, value, sequence, *deadline)
-                                    }
-                                };
-                                revisions.push(match logged {
-                                    Logged::Nothing | Logged::Steps(_) => None,
-                                    Logged::Delete => Some(0),
-                                    _ => Some(sequence),
-                                });
-                            }
-                        };
-                        // A transaction's writes are seen together or not at all.
-                        if r.logged.events() > 1 && matches!(r.logged, Logged::Steps(_)) {
-                            self.map.apply_together(apply);
-                        } else {
-                            apply();
-                        }
-                        let mut revisions = revisions.into_iter();
-                        let outcome = r.outcome.map(|reply| {
-                            reply.map(|mut outcome| {
-                                if let Some(Some(revision)) = revisions.next() {
-                                    outcome.revision = revision;
+                        let map = &self.map;
+                        let outcome = if let Logged::Steps(_) = r.logged {
+                            let mut revisions = Vec::new();
+                            let mut apply = || {
+                                for (key, logged, sequence) in writes(&req, &r) {
+                                    data_bytes += apply_write(
+                                        map,
+                                        key,
+                                        logged,
+                                        sequence,
+                                        &req.op,
+                                        &mut expired,
+                                    );
+                                    revisions.push(revision_after(logged, sequence));
                                 }
-                                outcome
+                            };
+                            // A transaction's writes are seen together or not at all.
+                            if r.logged.events() > 1 {
+                                map.apply_together(apply);
+                            } else {
+                                apply();
+                            }
+                            let mut revisions = revisions.into_iter();
+                            r.outcome.map(|reply| {
+                                reply.map(|mut outcome| {
+                                    if let Some(Some(revision)) = revisions.next() {
+                                        outcome.revision = revision;
+                                    }
+                                    outcome
+                                })
                             })
-                        });
+                        } else {
+                            // A write or an update: one key, no allocation.
+                            let key = req.op.key();
+                            data_bytes +=
+                                apply_write(map, key, &r.logged, r.sequence, &req.op, &mut expired);
+                            let revision = revision_after(&r.logged, r.sequence);
+                            r.outcome.map(|reply| {
+                                reply.map(|mut outcome| {
+                                    if let Some(revision) = revision {
+                                        outcome.revision = revision;
+                                    }
+                                    outcome
+                                })
+                            })
+                        };
                         (req.done, outcome)
                     })
                     .collect();
@@ -487,30 +493,82 @@ impl WriterLoop {
     }
 }
 
+/// Applies one logged write to the map; the change in data bytes. `expired` counts the
+/// sweep's removals.
+fn apply_write(
+    map: &Map,
+    key: &[u8],
+    logged: &Logged,
+    sequence: u64,
+    op: &WriteOp,
+    expired: &mut u64,
+) -> i64 {
+    match (logged, op) {
+        (Logged::Nothing | Logged::Steps(_), _) => 0,
+        (Logged::Delete, WriteOp::Expire(..)) => {
+            *expired += 1;
+            map.remove(key)
+        }
+        (Logged::Delete, _) => map.remove(key),
+        (Logged::PutOwn, WriteOp::Put(_, v)) => map.insert(key, v, sequence, None),
+        (Logged::PutOwn, _) => 0,
+        (Logged::Put { value, deadline }, _) => map.insert(key, value, sequence, *deadline),
+    }
+}
+
+/// The key's revision after a logged write (`None`: it wrote nothing; 0: deleted).
+fn revision_after(logged: &Logged, sequence: u64) -> Option<u64> {
+    match logged {
+        Logged::Nothing | Logged::Steps(_) => None,
+        Logged::Delete => Some(0),
+        _ => Some(sequence),
+    }
+}
+
 /// The writes a resolved request logs, in order: its key, what it logs and at which
 /// position — one for a write or an update, one per step for a transaction (the steps
 /// that log something at consecutive positions).
-fn writes<'a>(
-    req: &'a WriteRequest,
-    r: &'a Resolved,
-) -> impl Iterator<Item = (&'a [u8], &'a Logged, u64)> + 'a {
-    let (single, steps) = match (&r.logged, &req.op) {
-        (Logged::Steps(steps), WriteOp::Transaction(t)) => (None, Some((steps, t))),
-        (logged, _) => (Some((req.op.key(), logged, r.sequence)), None),
-    };
-    let steps = steps
-        .into_iter()
-        .flat_map(|(steps, t)| steps.iter().zip(&t.steps))
-        .scan(r.sequence, |at, (logged, step)| {
-            let sequence = if logged.events() > 0 {
-                *at += 1;
-                *at - 1
-            } else {
-                0
-            };
-            Some((step.update.key.as_slice(), logged, sequence))
-        });
-    single.into_iter().chain(steps)
+fn writes<'a>(req: &'a WriteRequest, r: &'a Resolved) -> Writes<'a> {
+    match (&r.logged, &req.op) {
+        (Logged::Steps(steps), WriteOp::Transaction(t)) => Writes::Steps {
+            steps: steps.iter().zip(&t.steps),
+            at: r.sequence,
+        },
+        (logged, _) => Writes::One(Some((req.op.key(), logged, r.sequence))),
+    }
+}
+
+/// [`writes`]'s iterator: a plain one for the common case of one write, so a batch
+/// without transactions pays one match per write for them.
+enum Writes<'a> {
+    One(Option<(&'a [u8], &'a Logged, u64)>),
+    Steps {
+        steps: std::iter::Zip<
+            std::slice::Iter<'a, Logged>,
+            std::slice::Iter<'a, kvs_plugin_api::update::Step>,
+        >,
+        at: u64,
+    },
+}
+
+impl<'a> Iterator for Writes<'a> {
+    type Item = (&'a [u8], &'a Logged, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Writes::One(one) => one.take(),
+            Writes::Steps { steps, at } => {
+                let (logged, step) = steps.next()?;
+                let sequence = if logged.events() > 0 {
+                    *at += 1;
+                    *at - 1
+                } else {
+                    0
+                };
+                Some((step.update.key.as_slice(), logged, sequence))
+            }
+        }
+    }
 }
 
 /// Work the writer does between two batches, with no write in progress.
