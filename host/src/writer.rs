@@ -18,7 +18,6 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kvs_plugin_api::{Event, EventKind, PluginError};
 
-use crate::map::now_ms;
 use crate::metrics::Metrics;
 use crate::overload::Overload;
 use crate::ports::Log;
@@ -254,34 +253,6 @@ impl WriterLoop {
         }
     }
 
-    /// Adds the sweep's removals of expired keys to `batch`, at most
-    /// [`SWEEP_MAX_KEYS`] every [`SWEEP_EVERY`], so expiry costs a bounded share of the
-    /// writer however many keys expire at once.
-    fn sweep_into(&mut self, batch: &mut Vec<WriteRequest>) {
-        let now = Instant::now();
-        if now < self.next_sweep || matches!(self.acknowledge, Acknowledge::Handoff(_)) {
-            return;
-        }
-        self.next_sweep = now + SWEEP_EVERY;
-        for (key, revision) in self.map.expired(now_ms(), SWEEP_MAX_KEYS) {
-            batch.push(WriteRequest {
-                op: WriteOp::Expire(key.into(), revision),
-                done: Completion::new(|_| {}),
-                trace: tracing::Span::none(),
-                admitted: Default::default(),
-            });
-        }
-    }
-
-    /// How long the writer may wait for a write before the sweep is due, if some key
-    /// has a deadline.
-    fn sweep_wait(&self) -> Option<std::time::Duration> {
-        let deadline = self.map.next_deadline()?;
-        let until_deadline = deadline.saturating_sub(now_ms());
-        let until_tick = self.next_sweep.saturating_duration_since(Instant::now());
-        Some(until_tick.max(std::time::Duration::from_millis(until_deadline)))
-    }
-
     fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
         if matches!(self.acknowledge, Acknowledge::Handoff(_))
             && batch.iter().any(|r| r.op.is_evaluated())
@@ -493,84 +464,6 @@ impl WriterLoop {
     }
 }
 
-/// Applies one logged write to the map; the change in data bytes. `expired` counts the
-/// sweep's removals.
-fn apply_write(
-    map: &Map,
-    key: &[u8],
-    logged: &Logged,
-    sequence: u64,
-    op: &WriteOp,
-    expired: &mut u64,
-) -> i64 {
-    match (logged, op) {
-        (Logged::Nothing | Logged::Steps(_), _) => 0,
-        (Logged::Delete, WriteOp::Expire(..)) => {
-            *expired += 1;
-            map.remove(key)
-        }
-        (Logged::Delete, _) => map.remove(key),
-        (Logged::PutOwn, WriteOp::Put(_, v)) => map.insert(key, v, sequence, None),
-        (Logged::PutOwn, _) => 0,
-        (Logged::Put { value, deadline }, _) => map.insert(key, value, sequence, *deadline),
-    }
-}
-
-/// The key's revision after a logged write (`None`: it wrote nothing; 0: deleted).
-fn revision_after(logged: &Logged, sequence: u64) -> Option<u64> {
-    match logged {
-        Logged::Nothing | Logged::Steps(_) => None,
-        Logged::Delete => Some(0),
-        _ => Some(sequence),
-    }
-}
-
-/// The writes a resolved request logs, in order: its key, what it logs and at which
-/// position — one for a write or an update, one per step for a transaction (the steps
-/// that log something at consecutive positions).
-fn writes<'a>(req: &'a WriteRequest, r: &'a Resolved) -> Writes<'a> {
-    match (&r.logged, &req.op) {
-        (Logged::Steps(steps), WriteOp::Transaction(t)) => Writes::Steps {
-            steps: steps.iter().zip(&t.steps),
-            at: r.sequence,
-        },
-        (logged, _) => Writes::One(Some((req.op.key(), logged, r.sequence))),
-    }
-}
-
-/// [`writes`]'s iterator: a plain one for the common case of one write, so a batch
-/// without transactions pays one match per write for them.
-enum Writes<'a> {
-    One(Option<(&'a [u8], &'a Logged, u64)>),
-    Steps {
-        steps: std::iter::Zip<
-            std::slice::Iter<'a, Logged>,
-            std::slice::Iter<'a, kvs_plugin_api::update::Step>,
-        >,
-        at: u64,
-    },
-}
-
-impl<'a> Iterator for Writes<'a> {
-    type Item = (&'a [u8], &'a Logged, u64);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Writes::One(one) => one.take(),
-            Writes::Steps { steps, at } => {
-                let (logged, step) = steps.next()?;
-                let sequence = if logged.events() > 0 {
-                    *at += 1;
-                    *at - 1
-                } else {
-                    0
-                };
-                Some((step.update.key.as_slice(), logged, sequence))
-            }
-        }
-    }
-}
-
 /// Work the writer does between two batches, with no write in progress.
 enum Between {
     Swap(LogSwap),
@@ -578,21 +471,16 @@ enum Between {
     Switch(Switch),
 }
 
-/// How often the sweep looks for expired keys.
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-/// Most expired keys one sweep removes (so at most 10,000 a second).
-const SWEEP_MAX_KEYS: usize = 1000;
-
 mod migrate;
 mod replay;
 mod resolve;
 mod shared_update;
-
 mod swap;
+mod sweep;
 
 pub(crate) use migrate::BUSY;
 pub use replay::{ReplayStats, replay};
-use resolve::{Logged, Resolved};
+use resolve::{Logged, apply_write, revision_after, writes};
 
 #[cfg(test)]
 mod tests;

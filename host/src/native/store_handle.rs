@@ -145,17 +145,8 @@ impl StoreHandle {
                     .into(),
             )
         });
-        let completion = held(span.clone(), completion);
-        if transaction.is_plain_update() {
-            let update = transaction
-                .steps
-                .into_iter()
-                .next()
-                .expect("one step")
-                .update;
-            return self.store.update_as(&caller, update, completion);
-        }
-        self.store.transact_as(&caller, transaction, completion);
+        self.store
+            .transact_as(&caller, transaction, held(span.clone(), completion));
     }
 
     /// plugin-api 1.4's `check`: may this caller do `action` (an `Action` value) to `key`?

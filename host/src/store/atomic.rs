@@ -40,32 +40,18 @@ impl Store {
     /// length, or compares against it) needs read as well. A caller without read gets
     /// only whether it applied.
     pub fn update_as(&self, caller: &Caller<'_>, update: Update, done: Completion) {
-        let action = match update.change {
-            Change::Delete => caller::Action::Delete,
-            _ => caller::Action::Put,
-        };
+        let action = action_of(&update);
         let span = telemetry::store_span(action);
         let _in_span = span.enter();
         let done = metered(caller, action, held(span.clone(), done));
-        let reveals = reveals(&update);
-        let admitted = self.admit(action, &update.key, caller).and_then(|()| {
-            if reveals {
-                self.admit(caller::Action::Get, &update.key, caller)?;
-            }
-            self.rate_limiter
-                .take(caller, &update.key, || self.principal(caller))
-        });
-        if let Err(e) = admitted {
-            return done.complete(Err(e));
-        }
         // A caller who may write the key but not read it learns whether its update
         // applied (as a Redis user with write-only access does from SET NX), not the
         // key's revision, deadline or length.
-        let done = if !reveals
-            && self
-                .admit(caller::Action::Get, &update.key, caller)
-                .is_err()
-        {
+        let hidden = match self.admit_update(caller, &update, reveals(&update)) {
+            Ok(hidden) => hidden,
+            Err(e) => return done.complete(Err(e)),
+        };
+        let done = if hidden {
             Completion::with_reply(move |result| {
                 done.reply(result.map(|reply| reply.map(only_applied)))
             })
@@ -95,18 +81,14 @@ impl Store {
 
     /// [`Store::transact`] on behalf of a frontend's caller: each step is admitted as
     /// [`Store::update_as`] admits an update (one operation of the caller's rate limit
-    /// each), a condition on a key's deadline needing read too; `done` gets a [`Reply::Many`] (a caller without read on a key learns
-    /// only whether its step applied). A transaction of one step without a deadline
-    /// condition is that update.
+    /// each), a condition on a key's deadline needing read too; `done` gets a
+    /// [`Reply::Many`] (a caller without read on a key learns only whether its step
+    /// applied). A transaction of one step without a deadline condition — what a
+    /// frontend's `update` sends — is that update, and its reply a [`Reply::One`] (both
+    /// encode as what either decoder reads).
     pub fn transact_as(&self, caller: &Caller<'_>, mut transaction: Transaction, done: Completion) {
         if transaction.is_plain_update() {
             let update = transaction.steps.pop().expect("one step").update;
-            let done = Completion::with_reply(move |result| {
-                done.reply(result.map(|reply| match reply {
-                    Reply::One(o) => Reply::Many(vec![o]),
-                    many => many,
-                }))
-            });
             return self.update_as(caller, update, done);
         }
         let span = telemetry::store_span(caller::Action::Put);
@@ -114,30 +96,13 @@ impl Store {
         let done = metered(caller, caller::Action::Put, held(span.clone(), done));
         let mut hidden = Vec::with_capacity(transaction.steps.len());
         for step in &transaction.steps {
-            let update = &step.update;
-            let action = match update.change {
-                Change::Delete => caller::Action::Delete,
-                _ => caller::Action::Put,
-            };
             // A condition on the deadline tells the caller about it (and, with the
             // transaction's all or none, without changing anything): it needs read.
-            let reveals = reveals(update) || step.deadline != DeadlineCondition::ANY;
-            let admitted = self.admit(action, &update.key, caller).and_then(|()| {
-                if reveals {
-                    self.admit(caller::Action::Get, &update.key, caller)?;
-                }
-                self.rate_limiter
-                    .take(caller, &update.key, || self.principal(caller))
-            });
-            if let Err(e) = admitted {
-                return done.complete(Err(e));
+            let reveals = reveals(&step.update) || step.deadline != DeadlineCondition::ANY;
+            match self.admit_update(caller, &step.update, reveals) {
+                Ok(hide) => hidden.push(hide),
+                Err(e) => return done.complete(Err(e)),
             }
-            hidden.push(
-                !reveals
-                    && self
-                        .admit(caller::Action::Get, &update.key, caller)
-                        .is_err(),
-            );
         }
         let done = if hidden.iter().any(|h| *h) {
             Completion::with_reply(move |result| {
@@ -205,6 +170,28 @@ impl Store {
             return done.complete(Err(e));
         }
         self.submit(caller, WriteOp::Transaction(Box::new(transaction)), done)
+    }
+
+    /// The request hook's and the rate limit's decision on one update: the write it
+    /// makes, read too if it `reveals` the key, one operation of the caller's rate.
+    /// `Ok(true)`: admitted, but the caller may not read the key, so its outcome is to
+    /// say only whether it applied.
+    fn admit_update(
+        &self,
+        caller: &Caller<'_>,
+        update: &Update,
+        reveals: bool,
+    ) -> Result<bool, PluginError> {
+        self.admit(action_of(update), &update.key, caller)?;
+        if reveals {
+            self.admit(caller::Action::Get, &update.key, caller)?;
+        }
+        self.rate_limiter
+            .take(caller, &update.key, || self.principal(caller))?;
+        Ok(!reveals
+            && self
+                .admit(caller::Action::Get, &update.key, caller)
+                .is_err())
     }
 
     /// What the write path can do now; `unavailable` before kvs serves writes.
@@ -297,6 +284,14 @@ impl Store {
                 expires_at: e.deadline(),
                 value: e.into_value(),
             }))
+    }
+}
+
+/// The write an update makes, as the request hook sees it.
+fn action_of(update: &Update) -> caller::Action {
+    match update.change {
+        Change::Delete => caller::Action::Delete,
+        _ => caller::Action::Put,
     }
 }
 

@@ -317,17 +317,7 @@ fn run(
         let done = Completion::with_reply(move |r| {
             let _ = tx.send(r);
         });
-        if transaction.is_plain_update() {
-            let update = transaction
-                .steps
-                .into_iter()
-                .next()
-                .expect("one step")
-                .update;
-            store.update_as(caller, update, done);
-        } else {
-            store.transact_as(caller, transaction, done);
-        }
+        store.transact_as(caller, transaction, done);
         let wait = || {
             rx.blocking_recv()
                 .unwrap_or_else(|_| Err(PluginError::unavailable("update dropped")))

@@ -9,6 +9,7 @@ use kvs_plugin_api::{Outcome, PluginError, Transaction};
 
 use super::WriterLoop;
 use crate::map::now_ms;
+use crate::store::Map;
 use crate::write_request::{Reply, WriteOp, WriteRequest};
 
 impl WriterLoop {
@@ -264,5 +265,83 @@ fn applied() -> Outcome {
     Outcome {
         applied: true,
         ..Outcome::default()
+    }
+}
+
+/// Applies one logged write to the map; the change in data bytes. `expired` counts the
+/// sweep's removals.
+pub(super) fn apply_write(
+    map: &Map,
+    key: &[u8],
+    logged: &Logged,
+    sequence: u64,
+    op: &WriteOp,
+    expired: &mut u64,
+) -> i64 {
+    match (logged, op) {
+        (Logged::Nothing | Logged::Steps(_), _) => 0,
+        (Logged::Delete, WriteOp::Expire(..)) => {
+            *expired += 1;
+            map.remove(key)
+        }
+        (Logged::Delete, _) => map.remove(key),
+        (Logged::PutOwn, WriteOp::Put(_, v)) => map.insert(key, v, sequence, None),
+        (Logged::PutOwn, _) => 0,
+        (Logged::Put { value, deadline }, _) => map.insert(key, value, sequence, *deadline),
+    }
+}
+
+/// The key's revision after a logged write (`None`: it wrote nothing; 0: deleted).
+pub(super) fn revision_after(logged: &Logged, sequence: u64) -> Option<u64> {
+    match logged {
+        Logged::Nothing | Logged::Steps(_) => None,
+        Logged::Delete => Some(0),
+        _ => Some(sequence),
+    }
+}
+
+/// The writes a resolved request logs, in order: its key, what it logs and at which
+/// position — one for a write or an update, one per step for a transaction (the steps
+/// that log something at consecutive positions).
+pub(super) fn writes<'a>(req: &'a WriteRequest, r: &'a Resolved) -> Writes<'a> {
+    match (&r.logged, &req.op) {
+        (Logged::Steps(steps), WriteOp::Transaction(t)) => Writes::Steps {
+            steps: steps.iter().zip(&t.steps),
+            at: r.sequence,
+        },
+        (logged, _) => Writes::One(Some((req.op.key(), logged, r.sequence))),
+    }
+}
+
+/// [`writes`]'s iterator: a plain one for the common case of one write, so a batch
+/// without transactions pays one match per write for them.
+pub(super) enum Writes<'a> {
+    One(Option<(&'a [u8], &'a Logged, u64)>),
+    Steps {
+        steps: std::iter::Zip<
+            std::slice::Iter<'a, Logged>,
+            std::slice::Iter<'a, kvs_plugin_api::update::Step>,
+        >,
+        at: u64,
+    },
+}
+
+impl<'a> Iterator for Writes<'a> {
+    type Item = (&'a [u8], &'a Logged, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Writes::One(one) => one.take(),
+            Writes::Steps { steps, at } => {
+                let (logged, step) = steps.next()?;
+                let sequence = if logged.events() > 0 {
+                    *at += 1;
+                    *at - 1
+                } else {
+                    0
+                };
+                Some((step.update.key.as_slice(), logged, sequence))
+            }
+        }
     }
 }

@@ -23,6 +23,20 @@ fn queue_put(tx: &Sender<Msg>, key: &str, outcomes: &Outcomes) {
     assert!(tx.send(Msg::Write(request)).is_ok());
 }
 
+/// A local log's writer settings: numbering from `next_sequence`, batches of at most
+/// `max_batch`, a logger that appends batches whole.
+fn settings(next_sequence: u64, max_batch: usize, stores_expiry: bool) -> WriterSettings {
+    WriterSettings {
+        next_sequence,
+        max_batch,
+        acknowledge: Acknowledge::Apply,
+        stores_expiry,
+        atomic_batch: true,
+        max_value_bytes: 1 << 20,
+        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
+    }
+}
+
 /// Runs a writer over `log` with `keys` queued before it starts, then stops it.
 fn run_writer(
     log: Recording,
@@ -35,15 +49,7 @@ fn run_writer(
     for key in keys {
         queue_put(&tx, key, &outcomes);
     }
-    let settings = WriterSettings {
-        next_sequence: 7,
-        max_batch,
-        acknowledge: Acknowledge::Apply,
-        stores_expiry: true,
-        atomic_batch: true,
-        max_value_bytes: 1 << 20,
-        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
-    };
+    let settings = settings(7, max_batch, true);
     let writer = match Writer::spawn(
         Box::new(log),
         map.clone(),
@@ -143,15 +149,7 @@ fn queue_update(tx: &Sender<Msg>, update: kvs_plugin_api::Update, outcomes: &Upd
 
 fn spawn(log: Recording, map: &Arc<Map>, stores_expiry: bool) -> (Writer, Sender<Msg>) {
     let (tx, rx) = crossbeam_channel::bounded(64);
-    let settings = WriterSettings {
-        next_sequence: 7,
-        max_batch: 64,
-        acknowledge: Acknowledge::Apply,
-        stores_expiry,
-        atomic_batch: true,
-        max_value_bytes: 1 << 20,
-        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
-    };
+    let settings = settings(7, 64, stores_expiry);
     match Writer::spawn(
         Box::new(log),
         map.clone(),
@@ -193,15 +191,7 @@ fn updates_in_one_batch_see_the_writes_before_them_and_log_only_their_effect() {
         Update::new("t", Change::Put(b"v".to_vec())).expiring(Expiry::At(deadline)),
         &updates,
     );
-    let settings = WriterSettings {
-        next_sequence: 7,
-        max_batch: 64,
-        acknowledge: Acknowledge::Apply,
-        stores_expiry: true,
-        atomic_batch: true,
-        max_value_bytes: 1 << 20,
-        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
-    };
+    let settings = settings(7, 64, true);
     let writer = Writer::spawn(
         Box::new(log),
         map.clone(),
@@ -333,15 +323,7 @@ fn swap_between(
     };
     assert!(tx.send(Msg::SwapLog(swap)).is_ok());
     queue_put(&tx, "b", &outcomes);
-    let settings = WriterSettings {
-        next_sequence: 1,
-        max_batch: 64,
-        acknowledge: Acknowledge::Apply,
-        stores_expiry: true,
-        atomic_batch: true,
-        max_value_bytes: 1 << 20,
-        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
-    };
+    let settings = settings(1, 64, true);
     let writer = Writer::spawn(
         Box::new(first),
         map,
@@ -430,105 +412,4 @@ fn when_neither_opens_writes_fail_and_none_is_acknowledged() {
 }
 
 mod migrate;
-
-type Replied = Arc<Mutex<Vec<Result<crate::write_request::Reply, PluginError>>>>;
-
-/// Queues `transaction`, whose reply lands in `replies`.
-fn queue_transaction(
-    tx: &Sender<Msg>,
-    transaction: kvs_plugin_api::Transaction,
-    replies: &Replied,
-) {
-    let replies = replies.clone();
-    let request = WriteRequest {
-        op: WriteOp::Transaction(Box::new(transaction)),
-        done: Completion::with_reply(move |r| replies.lock().unwrap().push(r)),
-        trace: tracing::Span::none(),
-        admitted: Default::default(),
-    };
-    assert!(tx.send(Msg::Write(request)).is_ok());
-}
-
-/// Transactions in a batch between plain writes: each step that writes takes the next
-/// position (one that writes nothing takes none), later writes see the transaction's
-/// effects, a failed transaction logs nothing, and each outcome's revision is its
-/// step's position.
-#[test]
-fn transactions_take_consecutive_positions_among_the_batch_writes() {
-    use crate::write_request::Reply;
-    use kvs_plugin_api::{Change, Condition, Transaction, Update};
-    let batches = Recorded::default();
-    let map = Arc::new(Map::default());
-    let (tx, rx) = crossbeam_channel::bounded(64);
-    let (puts, updates, replies) = (Outcomes::default(), Updated::default(), Replied::default());
-    queue_put(&tx, "a", &puts);
-    queue_transaction(
-        &tx,
-        Transaction::new()
-            .and(Update::new("b", Change::Put(b"1".to_vec())).when(Condition::Absent))
-            // Absent: changes nothing, logs nothing, in the middle.
-            .and(Update::new("zz", Change::Delete))
-            .and(Update::new("a", Change::Append(b"!".to_vec())))
-            .and(Update::new("b", Change::Increment(1))),
-        &replies,
-    );
-    // Sees the transaction's b (= 2): fails, logs nothing.
-    queue_transaction(
-        &tx,
-        Transaction::new()
-            .and(Update::new("c", Change::Put(b"x".to_vec())))
-            .and(Update::new("b", Change::Put(b"y".to_vec())).when(Condition::Absent)),
-        &replies,
-    );
-    queue_update(&tx, Update::new("b", Change::Increment(10)), &updates);
-    let settings = WriterSettings {
-        next_sequence: 7,
-        max_batch: 64,
-        acknowledge: Acknowledge::Apply,
-        stores_expiry: true,
-        atomic_batch: true,
-        max_value_bytes: 1 << 20,
-        overload: crate::overload::Overload::with_defaults(&Metrics::new(false)),
-    };
-    let writer = Writer::spawn(
-        Box::new(Recording::into(&batches)),
-        map.clone(),
-        (tx, rx),
-        settings,
-        Metrics::new(false),
-    )
-    .unwrap_or_else(|(e, _)| panic!("{e}"));
-    let (stats, closed) = writer.stop();
-    closed.unwrap();
-    let batches = batches.lock().unwrap();
-    assert_eq!(batches.len(), 1, "one group commit");
-    let logged: Vec<(u64, &[u8])> = batches[0]
-        .iter()
-        .map(|(s, _, key)| (*s, key.as_slice()))
-        .collect();
-    assert_eq!(
-        logged,
-        [(7, &b"a"[..]), (8, b"b"), (9, b"a"), (10, b"b"), (11, b"b")]
-    );
-    assert_eq!(stats.writes, 5);
-    let replies = replies.lock().unwrap();
-    let Ok(Reply::Many(first)) = &replies[0] else {
-        panic!("{:?}", replies[0])
-    };
-    let revisions: Vec<(bool, u64)> = first.iter().map(|o| (o.applied, o.revision)).collect();
-    assert_eq!(revisions, [(true, 8), (false, 0), (true, 9), (true, 10)]);
-    assert_eq!(first[3].value.as_deref(), Some(&b"2"[..]));
-    let Ok(Reply::Many(second)) = &replies[1] else {
-        panic!("{:?}", replies[1])
-    };
-    assert!(second.iter().all(|o| !o.applied), "{second:?}");
-    assert_eq!(second[1].revision, 10, "b as the first transaction left it");
-    let incremented = updates.lock().unwrap()[0].clone().unwrap();
-    assert_eq!(
-        (incremented.value.as_deref(), incremented.revision),
-        (Some(&b"12"[..]), 11)
-    );
-    assert_eq!(map.get(b"a").unwrap(), b"v!");
-    assert_eq!(map.get(b"c"), None);
-    assert_eq!(map.entry(b"b").unwrap().revision(), 11);
-}
+mod transactions;

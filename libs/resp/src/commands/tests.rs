@@ -40,6 +40,25 @@ impl Memory {
         }
         Ok(())
     }
+
+    /// Makes an evaluated update's effect on `key`.
+    fn apply(&mut self, key: Vec<u8>, effect: kvs_plugin_api::update::Effect) {
+        use kvs_plugin_api::update::Effect;
+        match effect {
+            Effect::Nothing => {}
+            Effect::Delete => {
+                self.map.remove(&key);
+                self.deadlines.remove(&key);
+            }
+            Effect::Put { value, deadline } => {
+                self.map.insert(key.clone(), value);
+                match deadline {
+                    Some(d) => self.deadlines.insert(key, d),
+                    None => self.deadlines.remove(&key),
+                };
+            }
+        }
+    }
 }
 
 impl Backend for Memory {
@@ -81,7 +100,7 @@ impl Backend for Memory {
         render: Render,
         out: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
-        use kvs_plugin_api::update::{Current, Effect, evaluate};
+        use kvs_plugin_api::update::{Current, evaluate};
         self.calls
             .push(format!("update {}", String::from_utf8_lossy(&update.key)));
         self.refuse(&update.key)?;
@@ -101,20 +120,7 @@ impl Backend for Memory {
                 Reply::new(out, session.protocol).error(&format!("ERR {}", refused.message));
             }
             Ok((effect, outcome)) => {
-                match effect {
-                    Effect::Nothing => {}
-                    Effect::Delete => {
-                        self.map.remove(&key);
-                        self.deadlines.remove(&key);
-                    }
-                    Effect::Put { value, deadline } => {
-                        self.map.insert(key.clone(), value);
-                        match deadline {
-                            Some(d) => self.deadlines.insert(key, d),
-                            None => self.deadlines.remove(&key),
-                        };
-                    }
-                }
+                self.apply(key, effect);
                 render(&outcome, &mut Reply::new(out, session.protocol));
             }
         }
@@ -127,7 +133,7 @@ impl Backend for Memory {
         render: Render,
         out: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
-        use kvs_plugin_api::update::{Current, Effect, evaluate_transaction};
+        use kvs_plugin_api::update::{Current, evaluate_transaction};
         for step in &transaction.steps {
             self.refuse(&step.update.key)?;
         }
@@ -151,21 +157,7 @@ impl Backend for Memory {
             }
             Ok((effects, outcomes)) => {
                 for (step, effect) in transaction.steps.iter().zip(effects) {
-                    let key = step.update.key.clone();
-                    match effect {
-                        Effect::Nothing => {}
-                        Effect::Delete => {
-                            self.map.remove(&key);
-                            self.deadlines.remove(&key);
-                        }
-                        Effect::Put { value, deadline } => {
-                            self.map.insert(key.clone(), value);
-                            match deadline {
-                                Some(d) => self.deadlines.insert(key, d),
-                                None => self.deadlines.remove(&key),
-                            };
-                        }
-                    }
+                    self.apply(step.update.key.clone(), effect);
                 }
                 render(&outcomes[0], &mut Reply::new(out, session.protocol));
             }
