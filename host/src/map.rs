@@ -17,7 +17,8 @@
 //! go on, is a [`Cut`] (`cut`): what backups and migrations read.
 //!
 //! A transaction's writes (plugin-api 1.6, `MSETNX`) become visible together: the
-//! writer applies them inside [`Map::apply_together`], and a read that overlapped it
+//! writer (on a shared log, delivery: the events of one log position) applies them
+//! inside [`Map::apply_together`], and a read that overlapped it
 //! is made again (a seqlock over the reads; plain writes never touch it, and a read
 //! costs two loads of a counter that changes only with transactions). So once a reader
 //! has seen one key of a transaction, every later read sees all of them.
@@ -139,8 +140,9 @@ impl Map {
     }
 
     /// Runs `apply` — the writes of one transaction — so that readers see all of them or
-    /// none: a read overlapping it is made again once it is done. Only the writer calls
-    /// it, and never reads the map inside it.
+    /// none: a read overlapping it is made again once it is done. Only what alone
+    /// changes the map calls it — the writer, or on a shared log the delivery of the
+    /// log's events — and never reads the map inside it.
     pub fn apply_together<R>(&self, apply: impl FnOnce() -> R) -> R {
         // Each shard's lock orders this before the writes, and the last write before
         // the second increment, for any reader that takes the same lock.
@@ -148,6 +150,12 @@ impl Map {
         let result = apply();
         self.together.fetch_add(1, Ordering::Release);
         result
+    }
+
+    /// How many `apply_together` calls have ended (for tests).
+    #[cfg(test)]
+    pub(crate) fn applied_together(&self) -> u64 {
+        self.together.load(Ordering::Acquire) / 2
     }
 
     /// `read`, made again if it overlapped a transaction's writes (`apply_together`).

@@ -418,6 +418,31 @@ mod tests {
         assert!(calls < 16 * 20 / 2, "{calls} barriers for 320 reads");
     }
 
+    /// Delivery applies the events of one log position (an append: a transaction, a
+    /// batch) together, so that no read sees part of them; a position of one event
+    /// costs nothing extra.
+    #[test]
+    fn the_events_of_one_position_are_applied_together() {
+        use crate::ports::FollowSink;
+        let map = Arc::new(Map::default());
+        let delivered = Delivered::new(map.clone(), Metrics::new(false));
+        let sink = Sink(delivered);
+        sink.deliver(
+            &[
+                Event::put(5, b"a", b"1"),
+                Event::put(5, b"b", b"1"),
+                Event::put(6, b"c", b"1"),
+                Event::put(7, b"a", b"2"),
+                Event::delete(7, b"c"),
+            ],
+            7,
+        );
+        assert_eq!(map.applied_together(), 2, "positions 5 and 7");
+        assert_eq!(map.get(b"a").as_deref(), Some(&b"2"[..]));
+        assert_eq!(map.get(b"b").as_deref(), Some(&b"1"[..]));
+        assert!(map.get(b"c").is_none());
+    }
+
     /// A barrier the log never answers holds no reader past its own timeout.
     #[test]
     fn a_reader_stops_waiting_at_its_timeout_while_the_barrier_hangs() {

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use kvs_plugin_api::{Event, EventKind, PluginError};
+use kvs_plugin_api::{ErrorCode, Event, EventKind, PluginError};
 
 use crate::metrics::Metrics;
 use crate::overload::Overload;
@@ -450,6 +450,18 @@ impl WriterLoop {
                 for (done, outcome) in dones {
                     done.reply(outcome);
                 }
+            }
+            Err(err)
+                if err.code() == ErrorCode::TOO_LARGE && batch.len() > 1 && self.atomic_batch =>
+            {
+                // A logger that appends all or none (so it kept nothing) cannot append
+                // this much at once (an etcd transaction's limits): the batch in two
+                // parts of whole requests, each resolved again (after what the first
+                // made) and appended on its own. A request too large alone fails with
+                // the logger's message.
+                let mut rest = batch.split_off(batch.len() / 2);
+                self.commit_plain(batch);
+                self.commit_plain(&mut rest);
             }
             Err(err) => {
                 self.stats.failed += batch.len() as u64;

@@ -131,7 +131,7 @@ except redis.ResponseError as e:
 print("ok")
 "#;
 
-fn python(script: &str, args: &[&str]) {
+pub(crate) fn python(script: &str, args: &[&str]) {
     let out = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(script)

@@ -1554,3 +1554,5 @@ fn keys_with_a_ttl_expire_on_every_node_and_leave_etcd() {
     b.stop();
     a.stop();
 }
+
+mod transactions;

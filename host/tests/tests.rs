@@ -8,7 +8,8 @@
 //! * `loading`: discovery, handshake refusals, duplicates, side-by-side plug-ins, panics.
 //! * `cluster`: kvs nodes sharing one etcd cluster (the `etcd` logger): crashes, member
 //!   stops, quorum loss, linearizable reads; partitions (a node in a network namespace)
-//!   and a nemesis schedule of partitions, pauses and kills, histories checked.
+//!   and a nemesis schedule of partitions, pauses and kills, histories checked;
+//!   transactions (`MSETNX`, `EXPIRE ... NX`) all or none across nodes.
 //! * `compat`: plug-ins built against every released plugin-api 1.x (the `compat/` fixtures,
 //!   native and WASM) working end to end in a real `kvs`; 1.1 ones logging through it.
 //! * `context`: request contexts from rest, grpc, wasm-rest and a third party's

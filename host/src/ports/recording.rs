@@ -1,6 +1,7 @@
 //! A [`Log`] for the host's unit tests: it keeps every batch it is given, refuses the
-//! appends whose number is in `refuse`, and, with a `gate`, waits for one go-ahead
-//! before each append (so a test can hold the writer inside an append).
+//! appends whose number is in `refuse`, refuses whole (TOO_LARGE, keeping nothing) a
+//! batch over `max_events`, and, with a `gate`, waits for one go-ahead before each
+//! append (so a test can hold the writer inside an append).
 
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ pub(crate) type Recorded = Arc<Mutex<Vec<Vec<(u64, EventKind, Vec<u8>)>>>>;
 pub(crate) struct Recording {
     pub(crate) batches: Recorded,
     pub(crate) refuse: Vec<usize>,
+    pub(crate) max_events: Option<usize>,
     pub(crate) gate: Option<Receiver<()>>,
 }
 
@@ -48,6 +50,12 @@ impl Log for Recording {
     fn append(&mut self, batch: &[Event<'_>]) -> Result<(), PluginError> {
         if let Some(gate) = &self.gate {
             let _ = gate.recv();
+        }
+        if self.max_events.is_some_and(|max| batch.len() > max) {
+            return Err(PluginError::new(
+                kvs_plugin_api::ErrorCode::TOO_LARGE,
+                format!("{} events do not fit one append", batch.len()),
+            ));
         }
         let mut batches = self.batches.lock().unwrap();
         let number = batches.len();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kvs_plugin_api::event::split_deadline;
 use kvs_plugin_api::{Event, EventKind};
 
-use super::{Delivered, complete};
+use super::{Delivered, DeliveryState, complete};
 use crate::ports::FollowSink;
 
 /// The host's [`FollowSink`]: applies what the shared log delivers.
@@ -41,46 +41,25 @@ impl FollowSink for Sink {
     fn deliver(&self, events: &[Event<'_>], through: u64) {
         let d = &self.0;
         let mut state = d.state.lock().unwrap();
-        let mut bytes = 0i64;
-        let mut stale = 0u64;
-        for e in events.iter() {
-            if let Some(seen) = state.snapshot.as_mut() {
-                seen.insert(e.key.to_vec());
-            } else if e.sequence <= state.through {
-                // Already applied (or older): applying it again could undo a later
-                // write. A log that re-sends is buggy; the map stays a prefix of it.
-                stale += 1;
-                continue;
-            }
-            bytes += match e.kind {
-                EventKind::PUT => {
-                    d.map
-                        .insert(e.key.as_slice(), e.value.as_slice(), e.sequence, None)
-                }
-                EventKind::PUT_UNTIL => match split_deadline(e.value.as_slice()) {
-                    // Kept even past its deadline (reads hide it): the log deletes it.
-                    Some((deadline, value)) => {
-                        d.map
-                            .insert(e.key.as_slice(), value, e.sequence, Some(deadline))
+        let (mut bytes, mut stale) = (0i64, 0u64);
+        let live = state.snapshot.is_none();
+        // The events of one position are one append (a transaction, a batch): readers
+        // see all of them or none (`Map::apply_together`; on a shared log delivery is
+        // all that changes a node's map, one delivery at a time).
+        for group in events.chunk_by(|a, b| a.sequence == b.sequence) {
+            let mut apply = || {
+                for e in group {
+                    match apply_event(d, &mut state, e) {
+                        Some(changed) => bytes += changed,
+                        None => stale += 1,
                     }
-                    None => {
-                        tracing::error!(
-                            "the shared log delivered a PUT_UNTIL without a deadline at {}; skipped",
-                            e.sequence
-                        );
-                        0
-                    }
-                },
-                EventKind::DELETE => d.map.remove(e.key.as_slice()),
-                other => {
-                    tracing::error!(
-                        "the shared log delivered an event of unknown kind {} at {}; skipped",
-                        other.0,
-                        e.sequence
-                    );
-                    0
                 }
             };
+            if live && group.len() > 1 {
+                d.map.apply_together(apply);
+            } else {
+                apply();
+            }
         }
         if stale > 0 {
             tracing::error!(
@@ -97,4 +76,44 @@ impl FollowSink for Sink {
             complete(done, Ok(()));
         }
     }
+}
+
+/// Applies one delivered event to the map: the change in bytes held, or `None` if it
+/// is at or before what the map already reflects (skipped).
+fn apply_event(d: &Delivered, state: &mut DeliveryState, e: &Event<'_>) -> Option<i64> {
+    if let Some(seen) = state.snapshot.as_mut() {
+        seen.insert(e.key.to_vec());
+    } else if e.sequence <= state.through {
+        // Already applied (or older): applying it again could undo a later write. A
+        // log that re-sends is buggy; the map stays a prefix of it.
+        return None;
+    }
+    Some(match e.kind {
+        EventKind::PUT => d
+            .map
+            .insert(e.key.as_slice(), e.value.as_slice(), e.sequence, None),
+        EventKind::PUT_UNTIL => match split_deadline(e.value.as_slice()) {
+            // Kept even past its deadline (reads hide it): the log deletes it.
+            Some((deadline, value)) => {
+                d.map
+                    .insert(e.key.as_slice(), value, e.sequence, Some(deadline))
+            }
+            None => {
+                tracing::error!(
+                    "the shared log delivered a PUT_UNTIL without a deadline at {}; skipped",
+                    e.sequence
+                );
+                0
+            }
+        },
+        EventKind::DELETE => d.map.remove(e.key.as_slice()),
+        other => {
+            tracing::error!(
+                "the shared log delivered an event of unknown kind {} at {}; skipped",
+                other.0,
+                e.sequence
+            );
+            0
+        }
+    })
 }

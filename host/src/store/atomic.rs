@@ -27,7 +27,7 @@ pub struct WriteFeatures {
     /// The logger appends a batch all or none (`log:atomic_batch`): transactions may
     /// write several keys.
     pub atomic_batch: bool,
-    /// The log is shared (`log:shared`): transactions are not served over it yet.
+    /// The log is shared (`log:shared`).
     pub shared: bool,
     /// The logger's name, for messages.
     pub logger: String,
@@ -143,20 +143,19 @@ impl Store {
                     transaction.steps.len()
                 )));
             }
-            if features.shared {
-                return Err(PluginError::invalid_input(format!(
-                    "the shared log `{}` does not serve transactions (several keys at once, \
-                     conditions on deadlines) yet; single updates work over it",
-                    features.logger
-                )));
-            }
             // Several steps may log several events (even on one key): all or none only
-            // with a logger that appends a batch so.
+            // with a logger that appends a batch so — over a shared log, one that also
+            // honours a condition on every key (etcd).
             if transaction.steps.len() > 1 && !features.atomic_batch {
+                let use_instead = if features.shared {
+                    "etcd"
+                } else {
+                    "file, postgres"
+                };
                 return Err(PluginError::invalid_input(format!(
                     "the logger `{}` cannot append a batch all or none (it does not declare \
                      `log:atomic_batch`), so kvs cannot make several updates as one: a \
-                     crash could keep a part; use a logger that does (file, postgres)",
+                     crash could keep a part; use a logger that does ({use_instead})",
                     features.logger
                 )));
             }

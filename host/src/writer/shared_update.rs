@@ -1,33 +1,26 @@
-//! Atomic updates over a shared log: each appended alone, on the condition that its key
-//! has not moved in the log since it was evaluated (`EventKind::EXPECT`), and evaluated
-//! again after catching up when it has.
+//! Atomic updates and transactions over a shared log: each appended alone, on the
+//! condition that none of its keys has moved in the log since it was evaluated (one
+//! `EventKind::EXPECT` per key), and evaluated again after catching up when one has.
 
-use kvs_plugin_api::update::{Current, Effect, evaluate};
-use kvs_plugin_api::{Event, EventKind, PluginError};
+use kvs_plugin_api::update::{Current, Effect, evaluate_transaction};
+use kvs_plugin_api::{ErrorCode, Event, EventKind, Outcome, PluginError, Transaction};
 
 use super::{Acknowledge, Handoff, WriterLoop};
 use crate::map::now_ms;
-use crate::write_request::{Completion, WriteOp, WriteRequest};
+use crate::write_request::{Completion, Reply, WriteOp, WriteRequest};
 
 /// How often an update over a shared log is evaluated again after its conditional
-/// append found the key moved, before it fails as contended.
+/// append found a key moved, before it fails as contended.
 const SHARED_UPDATE_ATTEMPTS: usize = 64;
 
 impl WriterLoop {
-    /// A shared log's batch with updates: its plain writes in runs, each update on its
-    /// own, in queue order (a connection's `SET k 1` then `INCR k` must stay in order).
+    /// A shared log's batch with updates: its plain writes in runs, each update or
+    /// transaction on its own, in queue order (a connection's `SET k 1` then `INCR k`
+    /// must stay in order).
     pub(super) fn commit_shared_in_order(&mut self, batch: &mut Vec<WriteRequest>) {
         let mut run = Vec::new();
         for req in std::mem::take(batch) {
-            if let WriteOp::Transaction(_) = req.op {
-                // Refused when queued (`Store::transact_as`); a swap cannot make a local
-                // log shared, so this is only a guard.
-                req.done.complete(Err(PluginError::unavailable(
-                    "transactions are not served over a shared log yet",
-                )));
-                continue;
-            }
-            if let WriteOp::Update(_) | WriteOp::Expire(..) = req.op {
+            if req.op.is_evaluated() {
                 if !run.is_empty() {
                     self.commit_plain(&mut run);
                 }
@@ -41,16 +34,24 @@ impl WriterLoop {
         }
     }
 
-    /// One update over a shared log: evaluated against the delivered map, appended on
-    /// the condition that its key has not moved since (`EventKind::EXPECT`: etcd
-    /// compares the key's mod revision), and on a conflict evaluated again once
-    /// delivery has caught up. The append that succeeds is where it takes effect, so it
-    /// is linearizable whatever other nodes do; a failed condition is appended too (with
-    /// no change), so that it also takes effect at a point in the log.
+    /// One update or transaction over a shared log: evaluated against the delivered
+    /// map, appended on the condition that none of its keys has moved since
+    /// (`EventKind::EXPECT` per key: etcd compares each key's mod revision), and on a
+    /// conflict evaluated again once delivery has caught up. The append that succeeds
+    /// is where it takes effect, so it is linearizable whatever other nodes do; a
+    /// failed condition is appended too (with no change), so that it also takes effect
+    /// at a point in the log.
     fn commit_shared_update(&mut self, req: WriteRequest) {
-        let WriteOp::Update(update) = &req.op else {
+        // An update is a transaction of one step (plugin-api 1.6).
+        let single;
+        let (transaction, one) = match &req.op {
+            WriteOp::Update(update) => {
+                single = Transaction::new().and((**update).clone());
+                (&single, true)
+            }
+            WriteOp::Transaction(transaction) => (&**transaction, false),
             // The sweep runs only on local logs: nothing to do.
-            return req.done.complete(Ok(()));
+            _ => return req.done.complete(Ok(())),
         };
         if !matches!(
             self.acknowledge,
@@ -64,7 +65,21 @@ impl WriterLoop {
                  operations over it",
             )));
         }
-        let key: &[u8] = &update.key;
+        // Several conditions in one append: only a log that honours them all, and
+        // appends all or none (checked when queued too; this catches a swap since).
+        if transaction.steps.len() > 1 && !self.atomic_batch {
+            return req.done.complete(Err(PluginError::invalid_input(
+                "the shared log cannot append a batch all or none on every condition \
+                 (log:atomic_batch); the transaction was refused",
+            )));
+        }
+        // Its keys, each once, in the order the steps name them.
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(transaction.steps.len());
+        for step in &transaction.steps {
+            if !keys.contains(&step.update.key.as_slice()) {
+                keys.push(&step.update.key);
+            }
+        }
         for attempt in 0..SHARED_UPDATE_ATTEMPTS {
             if attempt > 0
                 && let Acknowledge::Handoff(Handoff {
@@ -76,74 +91,76 @@ impl WriterLoop {
                 return req.done.complete(Err(e));
             }
             let now = now_ms();
-            let current = self.map.entry(key).map(|e| Current {
-                revision: e.revision(),
-                deadline: e.deadline(),
-                value: e.into_value(),
-            });
-            let observed = current.as_ref().map_or(0, |c| c.revision);
-            let live = current
-                .as_ref()
-                .filter(|c| c.deadline.is_none_or(|d| d > now));
-            let (effect, mut outcome) = match evaluate(update, live, now, self.max_value_bytes) {
-                Ok(evaluated) => evaluated,
-                Err(refused) => {
-                    return req
-                        .done
-                        .complete(Err(PluginError::new(refused.code, refused.message)));
-                }
+            let states: Vec<Option<Current>> = keys
+                .iter()
+                .map(|key| {
+                    self.map.entry(key).map(|e| Current {
+                        revision: e.revision(),
+                        deadline: e.deadline(),
+                        value: e.into_value(),
+                    })
+                })
+                .collect();
+            let live = |key: &[u8]| {
+                let at = keys.iter().position(|k| *k == key)?;
+                states[at]
+                    .clone()
+                    .filter(|c| c.deadline.is_none_or(|d| d > now))
             };
-            let sequence = self.next_sequence;
-            self.next_sequence += 2;
-            // A put with a deadline is a PUT_UNTIL, its value led by the deadline.
-            let until = match &effect {
-                Effect::Put {
-                    value,
-                    deadline: Some(deadline),
-                } => [&deadline.to_le_bytes()[..], value].concat(),
-                _ => Vec::new(),
-            };
-            let mut events = vec![Event {
-                sequence: observed,
-                kind: EventKind::EXPECT,
-                key: key.into(),
-                value: (&[][..]).into(),
-            }];
-            match &effect {
-                Effect::Nothing => {}
-                Effect::Delete => events.push(Event::delete(sequence, key)),
-                Effect::Put {
-                    deadline: Some(_), ..
-                } => events.push(Event {
-                    kind: EventKind::PUT_UNTIL,
-                    ..Event::put(sequence, key, &until)
-                }),
-                Effect::Put { value, .. } => events.push(Event::put(sequence, key, value)),
-            }
+            let (effects, mut outcomes) =
+                match evaluate_transaction(transaction, live, now, self.max_value_bytes) {
+                    Ok(evaluated) => evaluated,
+                    Err(refused) => {
+                        return req
+                            .done
+                            .complete(Err(PluginError::new(refused.code, refused.message)));
+                    }
+                };
+            // A put with a deadline logs its value led by the deadline.
+            let untils: Vec<Vec<u8>> = effects
+                .iter()
+                .map(|effect| match effect {
+                    Effect::Put {
+                        value,
+                        deadline: Some(deadline),
+                    } => [&deadline.to_le_bytes()[..], value].concat(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let events = self.shared_events(&keys, &states, transaction, &effects, &untils);
             let appended = self.logger.append(&events);
+            drop(events);
             self.stats.batches += 1;
             match appended {
                 Ok(()) => {
-                    self.stats.writes += 1;
+                    self.stats.writes +=
+                        effects.iter().filter(|e| **e != Effect::Nothing).count() as u64;
                     let Acknowledge::Handoff(handoff) = &mut self.acknowledge else {
                         unreachable!("only over a shared log")
                     };
                     let position = handoff
                         .last_position
                         .load(std::sync::atomic::Ordering::Acquire);
-                    match effect {
-                        Effect::Put { .. } => outcome.revision = position,
-                        Effect::Delete => outcome.revision = 0,
-                        Effect::Nothing => {}
+                    for (outcome, effect) in outcomes.iter_mut().zip(&effects) {
+                        match effect {
+                            Effect::Put { .. } => outcome.revision = position,
+                            Effect::Delete => outcome.revision = 0,
+                            Effect::Nothing => {}
+                        }
                     }
+                    let reply = if one {
+                        Reply::One(outcomes.pop().unwrap_or_else(Outcome::default))
+                    } else {
+                        Reply::Many(outcomes)
+                    };
                     // Completed once delivery has applied it, as every shared write.
                     let done = req.done;
-                    let answer = Completion::new(move |r| done.complete_with(r.map(|()| outcome)));
+                    let answer = Completion::new(move |r| done.reply(r.map(|()| reply)));
                     (handoff.hand_off)(vec![answer]);
                     return;
                 }
-                // The key moved: the next attempt catches up first.
-                Err(e) if e.code() == kvs_plugin_api::ErrorCode::CONFLICT => continue,
+                // A key moved: the next attempt catches up first.
+                Err(e) if e.code() == ErrorCode::CONFLICT => continue,
                 Err(e) => {
                     self.stats.failed += 1;
                     self.metrics.append_errors.inc();
@@ -152,8 +169,51 @@ impl WriterLoop {
             }
         }
         req.done.complete(Err(PluginError::unavailable(format!(
-            "the key kept changing on other nodes: {SHARED_UPDATE_ATTEMPTS} attempts at this \
+            "the keys kept changing on other nodes: {SHARED_UPDATE_ATTEMPTS} attempts at this \
              update conflicted; retry"
         ))))
+    }
+
+    /// What a transaction evaluated against `states` appends: an `EXPECT` per key (its
+    /// revision as this node saw it, 0 when absent), then each step's change in order
+    /// (a put with a deadline is a `PUT_UNTIL` of its step's `untils`).
+    fn shared_events<'a>(
+        &mut self,
+        keys: &[&'a [u8]],
+        states: &[Option<Current>],
+        transaction: &'a Transaction,
+        effects: &'a [Effect],
+        untils: &'a [Vec<u8>],
+    ) -> Vec<Event<'a>> {
+        let mut events: Vec<Event<'a>> = keys
+            .iter()
+            .zip(states)
+            .map(|(key, state)| Event {
+                sequence: state.as_ref().map_or(0, |c| c.revision),
+                kind: EventKind::EXPECT,
+                key: (*key).into(),
+                value: (&[][..]).into(),
+            })
+            .collect();
+        for ((step, effect), until) in transaction.steps.iter().zip(effects).zip(untils) {
+            let key: &[u8] = &step.update.key;
+            let sequence = self.next_sequence;
+            let event = match effect {
+                Effect::Nothing => continue,
+                Effect::Delete => Event::delete(sequence, key),
+                Effect::Put {
+                    deadline: Some(_), ..
+                } => Event {
+                    kind: EventKind::PUT_UNTIL,
+                    ..Event::put(sequence, key, until)
+                },
+                Effect::Put { value, .. } => Event::put(sequence, key, value),
+            };
+            self.next_sequence += 1;
+            events.push(event);
+        }
+        // The EXPECTs take numbers too, as they always have: never one reused.
+        self.next_sequence += keys.len() as u64;
+        events
     }
 }

@@ -5,17 +5,20 @@
 //! * **Keys** are the kvs keys under `prefix` (bytes, unescaped); a put or a delete is
 //!   an etcd put or delete of that key.
 //! * **Conditional append** (capability `log:conditional`, plugin-api 1.4): a batch led
-//!   by an `EXPECT` event is one transaction that also compares the key's
-//!   `mod_revision` with the expected position, and fails with CONFLICT if it moved:
-//!   how kvs nodes make compare-and-set and counters linearizable.
+//!   by `EXPECT` events is one transaction that also compares each of their keys'
+//!   `mod_revision` with the expected position, and fails with CONFLICT if one moved:
+//!   how kvs nodes make compare-and-set, counters and transactions linearizable.
 //! * **Expiry** (capability `log:expiry`, plugin-api 1.4): a `PUT_UNTIL` is a put under
 //!   an etcd lease whose id carries the deadline (`lease`): nodes read the deadline back
 //!   from the key, and etcd deletes the key once the lease runs out.
-//! * **Append**: one etcd transaction per group-commit batch (split at `max_txn_ops`,
-//!   etcd's per-transaction limit, and at `max_txn_bytes`, under its request limit; two writes to one key in one transaction collapse
-//!   into the later, which is what the batch amounts to). The position is the revision
-//!   of the last transaction. Each transaction is safe to retry on another member
-//!   (`writer`), and members that hang are routed around (`members`).
+//! * **Append** (capability `log:atomic_batch`, plugin-api 1.6): one etcd transaction
+//!   per group-commit batch, so a batch is applied whole or not at all (two writes to
+//!   one key collapse into the later, which is what the batch amounts to). A batch over
+//!   one transaction (`max_txn_ops`, etcd's per-transaction limit, or `max_txn_bytes`,
+//!   under its request limit) is refused with TOO_LARGE, never split here: the host
+//!   then appends it in parts between requests. The position is the transaction's
+//!   revision. Each transaction is safe to retry on another member (`writer`), and
+//!   members that hang are routed around (`members`).
 //! * **Follow**: a paginated range read pinned at one revision (the snapshot), then a
 //!   watch from the next revision; a watch that breaks is resumed from the revision
 //!   after the last event delivered, one that fell behind etcd's compaction reloads
@@ -35,12 +38,15 @@
 //!   was asked to start; anything else is a gap this node cannot explain, so it logs
 //!   it, turns unready and reloads the snapshot.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, PutOptions, TxnOp};
-use kvs_plugin_api::{Event, EventKind, Follower, Health, PluginError, SharedLog, export_plugin};
+use kvs_plugin_api::{
+    ErrorCode, Event, EventKind, Follower, Health, PluginError, SharedLog, export_plugin,
+};
 
 mod config;
 mod follow;
@@ -197,12 +203,19 @@ impl EtcdLog {
         Duration::from_millis(self.config.attempt_timeout_ms.min(self.config.timeout_ms))
     }
 
-    /// The batch as etcd transactions: at most `max_txn_ops` operations each, no key
-    /// twice in one (etcd refuses that; the later write wins, as it would anyway). A
-    /// `PUT_UNTIL` is a put under its deadline's lease (`lease`).
-    fn transactions(&self, batch: &[Event<'_>]) -> Result<Vec<Vec<TxnOp>>, PluginError> {
-        let mut txns: Vec<Vec<TxnOp>> = Vec::new();
-        let mut ops: Vec<(Vec<u8>, TxnOp)> = Vec::new();
+    /// The batch as one etcd transaction's operations, no key twice (etcd refuses that;
+    /// the later write wins, as it would anyway), then the marker's put. A `PUT_UNTIL`
+    /// is a put under its deadline's lease (`lease`). A batch that does not fit one
+    /// transaction (`max_txn_ops`, `max_txn_bytes`) is refused whole with
+    /// `TOO_LARGE`, never split: an append is all or none (`log:atomic_batch`), and
+    /// the host then appends the batch in parts, each of whole requests.
+    fn transaction(&self, batch: &[Event<'_>]) -> Result<Vec<TxnOp>, PluginError> {
+        // Two operations of each transaction are kvs's own: the writer key's, and the
+        // marker's (so that every transaction, even one that only deletes missing
+        // keys, comes back through the watch as an event at its revision).
+        let max_ops = self.config.max_txn_ops - 2;
+        let mut ops: Vec<TxnOp> = Vec::with_capacity(batch.len().min(max_ops) + 1);
+        let mut slots: HashMap<&[u8], usize> = HashMap::with_capacity(batch.len().min(max_ops));
         let mut bytes = 0;
         for e in batch {
             let key = self.key(e.key.as_slice());
@@ -215,30 +228,33 @@ impl EtcdLog {
                 }
                 _ => TxnOp::put(key.clone(), e.value.as_slice(), None),
             };
-            if let Some(slot) = ops.iter_mut().find(|(k, _)| *k == key) {
-                slot.1 = op;
-                continue;
+            bytes += key.len() + e.value.len();
+            match slots.get(e.key.as_slice()) {
+                Some(&slot) => ops[slot] = op,
+                None => {
+                    slots.insert(e.key.as_slice(), ops.len());
+                    ops.push(op);
+                }
             }
-            // Two operations of each transaction are kvs's own: the writer key's, and the
-            // marker's (so that every transaction, even one that only deletes missing
-            // keys, comes back through the watch as an event at its revision).
-            let size = key.len() + e.value.len();
-            let full = ops.len() == self.config.max_txn_ops - 2
-                || (!ops.is_empty() && bytes + size > self.config.max_txn_bytes);
-            if full {
-                txns.push(ops.drain(..).map(|(_, op)| op).collect());
-                bytes = 0;
+            // One write alone is sent whatever it weighs: etcd says if it is over its
+            // request limit.
+            if ops.len() > max_ops || (ops.len() > 1 && bytes > self.config.max_txn_bytes) {
+                return Err(PluginError::new(
+                    ErrorCode::TOO_LARGE,
+                    format!(
+                        "a batch of {} write(s) does not fit one etcd transaction ([plugins.etcd] \
+                         max_txn_ops = {} with 2 of kvs's own, max_txn_bytes = {}; etcd's \
+                         --max-txn-ops and --max-request-bytes bound them); write fewer keys \
+                         at once",
+                        batch.len(),
+                        self.config.max_txn_ops,
+                        self.config.max_txn_bytes
+                    ),
+                ));
             }
-            bytes += size;
-            ops.push((key, op));
         }
-        if !ops.is_empty() {
-            txns.push(ops.into_iter().map(|(_, op)| op).collect());
-        }
-        for txn in &mut txns {
-            txn.push(TxnOp::put(self.prefix.clone(), Vec::new(), None));
-        }
-        Ok(txns)
+        ops.push(TxnOp::put(self.prefix.clone(), Vec::new(), None));
+        Ok(ops)
     }
 }
 
@@ -254,29 +270,31 @@ fn until<'e>(e: &'e Event<'_>) -> Result<(u64, &'e [u8]), PluginError> {
 
 impl SharedLog for EtcdLog {
     fn append(&self, batch: &[Event<'_>]) -> Result<u64, PluginError> {
-        // A leading EXPECT makes the batch conditional on its key's mod revision (the
-        // position of its newest event; 0 when absent): one transaction, which etcd
-        // applies only if the compare holds.
-        let (expect, batch) = match batch.split_first() {
-            Some((first, rest)) if first.kind == EventKind::EXPECT => (
-                Some((self.key(first.key.as_slice()), first.sequence as i64)),
-                rest,
-            ),
-            _ => (None, batch),
-        };
-        let txns = self.transactions(batch)?;
-        if expect.is_some() && txns.len() > 1 {
-            return Err(PluginError::invalid_input(
-                "a conditional batch must fit one etcd transaction (max_txn_ops, max_txn_bytes)",
+        // The EXPECTs leading the batch make it conditional on their keys' mod
+        // revisions (each the position of the key's newest event; 0 when absent): one
+        // transaction, which etcd applies only if every compare holds.
+        let conditions = batch
+            .iter()
+            .take_while(|e| e.kind == EventKind::EXPECT)
+            .count();
+        let (expects, batch) = batch.split_at(conditions);
+        // The writer key's compare is kvs's own.
+        if expects.len() + 1 > self.config.max_txn_ops {
+            return Err(PluginError::new(
+                ErrorCode::TOO_LARGE,
+                format!(
+                    "a transaction over {} keys does not fit one etcd transaction ([plugins.etcd] \
+                     max_txn_ops = {}, etcd's --max-txn-ops); use fewer keys at once",
+                    expects.len(),
+                    self.config.max_txn_ops
+                ),
             ));
         }
-        let txns = if txns.is_empty() && expect.is_some() {
-            // Only the condition: a transaction of the marker alone, so its outcome
-            // has a revision, as any append's.
-            vec![vec![TxnOp::put(self.prefix.clone(), Vec::new(), None)]]
-        } else {
-            txns
-        };
+        let expects: Vec<(Vec<u8>, i64)> = expects
+            .iter()
+            .map(|e| (self.key(e.key.as_slice()), e.sequence as i64))
+            .collect();
+        let ops = self.transaction(batch)?;
         // The leases first: a put under a lease that does not exist fails.
         let mut deadlines: Vec<u64> = batch
             .iter()
@@ -289,14 +307,11 @@ impl SharedLog for EtcdLog {
         let (timeout, attempt) = (self.timeout(), self.attempt());
         let result = self.runtime.block_on(async {
             lease::grant(&self.client, &deadlines, timeout, attempt).await?;
-            let mut revision = 0;
-            for ops in txns {
-                revision = self
-                    .writer
-                    .commit(&kv, ops, expect.clone(), timeout, attempt)
-                    .await?;
-                self.awaited.fetch_max(revision, Ordering::AcqRel);
-            }
+            let revision = self
+                .writer
+                .commit(&kv, ops, &expects, timeout, attempt)
+                .await?;
+            self.awaited.fetch_max(revision, Ordering::AcqRel);
             Ok::<u64, PluginError>(revision)
         });
         let conflict = matches!(&result, Err(e) if e.code() == kvs_plugin_api::ErrorCode::CONFLICT);
@@ -349,6 +364,15 @@ impl SharedLog for EtcdLog {
     }
 }
 
+/// Whether etcd's answer `text` refuses a request as too large (over its
+/// `--max-request-bytes` or `--max-txn-ops`): every member does, every time, and
+/// before applying anything.
+pub(crate) fn too_large(text: &str) -> bool {
+    text.contains("too large")
+        || text.contains("larger than max")
+        || text.contains("too many operations")
+}
+
 /// Runs `request` until it succeeds or `timeout` has passed, each attempt for at most
 /// `attempt`. A request that failed only to connect (the member the client picked is
 /// down) is always tried again, on another member; any other failure (a timed-out
@@ -372,10 +396,11 @@ where
             Ok(Err(e)) => {
                 let text = e.to_string();
                 // A request etcd finds too large is refused by every member, every time.
-                if text.contains("too large") || text.contains("larger than max") {
+                if too_large(&text) {
                     return Err(format!(
-                        "{text} (etcd's --max-request-bytes; lower [plugins.etcd] \
-                         max_txn_bytes or kvs's limits.max_value_bytes)"
+                        "{text} (etcd's --max-request-bytes and --max-txn-ops; lower \
+                         [plugins.etcd] max_txn_bytes and max_txn_ops, or kvs's \
+                         limits.max_value_bytes)"
                     ));
                 }
                 if only_unsent && !text.contains("connect error") {
@@ -399,5 +424,8 @@ export_plugin!(
     shared_logger: open,
     name: "etcd",
     description: "a log shared by many kvs nodes on one etcd cluster",
-    capabilities: ["net:connect", "log:conditional", "log:expiry"]
+    capabilities: ["net:connect", "log:conditional", "log:expiry", "log:atomic_batch"]
 );
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, KvClient, Txn, TxnOp, TxnOpResponse};
-use kvs_plugin_api::{PluginError, log};
+use kvs_plugin_api::{ErrorCode, PluginError, log};
 
 use crate::{retry, unavailable};
 
@@ -53,14 +53,16 @@ impl Writer {
         }
     }
 
-    /// Commits `ops` in one transaction, retried (each attempt at most `attempt`,
-    /// all within `timeout`) until it is known to have applied exactly once; its
-    /// revision. Called by one thread at a time (the host's writer).
+    /// Commits `ops` in one transaction, on the condition that each of `expects`' keys
+    /// is at its mod revision, retried (each attempt at most `attempt`, all within
+    /// `timeout`) until it is known to have applied exactly once; its revision, or
+    /// CONFLICT when a condition failed. Called by one thread at a time (the host's
+    /// writer).
     pub(crate) async fn commit(
         &self,
         kv: &KvClient,
         ops: Vec<TxnOp>,
-        expect: Option<(Vec<u8>, i64)>,
+        expects: &[(Vec<u8>, i64)],
         timeout: Duration,
         attempt: Duration,
     ) -> Result<u64, PluginError> {
@@ -69,23 +71,23 @@ impl Writer {
         let token = number.to_string().into_bytes();
         let mut ops = ops;
         ops.push(TxnOp::put(self.key.clone(), token.clone(), None));
+        // Attempts sent so far: after more than one, an earlier may still be in flight.
+        let mut sent = 0usize;
         loop {
             let last = self.last.load(Ordering::Acquire);
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let response = retry(left, attempt, false, || {
+                sent += 1;
                 let mut kv = kv.clone();
-                let mut when = vec![Compare::mod_revision(
+                let mut when = Vec::with_capacity(1 + expects.len());
+                when.push(Compare::mod_revision(
                     self.key.clone(),
                     CompareOp::Equal,
                     last,
-                )];
-                if let Some((key, revision)) = &expect {
-                    when.push(Compare::mod_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        *revision,
-                    ));
-                }
+                ));
+                when.extend(expects.iter().map(|(key, revision)| {
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, *revision)
+                }));
                 let txn = Txn::new()
                     .when(when)
                     .and_then(ops.clone())
@@ -93,7 +95,17 @@ impl Writer {
                 async move { kv.txn(txn).await }
             })
             .await
-            .map_err(|e| unavailable("transaction (it may or may not have applied)", e))?;
+            .map_err(|e| {
+                if crate::too_large(&e) {
+                    // Refused before anything was applied, by every member alike.
+                    PluginError::new(
+                        ErrorCode::TOO_LARGE,
+                        format!("etcd refused the transaction: {e}"),
+                    )
+                } else {
+                    unavailable("transaction (it may or may not have applied)", e)
+                }
+            })?;
             if response.succeeded() {
                 let revision = response.header().map_or(0, |h| h.revision());
                 self.last.store(revision, Ordering::Release);
@@ -117,14 +129,26 @@ impl Writer {
                     .is_some_and(|n| n < number)
             };
             // Unmoved since this node's last transaction: not this one's, nor an earlier
-            // one that applied late; so the expected key's compare is what failed.
+            // one that applied late; so an expected key's compare is what failed.
             let unmoved = match &found {
                 Some((_, revision)) => *revision == last,
                 None => last == 0,
             };
-            if expect.is_some() && unmoved {
+            if !expects.is_empty() && unmoved {
+                // An earlier attempt still in flight (sent to a member that hung) could
+                // yet apply if its keys came back to where it expected them (a key
+                // deleted again is at 0 again), after the host was told CONFLICT and
+                // made the update anew. Moving the writer key first rules that out.
+                if sent > 1 {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if !self.fence(kv, last, left, attempt).await? {
+                        // The writer key moved after all: this transaction (or an
+                        // earlier one) applied late. Look again.
+                        continue;
+                    }
+                }
                 return Err(PluginError::new(
-                    kvs_plugin_api::ErrorCode::CONFLICT,
+                    ErrorCode::CONFLICT,
                     "the key moved on in the shared log since this node read it",
                 ));
             }
@@ -149,6 +173,55 @@ impl Writer {
                     )));
                 }
             }
+        }
+    }
+
+    /// Puts a new token in the writer key if it is still at `last`, so that no
+    /// transaction sent before can apply any more (each compares the key with `last`).
+    /// False if the key had moved (a transaction sent before applied). Retried like a
+    /// commit: an attempt that applied late is recognised by its token.
+    async fn fence(
+        &self,
+        kv: &KvClient,
+        last: i64,
+        timeout: Duration,
+        attempt: Duration,
+    ) -> Result<bool, PluginError> {
+        let number = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let token = number.to_string().into_bytes();
+        let response = retry(timeout, attempt, false, || {
+            let mut kv = kv.clone();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    self.key.clone(),
+                    CompareOp::Equal,
+                    last,
+                )])
+                .and_then([TxnOp::put(self.key.clone(), token.clone(), None)])
+                .or_else([TxnOp::get(self.key.clone(), None)]);
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|e| unavailable("fencing this node's earlier attempts", e))?;
+        let applied = if response.succeeded() {
+            response.header().map(|h| h.revision())
+        } else {
+            // An earlier attempt of this fence applied: fenced all the same.
+            response.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .filter(|kv| kv.value() == token.as_slice())
+                    .map(|kv| kv.mod_revision()),
+                _ => None,
+            })
+        };
+        match applied {
+            Some(revision) => {
+                self.last.store(revision, Ordering::Release);
+                Ok(true)
+            }
+            None => Ok(false),
         }
     }
 

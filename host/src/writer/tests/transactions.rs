@@ -95,3 +95,76 @@ fn transactions_take_consecutive_positions_among_the_batch_writes() {
     assert_eq!(map.get(b"c"), None);
     assert_eq!(map.entry(b"b").unwrap().revision(), 11);
 }
+
+/// A logger that refuses a batch too large to append all or none (TOO_LARGE, as etcd's
+/// does over one transaction's limits) gets it again in parts of whole requests: no
+/// request is split, every write that fits is made in queue order, and a request too
+/// large alone fails with the logger's error.
+#[test]
+fn a_batch_too_large_for_one_append_is_appended_in_parts_between_requests() {
+    use crate::write_request::Reply;
+    use kvs_plugin_api::{Change, ErrorCode, Transaction, Update};
+    let batches = Recorded::default();
+    let map = Arc::new(Map::default());
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (puts, replies) = (Outcomes::default(), Replied::default());
+    let transaction = |keys: &[&str]| {
+        keys.iter().fold(Transaction::new(), |t, key| {
+            t.and(Update::new(*key, Change::Put(b"t".to_vec())))
+        })
+    };
+    queue_put(&tx, "a", &puts);
+    queue_put(&tx, "b", &puts);
+    queue_transaction(&tx, transaction(&["c", "d", "e"]), &replies);
+    queue_put(&tx, "f", &puts);
+    queue_transaction(&tx, transaction(&["h", "i", "j", "k"]), &replies);
+    queue_put(&tx, "g", &puts);
+    let log = Recording {
+        batches: batches.clone(),
+        max_events: Some(3),
+        ..Recording::default()
+    };
+    let writer = Writer::spawn(
+        Box::new(log),
+        map.clone(),
+        (tx, rx),
+        settings(1, 64, true),
+        Metrics::new(false),
+    )
+    .unwrap_or_else(|(e, _)| panic!("{e}"));
+    let (_, closed) = writer.stop();
+    closed.unwrap();
+    let batches = batches.lock().unwrap();
+    let appended: Vec<Vec<&[u8]>> = batches
+        .iter()
+        .map(|b| b.iter().map(|(_, _, key)| key.as_slice()).collect())
+        .collect();
+    assert_eq!(
+        appended,
+        [
+            vec![&b"a"[..]],
+            vec![b"b"],
+            vec![b"c", b"d", b"e"],
+            vec![b"f"],
+            vec![b"g"]
+        ],
+        "whole requests, in queue order"
+    );
+    let sequences: Vec<u64> = batches.iter().flatten().map(|e| e.0).collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "numbers rise: {sequences:?}"
+    );
+    let puts = puts.lock().unwrap();
+    assert!(puts.iter().all(|(_, r)| r.is_ok()), "{puts:?}");
+    let replies = replies.lock().unwrap();
+    assert!(matches!(&replies[0], Ok(Reply::Many(o)) if o.iter().all(|o| o.applied)));
+    match &replies[1] {
+        Err(e) => assert_eq!(e.code(), ErrorCode::TOO_LARGE, "{e}"),
+        other => panic!("a transaction too large alone: {other:?}"),
+    }
+    for key in ["a", "b", "c", "d", "e", "f", "g"] {
+        assert!(map.get(key.as_bytes()).is_some(), "{key}");
+    }
+    assert!(map.get(b"h").is_none());
+}
