@@ -112,7 +112,8 @@ assert r.get("short") is None and r.pttl("short") == -2
 won = r.get("m:a")
 assert won is not None and r.get("m:b") == won, (won, r.get("m:b"))
 assert r.msetnx({"m:a": "late", "m:new": "x"}) is False and r.get("m:new") is None
-assert 149 <= r.ttl("e") <= 150, r.ttl("e")
+# Set to 150 s before the restart, which may take seconds on a loaded machine.
+assert 120 <= r.ttl("e") <= 150, r.ttl("e")
 assert r.execute_command("EXPIRE", "e", 100, "GT") == 0
 time.sleep(max(0, float(sys.argv[2]) - time.time()))
 assert r.get("later") is None and r.exists("later") == 0, r.pttl("later")
