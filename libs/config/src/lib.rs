@@ -105,9 +105,10 @@ pub struct ClusterConfig {
     /// for its quorum position and waits until this node has applied it.
     #[serde(default = "default_reads")]
     pub reads: Reads,
-    /// Longest a write waits to come back from the shared log, a linearizable read for
-    /// its barrier, and start-up for catching up, in ms (default 10000); past it the
-    /// request is answered `unavailable`.
+    /// Longest a write waits to come back from the shared log and a linearizable read
+    /// for its barrier, in ms (default 10000); past it the request is answered
+    /// `unavailable`. Start-up catching up waits as long as the log keeps delivering,
+    /// and gives up after this long with nothing delivered.
     #[serde(default = "default_cluster_timeout")]
     pub timeout_ms: u64,
 }

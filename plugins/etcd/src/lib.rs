@@ -283,7 +283,7 @@ impl SharedLog for EtcdLog {
             return Err(PluginError::new(
                 ErrorCode::TOO_LARGE,
                 format!(
-                    "a transaction over {} keys does not fit one etcd transaction ([plugins.etcd] \
+                    "a transaction of {} keys does not fit one etcd transaction ([plugins.etcd] \
                      max_txn_ops = {}, etcd's --max-txn-ops); use fewer keys at once",
                     expects.len(),
                     self.config.max_txn_ops
