@@ -174,8 +174,13 @@ impl Map {
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();
-            } else {
+            } else if spins < 128 {
                 std::thread::yield_now();
+            } else {
+                // Still overlapping: sleep rather than keep yielding, so that readers
+                // (async threads, several per core when loaded) leave the CPU to the
+                // thread applying the transaction instead of starving it.
+                std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
     }
