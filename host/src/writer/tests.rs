@@ -37,6 +37,27 @@ fn settings(next_sequence: u64, max_batch: usize, stores_expiry: bool) -> Writer
     }
 }
 
+/// Runs a writer over `log` and `map` until it has taken everything queued on
+/// `channel` (its sender dropped), then stops it.
+fn run_to_end(
+    log: impl Log + 'static,
+    map: &Arc<Map>,
+    channel: (Sender<Msg>, Receiver<Msg>),
+    settings: WriterSettings,
+) -> WriterStats {
+    let writer = Writer::spawn(
+        Box::new(log),
+        map.clone(),
+        channel,
+        settings,
+        Metrics::new(false),
+    )
+    .unwrap_or_else(|(e, _)| panic!("{e}"));
+    let (stats, closed) = writer.stop();
+    closed.unwrap();
+    stats
+}
+
 /// Runs a writer over `log` with `keys` queued before it starts, then stops it.
 fn run_writer(
     log: Recording,
@@ -192,16 +213,7 @@ fn updates_in_one_batch_see_the_writes_before_them_and_log_only_their_effect() {
         &updates,
     );
     let settings = settings(7, 64, true);
-    let writer = Writer::spawn(
-        Box::new(log),
-        map.clone(),
-        (tx, rx),
-        settings,
-        Metrics::new(false),
-    )
-    .unwrap_or_else(|(e, _)| panic!("{e}"));
-    let (stats, closed) = writer.stop();
-    closed.unwrap();
+    let stats = run_to_end(log, &map, (tx, rx), settings);
     let batches = batches.lock().unwrap();
     assert_eq!(batches.len(), 1, "one group commit");
     let logged: Vec<(u64, EventKind, &[u8])> = batches[0]

@@ -53,16 +53,7 @@ fn transactions_take_consecutive_positions_among_the_batch_writes() {
     );
     queue_update(&tx, Update::new("b", Change::Increment(10)), &updates);
     let settings = settings(7, 64, true);
-    let writer = Writer::spawn(
-        Box::new(Recording::into(&batches)),
-        map.clone(),
-        (tx, rx),
-        settings,
-        Metrics::new(false),
-    )
-    .unwrap_or_else(|(e, _)| panic!("{e}"));
-    let (stats, closed) = writer.stop();
-    closed.unwrap();
+    let stats = run_to_end(Recording::into(&batches), &map, (tx, rx), settings);
     let batches = batches.lock().unwrap();
     assert_eq!(batches.len(), 1, "one group commit");
     let logged: Vec<(u64, &[u8])> = batches[0]
@@ -124,16 +115,7 @@ fn a_batch_too_large_for_one_append_is_appended_in_parts_between_requests() {
         max_events: Some(3),
         ..Recording::default()
     };
-    let writer = Writer::spawn(
-        Box::new(log),
-        map.clone(),
-        (tx, rx),
-        settings(1, 64, true),
-        Metrics::new(false),
-    )
-    .unwrap_or_else(|(e, _)| panic!("{e}"));
-    let (_, closed) = writer.stop();
-    closed.unwrap();
+    run_to_end(log, &map, (tx, rx), settings(1, 64, true));
     let batches = batches.lock().unwrap();
     let appended: Vec<Vec<&[u8]>> = batches
         .iter()
