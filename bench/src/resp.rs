@@ -1,8 +1,9 @@
 //! `kvs-bench resp`: like for like against Redis — the same client (`redis-benchmark`),
 //! the same commands, the same transport (RESP over loopback TCP), the same durability
 //! (Redis `appendfsync always`, kvs `sync = "always"`). Contenders: Redis, kvs's native
-//! `resp` frontend (with its default two async threads, and with one, as Redis has),
-//! and the `wasm-resp` guest. SET, GET, INCR and SET NX at `-P 1` and
+//! `resp` frontend (with its default one async thread, as Redis has; with two; and with
+//! one and `[writer] frontend_commits = false`, the writer thread committing every
+//! write), and the `wasm-resp` guest. SET, GET, INCR and SET NX at `-P 1` and
 //! `-P 16`, 32 clients, 100-byte values over 10000 keys; rounds with the contenders
 //! taking turns, medians; the server's CPU microseconds per request beside each rate.
 
@@ -16,7 +17,13 @@ use crate::rest::{median, start_kvs};
 use crate::variants::{CpuTime, Run};
 use crate::{VALUE_BYTES, which};
 
-const CONTENDERS: [&str; 4] = ["Redis", "kvs resp", "kvs resp, 1 thread", "kvs wasm-resp"];
+const CONTENDERS: [&str; 5] = [
+    "Redis",
+    "kvs resp",
+    "resp, 2 threads",
+    "resp, writer commits",
+    "kvs wasm-resp",
+];
 
 /// One benchmarked command: its label, `redis-benchmark`'s arguments for it, pipeline
 /// depth, requests per run.
@@ -137,10 +144,18 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
         for (c, contender) in CONTENDERS.iter().enumerate() {
             let kvs = match c {
                 0 => None,
-                1 => Some(start_kvs(plugins, "resp", "worker_threads = 2")?),
-                // One async thread, as Redis has one: fewer wake-ups between threads
-                // (measured for issue #33's first item).
-                2 => Some(start_kvs(plugins, "resp", "worker_threads = 1")?),
+                // Its defaults: one async thread, as Redis has, committing its
+                // connections' writes itself.
+                1 => Some(start_kvs(plugins, "resp", "worker_threads = 1")?),
+                2 => Some(start_kvs(plugins, "resp", "worker_threads = 2")?),
+                // One thread, the writer thread committing every write (issue #33's
+                // first item: the hop to the writer thread and back, measured against
+                // the frontend committing its connections' writes itself).
+                3 => Some(start_kvs(
+                    plugins,
+                    "resp",
+                    "worker_threads = 1\n[writer]\nfrontend_commits = false",
+                )?),
                 // An instance per connection: 32 of 16 MB fit the default 1024 MB budget
                 // (the default 64 MB each would refuse connections past the 16th).
                 _ => Some(start_kvs(plugins, "wasm-resp", "memory_max_mb = 16")?),
@@ -173,10 +188,11 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
                 .collect()
         })
         .collect();
-    println!(
-        "   {:<13} {:>24} {:>32} {:>32} {:>32}",
-        "", CONTENDERS[0], CONTENDERS[1], CONTENDERS[2], CONTENDERS[3]
-    );
+    let row = |label: &str, cells: &[String]| {
+        let rest: String = cells[1..].iter().map(|c| format!(" {c:>32}")).collect();
+        println!("   {label:<13} {:>24}{rest}", cells[0]);
+    };
+    row("", &CONTENDERS.map(String::from));
     for (i, case) in CASES.iter().enumerate() {
         let redis_rate = medians[0][i].0;
         let cells: Vec<String> = (0..CONTENDERS.len())
@@ -192,10 +208,7 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
                 }
             })
             .collect();
-        println!(
-            "   {:<13} {:>24} {:>32} {:>32} {:>32}",
-            case.label, cells[0], cells[1], cells[2], cells[3]
-        );
+        row(case.label, &cells);
     }
     println!("\n   cpu split, us per request: user + system (the kernel's TCP, fsync, wake-ups)");
     for (i, case) in CASES.iter().enumerate() {
@@ -205,10 +218,7 @@ pub(crate) fn resp(plugins: &Path) -> Result<()> {
                 format!("{user:.1} + {:.1}", cpu - user)
             })
             .collect();
-        println!(
-            "   {:<13} {:>24} {:>32} {:>32} {:>32}",
-            case.label, cells[0], cells[1], cells[2], cells[3]
-        );
+        row(case.label, &cells);
     }
     Ok(())
 }

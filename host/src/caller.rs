@@ -59,6 +59,10 @@ pub struct Caller<'a> {
     pub peer: Option<&'a str>,
     /// Where the frontend's requests are counted (none: not counted).
     pub meter: Option<&'a Arc<FrontendMeter>>,
+    /// The frontend commits its writes itself when it is about to go idle
+    /// ([`Store::commit_queued`](crate::store::Store::commit_queued)): they are queued
+    /// without waking the writer thread.
+    pub defers_commit: bool,
 }
 
 impl<'a> Caller<'a> {
@@ -81,6 +85,7 @@ impl<'a> Caller<'a> {
             deadline: ctx.deadline.and_then(|d| received.checked_add(d)),
             peer: ctx.peer.as_deref(),
             meter: None,
+            defers_commit: false,
         }
     }
 }

@@ -73,6 +73,7 @@ pub struct Builder<'a> {
     queue_max_bytes: u64,
     shed_delay_ms: u64,
     max_batch: usize,
+    frontend_commits: bool,
     shutdown_timeout: Duration,
     options: StartOptions,
     admin: Option<AdminConfig>,
@@ -102,6 +103,7 @@ impl<'a> Builder<'a> {
             queue_max_bytes: config.queue_max_bytes,
             shed_delay_ms: config.shed_delay_ms,
             max_batch: config.max_batch,
+            frontend_commits: config.frontend_commits,
             shutdown_timeout: config.shutdown_timeout,
             options: StartOptions {
                 request_hook: AccessControl::from_config(&config.auth)?
@@ -124,6 +126,7 @@ impl<'a> Builder<'a> {
             queue_max_bytes: crate::overload::DEFAULT_QUEUE_MAX_BYTES,
             shed_delay_ms: crate::overload::DEFAULT_SHED_DELAY_MS,
             max_batch: 64,
+            frontend_commits: true,
             shutdown_timeout: Duration::from_secs(5),
             options: StartOptions::default(),
             admin: None,
@@ -182,7 +185,8 @@ impl<'a> Builder<'a> {
         };
         let shared = matches!(logger, Opened::Shared(_));
         let map = Arc::new(Map::default());
-        let (tx, rx) = crossbeam_channel::bounded(self.queue_capacity);
+        let queue = writer::WriteQueue::new(self.queue_capacity);
+        queue.allow_frontend_commits(self.frontend_commits);
         let overload = Arc::new(crate::overload::Overload::new(
             self.shed_delay_ms,
             self.queue_max_bytes,
@@ -191,7 +195,7 @@ impl<'a> Builder<'a> {
         ));
         let store = Arc::new(Store::new(
             map.clone(),
-            tx.clone(),
+            queue.clone(),
             self.limits,
             logger.health(),
             self.options.request_hook,
@@ -247,7 +251,7 @@ impl<'a> Builder<'a> {
             shared,
             logger: logger_name.clone(),
         });
-        let writer = match Writer::spawn(logger, map, (tx, rx), settings, metrics.clone()) {
+        let writer = match Writer::spawn(logger, map, queue, settings, metrics.clone()) {
             Ok(writer) => writer,
             Err((e, logger)) => {
                 partial.logger = Some(Opened::Local(logger));

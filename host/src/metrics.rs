@@ -90,6 +90,10 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// How long `append` took (for `sync = always` loggers: including the fsync).
     pub append_seconds: Histogram,
+    /// Batches the writer thread committed.
+    pub batches_by_writer: IntCounter,
+    /// Batches a frontend that commits its own writes committed on its thread.
+    pub batches_by_frontend: IntCounter,
     /// `append` calls that failed.
     pub append_errors: IntCounter,
     /// Keys the expiry sweep removed.
@@ -203,8 +207,16 @@ impl Metrics {
         must(registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         )));
+        let batches_by = r.counter_vec(
+            "kvs_writer_batches_total",
+            "Batches committed, by the thread that committed them: the writer thread, or a \
+             frontend that commits its own writes (frontend:commits) on its own thread.",
+            &["by"],
+        );
         Arc::new(Metrics {
             per_request,
+            batches_by_writer: batches_by.with_label_values(&["writer"]),
+            batches_by_frontend: batches_by.with_label_values(&["frontend"]),
             requests,
             request_seconds,
             queue_depth: r.int_gauge("kvs_writer_queue_depth", "Writes waiting for the writer."),

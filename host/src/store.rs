@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
-use crossbeam_channel::Sender;
 pub use kvs_plugin_api::Limits;
 use kvs_plugin_api::{Consistency, PluginError};
 
@@ -20,6 +19,7 @@ use crate::ports::HealthCheck;
 use crate::rate_limit::{RateLimitConfig, RateLimiter};
 use crate::telemetry;
 use crate::write_request::{Completion, Msg};
+use crate::writer::WriteQueue;
 
 pub use crate::map::Map;
 
@@ -33,7 +33,7 @@ pub struct Store {
     map: Arc<Map>,
     /// Queue to the writer. Bounded, so an overloaded host answers `unavailable` rather
     /// than growing without limit.
-    writes: Sender<Msg>,
+    writes: Arc<WriteQueue>,
     /// Size limits enforced before a write is queued; a reload may change them.
     max_key_bytes: AtomicU64,
     max_value_bytes: AtomicU64,
@@ -131,7 +131,7 @@ pub struct Stats {
 impl Store {
     pub(crate) fn new(
         map: Arc<Map>,
-        writes: Sender<Msg>,
+        writes: Arc<WriteQueue>,
         limits: Limits,
         logger_health: Option<HealthCheck>,
         hook: Option<Arc<dyn RequestHook>>,
@@ -214,6 +214,21 @@ impl Store {
     /// Writes waiting for the writer.
     pub fn queue_depth(&self) -> usize {
         self.writes.len()
+    }
+
+    /// Commits the writes queued so far on the calling thread, blocking it for the
+    /// logger's append (or waiting for a commit under way elsewhere): what a frontend
+    /// whose writes are deferred ([`Caller::defers_commit`]) calls once its connections
+    /// have run what they had. See [`WriteQueue`].
+    pub fn commit_queued(&self) {
+        self.writes.commit_here()
+    }
+
+    /// Wakes the writer thread for the writes queued so far: for a deferring caller
+    /// that must block for them inside a call, where committing on its own thread would
+    /// make every such call an append of its own. See [`WriteQueue::hand_over`].
+    pub fn hand_over_queued(&self) {
+        self.writes.hand_over()
     }
 
     /// Whether the logger says it is healthy (true if it reports nothing).

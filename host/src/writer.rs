@@ -1,6 +1,6 @@
-//! The write path: one writer thread, group commit, log-then-apply.
+//! The write path: one writer at a time, group commit, log-then-apply.
 //!
-//! Every write goes through one thread, which
+//! Every write goes through the writer, which
 //! 1. takes the first queued write, plus every write queued meanwhile (group commit),
 //! 2. numbers them with consecutive sequence numbers,
 //! 3. hands the whole batch to the logger in one `append` call,
@@ -8,14 +8,16 @@
 //!    caller; on failure completes each caller with the logger's error and applies
 //!    nothing.
 //!
-//! One thread is what makes map order equal log order without a lock across the logger
-//! call, and the batching is what lets many durable writes share one fsync.
+//! One writer is what makes map order equal log order, and the batching is what lets
+//! many durable writes share one fsync. The writer's state sits in its queue
+//! ([`WriteQueue`], `queue.rs`) behind a mutex: the writer thread commits, or a frontend
+//! that defers its commits does so on its own thread when it is about to go idle.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Receiver;
 use kvs_plugin_api::{ErrorCode, Event, EventKind, PluginError};
 
 use crate::metrics::Metrics;
@@ -85,52 +87,67 @@ pub struct WriterSettings {
 /// The running writer thread.
 pub struct Writer {
     thread: JoinHandle<(WriterStats, Result<(), PluginError>)>,
-    queue: Sender<Msg>,
+    queue: Arc<WriteQueue>,
 }
 
 impl Writer {
-    /// Starts the writer. If its thread cannot start, the logger is handed back
-    /// (unclosed) with the error, so the caller can close it.
+    /// Starts the writer on `queue` (whose writes it takes from then on). If its thread
+    /// cannot start, the logger is handed back (unclosed) with the error, so the caller
+    /// can close it.
     #[allow(clippy::result_large_err)]
     pub fn spawn(
         logger: Box<dyn Log>,
         map: Arc<Map>,
-        queue: (Sender<Msg>, Receiver<Msg>),
+        queue: Arc<WriteQueue>,
         settings: WriterSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Writer, (std::io::Error, Box<dyn Log>)> {
-        let (queue, rx) = queue;
-        let state = WriterLoop {
+        let mut state = queue.state();
+        let rx = match std::mem::replace(&mut *state, State::Stopped) {
+            State::Waiting(rx) => rx,
+            _ => panic!("a writer queue takes one writer"),
+        };
+        let max_batch = settings.max_batch;
+        let between_running = queue.attach(matches!(settings.acknowledge, Acknowledge::Handoff(_)));
+        *state = State::Running(Box::new(WriterLoop {
             logger,
             map,
             acknowledge: settings.acknowledge,
             rx,
             next_sequence: settings.next_sequence,
-            max_batch: settings.max_batch,
+            max_batch,
             stores_expiry: settings.stores_expiry,
             atomic_batch: settings.atomic_batch,
             max_value_bytes: settings.max_value_bytes,
             overload: settings.overload,
             next_sweep: Instant::now(),
             tee: None,
+            batch: Vec::with_capacity(max_batch),
+            stopping: false,
+            between: None,
+            between_running,
             stats: WriterStats::default(),
             metrics,
-        };
-        // The state goes to the thread once it runs, so a thread that cannot start
-        // leaves the logger with us.
-        let (hand_over, take_over) = std::sync::mpsc::sync_channel::<WriterLoop>(1);
+        }));
+        drop(state);
+        let on_thread = queue.clone();
         let spawned = std::thread::Builder::new()
             .name("kvs-writer".into())
-            .spawn(move || match take_over.recv() {
-                Ok(state) => state.run(),
-                Err(_) => (WriterStats::default(), Ok(())),
+            .spawn(move || {
+                let mut writer = on_thread.run();
+                tracing::debug!(?writer.stats, "writer stopping; closing logger");
+                let closed = writer.logger.close();
+                (writer.stats, closed)
             });
         match spawned {
-            Ok(thread) => {
-                let _ = hand_over.send(state);
-                Ok(Writer { thread, queue })
+            Ok(thread) => Ok(Writer { thread, queue }),
+            Err(e) => {
+                let State::Running(writer) = std::mem::replace(&mut *queue.state(), State::Stopped)
+                else {
+                    unreachable!("the writer's state is in place until its thread runs")
+                };
+                Err((e, writer.logger))
             }
-            Err(e) => Err((e, state.logger)),
         }
     }
 
@@ -139,7 +156,6 @@ impl Writer {
     pub fn stop(self) -> (WriterStats, Result<(), PluginError>) {
         // A blocking send: Stop must not be lost to a full queue.
         let _ = self.queue.send(Msg::Stop);
-        drop(self.queue);
         self.thread.join().unwrap_or_else(|_| {
             (
                 WriterStats::default(),
@@ -164,73 +180,103 @@ struct WriterLoop {
     next_sweep: Instant,
     /// During a migration: where each logged batch is copied.
     tee: Option<Tee>,
+    /// The batch being gathered (kept for its allocation).
+    batch: Vec<WriteRequest>,
+    /// `Msg::Stop` was taken: commit what is queued, then stop.
+    stopping: bool,
+    /// Work taken from the queue to do before the writes queued after it.
+    between: Option<Between>,
+    /// Raised while this does work between batches (`WriteQueue::commit_here` does not
+    /// wait for it).
+    between_running: Arc<std::sync::atomic::AtomicBool>,
     stats: WriterStats,
     metrics: Arc<Metrics>,
 }
 
 impl WriterLoop {
-    fn run(mut self) -> (WriterStats, Result<(), PluginError>) {
-        let mut stopping = false;
-        let mut batch = Vec::with_capacity(self.max_batch);
-        // Work between two batches (a logger swap, a cut, a switch) waits for the writes
-        // queued before it to be committed, and the writes queued after it wait for it.
-        let mut between = None;
+    /// The writer thread's turn: commits everything queued, batch by batch, doing the
+    /// work between batches in its place. True once it has taken `Msg::Stop` and
+    /// everything queued before it.
+    fn work(&mut self) -> bool {
+        let mut batch = std::mem::take(&mut self.batch);
         loop {
-            if !stopping {
-                if self.rx.is_empty() {
-                    // Nothing waits: the measured delay is no longer current.
-                    self.overload.idle();
-                }
-                let received = match self.sweep_wait() {
-                    None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                    Some(wait) => self.rx.recv_timeout(wait),
-                };
-                match received {
-                    Ok(msg) => self.take(msg, &mut batch, &mut stopping, &mut between),
-                    Err(RecvTimeoutError::Disconnected) => stopping = true,
-                    Err(RecvTimeoutError::Timeout) => {}
-                }
-            }
-            // Group commit: everything that queued up while the last append ran.
-            while batch.len() < self.max_batch && between.is_none() {
-                match self.rx.try_recv() {
-                    Ok(msg) => self.take(msg, &mut batch, &mut stopping, &mut between),
-                    Err(_) => break,
-                }
-            }
-            if !stopping && between.is_none() {
-                self.sweep_into(&mut batch);
-            }
-            if !batch.is_empty() {
-                let (writes, started) = (batch.len(), Instant::now());
-                self.commit(&mut batch);
-                self.overload.batch_done(writes, started.elapsed());
-            }
-            if let Some(work) = between.take() {
+            // Work between two batches (a logger swap, a cut, a switch) waits for the
+            // writes queued before it to be committed, and the writes queued after it
+            // wait for it.
+            if let Some(work) = self.between.take() {
+                use std::sync::atomic::Ordering::SeqCst;
+                self.between_running.store(true, SeqCst);
                 match work {
                     Between::Swap(swap) => self.swap_log(swap),
                     Between::Cut(cut) => self.begin_cut(cut),
                     Between::Switch(switch) => self.switch_log(switch),
                 }
-                continue;
+                self.between_running.store(false, SeqCst);
+                // Against a caller's thread that saw the flag raised and left its
+                // writes to this: they are queued by now, and taken below.
+                std::sync::atomic::fence(SeqCst);
             }
-            if batch.is_empty() && stopping {
+            self.gather(&mut batch);
+            if !self.stopping && self.between.is_none() {
+                self.sweep_into(&mut batch);
+            }
+            if batch.is_empty() && self.between.is_none() {
                 break;
             }
+            if !batch.is_empty() {
+                self.commit_timed(&mut batch);
+                self.metrics.batches_by_writer.inc();
+            }
         }
-        tracing::debug!(?self.stats, "writer stopping; closing logger");
-        let closed = self.logger.close();
-        (self.stats, closed)
+        if self.rx.is_empty() {
+            // Nothing waits: the measured delay is no longer current.
+            self.overload.idle();
+        }
+        self.batch = batch;
+        self.stopping
+    }
+
+    /// A caller's thread's turn (`WriteQueue::commit_here`): commits one batch of what
+    /// is queued. False if the writer thread must take over: work between batches is
+    /// due (a swap, a cut, a switch, stopping), or the log is shared (its commits wait
+    /// for delivery and may retry).
+    fn lead(&mut self) -> bool {
+        if self.stopping
+            || self.between.is_some()
+            || matches!(self.acknowledge, Acknowledge::Handoff(_))
+        {
+            return false;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        self.gather(&mut batch);
+        if !batch.is_empty() {
+            self.commit_timed(&mut batch);
+            self.metrics.batches_by_frontend.inc();
+        }
+        self.batch = batch;
+        !self.stopping && self.between.is_none()
+    }
+
+    /// Takes queued messages into `batch` (group commit: everything queued meanwhile),
+    /// up to `max_batch` writes or work between batches.
+    fn gather(&mut self, batch: &mut Vec<WriteRequest>) {
+        while batch.len() < self.max_batch && self.between.is_none() {
+            match self.rx.try_recv() {
+                Ok(msg) => self.take(msg, batch),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Commits `batch` and measures it for overload admission.
+    fn commit_timed(&mut self, batch: &mut Vec<WriteRequest>) {
+        let (writes, started) = (batch.len(), Instant::now());
+        self.commit(batch);
+        self.overload.batch_done(writes, started.elapsed());
     }
 
     /// Files one queue message.
-    fn take(
-        &mut self,
-        msg: Msg,
-        batch: &mut Vec<WriteRequest>,
-        stopping: &mut bool,
-        between: &mut Option<Between>,
-    ) {
+    fn take(&mut self, msg: Msg, batch: &mut Vec<WriteRequest>) {
         match msg {
             Msg::Write(req) => {
                 let now = Instant::now();
@@ -245,11 +291,11 @@ impl WriterLoop {
                 }
                 batch.push(req)
             }
-            Msg::Stop => *stopping = true,
+            Msg::Stop => self.stopping = true,
             Msg::MaxValueBytes(max) => self.max_value_bytes = max,
-            Msg::SwapLog(next) => *between = Some(Between::Swap(next)),
-            Msg::Cut(cut) => *between = Some(Between::Cut(cut)),
-            Msg::Switch(switch) => *between = Some(Between::Switch(switch)),
+            Msg::SwapLog(next) => self.between = Some(Between::Swap(next)),
+            Msg::Cut(cut) => self.between = Some(Between::Cut(cut)),
+            Msg::Switch(switch) => self.between = Some(Between::Switch(switch)),
         }
     }
 
@@ -484,6 +530,7 @@ enum Between {
 }
 
 mod migrate;
+mod queue;
 mod replay;
 mod resolve;
 mod shared_update;
@@ -491,6 +538,8 @@ mod swap;
 mod sweep;
 
 pub(crate) use migrate::BUSY;
+use queue::State;
+pub use queue::WriteQueue;
 pub use replay::{ReplayStats, replay};
 use resolve::{Logged, apply_write, revision_after, writes};
 

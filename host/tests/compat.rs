@@ -349,3 +349,74 @@ fn a_1_6_frontend_makes_transactions_where_the_logger_appends_batches_whole() {
         kvs.stop();
     }
 }
+
+/// A frontend built against the released 1.7 declaring `frontend:commits` has its writes
+/// committed on its own thread (its blocking calls commit before they wait), one of 1.6
+/// by the writer thread as before, and with `[writer] frontend_commits = false` every
+/// write is the writer thread's again; all of them are written and read back.
+#[test]
+fn a_1_7_frontend_commits_its_own_writes_and_older_ones_are_committed_as_before() {
+    for (frontend, allowed, by_frontend) in [
+        ("compat-frontend-1-7", true, true),
+        ("compat-frontend-1-6", true, false),
+        ("compat-frontend-1-7", false, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = compat_plugins(dir.path(), true);
+        let file = lib("kvs_plugin_file");
+        std::fs::copy(&file, plugins.join(file.file_name().unwrap())).unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "logger = \"file\"\nfrontends = [{frontend:?}]\n\
+                 [writer]\nfrontend_commits = {allowed}\n\
+                 [admin]\nlisten = \"127.0.0.1:0\"\n\
+                 [plugins.file]\npath = {:?}\n\
+                 [plugins.{frontend}]\nlisten = \"127.0.0.1:0\"\n",
+                dir.path().join("kvs.log")
+            ),
+        )
+        .unwrap();
+        let kvs = Kvs::start(&config, &plugins, &[]);
+        let mut line = Line::connect(&kvs.endpoint(frontend));
+        for i in 0..20 {
+            assert_eq!(line.ask(&format!("PUT k{i} v{i}")), "OK", "{frontend}");
+        }
+        assert_eq!(line.ask("MSETNX m 1 n 2"), "SET 1", "{frontend}");
+        assert_eq!(line.ask("DEL k0"), "OK", "{frontend}");
+        assert_eq!(line.ask("GET k19"), "VALUE v19", "{frontend}");
+        assert_eq!(line.ask("GET k0"), "NONE", "{frontend}");
+        let metrics = crate::util::http_client()
+            .get(format!("{}/metrics", kvs.admin()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let batches = |by: &str| -> u64 {
+            let prefix = format!("kvs_writer_batches_total{{by=\"{by}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {prefix}in\n{metrics}"))
+        };
+        let what = format!("{frontend}, frontend_commits = {allowed}");
+        if by_frontend {
+            // One write at a time, each its own batch: on the frontend's thread, but for
+            // any the writer thread took first (the first deferred write after a quiet
+            // spell wakes it).
+            let (frontend, writer) = (batches("frontend"), batches("writer"));
+            assert_eq!(frontend + writer, 22, "{what}");
+            assert!(
+                frontend >= 11,
+                "{what}: {frontend} by the frontend, {writer} by the writer"
+            );
+        } else {
+            assert_eq!(batches("frontend"), 0, "{what}");
+            assert!(batches("writer") >= 22, "{what}");
+        }
+        drop(line);
+        kvs.stop();
+    }
+}

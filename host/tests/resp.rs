@@ -15,7 +15,12 @@ const FRONTENDS: [&str; 2] = ["resp", "wasm-resp"];
 
 /// A config for the file logger (fsync per batch) and `frontend` on a free port.
 pub(crate) fn config(dir: &Path, frontend: &str, extra_table: &str) -> PathBuf {
-    let path = write_config(dir, "");
+    config_with(dir, frontend, extra_table, "")
+}
+
+/// [`config`] with `top` (top-level tables) too.
+fn config_with(dir: &Path, frontend: &str, extra_table: &str, top: &str) -> PathBuf {
+    let path = write_config(dir, top);
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "frontends = [\"rest\"]",
         &format!("frontends = [{frontend:?}]"),
@@ -148,8 +153,9 @@ fn redis_cli_sets_gets_deletes_and_reads_info_and_writes_survive_a_restart() {
 fn redis_benchmark_runs_to_completion_without_errors() {
     for frontend in FRONTENDS {
         let dir = tempfile::tempdir().unwrap();
+        let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
         let kvs = Kvs::start(
-            &config(dir.path(), frontend, ""),
+            &config_with(dir.path(), frontend, "", admin),
             &crate::util::staged_plugins(),
             &[],
         );
@@ -177,6 +183,28 @@ fn redis_benchmark_runs_to_completion_without_errors() {
             );
         }
         assert_eq!(cli(&p, &["EXISTS", "key:__rand_int__"]), "1");
+        // Both frontends commit their own writes (`frontend:commits`; the host does it
+        // for a WASM guest): the connections' thread makes the appends, the writer
+        // thread only those nobody committed within its watchdog.
+        let metrics = crate::util::http_client()
+            .get(format!("{}/metrics", kvs.admin()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let batches = |by: &str| -> u64 {
+            let line = format!("kvs_writer_batches_total{{by=\"{by}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {line}in\n{metrics}"))
+        };
+        let (by_frontend, by_writer) = (batches("frontend"), batches("writer"));
+        assert!(
+            by_frontend > by_writer,
+            "{frontend}: {by_frontend} batches committed by the frontend, {by_writer} by the writer thread"
+        );
         kvs.stop();
     }
 }

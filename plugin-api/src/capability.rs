@@ -55,3 +55,11 @@ pub const LOG_CONDITIONAL: &str = "log:conditional";
 /// first — each comparing its own key, the batch appended only if all hold — which is
 /// what a transaction over a cluster needs.
 pub const LOG_ATOMIC_BATCH: &str = "log:atomic_batch";
+
+/// A frontend that commits its own writes (1.7): the host queues its writes without
+/// waking its writer thread, and the frontend calls [`Store::commit`](crate::Store::commit)
+/// once its connections have run what they had, so that the writes of all of them share
+/// one append made on its thread, with no wake-up of another thread per write. For an
+/// event loop serving many connections per thread (the `resp` frontend); a frontend
+/// that does not declare it needs nothing new.
+pub const FRONTEND_COMMITS: &str = "frontend:commits";

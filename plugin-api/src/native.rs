@@ -8,7 +8,7 @@
 //! Everything here is `#[repr(C)]` and checked by abi_stable when a library is loaded.
 //! This module is the 1.0 interface: its root module and trait objects are frozen for
 //! all of major 1. What a minor version adds lives in a module of its own beside it
-//! ([`v1_1`], [`v1_3`], [`v1_4`]); see [`versioning`](crate::versioning) for why, and
+//! ([`v1_1`], [`v1_3`], [`v1_4`], [`v1_7`]); see [`versioning`](crate::versioning) for why, and
 //! how the host picks. [`export`] is the plug-in side: it wraps an author's logger or
 //! frontend as the objects of the [`current`] generation, catching panics.
 
@@ -28,11 +28,11 @@ pub mod export;
 pub mod v1_1;
 pub mod v1_3;
 pub mod v1_4;
+pub mod v1_7;
 
-/// The generation this crate's plug-ins are built as (1.5 and 1.6 added no native types,
-/// so their plug-ins are built as 1.4's): what
+/// The generation this crate's plug-ins are built as: what
 /// [`export_plugin!`](crate::export_plugin) exports and [`Store`](crate::Store) wraps.
-pub use v1_4 as current;
+pub use v1_7 as current;
 
 pub use export::{FrontendAdapter, LoggerAdapter, guard};
 

@@ -13,6 +13,7 @@ use crate::error::PluginError;
 use crate::native::current::{StoreBox, UpdateCallback, UpdateCallback_TO};
 use crate::native::v1_1::{self, RequestContextRef};
 use crate::native::v1_3::{self, StoreStats};
+use crate::native::v1_4;
 use crate::native::{self as v1_0, Limits, WriteCallback, WriteCallback_TO};
 use crate::update::{Entry, Outcome, Transaction, Update, decode_outcomes};
 
@@ -78,12 +79,21 @@ async fn outcome(rx: oneshot::Receiver<Result<(), PluginError>>) -> Result<(), P
 
 impl Store {
     /// Wraps the store object a host passes to a frontend of this crate's generation
-    /// (1.4). [`export_plugin!`](crate::export_plugin) calls this; a frontend's tests
+    /// (1.7). [`export_plugin!`](crate::export_plugin) calls this; a frontend's tests
     /// may too, with a store of their own behind
     /// [`StoreApi`](crate::native::current::StoreApi).
-    pub fn from_v1_4(store: StoreBox) -> Self {
+    pub fn from_v1_7(store: StoreBox) -> Self {
         Store {
             inner: Arc::new(store),
+            has_stats: true,
+        }
+    }
+
+    /// Wraps a 1.4 store object (what a 1.4-1.6 frontend's tests built): everything
+    /// but [`Store::commit`], which does nothing through it.
+    pub fn from_v1_4(store: v1_4::StoreBox) -> Self {
+        Store {
+            inner: Arc::new(older::from_v1_4(store)),
             has_stats: true,
         }
     }
@@ -253,6 +263,7 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let done = UpdateCallback_TO::from_value(OutcomeCallback(Some(tx)), TD_Opaque);
         self.inner.update(&ctx.into(), update.encode().into(), done);
+        self.inner.commit();
         let bytes = rx
             .blocking_recv()
             .unwrap_or_else(|_| Err(PluginError::internal("update dropped by the host")))?;
@@ -294,6 +305,7 @@ impl Store {
         let done = UpdateCallback_TO::from_value(OutcomeCallback(Some(tx)), TD_Opaque);
         self.inner
             .update(&ctx.into(), transaction.encode().into(), done);
+        self.inner.commit();
         let bytes = rx
             .blocking_recv()
             .unwrap_or_else(|_| Err(PluginError::internal("transaction dropped by the host")))?;
@@ -335,12 +347,12 @@ impl Store {
 
     /// [`Store::put`] for threads that may block (not async worker threads).
     pub fn put_blocking(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), PluginError> {
-        blocking(self.put_ref(&RequestContextRef::default(), key, value))
+        self.blocking(self.put_ref(&RequestContextRef::default(), key, value))
     }
 
     /// [`Store::delete`] for threads that may block (not async worker threads).
     pub fn delete_blocking(&self, key: Vec<u8>) -> Result<(), PluginError> {
-        blocking(self.delete_ref(&RequestContextRef::default(), key))
+        self.blocking(self.delete_ref(&RequestContextRef::default(), key))
     }
 
     /// [`Store::put_with`] for threads that may block (1.1).
@@ -350,7 +362,7 @@ impl Store {
         key: Vec<u8>,
         value: Vec<u8>,
     ) -> Result<(), PluginError> {
-        blocking(self.put_ref(&ctx.into(), key, value))
+        self.blocking(self.put_ref(&ctx.into(), key, value))
     }
 
     /// [`Store::delete_with`] for threads that may block (1.1).
@@ -359,7 +371,7 @@ impl Store {
         ctx: &RequestContext,
         key: Vec<u8>,
     ) -> Result<(), PluginError> {
-        blocking(self.delete_ref(&ctx.into(), key))
+        self.blocking(self.delete_ref(&ctx.into(), key))
     }
 
     /// False while the host is starting or stopping: answer readiness probes with this.
@@ -377,9 +389,34 @@ impl Store {
     pub fn stats(&self) -> Option<StoreStats> {
         self.has_stats.then(|| self.inner.stats())
     }
-}
 
-fn blocking(rx: oneshot::Receiver<Result<(), PluginError>>) -> Result<(), PluginError> {
-    rx.blocking_recv()
-        .unwrap_or_else(|_| Err(PluginError::internal("write dropped by the host")))
+    /// Commits the writes queued so far (1.7), for a frontend that declares
+    /// [`FRONTEND_COMMITS`](crate::capability::FRONTEND_COMMITS); for any other it does
+    /// nothing (its writes wake the host's writer thread as they are queued).
+    ///
+    /// Such a frontend's writes wait, without waking another thread, until it calls
+    /// this: typically once its connections have run what they had read. In tokio,
+    /// call it after `tokio::task::yield_now().await`, which lets every other ready
+    /// task (and newly readable connection) run first, so that their writes share the
+    /// commit: what Redis does before its event loop sleeps. Every write queued by
+    /// then, by any connection, goes in one append made on the calling thread, which
+    /// blocks for it (an fsync, with the `file` logger at `sync = always`); their
+    /// futures are ready when this returns. If another thread is committing, this
+    /// waits for it and commits what it left. Work the host does between batches (a
+    /// logger swap, a backup's cut) and a cluster's shared log stay on the host's writer
+    /// thread: `commit` then wakes it and returns.
+    ///
+    /// A deferred write nobody commits is committed by the host's writer thread within
+    /// a few milliseconds, so a forgotten call costs latency, never the write. The
+    /// `*_blocking` methods commit before they wait.
+    pub fn commit(&self) {
+        self.inner.commit()
+    }
+
+    /// Waits for a write on a thread that may block, committing it first.
+    fn blocking(&self, rx: oneshot::Receiver<Result<(), PluginError>>) -> Result<(), PluginError> {
+        self.inner.commit();
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(PluginError::internal("write dropped by the host")))
+    }
 }

@@ -80,6 +80,11 @@
 //!   plug-ins of a newer minor than its own. For loggers, the capability
 //!   [`LOG_ATOMIC_BATCH`](crate::capability::LOG_ATOMIC_BATCH): replay hands back a batch
 //!   whole or not at all, which a transaction writing several keys needs.
+//! * 1.7 is [`native::v1_7`](crate::native::v1_7): its `StoreApi` is 1.4's plus
+//!   `commit`, handed to frontends by its own `Module` (otherwise 1.4's), so a frontend
+//!   declaring [`FRONTEND_COMMITS`](crate::capability::FRONTEND_COMMITS) commits its
+//!   own writes ([`Store::commit`](crate::Store::commit)). Nothing changed for WASM
+//!   guests.
 //! * 1.N (when it needs new native types) will be `native::v1_N`, exported under the
 //!   same `KVS_PLUGIN_ENTRIES` symbol (the handshake says which `Module` it is).
 //!
@@ -92,7 +97,7 @@
 //!
 //! A host reads a plug-in's handshake first and then drives it through exactly one
 //! generation: the newest at or below the plug-in's minor (1.0, 1.1 for 1.1 and 1.2,
-//! 1.3, 1.4 for 1.4, 1.5 and 1.6). It looks up that generation's entry points (the 1.0 root module through
+//! 1.3, 1.4 for 1.4, 1.5 and 1.6, 1.7). It looks up that generation's entry points (the 1.0 root module through
 //! abi_stable's library header, `KVS_PLUGIN_V1_1`, `KVS_PLUGIN_V1_3`, or
 //! `KVS_PLUGIN_ENTRIES`), checks their layout with abi_stable
 //! (`check_layout_compatibility`, the layout the plug-in was built with against its own),

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use abi_stable::StableAbi;
 use abi_stable::type_layout::TypeLayout;
 use kvs_plugin_api::handshake::HandshakePrefix;
-use kvs_plugin_api::native::{self, v1_1, v1_3, v1_4};
+use kvs_plugin_api::native::{self, v1_1, v1_3, v1_4, v1_7};
 use kvs_plugin_api::wasm_abi::{GUEST_EXPORTS, HOST_FUNCTIONS, HOST_MODULE, ValType};
 use kvs_plugin_api::{API_MAJOR, Handshake};
 use snapshot::{Snapshot, differences};
@@ -96,6 +96,11 @@ const RELEASED: &[Released] = &[
              point as encoded bytes); a 1.6 plug-in exports 1.4's entry points (see \
              native-1.4.txt)",
         ),
+    },
+    Released {
+        minor: 7,
+        // 1.4's entry points with 1.7's store (1.4's and `commit`) handed to frontends.
+        native: Native::Roots(&[<v1_7::Module as StableAbi>::LAYOUT]),
     },
 ];
 

@@ -2,7 +2,7 @@
 //!
 //! [`load`] opens a library and reads its handshake; [`GENERATIONS`] then says which
 //! adapter drives it: the newest contract generation whose first minor is at most the
-//! plug-in's. One module per generation (`v1_0`, `v1_1`, `v1_3`, `v1_4`) finds that
+//! plug-in's. One module per generation (`v1_0`, `v1_1`, `v1_3`, `v1_4`, `v1_7`) finds that
 //! generation's entry points in the library, checks their layout with abi_stable, and
 //! implements [`Entry`] over them, handing the plug-in the host's store as that
 //! generation's `StoreApi`. What every generation shares — the 1.0 logger and frontend
@@ -30,6 +30,7 @@ mod v1_0;
 mod v1_1;
 mod v1_3;
 mod v1_4;
+mod v1_7;
 
 pub(crate) use load::load;
 pub use v1_1::plugin_event;
@@ -44,6 +45,7 @@ type Loader =
 /// (1.2 added no native types, so a 1.2 plug-in is a 1.1 one). Adding a minor with
 /// native types adds a row.
 pub const GENERATIONS: &[(u16, Loader)] = &[
+    (7, v1_7::load),
     (4, v1_4::load),
     (3, v1_3::load),
     (1, v1_1::load),

@@ -17,12 +17,14 @@ use crate::telemetry;
 use crate::write_request::Completion;
 
 /// The store, the frontend's name (every call is a [`Caller`] of it), its contract
-/// minor and its meter.
+/// minor, its meter, and whether it commits its own writes.
 pub(super) struct StoreHandle {
     pub(super) store: Arc<Store>,
     frontend: Arc<str>,
     minor: u16,
     meter: Arc<FrontendMeter>,
+    /// It declared `frontend:commits` (1.7): its writes wait for its `commit`.
+    commits: bool,
 }
 
 pub(super) type GetReply = RResult<ROption<RVec<u8>>, PluginError>;
@@ -34,6 +36,20 @@ impl StoreHandle {
             frontend: frontend.name.as_str().into(),
             minor: frontend.api.1,
             meter: store.metrics().frontend(&frontend.name),
+            // A capability of 1.7: an older plug-in cannot call `commit`.
+            commits: frontend.api.1 >= 7
+                && frontend
+                    .capabilities
+                    .iter()
+                    .any(|c| c == kvs_plugin_api::capability::FRONTEND_COMMITS),
+        }
+    }
+
+    /// plugin-api 1.7's `commit`: the frontend's writes queued so far, committed on the
+    /// calling thread (`crate::writer::WriteQueue`).
+    pub(super) fn commit(&self) {
+        if self.commits {
+            self.store.commit_queued();
         }
     }
 
@@ -51,6 +67,7 @@ impl StoreHandle {
     fn caller<'a>(&'a self, ctx: &'a RequestContextRef<'a>) -> Caller<'a> {
         Caller {
             meter: Some(&self.meter),
+            defers_commit: self.commits,
             ..super::v1_1::caller(&self.frontend, ctx)
         }
     }

@@ -103,6 +103,7 @@ pub(super) fn caller<'a>(frontend: &'a str, ctx: &'a RequestContextRef<'a>) -> C
             .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms))),
         peer: s(&ctx.peer),
         meter: None,
+        defers_commit: false,
     }
 }
 

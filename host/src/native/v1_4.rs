@@ -65,16 +65,19 @@ impl Entry for V1_4 {
             RStr::from_str(config),
             super::v1_1::host_box(&plugin.name),
         );
-        Result::from(started).map(|f| {
-            Box::new(Frontend {
-                frontend: f,
-                hash: plugin.hash.clone(),
-            }) as Box<dyn RunningFrontend>
-        })
+        Result::from(started).map(|f| frontend(f, plugin))
     }
 }
 
-/// A 1.4 frontend: it may take a new table while serving (`reconfigure`).
+/// A running 1.4 (or later) frontend, as the host drives it.
+pub(super) fn frontend(frontend: v1_4::FrontendBox, plugin: &Plugin) -> Box<dyn RunningFrontend> {
+    Box::new(Frontend {
+        frontend,
+        hash: plugin.hash.clone(),
+    })
+}
+
+/// A 1.4 (or later) frontend: it may take a new table while serving (`reconfigure`).
 struct Frontend {
     frontend: v1_4::FrontendBox,
     /// The file it runs: a new file is never a reconfiguration.

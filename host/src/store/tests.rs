@@ -2,7 +2,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::Receiver;
 use kvs_plugin_api::ErrorCode;
 
 use super::*;
@@ -33,8 +32,8 @@ fn store(
     phase: Phase,
     capacity: usize,
     hook: Option<Arc<dyn RequestHook>>,
-) -> (Store, Receiver<Msg>) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
+) -> (Store, Arc<WriteQueue>) {
+    let queue = WriteQueue::new(capacity);
     let limits = Limits {
         max_key_bytes: 8,
         max_value_bytes: 16,
@@ -42,7 +41,7 @@ fn store(
     let metrics = Metrics::new(false);
     let store = Store::new(
         Arc::new(Map::default()),
-        tx,
+        queue.clone(),
         limits,
         None,
         hook,
@@ -50,7 +49,7 @@ fn store(
         crate::overload::Overload::with_defaults(&metrics),
     );
     store.set_phase(phase);
-    (store, rx)
+    (store, queue)
 }
 
 #[test]

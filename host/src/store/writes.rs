@@ -69,7 +69,8 @@ impl Store {
     }
 
     /// Queues `op` for the writer, unless kvs is not serving writes or is overloaded
-    /// (`crate::overload`; only a frontend's `caller` is shed).
+    /// (`crate::overload`; only a frontend's `caller` is shed). A caller that defers
+    /// its commits commits it later ([`Store::commit_queued`]).
     pub(super) fn submit(&self, caller: Option<&Caller<'_>>, op: WriteOp, done: Completion) {
         if !matches!(self.phase(), Phase::Serving | Phase::Draining) {
             return done.complete(Err(PluginError::unavailable(
@@ -88,7 +89,8 @@ impl Store {
             trace,
             admitted,
         };
-        let refused = match self.writes.try_send(Msg::Write(request)) {
+        let deferred = caller.is_some_and(|caller| caller.defers_commit);
+        let refused = match self.writes.try_send(Msg::Write(request), deferred) {
             Ok(()) => return,
             Err(TrySendError::Full(msg)) => {
                 self.overload.queue_full();

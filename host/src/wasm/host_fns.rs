@@ -67,10 +67,15 @@ impl Default for WriteLimits {
     }
 }
 
-/// The writes a call queued without waiting for them.
+/// The writes a call queued without waiting for them. Their commit is deferred too
+/// ([`Caller::defers_commit`]): whoever waits for them commits them first
+/// ([`Store::commit_queued`]), after letting the frontend's other ready connections
+/// queue theirs, so all share one append on this thread.
 #[derive(Default)]
 pub(super) struct Deferred {
     writes: Vec<tokio::sync::oneshot::Receiver<Result<(), PluginError>>>,
+    /// The store they were queued at (set with the first).
+    store: Option<Arc<Store>>,
     /// Bytes of keys and values in `writes`.
     queued_bytes: u64,
     limits: WriteLimits,
@@ -108,10 +113,14 @@ impl Deferred {
     }
 
     /// Waits, blocking the thread, for every queued write: a read inside the call must
-    /// see them.
+    /// see them. The writer thread commits them (woken now), so the other connections
+    /// this worker serves, moved to another thread meanwhile, can add theirs.
     fn settle_blocking(&mut self) {
         if self.writes.is_empty() {
             return; // the common read: nothing to wait for, and no worker hand-off
+        }
+        if let Some(store) = &self.store {
+            store.hand_over_queued();
         }
         let writes = std::mem::take(&mut self.writes);
         self.queued_bytes = 0;
@@ -127,8 +136,14 @@ impl Deferred {
         }
     }
 
-    /// Waits for every queued write; `Err` with the first failure, if any.
+    /// Waits for every queued write; `Err` with the first failure, if any. Lets the
+    /// runtime's other ready tasks run first (their writes then share the commit),
+    /// then commits on this thread.
     pub(super) async fn settle(mut self) -> Result<(), PluginError> {
+        if let (false, Some(store)) = (self.writes.is_empty(), &self.store) {
+            tokio::task::yield_now().await;
+            store.commit_queued();
+        }
         for rx in std::mem::take(&mut self.writes) {
             self.record(rx.await);
         }
@@ -266,6 +281,8 @@ pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8]) -> Ve
             } = context;
             let caller = Caller {
                 meter: Some(meter),
+                // Its writes wait for `Deferred::settle` (or a read, or an update).
+                defers_commit: true,
                 ..Caller::from_context(frontend, context, *received)
             };
             match run(
@@ -290,7 +307,7 @@ pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8]) -> Ve
 }
 
 fn run(
-    store: &Store,
+    store: &Arc<Store>,
     caller: &Caller<'_>,
     call: StoreCall,
     r: &mut Reader<'_>,
@@ -317,7 +334,14 @@ fn run(
         let done = Completion::with_reply(move |r| {
             let _ = tx.send(r);
         });
-        store.transact_as(caller, transaction, done);
+        // Not deferred: the guest waits for it inside its call, so the writer thread
+        // commits it (with the call's earlier writes, queued before it) while this
+        // worker's other connections, moved to another thread, add theirs.
+        let caller = Caller {
+            defers_commit: false,
+            ..*caller
+        };
+        store.transact_as(&caller, transaction, done);
         let wait = || {
             rx.blocking_recv()
                 .unwrap_or_else(|_| Err(PluginError::unavailable("update dropped")))
@@ -359,13 +383,13 @@ fn run(
             let value = r.bytes().map_err(bad)?;
             let bytes = (key.len() + value.len()) as u64;
             let (key, value) = (key.to_vec(), value.to_vec());
-            defer_write(deferred, bytes, |done| {
+            defer_write(deferred, store, bytes, |done| {
                 store.put_as(caller, key, value, done)
             })
         }
         StoreCall::Delete => {
             let key = key.to_vec();
-            defer_write(deferred, key.len() as u64, |done| {
+            defer_write(deferred, store, key.len() as u64, |done| {
                 store.delete_as(caller, key, done)
             })
         }
@@ -388,6 +412,7 @@ pub(super) fn in_multi_thread_runtime() -> bool {
 /// access) is the guest's error now; otherwise the write joins the call's deferred ones.
 fn defer_write(
     deferred: &mut Deferred,
+    store: &Arc<Store>,
     bytes: u64,
     submit: impl FnOnce(Completion),
 ) -> Result<Vec<u8>, PluginError> {
@@ -401,6 +426,7 @@ fn defer_write(
         Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
             deferred.writes.push(rx);
             deferred.queued_bytes += bytes;
+            deferred.store.get_or_insert_with(|| store.clone());
             Ok(Vec::new())
         }
         Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {

@@ -11,7 +11,7 @@ use crate::ports::recording::{Recorded, Recording};
 type Outcomes = Arc<Mutex<Vec<(Vec<u8>, Result<(), PluginError>)>>>;
 
 /// Queues a put of `key` whose outcome lands in `outcomes`.
-fn queue_put(tx: &Sender<Msg>, key: &str, outcomes: &Outcomes) {
+fn queue_put(tx: &WriteQueue, key: &str, outcomes: &Outcomes) {
     let outcomes = outcomes.clone();
     let name = key.as_bytes().to_vec();
     let request = WriteRequest {
@@ -38,17 +38,17 @@ fn settings(next_sequence: u64, max_batch: usize, stores_expiry: bool) -> Writer
 }
 
 /// Runs a writer over `log` and `map` until it has taken everything queued on
-/// `channel` (its sender dropped), then stops it.
+/// `queue`, then stops it.
 fn run_to_end(
     log: impl Log + 'static,
     map: &Arc<Map>,
-    channel: (Sender<Msg>, Receiver<Msg>),
+    queue: Arc<WriteQueue>,
     settings: WriterSettings,
 ) -> WriterStats {
     let writer = Writer::spawn(
         Box::new(log),
         map.clone(),
-        channel,
+        queue,
         settings,
         Metrics::new(false),
     )
@@ -65,7 +65,7 @@ fn run_writer(
     max_batch: usize,
 ) -> (Arc<Map>, Outcomes, WriterStats) {
     let map = Arc::new(Map::default());
-    let (tx, rx) = crossbeam_channel::bounded(64);
+    let tx = WriteQueue::new(64);
     let outcomes = Outcomes::default();
     for key in keys {
         queue_put(&tx, key, &outcomes);
@@ -74,7 +74,7 @@ fn run_writer(
     let writer = match Writer::spawn(
         Box::new(log),
         map.clone(),
-        (tx, rx),
+        tx.clone(),
         settings,
         Metrics::new(false),
     ) {
@@ -157,7 +157,7 @@ fn a_refused_batch_is_answered_with_its_error_applied_nowhere_and_its_numbers_ne
 type Updated = Arc<Mutex<Vec<Result<kvs_plugin_api::Outcome, PluginError>>>>;
 
 /// Queues `update`, whose outcome lands in `outcomes`.
-fn queue_update(tx: &Sender<Msg>, update: kvs_plugin_api::Update, outcomes: &Updated) {
+fn queue_update(tx: &WriteQueue, update: kvs_plugin_api::Update, outcomes: &Updated) {
     let outcomes = outcomes.clone();
     let request = WriteRequest {
         op: WriteOp::Update(Box::new(update)),
@@ -168,13 +168,13 @@ fn queue_update(tx: &Sender<Msg>, update: kvs_plugin_api::Update, outcomes: &Upd
     assert!(tx.send(Msg::Write(request)).is_ok());
 }
 
-fn spawn(log: Recording, map: &Arc<Map>, stores_expiry: bool) -> (Writer, Sender<Msg>) {
-    let (tx, rx) = crossbeam_channel::bounded(64);
+fn spawn(log: Recording, map: &Arc<Map>, stores_expiry: bool) -> (Writer, Arc<WriteQueue>) {
+    let tx = WriteQueue::new(64);
     let settings = settings(7, 64, stores_expiry);
     match Writer::spawn(
         Box::new(log),
         map.clone(),
-        (tx.clone(), rx),
+        tx.clone(),
         settings,
         Metrics::new(false),
     ) {
@@ -189,7 +189,7 @@ fn updates_in_one_batch_see_the_writes_before_them_and_log_only_their_effect() {
     let batches = Recorded::default();
     let log = Recording::into(&batches);
     let map = Arc::new(Map::default());
-    let (tx, rx) = crossbeam_channel::bounded(64);
+    let tx = WriteQueue::new(64);
     let (puts, updates) = (Outcomes::default(), Updated::default());
     // All queued before the writer starts: one batch.
     queue_put(&tx, "a", &puts);
@@ -213,7 +213,7 @@ fn updates_in_one_batch_see_the_writes_before_them_and_log_only_their_effect() {
         &updates,
     );
     let settings = settings(7, 64, true);
-    let stats = run_to_end(log, &map, (tx, rx), settings);
+    let stats = run_to_end(log, &map, tx.clone(), settings);
     let batches = batches.lock().unwrap();
     assert_eq!(batches.len(), 1, "one group commit");
     let logged: Vec<(u64, EventKind, &[u8])> = batches[0]
@@ -322,7 +322,7 @@ fn swap_between(
     reopen: crate::write_request::OpenLog,
 ) -> (crate::write_request::SwapOutcome, Outcomes) {
     let map = Arc::new(Map::default());
-    let (tx, rx) = crossbeam_channel::bounded(64);
+    let tx = WriteQueue::new(64);
     let outcomes = Outcomes::default();
     queue_put(&tx, "a", &outcomes);
     let (done, answer) = std::sync::mpsc::sync_channel(1);
@@ -339,7 +339,7 @@ fn swap_between(
     let writer = Writer::spawn(
         Box::new(first),
         map,
-        (tx, rx),
+        tx.clone(),
         settings,
         Metrics::new(false),
     )
@@ -423,5 +423,6 @@ fn when_neither_opens_writes_fail_and_none_is_acknowledged() {
     assert!(err.message().contains("restart kvs"), "{err}");
 }
 
+mod deferred;
 mod migrate;
 mod transactions;

@@ -153,6 +153,10 @@ pub struct RawWriter {
     /// than its share of the writes in flight has further writes refused (default 500;
     /// 0: never). See `crate::overload`.
     pub shed_delay_ms: Option<u64>,
+    /// Whether a frontend that commits its own writes (`frontend:commits`, and every
+    /// WASM frontend) does so on its own thread (default true); false: the writer
+    /// thread commits every write.
+    pub frontend_commits: Option<bool>,
 }
 
 impl RawConfig {
@@ -205,6 +209,8 @@ pub struct Config {
     pub queue_max_bytes: u64,
     /// Queueing delay past which writes are shed, in ms (0: never).
     pub shed_delay_ms: u64,
+    /// Frontends that commit their own writes may (`[writer] frontend_commits`).
+    pub frontend_commits: bool,
     /// Frontend drain deadline on shutdown.
     pub shutdown_timeout: std::time::Duration,
     /// Plug-in tables by plug-in name.
@@ -287,6 +293,7 @@ impl Config {
                 .queue_max_bytes
                 .unwrap_or(DEFAULT_QUEUE_MAX_BYTES),
             shed_delay_ms: file.writer.shed_delay_ms.unwrap_or(DEFAULT_SHED_DELAY_MS),
+            frontend_commits: file.writer.frontend_commits.unwrap_or(true),
             shutdown_timeout: std::time::Duration::from_millis(
                 file.shutdown_timeout_ms.unwrap_or(10_000),
             ),

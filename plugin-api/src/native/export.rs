@@ -274,7 +274,7 @@ pub fn start_frontend<F: Frontend>(
 ) -> RResult<current::FrontendBox, PluginError> {
     crate::log::install(host);
     guard("start_frontend", || {
-        start(Store::from_v1_4(store), config.as_str())
+        start(Store::from_v1_7(store), config.as_str())
     })
     .map(|frontend| current::FrontendApi_TO::from_value(FrontendAdapter { frontend }, TD_Opaque))
     .into()

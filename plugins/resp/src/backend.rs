@@ -230,6 +230,12 @@ impl Connection {
     /// error, and puts each update's reply, made from its outcome, in its place.
     /// Afterwards `out` holds only acknowledgements of durable writes.
     pub(super) async fn settle(&mut self, out: &mut Vec<u8>, protocol: kvs_resp::Protocol) {
+        if !self.pending.is_empty() {
+            // Let every other ready connection (and any that became readable) run and
+            // queue its writes, then commit them all here, in one append.
+            tokio::task::yield_now().await;
+            self.shared.store.commit();
+        }
         // Replies to put in place of a range of `out`: in order, one per command.
         let mut replaced: Vec<(u64, Range<usize>, Vec<u8>)> = Vec::new();
         for p in self.pending.drain(..) {

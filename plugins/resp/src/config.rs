@@ -11,7 +11,10 @@ pub struct Config {
     /// port.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Threads of the plug-in's tokio runtime. Default 2.
+    /// Threads of the plug-in's tokio runtime. Default 1, as Redis has: the frontend
+    /// commits its connections' writes on its thread (`frontend:commits`), so more
+    /// threads mostly wait for each other's commits; more help TLS and long commands
+    /// on a machine with cores to spare (docs/benchmarks.md).
     #[serde(default = "default_workers")]
     pub worker_threads: usize,
     /// Most connections open at once; more are closed on accept. Default 10000.
@@ -53,7 +56,7 @@ fn default_listen() -> String {
     "127.0.0.1:6379".into()
 }
 fn default_workers() -> usize {
-    2
+    1
 }
 fn default_max_connections_per_peer() -> usize {
     kvs_serve::DEFAULT_MAX_CONNECTIONS_PER_PEER

@@ -8,7 +8,11 @@
 //!   runs every complete command in it, and sends all the replies in one write. Writes
 //!   (`SET`, `MSET`, `DEL`, and atomic updates such as `INCR`) are queued at the store
 //!   as they are met, so the 16 `SET`s or `INCR`s of a `-P 16` pipeline share one
-//!   fsync; their replies are sent only once every one of them is durable. An update's
+//!   fsync; their replies are sent only once every one of them is durable. The
+//!   frontend commits them itself (`frontend:commits`, plugin-api 1.7): a connection
+//!   about to wait for its writes first lets every other ready connection run, then
+//!   commits what all of them queued in one append on its own thread — what Redis does
+//!   before its event loop sleeps — so a write costs no wake-up of another thread. An update's
 //!   reply is made from its outcome then; a write that fails after it was queued (the
 //!   logger failed, the value was not a number) has its reply replaced by the error
 //!   before anything is sent.
@@ -356,5 +360,7 @@ export_plugin!(
     frontend: start,
     name: "resp",
     description: "the Redis protocol (RESP2/RESP3): redis-cli, redis-benchmark and Redis clients",
-    capabilities: ["net:listen", "protocol:resp"]
+    // `frontend:commits`: this frontend commits its connections' writes itself
+    // (`Connection::settle`), one append for every connection that ran meanwhile.
+    capabilities: ["net:listen", "protocol:resp", "frontend:commits"]
 );

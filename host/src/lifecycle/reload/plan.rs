@@ -68,11 +68,13 @@ pub(super) fn restart_only(current: &Config, next: &Config, report: &mut ReloadR
                 current.queue_capacity,
                 current.queue_max_bytes,
                 current.shed_delay_ms,
+                current.frontend_commits,
             ) != (
                 next.max_batch,
                 next.queue_capacity,
                 next.queue_max_bytes,
                 next.shed_delay_ms,
+                next.frontend_commits,
             ),
         ),
     ];

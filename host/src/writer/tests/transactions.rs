@@ -5,11 +5,7 @@ use super::*;
 type Replied = Arc<Mutex<Vec<Result<crate::write_request::Reply, PluginError>>>>;
 
 /// Queues `transaction`, whose reply lands in `replies`.
-fn queue_transaction(
-    tx: &Sender<Msg>,
-    transaction: kvs_plugin_api::Transaction,
-    replies: &Replied,
-) {
+fn queue_transaction(tx: &WriteQueue, transaction: kvs_plugin_api::Transaction, replies: &Replied) {
     let replies = replies.clone();
     let request = WriteRequest {
         op: WriteOp::Transaction(Box::new(transaction)),
@@ -30,7 +26,7 @@ fn transactions_take_consecutive_positions_among_the_batch_writes() {
     use kvs_plugin_api::{Change, Condition, Transaction, Update};
     let batches = Recorded::default();
     let map = Arc::new(Map::default());
-    let (tx, rx) = crossbeam_channel::bounded(64);
+    let tx = WriteQueue::new(64);
     let (puts, updates, replies) = (Outcomes::default(), Updated::default(), Replied::default());
     queue_put(&tx, "a", &puts);
     queue_transaction(
@@ -53,7 +49,7 @@ fn transactions_take_consecutive_positions_among_the_batch_writes() {
     );
     queue_update(&tx, Update::new("b", Change::Increment(10)), &updates);
     let settings = settings(7, 64, true);
-    let stats = run_to_end(Recording::into(&batches), &map, (tx, rx), settings);
+    let stats = run_to_end(Recording::into(&batches), &map, tx.clone(), settings);
     let batches = batches.lock().unwrap();
     assert_eq!(batches.len(), 1, "one group commit");
     let logged: Vec<(u64, &[u8])> = batches[0]
@@ -97,7 +93,7 @@ fn a_batch_too_large_for_one_append_is_appended_in_parts_between_requests() {
     use kvs_plugin_api::{Change, ErrorCode, Transaction, Update};
     let batches = Recorded::default();
     let map = Arc::new(Map::default());
-    let (tx, rx) = crossbeam_channel::bounded(64);
+    let tx = WriteQueue::new(64);
     let (puts, replies) = (Outcomes::default(), Replied::default());
     let transaction = |keys: &[&str]| {
         keys.iter().fold(Transaction::new(), |t, key| {
@@ -115,7 +111,7 @@ fn a_batch_too_large_for_one_append_is_appended_in_parts_between_requests() {
         max_events: Some(3),
         ..Recording::default()
     };
-    run_to_end(log, &map, (tx, rx), settings(1, 64, true));
+    run_to_end(log, &map, tx.clone(), settings(1, 64, true));
     let batches = batches.lock().unwrap();
     let appended: Vec<Vec<&[u8]>> = batches
         .iter()
