@@ -108,7 +108,7 @@ impl Writer {
             _ => panic!("a writer queue takes one writer"),
         };
         let max_batch = settings.max_batch;
-        let between_running = queue.attach(matches!(settings.acknowledge, Acknowledge::Handoff(_)));
+        queue.attach(matches!(settings.acknowledge, Acknowledge::Handoff(_)));
         *state = State::Running(Box::new(WriterLoop {
             logger,
             map,
@@ -125,7 +125,6 @@ impl Writer {
             batch: Vec::with_capacity(max_batch),
             stopping: false,
             between: None,
-            between_running,
             stats: WriterStats::default(),
             metrics,
         }));
@@ -133,11 +132,18 @@ impl Writer {
         let on_thread = queue.clone();
         let spawned = std::thread::Builder::new()
             .name("kvs-writer".into())
-            .spawn(move || {
-                let mut writer = on_thread.run();
-                tracing::debug!(?writer.stats, "writer stopping; closing logger");
-                let closed = writer.logger.close();
-                (writer.stats, closed)
+            .spawn(move || match on_thread.run() {
+                Some(mut writer) => {
+                    tracing::debug!(?writer.stats, "writer stopping; closing logger");
+                    let closed = writer.logger.close();
+                    (writer.stats, closed)
+                }
+                None => (
+                    WriterStats::default(),
+                    Err(PluginError::internal(
+                        "the writer stopped after a panic (see the log)",
+                    )),
+                ),
             });
         match spawned {
             Ok(thread) => Ok(Writer { thread, queue }),
@@ -186,9 +192,6 @@ struct WriterLoop {
     stopping: bool,
     /// Work taken from the queue to do before the writes queued after it.
     between: Option<Between>,
-    /// Raised while this does work between batches (`WriteQueue::commit_here` does not
-    /// wait for it).
-    between_running: Arc<std::sync::atomic::AtomicBool>,
     stats: WriterStats,
     metrics: Arc<Metrics>,
 }
@@ -204,17 +207,11 @@ impl WriterLoop {
             // writes queued before it to be committed, and the writes queued after it
             // wait for it.
             if let Some(work) = self.between.take() {
-                use std::sync::atomic::Ordering::SeqCst;
-                self.between_running.store(true, SeqCst);
                 match work {
                     Between::Swap(swap) => self.swap_log(swap),
                     Between::Cut(cut) => self.begin_cut(cut),
                     Between::Switch(switch) => self.switch_log(switch),
                 }
-                self.between_running.store(false, SeqCst);
-                // Against a caller's thread that saw the flag raised and left its
-                // writes to this: they are queued by now, and taken below.
-                std::sync::atomic::fence(SeqCst);
             }
             self.gather(&mut batch);
             if !self.stopping && self.between.is_none() {

@@ -74,11 +74,13 @@ pub struct Limits {
     pub max_value_bytes: u64,
 }
 
-/// Completes one write. The host calls [`WriteCallback::complete`] exactly once, from its
-/// writer thread, after the write is durable (or has failed).
+/// Completes one write. The host calls [`WriteCallback::complete`] exactly once, from the
+/// thread that committed it (its writer thread, or a frontend's committing its own
+/// writes), after the write is durable (or has failed).
 #[sabi_trait]
 pub trait WriteCallback: Send {
-    /// Delivers the write's outcome. Must return quickly: it runs on the host's writer thread.
+    /// Delivers the write's outcome. Must return quickly: it runs on the thread that
+    /// committed the write.
     #[sabi(last_prefix_field)]
     fn complete(&mut self, result: RResult<(), PluginError>);
 }

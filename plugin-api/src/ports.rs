@@ -13,8 +13,9 @@ use crate::event::Event;
 
 /// Where the host's writes become durable, and where they come back from on start.
 ///
-/// The host calls a logger from one thread at a time (its writer), so methods take
-/// `&mut self`. The call order is: `replay` once, then any number of `append`, then
+/// The host calls a logger from one thread at a time (its writer thread, or a
+/// frontend's thread committing its own writes; not always the same thread), so
+/// methods take `&mut self`. The call order is: `replay` once, then any number of `append`, then
 /// `close`.
 pub trait TransactionLogger: Send + 'static {
     /// Makes `batch` durable, in order, as one unit.

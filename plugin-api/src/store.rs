@@ -401,10 +401,10 @@ impl Store {
     /// commit: what Redis does before its event loop sleeps. Every write queued by
     /// then, by any connection, goes in one append made on the calling thread, which
     /// blocks for it (an fsync, with the `file` logger at `sync = always`); their
-    /// futures are ready when this returns. If another thread is committing, this
-    /// waits for it and commits what it left. Work the host does between batches (a
-    /// logger swap, a backup's cut) and a cluster's shared log stay on the host's writer
-    /// thread: `commit` then wakes it and returns.
+    /// futures are ready when this returns. When this thread cannot make the append —
+    /// another thread holds the host's writer (its own commit, a logger swap, a
+    /// backup's cut), or the log is a cluster's shared log — the host's writer thread
+    /// makes it instead: `commit` wakes it and returns at once.
     ///
     /// A deferred write nobody commits is committed by the host's writer thread within
     /// a few milliseconds, so a forgotten call costs latency, never the write. The

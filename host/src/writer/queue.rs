@@ -17,9 +17,10 @@
 //!
 //! Work between batches (a logger swap, a cut, a switch, stopping) and every commit to
 //! a shared log stay on the writer thread: a caller's thread that meets them rings the
-//! doorbell and returns. A caller's thread waits for a commit under way elsewhere (one
-//! batch: an fsync), but not for work between batches (opening a logger may take long),
-//! which the writer thread follows by committing everything queued.
+//! doorbell and returns. A caller's thread never waits for the state either: if another
+//! thread holds it, it rings the doorbell and returns, and the writer thread commits
+//! what is left once the state is free (the hand-off this design avoids, only when two
+//! committers meet).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
@@ -49,6 +50,22 @@ thread_local! {
     static COMMITTING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Marks this thread as holding the writer's state until dropped (also on unwind).
+struct Committing;
+
+impl Committing {
+    fn enter() -> Committing {
+        COMMITTING.set(true);
+        Committing
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        COMMITTING.set(false);
+    }
+}
+
 /// The writer's queue: see the module documentation.
 pub struct WriteQueue {
     tx: Sender<Msg>,
@@ -62,9 +79,6 @@ pub struct WriteQueue {
     watching: AtomicBool,
     /// [`WATCHDOG`] (tests may change it).
     watchdog: Duration,
-    /// The writer thread is doing work between batches (it commits everything queued
-    /// afterwards): a caller's thread does not wait for it.
-    between: Arc<AtomicBool>,
     /// The log is shared: only the writer thread commits (set when the writer starts).
     shared: AtomicBool,
     /// `[writer] frontend_commits`: false, and writes are never deferred and
@@ -78,8 +92,10 @@ pub(super) enum State {
     Waiting(Receiver<Msg>),
     /// The writer.
     Running(Box<WriterLoop>),
-    /// The writer stopped: the receiving end is gone, so what was still queued has been
-    /// answered `unavailable` and nothing more can be queued.
+    /// The writer stopped (or a panic while the state was held stopped it): its
+    /// receiving end is gone, so nothing more can be queued. What a caller queued in the
+    /// moment before stays in the channel until the store is dropped, and is then
+    /// answered `unavailable` (the `Completion` drop guard).
     Stopped,
 }
 
@@ -100,7 +116,6 @@ impl WriteQueue {
             deferred_seen: AtomicBool::new(false),
             watching: AtomicBool::new(false),
             watchdog,
-            between: Arc::default(),
             shared: AtomicBool::new(false),
             frontend_commits: AtomicBool::new(true),
         })
@@ -150,11 +165,11 @@ impl WriteQueue {
         self.tx.is_empty()
     }
 
-    /// Commits what is queued on the calling thread, a batch at a time, waiting first
-    /// for a batch under way elsewhere (it may take these writes). Blocks for the
-    /// logger's appends. What the calling thread does not do (work between batches, a
-    /// shared log's commit, more than [`MAX_LEAD_BATCHES`] batches) it leaves to the
-    /// writer thread, ringing the doorbell. Called again from inside a commit on this
+    /// Commits what is queued on the calling thread, a batch at a time, blocking for the
+    /// logger's appends. What the calling thread does not do — work between batches, a
+    /// shared log's commit, more than [`MAX_LEAD_BATCHES`] batches, anything while
+    /// another thread holds the writer's state — it leaves to the writer thread,
+    /// ringing the doorbell, and returns. Called again from inside a commit on this
     /// thread (a completion callback), it returns at once.
     pub fn commit_here(&self) {
         if COMMITTING.get() || !self.frontend_commits.load(Ordering::Relaxed) {
@@ -174,24 +189,22 @@ impl WriteQueue {
             }
             let mut state = match self.state.try_lock() {
                 Ok(state) => state,
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::Poisoned(poisoned)) => self.stopped_by_panic(poisoned),
                 Err(TryLockError::WouldBlock) => {
-                    // Against the writer thread's clearing of `between` before it
-                    // takes what is queued: either it takes these writes, or this sees
-                    // it done and waits for the state.
-                    fence(Ordering::SeqCst);
-                    if self.between.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    self.state()
+                    // Another thread is committing, or the writer thread is at work
+                    // between batches (opening a logger may take long): waiting would
+                    // stall every connection this thread serves. The doorbell makes
+                    // the writer thread look once the state is free.
+                    break;
                 }
             };
             let State::Running(writer) = &mut *state else {
                 return;
             };
-            COMMITTING.set(true);
-            let done_here = writer.lead();
-            COMMITTING.set(false);
+            let done_here = {
+                let _committing = Committing::enter();
+                writer.lead()
+            };
             drop(state);
             if !done_here {
                 break;
@@ -202,11 +215,10 @@ impl WriteQueue {
         }
     }
 
-    /// What the writer shares with its queue: the flag it raises while it does work
-    /// between batches; and whether its log is shared.
-    pub(super) fn attach(&self, shared: bool) -> Arc<AtomicBool> {
+    /// Tells the queue whether the writer's log is shared (only the writer thread
+    /// commits to a shared log).
+    pub(super) fn attach(&self, shared: bool) {
         self.shared.store(shared, Ordering::Relaxed);
-        self.between.clone()
     }
 
     /// Leaves what is queued to the writer thread, waking it: for a caller about to
@@ -223,34 +235,53 @@ impl WriteQueue {
         let _ = self.doorbell.0.try_send(());
     }
 
-    /// The writer's state; a panic while it was held leaves it as it was.
+    /// The writer's state.
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| self.stopped_by_panic(poisoned))
+    }
+
+    /// The state after a panic while it was held (a bug): what the writer was doing is
+    /// unknown, so it stops — its logger and receiving end are dropped, later writes are
+    /// refused (the queue is disconnected), and nothing more is committed — as when the
+    /// writer thread alone ran it and panicked.
+    fn stopped_by_panic<'a>(
+        &'a self,
+        poisoned: std::sync::PoisonError<MutexGuard<'a, State>>,
+    ) -> MutexGuard<'a, State> {
+        let mut state = poisoned.into_inner();
+        if matches!(*state, State::Running(_)) {
+            tracing::error!("the writer stopped after a panic; writes are refused from now on");
+            *state = State::Stopped;
+        }
+        self.state.clear_poison();
+        state
     }
 
     /// The writer thread: commits what is queued whenever the doorbell rings, a sweep
     /// is due, or (while deferred writes come) every [`WATCHDOG`]; until it has taken
-    /// `Msg::Stop` and everything queued before it. Returns the writer, stopped.
-    pub(super) fn run(&self) -> Box<WriterLoop> {
+    /// `Msg::Stop` and everything queued before it. Returns the writer, stopped; `None`
+    /// if a panic stopped it.
+    pub(super) fn run(&self) -> Option<Box<WriterLoop>> {
         // Not looking until a deferred write comes.
         let mut quiet_looks = QUIET_LOOKS;
         loop {
             let mut state = self.state();
             let State::Running(writer) = &mut *state else {
-                unreachable!("the writer thread runs only while the writer does")
+                return None; // stopped by a panic
             };
             // A completion calling `commit_here` from this thread must not wait for the
             // state this thread holds.
-            COMMITTING.set(true);
-            let stopped = writer.work();
-            COMMITTING.set(false);
+            let stopped = {
+                let _committing = Committing::enter();
+                writer.work()
+            };
             if stopped {
                 let State::Running(writer) = std::mem::replace(&mut *state, State::Stopped) else {
                     unreachable!()
                 };
-                return writer;
+                return Some(writer);
             }
             let sweep = writer.sweep_wait();
             drop(state);

@@ -18,7 +18,8 @@
 //! * **Compaction**: a background task deletes superseded rows (older events of keys
 //!   that have later ones) in bounded batches, on its own connection.
 //!
-//! The plug-in runs its own tokio runtime; the host's writer thread blocks on it.
+//! The plug-in runs its own tokio runtime; the host's committing thread (its writer
+//! thread, or a frontend's committing its own writes) blocks on it.
 
 mod config;
 

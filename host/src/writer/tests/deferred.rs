@@ -132,7 +132,9 @@ fn a_deferred_write_nobody_commits_is_committed_by_the_writer_thread() {
 
 #[test]
 fn writes_committed_by_many_threads_and_the_writer_keep_each_callers_order() {
-    let queue = WriteQueue::with_watchdog(256, Duration::from_millis(1));
+    // No watchdog within the test: every write must be committed by a caller's
+    // `commit_here` or, when that meets another committer, by the writer thread it rang.
+    let queue = WriteQueue::with_watchdog(256, Duration::from_secs(600));
     let batches = Recorded::default();
     let map = Arc::new(Map::default());
     let writer = start(&queue, Recording::into(&batches), &map);
@@ -148,21 +150,20 @@ fn writes_committed_by_many_threads_and_the_writer_keep_each_callers_order() {
                     // Every third write rings the doorbell; the rest are deferred,
                     // committed here every few writes or by the writer thread.
                     let deferred = i % 3 != 0;
-                    loop {
-                        let value = format!("{i}");
-                        let outcome = outcomes.clone();
-                        let name = key.clone().into_bytes();
-                        let request = WriteRequest {
-                            op: WriteOp::Put(key.as_bytes().into(), value.as_bytes().into()),
-                            done: Completion::new(move |r| outcome.lock().unwrap().push((name, r))),
-                            trace: tracing::Span::none(),
-                            admitted: Default::default(),
-                        };
-                        match queue.try_send(Msg::Write(request), deferred) {
-                            Ok(()) => break,
-                            // Full: make room, as a frontend would by waiting.
-                            Err(_) => queue.commit_here(),
-                        }
+                    let outcome = outcomes.clone();
+                    let name = key.clone().into_bytes();
+                    let mut msg = Msg::Write(WriteRequest {
+                        op: WriteOp::Put(key.as_bytes().into(), format!("{i}").as_bytes().into()),
+                        done: Completion::new(move |r| outcome.lock().unwrap().push((name, r))),
+                        trace: tracing::Span::none(),
+                        admitted: Default::default(),
+                    });
+                    // Full: make room, as a frontend would by waiting, and queue the
+                    // same write again.
+                    while let Err(full) = queue.try_send(msg, deferred) {
+                        msg = full.into_inner();
+                        queue.commit_here();
+                        std::thread::yield_now();
                     }
                     if i % 5 == 4 {
                         queue.commit_here();
