@@ -109,65 +109,74 @@ impl RunningFrontend for Frontend {
     }
 }
 
+/// 1.4's store methods over [`StoreHandle`], shared by every later generation's
+/// `StoreApi` (each of which has them and adds its own).
+macro_rules! store_api_1_4 {
+    () => {
+        fn get(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> GetReply {
+            StoreHandle::get(self, ctx, key, Consistency::DEFAULT)
+        }
+
+        fn get_consistent(
+            &self,
+            ctx: &RequestContextRef<'_>,
+            key: RSlice<'_, u8>,
+            consistency: u8,
+        ) -> GetReply {
+            StoreHandle::get(self, ctx, key, Consistency(consistency))
+        }
+
+        fn put(
+            &self,
+            ctx: &RequestContextRef<'_>,
+            key: RVec<u8>,
+            value: RVec<u8>,
+            done: WriteCallbackBox,
+        ) {
+            StoreHandle::put(self, ctx, key, value, done)
+        }
+
+        fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
+            StoreHandle::delete(self, ctx, key, done)
+        }
+
+        fn is_ready(&self) -> bool {
+            self.store.is_ready()
+        }
+
+        fn limits(&self) -> Limits {
+            self.store.limits()
+        }
+
+        fn stats(&self) -> StoreStats {
+            super::v1_3::stats(&self.store)
+        }
+
+        fn check(
+            &self,
+            ctx: &RequestContextRef<'_>,
+            action: u8,
+            key: RSlice<'_, u8>,
+        ) -> RResult<(), PluginError> {
+            StoreHandle::check(self, ctx, action, key).into()
+        }
+
+        fn get_entry(
+            &self,
+            ctx: &RequestContextRef<'_>,
+            key: RSlice<'_, u8>,
+            consistency: u8,
+        ) -> GetReply {
+            StoreHandle::get_entry(self, ctx, key, Consistency(consistency))
+        }
+
+        fn update(&self, ctx: &RequestContextRef<'_>, update: RVec<u8>, done: UpdateCallbackBox) {
+            StoreHandle::update(self, ctx, update, done)
+        }
+    };
+}
+pub(super) use store_api_1_4;
+
 impl v1_4::StoreApi for StoreHandle {
-    fn get(&self, ctx: &RequestContextRef<'_>, key: RSlice<'_, u8>) -> GetReply {
-        StoreHandle::get(self, ctx, key, Consistency::DEFAULT)
-    }
-
-    fn get_consistent(
-        &self,
-        ctx: &RequestContextRef<'_>,
-        key: RSlice<'_, u8>,
-        consistency: u8,
-    ) -> GetReply {
-        StoreHandle::get(self, ctx, key, Consistency(consistency))
-    }
-
-    fn put(
-        &self,
-        ctx: &RequestContextRef<'_>,
-        key: RVec<u8>,
-        value: RVec<u8>,
-        done: WriteCallbackBox,
-    ) {
-        StoreHandle::put(self, ctx, key, value, done)
-    }
-
-    fn delete(&self, ctx: &RequestContextRef<'_>, key: RVec<u8>, done: WriteCallbackBox) {
-        StoreHandle::delete(self, ctx, key, done)
-    }
-
-    fn is_ready(&self) -> bool {
-        self.store.is_ready()
-    }
-
-    fn limits(&self) -> Limits {
-        self.store.limits()
-    }
-
-    fn stats(&self) -> StoreStats {
-        super::v1_3::stats(&self.store)
-    }
-
-    fn check(
-        &self,
-        ctx: &RequestContextRef<'_>,
-        action: u8,
-        key: RSlice<'_, u8>,
-    ) -> RResult<(), PluginError> {
-        StoreHandle::check(self, ctx, action, key).into()
-    }
-
-    fn get_entry(
-        &self,
-        ctx: &RequestContextRef<'_>,
-        key: RSlice<'_, u8>,
-        consistency: u8,
-    ) -> GetReply {
-        StoreHandle::get_entry(self, ctx, key, Consistency(consistency))
-    }
-
-    fn update(&self, ctx: &RequestContextRef<'_>, update: RVec<u8>, done: UpdateCallbackBox) {
-        StoreHandle::update(self, ctx, update, done)
-    }
+    store_api_1_4!();
 }

@@ -7,6 +7,7 @@ use kvs_plugin_api::{EventKind, PluginError};
 
 use super::*;
 use crate::ports::recording::{Recorded, Recording};
+pub(super) use crate::write_request::{LoggedEvent, WriteOp};
 
 type Outcomes = Arc<Mutex<Vec<(Vec<u8>, Result<(), PluginError>)>>>;
 
