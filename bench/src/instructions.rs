@@ -109,12 +109,28 @@ fn count(client: &mut Client, pid: u32, dir: &Path, exchange: Exchange) -> Resul
         .find(|d| !before.contains(d))
         .context("callgrind wrote no dump")?;
     let text = std::fs::read_to_string(&dump)?;
+    keep(&dump)?;
     let total: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("summary: "))
         .and_then(|v| v.trim().parse().ok())
         .with_context(|| format!("no summary in {}", dump.display()))?;
     Ok(total as f64 / REQUESTS as f64)
+}
+
+/// Copies a dump into `$KVS_BENCH_CALLGRIND_KEEP` when it is set, for reading with
+/// `callgrind_annotate` (which functions the instructions went to).
+fn keep(dump: &Path) -> Result<()> {
+    let Some(dir) = std::env::var_os("KVS_BENCH_CALLGRIND_KEEP") else {
+        return Ok(());
+    };
+    let dir = Path::new(&dir);
+    std::fs::create_dir_all(dir)?;
+    let name = dump.file_name().context("a dump has a name")?;
+    std::fs::copy(dump, dir.join(name))
+        .with_context(|| format!("copying {} into {}", dump.display(), dir.display()))?;
+    println!("   kept {}", dir.join(name).display());
+    Ok(())
 }
 
 fn callgrind_control(what: &str, pid: u32) -> Result<()> {

@@ -83,7 +83,8 @@ pub struct Overload {
     active: AtomicU32,
     /// Writes in flight, all slots.
     total_in_flight: AtomicU32,
-    hasher: std::hash::RandomState,
+    /// Seeded per process: a client cannot pick its port to share another's slot.
+    hasher: foldhash::fast::RandomState,
     refused: RefusalCounters,
     delay_gauge: Gauge,
 }
@@ -119,7 +120,7 @@ impl Overload {
             base: Instant::now(),
             active: AtomicU32::new(0),
             total_in_flight: AtomicU32::new(0),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             refused,
             delay_gauge,
         }

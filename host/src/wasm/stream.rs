@@ -317,10 +317,14 @@ pub fn start_stream_frontend<'a>(
         module: 0,
     };
     let table_name = format!("[plugins.{name}]");
+    let max_instances = (sandbox.memory_budget_mb / sandbox.memory_max_mb) as usize;
+    announce_instance_limit(&table_name, &sandbox, max_instances);
     let settings = kvs_serve::tcp::TcpSettings {
         listen: &sandbox.listen,
         table: &table_name,
         worker_threads: sandbox.worker_threads,
+        // Guest calls block their thread (`module::metered_call`).
+        blocks_in_place: true,
         thread_name: "kvs-wasm-stream",
         max_connections_per_peer: sandbox.max_connections_per_peer,
         descriptor_reserve: true,
@@ -339,7 +343,7 @@ pub fn start_stream_frontend<'a>(
         idle: Mutex::new(vec![first]),
         keep_idle: sandbox.pool_size,
         live,
-        max_instances: (sandbox.memory_budget_mb / sandbox.memory_max_mb) as usize,
+        max_instances,
         memory_max_mb: sandbox.memory_max_mb,
         memory_budget_mb: sandbox.memory_budget_mb,
         refused: Mutex::new((0, None)),
@@ -359,4 +363,24 @@ pub fn start_stream_frontend<'a>(
         store: store.clone(),
         table: table.to_string(),
     }))
+}
+
+/// Says at start-up how many clients the frontend serves at once: each connection
+/// holds an instance, so the memory budget, not `max_connections`, is the limit an
+/// operator meets first (a probe found the 17th client closed and looked for why).
+fn announce_instance_limit(table: &str, sandbox: &Sandbox, max_instances: usize) {
+    let (budget, per_instance) = (sandbox.memory_budget_mb, sandbox.memory_max_mb);
+    match sandbox.max_connections {
+        Some(max) if max > max_instances => tracing::warn!(
+            "{table}: max_connections = {max}, but each connection holds an instance of \
+             memory_max_mb = {per_instance} and memory_budget_mb = {budget} fits {max_instances}: \
+             connections past {max_instances} are closed; raise memory_budget_mb or lower \
+             memory_max_mb to serve more"
+        ),
+        _ => tracing::info!(
+            "{table}: serves at most {max_instances} connections at once (memory_budget_mb = \
+             {budget} / memory_max_mb = {per_instance}, an instance per connection); more are \
+             closed and logged"
+        ),
+    }
 }

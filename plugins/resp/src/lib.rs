@@ -224,6 +224,10 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     // runs only while kvs waits for the client's bytes, never while it waits for its
     // own writes to be durable or for the client to take its replies.
     let mut partial_since: Option<tokio::time::Instant> = None;
+    // One wait for the stop, made once: a new one per read registers and unregisters
+    // with the channel each time (measured: ~380 instructions per request).
+    let stopping = stop.changed();
+    tokio::pin!(stopping);
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(BUFFER_BYTES);
@@ -235,7 +239,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             // Bytes that are there are read first, however late the clock says it is.
             biased;
             r = stream.read_buf(&mut buf) => r,
-            _ = stop.changed() => break,
+            _ = &mut stopping => break,
             _ = sleep_until(give_up), if give_up.is_some() => {
                 let timeout = shared.command_timeout.unwrap_or_default().as_millis();
                 Reply::new(&mut out, session.protocol).error(&format!(
@@ -309,6 +313,7 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         listen: &config.listen,
         table: "[plugins.resp]",
         worker_threads: config.worker_threads,
+        blocks_in_place: false,
         thread_name: "kvs-resp",
         max_connections: config.max_connections,
         max_connections_per_peer: config.max_connections_per_peer,
