@@ -44,8 +44,8 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
          share (TCP, fsync) is not counted; it is about the same for both, see `rest`."
     );
     println!(
-        "{:>24}  {:>14}  {:>14}",
-        "server", "GET instr/req", "PUT instr/req"
+        "{:>24}  {:>14}  {:>14}  {:>14}",
+        "server", "GET instr/req", "PUT instr/req", "INCR instr/req"
     );
     let http: [(&str, &str, &str); 2] = [
         ("kvs rest (HTTP)", "rest", "worker_threads = 2"),
@@ -64,14 +64,22 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
     let pid = kvs.0.id();
     let get = count(&mut client, pid, out.path(), resp_get)?;
     let set = count(&mut client, pid, out.path(), resp_set)?;
-    println!("{:>24}  {get:>14.0}  {set:>14.0}", "kvs resp (RESP)");
+    let incr = count(&mut client, pid, out.path(), resp_incr)?;
+    println!(
+        "{:>24}  {get:>14.0}  {set:>14.0}  {incr:>14.0}",
+        "kvs resp (RESP)"
+    );
     drop(kvs);
     match Redis::start_under(&wrapper) {
         Ok(redis) => {
             let mut client = seeded(redis.port(), resp_set)?;
             let get = count(&mut client, redis.pid(), out.path(), resp_get)?;
             let set = count(&mut client, redis.pid(), out.path(), resp_set)?;
-            println!("{:>24}  {get:>14.0}  {set:>14.0}", "Redis (RESP)");
+            let incr = count(&mut client, redis.pid(), out.path(), resp_incr)?;
+            println!(
+                "{:>24}  {get:>14.0}  {set:>14.0}  {incr:>14.0}",
+                "Redis (RESP)"
+            );
         }
         Err(e) => println!("   no Redis side by side: {e:#}"),
     }
@@ -267,4 +275,10 @@ fn resp_set(client: &mut Client, i: usize) -> Result<()> {
         i => format!("k{}", i % 1000),
     };
     client.resp(&[b"SET", key.as_bytes(), &[b'x'; VALUE_BYTES]])
+}
+
+/// A durable `INCR` of one of 1,000 counters (a read-modify-write the writer evaluates).
+fn resp_incr(client: &mut Client, i: usize) -> Result<()> {
+    let key = format!("n{}", i % 1000);
+    client.resp(&[b"INCR", key.as_bytes()])
 }

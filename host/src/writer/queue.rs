@@ -20,7 +20,9 @@
 //! doorbell and returns. A caller's thread never waits for the state either: if another
 //! thread holds it, it rings the doorbell and returns, and the writer thread commits
 //! what is left once the state is free (the hand-off this design avoids, only when two
-//! committers meet).
+//! committers meet). Nor does it commit when the doorbell has been rung (another
+//! frontend's writes are queued): the writer thread is coming and takes everything
+//! queued, so a mix of frontends keeps one committer and large appends.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
@@ -43,6 +45,12 @@ const QUIET_LOOKS: u32 = 200;
 /// Batches a caller's thread commits in one [`WriteQueue::commit_here`] before it
 /// leaves the rest to the writer thread (its own connections wait meanwhile).
 const MAX_LEAD_BATCHES: usize = 4;
+
+/// A caller's thread commits only while at most this many messages are queued; more
+/// (pipelines, many busy clients) go to the writer thread, whose fsync then overlaps
+/// the caller's thread parsing the next requests — measured faster for pipelined
+/// writes, where one thread blocking in each fsync was up to a third slower.
+const MAX_LEAD_QUEUED: usize = 64;
 
 thread_local! {
     /// This thread holds the writer's state (it is committing, or it is the writer
@@ -183,9 +191,15 @@ impl WriteQueue {
         }
         for _ in 0..MAX_LEAD_BATCHES {
             // This thread's own writes were queued before this look, so an empty queue
-            // means someone has taken them.
-            if self.tx.is_empty() {
+            // means someone has taken them. A rung doorbell means the writer thread is
+            // coming for what is queued (another frontend's writes, or a hand-off):
+            // it takes these too, where committing here first would have two
+            // committers take turns on one log with smaller appends each.
+            if self.tx.is_empty() || self.rung() {
                 return;
+            }
+            if self.tx.len() > MAX_LEAD_QUEUED {
+                break;
             }
             let mut state = match self.state.try_lock() {
                 Ok(state) => state,
@@ -233,6 +247,11 @@ impl WriteQueue {
 
     fn ring(&self) {
         let _ = self.doorbell.0.try_send(());
+    }
+
+    /// The doorbell was rung and the writer thread has not answered yet.
+    fn rung(&self) -> bool {
+        !self.doorbell.1.is_empty()
     }
 
     /// The writer's state.

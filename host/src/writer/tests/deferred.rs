@@ -131,6 +131,33 @@ fn a_deferred_write_nobody_commits_is_committed_by_the_writer_thread() {
 }
 
 #[test]
+fn a_long_queue_is_left_to_the_writer_thread() {
+    let queue = WriteQueue::with_watchdog(256, Duration::from_secs(600));
+    let (batches, threads) = (Recorded::default(), Arc::default());
+    let log = OnThread {
+        log: Recording::into(&batches),
+        threads: Arc::clone(&threads),
+    };
+    let map = Arc::new(Map::default());
+    let writer = start(&queue, log, &map);
+    let outcomes = Outcomes::default();
+    put(&queue, "first", "1", true, &outcomes);
+    wait_for(&outcomes, 1);
+    std::thread::sleep(Duration::from_millis(50));
+    // More deferred writes than a caller's thread commits itself (a pipeline's worth
+    // from many clients): `commit_here` rings, and the writer thread commits them
+    // while the caller's thread would go on parsing.
+    for i in 0..100 {
+        put(&queue, &format!("k{i}"), "v", true, &outcomes);
+    }
+    queue.commit_here();
+    wait_for(&outcomes, 101);
+    assert!(threads.lock().unwrap().iter().all(|t| t == "kvs-writer"));
+    assert_eq!(map.len(), 101);
+    writer.stop().1.unwrap();
+}
+
+#[test]
 fn writes_committed_by_many_threads_and_the_writer_keep_each_callers_order() {
     // No watchdog within the test: every write must be committed by a caller's
     // `commit_here` or, when that meets another committer, by the writer thread it rang.
