@@ -89,6 +89,19 @@ pub struct Overload {
     delay_gauge: Gauge,
 }
 
+/// An admitted write of a client slot, counted in flight until dropped (its
+/// [`Completion`] holds it until the outcome is delivered).
+pub struct InFlight {
+    overload: Arc<Overload>,
+    slot: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.overload.leave(self.slot);
+    }
+}
+
 /// A write that was admitted: what it holds until the writer takes it (bytes) and until
 /// it completes (a client slot).
 #[derive(Debug, Clone, Copy, Default)]
@@ -188,10 +201,9 @@ impl Overload {
                 done,
             ));
         }
-        let this = self.clone();
-        let done = Completion::with_reply(move |result| {
-            this.leave(slot);
-            done.reply(result)
+        let done = done.holding(InFlight {
+            overload: self.clone(),
+            slot,
         });
         Ok((admitted, done))
     }

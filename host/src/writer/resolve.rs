@@ -49,7 +49,10 @@ impl WriterLoop {
         // The batch's writes so far, by key: what a later update in it must see.
         let mut written: HashMap<&[u8], Option<Current>> = HashMap::new();
         let mut resolved = Vec::with_capacity(batch.len());
-        for req in batch {
+        for (i, req) in batch.iter().enumerate() {
+            // What the last request writes no later one reads: not noted (a batch of
+            // one, the unpipelined case, then allocates no table and copies no value).
+            let last = i + 1 == batch.len();
             let key = req.op.key();
             let raw = match written.get(key) {
                 Some(state) => state.clone(),
@@ -65,7 +68,9 @@ impl WriterLoop {
                 WriteOp::Transaction(transaction) => {
                     let (logged, reply) = self.resolve_transaction(transaction, &written, now);
                     let sequence = position(&logged);
-                    if let Logged::Steps(steps) = &logged {
+                    if let Logged::Steps(steps) = &logged
+                        && !last
+                    {
                         let mut at = sequence;
                         for (step, logged) in transaction.steps.iter().zip(steps) {
                             if let Some(after) = after_write(logged, at) {
@@ -116,6 +121,7 @@ impl WriterLoop {
             };
             let sequence = position(&logged);
             let after = match (&logged, &req.op) {
+                _ if last => None,
                 (Logged::PutOwn, WriteOp::Put(_, value)) => Some(Some(Current {
                     value: value.to_vec(),
                     revision: sequence,
