@@ -173,8 +173,10 @@ impl Overload {
                 done,
             ));
         }
+        // One clock read per write: the queueing time and the burst's start share it.
+        let now = Instant::now();
         let admitted = Admitted {
-            queued: Some(Instant::now()),
+            queued: Some(now),
             deadline: caller.and_then(|c| c.deadline),
             bytes,
         };
@@ -182,10 +184,10 @@ impl Overload {
             return Ok((admitted, done));
         };
         let slot = self.slot(caller);
-        let before = self.enter(slot);
+        let before = self.enter(slot, now);
         if let Some(delay) = self.shedding(queued_writes)
             && self.more_than_its_share(before)
-            && self.past_burst(slot)
+            && self.past_burst(slot, now)
         {
             self.leave(slot);
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -209,11 +211,11 @@ impl Overload {
     }
 
     /// Counts a write in flight for `slot`; returns how many it had before.
-    fn enter(&self, slot: usize) -> u32 {
+    fn enter(&self, slot: usize, now: Instant) -> u32 {
         let before = self.in_flight[slot].fetch_add(1, Ordering::Relaxed);
         if before == 0 {
             self.active.fetch_add(1, Ordering::Relaxed);
-            self.burst_start_ms[slot].store(self.now_ms(), Ordering::Relaxed);
+            self.burst_start_ms[slot].store(self.ms_at(now), Ordering::Relaxed);
         }
         self.total_in_flight.fetch_add(1, Ordering::Relaxed);
         before
@@ -227,14 +229,15 @@ impl Overload {
         self.total_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
+    /// Milliseconds from `base` to `at`.
+    fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_millis() as u64
     }
 
-    /// Whether `slot`'s current burst began at least [`BURST`] ago.
-    fn past_burst(&self, slot: usize) -> bool {
+    /// Whether `slot`'s current burst began at least [`BURST`] before `now`.
+    fn past_burst(&self, slot: usize, now: Instant) -> bool {
         let started = self.burst_start_ms[slot].load(Ordering::Relaxed);
-        self.now_ms().saturating_sub(started) >= BURST.as_millis() as u64
+        self.ms_at(now).saturating_sub(started) >= BURST.as_millis() as u64
     }
 
     /// Whether a connection that had `before` writes in flight holds at least its share

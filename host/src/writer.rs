@@ -254,9 +254,12 @@ impl WriterLoop {
     /// Takes queued messages into `batch` (group commit: everything queued meanwhile),
     /// up to `max_batch` writes or work between batches.
     fn gather(&mut self, batch: &mut Vec<WriteRequest>) {
+        // One clock read per gathering, not per write: the queueing delay and the
+        // deadlines are measured in milliseconds, a gathering takes microseconds.
+        let now = Instant::now();
         while batch.len() < self.max_batch && self.between.is_none() {
             match self.rx.try_recv() {
-                Ok(msg) => self.take(msg, batch),
+                Ok(msg) => self.take(msg, batch, now),
                 Err(_) => break,
             }
         }
@@ -269,11 +272,10 @@ impl WriterLoop {
         self.overload.batch_done(writes, started.elapsed());
     }
 
-    /// Files one queue message.
-    fn take(&mut self, msg: Msg, batch: &mut Vec<WriteRequest>) {
+    /// Files one queue message, taken at `now`.
+    fn take(&mut self, msg: Msg, batch: &mut Vec<WriteRequest>, now: Instant) {
         match msg {
             Msg::Write(req) => {
-                let now = Instant::now();
                 self.overload.taken(&req.admitted, batch.is_empty(), now);
                 if self.overload.expired(&req.admitted, now) {
                     // Never logged: the client stopped waiting, and a write it was told

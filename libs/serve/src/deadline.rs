@@ -263,17 +263,28 @@ pub(crate) async fn until_expired(
 /// wakes (measured: ~330 instructions per RESP request). An expired connection's task
 /// is aborted, dropping (closing) it before this returns.
 pub(crate) async fn until_task_expired(
-    mut task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
     activity: &Activity,
     deadlines: Deadlines,
 ) {
+    // Were this watcher dropped (its task cancelled), the connection goes with it.
+    let mut task = AbortOnDrop(task);
     tokio::select! {
-        _ = &mut task => return,
+        _ = &mut task.0 => return,
         () = activity.expired(deadlines) => {}
         () = activity.evicted.notified() => {}
     }
-    task.abort();
-    let _ = task.await;
+    task.0.abort();
+    let _ = (&mut task.0).await;
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

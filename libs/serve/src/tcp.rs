@@ -92,16 +92,19 @@ impl OpenConnections {
 /// A server's tokio runtime: multi-threaded, or one thread driving a current-thread
 /// runtime (which needs a thread inside `block_on` to run its tasks).
 struct ServerRuntime {
-    runtime: Arc<Runtime>,
-    /// The current-thread runtime's driving thread, and what ends its `block_on`.
+    /// `None` once shut down.
+    runtime: Option<Arc<Runtime>>,
+    /// The current-thread runtime's driving thread.
     driver: Option<Driver>,
 }
 
-/// A current-thread runtime's driving thread and what ends its `block_on`.
-type Driver = (
-    tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
-);
+/// A current-thread runtime's driving thread: what ends its `block_on`, and what tells
+/// that it returned (the sender is dropped as the thread ends).
+struct Driver {
+    end: tokio::sync::oneshot::Sender<()>,
+    ended: std::sync::mpsc::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
+}
 
 impl ServerRuntime {
     fn new(settings: &TcpSettings<'_>) -> std::io::Result<ServerRuntime> {
@@ -112,7 +115,7 @@ impl ServerRuntime {
                 .enable_all()
                 .build()?;
             return Ok(ServerRuntime {
-                runtime: Arc::new(runtime),
+                runtime: Some(Arc::new(runtime)),
                 driver: None,
             });
         }
@@ -122,43 +125,75 @@ impl ServerRuntime {
                 .enable_all()
                 .build()?,
         );
-        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        let (end, ending) = tokio::sync::oneshot::channel::<()>();
+        let (signal, ended) = std::sync::mpsc::channel::<()>();
         let driving = runtime.clone();
         let thread = std::thread::Builder::new()
             .name(settings.thread_name.to_string())
             .spawn(move || {
-                let _ = driving.block_on(ended);
+                let _signal = signal;
+                let _ = driving.block_on(ending);
             })?;
         Ok(ServerRuntime {
-            runtime,
-            driver: Some((end, thread)),
+            runtime: Some(runtime),
+            driver: Some(Driver { end, ended, thread }),
         })
     }
 
+    fn runtime(&self) -> &Runtime {
+        self.runtime.as_ref().expect("not shut down")
+    }
+
     fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.runtime.enter()
+        self.runtime().enter()
     }
 
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, future: F) {
-        self.runtime.spawn(future);
+        self.runtime().spawn(future);
     }
 
-    /// Ends the driving thread's `block_on`, then the runtime's tasks: waits up to
-    /// `timeout` for them when `wait`, else leaves them to end in the background.
-    fn shutdown(mut self, timeout: Duration, wait: bool) {
-        if let Some((end, thread)) = self.driver.take() {
-            let _ = end.send(());
-            // Not from the driving thread itself (a task dropping its own server).
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
+    /// Ends the runtime's tasks. With `wait`, for at most about `timeout`: the driving
+    /// thread's `block_on` returns once the task it is running yields (a connection may
+    /// be in a logger's append), then the tasks get what is left; a driving thread still
+    /// busy at the deadline is left to drop the runtime when it returns. Without `wait`,
+    /// nothing blocks (as `shutdown_background`).
+    fn shutdown(&mut self, timeout: Duration, wait: bool) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let until = Instant::now() + timeout;
+        if let Some(driver) = self.driver.take() {
+            let _ = driver.end.send(());
+            // Never from the driving thread itself (a task stopping its own server).
+            let on_driver = driver.thread.thread().id() == std::thread::current().id();
+            let returned = wait
+                && !on_driver
+                && matches!(
+                    driver
+                        .ended
+                        .recv_timeout(until.saturating_duration_since(Instant::now())),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                );
+            if returned {
+                let _ = driver.thread.join();
             }
         }
-        match Arc::try_unwrap(self.runtime) {
-            Ok(runtime) if wait => runtime.shutdown_timeout(timeout),
-            Ok(runtime) => runtime.shutdown_background(),
-            // The driving thread still holds it (it could not be joined): it drops it.
-            Err(_) => {}
+        // If the driving thread still holds it, it drops the runtime when it returns.
+        if let Ok(runtime) = Arc::try_unwrap(runtime) {
+            if wait {
+                runtime.shutdown_timeout(until.saturating_duration_since(Instant::now()));
+            } else {
+                runtime.shutdown_background();
+            }
         }
+    }
+}
+
+impl Drop for ServerRuntime {
+    /// A start that failed after the runtime was built: its accept task is closed (and
+    /// the port given back) before the error is returned.
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_millis(100), true);
     }
 }
 
@@ -245,6 +280,7 @@ impl TcpServer {
             std::thread::sleep(Duration::from_millis(5));
         }
         let open = self.open.count();
+        let mut runtime = runtime;
         runtime.shutdown(Duration::from_millis(100), true);
         if open > 0 {
             return Err(PluginError::unavailable(format!(
@@ -259,6 +295,7 @@ impl Drop for TcpServer {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             let _ = self.stop.send(true);
+            let mut runtime = runtime;
             runtime.shutdown(Duration::ZERO, false);
         }
     }
@@ -391,6 +428,62 @@ impl Acceptor {
                 // in the store regardless.
                 crate::deadline::until_task_expired(served, &activity, deadlines).await;
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quiet(_: Level, _: &str) {}
+
+    /// A one-thread listener whose connection blocks its thread (as a connection inside
+    /// a logger's fsync does) still stops within its deadline, and dropping one never
+    /// waits for the thread.
+    #[test]
+    fn a_one_thread_listener_stops_within_its_deadline_while_a_connection_blocks() {
+        let settings = TcpSettings {
+            listen: "127.0.0.1:0",
+            table: "[test]",
+            worker_threads: 1,
+            blocks_in_place: false,
+            thread_name: "kvs-test-tcp",
+            max_connections: 8,
+            max_connections_per_peer: 0,
+            descriptor_reserve: false,
+            tls: None,
+            deadlines: crate::Deadlines::default(),
+            log: quiet,
+        };
+        for drop_instead in [false, true] {
+            let (blocking, blocked) = std::sync::mpsc::channel::<()>();
+            let blocking = std::sync::Mutex::new(blocking);
+            let mut server = TcpServer::start(&settings, |_, _| {
+                move |accepted: Accepted| {
+                    let blocking = blocking.lock().unwrap().clone();
+                    async move {
+                        let _stream = accepted.stream;
+                        let _ = blocking.send(());
+                        std::thread::sleep(Duration::from_secs(3));
+                    }
+                }
+            })
+            .unwrap();
+            let _client = std::net::TcpStream::connect(server.local_addr()).unwrap();
+            blocked.recv_timeout(Duration::from_secs(10)).unwrap();
+            let started = Instant::now();
+            if drop_instead {
+                drop(server);
+            } else {
+                assert!(server.stop(Duration::from_millis(200)).is_err());
+            }
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(2),
+                "{} took {took:?}",
+                if drop_instead { "drop" } else { "stop" }
+            );
         }
     }
 }
