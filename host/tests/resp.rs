@@ -810,3 +810,36 @@ fn a_wasm_stream_frontend_refuses_connections_past_its_memory_budget() {
     drop(next);
     kvs.stop();
 }
+
+/// A client that keeps pipelining without reading its replies always has bytes ready;
+/// SIGTERM must still reach its connection (stop looked at before the next read), so kvs
+/// exits well within its shutdown deadline (10 s) instead of running the client's
+/// writes until the deadline (a probe saw 545k writes run after the signal).
+#[test]
+fn sigterm_stops_a_connection_that_never_stops_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let kvs = Kvs::start(
+        &config_with(dir.path(), "resp", "", ""),
+        &crate::util::staged_plugins(),
+        &[],
+    );
+    let p = port(&kvs, "resp");
+    let mut socket = std::net::TcpStream::connect(format!("127.0.0.1:{p}")).unwrap();
+    let pipeline = "*3\r\n$3\r\nSET\r\n$2\r\nnr\r\n$1\r\nv\r\n".repeat(1000);
+    let sending = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        // Stops when kvs closes the connection (or after 20 s).
+        while std::time::Instant::now() < until && socket.write_all(pipeline.as_bytes()).is_ok() {}
+    });
+    // Early, while the unread replies still fit the socket buffers (once they do not,
+    // kvs waits in its write and the stop deadline is what ends the connection).
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    kvs.stop();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "kvs took {took:?} to stop with a client sending without reading"
+    );
+    sending.join().unwrap();
+}

@@ -236,10 +236,14 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             .zip(shared.command_timeout)
             .map(|(t, d)| t + d);
         let read = tokio::select! {
-            // Bytes that are there are read first, however late the clock says it is.
+            // The stop first: a client that keeps sending always has bytes ready and
+            // would never see it. What it sent after the stop is not run (nor
+            // acknowledged); what was read before is answered first (above).
             biased;
-            r = stream.read_buf(&mut buf) => r,
             _ = &mut stopping => break,
+            // Bytes that are there are read before the clock is looked at, however late
+            // it says it is.
+            r = stream.read_buf(&mut buf) => r,
             _ = sleep_until(give_up), if give_up.is_some() => {
                 let timeout = shared.command_timeout.unwrap_or_default().as_millis();
                 Reply::new(&mut out, session.protocol).error(&format!(

@@ -107,6 +107,15 @@ fn del_and_exists_count_keys() {
         "-NOPERM no role grants a write of locked\r\n"
     );
     assert_eq!(c.value("c"), Some(&b"3"[..]));
+    // Past eight keys the ones seen are a set: still each counted once.
+    for i in 0..5 {
+        c.set(&format!("k{i}"), "v");
+    }
+    assert_eq!(
+        c.run("DEL k0 k1 k2 k3 k4 k5 k6 k7 k8 k0 k3 k9 k1"),
+        ":5\r\n"
+    );
+    assert_eq!(c.run("EXISTS k0 k1 k2 k3 k4"), ":0\r\n");
 }
 
 #[test]
