@@ -763,6 +763,13 @@ fn a_wasm_stream_frontend_refuses_connections_past_its_memory_budget() {
         "memory_max_mb = 16\nmemory_budget_mb = 48\npool_size = 1\n",
     );
     let kvs = Kvs::start(&path, &copy_of_staged_plugins(dir.path()), &[]);
+    // Said at start, where an operator looks before a client is refused.
+    assert!(
+        kvs.log()
+            .contains("serves at most 3 connections at once (memory_budget_mb = 48"),
+        "{}",
+        kvs.log()
+    );
     let p = port(&kvs, "wasm-resp");
     let idle = rss_mib(&kvs);
     let ping = |s: &mut TcpStream| {

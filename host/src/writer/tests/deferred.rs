@@ -58,6 +58,20 @@ fn start(queue: &Arc<WriteQueue>, log: impl Log + 'static, map: &Arc<Map>) -> Wr
     .unwrap_or_else(|(e, _)| panic!("{e}"))
 }
 
+/// A writer on `queue` whose log records its batches and the thread of each append.
+fn start_on_thread(
+    queue: &Arc<WriteQueue>,
+) -> (Recorded, Arc<Mutex<Vec<String>>>, Arc<Map>, Writer) {
+    let (batches, threads) = (Recorded::default(), Arc::default());
+    let log = OnThread {
+        log: Recording::into(&batches),
+        threads: Arc::clone(&threads),
+    };
+    let map = Arc::new(Map::default());
+    let writer = start(queue, log, &map);
+    (batches, threads, map, writer)
+}
+
 fn wait_for(outcomes: &Outcomes, n: usize) {
     let until = Instant::now() + Duration::from_secs(10);
     while outcomes.lock().unwrap().len() < n {
@@ -70,13 +84,7 @@ fn wait_for(outcomes: &Outcomes, n: usize) {
 fn deferred_writes_wait_for_commit_here_and_are_appended_on_the_calling_thread() {
     // A watchdog that never fires in this test: only `commit_here` commits.
     let queue = WriteQueue::with_watchdog(64, Duration::from_secs(600));
-    let (batches, threads) = (Recorded::default(), Arc::default());
-    let log = OnThread {
-        log: Recording::into(&batches),
-        threads: Arc::clone(&threads),
-    };
-    let map = Arc::new(Map::default());
-    let writer = start(&queue, log, &map);
+    let (batches, threads, map, writer) = start_on_thread(&queue);
     let outcomes = Outcomes::default();
     // The writer thread is not looking yet: the first deferred write wakes it.
     put(&queue, "first", "1", true, &outcomes);
@@ -108,13 +116,7 @@ fn deferred_writes_wait_for_commit_here_and_are_appended_on_the_calling_thread()
 #[test]
 fn a_deferred_write_nobody_commits_is_committed_by_the_writer_thread() {
     let queue = WriteQueue::with_watchdog(64, Duration::from_millis(20));
-    let (batches, threads) = (Recorded::default(), Arc::default());
-    let log = OnThread {
-        log: Recording::into(&batches),
-        threads: Arc::clone(&threads),
-    };
-    let map = Arc::new(Map::default());
-    let writer = start(&queue, log, &map);
+    let (_, threads, map, writer) = start_on_thread(&queue);
     let outcomes = Outcomes::default();
     put(&queue, "first", "1", true, &outcomes);
     wait_for(&outcomes, 1);
@@ -133,13 +135,7 @@ fn a_deferred_write_nobody_commits_is_committed_by_the_writer_thread() {
 #[test]
 fn a_long_queue_is_left_to_the_writer_thread() {
     let queue = WriteQueue::with_watchdog(256, Duration::from_secs(600));
-    let (batches, threads) = (Recorded::default(), Arc::default());
-    let log = OnThread {
-        log: Recording::into(&batches),
-        threads: Arc::clone(&threads),
-    };
-    let map = Arc::new(Map::default());
-    let writer = start(&queue, log, &map);
+    let (_, threads, map, writer) = start_on_thread(&queue);
     let outcomes = Outcomes::default();
     put(&queue, "first", "1", true, &outcomes);
     wait_for(&outcomes, 1);
