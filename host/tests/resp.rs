@@ -850,3 +850,71 @@ fn sigterm_stops_a_connection_that_never_stops_sending() {
     );
     sending.join().unwrap();
 }
+
+/// `resp` commits its connections' writes when its thread has nothing left to run; a
+/// thread kept busy by another connection (a client that never stops sending `GET`s)
+/// still commits them itself within a bounded number of commands, not leaving every
+/// write to the writer thread's watchdog (5 ms each).
+#[test]
+fn writes_are_committed_by_resp_while_another_connection_keeps_its_thread_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let kvs = Kvs::start(
+        &config_with(dir.path(), "resp", "", admin),
+        &crate::util::staged_plugins(),
+        &[],
+    );
+    let p = port(&kvs, "resp");
+    // The busy client: pipelines of GETs sent without pause, replies read by another
+    // thread, so the connection always has a command ready.
+    let flood = raw(&p);
+    let mut replies = flood.try_clone().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sending = std::thread::spawn({
+        let stop = stop.clone();
+        let mut flood = flood;
+        let pipeline = "*2\r\n$3\r\nGET\r\n$4\r\nbusy\r\n".repeat(500);
+        move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                flood.write_all(pipeline.as_bytes()).unwrap();
+            }
+        }
+    });
+    let reading = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while replies.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let batches = |by: &str| -> u64 {
+        let metrics = crate::util::http_client()
+            .get(format!("{}/metrics", kvs.admin()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let line = format!("kvs_writer_batches_total{{by=\"{by}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {line}in\n{metrics}"))
+    };
+    let before = (batches("frontend"), batches("writer"));
+    // One write at a time: each waits for its commit.
+    let mut writes = raw(&p);
+    let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+    for _ in 0..200 {
+        writes.write_all(set).unwrap();
+        assert_eq!(read_n(&mut writes, 5), "+OK\r\n");
+    }
+    let (by_frontend, by_writer) = (batches("frontend") - before.0, batches("writer") - before.1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sending.join().unwrap();
+    kvs.stop();
+    reading.join().unwrap();
+    assert!(
+        by_frontend > 3 * by_writer,
+        "of 200 writes made while another connection kept resp's thread busy, \
+         {by_frontend} batches were committed by resp, {by_writer} by the writer thread"
+    );
+}

@@ -396,9 +396,10 @@ impl Store {
     ///
     /// Such a frontend's writes wait, without waking another thread, until it calls
     /// this: typically once its connections have run what they had read. In tokio,
-    /// call it after `tokio::task::yield_now().await`, which lets every other ready
-    /// task (and newly readable connection) run first, so that their writes share the
-    /// commit: what Redis does before its event loop sleeps. Every write queued by
+    /// call it from the runtime's `on_thread_park` hook, when the thread has nothing
+    /// left to run, so that every connection served in that turn shares the commit:
+    /// what Redis does before its event loop sleeps (a thread that never goes idle
+    /// should also call it after a bounded amount of work). Every write queued by
     /// then, by any connection, goes in one append made on the calling thread, which
     /// blocks for it (an fsync, with the `file` logger at `sync = always`); their
     /// futures are ready when this returns. When this thread cannot make the append —

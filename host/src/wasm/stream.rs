@@ -336,6 +336,7 @@ pub fn start_stream_frontend<'a>(
             &table_name,
         )?,
         log: crate::telemetry::listener_log,
+        when_idle: None,
     };
     let shared = Arc::new(Shared {
         name: name.into(),

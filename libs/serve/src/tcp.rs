@@ -48,6 +48,21 @@ pub struct TcpSettings<'a> {
     pub deadlines: crate::Deadlines,
     /// Where messages go.
     pub log: LogFn,
+    /// Called on a runtime thread that has run out of work, before it sleeps:
+    /// where a frontend that commits its own writes commits them (see [`IdleHook`]).
+    pub when_idle: Option<IdleHook>,
+}
+
+/// Work for a runtime thread that has nothing left to run, before it waits for the
+/// network (tokio's `on_thread_park`): what Redis does before its event loop sleeps.
+/// A thread that always has a ready connection never calls it.
+#[derive(Clone)]
+pub struct IdleHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for IdleHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdleHook")
+    }
 }
 
 /// A connection's bytes both ways: plain TCP, or TLS over it.
@@ -108,23 +123,25 @@ struct Driver {
 
 impl ServerRuntime {
     fn new(settings: &TcpSettings<'_>) -> std::io::Result<ServerRuntime> {
-        if settings.worker_threads > 1 || settings.blocks_in_place {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(settings.worker_threads)
-                .thread_name(settings.thread_name)
-                .enable_all()
-                .build()?;
+        let many = settings.worker_threads > 1 || settings.blocks_in_place;
+        let mut builder = if many {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(settings.worker_threads);
+            builder
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        builder.thread_name(settings.thread_name).enable_all();
+        if let Some(IdleHook(hook)) = settings.when_idle.clone() {
+            builder.on_thread_park(move || hook());
+        }
+        let runtime = Arc::new(builder.build()?);
+        if many {
             return Ok(ServerRuntime {
-                runtime: Some(Arc::new(runtime)),
+                runtime: Some(runtime),
                 driver: None,
             });
         }
-        let runtime = Arc::new(
-            tokio::runtime::Builder::new_current_thread()
-                .thread_name(settings.thread_name)
-                .enable_all()
-                .build()?,
-        );
         let (end, ending) = tokio::sync::oneshot::channel::<()>();
         let (signal, ended) = std::sync::mpsc::channel::<()>();
         let driving = runtime.clone();
@@ -455,6 +472,7 @@ mod tests {
             tls: None,
             deadlines: crate::Deadlines::default(),
             log: quiet,
+            when_idle: None,
         };
         for drop_instead in [false, true] {
             let (blocking, blocked) = std::sync::mpsc::channel::<()>();

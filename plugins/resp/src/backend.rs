@@ -231,10 +231,8 @@ impl Connection {
     /// Afterwards `out` holds only acknowledgements of durable writes.
     pub(super) async fn settle(&mut self, out: &mut Vec<u8>, protocol: kvs_resp::Protocol) {
         if !self.pending.is_empty() {
-            // Let every other ready connection (and any that became readable) run and
-            // queue its writes, then commit them all here, in one append.
-            tokio::task::yield_now().await;
-            self.shared.store.commit();
+            // Committed when the thread has run every ready connection (`commits`).
+            self.shared.commits.queued();
         }
         // Replies to put in place of a range of `out`: in order, one per command.
         let mut replaced: Vec<(u64, Range<usize>, Vec<u8>)> = Vec::new();

@@ -9,11 +9,11 @@
 //!   (`SET`, `MSET`, `DEL`, and atomic updates such as `INCR`) are queued at the store
 //!   as they are met, so the 16 `SET`s or `INCR`s of a `-P 16` pipeline share one
 //!   fsync; their replies are sent only once every one of them is durable. The
-//!   frontend commits them itself (`frontend:commits`, plugin-api 1.7): a connection
-//!   about to wait for its writes first lets every other ready connection run, then
-//!   commits what all of them queued in one append on its own thread — what Redis does
-//!   before its event loop sleeps — so a write costs no wake-up of another thread. An update's
-//!   reply is made from its outcome then; a write that fails after it was queued (the
+//!   frontend commits them itself (`frontend:commits`, plugin-api 1.7): when its thread
+//!   has run every ready connection and would wait for the network, it commits what all
+//!   of them queued in one append on that thread — what Redis does before its event
+//!   loop sleeps — so a write costs no wake-up of another thread (`commits.rs`). An
+//!   update's reply is made from its outcome then; a write that fails after it was queued (the
 //!   logger failed, the value was not a number) has its reply replaced by the error
 //!   before anything is sent.
 //! * **Order.** A command that reads the store (`GET`, `DEL`, `EXISTS`, ...) first waits
@@ -40,15 +40,19 @@ use kvs_serve::tcp::{Accepted, OpenConnections};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 mod backend;
+mod commits;
 mod config;
 
 use backend::Connection;
+use commits::Commits;
 
 pub use config::Config;
 
 /// What every connection shares: the store, limits, counters for `INFO`.
 struct Shared {
     store: Store,
+    /// When the writes its connections queue are committed.
+    commits: Arc<Commits>,
     limits: kvs_resp::Limits,
     max_reply_bytes: usize,
     /// `command_timeout_ms` (`None`: no bound).
@@ -188,6 +192,7 @@ impl Connection {
         let flow = kvs_resp::execute(args, session, self, out);
         let end = out.len();
         self.commands += 1;
+        self.shared.commits.ran();
         for p in &mut self.pending[queued..] {
             p.reply = start..end;
             p.command = self.commands;
@@ -313,6 +318,7 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         max_command_bytes: config.max_command_bytes,
         ..kvs_resp::Limits::default()
     };
+    let commits = Arc::new(Commits::new(store.clone()));
     let settings = kvs_serve::tcp::TcpSettings {
         listen: &config.listen,
         table: "[plugins.resp]",
@@ -329,9 +335,14 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
             "[plugins.resp]",
         )?,
         log: kvs_serve::plugin_log,
+        when_idle: Some(kvs_serve::tcp::IdleHook(Arc::new({
+            let commits = commits.clone();
+            move || commits.idle()
+        }))),
     };
     let server = kvs_serve::tcp::TcpServer::start(&settings, |addr, connected| {
         let shared = Arc::new(Shared {
+            commits,
             limits,
             max_reply_bytes: config.max_reply_bytes,
             command_timeout: (config.command_timeout_ms > 0)
