@@ -9,7 +9,9 @@
 //!   `kvs_logger_append` once per batch, then `kvs_logger_close`, always on the same
 //!   instance. A logger that asks for the `fs:data-dir` capability gets the directory the
 //!   operator grants in its config (`data_dir`) mounted at [`DATA_DIR`] — nothing else.
-//! * Frontend (HTTP mode): write `fn(HttpRequest) -> HttpResponse` and call
+//! * Frontend (HTTP mode): write `fn(HttpRequest) -> HttpResponse` (or, 1.8, a
+//!   borrowing `fn(&HttpRequestRef<'_>, &mut HttpResponseWriter<'_>)`: see
+//!   [`HttpHandler`]) and call
 //!   [`export_wasm_http_frontend!`](crate::export_wasm_http_frontend). The host owns the listener (the sandbox has no
 //!   sockets) and calls `kvs_http_handle` for each request, on any instance of its pool;
 //!   the handler reaches the store with [`get`], [`put`] and [`delete`]. Those calls
@@ -38,17 +40,22 @@
 
 mod direct;
 mod http;
+mod http_ref;
 mod logger;
 mod store;
 mod stream;
 
 #[doc(hidden)]
 pub use direct::{buffer as direct_buffer, dispatch as direct_dispatch};
-pub use http::{configure_call, http_call, http_call_into, key_from_path, request_context};
+pub use http::{
+    BorrowingHandler, HttpHandler, OwnedHandler, configure_call, http_call, http_call_into,
+    http_handle, http_handle_into, key_from_path, request_context,
+};
+pub use http_ref::{HttpHeaders, HttpRequestRef, HttpResponseWriter, key_in_path};
 pub use logger::{Logger, OwnedEvent, logger_call};
 #[cfg(not(feature = "native"))]
 pub(crate) use store::host_log;
-pub use store::{check, delete, get, get_entry, put, stats, transact, update};
+pub use store::{check, delete, get, get_entry, get_with, put, stats, transact, update};
 pub use stream::{Connections, Flow, StreamConnection, stream_call};
 
 use crate::ErrorCode;

@@ -6,7 +6,7 @@ pub const API_MAJOR: u16 = 1;
 
 /// The contract's minor version. A host loads plug-ins built against any minor up to
 /// its own.
-pub const API_MINOR: u16 = 7;
+pub const API_MINOR: u16 = 8;
 
 /// Why a plug-in's contract version is not acceptable to this host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -85,6 +85,13 @@
 //!   declaring [`FRONTEND_COMMITS`](crate::capability::FRONTEND_COMMITS) commits its
 //!   own writes ([`Store::commit`](crate::Store::commit)). Nothing changed for WASM
 //!   guests.
+//! * 1.8 added no native types and nothing that crosses the boundary: WASM HTTP
+//!   frontends may be *borrowing handlers*, `fn(&HttpRequestRef<'_>, &mut
+//!   HttpResponseWriter<'_>)` ([`guest::HttpHandler`](crate::guest::HttpHandler)),
+//!   which read the request where the host wrote it and write the response straight
+//!   into the call's result, and `guest::get_with` lends a value in place — the same
+//!   wire frames as before, read and written without allocating. It is a minor, not a
+//!   patch, because it adds public items (a guest using them says 1.8 in its handshake).
 //! * 1.N (when it needs new native types) will be `native::v1_N`, exported under the
 //!   same `KVS_PLUGIN_ENTRIES` symbol (the handshake says which `Module` it is).
 //!
@@ -97,7 +104,7 @@
 //!
 //! A host reads a plug-in's handshake first and then drives it through exactly one
 //! generation: the newest at or below the plug-in's minor (1.0, 1.1 for 1.1 and 1.2,
-//! 1.3, 1.4 for 1.4, 1.5 and 1.6, 1.7). It looks up that generation's entry points (the 1.0 root module through
+//! 1.3, 1.4 for 1.4, 1.5 and 1.6, 1.7 for 1.7 and 1.8). It looks up that generation's entry points (the 1.0 root module through
 //! abi_stable's library header, `KVS_PLUGIN_V1_1`, `KVS_PLUGIN_V1_3`, or
 //! `KVS_PLUGIN_ENTRIES`), checks their layout with abi_stable
 //! (`check_layout_compatibility`, the layout the plug-in was built with against its own),

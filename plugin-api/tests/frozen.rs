@@ -102,6 +102,13 @@ const RELEASED: &[Released] = &[
         // 1.4's entry points with 1.7's store (1.4's and `commit`) handed to frontends.
         native: Native::Roots(&[<v1_7::Module as StableAbi>::LAYOUT]),
     },
+    Released {
+        minor: 8,
+        native: Native::None(
+            "1.8 added no native types (borrowing WASM HTTP handlers, a guest-side API); a \
+             1.8 plug-in exports 1.7's entry points (see native-1.7.txt)",
+        ),
+    },
 ];
 
 /// What the host reads without abi_stable's layout check: the handshake, by offset,

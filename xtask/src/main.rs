@@ -147,6 +147,17 @@ fn run() -> Result<()> {
             // snapshot test before anything that builds on it fails to compile.
             cargo(&["test", "-p", "kvs-plugin-api", "--test", "frozen"])
                 .context("a released plugin-api minor changed (see the message above)")?;
+            // The guest library's own tests (feature `guest`, which no workspace member
+            // turns on: the WASM guests are a workspace of their own).
+            cargo(&[
+                "test",
+                "-p",
+                "kvs-plugin-api",
+                "--features",
+                "guest",
+                "--lib",
+                "guest::",
+            ])?;
             let profile_dir = build(false)?;
             // The C and AssemblyScript guests (docs/wasm-abi.md) the tests load: test
             // fixtures, so `build` (the README's run command) does not need their

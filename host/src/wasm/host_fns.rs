@@ -292,7 +292,11 @@ pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8]) -> Ve
                 &mut Reader::new(input),
                 deferred,
             ) {
-                Ok(payload) => wire::ok(&payload),
+                Ok(mut payload) => {
+                    // `wire::ok(&payload)`, in place: a value is not copied again.
+                    payload.insert(0, 0);
+                    payload
+                }
                 Err(e) => {
                     let e = crate::caller::for_minor(e, store.minor);
                     wire::err(e.code(), e.message())
@@ -372,12 +376,15 @@ fn run(
         }
         StoreCall::Get => {
             deferred.settle_blocking();
-            let mut w = Writer::default();
-            match store.get_as(caller, key)? {
-                Some(v) => w.u8(1).bytes(&v),
-                None => w.u8(0),
-            };
-            Ok(w.0)
+            Ok(match store.get_as(caller, key)? {
+                Some(v) => {
+                    // Room for the frame's tag too (`store_reply`): one allocation.
+                    let mut w = Writer(Vec::with_capacity(1 + 1 + 4 + v.len()));
+                    w.u8(1).bytes(&v);
+                    w.0
+                }
+                None => vec![0],
+            })
         }
         StoreCall::Put => {
             let value = r.bytes().map_err(bad)?;

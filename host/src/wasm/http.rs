@@ -268,20 +268,41 @@ fn http_answer(
         Ok(r) => r,
         Err(e) => return call_failed(CallError::Guest(PluginError::internal(e.to_string()))),
     };
-    let mut builder = axum::http::Response::builder().status(r.status);
+    let invalid = |e: String| text(500, format!("the guest's response: {e}"));
+    let Ok(status) = axum::http::StatusCode::from_u16(r.status) else {
+        return invalid(format!("status {}", r.status));
+    };
+    // Built in place (not through `Response::builder`, which moves the whole response
+    // head through a `Result` per header), the body a view of the guest's output
+    // instead of a copy of it.
+    let mut headers = axum::http::HeaderMap::with_capacity(r.headers.len() + 1);
     let mut challenged = false;
-    for (k, v) in r.headers {
+    for (k, v) in &r.headers {
         challenged |= k.eq_ignore_ascii_case("www-authenticate");
-        builder = builder.header(k, v);
+        let name = axum::http::HeaderName::from_bytes(k.as_bytes());
+        let value = axum::http::HeaderValue::from_bytes(v);
+        match (name, value) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => return invalid(format!("header {k:?}")),
+        }
     }
     // A 401 says how to authenticate (RFC 6750); the host adds it so a guest that maps
     // `unauthenticated` to 401 need not know the scheme.
     if r.status == 401 && !challenged {
-        builder = builder.header("www-authenticate", bearer_challenge(presented_token));
+        headers.append(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static(bearer_challenge(presented_token)),
+        );
     }
-    builder
-        .body(axum::body::Body::from(r.body.to_vec()))
-        .unwrap_or_else(|e| text(500, e.to_string()))
+    let start = r.body.as_ptr() as usize - bytes.as_ptr() as usize;
+    let body = start..start + r.body.len();
+    let body = axum::body::Bytes::from(bytes).slice(body);
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// The answer to a guest call that failed.

@@ -55,6 +55,22 @@ pub fn get(key: &[u8]) -> Result<Option<Vec<u8>>, GuestError> {
     )
 }
 
+/// [`get`], the value lent to `read` in place (in the buffer the host wrote its
+/// answer into) instead of copied into a `Vec` (1.8).
+pub fn get_with<T>(key: &[u8], read: impl FnOnce(Option<&[u8]>) -> T) -> Result<T, GuestError> {
+    call_host(
+        direct::GET,
+        |w| key_input(w, key, None),
+        |payload| {
+            let mut r = Reader::new(payload);
+            if r.u8()? == 0 {
+                return Ok(read(None));
+            }
+            Ok(read(Some(r.bytes()?)))
+        },
+    )
+}
+
 /// Stores `value` under `key`. On a 1.3 host it returns once the host accepted the
 /// write (an error now is a refusal: limits, access); the host sends the call's answer
 /// (HTTP response, stream output) only once the write is durable, or answers with the

@@ -1,54 +1,44 @@
 //! `wasm-rest`: the book's REST API in the WASM sandbox, with the native `rest`
 //! plug-in's statuses. The host owns the listener, enforces the body limit (413) and
 //! answers `/healthz` and `/readyz`; this handler sees every other request.
+//!
+//! It is a borrowing handler (plugin-api 1.8): the request is read where the host wrote
+//! it and the response written straight into the call's result, and a GET's value is
+//! answered from the buffer the host wrote it into — nothing is allocated per request
+//! but for errors and percent-escaped keys.
 
 use kvs_plugin_api::export_wasm_http_frontend;
-use kvs_plugin_api::guest::{self, HttpRequest, HttpResponse};
+use kvs_plugin_api::guest::{self, HttpRequestRef, HttpResponseWriter};
 
-fn text(status: u16, message: &str) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: vec![("content-type".into(), b"text/plain; charset=utf-8".to_vec())],
-        body: format!("{message}\n").into_bytes(),
-    }
-}
+const TEXT: &[(&str, &[u8])] = &[("content-type", b"text/plain; charset=utf-8")];
+const OCTETS: &[(&str, &[u8])] = &[("content-type", b"application/octet-stream")];
 
-fn handle(req: HttpRequest) -> HttpResponse {
+fn handle(req: &HttpRequestRef<'_>, res: &mut HttpResponseWriter<'_>) {
     let prefix = if req.path.starts_with("/v1/key/") {
         "/v1/key/"
     } else if req.path.starts_with("/v1/") {
         "/v1/"
     } else {
-        return text(404, "not found");
+        return res.send(404, TEXT, b"not found\n");
     };
-    if !matches!(req.method.as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
-        let mut r = text(405, "method not allowed");
-        r.headers
-            .push(("allow".into(), b"GET,HEAD,PUT,DELETE".to_vec()));
-        return r;
+    if !matches!(req.method, "GET" | "HEAD" | "PUT" | "DELETE") {
+        let allow = [TEXT[0], ("allow", b"GET,HEAD,PUT,DELETE".as_slice())];
+        return res.send(405, &allow, b"method not allowed\n");
     }
-    let Some(key) = guest::key_from_path(&req.path, prefix) else {
-        return text(400, "empty key");
+    let Some(key) = req.key(prefix) else {
+        return res.send(400, TEXT, b"empty key\n");
     };
-    let result = match req.method.as_str() {
-        "PUT" => guest::put(&key, &req.body).map(|()| HttpResponse {
-            status: 201,
-            ..Default::default()
-        }),
-        "DELETE" => guest::delete(&key).map(|()| HttpResponse {
-            status: 200,
-            ..Default::default()
-        }),
-        _ => guest::get(&key).map(|value| match value {
-            Some(body) => HttpResponse {
-                status: 200,
-                headers: vec![("content-type".into(), b"application/octet-stream".to_vec())],
-                body,
-            },
-            None => text(404, "no such key"),
+    let result = match req.method {
+        "PUT" => guest::put(&key, req.body).map(|()| res.send(201, &[], b"")),
+        "DELETE" => guest::delete(&key).map(|()| res.send(200, &[], b"")),
+        _ => guest::get_with(&key, |value| match value {
+            Some(body) => res.send(200, OCTETS, body),
+            None => res.send(404, TEXT, b"no such key\n"),
         }),
     };
-    result.unwrap_or_else(|e| text(e.http_status(), &e.message))
+    if let Err(e) = result {
+        res.send(e.http_status(), TEXT, format!("{}\n", e.message).as_bytes());
+    }
 }
 
 export_wasm_http_frontend!(
