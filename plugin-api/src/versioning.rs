@@ -91,7 +91,8 @@
 //!   which read the request where the host wrote it and write the response straight
 //!   into the call's result, and `guest::get_with` lends a value in place — the same
 //!   wire frames as before, read and written without allocating. It is a minor, not a
-//!   patch, because it adds public items (a guest using them says 1.8 in its handshake).
+//!   patch, because it adds public items (and any guest built with it says 1.8 in its
+//!   handshake).
 //! * 1.N (when it needs new native types) will be `native::v1_N`, exported under the
 //!   same `KVS_PLUGIN_ENTRIES` symbol (the handshake says which `Module` it is).
 //!
@@ -101,6 +102,9 @@
 //! Extism's memory once instead of three times, and host-call inputs and HTTP answers
 //! are encoded into buffers of the right size (a WASM REST GET runs ~4% fewer
 //! instructions). Guests built with 1.3.0 and 1.3.1 behave alike on every host.
+//! 1.8.1 only fixed the guest library: a closure given to `guest::get_with` that called
+//! the host again (a log line, another store call) trapped in 1.8.0, which held the
+//! host call's reply buffer borrowed while it ran.
 //!
 //! A host reads a plug-in's handshake first and then drives it through exactly one
 //! generation: the newest at or below the plug-in's minor (1.0, 1.1 for 1.1 and 1.2,

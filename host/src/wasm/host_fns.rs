@@ -293,7 +293,8 @@ pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8]) -> Ve
                 deferred,
             ) {
                 Ok(mut payload) => {
-                    // `wire::ok(&payload)`, in place: a value is not copied again.
+                    // `wire::ok(&payload)` without a new buffer (a GET's has room for the
+                    // tag): the payload moves up a byte instead of being copied out.
                     payload.insert(0, 0);
                     payload
                 }

@@ -118,7 +118,9 @@ pub(super) const GET_ENTRY: u32 = must(wasm_abi::op(&wasm_abi::KVS_GET_ENTRY));
 /// Calls the host function at position `op` of
 /// [`HOST_FUNCTIONS`](wasm_abi::HOST_FUNCTIONS) through `kvs_call`, with the input
 /// `args` writes, and hands its result's payload to `read`; the host's error otherwise.
-/// Both buffers are reused from call to call.
+/// Both buffers are reused from call to call. They are taken out of their
+/// thread-locals for the call, so `read` — a guest's own closure in `get_with` — may
+/// call the host again (a nested call finds them empty and allocates its own).
 pub(super) fn call_host<T>(
     op: u32,
     args: impl FnOnce(&mut wire::Writer),
@@ -127,36 +129,46 @@ pub(super) fn call_host<T>(
     let mut w = wire::Writer(ARGS.take());
     w.0.clear();
     args(&mut w);
-    let result = REPLY.with_borrow_mut(|out| {
-        if out.capacity() < RESULT_BYTES {
-            out.reserve_exact(RESULT_BYTES);
-        }
-        out.clear();
-        let input = &w.0;
-        // SAFETY: the host reads `input` and writes at most `out_cap` bytes at `out`.
-        let n = unsafe {
-            host_kvs_call(
-                op,
-                input.as_ptr(),
-                input.len() as u32,
-                out.as_mut_ptr(),
-                out.capacity() as u32,
-            )
-        };
-        let mut n = usize::try_from(n).map_err(|_| GuestError::internal("kvs_call refused"))?;
-        if n > out.capacity() {
-            out.reserve_exact(n);
-            // SAFETY: as above; the host copies the result it held.
-            let m = unsafe { host_kvs_call_result(out.as_mut_ptr(), out.capacity() as u32) };
-            n = usize::try_from(m).map_err(|_| GuestError::internal("kvs_call_result refused"))?;
-        }
-        // SAFETY: the host wrote `n` (<= capacity) bytes.
-        unsafe { out.set_len(n.min(out.capacity())) };
-        match wire::result(out).map_err(|e| GuestError::internal(e.to_string()))? {
-            Ok(payload) => read(payload).map_err(|e| GuestError::internal(e.to_string())),
-            Err((code, message)) => Err(GuestError { code, message }),
-        }
-    });
+    let mut out = REPLY.take();
+    let result = call_into(op, &w.0, &mut out, read);
     ARGS.set(w.0);
+    REPLY.set(out);
     result
+}
+
+/// `kvs_call` with `input`, its result frame written into `out`, its payload handed to
+/// `read`.
+fn call_into<T>(
+    op: u32,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    read: impl FnOnce(&[u8]) -> Result<T, wire::WireError>,
+) -> Result<T, GuestError> {
+    if out.capacity() < RESULT_BYTES {
+        out.reserve_exact(RESULT_BYTES);
+    }
+    out.clear();
+    // SAFETY: the host reads `input` and writes at most `out_cap` bytes at `out`.
+    let n = unsafe {
+        host_kvs_call(
+            op,
+            input.as_ptr(),
+            input.len() as u32,
+            out.as_mut_ptr(),
+            out.capacity() as u32,
+        )
+    };
+    let mut n = usize::try_from(n).map_err(|_| GuestError::internal("kvs_call refused"))?;
+    if n > out.capacity() {
+        out.reserve_exact(n);
+        // SAFETY: as above; the host copies the result it held.
+        let m = unsafe { host_kvs_call_result(out.as_mut_ptr(), out.capacity() as u32) };
+        n = usize::try_from(m).map_err(|_| GuestError::internal("kvs_call_result refused"))?;
+    }
+    // SAFETY: the host wrote `n` (<= capacity) bytes.
+    unsafe { out.set_len(n.min(out.capacity())) };
+    match wire::result(out).map_err(|e| GuestError::internal(e.to_string()))? {
+        Ok(payload) => read(payload).map_err(|e| GuestError::internal(e.to_string())),
+        Err((code, message)) => Err(GuestError { code, message }),
+    }
 }

@@ -2,7 +2,8 @@
 //! response written straight into the call's result frame, so that reading a request
 //! and answering it allocate nothing. The bytes the host sends and reads are the same
 //! [`wire`](crate::wire) frames as for `fn(HttpRequest) -> HttpResponse`; only the
-//! guest's side of them changed, so a guest may use either form with any 1.4 host.
+//! guest's side of them changed. Like every module built with this crate, a guest
+//! using either form says 1.8 in its handshake, so it needs a kvs of 1.8 or later.
 
 use std::borrow::Cow;
 

@@ -56,7 +56,8 @@ pub fn get(key: &[u8]) -> Result<Option<Vec<u8>>, GuestError> {
 }
 
 /// [`get`], the value lent to `read` in place (in the buffer the host wrote its
-/// answer into) instead of copied into a `Vec` (1.8).
+/// answer into) instead of copied into a `Vec` (1.8). `read` may call the host itself
+/// (another `get`, a `put`, a log line); from 1.8.1 that is safe (1.8.0 trapped).
 pub fn get_with<T>(key: &[u8], read: impl FnOnce(Option<&[u8]>) -> T) -> Result<T, GuestError> {
     call_host(
         direct::GET,

@@ -53,8 +53,11 @@ impl Commits {
             return;
         }
         if waited > COMMIT_AFTER_COMMANDS {
-            self.waited.store(0, Ordering::Relaxed);
-            self.store.commit();
+            // A swap, not a store: a write another thread marked meanwhile is either
+            // in this commit or still marked for the next one.
+            if self.waited.swap(0, Ordering::AcqRel) != 0 {
+                self.store.commit();
+            }
         } else {
             self.waited.store(waited + 1, Ordering::Relaxed);
         }
@@ -63,7 +66,7 @@ impl Commits {
     /// The thread has nothing left to run: commits what waits (the runtime's idle
     /// hook).
     pub(crate) fn idle(&self) {
-        if self.waited.swap(0, Ordering::Relaxed) != 0 {
+        if self.waited.swap(0, Ordering::AcqRel) != 0 {
             self.store.commit();
         }
     }

@@ -13,9 +13,9 @@ use kvs_plugin_api::{API_MAJOR, API_MINOR};
 
 /// The released contract crate this kvs speaks, as `cargo package` wrote it.
 const CONTRACT_CRATE: &[u8] =
-    include_bytes!("../../../../compat/releases/kvs-plugin-api-1.8.0.crate");
+    include_bytes!("../../../../compat/releases/kvs-plugin-api-1.8.1.crate");
 /// Its directory inside the archive, and under `vendor/` in a new crate.
-const CONTRACT_DIR: &str = "kvs-plugin-api-1.8.0";
+const CONTRACT_DIR: &str = "kvs-plugin-api-1.8.1";
 // A new minor means embedding its crate: this fails to build until `CONTRACT_CRATE` is
 // the release of the minor the host speaks.
 const _: () = assert!(API_MAJOR == 1 && API_MINOR == 8);
