@@ -32,7 +32,8 @@ pub(crate) enum Kind {
 /// How a WASM frontend talks to its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Protocol {
-    /// The host's HTTP listener hands it each request (`fn(HttpRequest) -> HttpResponse`).
+    /// The host's HTTP listener hands it each request (`fn(HttpRequest) -> HttpResponse`,
+    /// or from plugin-api 1.8 a borrowing `fn(&HttpRequestRef, &mut HttpResponseWriter)`).
     Http,
     /// The host's TCP listener hands it each connection's bytes (its own protocol).
     Stream,
