@@ -17,11 +17,17 @@ use kvs_proto::v1;
 use crate::util::{Kvs, copy_of_staged_plugins, http_client};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports. The listeners are held until all are picked: one
+/// dropped at once may be handed out again by the next bind (two frontends were once
+/// given the same port, and kvs refused to start).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// The ports of one kvs, fixed so that a replacement binds the same address.
@@ -311,12 +317,13 @@ fn reloads_and_swaps_under_load_fail_no_request_and_lose_no_write() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
+    let [rest, grpc, resp, wasm_rest, admin] = free_ports();
     let ports = Ports {
-        rest: free_port(),
-        grpc: free_port(),
-        resp: free_port(),
-        wasm_rest: free_port(),
-        admin: free_port(),
+        rest,
+        grpc,
+        resp,
+        wasm_rest,
+        admin,
     };
     let config = write_config(dir.path(), &ports, 1 << 20, "\"load\", \"open/\"");
     let kvs = Kvs::start(&config, &plugins, &[]);

@@ -46,11 +46,16 @@ pub struct EtcdCluster {
     also_on: Option<String>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// `n` distinct free loopback ports. The listeners are held until all are picked: one
+/// dropped at once may be handed out again by the next bind, and two members given the
+/// same port never form a cluster.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a bound listener's address").port())
+        .collect()
 }
 
 impl EtcdCluster {
@@ -88,6 +93,7 @@ impl EtcdCluster {
             Command::new("etcd").arg("--version").output().is_ok(),
             "etcd is needed: apt-get install etcd-server"
         );
+        let ports = free_ports(2 * size);
         let members: Vec<Member> = (1..=size)
             .map(|i| {
                 let name = format!("m{i}");
@@ -106,8 +112,8 @@ impl EtcdCluster {
                     None => Member {
                         name,
                         ip: "127.0.0.1".into(),
-                        client_port: free_port(),
-                        peer_port: free_port(),
+                        client_port: ports[2 * (i - 1)],
+                        peer_port: ports[2 * (i - 1) + 1],
                         host: None,
                         child: None,
                     },
