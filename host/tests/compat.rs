@@ -387,20 +387,7 @@ fn a_1_7_frontend_commits_its_own_writes_and_older_ones_are_committed_as_before(
         assert_eq!(line.ask("DEL k0"), "OK", "{frontend}");
         assert_eq!(line.ask("GET k19"), "VALUE v19", "{frontend}");
         assert_eq!(line.ask("GET k0"), "NONE", "{frontend}");
-        let metrics = crate::util::http_client()
-            .get(format!("{}/metrics", kvs.admin()))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        let batches = |by: &str| -> u64 {
-            let prefix = format!("kvs_writer_batches_total{{by=\"{by}\"}} ");
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(prefix.as_str()))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no {prefix}in\n{metrics}"))
-        };
+        let batches = |by: &str| kvs.writer_batches(by);
         let what = format!("{frontend}, frontend_commits = {allowed}");
         if by_frontend {
             // One write at a time, each its own batch: on the frontend's thread, but for

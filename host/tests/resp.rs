@@ -187,21 +187,8 @@ fn redis_benchmark_runs_to_completion_without_errors() {
         // for a WASM guest): appends are made on the connections' thread, and by the
         // writer thread only when two committers meet (wasm-resp has two threads) or
         // none committed within its watchdog (a starved thread, on a loaded machine).
-        let metrics = crate::util::http_client()
-            .get(format!("{}/metrics", kvs.admin()))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        let batches = |by: &str| -> u64 {
-            let line = format!("kvs_writer_batches_total{{by=\"{by}\"}} ");
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(line.as_str()))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no {line}in\n{metrics}"))
-        };
-        let (by_frontend, by_writer) = (batches("frontend"), batches("writer"));
+        let (by_frontend, by_writer) =
+            (kvs.writer_batches("frontend"), kvs.writer_batches("writer"));
         assert!(
             by_frontend > 0,
             "{frontend}: {by_frontend} batches committed by the frontend, {by_writer} by the writer thread"
@@ -885,20 +872,7 @@ fn writes_are_committed_by_resp_while_another_connection_keeps_its_thread_busy()
         while replies.read(&mut buf).is_ok_and(|n| n > 0) {}
     });
     std::thread::sleep(Duration::from_millis(300));
-    let batches = |by: &str| -> u64 {
-        let metrics = crate::util::http_client()
-            .get(format!("{}/metrics", kvs.admin()))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        let line = format!("kvs_writer_batches_total{{by=\"{by}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(line.as_str()))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {line}in\n{metrics}"))
-    };
+    let batches = |by: &str| kvs.writer_batches(by);
     let before = (batches("frontend"), batches("writer"));
     // One write at a time: each waits for its commit.
     let mut writes = raw(&p);

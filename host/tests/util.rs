@@ -357,6 +357,23 @@ impl Kvs {
             .clone()
     }
 
+    /// `kvs_writer_batches_total{by}` from the admin listener's `/metrics`: batches
+    /// committed by the writer thread (`"writer"`) or a frontend's (`"frontend"`).
+    pub fn writer_batches(&self, by: &str) -> u64 {
+        let metrics = http_client()
+            .get(format!("{}/metrics", self.admin()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let line = format!("kvs_writer_batches_total{{by=\"{by}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {line}in\n{metrics}"))
+    }
+
     /// The admin listener's URL, from kvs's "admin listener serving on URL" line.
     pub fn admin(&self) -> String {
         self.log()
