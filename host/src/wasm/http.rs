@@ -151,12 +151,15 @@ async fn guest_request(
     let body = match tokio::time::timeout_at(deadline, body).await {
         Err(_) => return Err(timed_out()),
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
+        // Over the limit is 413, as `rest` answers; anything else (a malformed
+        // chunked encoding, a connection cut mid-body) is the client's 400.
+        Ok(Err(e)) if over_limit(&e) => {
             return Err(text(
                 413,
                 format!("value is larger than the limit of {limit} bytes"),
             ));
         }
+        Ok(Err(e)) => return Err(text(400, format!("cannot read the request body: {e}"))),
     };
     // Encoded straight from what hyper parsed, in one buffer.
     Ok(wire::encode_request(
@@ -171,6 +174,19 @@ async fn guest_request(
         &body,
         context,
     ))
+}
+
+/// Whether reading a body failed because it passed the length limit (`to_bytes`'s
+/// `Limited`), rather than because the body itself was bad.
+fn over_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 async fn edge(
