@@ -11,12 +11,12 @@
 
 use std::cell::RefCell;
 
-use extism::{CurrentPlugin, Function, Plugin, UserData, Val, ValType};
+use extism::{CurrentPlugin, Function, Plugin, UserData, ValType};
 use kvs_plugin_api::ErrorCode;
 use kvs_plugin_api::wasm_abi::{self, KVS_BUFFER, KVS_CALL, KVS_CALL_RESULT, KVS_DISPATCH};
 use kvs_plugin_api::wire;
 
-use super::host_fns::{HostOp, LogGate, StoreRef, emit_log, host_function, store_reply};
+use super::host_fns::{HostOp, LogGate, StoreRef, emit_log, store_reply};
 
 /// A guest instance, called directly if it can be.
 pub(super) struct Instance {
@@ -116,14 +116,16 @@ thread_local! {
 }
 
 /// The host functions of direct calls, `kvs_call` and `kvs_call_result`, reaching
-/// `store` and logging through `gate`.
+/// `store` and logging through `gate`. Both take and return only `i32`s, so they are
+/// linked in extism's raw `i32` form (`Function::new_i32`, vendor/extism/KVS-PATCH.md
+/// round 6): a guest making a host call per command (wasm-resp) spends about a tenth
+/// of its time in the conversions the general form makes.
 pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<Function> {
-    let call = host_function(
-        &KVS_CALL,
-        UserData::new(()),
-        move |plugin: &mut CurrentPlugin, inputs: &[Val], outputs: &mut [Val], _| {
-            let arg = |i: usize| inputs[i].i32().unwrap_or(-1);
-            let (op, at, len, out, cap) = (arg(0), arg(1), arg(2), arg(3), arg(4));
+    let call = Function::new_i32(
+        KVS_CALL.name,
+        KVS_CALL.params.len(),
+        move |plugin: &mut CurrentPlugin, args: &[i32]| {
+            let (op, at, len, out, cap) = (args[0], args[1], args[2], args[3], args[4]);
             HELD.with_borrow_mut(|held| *held = None);
             let memory = guest_memory(plugin)?;
             let input = slice(memory, at, len)?;
@@ -138,34 +140,31 @@ pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<
                     &format!("kvs_call: no host function has op {op}"),
                 ),
             };
-            outputs[0] = Val::I32(reply.len() as i32);
+            let n = reply.len() as i32;
             if reply.len() <= cap.max(0) as usize {
                 let memory = guest_memory(plugin)?;
-                slice_mut(memory, out, reply.len() as i32)?.copy_from_slice(&reply);
+                slice_mut(memory, out, n)?.copy_from_slice(&reply);
             } else {
                 HELD.with_borrow_mut(|held| *held = Some(reply));
             }
-            Ok(())
+            Ok(n)
         },
     );
-    let result = host_function(
-        &KVS_CALL_RESULT,
-        UserData::new(()),
-        |plugin: &mut CurrentPlugin, inputs: &[Val], outputs: &mut [Val], _| {
-            let (out, cap) = (inputs[0].i32().unwrap_or(-1), inputs[1].i32().unwrap_or(-1));
+    let result = Function::new_i32(
+        KVS_CALL_RESULT.name,
+        KVS_CALL_RESULT.params.len(),
+        |plugin: &mut CurrentPlugin, args: &[i32]| {
+            let (out, cap) = (args[0], args[1]);
             let Some(reply) = HELD.with_borrow_mut(|held| held.take()) else {
-                outputs[0] = Val::I32(-1);
-                return Ok(());
+                return Ok(-1);
             };
             if reply.len() > cap.max(0) as usize {
-                outputs[0] = Val::I32(-1);
                 HELD.with_borrow_mut(|held| *held = Some(reply));
-                return Ok(());
+                return Ok(-1);
             }
             let memory = guest_memory(plugin)?;
             slice_mut(memory, out, reply.len() as i32)?.copy_from_slice(&reply);
-            outputs[0] = Val::I32(reply.len() as i32);
-            Ok(())
+            Ok(reply.len() as i32)
         },
     );
     vec![call, result]

@@ -433,6 +433,25 @@ fn relink(
     for f in imports {
         let name = f.name();
         let ns = f.namespace().unwrap_or(EXTISM_USER_MODULE);
+        if let Some(raw) = &f.raw_i32 {
+            let (raw, params) = (raw.clone(), f.params.len());
+            // SAFETY (`Linker::func_new_unchecked`): the type declared is `params` i32s
+            // to one i32 (`Function::new_i32`), and the closure reads exactly `params`
+            // i32 arguments and writes one i32 result, which is what wasmtime's type
+            // check of the import against this declaration guarantees the slice holds.
+            unsafe {
+                linker.func_new_unchecked(ns, name, f.ty(engine), move |mut c, values| {
+                    let mut args = [0i32; function::MAX_I32_PARAMS];
+                    for (arg, value) in args.iter_mut().zip(&values[..params]) {
+                        *arg = value.assume_init_ref().get_i32();
+                    }
+                    let result = raw(c.data_mut(), &args[..params]).to_wasmtime_result()?;
+                    values[0].write(wasmtime::ValRaw::i32(result));
+                    Ok(())
+                })?;
+            }
+            continue;
+        }
         unsafe {
             let func: &'static function::FunctionInner = &*(f.f.as_ref() as *const _);
             linker.func_new(ns, name, f.ty(engine).clone(), move |c, i, o| {
