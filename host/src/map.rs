@@ -131,6 +131,21 @@ impl Map {
         })
     }
 
+    /// [`Map::get`], the value lent to `with` in place instead of copied out. `with`
+    /// may run more than once (a read that overlapped a transaction is made again):
+    /// only what its last run did counts.
+    pub fn get_with<R>(&self, key: &[u8], mut with: impl FnMut(&[u8]) -> R) -> Option<R> {
+        self.read(|| {
+            let slot = self.entries.get(key)?;
+            let entry = slot.key();
+            let layout = entry.layout();
+            if layout.deadline.is_some_and(|d| d <= now_ms()) {
+                return None;
+            }
+            Some(with(entry.value(&layout)))
+        })
+    }
+
     /// A copy of everything stored under `key`, expired or not.
     pub fn entry(&self, key: &[u8]) -> Option<MapEntry> {
         self.read(|| {
@@ -159,7 +174,7 @@ impl Map {
     }
 
     /// `read`, made again if it overlapped a transaction's writes (`apply_together`).
-    fn read<R>(&self, read: impl Fn() -> R) -> R {
+    fn read<R>(&self, mut read: impl FnMut() -> R) -> R {
         let mut spins = 0u32;
         loop {
             let before = self.together.load(Ordering::Acquire);
@@ -349,6 +364,41 @@ mod tests {
         };
         while !writer.is_finished() {
             assert!(map.get(b"k").is_some());
+        }
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn get_with_lends_what_get_copies_and_nothing_for_missing_or_expired_keys() {
+        let map = Map::default();
+        map.insert(b"k", b"value", 1, None);
+        map.insert(b"gone", b"v", 2, Some(now_ms() - 1));
+        assert_eq!(map.get_with(b"k", <[u8]>::len), Some(5));
+        assert_eq!(map.get_with(b"k", <[u8]>::to_vec), map.get(b"k"));
+        assert_eq!(map.get_with(b"missing", <[u8]>::len), None);
+        assert_eq!(map.get_with(b"gone", <[u8]>::len), None);
+        // A read overlapping transactions may run its closure again: what the last
+        // run left is what counts, so a closure that starts over each time is exact.
+        let map = std::sync::Arc::new(map);
+        let writer = {
+            let map = map.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u32 {
+                    map.apply_together(|| map.insert(b"k", &i.to_le_bytes(), i as u64 + 3, None));
+                }
+            })
+        };
+        let mut out = Vec::new();
+        while !writer.is_finished() {
+            out.clear();
+            let found = map.get_with(b"k", |v| {
+                out.clear();
+                out.extend_from_slice(v);
+            });
+            assert!(
+                found.is_some() && (out.len() == 4 || out == b"value"),
+                "{out:?}"
+            );
         }
         writer.join().unwrap();
     }

@@ -324,6 +324,21 @@ impl Store {
         })
     }
 
+    /// [`Store::get_as`], the value lent to `with` in place (see [`Map::get_with`]:
+    /// `with` may run more than once) instead of copied into a `Vec`.
+    pub fn get_with_as<R>(
+        &self,
+        caller: &Caller<'_>,
+        key: &[u8],
+        with: impl FnMut(&[u8]) -> R,
+    ) -> Result<Option<R>, PluginError> {
+        read_as(caller, || {
+            self.admit_op(caller::Action::Get, key, caller)?;
+            self.ready_to_read(key, Consistency::DEFAULT, caller.deadline)?;
+            Ok(self.map.get_with(key, with))
+        })
+    }
+
     /// The value under `key`, if any. Never touches the logger. The host's own calls
     /// (tools, tests) use this directly; a frontend's go through [`Store::get_as`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {

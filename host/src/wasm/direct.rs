@@ -9,7 +9,7 @@
 //!   read from the guest's memory, write its result frame back) and `kvs_call_result`
 //!   (a result that did not fit the guest's buffer, held until asked for).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use extism::{CurrentPlugin, Function, Plugin, UserData, ValType};
 use kvs_plugin_api::ErrorCode;
@@ -113,7 +113,13 @@ thread_local! {
     /// A `kvs_call` result larger than the guest's buffer, until `kvs_call_result` or
     /// the guest's next host call. A guest call runs start to end on one thread.
     static HELD: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// The buffer `kvs_call` frames its results in, kept between calls.
+    static REPLY: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
+
+/// The largest reply buffer a thread keeps for its next `kvs_call` (one that held a
+/// large value is dropped rather than kept for the thread's life).
+const KEEP_REPLY_BYTES: usize = 64 << 10;
 
 /// The host functions of direct calls, `kvs_call` and `kvs_call_result`, reaching
 /// `store` and logging through `gate`. Both take and return only `i32`s, so they are
@@ -129,21 +135,31 @@ pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<
             HELD.with_borrow_mut(|held| *held = None);
             let memory = guest_memory(plugin)?;
             let input = slice(memory, at, len)?;
-            let reply = match HostOp::from_op(op) {
+            // The thread's reply buffer, taken (not borrowed) so nothing the call does
+            // can find it in use.
+            let mut reply = REPLY.take();
+            match HostOp::from_op(op) {
                 Some(HostOp::Log) => {
                     emit_log(&gate, || Ok(input.to_vec()))?;
-                    wire::ok(&[])
+                    reply.clear();
+                    reply.extend_from_slice(&wire::ok(&[]));
                 }
-                Some(HostOp::Store(call)) => store_reply(&store, call, input),
-                None => wire::err(
-                    ErrorCode::INVALID_INPUT,
-                    &format!("kvs_call: no host function has op {op}"),
-                ),
+                Some(HostOp::Store(call)) => store_reply(&store, call, input, &mut reply),
+                None => {
+                    reply.clear();
+                    reply.extend_from_slice(&wire::err(
+                        ErrorCode::INVALID_INPUT,
+                        &format!("kvs_call: no host function has op {op}"),
+                    ));
+                }
             };
             let n = reply.len() as i32;
             if reply.len() <= cap.max(0) as usize {
                 let memory = guest_memory(plugin)?;
                 slice_mut(memory, out, n)?.copy_from_slice(&reply);
+                if reply.capacity() <= KEEP_REPLY_BYTES {
+                    REPLY.set(reply);
+                }
             } else {
                 HELD.with_borrow_mut(|held| *held = Some(reply));
             }

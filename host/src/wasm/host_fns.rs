@@ -259,7 +259,8 @@ pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
                 UserData::new(()),
                 move |plugin: &mut CurrentPlugin, inputs: &[Val], outputs: &mut [Val], _| {
                     let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
-                    let reply = store_reply(&store, call, &input);
+                    let mut reply = Vec::new();
+                    store_reply(&store, call, &input, &mut reply);
                     plugin.memory_set_val(&mut outputs[0], reply)
                 },
             )
@@ -268,8 +269,10 @@ pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
 }
 
 /// One store call from a guest: decode `input`, run as the caller whose request this
-/// call serves (see [`CallContext`]), encode the result frame.
-pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8]) -> Vec<u8> {
+/// call serves (see [`CallContext`]), and put the result frame in `reply` (cleared
+/// first: a caller that keeps it between calls allocates nothing for a GET).
+pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8], reply: &mut Vec<u8>) {
+    reply.clear();
     CALL_CONTEXT.with_borrow_mut(|context| match (store, context) {
         (Some(store), Some(context)) => {
             let CallContext {
@@ -285,30 +288,34 @@ pub(super) fn store_reply(store: &StoreRef, call: StoreCall, input: &[u8]) -> Ve
                 defers_commit: true,
                 ..Caller::from_context(frontend, context, *received)
             };
-            match run(
+            // The frame's "ok" tag, then what the call appends.
+            reply.push(0);
+            let result = run(
                 &store.store,
                 &caller,
                 call,
                 &mut Reader::new(input),
                 deferred,
-            ) {
-                Ok(mut payload) => {
-                    // `wire::ok(&payload)` without a new buffer (a GET's has room for the
-                    // tag): the payload moves up a byte instead of being copied out.
-                    payload.insert(0, 0);
-                    payload
-                }
-                Err(e) => {
-                    let e = crate::caller::for_minor(e, store.minor);
-                    wire::err(e.code(), e.message())
-                }
+                reply,
+            );
+            if let Err(e) = result {
+                let e = crate::caller::for_minor(e, store.minor);
+                reply.clear();
+                reply.extend_from_slice(&wire::err(e.code(), e.message()));
             }
         }
-        _ => wire::err(
+        _ => reply.extend_from_slice(&wire::err(
             ErrorCode::UNAVAILABLE,
             "no store: the store is reached only while a frontend serves a request",
-        ),
+        )),
     })
+}
+
+/// Runs `write` on a [`Writer`] over `out`, appending to it.
+fn append(out: &mut Vec<u8>, write: impl FnOnce(&mut Writer)) {
+    let mut w = Writer(std::mem::take(out));
+    write(&mut w);
+    *out = w.0;
 }
 
 fn run(
@@ -317,18 +324,19 @@ fn run(
     call: StoreCall,
     r: &mut Reader<'_>,
     deferred: &mut Deferred,
-) -> Result<Vec<u8>, PluginError> {
+    out: &mut Vec<u8>,
+) -> Result<(), PluginError> {
     if let StoreCall::Stats = call {
         let stats = store.stats();
-        let mut w = Writer::default();
-        w.u64(stats.keys).u64(stats.data_bytes);
-        return Ok(w.0);
+        append(out, |w| {
+            w.u64(stats.keys).u64(stats.data_bytes);
+        });
+        return Ok(());
     }
     if let StoreCall::Check = call {
         let action =
             crate::caller::Action::from_contract(kvs_plugin_api::Action(r.u8().map_err(bad)?))?;
-        store.check_as(caller, action, r.bytes().map_err(bad)?)?;
-        return Ok(Vec::new());
+        return store.check_as(caller, action, r.bytes().map_err(bad)?);
     }
     if let StoreCall::Update = call {
         // An update, or (1.6) a transaction.
@@ -356,36 +364,39 @@ fn run(
         } else {
             wait()
         }?;
-        return Ok(outcome.encode());
+        out.extend_from_slice(&outcome.encode());
+        return Ok(());
     }
     let key = r.bytes().map_err(bad)?;
     match call {
         StoreCall::Stats | StoreCall::Check | StoreCall::Update => unreachable!("answered above"),
         StoreCall::GetEntry => {
             deferred.settle_blocking();
-            let mut w = Writer::default();
             match store.get_entry_as(caller, key, kvs_plugin_api::Consistency::DEFAULT)? {
                 Some(entry) => {
-                    w.u8(1);
-                    w.0.extend_from_slice(&entry.encode());
+                    out.push(1);
+                    out.extend_from_slice(&entry.encode());
                 }
-                None => {
-                    w.u8(0);
-                }
+                None => out.push(0),
             }
-            Ok(w.0)
+            Ok(())
         }
         StoreCall::Get => {
             deferred.settle_blocking();
-            Ok(match store.get_as(caller, key)? {
-                Some(v) => {
-                    // Room for the frame's tag too (`store_reply`): one allocation.
-                    let mut w = Writer(Vec::with_capacity(1 + 1 + 4 + v.len()));
-                    w.u8(1).bytes(&v);
-                    w.0
-                }
-                None => vec![0],
-            })
+            // Straight from the map into the frame (the closure may run again if the
+            // read overlapped a transaction: it starts over each time).
+            let start = out.len();
+            let found = store.get_with_as(caller, key, |value| {
+                out.truncate(start);
+                append(out, |w| {
+                    w.u8(1).bytes(value);
+                });
+            })?;
+            if found.is_none() {
+                out.truncate(start);
+                out.push(0);
+            }
+            Ok(())
         }
         StoreCall::Put => {
             let value = r.bytes().map_err(bad)?;
@@ -423,19 +434,19 @@ fn defer_write(
     store: &Arc<Store>,
     bytes: u64,
     submit: impl FnOnce(Completion),
-) -> Result<Vec<u8>, PluginError> {
+) -> Result<(), PluginError> {
     deferred.make_room(bytes);
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     submit(Completion::new(move |r| {
         let _ = tx.send(r);
     }));
     match rx.try_recv() {
-        Ok(result) => result.map(|()| Vec::new()),
+        Ok(result) => result,
         Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
             deferred.writes.push(rx);
             deferred.queued_bytes += bytes;
             deferred.store.get_or_insert_with(|| store.clone());
-            Ok(Vec::new())
+            Ok(())
         }
         Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
             Err(PluginError::unavailable("write dropped"))

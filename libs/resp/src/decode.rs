@@ -299,13 +299,20 @@ pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
         [b'0'] if negative => return None,
         _ => {}
     }
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    let n = if digits.len() <= 18 {
+        // At most 18 digits cannot overflow an i64: no checked multiply, which a WASM
+        // build (wasm-resp) makes a 128-bit multiply call per digit.
+        digits.iter().fold(0i64, |n, &d| n * 10 + (d - b'0') as i64)
+    } else {
+        let mut n: i64 = 0;
+        for &d in digits {
+            n = n.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+        }
+        n
+    };
     Some(if negative { -n } else { n })
 }
 
@@ -475,6 +482,19 @@ mod tests {
         assert_eq!(parse_i64(b"0"), Some(0));
         assert_eq!(parse_i64(b"-1"), Some(-1));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(
+            parse_i64(b"999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+        assert_eq!(
+            parse_i64(b"-999999999999999999"),
+            Some(-999_999_999_999_999_999)
+        );
+        assert_eq!(
+            parse_i64(b"1000000000000000000"),
+            Some(1_000_000_000_000_000_000)
+        );
+        assert_eq!(parse_i64(b"-9223372036854775807"), Some(-i64::MAX));
         for bad in [
             &b""[..],
             b"-",
@@ -482,6 +502,8 @@ mod tests {
             b"1x",
             b" 1",
             b"9223372036854775808",
+            b"99999999999999999999",
+            b"1x3456789012345678",
             b"01",
             b"00",
             b"-0",

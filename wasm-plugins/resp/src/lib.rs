@@ -44,6 +44,20 @@ impl Backend for Host {
         guest::get(key).map_err(store_error)
     }
 
+    fn get_reply(
+        &mut self,
+        session: &Session,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        // The value goes from the host's reply buffer into the answer, with no `Vec`
+        // between (plugin-api 1.8's `get_with`).
+        guest::get_with(key, |value| {
+            Reply::new(out, session.protocol).optional(value);
+        })
+        .map_err(store_error)
+    }
+
     fn put(&mut self, _: &Session, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         guest::put(key, value).map_err(store_error)
     }

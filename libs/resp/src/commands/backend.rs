@@ -90,6 +90,20 @@ pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 pub trait Backend {
     /// The value under `key`, including this connection's earlier writes.
     fn get(&mut self, session: &Session, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// `GET`'s reply: the value under `key` (as [`Backend::get`] reads it) appended to
+    /// `out` as a bulk string, or null. A backend that can lend the value in place
+    /// overrides it to skip the copy into a `Vec` (`wasm-resp`, through the guest
+    /// library's `get_with`).
+    fn get_reply(
+        &mut self,
+        session: &Session,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let value = self.get(session, key)?;
+        crate::reply::Reply::new(out, session.protocol).optional(value.as_deref());
+        Ok(())
+    }
     /// Stores `value` under `key`. `Ok` once the host accepted it; durability is the
     /// backend's to ensure before the reply is sent.
     fn put(&mut self, session: &Session, key: &[u8], value: &[u8]) -> Result<(), StoreError>;

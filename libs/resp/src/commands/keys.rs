@@ -13,9 +13,7 @@ pub(super) fn get(
     backend: &mut impl Backend,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let value = backend.get(session, key).map_err(store)?;
-    Reply::new(out, session.protocol).optional(value.as_deref());
-    Ok(())
+    backend.get_reply(session, key, out).map_err(store)
 }
 
 /// `DEL key...`: how many of the keys existed, each counted once (as in Redis).
