@@ -9,7 +9,7 @@
 //!   read from the guest's memory, write its result frame back) and `kvs_call_result`
 //!   (a result that did not fit the guest's buffer, held until asked for).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
 use extism::{CurrentPlugin, Function, Plugin, UserData, ValType};
 use kvs_plugin_api::ErrorCode;
@@ -112,7 +112,7 @@ pub(super) fn val_type(t: wasm_abi::ValType) -> ValType {
 thread_local! {
     /// A `kvs_call` result larger than the guest's buffer, until `kvs_call_result` or
     /// the guest's next host call. A guest call runs start to end on one thread.
-    static HELD: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    static HELD: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
     /// The buffer `kvs_call` frames its results in, kept between calls.
     static REPLY: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
@@ -132,7 +132,9 @@ pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<
         KVS_CALL.params.len(),
         move |plugin: &mut CurrentPlugin, args: &[i32]| {
             let (op, at, len, out, cap) = (args[0], args[1], args[2], args[3], args[4]);
-            HELD.with_borrow_mut(|held| *held = None);
+            HELD.set(None);
+            // One look-up of the guest's memory for the whole call: nothing below runs
+            // guest code, so it cannot grow meanwhile.
             let memory = guest_memory(plugin)?;
             let input = slice(memory, at, len)?;
             // The thread's reply buffer, taken (not borrowed) so nothing the call does
@@ -155,13 +157,12 @@ pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<
             };
             let n = reply.len() as i32;
             if reply.len() <= cap.max(0) as usize {
-                let memory = guest_memory(plugin)?;
                 slice_mut(memory, out, n)?.copy_from_slice(&reply);
                 if reply.capacity() <= KEEP_REPLY_BYTES {
                     REPLY.set(reply);
                 }
             } else {
-                HELD.with_borrow_mut(|held| *held = Some(reply));
+                HELD.set(Some(reply));
             }
             Ok(n)
         },
@@ -171,11 +172,11 @@ pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<
         KVS_CALL_RESULT.params.len(),
         |plugin: &mut CurrentPlugin, args: &[i32]| {
             let (out, cap) = (args[0], args[1]);
-            let Some(reply) = HELD.with_borrow_mut(|held| held.take()) else {
+            let Some(reply) = HELD.take() else {
                 return Ok(-1);
             };
             if reply.len() > cap.max(0) as usize {
-                HELD.with_borrow_mut(|held| *held = Some(reply));
+                HELD.set(Some(reply));
                 return Ok(-1);
             }
             let memory = guest_memory(plugin)?;

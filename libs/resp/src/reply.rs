@@ -112,7 +112,12 @@ impl<'a> Reply<'a> {
                 break;
             }
         }
-        self.out.extend_from_slice(&digits[at..]);
+        // Byte by byte: a length is a few digits, and a copy of a variable length is a
+        // call (in WASM, a `memory.copy` that leaves the guest) costing more than that.
+        self.out.reserve(digits.len() - at + 2);
+        for &d in &digits[at..] {
+            self.out.push(d);
+        }
         self.out.extend_from_slice(b"\r\n");
         self
     }
