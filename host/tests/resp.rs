@@ -246,6 +246,38 @@ fn redis_py_pipelines_binary_values() {
     }
 }
 
+/// A pipeline cut anywhere — mid-header, mid-argument, between CR and LF — is answered
+/// exactly as when it arrives whole (`wasm-resp` decodes a read in place and keeps only
+/// an unfinished command, so every cut takes the path that joins the pieces).
+#[test]
+fn a_pipeline_cut_at_any_byte_is_answered_as_if_whole() {
+    let pipeline: &[u8] = b"*3\r\n$3\r\nSET\r\n$2\r\nk1\r\n$5\r\nhello\r\n\
+        *2\r\n$3\r\nGET\r\n$2\r\nk1\r\n*2\r\n$4\r\nINCR\r\n$1\r\nn\r\nPING\r\n\
+        *2\r\n$3\r\nGET\r\n$1\r\nn\r\n";
+    let want = "+OK\r\n$5\r\nhello\r\n:CNT\r\n+PONG\r\n$LEN\r\nCNT\r\n";
+    for frontend in FRONTENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let kvs = Kvs::start(
+            &config(dir.path(), frontend, ""),
+            &crate::util::staged_plugins(),
+            &[],
+        );
+        let p = port(&kvs, frontend);
+        let mut s = raw(&p);
+        s.set_nodelay(true).unwrap();
+        for (round, cut) in (1..pipeline.len()).enumerate() {
+            s.write_all(&pipeline[..cut]).unwrap();
+            // Let the first piece be read on its own.
+            std::thread::sleep(Duration::from_millis(2));
+            s.write_all(&pipeline[cut..]).unwrap();
+            let n = (round + 1).to_string();
+            let want = want.replace("CNT", &n).replace("LEN", &n.len().to_string());
+            assert_eq!(read_n(&mut s, want.len()), want, "{frontend}, cut at {cut}");
+        }
+        kvs.stop();
+    }
+}
+
 #[test]
 fn bad_input_gets_an_error_or_a_clean_close_and_the_server_carries_on() {
     for frontend in FRONTENDS {

@@ -169,37 +169,48 @@ impl StreamConnection for Connection {
     }
 
     fn data(&mut self, input: &[u8], output: &mut Vec<u8>) -> Flow {
+        // Replies are usually no longer than their commands: one allocation for them.
+        output.reserve(input.len());
+        if self.buf.is_empty() {
+            // Whole commands straight from the input; only a partial one is kept.
+            let (used, flow) = run(&mut self.decoder, &mut self.session, input, output);
+            self.buf.extend_from_slice(&input[used..]);
+            return flow;
+        }
         self.buf.extend_from_slice(input);
-        let mut pos = 0;
-        let mut flow = Flow::Continue;
-        loop {
-            match self.decoder.decode(&self.buf[pos..]) {
-                Ok((n, None)) => {
-                    pos += n;
-                    break;
-                }
-                Ok((n, Some(Decoded::TooLarge(why)))) => {
-                    pos += n;
-                    Reply::new(output, self.session.protocol).error(&format!("ERR {why}"));
-                }
-                Ok((n, Some(Decoded::Command(args)))) => {
-                    pos += n;
-                    if kvs_resp::execute(&args, &mut self.session, &mut Host, output)
-                        == kvs_resp::Flow::Close
-                    {
-                        flow = Flow::Close;
-                        break;
-                    }
-                }
-                Err(e) => {
-                    Reply::new(output, self.session.protocol).error(&format!("ERR {e}"));
-                    flow = Flow::Close;
-                    break;
+        let (used, flow) = run(&mut self.decoder, &mut self.session, &self.buf, output);
+        self.buf.drain(..used);
+        flow
+    }
+}
+
+/// Runs the whole commands at the start of `buf`: how many bytes they took, and
+/// whether the connection goes on.
+fn run(
+    decoder: &mut Decoder,
+    session: &mut Session,
+    buf: &[u8],
+    output: &mut Vec<u8>,
+) -> (usize, Flow) {
+    let mut pos = 0;
+    loop {
+        match decoder.decode(&buf[pos..]) {
+            Ok((n, None)) => return (pos + n, Flow::Continue),
+            Ok((n, Some(Decoded::TooLarge(why)))) => {
+                pos += n;
+                Reply::new(output, session.protocol).error(&format!("ERR {why}"));
+            }
+            Ok((n, Some(Decoded::Command(args)))) => {
+                pos += n;
+                if kvs_resp::execute(&args, session, &mut Host, output) == kvs_resp::Flow::Close {
+                    return (pos, Flow::Close);
                 }
             }
+            Err(e) => {
+                Reply::new(output, session.protocol).error(&format!("ERR {e}"));
+                return (pos, Flow::Close);
+            }
         }
-        self.buf.drain(..pos);
-        flow
     }
 }
 
