@@ -262,6 +262,21 @@ impl Decoder {
 /// Reads `<integer>\r\n` starting at `buf[start]`: the integer and the position after
 /// the CRLF, or `None` if the line is not complete yet.
 fn header(buf: &[u8], start: usize, what: &str) -> Result<Option<(i64, usize)>, ProtocolError> {
+    // The usual header first, in one pass: a positive number of at most 18 digits and
+    // its CRLF, all there. Anything else (a sign, a zero, a partial line, a bad byte)
+    // takes the general path below, which decides alike for what this accepts.
+    if let Some(&first @ b'1'..=b'9') = buf.get(start) {
+        let mut n = (first - b'0') as i64;
+        let mut i = start + 1;
+        while let Some(&b) = buf.get(i) {
+            match b {
+                b'0'..=b'9' if i - start < 18 => n = n * 10 + (b - b'0') as i64,
+                b'\r' if buf.get(i + 1) == Some(&b'\n') => return Ok(Some((n, i + 2))),
+                _ => break,
+            }
+            i += 1;
+        }
+    }
     let window = &buf[start.min(buf.len())..buf.len().min(start + MAX_HEADER)];
     let Some(cr) = window.iter().position(|&b| b == b'\r') else {
         if window.len() >= MAX_HEADER {
@@ -475,6 +490,54 @@ mod tests {
             format!("{err:?}").contains("invalid multibulk length"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn headers_read_in_one_pass_agree_with_the_general_reading() {
+        // What `header` must answer, from the general rule: the line up to the first
+        // CR (within MAX_HEADER bytes), which must be followed by LF, parsed strictly.
+        let expected = |line: &[u8]| -> Result<Option<(i64, usize)>, ()> {
+            let window = &line[..line.len().min(MAX_HEADER)];
+            match window.iter().position(|&b| b == b'\r') {
+                None if window.len() >= MAX_HEADER => Err(()),
+                None => Ok(None),
+                Some(cr) if cr + 1 >= window.len() && window.len() >= MAX_HEADER => Err(()),
+                Some(cr) if cr + 1 >= window.len() => Ok(None),
+                Some(cr) if window[cr + 1] != b'\n' => Err(()),
+                Some(cr) => parse_i64(&window[..cr])
+                    .map(|n| Some((n, cr + 2)))
+                    .ok_or(()),
+            }
+        };
+        let digits = [
+            "1",
+            "7",
+            "42",
+            "100",
+            "999999999999999999",
+            "1000000000000000000",
+        ];
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for d in digits.iter().chain(&[
+            "0",
+            "-1",
+            "01",
+            "9223372036854775807",
+            "92233720368547758070",
+        ]) {
+            for tail in ["\r\n", "\r\nrest", "\r", "", "\rx", "x\r\n", "\n"] {
+                lines.push(format!("{d}{tail}").into_bytes());
+            }
+        }
+        for line in &lines {
+            let got = header(line, 0, "test").map_err(|_| ());
+            assert_eq!(got, expected(line), "{:?}", String::from_utf8_lossy(line));
+            // The same at an offset, as headers are read mid-buffer.
+            let shifted = [b"$".as_slice(), line].concat();
+            let got = header(&shifted, 1, "test").map_err(|_| ());
+            let want = expected(line).map(|o| o.map(|(n, at)| (n, at + 1)));
+            assert_eq!(got, want, "at 1: {:?}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

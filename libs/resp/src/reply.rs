@@ -97,6 +97,12 @@ impl<'a> Reply<'a> {
 
     /// `<tag><n>\r\n`, formatted by hand: it precedes every reply on the hot path.
     fn header(&mut self, tag: u8, n: i64) -> &mut Self {
+        if (0..10).contains(&n) {
+            // The most common header (`*2`, `$5`, `:1`) in one write.
+            self.out
+                .extend_from_slice(&[tag, b'0' + n as u8, b'\r', b'\n']);
+            return self;
+        }
         self.out.push(tag);
         if n < 0 {
             self.out.push(b'-');
