@@ -8,7 +8,9 @@
 //! server's own instructions are counted (its threads, libraries, JIT-compiled WASM),
 //! not the kernel's: the same two system calls per request cost kvs and Redis the same
 //! (see `kvs-bench rest`, which prints user and system time apart). Counts repeat to
-//! within about 1% from run to run, whatever else the machine is doing.
+//! within about 1% from run to run, whatever else the machine is doing. The RESP
+//! servers also answer GETs 16 to a write (`GET -P16`, as `redis-benchmark -P 16`
+//! sends them), counted per GET: where the WASM guest's per-command cost shows.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -41,11 +43,12 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
         "== user-space instructions per request (valgrind callgrind; one connection, one\n   \
          request at a time, {REQUESTS} counted after {WARM_UP} warm-up; {VALUE_BYTES}-byte values;\n   \
          durable writes: file logger sync = always, Redis appendfsync always). The kernel's\n   \
-         share (TCP, fsync) is not counted; it is about the same for both, see `rest`."
+         share (TCP, fsync) is not counted; it is about the same for both, see `rest`.\n   \
+         GET -P16: 16 GETs per write, counted per GET."
     );
     println!(
-        "{:>24}  {:>14}  {:>14}  {:>14}",
-        "server", "GET instr/req", "PUT instr/req", "INCR instr/req"
+        "{:>24}  {:>14}  {:>14}  {:>14}  {:>14}",
+        "server", "GET instr/req", "PUT instr/req", "INCR instr/req", "GET -P16 /req"
     );
     let http: [(&str, &str, &str); 2] = [
         ("kvs rest (HTTP)", "rest", "worker_threads = 2"),
@@ -59,31 +62,41 @@ pub(crate) fn instructions(plugins: &Path) -> Result<()> {
         let put = count(&mut client, pid, out.path(), http_put)?;
         println!("{label:>24}  {get:>14.0}  {put:>14.0}");
     }
-    let (kvs, port, _dir) = start_kvs_under(&wrapper, plugins, "file", "", "resp", "")?;
-    let mut client = seeded(port, resp_set)?;
-    let pid = kvs.0.id();
-    let get = count(&mut client, pid, out.path(), resp_get)?;
-    let set = count(&mut client, pid, out.path(), resp_set)?;
-    let incr = count(&mut client, pid, out.path(), resp_incr)?;
-    println!(
-        "{:>24}  {get:>14.0}  {set:>14.0}  {incr:>14.0}",
-        "kvs resp (RESP)"
-    );
-    drop(kvs);
+    let resp: [(&str, &str, &str); 2] = [
+        ("kvs resp (RESP)", "resp", ""),
+        (
+            "kvs wasm-resp (RESP, WASM)",
+            "wasm-resp",
+            "memory_max_mb = 16",
+        ),
+    ];
+    for (label, frontend, extra) in resp {
+        let (kvs, port, _dir) = start_kvs_under(&wrapper, plugins, "file", "", frontend, extra)?;
+        let mut client = seeded(port, resp_set)?;
+        let pid = kvs.0.id();
+        let row = resp_row(&mut client, pid, out.path())?;
+        println!("{label:>24}  {row}");
+    }
     match Redis::start_under(&wrapper) {
         Ok(redis) => {
             let mut client = seeded(redis.port(), resp_set)?;
-            let get = count(&mut client, redis.pid(), out.path(), resp_get)?;
-            let set = count(&mut client, redis.pid(), out.path(), resp_set)?;
-            let incr = count(&mut client, redis.pid(), out.path(), resp_incr)?;
-            println!(
-                "{:>24}  {get:>14.0}  {set:>14.0}  {incr:>14.0}",
-                "Redis (RESP)"
-            );
+            let row = resp_row(&mut client, redis.pid(), out.path())?;
+            println!("{:>24}  {row}", "Redis (RESP)");
         }
         Err(e) => println!("   no Redis side by side: {e:#}"),
     }
     Ok(())
+}
+
+/// A RESP server's row: GET, SET and INCR one at a time, and GET in a pipeline.
+fn resp_row(client: &mut Client, pid: u32, dir: &Path) -> Result<String> {
+    let get = count(client, pid, dir, resp_get)?;
+    let set = count(client, pid, dir, resp_set)?;
+    let incr = count(client, pid, dir, resp_incr)?;
+    let pipelined = count(client, pid, dir, resp_get_pipelined)? / PIPELINE as f64;
+    Ok(format!(
+        "{get:>14.0}  {set:>14.0}  {incr:>14.0}  {pipelined:>14.0}"
+    ))
 }
 
 /// Connects and writes the key the GETs read, retrying on a new connection while the
@@ -223,13 +236,26 @@ impl Client {
 
     /// Sends a RESP command and reads one reply (simple, error, integer or bulk).
     fn resp(&mut self, args: &[&[u8]]) -> Result<()> {
+        self.resp_pipelined(args, 1)
+    }
+
+    /// Sends a RESP command `times` times in one write, then reads the replies.
+    fn resp_pipelined(&mut self, args: &[&[u8]], times: usize) -> Result<()> {
         let mut frame = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
             frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
             frame.extend_from_slice(arg);
             frame.extend_from_slice(b"\r\n");
         }
-        self.writer.write_all(&frame)?;
+        self.writer.write_all(&frame.repeat(times))?;
+        for _ in 0..times {
+            self.reply()?;
+        }
+        Ok(())
+    }
+
+    /// Reads one RESP reply (simple, error, integer or bulk).
+    fn reply(&mut self) -> Result<()> {
         let line = self.line()?;
         match line.as_bytes().first() {
             Some(b'$') => {
@@ -267,6 +293,14 @@ fn http_put(client: &mut Client, i: usize) -> Result<()> {
 
 fn resp_get(client: &mut Client, _: usize) -> Result<()> {
     client.resp(&[b"GET", b"hot"])
+}
+
+/// GETs in one pipeline, as `redis-benchmark -P 16` sends them.
+const PIPELINE: usize = 16;
+
+/// [`PIPELINE`] GETs sent at once: `count` of it divided by `PIPELINE` is per GET.
+fn resp_get_pipelined(client: &mut Client, _: usize) -> Result<()> {
+    client.resp_pipelined(&[b"GET", b"hot"], PIPELINE)
 }
 
 fn resp_set(client: &mut Client, i: usize) -> Result<()> {

@@ -117,28 +117,44 @@ impl Decoder {
         &'a mut self,
         buf: &'a [u8],
     ) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
+        self.decode_into(buf, Vec::new())
+    }
+
+    /// [`Decoder::decode`], a command's arguments collected into `args` (cleared
+    /// first) instead of a new `Vec`: a caller that keeps the `Vec` between commands
+    /// (handing it back through [`recycle`]) decodes without allocating.
+    pub fn decode_into<'a>(
+        &'a mut self,
+        buf: &'a [u8],
+        mut args: Vec<&'a [u8]>,
+    ) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
+        args.clear();
         if self.skip.is_some() {
             return self.skip_from(buf, 0);
         }
         match buf.first() {
             None => Ok((0, None)),
-            Some(b'*') => self.array(buf),
-            Some(_) => self.inline(buf),
+            Some(b'*') => self.array(buf, args),
+            Some(_) => self.inline(buf, args),
         }
     }
 
-    fn array<'a>(&mut self, buf: &'a [u8]) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
+    fn array<'a>(
+        &mut self,
+        buf: &'a [u8],
+        mut args: Vec<&'a [u8]>,
+    ) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
         let Some((n, mut pos)) = header(buf, 1, "invalid multibulk length")? else {
             return Ok((0, None));
         };
         if n <= 0 {
-            return Ok((pos, Some(Decoded::Command(Vec::new()))));
+            return Ok((pos, Some(Decoded::Command(args))));
         }
         if n as u64 > self.limits.max_args as u64 {
             return Err(protocol("invalid multibulk length"));
         }
         let n = n as u64;
-        let mut args = Vec::with_capacity(n.min(16) as usize);
+        args.reserve(n.min(16) as usize);
         for i in 0..n {
             let Some(&first) = buf.get(pos) else {
                 return Ok((0, None));
@@ -238,6 +254,7 @@ impl Decoder {
     fn inline<'a>(
         &'a mut self,
         buf: &'a [u8],
+        mut args: Vec<&'a [u8]>,
     ) -> Result<(usize, Option<Decoded<'a>>), ProtocolError> {
         let window = &buf[..buf.len().min(self.limits.max_inline_bytes + 1)];
         let Some(end) = window.iter().position(|&b| b == b'\n') else {
@@ -251,12 +268,19 @@ impl Decoder {
         let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
         let count = inline::split(line, &mut self.inline_args)
             .ok_or_else(|| protocol("unbalanced quotes in request"))?;
-        let args = self.inline_args[..count]
-            .iter()
-            .map(Vec::as_slice)
-            .collect();
+        args.extend(self.inline_args[..count].iter().map(Vec::as_slice));
         Ok((end + 1, Some(Decoded::Command(args))))
     }
+}
+
+/// A command's argument list, emptied and freed of the buffer it borrowed, to pass to
+/// [`Decoder::decode_into`] again: the allocation is kept (an in-place collect of an
+/// empty `Vec`).
+pub fn recycle<'b>(mut args: Vec<&[u8]>) -> Vec<&'b [u8]> {
+    args.clear();
+    args.into_iter()
+        .map(|_| -> &'b [u8] { unreachable!() })
+        .collect()
 }
 
 /// Reads `<integer>\r\n` starting at `buf[start]`: the integer and the position after
@@ -489,6 +513,32 @@ mod tests {
         assert!(
             format!("{err:?}").contains("invalid multibulk length"),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn decode_into_reuses_the_argument_list_it_is_given() {
+        let mut d = Decoder::new(Limits::default());
+        let buf = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+        let mut spare: Vec<&'static [u8]> = Vec::with_capacity(8);
+        let address = spare.as_ptr();
+        let mut pos = 0;
+        let mut seen = Vec::new();
+        while let (n, Some(Decoded::Command(args))) = d
+            .decode_into(&buf[pos..], recycle(std::mem::take(&mut spare)))
+            .unwrap()
+        {
+            seen.push(args.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+            pos += n;
+            spare = recycle(args);
+            assert_eq!(spare.as_ptr(), address, "the same allocation");
+        }
+        assert_eq!(
+            seen,
+            [
+                vec![b"GET".to_vec(), b"k".to_vec()],
+                vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()]
+            ]
         );
     }
 

@@ -20,5 +20,5 @@ mod decode;
 mod reply;
 
 pub use commands::{Backend, ErrorKind, Flow, Render, ServerInfo, Session, StoreError, execute};
-pub use decode::{Decoded, Decoder, Limits, ProtocolError};
+pub use decode::{Decoded, Decoder, Limits, ProtocolError, recycle};
 pub use reply::{Protocol, Reply};

@@ -125,6 +125,7 @@ impl Connection {
     async fn run_commands(
         &mut self,
         decoder: &mut Decoder,
+        spare: &mut Vec<&'static [u8]>,
         session: &mut Session,
         input: &[u8],
         out: &mut Vec<u8>,
@@ -137,7 +138,9 @@ impl Connection {
             flow: Flow::Continue,
         };
         while ran.flow == Flow::Continue {
-            match decoder.decode(&input[ran.consumed..]) {
+            // The argument list is the connection's, reused: no allocation per command.
+            let args = kvs_resp::recycle(std::mem::take(spare));
+            match decoder.decode_into(&input[ran.consumed..], args) {
                 Ok((n, None)) => {
                     ran.consumed += n;
                     break;
@@ -153,6 +156,7 @@ impl Connection {
                         ran.commands += 1;
                         ran.flow = self.run_command(&args, session, out, stream).await;
                     }
+                    *spare = kvs_resp::recycle(args);
                     ran.consumed += n;
                 }
                 Err(e) => {
@@ -223,6 +227,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         commands: 0,
     };
     let mut decoder = Decoder::new(shared.limits);
+    let mut args = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(BUFFER_BYTES);
     // Since when kvs has been waiting for the rest of a command, if it is: the clock
@@ -264,7 +269,14 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
             Ok(_) => {}
         }
         let ran = conn
-            .run_commands(&mut decoder, &mut session, &buf, &mut out, &mut stream)
+            .run_commands(
+                &mut decoder,
+                &mut args,
+                &mut session,
+                &buf,
+                &mut out,
+                &mut stream,
+            )
             .await;
         buf.drain(..ran.consumed);
         shared

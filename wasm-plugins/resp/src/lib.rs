@@ -22,6 +22,8 @@ struct Connection {
     decoder: Decoder,
     session: Session,
     buf: Vec<u8>,
+    /// The argument list commands are decoded into, kept between them.
+    args: Vec<&'static [u8]>,
 }
 
 /// The store through the host functions.
@@ -165,6 +167,7 @@ impl StreamConnection for Connection {
             }),
             session: Session::default(),
             buf: Vec::new(),
+            args: Vec::new(),
         })
     }
 
@@ -173,12 +176,14 @@ impl StreamConnection for Connection {
         output.reserve(input.len());
         if self.buf.is_empty() {
             // Whole commands straight from the input; only a partial one is kept.
-            let (used, flow) = run(&mut self.decoder, &mut self.session, input, output);
+            let (used, flow) = run(self, input, output);
             self.buf.extend_from_slice(&input[used..]);
             return flow;
         }
         self.buf.extend_from_slice(input);
-        let (used, flow) = run(&mut self.decoder, &mut self.session, &self.buf, output);
+        let buf = std::mem::take(&mut self.buf);
+        let (used, flow) = run(self, &buf, output);
+        self.buf = buf;
         self.buf.drain(..used);
         flow
     }
@@ -186,15 +191,17 @@ impl StreamConnection for Connection {
 
 /// Runs the whole commands at the start of `buf`: how many bytes they took, and
 /// whether the connection goes on.
-fn run(
-    decoder: &mut Decoder,
-    session: &mut Session,
-    buf: &[u8],
-    output: &mut Vec<u8>,
-) -> (usize, Flow) {
+fn run(connection: &mut Connection, buf: &[u8], output: &mut Vec<u8>) -> (usize, Flow) {
+    let Connection {
+        decoder,
+        session,
+        args: spare,
+        ..
+    } = connection;
     let mut pos = 0;
     loop {
-        match decoder.decode(&buf[pos..]) {
+        let args = kvs_resp::recycle(std::mem::take(spare));
+        match decoder.decode_into(&buf[pos..], args) {
             Ok((n, None)) => return (pos + n, Flow::Continue),
             Ok((n, Some(Decoded::TooLarge(why)))) => {
                 pos += n;
@@ -202,7 +209,9 @@ fn run(
             }
             Ok((n, Some(Decoded::Command(args)))) => {
                 pos += n;
-                if kvs_resp::execute(&args, session, &mut Host, output) == kvs_resp::Flow::Close {
+                let flow = kvs_resp::execute(&args, session, &mut Host, output);
+                *spare = kvs_resp::recycle(args);
+                if flow == kvs_resp::Flow::Close {
                     return (pos, Flow::Close);
                 }
             }
