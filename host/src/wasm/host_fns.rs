@@ -43,7 +43,9 @@ pub(super) struct CallContext {
     pub(super) frontend: Arc<str>,
     /// Where the frontend's requests are counted.
     pub(super) meter: Arc<crate::metrics::FrontendMeter>,
-    pub(super) context: RequestContext,
+    /// Boxed: the call context is moved in and out of its thread-local on every call,
+    /// and a request's context is most of its size.
+    pub(super) context: Box<RequestContext>,
     pub(super) received: Instant,
     /// The writes this call queued, for the frontend to settle.
     pub(super) deferred: Deferred,

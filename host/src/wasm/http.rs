@@ -225,7 +225,7 @@ async fn edge(
     let call_context = CallContext {
         frontend: edge.name.clone(),
         meter: edge.meter.clone(),
-        context,
+        context: Box::new(context),
         received,
         deferred: Deferred::new(pool.write_limits),
     };

@@ -229,7 +229,17 @@ pub(super) fn call(plugin: &mut Instance, func: &str, input: &[u8]) -> Result<Ve
         }
     })?;
     match wire::result(&out) {
-        Ok(Ok(payload)) => Ok(payload.to_vec()),
+        Ok(Ok(payload)) => {
+            // The payload, moved to the front of the frame's own buffer: no new one.
+            let (start, len) = (
+                payload.as_ptr() as usize - out.as_ptr() as usize,
+                payload.len(),
+            );
+            let mut out = out;
+            out.truncate(start + len);
+            out.drain(..start);
+            Ok(out)
+        }
         Ok(Err((code, message))) => Err(CallError::Guest(PluginError::new(code, message))),
         Err(e) => Err(CallError::Guest(PluginError::internal(format!(
             "{func}: {e}"

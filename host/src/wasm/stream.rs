@@ -139,23 +139,30 @@ impl Shared {
     }
 
     /// One guest call on `plugin`, with the connection's context in place for the store
-    /// host functions; returns the writes it queued with its result.
+    /// host functions (lent for the call, not copied); returns the writes it queued
+    /// with its result.
     fn call(
         &self,
         plugin: &mut GuestInstance,
         func: &str,
         input: &[u8],
-        context: &RequestContext,
+        context: &mut Box<RequestContext>,
     ) -> (Result<Vec<u8>, CallError>, Deferred) {
         CALL_CONTEXT.set(Some(CallContext {
             frontend: self.name.clone(),
             meter: self.meter.clone(),
-            context: context.clone(),
+            context: std::mem::take(context),
             received: Instant::now(),
             deferred: Deferred::new(self.write_limits),
         }));
         let result = metered_call(plugin, func, input, Some(&self.wasm_meter));
-        let deferred = CALL_CONTEXT.take().map(|c| c.deferred).unwrap_or_default();
+        let deferred = match CALL_CONTEXT.take() {
+            Some(call) => {
+                *context = call.context;
+                call.deferred
+            }
+            None => Deferred::default(),
+        };
         (result, deferred)
     }
 }
@@ -168,7 +175,7 @@ fn conn_message(conn: u64) -> Writer {
 
 /// Serves one connection until either side closes it or the guest fails.
 async fn serve(accepted: Accepted, shared: Arc<Shared>) {
-    let context = accepted.request_context();
+    let mut context = Box::new(accepted.request_context());
     let Accepted {
         mut stream,
         peer,
@@ -187,23 +194,31 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let plugin = &mut instance.plugin;
     let mut open = conn_message(conn);
     wire::encode_context(&mut open, &context);
-    if let (Err(e), _) = shared.call(plugin, "kvs_stream_open", &open.0, &context) {
+    if let (Err(e), _) = shared.call(plugin, "kvs_stream_open", &open.0, &mut context) {
         tracing::debug!(plugin = %shared.name, "connection from {peer} refused by the guest: {}", e.into_error());
         return;
     }
     let mut buf = vec![0u8; READ_CHUNK];
+    // Each read's message to the guest, built in the same buffer every time.
+    let mut input = Writer::default();
     let mut healthy = true;
+    // Waited for once, not once per read (each wait joins and leaves the channel's
+    // list of waiters), and looked at first: a client that keeps sending always has
+    // bytes ready and would otherwise never see the stop.
+    let stopping = stop.changed();
+    tokio::pin!(stopping);
     loop {
         let n = tokio::select! {
+            biased;
+            _ = &mut stopping => break,
             r = stream.read(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },
-            _ = stop.changed() => break,
         };
-        let mut input = conn_message(conn);
-        input.bytes(&buf[..n]);
-        let (result, deferred) = shared.call(plugin, "kvs_stream_data", &input.0, &context);
+        input.0.clear();
+        input.u64(conn).bytes(&buf[..n]);
+        let (result, deferred) = shared.call(plugin, "kvs_stream_data", &input.0, &mut context);
         // Whatever the call returned, its queued writes must settle before anything
         // is sent: the output may acknowledge them.
         let settled = deferred.settle().await;
@@ -240,7 +255,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     let _ = stream.shutdown().await;
     if healthy {
         let close = conn_message(conn);
-        if let (Ok(_), _) = shared.call(plugin, "kvs_stream_close", &close.0, &context) {
+        if let (Ok(_), _) = shared.call(plugin, "kvs_stream_close", &close.0, &mut context) {
             shared.give_back(instance);
         }
     }
