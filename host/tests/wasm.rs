@@ -340,6 +340,10 @@ fn lying_guest(name: &str, buffer: &str, dispatch: &str) -> Vec<u8> {
              (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
              (import "extism:host/env" "store_u8" (func $store (param i64 i32)))
              (import "extism:host/env" "output_set" (func $output (param i64 i64)))
+             (import "extism:host/user" "kvs_call"
+               (func $kvs_call (param i32 i32 i32 i32 i32) (result i32)))
+             (import "extism:host/user" "kvs_call_result"
+               (func $kvs_call_result (param i32 i32) (result i32)))
              (memory (export "memory") 1)
              (data (i32.const 0) "{data}")
              (func (export "kvs_handshake") (result i32) (local $p i64) (local $i i32)
@@ -411,6 +415,52 @@ fn guests_that_lie_in_direct_calls_fail_their_own_call_and_the_host_keeps_servin
         );
         kvs.stop();
     }
+}
+
+/// A host-call result too large for the guest's buffer is held for `kvs_call_result`
+/// only until the guest call ends: a guest that traps before collecting it must not
+/// leave it for the next call on that thread — another instance, serving another
+/// client. The guest: for a long request (a long path) it makes a host call whose
+/// answer cannot fit (capacity 0) and traps; for a short one it first asks for a held
+/// result and traps if there is one (a leak), answering an empty frame otherwise.
+#[test]
+fn a_result_held_for_a_guest_that_trapped_is_not_handed_to_the_next_call() {
+    let dispatch = r#"
+        (if (i32.gt_u (local.get 1) (i32.const 200))
+          (then
+            (drop (call $kvs_call (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+            (unreachable)))
+        (if (i32.ge_s (call $kvs_call_result (i32.const 8192) (i32.const 4096)) (i32.const 0))
+          (then (unreachable)))
+        (i64.const 0)"#;
+    let module = lying_guest("held", "(i32.const 1024)", dispatch);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    std::fs::write(plugins.join("held.wasm"), module).unwrap();
+    let cfg = config(
+        dir.path(),
+        "file",
+        "held",
+        // One thread: the two requests' calls run where the held result was left.
+        "[plugins.held]\nlisten = \"127.0.0.1:0\"\nworker_threads = 1\n",
+    );
+    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    let http = http_client();
+    let long = format!("/v1/key/{}", "k".repeat(300));
+    for _ in 0..3 {
+        let r = http.get(kvs.at(&long)).send().unwrap();
+        assert!(
+            r.text().unwrap().contains("wasm trap"),
+            "the long request traps"
+        );
+        let r = http.get(kvs.at("/v1/key/k")).send().unwrap();
+        let body = r.text().unwrap();
+        assert!(
+            !body.contains("wasm trap"),
+            "the next call found the trapped call's held result: {body}"
+        );
+    }
+    kvs.stop();
 }
 
 /// Two frontends told to listen on one address: the second is refused by name before

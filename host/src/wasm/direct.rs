@@ -48,8 +48,18 @@ impl Instance {
         self.plugin.function_exists(name)
     }
 
-    /// Calls export `func` with `input`: its result frame, still framed.
+    /// Calls export `func` with `input`: its result frame, still framed. A result held
+    /// for `kvs_call_result` lives only within the call: one the guest did not collect
+    /// (it trapped first, say) must not reach the next guest call on this thread, which
+    /// may be another instance serving another client.
     pub(super) fn call(&mut self, func: &str, input: &[u8]) -> Result<Vec<u8>, extism::Error> {
+        HELD.set(None);
+        let result = self.call_guest(func, input);
+        HELD.set(None);
+        result
+    }
+
+    fn call_guest(&mut self, func: &str, input: &[u8]) -> Result<Vec<u8>, extism::Error> {
         let (Some(buffer), Some(export)) = (self.direct, wasm_abi::export_index(func)) else {
             return self.plugin.call::<&[u8], Vec<u8>>(func, input);
         };
@@ -110,8 +120,9 @@ pub(super) fn val_type(t: wasm_abi::ValType) -> ValType {
 }
 
 thread_local! {
-    /// A `kvs_call` result larger than the guest's buffer, until `kvs_call_result` or
-    /// the guest's next host call. A guest call runs start to end on one thread.
+    /// A `kvs_call` result larger than the guest's buffer, until `kvs_call_result`, the
+    /// guest's next `kvs_call`, or the end of the guest call ([`Instance::call`]). A
+    /// guest call runs start to end on one thread.
     static HELD: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
     /// The buffer `kvs_call` frames its results in, kept between calls.
     static REPLY: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };

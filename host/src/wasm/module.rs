@@ -230,14 +230,11 @@ pub(super) fn call(plugin: &mut Instance, func: &str, input: &[u8]) -> Result<Ve
     })?;
     match wire::result(&out) {
         Ok(Ok(payload)) => {
-            // The payload, moved to the front of the frame's own buffer: no new one.
-            let (start, len) = (
-                payload.as_ptr() as usize - out.as_ptr() as usize,
-                payload.len(),
-            );
+            // The payload (the frame's tail), moved to the front of the frame's own
+            // buffer: no new one.
+            let header = out.len() - payload.len();
             let mut out = out;
-            out.truncate(start + len);
-            out.drain(..start);
+            out.drain(..header);
             Ok(out)
         }
         Ok(Err((code, message))) => Err(CallError::Guest(PluginError::new(code, message))),

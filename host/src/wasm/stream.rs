@@ -146,23 +146,22 @@ impl Shared {
         plugin: &mut GuestInstance,
         func: &str,
         input: &[u8],
-        context: &mut Box<RequestContext>,
+        context: &mut Option<Box<RequestContext>>,
     ) -> (Result<Vec<u8>, CallError>, Deferred) {
         CALL_CONTEXT.set(Some(CallContext {
             frontend: self.name.clone(),
             meter: self.meter.clone(),
-            context: std::mem::take(context),
+            context: context.take().unwrap_or_default(),
             received: Instant::now(),
             deferred: Deferred::new(self.write_limits),
         }));
         let result = metered_call(plugin, func, input, Some(&self.wasm_meter));
-        let deferred = match CALL_CONTEXT.take() {
-            Some(call) => {
-                *context = call.context;
-                call.deferred
-            }
-            None => Deferred::default(),
-        };
+        // Set above and taken only here: the context always comes back.
+        let call = CALL_CONTEXT
+            .take()
+            .expect("the call context outlives the call");
+        *context = Some(call.context);
+        let deferred = call.deferred;
         (result, deferred)
     }
 }
@@ -175,7 +174,7 @@ fn conn_message(conn: u64) -> Writer {
 
 /// Serves one connection until either side closes it or the guest fails.
 async fn serve(accepted: Accepted, shared: Arc<Shared>) {
-    let mut context = Box::new(accepted.request_context());
+    let presented = accepted.request_context();
     let Accepted {
         mut stream,
         peer,
@@ -193,7 +192,9 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
     };
     let plugin = &mut instance.plugin;
     let mut open = conn_message(conn);
-    wire::encode_context(&mut open, &context);
+    wire::encode_context(&mut open, &presented);
+    // Lent to each call (`Shared::call`), not copied.
+    let mut context = Some(Box::new(presented));
     if let (Err(e), _) = shared.call(plugin, "kvs_stream_open", &open.0, &mut context) {
         tracing::debug!(plugin = %shared.name, "connection from {peer} refused by the guest: {}", e.into_error());
         return;

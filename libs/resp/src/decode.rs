@@ -122,7 +122,8 @@ impl Decoder {
 
     /// [`Decoder::decode`], a command's arguments collected into `args` (cleared
     /// first) instead of a new `Vec`: a caller that keeps the `Vec` between commands
-    /// (handing it back through [`recycle`]) decodes without allocating.
+    /// (handing it back through [`recycle`]) decodes without allocating. When no
+    /// command is returned, `args` is dropped: don't call it on an empty buffer.
     pub fn decode_into<'a>(
         &'a mut self,
         buf: &'a [u8],

@@ -137,8 +137,10 @@ impl Connection {
             finished: 0,
             flow: Flow::Continue,
         };
-        while ran.flow == Flow::Continue {
-            // The argument list is the connection's, reused: no allocation per command.
+        while ran.flow == Flow::Continue && ran.consumed < input.len() {
+            // The argument list is the connection's, reused: no allocation per command
+            // (the end of a read is not decoded, which would drop it; a read ending
+            // mid-command does drop it).
             let args = kvs_resp::recycle(std::mem::take(spare));
             match decoder.decode_into(&input[ran.consumed..], args) {
                 Ok((n, None)) => {

@@ -22,7 +22,8 @@ struct Connection {
     decoder: Decoder,
     session: Session,
     buf: Vec<u8>,
-    /// The argument list commands are decoded into, kept between them.
+    /// The argument list commands are decoded into, kept between them (a read that
+    /// ends mid-command drops it; the next allocates one).
     args: Vec<&'static [u8]>,
 }
 
@@ -172,8 +173,9 @@ impl StreamConnection for Connection {
     }
 
     fn data(&mut self, input: &[u8], output: &mut Vec<u8>) -> Flow {
-        // Replies are usually no longer than their commands: one allocation for them.
-        output.reserve(input.len());
+        // Replies are usually no longer than their commands: one allocation for them
+        // (bounded: the pieces of a large SET answer nothing).
+        output.reserve(input.len().min(16 << 10));
         if self.buf.is_empty() {
             // Whole commands straight from the input; only a partial one is kept.
             let (used, flow) = run(self, input, output);
@@ -200,6 +202,11 @@ fn run(connection: &mut Connection, buf: &[u8], output: &mut Vec<u8>) -> (usize,
     } = connection;
     let mut pos = 0;
     loop {
+        if pos == buf.len() {
+            // A read of whole commands ends here, keeping the argument list (decoding
+            // nothing would drop it).
+            return (pos, Flow::Continue);
+        }
         let args = kvs_resp::recycle(std::mem::take(spare));
         match decoder.decode_into(&buf[pos..], args) {
             Ok((n, None)) => return (pos + n, Flow::Continue),
