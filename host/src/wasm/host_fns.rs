@@ -23,6 +23,7 @@ use extism::{CurrentPlugin, Function, UserData, Val};
 use kvs_plugin_api::wasm_abi::{self, HostFunction};
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{ErrorCode, PluginError, RequestContext, Transaction};
+use kvs_serve::Commits;
 
 use crate::caller::Caller;
 use crate::store::Store;
@@ -70,9 +71,9 @@ impl Default for WriteLimits {
 }
 
 /// The writes a call queued without waiting for them. Their commit is deferred too
-/// ([`Caller::defers_commit`]): whoever waits for them commits them first
-/// ([`Store::commit_queued`]), after letting the frontend's other ready connections
-/// queue theirs, so all share one append on this thread.
+/// ([`Caller::defers_commit`]): the frontend's thread commits them
+/// ([`Store::commit_queued`]) once it has run every ready connection ([`commits`]), so
+/// all share one append on that thread.
 #[derive(Default)]
 pub(super) struct Deferred {
     writes: Vec<tokio::sync::oneshot::Receiver<Result<(), PluginError>>>,
@@ -138,19 +139,27 @@ impl Deferred {
         }
     }
 
-    /// Waits for every queued write; `Err` with the first failure, if any. Lets the
-    /// runtime's other ready tasks run first (their writes then share the commit),
-    /// then commits on this thread.
-    pub(super) async fn settle(mut self) -> Result<(), PluginError> {
-        if let (false, Some(store)) = (self.writes.is_empty(), &self.store) {
-            tokio::task::yield_now().await;
-            store.commit_queued();
+    /// Waits for every queued write; `Err` with the first failure, if any. They are
+    /// committed by `commits` (the frontend's: when its runtime's thread has run every
+    /// ready connection, so all that turn's writes share one append), not here.
+    pub(super) async fn settle(mut self, commits: &Commits) -> Result<(), PluginError> {
+        if !self.writes.is_empty() {
+            commits.queued();
         }
+        commits.ran();
         for rx in std::mem::take(&mut self.writes) {
             self.record(rx.await);
         }
         self.failed.map_or(Ok(()), Err)
     }
+}
+
+/// When a WASM frontend's deferred writes are committed: on its runtime's thread when
+/// that thread has run every ready connection, as `resp` commits (see
+/// [`kvs_serve::commits`]).
+pub(super) fn commits(store: &Arc<Store>) -> Arc<Commits> {
+    let store = store.clone();
+    Arc::new(Commits::new(move || store.commit_queued()))
 }
 
 thread_local! {

@@ -12,7 +12,7 @@
 //!   frontend commits them itself (`frontend:commits`, plugin-api 1.7): when its thread
 //!   has run every ready connection and would wait for the network, it commits what all
 //!   of them queued in one append on that thread — what Redis does before its event
-//!   loop sleeps — so a write costs no wake-up of another thread (`commits.rs`). An
+//!   loop sleeps — so a write costs no wake-up of another thread (`kvs_serve::Commits`). An
 //!   update's reply is made from its outcome then; a write that fails after it was queued (the
 //!   logger failed, the value was not a number) has its reply replaced by the error
 //!   before anything is sent.
@@ -40,11 +40,10 @@ use kvs_serve::tcp::{Accepted, OpenConnections};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 mod backend;
-mod commits;
 mod config;
 
 use backend::Connection;
-use commits::Commits;
+use kvs_serve::Commits;
 
 pub use config::Config;
 
@@ -332,7 +331,10 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         max_command_bytes: config.max_command_bytes,
         ..kvs_resp::Limits::default()
     };
-    let commits = Arc::new(Commits::new(store.clone()));
+    let commits = Arc::new(Commits::new({
+        let store = store.clone();
+        move || store.commit()
+    }));
     let settings = kvs_serve::tcp::TcpSettings {
         listen: &config.listen,
         table: "[plugins.resp]",
@@ -349,10 +351,7 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
             "[plugins.resp]",
         )?,
         log: kvs_serve::plugin_log,
-        when_idle: Some(kvs_serve::tcp::IdleHook(Arc::new({
-            let commits = commits.clone();
-            move || commits.idle()
-        }))),
+        when_idle: Some(commits.idle_hook()),
     };
     let server = kvs_serve::tcp::TcpServer::start(&settings, |addr, connected| {
         let shared = Arc::new(Shared {
@@ -395,6 +394,7 @@ export_plugin!(
     name: "resp",
     description: "the Redis protocol (RESP2/RESP3): redis-cli, redis-benchmark and Redis clients",
     // `frontend:commits`: this frontend commits its connections' writes itself
-    // (`Connection::settle`), one append for every connection that ran meanwhile.
+    // (`kvs_serve::Commits`, when its thread would park), one append for every
+    // connection that ran meanwhile.
     capabilities: ["net:listen", "protocol:resp", "frontend:commits"]
 );
