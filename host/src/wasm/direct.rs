@@ -16,7 +16,7 @@ use kvs_plugin_api::ErrorCode;
 use kvs_plugin_api::wasm_abi::{self, KVS_BUFFER, KVS_CALL, KVS_CALL_RESULT, KVS_DISPATCH};
 use kvs_plugin_api::wire;
 
-use super::host_fns::{HostOp, LogGate, StoreRef, emit_log, store_reply};
+use super::host_fns::{HostOp, LogGate, StoreRef, emit_log, excuse_store_waits, store_reply};
 
 /// A guest instance, called directly if it can be.
 pub(super) struct Instance {
@@ -175,6 +175,7 @@ pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<
             } else {
                 HELD.set(Some(reply));
             }
+            excuse_store_waits(plugin);
             Ok(n)
         },
     );

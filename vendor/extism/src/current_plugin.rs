@@ -461,6 +461,14 @@ impl CurrentPlugin {
         Some(memory.data_mut(store))
     }
 
+    /// kvs patch: the host function running now blocked for `waited` on something
+    /// outside the guest (a write becoming durable): the call in progress is not
+    /// charged for it, its deadline moves `waited` later. The timeout is there to stop
+    /// a guest that runs too long, not one whose host was slow to answer it.
+    pub fn excuse_wait(&self, waited: std::time::Duration) {
+        self.call_limits.excuse(waited);
+    }
+
     /// Get extism memory
     pub(crate) fn memory(&mut self) -> Option<wasmtime::Memory> {
         self.kernel("memory")?.into_memory()
@@ -666,6 +674,17 @@ impl CallLimits {
 
     pub(crate) fn end(&self) {
         self.begin(None, None);
+    }
+
+    /// The call's deadline now (`excuse` moves it).
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).deadline
+    }
+
+    /// Moves the call's deadline `waited` later (see `CurrentPlugin::excuse_wait`).
+    pub(crate) fn excuse(&self, waited: std::time::Duration) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.deadline = state.deadline.map(|d| d + waited);
     }
 
     /// The long-call hook, if it has not run yet in this call.

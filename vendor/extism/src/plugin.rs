@@ -1196,9 +1196,12 @@ impl Plugin {
         let hook_after = self.long_call_hook.as_ref().map(|h| h.after);
         let deadline_passed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let interrupted = deadline_passed.clone();
+        let ticking = limits.clone();
         self.store.epoch_deadline_callback(move |_| {
             let now = std::time::Instant::now();
-            let expired = deadline.is_some_and(|d| now >= d);
+            // Read each tick, not captured: a host function may have moved it
+            // (`CurrentPlugin::excuse_wait`).
+            let expired = ticking.deadline().is_some_and(|d| now >= d);
             if expired || cancelled.load(std::sync::atomic::Ordering::Acquire) {
                 interrupted.store(true, std::sync::atomic::Ordering::Release);
                 return Err(wasmtime::Error::from(wasmtime::Trap::Interrupt));
@@ -1214,9 +1217,8 @@ impl Plugin {
         // that never returns is stopped like a call that never returns.
         self.store.set_epoch_deadline(1);
         ArmedCall {
-            deadline,
             deadline_passed,
-            _limits_end: limits_end,
+            limits_end,
         }
     }
 
@@ -1573,9 +1575,9 @@ macro_rules! typed_plugin {
 /// kvs patch: a call's deadline, set up by `Plugin::arm_call`; its limits end when
 /// this is dropped.
 struct ArmedCall {
-    deadline: Option<std::time::Instant>,
     deadline_passed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    _limits_end: CallLimitsEnd,
+    /// The call's limits, deadline included; ended when this is dropped.
+    limits_end: CallLimitsEnd,
 }
 
 impl ArmedCall {
@@ -1584,7 +1586,9 @@ impl ArmedCall {
         self.deadline_passed
             .load(std::sync::atomic::Ordering::Acquire)
             || self
-                .deadline
+                .limits_end
+                .0
+                .deadline()
                 .is_some_and(|d| std::time::Instant::now() >= d)
     }
 }
