@@ -912,6 +912,51 @@ fn sigterm_stops_a_connection_that_never_stops_sending() {
     sending.join().unwrap();
 }
 
+/// A pipeline of single-key `DEL`s shares appends like one of `SET`s: each is a delete
+/// that applies if the key is present (its outcome the count), not a read that waits for
+/// the pipeline's earlier writes and then a delete (one append per command before).
+#[test]
+fn a_pipeline_of_dels_shares_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let kvs = Kvs::start(
+        &config_with(dir.path(), "resp", "", admin),
+        &crate::util::staged_plugins(),
+        &[],
+    );
+    let p = port(&kvs, "resp");
+    let mut s = raw(&p);
+    let keys: Vec<String> = (0..200).map(|i| format!("del-{i}")).collect();
+    let mut mset = format!("*{}\r\n$4\r\nMSET\r\n", 1 + 2 * keys.len());
+    for key in &keys {
+        mset += &format!("${}\r\n{key}\r\n$1\r\nv\r\n", key.len());
+    }
+    s.write_all(mset.as_bytes()).unwrap();
+    assert_eq!(read_n(&mut s, 5), "+OK\r\n");
+    let batches = || kvs.writer_batches("frontend") + kvs.writer_batches("writer");
+    let before = batches();
+    // Every other key is absent by the time its DEL runs: each present one counts 1.
+    let dels: String = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let key = if i % 2 == 0 {
+                key.clone()
+            } else {
+                format!("absent-{i}")
+            };
+            format!("*2\r\n$3\r\nDEL\r\n${}\r\n{key}\r\n", key.len())
+        })
+        .collect();
+    s.write_all(dels.as_bytes()).unwrap();
+    let expected = ":1\r\n:0\r\n".repeat(100);
+    assert_eq!(read_n(&mut s, expected.len()), expected);
+    let appends = batches() - before;
+    assert!(appends <= 10, "200 pipelined DELs took {appends} appends");
+    assert_eq!(cli(&p, &["EXISTS", "del-0", "del-1", "del-198"]), "1");
+    kvs.stop();
+}
+
 /// `resp` commits its connections' writes when its thread has nothing left to run (the
 /// host does the same for `wasm-resp`'s guest); a thread kept busy by another
 /// connection (a client that never stops sending `GET`s) still commits them itself

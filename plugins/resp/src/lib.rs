@@ -180,7 +180,7 @@ impl Connection {
         out: &mut Vec<u8>,
         stream: &mut (impl AsyncWrite + Unpin),
     ) -> Flow {
-        if !self.pending.is_empty() && !kvs_resp::commands::runs_ahead_of_writes(args[0]) {
+        if !self.pending.is_empty() && !kvs_resp::commands::runs_ahead_of_writes(args) {
             self.settle(out, session.protocol).await;
         }
         // Replies the client has not taken yet are bounded: past the bound, send them

@@ -35,7 +35,7 @@ fn reply_previous(o: &Outcome, r: &mut Reply<'_>) {
     r.optional(o.previous.as_deref());
 }
 
-fn reply_applied(o: &Outcome, r: &mut Reply<'_>) {
+pub(super) fn reply_applied(o: &Outcome, r: &mut Reply<'_>) {
     r.integer(o.applied as i64);
 }
 
