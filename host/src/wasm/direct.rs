@@ -16,7 +16,7 @@ use kvs_plugin_api::ErrorCode;
 use kvs_plugin_api::wasm_abi::{self, KVS_BUFFER, KVS_CALL, KVS_CALL_RESULT, KVS_DISPATCH};
 use kvs_plugin_api::wire;
 
-use super::host_fns::{HostOp, LogGate, StoreRef, emit_log, excuse_store_waits, store_reply};
+use super::host_fns::{HostOp, LogGate, StoreRef, emit_log, excuse, store_reply, take_store_waits};
 
 /// A guest instance, called directly if it can be.
 pub(super) struct Instance {
@@ -166,6 +166,7 @@ pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<
                     ));
                 }
             };
+            let waited = take_store_waits();
             let n = reply.len() as i32;
             if reply.len() <= cap.max(0) as usize {
                 slice_mut(memory, out, n)?.copy_from_slice(&reply);
@@ -175,7 +176,7 @@ pub(super) fn direct_functions(store: StoreRef, gate: UserData<LogGate>) -> Vec<
             } else {
                 HELD.set(Some(reply));
             }
-            excuse_store_waits(plugin);
+            excuse(plugin, waited);
             Ok(n)
         },
     );
