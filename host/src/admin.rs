@@ -90,7 +90,6 @@ impl Admin {
                 "[admin]",
             )?,
             log: crate::telemetry::listener_log,
-            when_idle: None,
         };
         let server = kvs_serve::Server::start(&settings, |_stopping| {
             axum::Router::new()

@@ -237,6 +237,46 @@ fn start_hostile(dir: &Path, sandbox: &str) -> Kvs {
     Kvs::start(&cfg, &plugins, &[])
 }
 
+/// The time a guest's call waits for the log is not charged to it, but at most ten
+/// timeouts' worth: a guest that keeps its host waiting — an endless loop of increments,
+/// each a few microseconds of its own time and 20 ms of the log's — still ends, about
+/// 1.1 s into a 100 ms timeout (without the bound it would run for minutes).
+#[test]
+fn a_guest_that_keeps_its_host_waiting_for_the_log_still_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = copy_of_staged_plugins(dir.path());
+    std::fs::copy(
+        wasm_module("kvs_wasm_fixture_hostile"),
+        plugins.join("hostile.wasm"),
+    )
+    .unwrap();
+    let memory = crate::util::lib("kvs_fixture_memory_logger");
+    std::fs::copy(&memory, plugins.join(memory.file_name().unwrap())).unwrap();
+    let cfg = config(
+        dir.path(),
+        "memory",
+        "hostile",
+        &format!(
+            "[plugins.memory]\nnamespace = {:?}\nappend_delay_ms = 20\n\
+             [plugins.hostile]\nlisten = \"127.0.0.1:0\"\ncall_timeout_ms = 100\n",
+            crate::util::namespace("incr-forever")
+        ),
+    );
+    let kvs = Kvs::start(&cfg, &plugins, &[]);
+    let http = http_client();
+    let started = std::time::Instant::now();
+    let r = http.get(kvs.at("/incr-forever")).send().unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(r.text().unwrap().contains("timeout"));
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "the endless loop of waits ran {took:?}"
+    );
+    assert_eq!(get_status(&http, kvs.at("/ok")), StatusCode::OK);
+    kvs.stop();
+}
+
 #[test]
 fn hostile_guests_fail_their_own_call_and_the_host_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();

@@ -51,11 +51,14 @@ impl Instance {
     /// Calls export `func` with `input`: its result frame, still framed. A result held
     /// for `kvs_call_result` lives only within the call: one the guest did not collect
     /// (it trapped first, say) must not reach the next guest call on this thread, which
-    /// may be another instance serving another client.
+    /// may be another instance serving another client. Nor does store-wait time not yet
+    /// excused (`host_fns::take_store_waits`).
     pub(super) fn call(&mut self, func: &str, input: &[u8]) -> Result<Vec<u8>, extism::Error> {
         HELD.set(None);
+        take_store_waits();
         let result = self.call_guest(func, input);
         HELD.set(None);
+        take_store_waits();
         result
     }
 

@@ -23,7 +23,6 @@ use extism::{CurrentPlugin, Function, UserData, Val};
 use kvs_plugin_api::wasm_abi::{self, HostFunction};
 use kvs_plugin_api::wire::{self, Reader, Writer};
 use kvs_plugin_api::{ErrorCode, PluginError, RequestContext, Transaction};
-use kvs_serve::Commits;
 
 use crate::caller::Caller;
 use crate::store::Store;
@@ -71,9 +70,9 @@ impl Default for WriteLimits {
 }
 
 /// The writes a call queued without waiting for them. Their commit is deferred too
-/// ([`Caller::defers_commit`]): the frontend's thread commits them
-/// ([`Store::commit_queued`]) once it has run every ready connection ([`commits`]), so
-/// all share one append on that thread.
+/// ([`Caller::defers_commit`]): whoever waits for them commits them first
+/// ([`Store::commit_queued`]), after letting the frontend's other ready connections
+/// queue theirs, so all share one append on this thread.
 #[derive(Default)]
 pub(super) struct Deferred {
     writes: Vec<tokio::sync::oneshot::Receiver<Result<(), PluginError>>>,
@@ -134,27 +133,19 @@ impl Deferred {
         })
     }
 
-    /// Waits for every queued write; `Err` with the first failure, if any. They are
-    /// committed by `commits` (the frontend's: when its runtime's thread has run every
-    /// ready connection, so all that turn's writes share one append), not here.
-    pub(super) async fn settle(mut self, commits: &Commits) -> Result<(), PluginError> {
-        if !self.writes.is_empty() {
-            commits.queued();
+    /// Waits for every queued write; `Err` with the first failure, if any. Lets the
+    /// runtime's other ready tasks run first (their writes then share the commit),
+    /// then commits on this thread.
+    pub(super) async fn settle(mut self) -> Result<(), PluginError> {
+        if let (false, Some(store)) = (self.writes.is_empty(), &self.store) {
+            tokio::task::yield_now().await;
+            store.commit_queued();
         }
-        commits.ran();
         for rx in std::mem::take(&mut self.writes) {
             self.record(rx.await);
         }
         self.failed.map_or(Ok(()), Err)
     }
-}
-
-/// When a WASM frontend's deferred writes are committed: on its runtime's thread when
-/// that thread has run every ready connection, as `resp` commits (see
-/// [`kvs_serve::commits`]).
-pub(super) fn commits(store: &Arc<Store>) -> Arc<Commits> {
-    let store = store.clone();
-    Arc::new(Commits::new(move || store.commit_queued()))
 }
 
 thread_local! {
@@ -179,11 +170,13 @@ fn block_for_store<R>(wait: impl FnOnce() -> R) -> R {
 }
 
 /// After a host function: the time it blocked for the store (a durable write, the
-/// writes a read must see) moves its call's deadline later. `call_timeout_ms` stops a
-/// guest that runs too long; a pipeline of 3,000 `INCR`s, each waiting for its fsync
-/// on a slow disk, is the client's doing, not the guest's, and cutting it off would
-/// close the connection after writes it had made (found by an outside probe: 1,407 of
-/// 3,000 applied, none answered, under 3 ms fsyncs and a 5 s timeout).
+/// writes a read must see) moves its call's deadline later, up to ten timeouts in all
+/// (the patched extism's bound, so a guest that keeps the host waiting still ends).
+/// `call_timeout_ms` stops a guest that runs too long; a pipeline of 3,000 `INCR`s,
+/// each waiting for its fsync on a slow disk, is the client's doing, not the guest's,
+/// and cutting it off would close the connection after writes it had made (found by an
+/// outside probe: 1,407 of 3,000 applied, none answered, under 3 ms fsyncs and a 5 s
+/// timeout).
 pub(super) fn excuse_store_waits(plugin: &CurrentPlugin) {
     excuse(plugin, take_store_waits());
 }

@@ -14,7 +14,7 @@ use crate::plugins::Format;
 use crate::ports::RunningFrontend;
 use crate::store::Store;
 
-use super::host_fns::{CALL_CONTEXT, CallContext, Deferred, GuestStore, commits};
+use super::host_fns::{CALL_CONTEXT, CallContext, Deferred, GuestStore};
 use super::module::{CallError, Compiled, Source, call, compile, instance, metered_call};
 
 /// The optional export that takes a WASM HTTP frontend's config table (1.2).
@@ -105,8 +105,6 @@ struct Edge {
     stopping: Arc<AtomicBool>,
     /// Where this frontend's requests are counted.
     meter: Arc<crate::metrics::FrontendMeter>,
-    /// Commits the guest's deferred writes when a runtime thread idles.
-    commits: Arc<kvs_serve::Commits>,
 }
 
 /// The host answers the probes itself: they must work while every instance is busy.
@@ -245,7 +243,7 @@ async fn edge(
     drop(permit);
     // The guest's answer may acknowledge its writes: it is sent only once they are
     // durable, and replaced by the failure if one was not.
-    if let Err(e) = deferred.settle(&edge.commits).await {
+    if let Err(e) = deferred.settle().await {
         let status = match e.code() {
             ErrorCode::UNAVAILABLE => 503,
             ErrorCode::DEADLINE_EXCEEDED => 504,
@@ -399,7 +397,6 @@ pub fn start_frontend<'a>(
         guest_config,
     )?));
     let table_name = format!("[plugins.{name}]");
-    let commits = commits(store);
     let settings = kvs_serve::Settings {
         listen: &sandbox.listen,
         table: &table_name,
@@ -421,7 +418,6 @@ pub fn start_frontend<'a>(
             &table_name,
         )?,
         log: crate::telemetry::listener_log,
-        when_idle: Some(commits.idle_hook()),
     };
     let server = kvs_serve::Server::start(&settings, |stopping| {
         axum::Router::new().fallback(edge).with_state(Edge {
@@ -430,7 +426,6 @@ pub fn start_frontend<'a>(
             pool: pool.clone(),
             stopping,
             meter: store.metrics().frontend(name),
-            commits,
         })
     })?;
     Ok(Box::new(WasmHttpFrontend {

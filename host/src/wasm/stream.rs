@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::ports::RunningFrontend;
 use crate::store::Store;
 
-use super::host_fns::{CALL_CONTEXT, CallContext, Deferred, GuestStore, commits};
+use super::host_fns::{CALL_CONTEXT, CallContext, Deferred, GuestStore};
 use super::module::{CallError, Compiled, Source, compile, instance, metered_call};
 use super::sandbox::{Sandbox, refuse_guest_keys};
 
@@ -78,8 +78,6 @@ struct Shared {
     wasm_meter: Arc<crate::metrics::WasmMeter>,
     meter: Arc<crate::metrics::FrontendMeter>,
     next_id: AtomicU64,
-    /// Commits the guest's deferred writes when a runtime thread idles.
-    commits: Arc<kvs_serve::Commits>,
 }
 
 impl Shared {
@@ -224,7 +222,7 @@ async fn serve(accepted: Accepted, shared: Arc<Shared>) {
         let (result, deferred) = shared.call(plugin, "kvs_stream_data", &input.0, &mut context);
         // Whatever the call returned, its queued writes must settle before anything
         // is sent: the output may acknowledge them.
-        let settled = deferred.settle(&shared.commits).await;
+        let settled = deferred.settle().await;
         let output = match result {
             Ok(bytes) => wire::StreamOutput::decode(&bytes)
                 .map_err(|e| format!("malformed kvs_stream_data output: {e}")),
@@ -337,7 +335,6 @@ pub fn start_stream_frontend<'a>(
     let table_name = format!("[plugins.{name}]");
     let max_instances = (sandbox.memory_budget_mb / sandbox.memory_max_mb) as usize;
     announce_instance_limit(&table_name, &sandbox, max_instances);
-    let commits = commits(store);
     let settings = kvs_serve::tcp::TcpSettings {
         listen: &sandbox.listen,
         table: &table_name,
@@ -355,7 +352,7 @@ pub fn start_stream_frontend<'a>(
             &table_name,
         )?,
         log: crate::telemetry::listener_log,
-        when_idle: Some(commits.idle_hook()),
+        when_idle: None,
     };
     let shared = Arc::new(Shared {
         name: name.into(),
@@ -371,7 +368,6 @@ pub fn start_stream_frontend<'a>(
         wasm_meter: store.metrics().wasm(name),
         meter: store.metrics().frontend(name),
         next_id: AtomicU64::new(1),
-        commits,
     });
     let serving = shared.clone();
     let server = kvs_serve::tcp::TcpServer::start(&settings, |_, _| {

@@ -11,7 +11,6 @@
 //! contract: a third party's frontend is free to serve however it likes. Runtimes do not
 //! cross the plug-in boundary, which is why each frontend owns one.
 
-pub mod commits;
 mod connection;
 pub mod deadline;
 pub mod evict;
@@ -38,7 +37,6 @@ use tokio::runtime::Runtime;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
-pub use commits::Commits;
 pub use deadline::Deadlines;
 pub use kvs_config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES};
 pub use peers::DEFAULT_MAX_CONNECTIONS_PER_PEER;
@@ -102,9 +100,6 @@ pub struct Settings<'a> {
     pub deadlines: Deadlines,
     /// Where messages go.
     pub log: LogFn,
-    /// Called on a runtime thread that has run out of work, before it sleeps (see
-    /// [`tcp::IdleHook`]).
-    pub when_idle: Option<tcp::IdleHook>,
 }
 
 impl Settings<'_> {
@@ -149,9 +144,6 @@ impl Server {
             .enable_all();
         if let Some(n) = settings.max_blocking_threads {
             builder.max_blocking_threads(n);
-        }
-        if let Some(tcp::IdleHook(hook)) = settings.when_idle.clone() {
-            builder.on_thread_park(move || hook());
         }
         let runtime = builder.build()?;
         let stopping = Arc::new(AtomicBool::new(false));

@@ -357,7 +357,6 @@ impl GrpcFrontend {
                 "[plugins.grpc]",
             )?,
             log: kvs_serve::plugin_log,
-            when_idle: None,
         };
         // Served by kvs-serve (hyper; HTTP/2 by prior knowledge or ALPN) rather than
         // tonic::transport::Server: tonic's server wraps every call in a timeout layer

@@ -12,7 +12,7 @@
 //!   frontend commits them itself (`frontend:commits`, plugin-api 1.7): when its thread
 //!   has run every ready connection and would wait for the network, it commits what all
 //!   of them queued in one append on that thread — what Redis does before its event
-//!   loop sleeps — so a write costs no wake-up of another thread (`kvs_serve::Commits`). An
+//!   loop sleeps — so a write costs no wake-up of another thread (`commits.rs`). An
 //!   update's reply is made from its outcome then; a write that fails after it was queued (the
 //!   logger failed, the value was not a number) has its reply replaced by the error
 //!   before anything is sent.
@@ -40,10 +40,11 @@ use kvs_serve::tcp::{Accepted, OpenConnections};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 mod backend;
+mod commits;
 mod config;
 
 use backend::Connection;
-use kvs_serve::Commits;
+use commits::Commits;
 
 pub use config::Config;
 
@@ -180,7 +181,7 @@ impl Connection {
         out: &mut Vec<u8>,
         stream: &mut (impl AsyncWrite + Unpin),
     ) -> Flow {
-        if !self.pending.is_empty() && !kvs_resp::commands::runs_ahead_of_writes(args) {
+        if !self.pending.is_empty() && !kvs_resp::commands::runs_ahead_of_writes(args[0]) {
             self.settle(out, session.protocol).await;
         }
         // Replies the client has not taken yet are bounded: past the bound, send them
@@ -331,10 +332,7 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
         max_command_bytes: config.max_command_bytes,
         ..kvs_resp::Limits::default()
     };
-    let commits = Arc::new(Commits::new({
-        let store = store.clone();
-        move || store.commit()
-    }));
+    let commits = Arc::new(Commits::new(store.clone()));
     let settings = kvs_serve::tcp::TcpSettings {
         listen: &config.listen,
         table: "[plugins.resp]",
@@ -351,7 +349,10 @@ fn start(store: Store, config: &str) -> Result<RespFrontend, PluginError> {
             "[plugins.resp]",
         )?,
         log: kvs_serve::plugin_log,
-        when_idle: Some(commits.idle_hook()),
+        when_idle: Some(kvs_serve::tcp::IdleHook(Arc::new({
+            let commits = commits.clone();
+            move || commits.idle()
+        }))),
     };
     let server = kvs_serve::tcp::TcpServer::start(&settings, |addr, connected| {
         let shared = Arc::new(Shared {
@@ -394,7 +395,7 @@ export_plugin!(
     name: "resp",
     description: "the Redis protocol (RESP2/RESP3): redis-cli, redis-benchmark and Redis clients",
     // `frontend:commits`: this frontend commits its connections' writes itself
-    // (`kvs_serve::Commits`, when its thread would park), one append for every
-    // connection that ran meanwhile.
+    // (`commits.rs`, when its thread would park), one append for every connection that
+    // ran meanwhile.
     capabilities: ["net:listen", "protocol:resp", "frontend:commits"]
 );

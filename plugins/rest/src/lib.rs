@@ -398,7 +398,6 @@ impl RestFrontend {
                 "[plugins.rest]",
             )?,
             log: kvs_serve::plugin_log,
-            when_idle: None,
         };
         let limiter = Arc::new(Semaphore::new(config.max_concurrent_requests));
         let timeout_ms = Arc::new(AtomicU64::new(config.request_timeout_ms));

@@ -463,8 +463,10 @@ impl CurrentPlugin {
 
     /// kvs patch: the host function running now blocked for `waited` on something
     /// outside the guest (a write becoming durable): the call in progress is not
-    /// charged for it, its deadline moves `waited` later. The timeout is there to stop
-    /// a guest that runs too long, not one whose host was slow to answer it.
+    /// charged for it, its deadline moves `waited` later — up to ten times the call's
+    /// timeout in all, so a guest that keeps making its host wait still ends. The
+    /// timeout is there to stop a guest that runs too long, not one whose host was slow
+    /// to answer it.
     pub fn excuse_wait(&self, waited: std::time::Duration) {
         self.call_limits.excuse(waited);
     }
@@ -650,9 +652,16 @@ pub(crate) struct CallLimits {
     state: std::sync::Mutex<CallLimitsState>,
 }
 
+/// kvs patch: the most a call's deadline can be moved by `excuse_wait`, in multiples of
+/// the time it had when it began (its timeout): a host's waits are not the guest's
+/// doing, but a guest that keeps making the host wait must still end.
+const MAX_EXCUSED_TIMEOUTS: u32 = 10;
+
 #[derive(Default)]
 struct CallLimitsState {
     deadline: Option<std::time::Instant>,
+    /// How much later `excuse` may still move `deadline`.
+    excusable: std::time::Duration,
     /// Taken by the epoch callback once the call has run for `after`.
     hook: Option<std::sync::Arc<crate::plugin_builder::LongCallHook>>,
     /// The hook's `after` and `wrap_wait`, for WASI waits during the call.
@@ -668,6 +677,9 @@ impl CallLimits {
     ) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.deadline = deadline;
+        state.excusable = deadline.map_or(std::time::Duration::ZERO, |d| {
+            d.saturating_duration_since(std::time::Instant::now()) * MAX_EXCUSED_TIMEOUTS
+        });
         state.wrap_wait = hook.as_ref().map(|h| (h.after, h.wrap_wait.clone()));
         state.hook = hook;
     }
@@ -681,10 +693,13 @@ impl CallLimits {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).deadline
     }
 
-    /// Moves the call's deadline `waited` later (see `CurrentPlugin::excuse_wait`).
+    /// Moves the call's deadline `waited` later (see `CurrentPlugin::excuse_wait`), up to
+    /// `MAX_EXCUSED_TIMEOUTS` timeouts in all.
     pub(crate) fn excuse(&self, waited: std::time::Duration) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.deadline = state.deadline.map(|d| d + waited);
+        let granted = waited.min(state.excusable);
+        state.excusable -= granted;
+        state.deadline = state.deadline.map(|d| d + granted);
     }
 
     /// The long-call hook, if it has not run yet in this call.

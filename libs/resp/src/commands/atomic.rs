@@ -35,7 +35,7 @@ fn reply_previous(o: &Outcome, r: &mut Reply<'_>) {
     r.optional(o.previous.as_deref());
 }
 
-pub(super) fn reply_applied(o: &Outcome, r: &mut Reply<'_>) {
+fn reply_applied(o: &Outcome, r: &mut Reply<'_>) {
     r.integer(o.applied as i64);
 }
 

@@ -3,8 +3,6 @@
 //! writes never has to wait inside one; a command that writes several keys checks every
 //! one before it queues any.
 
-use kvs_plugin_api::{Change, Condition, Expiry, Update};
-
 use super::{Backend, Session, arity_error, store};
 use crate::reply::Reply;
 
@@ -30,17 +28,6 @@ pub(super) fn del(
     for key in &args[1..] {
         backend.check_read(session, key).map_err(store)?;
         backend.check_write(session, key, None).map_err(store)?;
-    }
-    if let [_, key] = args {
-        // One key: a delete that applies if the key is present says whether it was,
-        // with no read first. The read would wait for the connection's earlier writes,
-        // so a pipeline of `DEL`s made one append (and fsync) per command.
-        let update = Update::new(*key, Change::Delete)
-            .when(Condition::Present)
-            .expiring(Expiry::Keep);
-        return backend
-            .update(session, update, super::atomic::reply_applied, out)
-            .map_err(store);
     }
     // Count first (a key named twice counts once), then delete. The keys seen are a
     // set past a few: a scan of the earlier ones made `DEL` of 100k keys take seconds

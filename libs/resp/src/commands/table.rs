@@ -140,19 +140,12 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
         .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// Whether a command (its arguments, name first) may run before the connection's
-/// earlier writes are durable: blind writes (`SET`, `MSET`), atomic updates (evaluated
-/// by the host's writer in order after them; `DEL` of one key is one) and commands that
-/// touch no key. Everything else reads the store (`DEL` of several keys counts what it
-/// removed), so a frontend that defers durability must settle its pending writes first
-/// to keep a pipeline's order visible.
-pub fn runs_ahead_of_writes(args: &[&[u8]]) -> bool {
-    let Some(name) = args.first() else {
-        return true;
-    };
-    if args.len() == 2 && name.eq_ignore_ascii_case(b"del") {
-        return true;
-    }
+/// Whether a command may run before the connection's earlier writes are durable: blind
+/// writes (`SET`, `MSET`), atomic updates (evaluated by the host's writer in order
+/// after them) and commands that touch no key. Everything else reads the store (`DEL`
+/// counts what it removed), so a frontend that defers durability must settle its
+/// pending writes first to keep a pipeline's order visible.
+pub fn runs_ahead_of_writes(name: &[u8]) -> bool {
     [
         "set",
         "mset",
