@@ -120,15 +120,7 @@ impl Default for Map {
 impl Map {
     /// A copy of the value under `key`, unless it has expired.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.read(|| {
-            let slot = self.entries.get(key)?;
-            let entry = slot.key();
-            let layout = entry.layout();
-            if layout.deadline.is_some_and(|d| d <= now_ms()) {
-                return None;
-            }
-            Some(entry.value(&layout).to_vec())
-        })
+        self.get_with(key, <[u8]>::to_vec)
     }
 
     /// [`Map::get`], the value lent to `with` in place instead of copied out. `with`

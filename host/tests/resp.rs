@@ -400,9 +400,7 @@ fn a_stream_guest_that_traps_or_spins_closes_only_that_connection() {
 #[test]
 fn a_pipeline_waiting_on_a_slow_log_longer_than_the_call_timeout_is_answered_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = copy_of_staged_plugins(dir.path());
-    let memory = crate::util::lib("kvs_fixture_memory_logger");
-    std::fs::copy(&memory, plugins.join(memory.file_name().unwrap())).unwrap();
+    let plugins = crate::util::staged_plugins_and_memory_logger(dir.path());
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
@@ -440,9 +438,7 @@ fn a_pipeline_waiting_on_a_slow_log_longer_than_the_call_timeout_is_answered_who
 #[test]
 fn a_write_the_logger_fails_is_never_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = copy_of_staged_plugins(dir.path());
-    let memory = crate::util::lib("kvs_fixture_memory_logger");
-    std::fs::copy(&memory, plugins.join(memory.file_name().unwrap())).unwrap();
+    let plugins = crate::util::staged_plugins_and_memory_logger(dir.path());
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,

@@ -197,6 +197,15 @@ pub fn copy_of_staged_plugins(dir: &Path) -> PathBuf {
     plugins
 }
 
+/// [`copy_of_staged_plugins`] plus the `memory` test logger (`append_delay_ms`,
+/// `fail_keys_with_prefix`), for tests of a slow or failing log.
+pub fn staged_plugins_and_memory_logger(dir: &Path) -> PathBuf {
+    let plugins = copy_of_staged_plugins(dir);
+    let memory = lib("kvs_fixture_memory_logger");
+    std::fs::copy(&memory, plugins.join(memory.file_name().unwrap())).unwrap();
+    plugins
+}
+
 /// Writes a config for the file logger at `data/kvs.log` under `dir` and REST on a free
 /// port, plus `extra` TOML appended.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {

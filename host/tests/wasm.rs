@@ -244,14 +244,12 @@ fn start_hostile(dir: &Path, sandbox: &str) -> Kvs {
 #[test]
 fn a_guest_that_keeps_its_host_waiting_for_the_log_still_times_out() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = copy_of_staged_plugins(dir.path());
+    let plugins = crate::util::staged_plugins_and_memory_logger(dir.path());
     std::fs::copy(
         wasm_module("kvs_wasm_fixture_hostile"),
         plugins.join("hostile.wasm"),
     )
     .unwrap();
-    let memory = crate::util::lib("kvs_fixture_memory_logger");
-    std::fs::copy(&memory, plugins.join(memory.file_name().unwrap())).unwrap();
     let cfg = config(
         dir.path(),
         "memory",

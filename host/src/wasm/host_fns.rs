@@ -151,13 +151,13 @@ impl Deferred {
 thread_local! {
     pub(super) static CALL_CONTEXT: RefCell<Option<CallContext>> = const { RefCell::new(None) };
     /// How long the host function running on this thread blocked for the store, for
-    /// [`excuse_store_waits`].
+    /// [`excuse`].
     static STORE_WAITS: Cell<Duration> = const { Cell::new(Duration::ZERO) };
 }
 
 /// Runs `wait`, which blocks the thread until the store has done something (writes made
 /// durable), off the async worker if there is one, and counts how long it took: the
-/// guest's call is not charged for it ([`excuse_store_waits`]).
+/// guest's call is not charged for it ([`excuse`]).
 fn block_for_store<R>(wait: impl FnOnce() -> R) -> R {
     let started = Instant::now();
     let result = if in_multi_thread_runtime() {
@@ -170,15 +170,17 @@ fn block_for_store<R>(wait: impl FnOnce() -> R) -> R {
 }
 
 /// After a host function: the time it blocked for the store (a durable write, the
-/// writes a read must see) moves its call's deadline later, up to ten timeouts in all
-/// (the patched extism's bound, so a guest that keeps the host waiting still ends).
-/// `call_timeout_ms` stops a guest that runs too long; a pipeline of 3,000 `INCR`s,
-/// each waiting for its fsync on a slow disk, is the client's doing, not the guest's,
-/// and cutting it off would close the connection after writes it had made (found by an
-/// outside probe: 1,407 of 3,000 applied, none answered, under 3 ms fsyncs and a 5 s
-/// timeout).
-pub(super) fn excuse_store_waits(plugin: &CurrentPlugin) {
-    excuse(plugin, take_store_waits());
+/// writes a read must see), as [`take_store_waits`] gave it, moves its call's deadline
+/// later, up to ten timeouts in all (the patched extism's bound, so a guest that keeps
+/// the host waiting still ends). `call_timeout_ms` stops a guest that runs too long; a
+/// pipeline of 3,000 `INCR`s, each waiting for its fsync on a slow disk, is the client's
+/// doing, not the guest's, and cutting it off would close the connection after writes
+/// it had made (found by an outside probe: 1,407 of 3,000 applied, none answered, under
+/// 3 ms fsyncs and a 5 s timeout).
+pub(super) fn excuse(plugin: &CurrentPlugin, waited: Duration) {
+    if !waited.is_zero() {
+        plugin.excuse_wait(waited);
+    }
 }
 
 /// How long this thread's host function has blocked for the store since the last take,
@@ -186,13 +188,6 @@ pub(super) fn excuse_store_waits(plugin: &CurrentPlugin) {
 /// it (a bad pointer from the guest) leaves nothing for the next call on the thread.
 pub(super) fn take_store_waits() -> Duration {
     STORE_WAITS.take()
-}
-
-/// Moves the deadline of `plugin`'s call in progress `waited` later.
-pub(super) fn excuse(plugin: &CurrentPlugin, waited: Duration) {
-    if !waited.is_zero() {
-        plugin.excuse_wait(waited);
-    }
 }
 
 /// The store the host functions reach: a frontend's store, or none (handshake, loggers).
@@ -301,7 +296,7 @@ pub(super) fn store_functions(store: StoreRef) -> Vec<Function> {
                     let input: Vec<u8> = plugin.memory_get_val(&inputs[0])?;
                     let mut reply = Vec::new();
                     store_reply(&store, call, &input, &mut reply);
-                    excuse_store_waits(plugin);
+                    excuse(plugin, take_store_waits());
                     plugin.memory_set_val(&mut outputs[0], reply)
                 },
             )
